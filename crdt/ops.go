@@ -1,0 +1,475 @@
+package crdt
+
+import (
+	"fmt"
+	"unicode/utf8"
+)
+
+// OpKind tags an op on the wire. Values are part of the protocol: never
+// renumber, only add. Kinds a replica does not know are kept (so the body
+// re-encodes byte for byte) and ignored when applied.
+type OpKind uint64
+
+// Conversation op kinds.
+const (
+	KindMessage        OpKind = 1
+	KindEdit           OpKind = 2
+	KindDelete         OpKind = 3
+	KindReactionAdd    OpKind = 4
+	KindReactionRemove OpKind = 5
+	KindReceipt        OpKind = 6
+	KindTitle          OpKind = 7
+	KindAvatar         OpKind = 8
+	KindAddMember      OpKind = 9
+	KindRemoveMember   OpKind = 10
+	KindSetAdmin       OpKind = 11
+	KindRotation       OpKind = 12
+	KindDeviceAnnounce OpKind = 13
+)
+
+// Account op kinds.
+const (
+	KindProfileName   OpKind = 32
+	KindProfileAvatar OpKind = 33
+	KindPreference    OpKind = 34
+	KindContact       OpKind = 35
+	KindConversation  OpKind = 36
+	KindDeviceAdd     OpKind = 37
+	KindDeviceRevoke  OpKind = 38
+	KindReadMark      OpKind = 39
+)
+
+// Op is one operation carried in an event body. The concrete types below
+// are the closed set this version understands; Unknown carries the rest.
+type Op interface {
+	Kind() OpKind
+	validate() error
+}
+
+// Message posts text, optionally as a reply. Its identity is MsgID{event, op index}.
+type Message struct {
+	Text    string `cbor:"t"`
+	ReplyTo *MsgID `cbor:"r,omitempty"`
+}
+
+// Edit replaces the text of one of the author account's messages.
+type Edit struct {
+	Target MsgID  `cbor:"m"`
+	Text   string `cbor:"t"`
+}
+
+// Delete is delete-for-everyone by the message's author account: a tombstone.
+type Delete struct {
+	Target MsgID `cbor:"m"`
+}
+
+// ReactionAdd adds the author account's reaction Emoji to a message.
+type ReactionAdd struct {
+	Target MsgID  `cbor:"m"`
+	Emoji  string `cbor:"e"`
+}
+
+// ReactionRemove removes the author account's reaction Emoji from a message;
+// it removes only the adds in its causal past (add wins over a concurrent remove).
+type ReactionRemove struct {
+	Target MsgID  `cbor:"m"`
+	Emoji  string `cbor:"e"`
+}
+
+// Receipt says that the author account has received (Read=false) or read
+// (Read=true) every event in the causal past of the events in Upto,
+// including those events. Each Upto event must be in the causal past of
+// the receipt's own event, or be that event's parent; others are ignored.
+type Receipt struct {
+	Read bool `cbor:"d,omitempty"`
+	Upto Refs `cbor:"u"`
+}
+
+// SetTitle sets the conversation title (LWW). Empty clears it.
+type SetTitle struct {
+	Title string `cbor:"t"`
+}
+
+// SetAvatar sets the conversation avatar (LWW). Empty Data clears it.
+type SetAvatar struct {
+	Mime string `cbor:"m,omitempty"`
+	Data []byte `cbor:"d,omitempty"`
+}
+
+// AddMember makes Account a member. Admins only.
+type AddMember struct {
+	Account AccountID `cbor:"a"`
+}
+
+// RemoveMember removes Account. Admins, or the account itself (leave).
+// Remove wins over a concurrent add, and is strong (see package doc).
+type RemoveMember struct {
+	Account AccountID `cbor:"a"`
+}
+
+// SetAdmin grants (Admin=true) or revokes admin rights of a member. Admins only.
+type SetAdmin struct {
+	Account AccountID `cbor:"a"`
+	Admin   bool      `cbor:"v,omitempty"`
+}
+
+// Recipient is one device an epoch secret was sealed to.
+type Recipient struct {
+	_       struct{} `cbor:",toarray"`
+	Account AccountID
+	Device  DeviceID
+}
+
+// Rotation records a new epoch: an opaque keyring payload and the devices
+// it was sealed to.
+type Rotation struct {
+	Payload    []byte      `cbor:"p"`
+	Recipients []Recipient `cbor:"r"`
+}
+
+// DeviceAnnounce publishes an account's device certificate in the
+// conversation. The certificate is opaque here; keyring verifies it.
+type DeviceAnnounce struct {
+	Account AccountID `cbor:"a"`
+	Device  DeviceID  `cbor:"d"`
+	Cert    []byte    `cbor:"c"`
+}
+
+// ProfileName sets the account's display name (LWW).
+type ProfileName struct {
+	Name string `cbor:"n"`
+}
+
+// ProfileAvatar sets the account's avatar (LWW). Empty Data clears it.
+type ProfileAvatar struct {
+	Mime string `cbor:"m,omitempty"`
+	Data []byte `cbor:"d,omitempty"`
+}
+
+// SetPreference sets one preference (LWW per key). Empty Value unsets it.
+type SetPreference struct {
+	Key   string `cbor:"k"`
+	Value string `cbor:"v,omitempty"`
+}
+
+// Contact verification states.
+const (
+	Unverified  uint8 = 0
+	Verified    uint8 = 1
+	KeyChanged  uint8 = 2
+	maxVerified       = KeyChanged
+)
+
+// Contact status values.
+const (
+	ContactAdded   uint8 = 1
+	ContactRemoved uint8 = 2
+)
+
+// ContactUpdate sets some fields of a contact; each field is its own LWW register.
+type ContactUpdate struct {
+	Account      AccountID `cbor:"a"`
+	Name         *string   `cbor:"n,omitempty"`
+	Verification *uint8    `cbor:"v,omitempty"`
+	Status       *uint8    `cbor:"s,omitempty"`
+}
+
+// Conversation kinds.
+const (
+	ConvDirect uint8 = 1
+	ConvGroup  uint8 = 2
+)
+
+// ConversationUpdate sets some fields of a conversation-list entry; each
+// field is its own LWW register. ID is the conversation's opaque id.
+type ConversationUpdate struct {
+	ID        []byte  `cbor:"i"`
+	Type      *uint8  `cbor:"k,omitempty"`
+	TitleHint *string `cbor:"t,omitempty"`
+	Archived  *bool   `cbor:"a,omitempty"`
+	Muted     *bool   `cbor:"m,omitempty"`
+	Left      *bool   `cbor:"l,omitempty"`
+}
+
+// DeviceAdd records a device of the account with its certificate.
+type DeviceAdd struct {
+	Device DeviceID `cbor:"d"`
+	Name   string   `cbor:"n,omitempty"`
+	Cert   []byte   `cbor:"c"`
+}
+
+// DeviceRevoke revokes a device permanently. Events of that device with a
+// sequence number above Cutoff are ignored; Cutoff 0 means "what the
+// revoking event has seen of the device" (its causal past).
+type DeviceRevoke struct {
+	Device DeviceID `cbor:"d"`
+	Cutoff uint64   `cbor:"c,omitempty"`
+}
+
+// ReadMark raises the account's read position in a conversation (max register).
+type ReadMark struct {
+	Conversation []byte   `cbor:"i"`
+	Position     Position `cbor:"p"`
+}
+
+// Unknown is an op of a kind this version does not understand. Raw is its
+// payload, a well-formed canonical CBOR item. It is ignored when applied.
+type Unknown struct {
+	K   OpKind
+	Raw []byte
+}
+
+func (Message) Kind() OpKind            { return KindMessage }
+func (Edit) Kind() OpKind               { return KindEdit }
+func (Delete) Kind() OpKind             { return KindDelete }
+func (ReactionAdd) Kind() OpKind        { return KindReactionAdd }
+func (ReactionRemove) Kind() OpKind     { return KindReactionRemove }
+func (Receipt) Kind() OpKind            { return KindReceipt }
+func (SetTitle) Kind() OpKind           { return KindTitle }
+func (SetAvatar) Kind() OpKind          { return KindAvatar }
+func (AddMember) Kind() OpKind          { return KindAddMember }
+func (RemoveMember) Kind() OpKind       { return KindRemoveMember }
+func (SetAdmin) Kind() OpKind           { return KindSetAdmin }
+func (Rotation) Kind() OpKind           { return KindRotation }
+func (DeviceAnnounce) Kind() OpKind     { return KindDeviceAnnounce }
+func (ProfileName) Kind() OpKind        { return KindProfileName }
+func (ProfileAvatar) Kind() OpKind      { return KindProfileAvatar }
+func (SetPreference) Kind() OpKind      { return KindPreference }
+func (ContactUpdate) Kind() OpKind      { return KindContact }
+func (ConversationUpdate) Kind() OpKind { return KindConversation }
+func (DeviceAdd) Kind() OpKind          { return KindDeviceAdd }
+func (DeviceRevoke) Kind() OpKind       { return KindDeviceRevoke }
+func (ReadMark) Kind() OpKind           { return KindReadMark }
+
+// Kind returns the unknown kind number.
+func (u Unknown) Kind() OpKind { return u.K }
+
+func checkText(field, s string, maxLen int, nonEmpty bool) error {
+	if len(s) > maxLen {
+		return fmt.Errorf("%s: %d bytes > %d", field, len(s), maxLen)
+	}
+	if nonEmpty && s == "" {
+		return fmt.Errorf("%s: empty", field)
+	}
+	if !utf8.ValidString(s) {
+		return fmt.Errorf("%s: invalid UTF-8", field)
+	}
+	return nil
+}
+
+func checkMsgID(m MsgID) error {
+	if !m.Event.Defined() {
+		return fmt.Errorf("message id: undefined event")
+	}
+	return nil
+}
+
+func checkBlob(mime string, data []byte) error {
+	if len(data) > MaxBlobLen {
+		return fmt.Errorf("avatar: %d bytes > %d", len(data), MaxBlobLen)
+	}
+	if err := checkText("avatar mime", mime, MaxMimeLen, len(data) > 0); err != nil {
+		return err
+	}
+	if len(data) == 0 && mime != "" {
+		return fmt.Errorf("avatar: mime without data")
+	}
+	return nil
+}
+
+func (o Message) validate() error {
+	if err := checkText("message", o.Text, MaxTextLen, true); err != nil {
+		return err
+	}
+	if o.ReplyTo != nil {
+		return checkMsgID(*o.ReplyTo)
+	}
+	return nil
+}
+
+func (o Edit) validate() error {
+	if err := checkMsgID(o.Target); err != nil {
+		return err
+	}
+	return checkText("edit", o.Text, MaxTextLen, true)
+}
+
+func (o Delete) validate() error { return checkMsgID(o.Target) }
+
+func (o ReactionAdd) validate() error {
+	if err := checkMsgID(o.Target); err != nil {
+		return err
+	}
+	return checkText("emoji", o.Emoji, MaxEmojiLen, true)
+}
+
+func (o ReactionRemove) validate() error {
+	if err := checkMsgID(o.Target); err != nil {
+		return err
+	}
+	return checkText("emoji", o.Emoji, MaxEmojiLen, true)
+}
+
+func (o Receipt) validate() error {
+	if len(o.Upto) == 0 || len(o.Upto) > MaxRefs {
+		return fmt.Errorf("receipt: %d refs, want 1..%d", len(o.Upto), MaxRefs)
+	}
+	for _, c := range o.Upto {
+		if !c.Defined() {
+			return fmt.Errorf("receipt: undefined ref")
+		}
+	}
+	return nil
+}
+
+func (o SetTitle) validate() error  { return checkText("title", o.Title, MaxTitleLen, false) }
+func (o SetAvatar) validate() error { return checkBlob(o.Mime, o.Data) }
+func (AddMember) validate() error   { return nil }
+func (RemoveMember) validate() error {
+	return nil
+}
+func (SetAdmin) validate() error { return nil }
+
+func (o Rotation) validate() error {
+	if len(o.Payload) == 0 || len(o.Payload) > MaxPayloadLen {
+		return fmt.Errorf("rotation: payload %d bytes, want 1..%d", len(o.Payload), MaxPayloadLen)
+	}
+	if len(o.Recipients) > MaxRecipients {
+		return fmt.Errorf("rotation: %d recipients > %d", len(o.Recipients), MaxRecipients)
+	}
+	return nil
+}
+
+func (o DeviceAnnounce) validate() error {
+	if len(o.Cert) == 0 || len(o.Cert) > MaxCertLen {
+		return fmt.Errorf("device announce: cert %d bytes, want 1..%d", len(o.Cert), MaxCertLen)
+	}
+	return nil
+}
+
+func (o ProfileName) validate() error   { return checkText("profile name", o.Name, MaxTitleLen, false) }
+func (o ProfileAvatar) validate() error { return checkBlob(o.Mime, o.Data) }
+
+func (o SetPreference) validate() error {
+	if err := checkText("preference key", o.Key, MaxKeyLen, true); err != nil {
+		return err
+	}
+	return checkText("preference value", o.Value, MaxValueLen, false)
+}
+
+func (o ContactUpdate) validate() error {
+	if o.Name == nil && o.Verification == nil && o.Status == nil {
+		return fmt.Errorf("contact: no field set")
+	}
+	if o.Name != nil {
+		if err := checkText("contact name", *o.Name, MaxTitleLen, false); err != nil {
+			return err
+		}
+	}
+	if o.Verification != nil && *o.Verification > maxVerified {
+		return fmt.Errorf("contact: verification %d unknown", *o.Verification)
+	}
+	if o.Status != nil && *o.Status != ContactAdded && *o.Status != ContactRemoved {
+		return fmt.Errorf("contact: status %d unknown", *o.Status)
+	}
+	return nil
+}
+
+func (o ConversationUpdate) validate() error {
+	if len(o.ID) == 0 || len(o.ID) > MaxKeyLen {
+		return fmt.Errorf("conversation: id %d bytes, want 1..%d", len(o.ID), MaxKeyLen)
+	}
+	if o.Type == nil && o.TitleHint == nil && o.Archived == nil && o.Muted == nil && o.Left == nil {
+		return fmt.Errorf("conversation: no field set")
+	}
+	if o.Type != nil && *o.Type != ConvDirect && *o.Type != ConvGroup {
+		return fmt.Errorf("conversation: type %d unknown", *o.Type)
+	}
+	if o.TitleHint != nil {
+		return checkText("conversation title", *o.TitleHint, MaxTitleLen, false)
+	}
+	return nil
+}
+
+func (o DeviceAdd) validate() error {
+	if err := checkText("device name", o.Name, MaxTitleLen, false); err != nil {
+		return err
+	}
+	if len(o.Cert) == 0 || len(o.Cert) > MaxCertLen {
+		return fmt.Errorf("device add: cert %d bytes, want 1..%d", len(o.Cert), MaxCertLen)
+	}
+	return nil
+}
+
+func (DeviceRevoke) validate() error { return nil }
+
+func (o ReadMark) validate() error {
+	if len(o.Conversation) == 0 || len(o.Conversation) > MaxKeyLen {
+		return fmt.Errorf("read mark: conversation id %d bytes, want 1..%d", len(o.Conversation), MaxKeyLen)
+	}
+	if len(o.Position) == 0 || len(o.Position) > MaxPositionLen || !o.Position.valid() {
+		return fmt.Errorf("read mark: position not a sorted non-empty vector")
+	}
+	return nil
+}
+
+func (u Unknown) validate() error {
+	if knownKind(u.K) {
+		return fmt.Errorf("unknown op with known kind %d", u.K)
+	}
+	return nil
+}
+
+// decodeKnown decodes the payload of a known kind. ok is false for kinds
+// this version does not know.
+func decodeKnown(k OpKind, raw []byte) (op Op, ok bool, err error) {
+	switch k {
+	case KindMessage:
+		return decodeAs[Message](raw)
+	case KindEdit:
+		return decodeAs[Edit](raw)
+	case KindDelete:
+		return decodeAs[Delete](raw)
+	case KindReactionAdd:
+		return decodeAs[ReactionAdd](raw)
+	case KindReactionRemove:
+		return decodeAs[ReactionRemove](raw)
+	case KindReceipt:
+		return decodeAs[Receipt](raw)
+	case KindTitle:
+		return decodeAs[SetTitle](raw)
+	case KindAvatar:
+		return decodeAs[SetAvatar](raw)
+	case KindAddMember:
+		return decodeAs[AddMember](raw)
+	case KindRemoveMember:
+		return decodeAs[RemoveMember](raw)
+	case KindSetAdmin:
+		return decodeAs[SetAdmin](raw)
+	case KindRotation:
+		return decodeAs[Rotation](raw)
+	case KindDeviceAnnounce:
+		return decodeAs[DeviceAnnounce](raw)
+	case KindProfileName:
+		return decodeAs[ProfileName](raw)
+	case KindProfileAvatar:
+		return decodeAs[ProfileAvatar](raw)
+	case KindPreference:
+		return decodeAs[SetPreference](raw)
+	case KindContact:
+		return decodeAs[ContactUpdate](raw)
+	case KindConversation:
+		return decodeAs[ConversationUpdate](raw)
+	case KindDeviceAdd:
+		return decodeAs[DeviceAdd](raw)
+	case KindDeviceRevoke:
+		return decodeAs[DeviceRevoke](raw)
+	case KindReadMark:
+		return decodeAs[ReadMark](raw)
+	}
+	return nil, false, nil
+}
+
+func knownKind(k OpKind) bool {
+	return (k >= KindMessage && k <= KindDeviceAnnounce) || (k >= KindProfileName && k <= KindReadMark)
+}
