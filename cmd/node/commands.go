@@ -1,0 +1,285 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/glitr-chat/glitr/node"
+	"github.com/glitr-chat/glitr/webui"
+)
+
+func defaultDataDir() (string, error) { return node.DefaultDataDir() }
+
+// stringList is a repeatable string flag.
+type stringList []string
+
+func (s *stringList) String() string     { return strings.Join(*s, ",") }
+func (s *stringList) Set(v string) error { *s = append(*s, v); return nil }
+
+func cmdInit(ctx context.Context, g *globals, args []string) error {
+	fs := newFlagSet(g, "init", "init [--profile personal|relay] [flags]")
+	profile := fs.String("profile", node.ProfilePersonal, "personal (a chat node) or relay (a relay/bootstrap node)")
+	port := fs.Int("port", 0, "libp2p port for every transport (0: the profile's default)")
+	api := fs.String("api", "", "host:port of the local API (default: the profile's, 127.0.0.1:7878 for personal)")
+	ifMissing := fs.Bool("if-missing", false, "do nothing if the data directory is already initialized")
+	var boot, relays stringList
+	fs.Var(&boot, "bootstrap", "bootstrap peer multiaddr with /p2p/<id> (repeatable)")
+	fs.Var(&relays, "relay", "relay multiaddr with /p2p/<id> for AutoRelay (repeatable)")
+	if err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	dir, err := g.dataDir()
+	if err != nil {
+		return err
+	}
+	cfg, err := node.DefaultConfig(*profile)
+	if err != nil {
+		return err
+	}
+	if *port != 0 {
+		if *port < 1 || *port > 65534 {
+			return fmt.Errorf("--port %d: must be 1..65534", *port)
+		}
+		cfg.Network.ListenAddrs = portAddrs(*port)
+	}
+	if *api != "" {
+		cfg.API.Listen = *api
+	}
+	cfg.Network.BootstrapPeers = append(cfg.Network.BootstrapPeers, boot...)
+	cfg.Network.Relays = append(cfg.Network.Relays, relays...)
+	if _, err := node.Init(dir, cfg); err != nil {
+		if *ifMissing && errors.Is(err, node.ErrAlreadyInit) {
+			return nil
+		}
+		return err
+	}
+	fmt.Fprintf(g.stdout, "initialized %s node in %s\n", *profile, dir)
+	return nil
+}
+
+// portAddrs lists the listen addresses of every transport on one port
+// (QUIC and WebTransport share the UDP port; WebRTC-direct takes the next).
+func portAddrs(port int) []string {
+	p, p1 := strconv.Itoa(port), strconv.Itoa(port+1)
+	return []string{
+		"/ip4/0.0.0.0/udp/" + p + "/quic-v1",
+		"/ip4/0.0.0.0/udp/" + p + "/quic-v1/webtransport",
+		"/ip4/0.0.0.0/udp/" + p1 + "/webrtc-direct",
+		"/ip4/0.0.0.0/tcp/" + p,
+		"/ip6/::/udp/" + p + "/quic-v1",
+		"/ip6/::/tcp/" + p,
+	}
+}
+
+func cmdRun(ctx context.Context, g *globals, args []string) error {
+	fs := newFlagSet(g, "run", "run [flags]")
+	if err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	return serve(ctx, g, node.ProfilePersonal)
+}
+
+func cmdRelay(ctx context.Context, g *globals, args []string) error {
+	fs := newFlagSet(g, "relay", "relay [flags]")
+	if err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	return serve(ctx, g, node.ProfileRelay)
+}
+
+// serve runs a node until SIGINT or SIGTERM.
+func serve(ctx context.Context, g *globals, profile string) error {
+	log, err := g.logger()
+	if err != nil {
+		return err
+	}
+	path, err := g.dataDir()
+	if err != nil {
+		return err
+	}
+	dir, err := node.Open(path)
+	if err != nil {
+		if errors.Is(err, node.ErrNotInitialized) {
+			return fmt.Errorf("%w\n  run: glitr --data %s init --profile %s", err, path, profile)
+		}
+		return err
+	}
+	cfg, err := dir.Config()
+	if err != nil {
+		return err
+	}
+	if cfg.Profile != profile {
+		other := map[string]string{node.ProfilePersonal: "run", node.ProfileRelay: "relay"}[cfg.Profile]
+		return fmt.Errorf("%s holds a %s node; start it with `glitr %s`", path, cfg.Profile, other)
+	}
+	ctx, stop := signalContext(ctx)
+	defer stop()
+	n, err := node.Start(ctx, dir, node.Options{Logger: log, Version: buildVersion()})
+	if err != nil {
+		return err
+	}
+	printBanner(g.stdout, n)
+	<-ctx.Done()
+	stop()
+	log.Info("shutting down")
+	done := make(chan error, 1)
+	go func() { done <- n.Close() }()
+	select {
+	case err := <-done:
+		if err != nil {
+			log.Warn("shutdown", "err", err)
+		}
+		return nil
+	case <-time.After(shutdownBudget):
+		log.Error("shutdown took longer than the budget; exiting anyway", "budget", shutdownBudget)
+		return exitError{1}
+	}
+}
+
+func printBanner(w io.Writer, n *node.Node) {
+	st := n.Status(context.Background())
+	fmt.Fprintf(w, "Glitr %s node %s\n", st.Profile, st.PeerID)
+	fmt.Fprintln(w, "Listening on:")
+	for _, a := range st.Addrs {
+		fmt.Fprintln(w, "  "+a)
+	}
+	token, err := n.Dir.Token()
+	if err == nil {
+		fmt.Fprintf(w, "Open the browser UI: %s\n", webui.LoginURL(n.APIAddr(), token))
+	}
+}
+
+// client talks to a running node's local API with the token from its data
+// directory.
+type client struct {
+	base  string
+	token string
+	http  *http.Client
+}
+
+func newClient(g *globals) (*client, error) {
+	path, err := g.dataDir()
+	if err != nil {
+		return nil, err
+	}
+	dir, err := node.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	addr, err := dir.APIAddr()
+	if err != nil {
+		return nil, err
+	}
+	token, err := dir.Token()
+	if err != nil {
+		return nil, err
+	}
+	return &client{base: "http://" + addr, token: token, http: &http.Client{Timeout: 10 * time.Second}}, nil
+}
+
+func (c *client) get(ctx context.Context, path string, out any) error {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, c.base+path, nil)
+	if err != nil {
+		return err
+	}
+	req.Header.Set("Authorization", "Bearer "+c.token)
+	res, err := c.http.Do(req)
+	if err != nil {
+		var op *net.OpError
+		if errors.As(err, &op) {
+			return fmt.Errorf("cannot reach the node at %s (is `glitr run` running?): %w", c.base, err)
+		}
+		return err
+	}
+	defer res.Body.Close()
+	body, err := io.ReadAll(io.LimitReader(res.Body, 16<<20))
+	if err != nil {
+		return err
+	}
+	if res.StatusCode != http.StatusOK {
+		var e struct{ Error string }
+		_ = json.Unmarshal(body, &e)
+		return fmt.Errorf("%s: %s: %s", path, res.Status, e.Error)
+	}
+	return json.Unmarshal(body, out)
+}
+
+func cmdStatus(ctx context.Context, g *globals, args []string) error {
+	fs := newFlagSet(g, "status", "status [--json]")
+	asJSON := fs.Bool("json", false, "print the raw JSON")
+	if err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	c, err := newClient(g)
+	if err != nil {
+		return err
+	}
+	var st webui.Status
+	if err := c.get(ctx, "/api/v1/status", &st); err != nil {
+		return err
+	}
+	if *asJSON {
+		enc := json.NewEncoder(g.stdout)
+		enc.SetIndent("", "  ")
+		return enc.Encode(st)
+	}
+	w := g.stdout
+	fmt.Fprintf(w, "Peer ID:       %s\n", st.PeerID)
+	fmt.Fprintf(w, "Profile:       %s\n", st.Profile)
+	fmt.Fprintf(w, "Version:       %s\n", st.Version)
+	fmt.Fprintf(w, "Uptime:        %s\n", (time.Duration(st.UptimeSeconds) * time.Second).String())
+	fmt.Fprintf(w, "Reachability:  %s\n", st.Reachability)
+	fmt.Fprintf(w, "Peers:         %d connected, %d in the DHT routing table\n", len(st.ConnectedPeers), st.DHTPeers)
+	fmt.Fprintln(w, "Addresses:")
+	for _, a := range st.Addrs {
+		fmt.Fprintln(w, "  "+a)
+	}
+	return nil
+}
+
+func cmdID(ctx context.Context, g *globals, args []string) error {
+	fs := newFlagSet(g, "id", "id [--addrs]")
+	addrs := fs.Bool("addrs", false, "also print the full addresses, one per line")
+	if err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	c, err := newClient(g)
+	if err != nil {
+		return err
+	}
+	var st webui.Status
+	if err := c.get(ctx, "/api/v1/status", &st); err != nil {
+		return err
+	}
+	fmt.Fprintln(g.stdout, st.PeerID)
+	if *addrs {
+		for _, a := range st.Addrs {
+			fmt.Fprintln(g.stdout, a)
+		}
+	}
+	return nil
+}
+
+func cmdVersion(ctx context.Context, g *globals, args []string) error {
+	fs := newFlagSet(g, "version", "version")
+	if err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	fmt.Fprintf(g.stdout, "glitr %s\n", buildVersion())
+	if c, err := newClient(g); err == nil {
+		var st webui.Status
+		if err := c.get(ctx, "/api/v1/status", &st); err == nil {
+			fmt.Fprintf(g.stdout, "running node: %s\n", st.Version)
+		}
+	}
+	return nil
+}
+

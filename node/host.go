@@ -1,0 +1,164 @@
+package node
+
+import (
+	"fmt"
+	"time"
+
+	"github.com/libp2p/go-libp2p"
+	"github.com/libp2p/go-libp2p/core/crypto"
+	"github.com/libp2p/go-libp2p/core/host"
+	"github.com/libp2p/go-libp2p/core/peer"
+	"github.com/libp2p/go-libp2p/p2p/host/autorelay"
+	rcmgr "github.com/libp2p/go-libp2p/p2p/host/resource-manager"
+	"github.com/libp2p/go-libp2p/p2p/muxer/yamux"
+	"github.com/libp2p/go-libp2p/p2p/net/connmgr"
+	"github.com/libp2p/go-libp2p/p2p/protocol/circuitv2/relay"
+	"github.com/libp2p/go-libp2p/p2p/security/noise"
+	quic "github.com/libp2p/go-libp2p/p2p/transport/quic"
+	"github.com/libp2p/go-libp2p/p2p/transport/tcp"
+	webrtc "github.com/libp2p/go-libp2p/p2p/transport/webrtc"
+	webtransport "github.com/libp2p/go-libp2p/p2p/transport/webtransport"
+	ma "github.com/multiformats/go-multiaddr"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/glitr-chat/glitr/protocol"
+)
+
+// NewHost builds the libp2p host a config describes: QUIC-v1, TCP,
+// WebRTC-direct and WebTransport; Noise and yamux; circuit relay v2 (client
+// always, service when configured); AutoRelay over the configured relays;
+// DCUtR hole punching; AutoNAT; a resource manager scaled to the machine; a
+// connection manager. reg receives libp2p's own metrics (nil: none).
+func NewHost(cfg Config, key crypto.PrivKey, reg prometheus.Registerer) (host.Host, error) {
+	n := cfg.Network
+
+	limits := rcmgr.DefaultLimits
+	libp2p.SetDefaultServiceLimits(&limits)
+	var concrete rcmgr.ConcreteLimitConfig
+	if n.MaxMemoryMB > 0 || n.MaxFileDescriptors > 0 {
+		mem := int64(n.MaxMemoryMB) << 20
+		if mem == 0 {
+			mem = 1 << 30
+		}
+		fds := n.MaxFileDescriptors
+		if fds == 0 {
+			fds = 4096
+		}
+		concrete = limits.Scale(mem, fds)
+	} else {
+		concrete = limits.AutoScale()
+	}
+	rmOpts := []rcmgr.Option{}
+	if reg != nil {
+		rcmgr.MustRegisterWith(reg)
+		str, err := rcmgr.NewStatsTraceReporter()
+		if err != nil {
+			return nil, fmt.Errorf("resource manager metrics: %w", err)
+		}
+		rmOpts = append(rmOpts, rcmgr.WithTraceReporter(str))
+	}
+	rm, err := rcmgr.NewResourceManager(rcmgr.NewFixedLimiter(concrete), rmOpts...)
+	if err != nil {
+		return nil, fmt.Errorf("resource manager: %w", err)
+	}
+	cm, err := connmgr.NewConnManager(n.ConnLow, n.ConnHigh, connmgr.WithGracePeriod(time.Duration(n.ConnGrace)))
+	if err != nil {
+		return nil, fmt.Errorf("connection manager: %w", err)
+	}
+
+	opts := []libp2p.Option{
+		libp2p.Identity(key),
+		libp2p.UserAgent(protocol.UserAgent),
+		libp2p.Transport(quic.NewTransport),
+		libp2p.Transport(tcp.NewTCPTransport),
+		libp2p.Transport(webrtc.New),
+		libp2p.Transport(webtransport.New),
+		libp2p.Security(noise.ID, noise.New),
+		libp2p.Muxer(yamux.ID, yamux.DefaultTransport),
+		libp2p.ResourceManager(rm),
+		libp2p.ConnectionManager(cm),
+		libp2p.EnableRelay(),
+	}
+	if len(n.ListenAddrs) == 0 {
+		opts = append(opts, libp2p.NoListenAddrs)
+	} else {
+		opts = append(opts, libp2p.ListenAddrStrings(n.ListenAddrs...))
+	}
+	if reg != nil {
+		opts = append(opts, libp2p.PrometheusRegisterer(reg))
+	} else {
+		opts = append(opts, libp2p.DisableMetrics())
+	}
+	if len(n.AnnounceAddrs) > 0 {
+		announce := make([]ma.Multiaddr, 0, len(n.AnnounceAddrs))
+		for _, s := range n.AnnounceAddrs {
+			a, err := ma.NewMultiaddr(s)
+			if err != nil {
+				return nil, fmt.Errorf("network.announceAddrs: %w", err)
+			}
+			announce = append(announce, a)
+		}
+		opts = append(opts, libp2p.AddrsFactory(func([]ma.Multiaddr) []ma.Multiaddr { return announce }))
+	}
+	switch n.Reachability {
+	case "public":
+		opts = append(opts, libp2p.ForceReachabilityPublic())
+	case "private":
+		opts = append(opts, libp2p.ForceReachabilityPrivate())
+	}
+	if n.NATPortMap {
+		opts = append(opts, libp2p.NATPortMap())
+	}
+	if n.HolePunching {
+		opts = append(opts, libp2p.EnableHolePunching())
+	}
+	if len(n.Relays) > 0 {
+		relays, err := parsePeers(n.Relays)
+		if err != nil {
+			return nil, fmt.Errorf("network.relays: %w", err)
+		}
+		opts = append(opts, libp2p.EnableAutoRelayWithStaticRelays(relays,
+			autorelay.WithBootDelay(0), autorelay.WithMinCandidates(1)))
+	}
+	if r := cfg.Relay; r.Service {
+		res := relay.DefaultResources()
+		res.MaxReservations = r.MaxReservations
+		res.MaxCircuits = r.MaxCircuits
+		res.ReservationTTL = time.Duration(r.ReservationTTL)
+		if r.LimitDuration == 0 && r.LimitDataBytes == 0 {
+			res.Limit = nil // unlimited
+		} else {
+			res.Limit = &relay.RelayLimit{Duration: time.Duration(r.LimitDuration), Data: r.LimitDataBytes}
+		}
+		ropts := []relay.Option{relay.WithResources(res)}
+		if reg != nil {
+			ropts = append(ropts, relay.WithMetricsTracer(relay.NewMetricsTracer(relay.WithRegisterer(reg))))
+		}
+		// A relay also answers AutoNAT dial-backs, so the nodes that use it
+		// learn whether they are reachable.
+		opts = append(opts, libp2p.EnableRelayService(ropts...), libp2p.EnableNATService())
+	}
+	h, err := libp2p.New(opts...)
+	if err != nil {
+		return nil, fmt.Errorf("start libp2p host: %w", err)
+	}
+	return h, nil
+}
+
+func parsePeers(ss []string) ([]peer.AddrInfo, error) {
+	var out []peer.AddrInfo
+	byID := map[peer.ID]int{}
+	for _, s := range ss {
+		ai, err := peer.AddrInfoFromString(s)
+		if err != nil {
+			return nil, fmt.Errorf("%q: %w", s, err)
+		}
+		if i, ok := byID[ai.ID]; ok {
+			out[i].Addrs = append(out[i].Addrs, ai.Addrs...)
+			continue
+		}
+		byID[ai.ID] = len(out)
+		out = append(out, *ai)
+	}
+	return out, nil
+}

@@ -1,0 +1,97 @@
+package node
+
+import (
+	"context"
+	"crypto/sha256"
+	"net"
+	"sync"
+	"time"
+
+	pubsub "github.com/libp2p/go-libp2p-pubsub"
+	pb "github.com/libp2p/go-libp2p-pubsub/pb"
+	"github.com/libp2p/go-libp2p/core/host"
+	"github.com/libp2p/go-libp2p/core/peer"
+)
+
+// MaxGossipMessage caps a gossiped message: one envelope of at most 64 KiB
+// plus its CBOR header.
+const MaxGossipMessage = 64<<10 + 1024
+
+// MessageID derives a gossipsub message id from the message bytes alone. We
+// gossip without authors or sequence numbers (StrictNoSign), so identical
+// bytes are the same message — which is right for content-addressed blocks.
+func MessageID(m *pb.Message) string {
+	sum := sha256.Sum256(m.Data)
+	return string(sum[:])
+}
+
+// penalties is the application-specific part of gossipsub peer scoring: the
+// sync layer reports peers that send bad blocks, and their score sinks until
+// gossipsub stops exchanging with them.
+type penalties struct {
+	mu    sync.Mutex
+	score map[peer.ID]float64
+}
+
+func (p *penalties) add(id peer.ID, amount float64) float64 {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.score[id] += amount
+	return p.score[id]
+}
+
+func (p *penalties) get(id peer.ID) float64 {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return -p.score[id]
+}
+
+// decay halves every penalty, so a peer that misbehaved once recovers.
+func (p *penalties) decay() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for id, s := range p.score {
+		if s < 0.5 {
+			delete(p.score, id)
+			continue
+		}
+		p.score[id] = s / 2
+	}
+}
+
+// Thresholds: a peer below graylist is ignored entirely.
+var scoreThresholds = pubsub.PeerScoreThresholds{
+	GossipThreshold:             -10,
+	PublishThreshold:            -50,
+	GraylistThreshold:           -80,
+	AcceptPXThreshold:           10,
+	OpportunisticGraftThreshold: 5,
+}
+
+func newPubSub(ctx context.Context, h host.Host, pen *penalties) (*pubsub.PubSub, error) {
+	_, loopback, _ := net.ParseCIDR("127.0.0.0/8")
+	params := &pubsub.PeerScoreParams{
+		Topics:                      map[string]*pubsub.TopicScoreParams{},
+		AppSpecificScore:            pen.get,
+		AppSpecificWeight:           1,
+		IPColocationFactorWeight:    -5,
+		IPColocationFactorThreshold: 8,
+		IPColocationFactorWhitelist: []*net.IPNet{loopback},
+		BehaviourPenaltyWeight:      -1,
+		BehaviourPenaltyThreshold:   6,
+		BehaviourPenaltyDecay:       pubsub.ScoreParameterDecay(10 * time.Minute),
+		DecayInterval:               time.Second,
+		DecayToZero:                 0.01,
+		RetainScore:                 10 * time.Minute,
+	}
+	return pubsub.NewGossipSub(ctx, h,
+		pubsub.WithMessageSignaturePolicy(pubsub.StrictNoSign),
+		pubsub.WithNoAuthor(),
+		pubsub.WithMessageIdFn(MessageID),
+		pubsub.WithMaxMessageSize(MaxGossipMessage),
+		pubsub.WithPeerScore(params, &scoreThresholds),
+		// Peer exchange would hand our contacts' addresses to whoever
+		// prunes us; discovery goes through the DHT instead.
+		pubsub.WithPeerExchange(false),
+	)
+}
