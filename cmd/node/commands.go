@@ -282,4 +282,3 @@ func cmdVersion(ctx context.Context, g *globals, args []string) error {
 	}
 	return nil
 }
-
