@@ -1,0 +1,146 @@
+package dag
+
+import (
+	"encoding/binary"
+
+	ds "github.com/ipfs/go-datastore"
+)
+
+// Key layout. go-datastore keys are '/'-separated strings, and query
+// prefixes are cleaned as paths, so binary fields are packed seven bits
+// per byte with the high bit set (pack7): the packed bytes never contain
+// '/' or '.', keys stay binary and compact, and packing preserves byte
+// order, so range scans follow the numeric and CID order.
+//
+//	/m/d/<pack7(dagID)>                      → dag number (uvarint)
+//	/c/<dag>/<pack7(cid)>                    → height, lamport (uvarints)
+//	/o/<dag>/<bucket>/<pack7(low,cid)>       → block record (see record.go)
+//	/h/<dag>/<pack7(cid)>                    → head: height, lamport
+//	/v/<dag>/<pack7(author)>                 → author tip: seq, height, lamport, cid
+//	/e/<dag>/<pack7(author,seq)>             → equivocation evidence
+//	/n/<dag>                                 → committed block count (uvarint)
+//
+// <dag> is the DAG's local number packed into 4 bytes (28 bits), <bucket>
+// is height>>bucketBits packed into 8 bytes (56 bits) and low is the low
+// bucketBits of the height as 2 big-endian bytes. A committed block thus
+// costs two keys: /c for lookups by CID and /o, the ordered index that
+// holds the record itself, so ordered scans (sync, display) read records
+// without a second lookup.
+const (
+	bucketBits = 10
+	dagNumLen  = 4
+	bucketLen  = 8
+)
+
+// pack7 appends src to dst seven bits per output byte, high bit set.
+func pack7(dst, src []byte) []byte {
+	var acc uint32
+	var n uint
+	for _, b := range src {
+		acc = acc<<8 | uint32(b)
+		n += 8
+		for n >= 7 {
+			n -= 7
+			dst = append(dst, 0x80|byte(acc>>n)&0x7f)
+		}
+	}
+	if n > 0 {
+		dst = append(dst, 0x80|byte(acc<<(7-n))&0x7f)
+	}
+	return dst
+}
+
+// packedLen is the length of pack7 output for n input bytes.
+func packedLen(n int) int { return (n*8 + 6) / 7 }
+
+// unpack7 reverses pack7 for an output of n bytes; ok is false when src is
+// not a packing of n bytes.
+func unpack7(src []byte, n int) (out []byte, ok bool) {
+	if len(src) != packedLen(n) {
+		return nil, false
+	}
+	out = make([]byte, 0, n)
+	var acc uint32
+	var bits uint
+	for _, b := range src {
+		if b&0x80 == 0 {
+			return nil, false
+		}
+		acc = acc<<7 | uint32(b&0x7f)
+		bits += 7
+		if bits >= 8 && len(out) < n {
+			bits -= 8
+			out = append(out, byte(acc>>bits))
+		}
+	}
+	return out, true
+}
+
+// packUint appends v as width bytes of seven bits each, most significant
+// first, so byte order equals numeric order for values below 2^(7*width).
+func packUint(dst []byte, v uint64, width int) []byte {
+	for i := width - 1; i >= 0; i-- {
+		dst = append(dst, 0x80|byte(v>>(7*uint(i)))&0x7f)
+	}
+	return dst
+}
+
+func dagPrefix(kind byte, num uint32) []byte {
+	b := make([]byte, 0, 64)
+	b = append(b, '/', kind, '/')
+	return packUint(b, uint64(num), dagNumLen)
+}
+
+func mkKey(b []byte) ds.Key { return ds.RawKey(string(b)) }
+
+func dagNameKey(id DAGID) ds.Key {
+	return mkKey(pack7([]byte("/m/d/"), []byte(id)))
+}
+
+func cidKey(num uint32, c []byte) ds.Key {
+	b := append(dagPrefix('c', num), '/')
+	return mkKey(pack7(b, c))
+}
+
+func bucketPrefix(num uint32, bucket uint64) []byte {
+	b := append(dagPrefix('o', num), '/')
+	return packUint(b, bucket, bucketLen)
+}
+
+func orderKey(num uint32, height uint64, c []byte) ds.Key {
+	b := append(bucketPrefix(num, height>>bucketBits), '/')
+	var tmp [2 + cidLen]byte
+	binary.BigEndian.PutUint16(tmp[:2], uint16(height&(1<<bucketBits-1)))
+	n := copy(tmp[2:], c)
+	return mkKey(pack7(b, tmp[:2+n]))
+}
+
+func headKey(num uint32, c []byte) ds.Key {
+	b := append(dagPrefix('h', num), '/')
+	return mkKey(pack7(b, c))
+}
+
+func vectorKey(num uint32, a DeviceID) ds.Key {
+	b := append(dagPrefix('v', num), '/')
+	return mkKey(pack7(b, a[:]))
+}
+
+func evidenceKey(num uint32, a DeviceID, seq uint64) ds.Key {
+	b := append(dagPrefix('e', num), '/')
+	var tmp [40]byte
+	copy(tmp[:], a[:])
+	binary.BigEndian.PutUint64(tmp[32:], seq)
+	return mkKey(pack7(b, tmp[:]))
+}
+
+func countKey(num uint32) ds.Key { return mkKey(dagPrefix('n', num)) }
+
+// lastComponent returns the part of a key after its last '/'.
+func lastComponent(k string) []byte {
+	for i := len(k) - 1; i >= 0; i-- {
+		if k[i] == '/' {
+			return []byte(k[i+1:])
+		}
+	}
+	return []byte(k)
+}

@@ -1,0 +1,569 @@
+package dag
+
+import (
+	"bytes"
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/ipfs/go-cid"
+	ds "github.com/ipfs/go-datastore"
+	dsq "github.com/ipfs/go-datastore/query"
+)
+
+// DAGID identifies a DAG (a conversation or the account) in the store.
+// It is opaque bytes held in a string, 1 to MaxDAGIDLen bytes.
+type DAGID string
+
+// MaxDAGIDLen caps the length of a DAGID.
+const MaxDAGIDLen = 128
+
+// Options configure a Store. The zero value is not useful; start from
+// DefaultOptions.
+type Options struct {
+	// Staging bounds the in-memory staging area.
+	Staging StagingLimits
+	// MaxEvidencePerAuthor caps the equivocation records persisted per
+	// author and DAG; further equivocations are still reported as errors.
+	MaxEvidencePerAuthor int
+}
+
+// DefaultOptions returns the defaults: a 64 MiB / 20,000-block staging
+// area, 16 MiB / 5,000 blocks per DAG and 8 MiB / 2,000 blocks per peer,
+// and 8 evidence records per author and DAG.
+func DefaultOptions() Options {
+	return Options{
+		Staging: StagingLimits{
+			Total:   Quota{Blocks: 20_000, Bytes: 64 << 20},
+			PerDAG:  Quota{Blocks: 5_000, Bytes: 16 << 20},
+			PerPeer: Quota{Blocks: 2_000, Bytes: 8 << 20},
+		},
+		MaxEvidencePerAuthor: 8,
+	}
+}
+
+// Store keeps block DAGs in a go-datastore, each DAG downward-closed: a
+// block is committed only after its parents and Prev, with its height and
+// Lamport clock computed locally, and at most one block per author and
+// sequence number. Blocks given to the store must already be opened and
+// authenticated (OpenBlock, then VerifySignature or PlanVerification).
+//
+// A Store is safe for concurrent use; operations on one DAG are
+// serialised, different DAGs proceed in parallel. The store does not own
+// the datastore; closing it is the caller's job.
+type Store struct {
+	d       ds.Batching
+	opts    Options
+	staging *staging
+
+	mu      sync.Mutex
+	dags    map[DAGID]*dagState
+	nextNum uint32
+}
+
+// dagState is the in-memory index of one DAG: heads, per-author tips and
+// counters, loaded from their own records on first use. It is only
+// advanced after a datastore batch commits.
+type dagState struct {
+	mu        sync.Mutex
+	id        DAGID
+	loaded    bool
+	num       uint32
+	persisted bool // the DAG's name record exists
+	heads     map[cid.Cid]Ref
+	vector    map[DeviceID]ChainState
+	count     uint64
+	maxHeight uint64
+	evidence  map[DeviceID]int
+}
+
+// Open returns a store over d, reading the DAG directory. DAG indexes are
+// loaded lazily on first use.
+func Open(ctx context.Context, d ds.Batching, opts Options) (*Store, error) {
+	s := &Store{d: d, opts: opts, staging: newStaging(opts.Staging), dags: make(map[DAGID]*dagState)}
+	res, err := d.Query(ctx, dsq.Query{Prefix: "/m/d"})
+	if err != nil {
+		return nil, fmt.Errorf("open dag store: %w", err)
+	}
+	defer res.Close()
+	for r := range res.Next() {
+		if r.Error != nil {
+			return nil, fmt.Errorf("open dag store: %w", r.Error)
+		}
+		num, n := binary.Uvarint(r.Value)
+		if n <= 0 || num >= 1<<(7*dagNumLen) {
+			return nil, fmt.Errorf("open dag store: %w: dag number", errBadRecord)
+		}
+		s.nextNum = max(s.nextNum, uint32(num)+1)
+	}
+	return s, nil
+}
+
+// lockDAG returns the locked, loaded state of dag. The caller unlocks.
+func (s *Store) lockDAG(ctx context.Context, dag DAGID) (*dagState, error) {
+	if len(dag) == 0 || len(dag) > MaxDAGIDLen {
+		return nil, fmt.Errorf("%w: %d bytes", ErrInvalidDAGID, len(dag))
+	}
+	s.mu.Lock()
+	st := s.dags[dag]
+	if st == nil {
+		st = &dagState{id: dag}
+		s.dags[dag] = st
+	}
+	s.mu.Unlock()
+	st.mu.Lock()
+	if !st.loaded {
+		if err := s.load(ctx, st); err != nil {
+			st.mu.Unlock()
+			return nil, fmt.Errorf("load dag: %w", err)
+		}
+	}
+	return st, nil
+}
+
+// load reads a DAG's heads, vector, count and evidence counts: a few
+// records, independent of the number of blocks.
+func (s *Store) load(ctx context.Context, st *dagState) error {
+	st.heads = make(map[cid.Cid]Ref)
+	st.vector = make(map[DeviceID]ChainState)
+	st.evidence = make(map[DeviceID]int)
+	st.count, st.maxHeight, st.persisted, st.num = 0, 0, false, 0
+	v, err := s.d.Get(ctx, dagNameKey(st.id))
+	if errors.Is(err, ds.ErrNotFound) {
+		st.loaded = true
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	num, n := binary.Uvarint(v)
+	if n <= 0 || num >= 1<<(7*dagNumLen) {
+		return fmt.Errorf("%w: dag number", errBadRecord)
+	}
+	st.num, st.persisted = uint32(num), true
+
+	if err := s.queryEach(ctx, dagPrefix('h', st.num), false, func(k string, v []byte) error {
+		cb, ok := unpack7(lastComponent(k), cidLen)
+		if !ok {
+			return fmt.Errorf("%w: head key", errBadRecord)
+		}
+		c, err := cid.Cast(cb)
+		if err != nil {
+			return fmt.Errorf("%w: head cid: %w", errBadRecord, err)
+		}
+		h, l, err := parseMeta(v)
+		if err != nil {
+			return err
+		}
+		st.heads[c] = Ref{CID: c, Height: h, Lamport: l}
+		st.maxHeight = max(st.maxHeight, h)
+		return nil
+	}); err != nil {
+		return err
+	}
+	if err := s.queryEach(ctx, dagPrefix('v', st.num), false, func(k string, v []byte) error {
+		ab, ok := unpack7(lastComponent(k), 32)
+		if !ok {
+			return fmt.Errorf("%w: vector key", errBadRecord)
+		}
+		t, err := parseTip(v)
+		if err != nil {
+			return err
+		}
+		st.vector[DeviceID(ab)] = t
+		return nil
+	}); err != nil {
+		return err
+	}
+	if err := s.queryEach(ctx, dagPrefix('e', st.num), true, func(k string, _ []byte) error {
+		eb, ok := unpack7(lastComponent(k), 40)
+		if !ok {
+			return fmt.Errorf("%w: evidence key", errBadRecord)
+		}
+		st.evidence[DeviceID(eb[:32])]++
+		return nil
+	}); err != nil {
+		return err
+	}
+	cv, err := s.d.Get(ctx, countKey(st.num))
+	switch {
+	case errors.Is(err, ds.ErrNotFound):
+	case err != nil:
+		return err
+	default:
+		if st.count, n = binary.Uvarint(cv); n <= 0 {
+			return fmt.Errorf("%w: count", errBadRecord)
+		}
+	}
+	st.loaded = true
+	return nil
+}
+
+// queryEach runs a prefix query in key order and calls fn per entry.
+func (s *Store) queryEach(ctx context.Context, prefix []byte, keysOnly bool, fn func(k string, v []byte) error) error {
+	return s.scanPrefix(ctx, prefix, keysOnly, false, func(k string, v []byte) (bool, error) {
+		return true, fn(k, v)
+	})
+}
+
+func (s *Store) scanPrefix(ctx context.Context, prefix []byte, keysOnly, desc bool, fn func(k string, v []byte) (bool, error)) error {
+	var order dsq.Order = dsq.OrderByKey{}
+	if desc {
+		order = dsq.OrderByKeyDescending{}
+	}
+	res, err := s.d.Query(ctx, dsq.Query{Prefix: string(prefix), KeysOnly: keysOnly, Orders: []dsq.Order{order}})
+	if err != nil {
+		return err
+	}
+	defer res.Close()
+	for r := range res.Next() {
+		if r.Error != nil {
+			return r.Error
+		}
+		more, err := fn(r.Key, r.Value)
+		if err != nil || !more {
+			return err
+		}
+	}
+	return ctx.Err()
+}
+
+// AddResult reports what AddBatch did with each block.
+type AddResult struct {
+	// Committed lists the newly committed blocks in commit order, which is
+	// topological: the given blocks and any staged blocks they completed.
+	Committed []Block
+	// Staged lists blocks parked until their missing links arrive.
+	Staged []cid.Cid
+	// Duplicates counts blocks that were already committed.
+	Duplicates int
+	// Rejected lists invalid blocks (ErrBadHeight, ErrBadSeq, ErrTooLarge,
+	// ErrTooManyParents, ErrCIDMismatch, ...), including staged blocks
+	// found invalid once their links arrived.
+	Rejected []Rejection
+	// Equivocations lists conflicting blocks that were refused; the
+	// evidence is recorded (see Store.Equivocations).
+	Equivocations []*EquivocationError
+	// Dropped lists blocks that could not be staged (larger than a
+	// staging quota); a later sync brings them again.
+	Dropped []cid.Cid
+	// Evicted counts staged blocks evicted to make room.
+	Evicted int
+}
+
+// Rejection is an invalid block and why.
+type Rejection struct {
+	CID cid.Cid
+	Err error
+}
+
+// Add adds one block; see AddBatch.
+func (s *Store) Add(ctx context.Context, dag DAGID, from string, b Block) (AddResult, error) {
+	return s.AddBatch(ctx, dag, from, []Block{b})
+}
+
+// AddBatch adds opened, authenticated blocks received from peer from (any
+// string naming the peer, for staging quotas). Blocks whose links are all
+// committed are validated and committed; the others are staged and
+// committed automatically, in topological order, once their links
+// arrive. All commits of one call go into one datastore batch: if it
+// fails, nothing is committed, the in-memory indexes stay where they were
+// and the error is returned; retrying the call is safe.
+//
+// Invalid blocks are reported in the result, not as the error, which is
+// reserved for datastore failures.
+func (s *Store) AddBatch(ctx context.Context, dag DAGID, from string, blocks []Block) (AddResult, error) {
+	st, err := s.lockDAG(ctx, dag)
+	if err != nil {
+		return AddResult{}, err
+	}
+	defer st.mu.Unlock()
+	t := s.newTx(ctx, st)
+	// Offer in claimed display order so that an honest batch (sent in
+	// topological order or not) commits without touching staging. Claimed
+	// heights are only a hint here; they are verified at commit.
+	order := make([]int, len(blocks))
+	for i := range order {
+		order[i] = i
+	}
+	slices.SortStableFunc(order, func(i, j int) int { return CompareBlocks(&blocks[i], &blocks[j]) })
+	for _, i := range order {
+		if err := t.offer(blocks[i], from); err != nil {
+			t.abort()
+			return AddResult{}, err
+		}
+	}
+	if err := t.commit(false); err != nil {
+		return AddResult{}, err
+	}
+	return t.res, nil
+}
+
+// Author is what Append needs to make a device's own blocks.
+type Author struct {
+	Signer Signer
+	Sealer Sealer
+	// Cert is the device certificate, included in the device's first block
+	// of each DAG.
+	Cert []byte
+}
+
+// Append builds the device's next block in dag on top of the current
+// heads (the MaxParents oldest if there are more), commits it and syncs
+// the datastore, and only then returns it for publishing. If any step
+// fails no block is returned and the sequence number is not consumed, so
+// a crash can never make the device publish two blocks with one sequence
+// number.
+func (s *Store) Append(ctx context.Context, dag DAGID, au Author, body []byte, now time.Time) (Block, error) {
+	st, err := s.lockDAG(ctx, dag)
+	if err != nil {
+		return Block{}, err
+	}
+	defer st.mu.Unlock()
+	if au.Signer == nil {
+		return Block{}, errors.New("append: nil signer")
+	}
+	id, err := DeviceIDFromKey(au.Signer.Public())
+	if err != nil {
+		return Block{}, fmt.Errorf("append: %w", err)
+	}
+	chain := st.vector[id]
+	parents := sortedHeads(st.heads)
+	if len(parents) > MaxParents {
+		parents = SelectMergeParents(parents)
+	}
+	var cert []byte
+	if chain.Seq == 0 {
+		cert = au.Cert
+	}
+	b, err := Build(BuildParams{Signer: au.Signer, Sealer: au.Sealer, Chain: chain, Parents: parents, Cert: cert, Body: body, Now: now})
+	if err != nil {
+		return Block{}, fmt.Errorf("append: %w", err)
+	}
+	t := s.newTx(ctx, st)
+	if err := t.offer(b, ""); err != nil {
+		t.abort()
+		return Block{}, fmt.Errorf("append: %w", err)
+	}
+	if len(t.res.Committed) != 1 {
+		t.abort()
+		return Block{}, fmt.Errorf("append: own block not committable: %+v", t.res.Rejected)
+	}
+	if err := t.commit(true); err != nil {
+		return Block{}, fmt.Errorf("append: %w", err)
+	}
+	return b, nil
+}
+
+func sortedHeads(m map[cid.Cid]Ref) []Ref {
+	out := make([]Ref, 0, len(m))
+	for _, r := range m {
+		out = append(out, r)
+	}
+	slices.SortFunc(out, func(a, b Ref) int {
+		return ComparePositions(Position{a.Height, a.CID}, Position{b.Height, b.CID})
+	})
+	return out
+}
+
+// Heads returns the committed blocks without committed children, in
+// display order.
+func (s *Store) Heads(ctx context.Context, dag DAGID) ([]Ref, error) {
+	st, err := s.lockDAG(ctx, dag)
+	if err != nil {
+		return nil, err
+	}
+	defer st.mu.Unlock()
+	return sortedHeads(st.heads), nil
+}
+
+// MergeParents returns the parents for a merge block when dag has more
+// than MaxParents heads (see SelectMergeParents), or nil.
+func (s *Store) MergeParents(ctx context.Context, dag DAGID) ([]Ref, error) {
+	heads, err := s.Heads(ctx, dag)
+	if err != nil {
+		return nil, err
+	}
+	return SelectMergeParents(heads), nil
+}
+
+// Vector returns each author's chain state: highest committed sequence
+// number and that block.
+func (s *Store) Vector(ctx context.Context, dag DAGID) (map[DeviceID]ChainState, error) {
+	st, err := s.lockDAG(ctx, dag)
+	if err != nil {
+		return nil, err
+	}
+	defer st.mu.Unlock()
+	out := make(map[DeviceID]ChainState, len(st.vector))
+	for k, v := range st.vector {
+		out[k] = v
+	}
+	return out, nil
+}
+
+// SeqVector returns each author's highest committed sequence number, the
+// summary the sync protocol sends.
+func (s *Store) SeqVector(ctx context.Context, dag DAGID) (map[DeviceID]uint64, error) {
+	v, err := s.Vector(ctx, dag)
+	if err != nil {
+		return nil, err
+	}
+	out := make(map[DeviceID]uint64, len(v))
+	for k, t := range v {
+		out[k] = t.Seq
+	}
+	return out, nil
+}
+
+// Count returns the number of committed blocks in dag.
+func (s *Store) Count(ctx context.Context, dag DAGID) (uint64, error) {
+	st, err := s.lockDAG(ctx, dag)
+	if err != nil {
+		return 0, err
+	}
+	defer st.mu.Unlock()
+	return st.count, nil
+}
+
+// Staged returns the number of blocks and bytes waiting in staging for dag.
+func (s *Store) Staged(dag DAGID) (blocks int, bytes int64) { return s.staging.stats(dag) }
+
+// IsStaged reports whether block c of dag waits in staging.
+func (s *Store) IsStaged(dag DAGID, c cid.Cid) bool { return s.staging.has(dag, c) }
+
+// snapshot returns the DAG number and a copy of the per-author sequence
+// numbers and max height, for scans that run without the DAG lock.
+func (s *Store) snapshot(ctx context.Context, dag DAGID) (num uint32, ok bool, vec map[DeviceID]ChainState, maxHeight, count uint64, err error) {
+	st, err := s.lockDAG(ctx, dag)
+	if err != nil {
+		return 0, false, nil, 0, 0, err
+	}
+	defer st.mu.Unlock()
+	vec = make(map[DeviceID]ChainState, len(st.vector))
+	for k, v := range st.vector {
+		vec[k] = v
+	}
+	return st.num, st.persisted, vec, st.maxHeight, st.count, nil
+}
+
+// Has reports whether block c is committed in dag.
+func (s *Store) Has(ctx context.Context, dag DAGID, c cid.Cid) (bool, error) {
+	num, ok, _, _, _, err := s.snapshot(ctx, dag)
+	if err != nil || !ok {
+		return false, err
+	}
+	has, err := s.d.Has(ctx, cidKey(num, c.Bytes()))
+	if err != nil {
+		return false, fmt.Errorf("has %s: %w", c, err)
+	}
+	return has, nil
+}
+
+// Get returns committed block c of dag, or ErrNotFound.
+func (s *Store) Get(ctx context.Context, dag DAGID, c cid.Cid) (Block, error) {
+	num, ok, _, _, _, err := s.snapshot(ctx, dag)
+	if err != nil {
+		return Block{}, err
+	}
+	if !ok {
+		return Block{}, fmt.Errorf("get %s: %w", c, ErrNotFound)
+	}
+	rec, err := s.getRecord(ctx, num, c.Bytes())
+	if err != nil {
+		return Block{}, fmt.Errorf("get %s: %w", c, err)
+	}
+	return blockFromRecord(rec)
+}
+
+func (s *Store) getRecord(ctx context.Context, num uint32, c []byte) ([]byte, error) {
+	m, err := s.d.Get(ctx, cidKey(num, c))
+	if errors.Is(err, ds.ErrNotFound) {
+		return nil, ErrNotFound
+	}
+	if err != nil {
+		return nil, err
+	}
+	h, _, err := parseMeta(m)
+	if err != nil {
+		return nil, err
+	}
+	rec, err := s.d.Get(ctx, orderKey(num, h, c))
+	if errors.Is(err, ds.ErrNotFound) {
+		return nil, fmt.Errorf("%w: index without record", errBadRecord)
+	}
+	return rec, err
+}
+
+// EquivocationRecord is persisted evidence of an equivocation: the
+// committed block and the refused conflicting block, whose envelope and
+// inner bytes are kept so the evidence can be shown to others.
+type EquivocationRecord struct {
+	Author        DeviceID
+	Seq           uint64
+	Existing      cid.Cid
+	Conflicting   cid.Cid
+	ConflictEnv   []byte
+	ConflictInner []byte
+}
+
+// Equivocations returns the recorded equivocation evidence of dag.
+func (s *Store) Equivocations(ctx context.Context, dag DAGID) ([]EquivocationRecord, error) {
+	num, ok, _, _, _, err := s.snapshot(ctx, dag)
+	if err != nil || !ok {
+		return nil, err
+	}
+	var out []EquivocationRecord
+	err = s.queryEach(ctx, dagPrefix('e', num), false, func(k string, v []byte) error {
+		eb, ok := unpack7(lastComponent(k), 40)
+		if !ok {
+			return fmt.Errorf("%w: evidence key", errBadRecord)
+		}
+		r, err := parseEvidence(v)
+		if err != nil {
+			return err
+		}
+		r.Author = DeviceID(eb[:32])
+		r.Seq = binary.BigEndian.Uint64(eb[32:])
+		out = append(out, r)
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("equivocations: %w", err)
+	}
+	return out, nil
+}
+
+func appendEvidence(dst []byte, existing, conflicting cid.Cid, env, inner []byte) []byte {
+	dst = append(dst, existing.Bytes()...)
+	dst = append(dst, conflicting.Bytes()...)
+	dst = binary.AppendUvarint(dst, uint64(len(env)))
+	dst = append(dst, env...)
+	return append(dst, inner...)
+}
+
+func parseEvidence(v []byte) (EquivocationRecord, error) {
+	var r EquivocationRecord
+	if len(v) < 2*cidLen {
+		return r, fmt.Errorf("%w: evidence", errBadRecord)
+	}
+	var err error
+	if r.Existing, err = cid.Cast(v[:cidLen]); err != nil {
+		return r, fmt.Errorf("%w: evidence: %w", errBadRecord, err)
+	}
+	if r.Conflicting, err = cid.Cast(v[cidLen : 2*cidLen]); err != nil {
+		return r, fmt.Errorf("%w: evidence: %w", errBadRecord, err)
+	}
+	p := v[2*cidLen:]
+	n, k := binary.Uvarint(p)
+	if k <= 0 || n > uint64(len(p)-k) {
+		return r, fmt.Errorf("%w: evidence envelope", errBadRecord)
+	}
+	r.ConflictEnv = bytes.Clone(p[k : k+int(n)])
+	r.ConflictInner = bytes.Clone(p[k+int(n):])
+	return r, nil
+}
