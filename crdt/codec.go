@@ -92,42 +92,6 @@ func (m *MsgID) UnmarshalCBOR(b []byte) error {
 	return nil
 }
 
-// Refs is a list of event CIDs, encoded as an array of byte strings.
-type Refs []cid.Cid
-
-// MarshalCBOR encodes the refs as an array of binary CIDs.
-func (r Refs) MarshalCBOR() ([]byte, error) {
-	bs := make([][]byte, len(r))
-	for i, c := range r {
-		if !c.Defined() {
-			return nil, fmt.Errorf("refs: undefined cid")
-		}
-		bs[i] = c.Bytes()
-	}
-	return codec.enc.Marshal(bs)
-}
-
-// UnmarshalCBOR decodes an array of binary CIDs.
-func (r *Refs) UnmarshalCBOR(b []byte) error {
-	var bs [][]byte
-	if err := codec.strict.Unmarshal(b, &bs); err != nil {
-		return err
-	}
-	if len(bs) > MaxRefs {
-		return fmt.Errorf("refs: %d > %d", len(bs), MaxRefs)
-	}
-	out := make(Refs, len(bs))
-	for i, x := range bs {
-		c, err := castCID(x)
-		if err != nil {
-			return err
-		}
-		out[i] = c
-	}
-	*r = out
-	return nil
-}
-
 func castCID(b []byte) (cid.Cid, error) {
 	c, err := cid.Cast(b)
 	if err != nil {

@@ -110,21 +110,20 @@ func (p Position) valid() bool {
 
 // Limits. They bound memory per event; the dag layer caps a block at 64 KiB.
 const (
-	MaxParents     = 16        // parents per event
-	MaxOpsPerEvent = 256       // ops per event
-	MaxBodySize    = 64 << 10  // encoded ops
-	MaxTextLen     = 16 << 10  // message or edit text, bytes of UTF-8
-	MaxTitleLen    = 256       // conversation title, contact or device name
-	MaxBlobLen     = 32 << 10  // avatar bytes
-	MaxMimeLen     = 64        // avatar media type
-	MaxEmojiLen    = 64        // one reaction
-	MaxPayloadLen  = 48 << 10  // opaque keyring payload (rotation)
-	MaxCertLen     = 4 << 10   // device certificate
-	MaxRecipients  = 1024      // recipients of one rotation
-	MaxRefs        = MaxParents // events referenced by one receipt
-	MaxKeyLen      = 64        // preference key, conversation id
-	MaxValueLen    = 1 << 10   // preference value
-	MaxPositionLen = 1024      // entries in a Position on the wire
+	MaxParents     = 16       // parents per event
+	MaxOpsPerEvent = 256      // ops per event
+	MaxBodySize    = 64 << 10 // encoded ops
+	MaxTextLen     = 16 << 10 // message or edit text, bytes of UTF-8
+	MaxTitleLen    = 256      // conversation title, contact or device name
+	MaxBlobLen     = 32 << 10 // avatar bytes
+	MaxMimeLen     = 64       // avatar media type
+	MaxEmojiLen    = 64       // one reaction
+	MaxPayloadLen  = 48 << 10 // opaque keyring payload (rotation)
+	MaxCertLen     = 4 << 10  // device certificate
+	MaxRecipients  = 1024     // recipients of one rotation
+	MaxKeyLen      = 64       // preference key, conversation id
+	MaxValueLen    = 1 << 10  // preference value
+	MaxPositionLen = 1024     // entries in a Position on the wire
 )
 
 // Errors returned by Apply. Callers act on them: ErrMissingParents means

@@ -77,12 +77,14 @@ type ReactionRemove struct {
 }
 
 // Receipt says that the author account has received (Read=false) or read
-// (Read=true) every event in the causal past of the events in Upto,
-// including those events. Each Upto event must be in the causal past of
-// the receipt's own event, or be that event's parent; others are ignored.
+// (Read=true) every event covered by Upto. The node fills Upto with the
+// per-device sequence vector of its store (delivered) or of what the user
+// has seen (read); the sync protocol keeps that vector anyway. A receipt is
+// a claim of the author about itself, so it is not checked against the
+// DAG. Receipts merge by pointwise maximum (a max register).
 type Receipt struct {
-	Read bool `cbor:"d,omitempty"`
-	Upto Refs `cbor:"u"`
+	Read bool     `cbor:"d,omitempty"`
+	Upto Position `cbor:"u"`
 }
 
 // SetTitle sets the conversation title (LWW). Empty clears it.
@@ -311,13 +313,8 @@ func (o ReactionRemove) validate() error {
 }
 
 func (o Receipt) validate() error {
-	if len(o.Upto) == 0 || len(o.Upto) > MaxRefs {
-		return fmt.Errorf("receipt: %d refs, want 1..%d", len(o.Upto), MaxRefs)
-	}
-	for _, c := range o.Upto {
-		if !c.Defined() {
-			return fmt.Errorf("receipt: undefined ref")
-		}
+	if len(o.Upto) == 0 || len(o.Upto) > MaxPositionLen || !o.Upto.valid() {
+		return fmt.Errorf("receipt: position not a sorted non-empty vector")
 	}
 	return nil
 }

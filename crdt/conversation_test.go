@@ -1,0 +1,299 @@
+package crdt
+
+import (
+	"errors"
+	"testing"
+)
+
+// group: creator A (dev 1) adds B (dev 2) and C (dev 3); everyone synced.
+func group(t *testing.T) (*world, Event) {
+	w := newWorld(t)
+	w.device(dev(1), acct(1))
+	w.device(dev(2), acct(2))
+	w.device(dev(3), acct(3))
+	g := w.emit(dev(1), AddMember{acct(2)}, AddMember{acct(3)}, SetTitle{"g"})
+	w.sync(dev(2), dev(1))
+	w.sync(dev(3), dev(1))
+	return w, g
+}
+
+func applyAll(t *testing.T, w *world) *Conversation {
+	t.Helper()
+	c := NewConversation()
+	if n, err := c.ApplyBatch(w.all); err != nil {
+		t.Fatalf("batch stopped at %d: %v", n, err)
+	}
+	return c
+}
+
+func TestMessageEditDelete(t *testing.T) {
+	w, _ := group(t)
+	m := w.emit(dev(2), Message{Text: "hello"})
+	id := msgOf(m, 0)
+	w.sync(dev(3), dev(2))
+	w.sync(dev(1), dev(2))
+	tests := []struct {
+		name    string
+		ops     func() // emits
+		text    string
+		edited  bool
+		deleted bool
+	}{
+		{"plain", func() {}, "hello", false, false},
+		{"author edit", func() { w.emit(dev(2), Edit{id, "hi"}) }, "hi", true, false},
+		{"non-author edit ignored", func() { w.emit(dev(3), Edit{id, "pwned"}) }, "hello", false, false},
+		{"non-author delete ignored", func() { w.emit(dev(1), Delete{id}) }, "hello", false, false},
+		{"author delete", func() { w.emit(dev(2), Delete{id}) }, "", false, true},
+		{"edit after delete ignored", func() { w.emit(dev(2), Delete{id}); w.emit(dev(2), Edit{id, "back"}) }, "", false, true},
+		{"last edit wins", func() { w.emit(dev(2), Edit{id, "one"}); w.emit(dev(2), Edit{id, "two"}) }, "two", true, false},
+	}
+	base := len(w.all)
+	seqs := map[DeviceID]uint64{}
+	for k, v := range w.seqs {
+		seqs[k] = v
+	}
+	heads := map[DeviceID]*view{}
+	for k, v := range w.views {
+		cp := *v
+		cp.heads = append(cp.heads[:0:0], v.heads...)
+		heads[k] = &cp
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			w.all = w.all[:base]
+			for k, v := range seqs {
+				w.seqs[k] = v
+			}
+			for k, v := range heads {
+				cp := *v
+				cp.heads = append(cp.heads[:0:0], v.heads...)
+				w.views[k] = &cp
+			}
+			tc.ops()
+			c := applyAll(t, w)
+			v, ok := c.Message(id)
+			if !ok {
+				t.Fatal("message missing")
+			}
+			if v.Text != tc.text || v.Edited != tc.edited || v.Deleted != tc.deleted {
+				t.Fatalf("got text=%q edited=%v deleted=%v", v.Text, v.Edited, v.Deleted)
+			}
+		})
+	}
+}
+
+func TestConcurrentEditsLWW(t *testing.T) {
+	w := newWorld(t)
+	w.device(dev(1), acct(1))
+	w.device(dev(9), acct(1)) // second device of the same account
+	m := w.emit(dev(1), Message{Text: "x"})
+	w.sync(dev(9), dev(1))
+	e1 := w.emit(dev(1), Edit{msgOf(m, 0), "from-1"})
+	e2 := w.emit(dev(9), Edit{msgOf(m, 0), "from-9"})
+	want := "from-1"
+	if (lww{lamport: e1.Lamport, dev: e1.Device, id: e1.ID, set: true}).less(lww{lamport: e2.Lamport, dev: e2.Device, id: e2.ID, set: true}) {
+		want = "from-9"
+	}
+	for _, order := range [][]Event{{w.all[0], e1, e2}, {w.all[0], e2, e1}} {
+		c := NewConversation()
+		deliver(t, c, order)
+		v, _ := c.Message(msgOf(m, 0))
+		if v.Text != want {
+			t.Fatalf("got %q want %q", v.Text, want)
+		}
+	}
+}
+
+func TestReactionsAddWins(t *testing.T) {
+	w := newWorld(t)
+	w.device(dev(1), acct(1))
+	w.device(dev(9), acct(1))
+	m := w.emit(dev(1), Message{Text: "x"})
+	id := msgOf(m, 0)
+	w.emit(dev(1), ReactionAdd{id, "👍"})
+	w.sync(dev(9), dev(1))
+	w.emit(dev(9), ReactionRemove{id, "👍"}) // observed the add: removes it
+	w.emit(dev(1), ReactionAdd{id, "👍"})    // concurrent re-add: survives
+	c := applyAll(t, w)
+	v, _ := c.Message(id)
+	if len(v.Reactions) != 1 || v.Reactions[0].Emoji != "👍" {
+		t.Fatalf("reactions %+v", v.Reactions)
+	}
+	w.sync(dev(9), dev(1))
+	w.emit(dev(9), ReactionRemove{id, "👍"})
+	c = applyAll(t, w)
+	if v, _ := c.Message(id); len(v.Reactions) != 0 {
+		t.Fatalf("reactions after remove %+v", v.Reactions)
+	}
+}
+
+func TestMembershipAuthority(t *testing.T) {
+	w, _ := group(t)
+	// B is not admin: its add of D has no effect.
+	w.emit(dev(2), AddMember{acct(4)})
+	c := applyAll(t, w)
+	if m, _ := c.IsMember(acct(4)); m {
+		t.Fatal("non-admin add took effect")
+	}
+	// A grants B admin; now B's add works.
+	w.sync(dev(1), dev(2))
+	w.emit(dev(1), SetAdmin{acct(2), true})
+	w.sync(dev(2), dev(1))
+	w.emit(dev(2), AddMember{acct(4)})
+	c = applyAll(t, w)
+	if m, _ := c.IsMember(acct(4)); !m {
+		t.Fatal("admin add had no effect")
+	}
+	if _, a := c.IsMember(acct(2)); !a {
+		t.Fatal("B not admin")
+	}
+	// C leaves.
+	w.sync(dev(3), dev(2))
+	w.emit(dev(3), RemoveMember{acct(3)})
+	c = applyAll(t, w)
+	if m, _ := c.IsMember(acct(3)); m {
+		t.Fatal("leave had no effect")
+	}
+	if got := len(c.Members()); got != 3 {
+		t.Fatalf("members %d", got)
+	}
+}
+
+func TestNonMemberIgnored(t *testing.T) {
+	w, _ := group(t)
+	w.device(dev(7), acct(7))
+	w.sync(dev(7), dev(1))
+	w.emit(dev(7), Message{Text: "spam"}, SetTitle{"spam"})
+	c := applyAll(t, w)
+	if c.Len() != 0 || c.Title() != "g" {
+		t.Fatalf("non-member ops took effect: len=%d title=%q", c.Len(), c.Title())
+	}
+}
+
+func TestRemoveWinsOverConcurrentAdd(t *testing.T) {
+	w, _ := group(t)
+	w.emit(dev(1), SetAdmin{acct(2), true})
+	w.sync(dev(2), dev(1))
+	w.emit(dev(1), RemoveMember{acct(3)})
+	w.emit(dev(2), AddMember{acct(3)}) // concurrent re-add
+	c := applyAll(t, w)
+	if m, _ := c.IsMember(acct(3)); m {
+		t.Fatal("concurrent add beat remove")
+	}
+	// A later add (that has seen the remove) works.
+	w.sync(dev(2), dev(1))
+	w.emit(dev(2), AddMember{acct(3)})
+	c = applyAll(t, w)
+	if m, _ := c.IsMember(acct(3)); !m {
+		t.Fatal("re-add after remove failed")
+	}
+}
+
+func TestStrongRemove(t *testing.T) {
+	w, _ := group(t)
+	before := w.emit(dev(3), Message{Text: "seen by A"})
+	w.sync(dev(1), dev(3))
+	// C writes concurrently with its removal.
+	late := w.emit(dev(3), Message{Text: "concurrent"}, SetTitle{"hijack"})
+	rm := w.emit(dev(1), RemoveMember{acct(3)})
+	after := w.emit(dev(3), Message{Text: "after"}) // C has not seen rm
+	for _, order := range [][]Event{w.all, append(append([]Event{}, w.all[:len(w.all)-3]...), late, after, rm)} {
+		c := NewConversation()
+		deliver(t, c, order)
+		if _, ok := c.Message(msgOf(before, 0)); !ok {
+			t.Fatal("message in the removal's past was dropped")
+		}
+		if _, ok := c.Message(msgOf(late, 0)); ok {
+			t.Fatal("concurrent message survived removal")
+		}
+		if _, ok := c.Message(msgOf(after, 0)); ok {
+			t.Fatal("later message survived removal")
+		}
+		if c.Title() != "g" {
+			t.Fatalf("title %q", c.Title())
+		}
+	}
+	_ = rm
+}
+
+func TestMutualRemovalDeterministic(t *testing.T) {
+	w, _ := group(t)
+	w.emit(dev(1), SetAdmin{acct(2), true})
+	w.sync(dev(2), dev(1))
+	w.emit(dev(1), RemoveMember{acct(2)})
+	w.emit(dev(2), RemoveMember{acct(1)})
+	h := applyAll(t, w).StateHash()
+	n := len(w.all)
+	rev := append(append([]Event{}, w.all[:n-2]...), w.all[n-1], w.all[n-2])
+	c := NewConversation()
+	deliver(t, c, rev)
+	if c.StateHash() != h {
+		t.Fatal("mutual removal depends on order")
+	}
+	a, _ := c.IsMember(acct(1))
+	b, _ := c.IsMember(acct(2))
+	if a == b {
+		t.Fatalf("exactly one of the mutual removals should win: A=%v B=%v", a, b)
+	}
+}
+
+func TestApplyErrors(t *testing.T) {
+	w, g := group(t)
+	m := w.emit(dev(1), Message{Text: "x"})
+	c := NewConversation()
+	if err := c.Apply(m); !errors.Is(err, ErrMissingParents) {
+		t.Fatalf("missing parents: %v", err)
+	}
+	if err := c.Apply(g); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Apply(g); err != nil {
+		t.Fatalf("duplicate: %v", err)
+	}
+	bad := m
+	bad.Height = 7
+	if err := c.Apply(bad); !errors.Is(err, ErrInvalidEvent) {
+		t.Fatalf("bad height: %v", err)
+	}
+	other := g
+	other.ID = m.ID
+	other.Device = dev(5)
+	if err := c.Apply(other); !errors.Is(err, ErrMultipleRoots) {
+		t.Fatalf("second root: %v", err)
+	}
+	eq := m
+	eq.Seq = 1
+	if err := c.Apply(eq); !errors.Is(err, ErrEquivocation) {
+		t.Fatalf("equivocation: %v", err)
+	}
+	if err := c.Apply(m); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestReceiptsAndStatus(t *testing.T) {
+	w, _ := group(t)
+	m := w.emit(dev(1), Message{Text: "x"})
+	id := msgOf(m, 0)
+	w.sync(dev(2), dev(1))
+	w.sync(dev(3), dev(1))
+	pos := Position{{Device: dev(1), Seq: m.Seq}}
+	c0 := applyAll(t, w)
+	if st, _, _ := c0.MessageStatus(id); st != StatusSent {
+		t.Fatalf("status %v", st)
+	}
+	if n := c0.UnreadCount(acct(2), nil); n != 1 {
+		t.Fatalf("unread %d", n)
+	}
+	w.emit(dev(2), Receipt{Read: true, Upto: pos})
+	w.emit(dev(3), Receipt{Upto: pos})
+	c := applyAll(t, w)
+	st, per, ok := c.MessageStatus(id)
+	if !ok || st != StatusDelivered || len(per) != 2 || per[0].Status != StatusRead || per[1].Status != StatusDelivered {
+		t.Fatalf("status %v %+v", st, per)
+	}
+	_, read := c.Receipts(acct(2))
+	if n := c.UnreadCount(acct(2), read); n != 0 {
+		t.Fatalf("unread after read %d", n)
+	}
+}
