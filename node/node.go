@@ -162,7 +162,7 @@ func (n *Node) startAPI(token string) error {
 		return fmt.Errorf("api.listen %s: %w", n.Config.API.Listen, err)
 	}
 	n.apiAddr = ln.Addr().String()
-	n.api, err = webui.New(webui.Config{Token: token, Backend: n, Logger: n.log.With("component", "api")})
+	n.api, err = webui.New(webui.Config{Token: token, Backend: n, Logger: n.log.With("component", "api"), Addr: ln.Addr().(*net.TCPAddr)})
 	if err != nil {
 		ln.Close()
 		return err

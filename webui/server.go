@@ -16,7 +16,6 @@ import (
 	"fmt"
 	"io/fs"
 	"log/slog"
-	"mime"
 	"net"
 	"net/http"
 	"strconv"
@@ -52,6 +51,9 @@ type Config struct {
 	Backend Backend
 	// Logger receives request errors; never tokens or message text.
 	Logger *slog.Logger
+	// Addr is the address of the listener the server will Serve; it fixes
+	// which Host and Origin values are accepted.
+	Addr *net.TCPAddr
 }
 
 // Server is the local web server. Create it with New, then Serve a listener.
@@ -78,6 +80,9 @@ func New(cfg Config) (*Server, error) {
 	if cfg.Backend == nil {
 		return nil, errors.New("webui: no backend")
 	}
+	if cfg.Addr == nil {
+		return nil, errors.New("webui: no listen address")
+	}
 	log := cfg.Logger
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
@@ -88,30 +93,26 @@ func New(cfg Config) (*Server, error) {
 	}
 	mac := hmac.New(sha256.New, []byte(cfg.Token))
 	mac.Write([]byte(sessionLabel))
-	return &Server{
+	s := &Server{
 		cfg:     cfg,
 		log:     log,
 		ui:      ui,
+		port:    strconv.Itoa(cfg.Addr.Port),
 		session: base64.RawURLEncoding.EncodeToString(mac.Sum(nil)),
-	}, nil
-}
-
-// Serve answers requests on ln until Shutdown. The listener's address fixes
-// which Host and Origin values are accepted.
-func (s *Server) Serve(ln net.Listener) error {
-	addr, ok := ln.Addr().(*net.TCPAddr)
-	if !ok {
-		return fmt.Errorf("webui: listener is not TCP: %v", ln.Addr())
 	}
-	s.port = strconv.Itoa(addr.Port)
-	s.hosts, s.origins = allowedHosts(addr)
-	mime.AddExtensionType(".webmanifest", "application/manifest+json")
+	s.hosts, s.origins = allowedHosts(cfg.Addr)
 	s.srv = &http.Server{
 		Handler:           s.Handler(),
 		ReadHeaderTimeout: 10 * time.Second,
 		IdleTimeout:       2 * time.Minute,
 		MaxHeaderBytes:    64 << 10,
 	}
+	return s, nil
+}
+
+// Serve answers requests on ln (whose address must be cfg.Addr) until
+// Shutdown.
+func (s *Server) Serve(ln net.Listener) error {
 	err := s.srv.Serve(ln)
 	if errors.Is(err, http.ErrServerClosed) {
 		return nil
@@ -121,9 +122,6 @@ func (s *Server) Serve(ln net.Listener) error {
 
 // Shutdown stops the server, waiting for requests in flight until ctx ends.
 func (s *Server) Shutdown(ctx context.Context) error {
-	if s.srv == nil {
-		return nil
-	}
 	return s.srv.Shutdown(ctx)
 }
 
