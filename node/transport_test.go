@@ -20,7 +20,6 @@ func echoHandler(s network.Stream) {
 	_, _ = io.Copy(s, io.LimitReader(s, 1<<20))
 }
 
-
 // exchange opens a stream from a to b, sends msg and expects it back.
 func exchange(ctx context.Context, t *testing.T, s network.Stream, msg string) {
 	t.Helper()
