@@ -28,7 +28,7 @@ func rawMap(entries ...kv) []byte {
 	return out
 }
 
-func enc(t testing.TB, v any) []byte {
+func enc(t tb, v any) []byte {
 	t.Helper()
 	b, err := cbor.Marshal(v)
 	if err != nil {
@@ -46,7 +46,7 @@ func sampleEnvelope() Envelope {
 	}
 }
 
-func envEntries(t testing.TB, e Envelope) []kv {
+func envEntries(t tb, e Envelope) []kv {
 	return []kv{{"c", enc(t, e.Ciphertext)}, {"e", enc(t, e.Epoch)}, {"n", enc(t, e.Nonce)}, {"v", enc(t, e.Version)}}
 }
 
@@ -113,7 +113,7 @@ func TestDecodeEnvelopeRejects(t *testing.T) {
 	}
 }
 
-func sampleInner(t testing.TB) Inner {
+func sampleInner(t tb) Inner {
 	cb := newChainBuilder(t)
 	a := cb.block(testSigner(1), nil, "a")
 	b := cb.block(testSigner(2), nil, "b")

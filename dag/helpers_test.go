@@ -7,7 +7,6 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
-	"testing"
 	"time"
 
 	"github.com/ipfs/go-cid"
@@ -15,6 +14,13 @@ import (
 	dssync "github.com/ipfs/go-datastore/sync"
 	"golang.org/x/crypto/chacha20poly1305"
 )
+
+// tb is the part of testing.TB that helpers need; *rapid.T has it too.
+type tb interface {
+	Helper()
+	Fatal(args ...any)
+	Fatalf(format string, args ...any)
+}
 
 // testCipher is a fixed-key XChaCha20-Poly1305 cipher standing in for
 // keyring. Nonces come from a counter so tests are deterministic. The
@@ -74,13 +80,13 @@ var testEpoch = time.Date(2025, 1, 2, 3, 4, 5, 0, time.UTC)
 // chainBuilder builds blocks for tests outside a store, tracking each
 // author's chain.
 type chainBuilder struct {
-	t      testing.TB
+	t      tb
 	cipher *testCipher
 	chains map[DeviceID]ChainState
 	n      int
 }
 
-func newChainBuilder(t testing.TB) *chainBuilder {
+func newChainBuilder(t tb) *chainBuilder {
 	return &chainBuilder{t: t, cipher: newTestCipher(1), chains: make(map[DeviceID]ChainState)}
 }
 
@@ -110,7 +116,7 @@ func refs(bs ...Block) []Ref {
 	return out
 }
 
-func newMapStore(t testing.TB) (*Store, ds.Batching) {
+func newMapStore(t tb) (*Store, ds.Batching) {
 	t.Helper()
 	d := dssync.MutexWrap(ds.NewMapDatastore())
 	s, err := Open(context.Background(), d, DefaultOptions())
@@ -120,7 +126,7 @@ func newMapStore(t testing.TB) (*Store, ds.Batching) {
 	return s, d
 }
 
-func mustAdd(t testing.TB, s *Store, dag DAGID, bs ...Block) AddResult {
+func mustAdd(t tb, s *Store, dag DAGID, bs ...Block) AddResult {
 	t.Helper()
 	res, err := s.AddBatch(context.Background(), dag, "peer", bs)
 	if err != nil {

@@ -14,7 +14,7 @@ import (
 
 const testDAG DAGID = "conversation-1"
 
-func headCIDs(t testing.TB, s *Store, dag DAGID) []cid.Cid {
+func headCIDs(t tb, s *Store, dag DAGID) []cid.Cid {
 	t.Helper()
 	h, err := s.Heads(context.Background(), dag)
 	if err != nil {
@@ -27,7 +27,7 @@ func headCIDs(t testing.TB, s *Store, dag DAGID) []cid.Cid {
 	return out
 }
 
-func allCIDs(t testing.TB, s *Store, dag DAGID) []cid.Cid {
+func allCIDs(t tb, s *Store, dag DAGID) []cid.Cid {
 	t.Helper()
 	var out []cid.Cid
 	for b, err := range s.Blocks(context.Background(), dag, Position{}, false) {
