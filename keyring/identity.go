@@ -138,6 +138,13 @@ func NewPrekey(rand io.Reader, now time.Time) (*Prekey, error) {
 	if err != nil {
 		return nil, err
 	}
+	defer wipe(ikm)
+	return derivePrekey(ikm, now)
+}
+
+// derivePrekey is X-Wing DeriveKeyPair(ikm); the hpke-pq vectors run
+// through it.
+func derivePrekey(ikm []byte, now time.Time) (*Prekey, error) {
 	priv, err := hpkeKEM().DeriveKeyPair(ikm)
 	if err != nil {
 		return nil, fmt.Errorf("keyring: derive prekey: %w", err)
