@@ -1,0 +1,152 @@
+package webui
+
+import (
+	"context"
+	"encoding/json"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+)
+
+type fakeBackend struct{}
+
+func (fakeBackend) Status(context.Context) Status {
+	return Status{PeerID: "12D3KooWtest", Version: "test", ConnectedPeers: []string{}}
+}
+
+const testToken = "TESTTOKEN0123456789ABCDEF"
+
+func newTestServer(t *testing.T) (*Server, string) {
+	t.Helper()
+	addr := &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1), Port: 7878}
+	s, err := New(Config{Token: testToken, Backend: fakeBackend{}, Addr: addr})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s, "127.0.0.1:7878"
+}
+
+func do(t *testing.T, h http.Handler, method, target string, mod func(*http.Request)) *httptest.ResponseRecorder {
+	t.Helper()
+	r := httptest.NewRequest(method, "http://127.0.0.1:7878"+target, nil)
+	r.Host = "127.0.0.1:7878"
+	if mod != nil {
+		mod(r)
+	}
+	w := httptest.NewRecorder()
+	h.ServeHTTP(w, r)
+	return w
+}
+
+func bearer(r *http.Request) { r.Header.Set("Authorization", "Bearer "+testToken) }
+
+func TestAPIGuard(t *testing.T) {
+	s, _ := newTestServer(t)
+	h := s.Handler()
+	cases := []struct {
+		name string
+		mod  func(*http.Request)
+		want int
+	}{
+		{"no token", nil, http.StatusUnauthorized},
+		{"wrong token", func(r *http.Request) { r.Header.Set("Authorization", "Bearer nope") }, http.StatusUnauthorized},
+		{"token without Bearer scheme", func(r *http.Request) { r.Header.Set("Authorization", testToken) }, http.StatusUnauthorized},
+		{"bearer token", bearer, http.StatusOK},
+		{"localhost name", func(r *http.Request) { bearer(r); r.Host = "localhost:7878" }, http.StatusOK},
+		{"rebinding host", func(r *http.Request) { bearer(r); r.Host = "evil.example:7878" }, http.StatusForbidden},
+		{"right host, other port", func(r *http.Request) { bearer(r); r.Host = "127.0.0.1:9999" }, http.StatusForbidden},
+		{"foreign origin", func(r *http.Request) { bearer(r); r.Header.Set("Origin", "http://evil.example") }, http.StatusForbidden},
+		{"other local port as origin", func(r *http.Request) { bearer(r); r.Header.Set("Origin", "http://127.0.0.1:9999") }, http.StatusForbidden},
+		{"null origin", func(r *http.Request) { bearer(r); r.Header.Set("Origin", "null") }, http.StatusForbidden},
+		{"rebinding host and origin agree", func(r *http.Request) {
+			bearer(r)
+			r.Host = "evil.example:7878"
+			r.Header.Set("Origin", "http://evil.example:7878")
+		}, http.StatusForbidden},
+		{"same origin", func(r *http.Request) { bearer(r); r.Header.Set("Origin", "http://127.0.0.1:7878") }, http.StatusOK},
+		{"cross-site fetch metadata", func(r *http.Request) {
+			bearer(r)
+			r.Header.Set("Sec-Fetch-Site", "cross-site")
+			r.Header.Set("Sec-Fetch-Mode", "cors")
+		}, http.StatusForbidden},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			w := do(t, h, "GET", "/api/v1/status", c.mod)
+			if w.Code != c.want {
+				t.Fatalf("status %d, want %d (%s)", w.Code, c.want, w.Body)
+			}
+			if w.Header().Get("Content-Security-Policy") == "" {
+				t.Fatal("no CSP header")
+			}
+			if w.Code == http.StatusOK {
+				var st Status
+				if err := json.Unmarshal(w.Body.Bytes(), &st); err != nil || st.PeerID != "12D3KooWtest" {
+					t.Fatalf("status body %q: %v", w.Body, err)
+				}
+			}
+		})
+	}
+}
+
+func TestLoginSetsStrictCookieThatOpensTheAPI(t *testing.T) {
+	s, _ := newTestServer(t)
+	h := s.Handler()
+	if w := do(t, h, "GET", "/login?token=wrong", nil); w.Code != http.StatusUnauthorized {
+		t.Fatalf("bad login: %d", w.Code)
+	}
+	w := do(t, h, "GET", "/login?token="+testToken, nil)
+	if w.Code != http.StatusSeeOther || w.Header().Get("Location") != "/" {
+		t.Fatalf("login: %d to %q", w.Code, w.Header().Get("Location"))
+	}
+	res := w.Result()
+	cookies := res.Cookies()
+	if len(cookies) != 1 {
+		t.Fatalf("cookies: %v", cookies)
+	}
+	c := cookies[0]
+	if !c.HttpOnly || c.SameSite != http.SameSiteStrictMode || c.Name != "glitr_session_7878" {
+		t.Fatalf("cookie %+v is not HttpOnly SameSite=Strict with the port in its name", c)
+	}
+	if strings.Contains(c.Value, testToken) {
+		t.Fatal("cookie carries the token itself")
+	}
+	if got := do(t, h, "GET", "/api/v1/status", func(r *http.Request) { r.AddCookie(c) }); got.Code != http.StatusOK {
+		t.Fatalf("API with cookie: %d", got.Code)
+	}
+	forged := *c
+	forged.Value = "forged"
+	if got := do(t, h, "GET", "/api/v1/status", func(r *http.Request) { r.AddCookie(&forged) }); got.Code != http.StatusUnauthorized {
+		t.Fatalf("API with forged cookie: %d", got.Code)
+	}
+	// The cookie does not help a page on another origin.
+	if got := do(t, h, "GET", "/api/v1/status", func(r *http.Request) {
+		r.AddCookie(c)
+		r.Header.Set("Origin", "http://127.0.0.1:9999")
+	}); got.Code != http.StatusForbidden {
+		t.Fatalf("cookie from foreign origin: %d", got.Code)
+	}
+}
+
+func TestStaticShellIsPublicButGuarded(t *testing.T) {
+	s, _ := newTestServer(t)
+	h := s.Handler()
+	w := do(t, h, "GET", "/", nil)
+	if w.Code != http.StatusOK || !strings.Contains(w.Body.String(), "<title>Glitr</title>") {
+		t.Fatalf("shell: %d", w.Code)
+	}
+	if cc := w.Header().Get("Cache-Control"); cc != "no-cache" {
+		t.Fatalf("shell Cache-Control %q", cc)
+	}
+	if w := do(t, h, "GET", "/", func(r *http.Request) { r.Host = "evil.example:7878" }); w.Code != http.StatusForbidden {
+		t.Fatalf("shell on rebinding host: %d", w.Code)
+	}
+	if w := do(t, h, "GET", "/api/v1/nothing", bearer); w.Code != http.StatusNotFound {
+		t.Fatalf("unknown endpoint: %d", w.Code)
+	}
+	if w := do(t, h, "GET", "/api/v1/status", bearer); w.Header().Get("Cache-Control") != "no-store" {
+		t.Fatal("API responses must not be cached")
+	}
+}
