@@ -332,7 +332,7 @@ func (c *Cipher) sealAsLocked(id EpochID, sender DeviceID, inner []byte) (epoch,
 	ch.next++
 	defer wipe(mk[:])
 	epoch = slices.Clone(id[:])
-	var adBuf [128]byte
+	var adBuf [256]byte
 	ad := c.envelopeAD(adBuf[:0], epoch, nonce)
 
 	var hdr [headerPlainSize]byte
@@ -380,7 +380,7 @@ func (c *Cipher) OpenBlockFunc(epoch, nonce, ciphertext []byte, accept func(inne
 	if st == nil {
 		return nil, DeviceID{}, fmt.Errorf("open: epoch %x: %w", epoch, ErrUnknownEpoch)
 	}
-	var adBuf [128]byte
+	var adBuf [256]byte
 	ad := c.envelopeAD(adBuf[:0], epoch, nonce)
 	var hdrBuf [headerPlainSize]byte
 	hdr, err := st.header.Open(hdrBuf[:0], nonce, ciphertext[:headerSealSize], ad)
