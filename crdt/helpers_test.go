@@ -5,7 +5,6 @@ import (
 	"encoding/binary"
 	"slices"
 	"strings"
-	"testing"
 
 	"github.com/ipfs/go-cid"
 	"github.com/multiformats/go-multihash"
@@ -13,8 +12,14 @@ import (
 
 // world builds well-formed events the way devices would: each device has
 // its own view of the DAG (known events and heads) and views meet by sync.
+// tb is the part of testing.TB that *rapid.T also has.
+type tb interface {
+	Helper()
+	Fatalf(format string, args ...any)
+}
+
 type world struct {
-	t      testing.TB
+	t      tb
 	all    []Event // creation order: a topological order
 	byID   map[cid.Cid]*Event
 	views  map[DeviceID]*view
@@ -27,7 +32,7 @@ type view struct {
 	heads []cid.Cid
 }
 
-func newWorld(t testing.TB) *world {
+func newWorld(t tb) *world {
 	return &world{t: t, byID: map[cid.Cid]*Event{}, views: map[DeviceID]*view{}, seqs: map[DeviceID]uint64{}, owners: map[DeviceID]AccountID{}}
 }
 
@@ -106,7 +111,7 @@ func (w *world) sync(to, from DeviceID) {
 
 // deliver applies events through a causal buffer in the given order, as a
 // node would with out-of-order network delivery.
-func deliver(t testing.TB, s interface{ Apply(Event) error }, order []Event) {
+func deliver(t tb, s interface{ Apply(Event) error }, order []Event) {
 	t.Helper()
 	applied := map[cid.Cid]bool{}
 	var held []Event

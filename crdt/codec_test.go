@@ -1,0 +1,142 @@
+package crdt
+
+import (
+	"bytes"
+	"errors"
+	"reflect"
+	"strings"
+	"testing"
+
+	"github.com/ipfs/go-cid"
+	"github.com/multiformats/go-multihash"
+)
+
+func testCID(s string) cid.Cid {
+	mh, _ := multihash.Sum([]byte(s), multihash.SHA2_256, -1)
+	return cid.NewCidV1(cid.DagCBOR, mh)
+}
+
+func allOps() []Op {
+	c := testCID("x")
+	name, v, st := "bob", Verified, ContactAdded
+	kind, arch := ConvGroup, true
+	pos := Position{{Device: dev(1), Seq: 3}, {Device: dev(2), Seq: 1}}
+	return []Op{
+		Message{Text: "hi"}, Message{Text: "re", ReplyTo: &MsgID{c, 1}},
+		Edit{MsgID{c, 0}, "e"}, Delete{MsgID{c, 0}},
+		ReactionAdd{MsgID{c, 0}, "👍"}, ReactionRemove{MsgID{c, 0}, "👍"},
+		Receipt{Upto: pos}, Receipt{Read: true, Upto: pos},
+		SetTitle{"t"}, SetTitle{}, SetAvatar{Mime: "image/png", Data: []byte{1, 2}}, SetAvatar{},
+		AddMember{acct(1)}, RemoveMember{acct(2)}, SetAdmin{acct(3), true}, SetAdmin{Account: acct(3)},
+		Rotation{Payload: []byte{9}, Recipients: []Recipient{{Account: acct(1), Device: dev(1)}}},
+		DeviceAnnounce{acct(1), dev(1), []byte{7}},
+		ProfileName{"me"}, ProfileAvatar{Mime: "image/jpeg", Data: []byte{3}},
+		SetPreference{"theme", "dark"}, SetPreference{Key: "lang"},
+		ContactUpdate{Account: acct(4), Name: &name, Verification: &v, Status: &st},
+		ConversationUpdate{ID: []byte{1, 2}, Type: &kind, Archived: &arch},
+		DeviceAdd{dev(5), "laptop", []byte{8}}, DeviceRevoke{Device: dev(5), Cutoff: 4},
+		ReadMark{[]byte{1}, pos},
+		Unknown{K: 999, Raw: []byte{0x82, 0x01, 0x02}},
+	}
+}
+
+func TestCodecRoundTrip(t *testing.T) {
+	ops := allOps()
+	b, err := EncodeOps(ops)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := DecodeOps(b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !reflect.DeepEqual(got, ops) {
+		t.Fatalf("round trip:\n got %+v\nwant %+v", got, ops)
+	}
+	for _, op := range ops {
+		b, err := EncodeOps([]Op{op})
+		if err != nil {
+			t.Fatalf("%T: %v", op, err)
+		}
+		if _, err := DecodeOps(b); err != nil {
+			t.Fatalf("%T: %v", op, err)
+		}
+	}
+	if b, err := EncodeOps(nil); err != nil || !bytes.Equal(b, []byte{0x82, 0x01, 0x80}) {
+		t.Fatalf("empty body %x %v", b, err)
+	}
+}
+
+func TestEncodeRejectsInvalid(t *testing.T) {
+	long := strings.Repeat("x", MaxTextLen+1)
+	bad := []Op{
+		Message{}, Message{Text: long}, Message{Text: "\xff"},
+		Edit{Text: "x"}, ReactionAdd{MsgID{testCID("a"), 0}, ""},
+		Receipt{}, Receipt{Upto: Position{{Device: dev(2), Seq: 1}, {Device: dev(1), Seq: 1}}},
+		Receipt{Upto: Position{{Device: dev(1), Seq: 0}}},
+		SetAvatar{Mime: "x"}, SetAvatar{Data: []byte{1}},
+		Rotation{}, DeviceAnnounce{}, ContactUpdate{}, ConversationUpdate{ID: []byte{1}},
+		Unknown{K: KindMessage, Raw: []byte{0xa0}}, nil,
+	}
+	for _, op := range bad {
+		if _, err := EncodeOps([]Op{op}); !errors.Is(err, ErrMalformedOps) {
+			t.Errorf("%T %+v: err %v", op, op, err)
+		}
+	}
+}
+
+func TestDecodeRejects(t *testing.T) {
+	good, _ := EncodeOps([]Op{Message{Text: "hi"}})
+	tests := []struct {
+		name string
+		in   []byte
+		want error
+	}{
+		{"empty", nil, ErrMalformedOps},
+		{"version 2", []byte{0x82, 0x02, 0x80}, ErrUnsupported},
+		{"trailing", append(append([]byte{}, good...), 0), ErrMalformedOps},
+		{"indefinite array", []byte{0x82, 0x01, 0x9f, 0xff}, ErrMalformedOps},
+		{"non-shortest int", []byte{0x82, 0x18, 0x01, 0x80}, ErrMalformedOps},
+		{"dup key", []byte{0x82, 0x01, 0x81, 0x82, 0x01, 0xa2, 0x61, 0x74, 0x61, 0x61, 0x61, 0x74, 0x61, 0x62}, ErrMalformedOps},
+		{"unknown field in known kind", []byte{0x82, 0x01, 0x81, 0x82, 0x01, 0xa2, 0x61, 0x74, 0x61, 0x61, 0x61, 0x7a, 0x01}, ErrMalformedOps},
+		{"unsorted keys", []byte{0x82, 0x01, 0x81, 0x82, 0x18, 0x22, 0xa2, 0x61, 0x76, 0x61, 0x61, 0x61, 0x6b, 0x61, 0x62}, ErrMalformedOps},
+		{"tag", []byte{0x82, 0x01, 0x81, 0x82, 0x19, 0x03, 0xe7, 0xc1, 0x01}, ErrMalformedOps},
+		{"non-canonical unknown payload", []byte{0x82, 0x01, 0x81, 0x82, 0x19, 0x03, 0xe7, 0x18, 0x01}, ErrMalformedOps},
+		{"too big", make([]byte, MaxBodySize+1), ErrMalformedOps},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			if _, err := DecodeOps(tc.in); !errors.Is(err, tc.want) {
+				t.Fatalf("got %v, want %v", err, tc.want)
+			}
+		})
+	}
+	// Unknown kinds with canonical payloads decode, for forward compatibility.
+	if ops, err := DecodeOps([]byte{0x82, 0x01, 0x81, 0x82, 0x19, 0x03, 0xe7, 0x01}); err != nil || ops[0].Kind() != 999 {
+		t.Fatalf("unknown kind: %v %v", ops, err)
+	}
+}
+
+func FuzzDecodeOps(f *testing.F) {
+	for _, op := range allOps() {
+		b, _ := EncodeOps([]Op{op})
+		f.Add(b)
+	}
+	b, _ := EncodeOps(allOps())
+	f.Add(b)
+	f.Add([]byte{0x82, 0x01, 0x80})
+	f.Add([]byte{0x82, 0x01, 0x9f, 0xff})
+	f.Fuzz(func(t *testing.T, in []byte) {
+		ops, err := DecodeOps(in)
+		if err != nil {
+			return
+		}
+		re, err := EncodeOps(ops)
+		if err != nil {
+			t.Fatalf("decoded ops do not encode: %v", err)
+		}
+		if !bytes.Equal(re, in) {
+			t.Fatalf("accepted non-canonical input")
+		}
+	})
+}

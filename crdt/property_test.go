@@ -1,0 +1,208 @@
+package crdt
+
+import (
+	"slices"
+	"testing"
+
+	"pgregory.net/rapid"
+)
+
+// randomHistory builds a random multi-author history: 3–5 accounts (one
+// with two devices), messages, edits and deletes (also by non-authors),
+// reactions, receipts, titles, rotations and membership changes including
+// concurrent add/remove, with devices syncing at random.
+func randomHistory(t *rapid.T) *world {
+	w := newWorld(t)
+	n := rapid.IntRange(3, 5).Draw(t, "accounts")
+	var devs []DeviceID
+	for i := 1; i <= n; i++ {
+		w.device(dev(byte(i)), acct(byte(i)))
+		devs = append(devs, dev(byte(i)))
+	}
+	w.device(dev(100), acct(2)) // second device of account 2
+	devs = append(devs, dev(100))
+	var init []Op
+	for i := 2; i <= n; i++ {
+		if rapid.Bool().Draw(t, "initial") {
+			init = append(init, AddMember{acct(byte(i))})
+		}
+	}
+	w.emit(dev(1), init...)
+	for _, d := range devs[1:] {
+		w.sync(d, dev(1))
+	}
+	var msgs []MsgID
+	steps := rapid.IntRange(5, 40).Draw(t, "steps")
+	for s := 0; s < steps; s++ {
+		d := rapid.SampledFrom(devs).Draw(t, "dev")
+		if rapid.IntRange(0, 3).Draw(t, "sync?") == 0 {
+			w.sync(d, rapid.SampledFrom(devs).Draw(t, "from"))
+		}
+		target := acct(byte(rapid.IntRange(1, n).Draw(t, "target")))
+		var op Op
+		pick := func() (MsgID, bool) {
+			if len(msgs) == 0 {
+				return MsgID{}, false
+			}
+			return rapid.SampledFrom(msgs).Draw(t, "msg"), true
+		}
+		switch rapid.IntRange(0, 11).Draw(t, "op") {
+		case 0, 1, 2:
+			op = Message{Text: rapid.StringMatching(`[a-z]{1,8}`).Draw(t, "text")}
+		case 3:
+			if m, ok := pick(); ok {
+				op = Edit{m, "edited"}
+			}
+		case 4:
+			if m, ok := pick(); ok {
+				op = Delete{m}
+			}
+		case 5:
+			if m, ok := pick(); ok {
+				op = ReactionAdd{m, rapid.SampledFrom([]string{"+1", "<3"}).Draw(t, "emoji")}
+			}
+		case 6:
+			if m, ok := pick(); ok {
+				op = ReactionRemove{m, rapid.SampledFrom([]string{"+1", "<3"}).Draw(t, "emoji")}
+			}
+		case 7:
+			op = Receipt{Read: rapid.Bool().Draw(t, "read"), Upto: Position{{Device: rapid.SampledFrom(devs).Draw(t, "rdev"), Seq: uint64(rapid.IntRange(1, 5).Draw(t, "rseq"))}}}
+		case 8:
+			op = AddMember{target}
+		case 9:
+			op = RemoveMember{target}
+		case 10:
+			op = SetAdmin{target, rapid.Bool().Draw(t, "admin")}
+		case 11:
+			if rapid.Bool().Draw(t, "rot") {
+				op = Rotation{Payload: []byte{1}, Recipients: []Recipient{{Account: target}}}
+			} else {
+				op = SetTitle{rapid.StringMatching(`[a-z]{0,4}`).Draw(t, "title")}
+			}
+		}
+		if op == nil {
+			continue
+		}
+		e := w.emit(d, op)
+		if _, ok := op.(Message); ok {
+			msgs = append(msgs, msgOf(e, 0))
+		}
+	}
+	return w
+}
+
+// shuffledWithDuplicates returns all events in a random order with some
+// events repeated; deliver's causal buffer turns it into a causal order.
+func shuffledWithDuplicates(t *rapid.T, all []Event) []Event {
+	out := slices.Clone(all)
+	for range rapid.IntRange(0, 5).Draw(t, "dups") {
+		out = append(out, rapid.SampledFrom(all).Draw(t, "dup"))
+	}
+	perm := rapid.Permutation(out).Draw(t, "order")
+	return perm
+}
+
+func TestPropertyConvergence(t *testing.T) {
+	rapid.Check(t, func(t *rapid.T) {
+		w := randomHistory(t)
+		ref := NewConversation()
+		if _, err := ref.ApplyBatch(w.all); err != nil {
+			t.Fatal(err)
+		}
+		want := ref.StateHash()
+		for k := range 3 {
+			c := NewConversation()
+			deliver(t, c, shuffledWithDuplicates(t, w.all))
+			if got := c.StateHash(); got != want {
+				t.Fatalf("order %d: state hash differs", k)
+			}
+		}
+		checkInvariants(t, w, ref)
+	})
+}
+
+// checkInvariants verifies rules that must hold in any final state.
+func checkInvariants(t *rapid.T, w *world, c *Conversation) {
+	for i := 0; i < c.Len(); i++ {
+		v := c.At(i)
+		if v.Deleted && (v.Text != "" || len(v.Reactions) > 0 || v.Edited) {
+			t.Fatalf("tombstone leaks content: %+v", v)
+		}
+		// Edits come only from the author account.
+		if v.Edited {
+			for _, e := range w.all {
+				for _, op := range e.Ops {
+					if ed, ok := op.(Edit); ok && ed.Target == v.ID && ed.Text == v.Text && e.Account != v.Author {
+						// A non-author wrote the same text: only fine if the author did too.
+						found := false
+						for _, e2 := range w.all {
+							for _, op2 := range e2.Ops {
+								if ed2, ok := op2.(Edit); ok && ed2.Target == v.ID && e2.Account == v.Author {
+									found = true
+								}
+							}
+						}
+						if !found {
+							t.Fatalf("non-author edit took effect on %v", v.ID)
+						}
+					}
+				}
+			}
+		}
+		// Messages come from accounts that are members in the author's past.
+		if m, _ := c.IsMember(v.Author); !m {
+			// The author may have left or been removed later; then the message
+			// must be in the past of that removal — checked by TestStrongRemove.
+			continue
+		}
+	}
+	// A current member list always contains an admin unless the creator
+	// side was removed: only check that admins are members.
+	for _, m := range c.Members() {
+		if mem, adm := c.IsMember(m.Account); !mem || adm != m.Admin {
+			t.Fatalf("member view inconsistent for %x", m.Account[:1])
+		}
+	}
+}
+
+// TestPropertyBatchEqualsSingle: one ApplyBatch equals event-by-event apply.
+func TestPropertyBatchEqualsSingle(t *testing.T) {
+	rapid.Check(t, func(t *rapid.T) {
+		w := randomHistory(t)
+		a := NewConversation()
+		for _, e := range w.all {
+			if err := a.Apply(e); err != nil {
+				t.Fatal(err)
+			}
+		}
+		b := NewConversation()
+		if _, err := b.ApplyBatch(w.all); err != nil {
+			t.Fatal(err)
+		}
+		if a.StateHash() != b.StateHash() {
+			t.Fatal("batch and single apply differ")
+		}
+	})
+}
+
+// TestPropertyNonMemberNoEffect: adding events by an outsider changes nothing.
+func TestPropertyNonMemberNoEffect(t *testing.T) {
+	rapid.Check(t, func(t *rapid.T) {
+		w := randomHistory(t)
+		base := applyAllRapid(t, w.all).StateHash()
+		w.device(dev(200), acct(200))
+		w.sync(dev(200), dev(1))
+		w.emit(dev(200), Message{Text: "x"}, SetTitle{"y"}, AddMember{acct(200)}, RemoveMember{acct(1)})
+		if applyAllRapid(t, w.all).StateHash() != base {
+			t.Fatal("outsider changed state")
+		}
+	})
+}
+
+func applyAllRapid(t *rapid.T, es []Event) *Conversation {
+	c := NewConversation()
+	if _, err := c.ApplyBatch(es); err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
