@@ -1,10 +1,10 @@
 package dag
 
 import (
-	"bytes"
 	"crypto/ed25519"
 	"fmt"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/ipfs/go-cid"
@@ -46,7 +46,7 @@ func Build(p BuildParams) (Block, error) {
 		return Block{}, fmt.Errorf("build block: %w", err)
 	}
 	parents := slices.Clone(p.Parents)
-	slices.SortFunc(parents, func(a, b Ref) int { return bytes.Compare(a.CID.Bytes(), b.CID.Bytes()) })
+	slices.SortFunc(parents, func(a, b Ref) int { return strings.Compare(a.CID.KeyString(), b.CID.KeyString()) })
 	parents = slices.CompactFunc(parents, func(a, b Ref) bool { return a.CID == b.CID })
 	if len(parents) > MaxParents {
 		return Block{}, fmt.Errorf("build block: %d parents (max %d): %w", len(parents), MaxParents, ErrTooManyParents)

@@ -136,8 +136,8 @@ func EnvelopeCID(envelope []byte) cid.Cid {
 
 // checkLink validates that c is a CID this format accepts as a link.
 func checkLink(c cid.Cid) error {
-	b := c.Bytes()
-	if len(b) != cidLen || !bytes.Equal(b[:len(cidPrefix)], cidPrefix[:]) {
+	b := c.KeyString() // the binary CID, without copying
+	if len(b) != cidLen || b[:len(cidPrefix)] != string(cidPrefix[:]) {
 		return fmt.Errorf("%w: %s", ErrBadLink, c)
 	}
 	return nil
@@ -242,7 +242,7 @@ func checkInner(in *Inner, signed bool) error {
 		if err := checkLink(p); err != nil {
 			return fmt.Errorf("parent %d: %w", i, err)
 		}
-		if i > 0 && bytes.Compare(in.Parents[i-1].Bytes(), p.Bytes()) >= 0 {
+		if i > 0 && in.Parents[i-1].KeyString() >= p.KeyString() {
 			return fmt.Errorf("parent %d: %w", i, ErrBadParents)
 		}
 	}

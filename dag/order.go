@@ -1,9 +1,9 @@
 package dag
 
 import (
-	"bytes"
 	"cmp"
 	"slices"
+	"strings"
 
 	"github.com/ipfs/go-cid"
 )
@@ -24,7 +24,7 @@ func ComparePositions(a, b Position) int {
 	if c := cmp.Compare(a.Height, b.Height); c != 0 {
 		return c
 	}
-	return bytes.Compare(a.CID.Bytes(), b.CID.Bytes())
+	return strings.Compare(a.CID.KeyString(), b.CID.KeyString())
 }
 
 // CompareBlocks orders blocks by display order (see Position).
