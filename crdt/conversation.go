@@ -130,6 +130,7 @@ func (c *Conversation) apply(e *Event) error {
 	if c.g.events[idx].valid {
 		c.reduce(idx)
 	}
+	c.g.events[idx].done = true
 	return nil
 }
 
@@ -181,12 +182,16 @@ func (c *Conversation) rebuild() {
 	c.dirty = false
 	c.resetDerived()
 	for i := range c.g.events {
+		c.g.events[i].first = -1
+		c.g.events[i].done = false
+	}
+	for i := range c.g.events {
 		e := &c.g.events[i]
-		e.first = -1
 		e.valid = c.m.eventValid(&c.g, int32(i))
 		if e.valid {
 			c.reduce(int32(i))
 		}
+		e.done = true
 	}
 }
 
@@ -195,7 +200,7 @@ type lookupResult uint8
 
 const (
 	lookupFound   lookupResult = iota
-	lookupPending              // event not applied yet
+	lookupPending              // event not applied (or not reduced) yet
 	lookupNone                 // not a message of a valid event: ignore
 )
 
@@ -205,6 +210,9 @@ func (c *Conversation) lookup(id MsgID) (int32, lookupResult) {
 		return -1, lookupPending
 	}
 	e := &c.g.events[ei]
+	if !e.done {
+		return -1, lookupPending
+	}
 	if !e.valid || e.first < 0 || int(id.Index) >= len(e.ops) {
 		return -1, lookupNone
 	}

@@ -59,6 +59,7 @@ type eventRec struct {
 	ops     []Op
 	control bool
 	valid   bool  // ops take effect (decided by the owning state)
+	done    bool  // validity decided and ops reduced into the current derived state
 	first   int32 // first message index of this event in the conversation arena, -1 if none
 }
 
