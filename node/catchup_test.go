@@ -1,0 +1,744 @@
+package node
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"slices"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/libp2p/go-libp2p/core/host"
+	"github.com/libp2p/go-libp2p/core/network"
+	"github.com/libp2p/go-libp2p/core/peer"
+	"github.com/libp2p/go-msgio"
+
+	"github.com/glitr-chat/glitr/protocol"
+)
+
+// fakeStore is an in-memory CatchupSource and CatchupSink. A DAG is an
+// ordered list of envelopes; an envelope is
+//
+//	author (32 bytes) | seq (8) | ndeps (1) | ndeps × (author (32) | seq (8)) | payload
+//
+// and depends on (author, seq-1) and on every listed (author, seq): its
+// parents. The per-author highest seq is the Hello's vector, which (the
+// store being downward-closed) describes the store exactly, as in dag.
+type fakeStore struct {
+	mu   sync.Mutex
+	dags map[string]*fakeDAG
+	// failIngest, if set, is returned by Ingest.
+	failIngest error
+	ingests    int
+}
+
+type fakeDAG struct {
+	envs [][]byte
+	vec  map[string]uint64
+}
+
+func newFakeStore() *fakeStore { return &fakeStore{dags: map[string]*fakeDAG{}} }
+
+func fakeAuthor(name string) string { return fmt.Sprintf("%-32s", name) }
+
+func (s *fakeStore) dag(id string) *fakeDAG {
+	d := s.dags[id]
+	if d == nil {
+		d = &fakeDAG{vec: map[string]uint64{}}
+		s.dags[id] = d
+	}
+	return d
+}
+
+// write appends n envelopes by author of payload size at least size, each
+// depending on the author's previous one and on every other author's tip.
+func (s *fakeStore) write(id, author string, n, size int) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	d := s.dag(id)
+	a := fakeAuthor(author)
+	for range n {
+		var deps []string
+		for o := range d.vec {
+			if o != a {
+				deps = append(deps, o)
+			}
+		}
+		slices.Sort(deps)
+		seq := d.vec[a] + 1
+		env := makeFakeEnv(a, seq, deps, d.vec, size)
+		d.envs = append(d.envs, env)
+		d.vec[a] = seq
+	}
+}
+
+func makeFakeEnv(author string, seq uint64, deps []string, vec map[string]uint64, size int) []byte {
+	env := make([]byte, 0, 41+40*len(deps)+size)
+	env = append(env, author...)
+	env = binary.BigEndian.AppendUint64(env, seq)
+	env = append(env, byte(len(deps)))
+	for _, o := range deps {
+		env = append(env, o...)
+		env = binary.BigEndian.AppendUint64(env, vec[o])
+	}
+	for len(env) < cap(env) {
+		env = append(env, byte(len(env)))
+	}
+	return env
+}
+
+type fakeEnv struct {
+	author string
+	seq    uint64
+	deps   map[string]uint64
+}
+
+func parseFakeEnv(b []byte) (fakeEnv, error) {
+	if len(b) < 41 {
+		return fakeEnv{}, fmt.Errorf("%w: short envelope", ErrBadPeer)
+	}
+	e := fakeEnv{author: string(b[:32]), seq: binary.BigEndian.Uint64(b[32:40]), deps: map[string]uint64{}}
+	n := int(b[40])
+	b = b[41:]
+	if len(b) < 40*n {
+		return fakeEnv{}, fmt.Errorf("%w: short deps", ErrBadPeer)
+	}
+	for range n {
+		e.deps[string(b[:32])] = binary.BigEndian.Uint64(b[32:40])
+		b = b[40:]
+	}
+	return e, nil
+}
+
+func (s *fakeStore) Summary(_ context.Context, id []byte) (protocol.Hello, bool, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	d, ok := s.dags[string(id)]
+	if !ok {
+		return protocol.Hello{}, false, nil
+	}
+	return protocol.Hello{SyncID: id, Vector: maps(d.vec), Count: uint64(len(d.envs))}, true, nil
+}
+
+func maps(m map[string]uint64) map[string]uint64 {
+	c := make(map[string]uint64, len(m))
+	for k, v := range m {
+		c[k] = v
+	}
+	return c
+}
+
+// Missing passes envelopes through one reused buffer, as dag's scan does,
+// so an engine that keeps the slice instead of copying it breaks.
+func (s *fakeStore) Missing(ctx context.Context, id []byte, theirs protocol.Hello, fn func([]byte) error) error {
+	s.mu.Lock()
+	d, ok := s.dags[string(id)]
+	var envs [][]byte
+	if ok {
+		envs = d.envs[:len(d.envs):len(d.envs)] // fixed at the start, as in dag
+	}
+	s.mu.Unlock()
+	var buf []byte
+	for _, env := range envs {
+		if binary.BigEndian.Uint64(env[32:40]) <= theirs.Vector[string(env[:32])] {
+			continue
+		}
+		buf = append(buf[:0], env...)
+		if err := fn(buf); err != nil {
+			return fmt.Errorf("fake scan: %w", err)
+		}
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// Ingest commits a batch in order, refusing (as a bad peer) any envelope
+// whose parents are missing and skipping those it already holds.
+func (s *fakeStore) Ingest(_ context.Context, _ peer.ID, id []byte, envs [][]byte) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.ingests++
+	if s.failIngest != nil {
+		return s.failIngest
+	}
+	d := s.dag(string(id))
+	for _, b := range envs {
+		e, err := parseFakeEnv(b)
+		if err != nil {
+			return err
+		}
+		if e.seq <= d.vec[e.author] {
+			continue // duplicate
+		}
+		if e.seq != d.vec[e.author]+1 {
+			return fmt.Errorf("%w: %q seq %d before %d", ErrBadPeer, e.author, e.seq, d.vec[e.author]+1)
+		}
+		for o, seq := range e.deps {
+			if d.vec[o] < seq {
+				return fmt.Errorf("%w: parent %q/%d missing", ErrBadPeer, o, seq)
+			}
+		}
+		d.envs = append(d.envs, b)
+		d.vec[e.author] = e.seq
+	}
+	return nil
+}
+
+func (s *fakeStore) snapshot(id string) (map[string]uint64, int) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	d, ok := s.dags[id]
+	if !ok {
+		return nil, 0
+	}
+	return maps(d.vec), len(d.envs)
+}
+
+// set is the DAG's envelopes as a set, for union checks.
+func (s *fakeStore) set(id string) map[string]bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	m := map[string]bool{}
+	if d, ok := s.dags[id]; ok {
+		for _, e := range d.envs {
+			m[string(e)] = true
+		}
+	}
+	return m
+}
+
+// penaltyLog records penalty callbacks.
+type penaltyLog struct {
+	mu   sync.Mutex
+	hits []string
+	ids  []peer.ID
+}
+
+func (l *penaltyLog) penalize(p peer.ID, amount float64, reason string) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.ids = append(l.ids, p)
+	l.hits = append(l.hits, reason)
+}
+
+func (l *penaltyLog) count() int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return len(l.hits)
+}
+
+// sessionLog records OnSession callbacks.
+type sessionLog struct {
+	mu    sync.Mutex
+	stats []CatchupStats
+	errs  []error
+}
+
+func (l *sessionLog) on(_ peer.ID, _ bool, st CatchupStats, err error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.stats = append(l.stats, st)
+	l.errs = append(l.errs, err)
+}
+
+// nth waits for the nth session (from 1) to end and returns its outcome.
+func (l *sessionLog) nth(t testing.TB, n int) (CatchupStats, error) {
+	t.Helper()
+	var st CatchupStats
+	var err error
+	eventually(t, 5*time.Second, "responder session to end", func() bool {
+		l.mu.Lock()
+		defer l.mu.Unlock()
+		if len(l.stats) < n {
+			return false
+		}
+		st, err = l.stats[n-1], l.errs[n-1]
+		return true
+	})
+	return st, err
+}
+
+type catchupSide struct {
+	h   host.Host
+	c   *Catchup
+	st  *fakeStore
+	pen *penaltyLog
+	log *sessionLog
+}
+
+func newCatchupSide(t testing.TB, opts CatchupOptions) *catchupSide {
+	t.Helper()
+	s := &catchupSide{h: newTestHost(t, loopbackConfig(t)), st: newFakeStore(), pen: &penaltyLog{}, log: &sessionLog{}}
+	if opts.Penalize == nil {
+		opts.Penalize = s.pen.penalize
+	}
+	if opts.OnSession == nil {
+		opts.OnSession = s.log.on
+	}
+	s.c = NewCatchup(s.h, s.st, s.st, opts)
+	t.Cleanup(func() { s.c.Close() })
+	return s
+}
+
+func catchupPair(t testing.TB, opts CatchupOptions) (a, b *catchupSide) {
+	t.Helper()
+	a, b = newCatchupSide(t, opts), newCatchupSide(t, opts)
+	connect(t, a.h, b.h)
+	return a, b
+}
+
+func syncCtx(t testing.TB) context.Context {
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	t.Cleanup(cancel)
+	return ctx
+}
+
+func TestCatchupUnionOneRoundTrip(t *testing.T) {
+	a, b := catchupPair(t, CatchupOptions{})
+	const id = "conv-1"
+	// Shared prefix.
+	a.st.write(id, "alice", 50, 100)
+	a.st.write(id, "bob", 10, 100)
+	b.st.mu.Lock()
+	b.st.dags[id] = &fakeDAG{envs: slices.Clone(a.st.dags[id].envs), vec: maps(a.st.dags[id].vec)}
+	b.st.mu.Unlock()
+	// Divergent suffixes, each building on the shared prefix.
+	a.st.write(id, "alice", 30, 200)
+	a.st.write(id, "carol", 20, 50)
+	b.st.write(id, "bob", 40, 120)
+	b.st.write(id, "alice", 0, 0)
+
+	st, err := a.c.Sync(syncCtx(t), b.h.ID(), []byte(id))
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The responder may still be ingesting the initiator's last frame.
+	rst, rerr := b.log.nth(t, 1)
+	if st.RoundTrips != 1 {
+		t.Errorf("RoundTrips = %d, want 1", st.RoundTrips)
+	}
+	if st.BlocksSent != 50 || st.BlocksRecv != 40 {
+		t.Errorf("sent %d, received %d blocks; want 50 and 40", st.BlocksSent, st.BlocksRecv)
+	}
+	if st.Partial {
+		t.Error("session reported partial")
+	}
+	want := a.st.set(id)
+	for k := range b.st.set(id) {
+		want[k] = true
+	}
+	if len(want) != 150 {
+		t.Fatalf("union has %d envelopes, want 150", len(want))
+	}
+	for name, s := range map[string]*fakeStore{"a": a.st, "b": b.st} {
+		if got := s.set(id); len(got) != len(want) {
+			t.Errorf("%s holds %d envelopes, want %d", name, len(got), len(want))
+		}
+	}
+	va, _ := a.st.snapshot(id)
+	vb, _ := b.st.snapshot(id)
+	if fmt.Sprint(va) != fmt.Sprint(vb) {
+		t.Errorf("vectors differ: %v vs %v", va, vb)
+	}
+	if rerr != nil || rst.RoundTrips != 1 || rst.BlocksSent != 40 || rst.BlocksRecv != 50 {
+		t.Errorf("responder: %+v, %v", rst, rerr)
+	}
+	if st.BytesSent != rst.BytesRecv || st.BytesRecv != rst.BytesSent || st.FramesSent != rst.FramesRecv {
+		t.Errorf("wire accounting differs: initiator %+v, responder %+v", st, rst)
+	}
+
+	// A second session finds nothing to do, still in one round trip.
+	st, err = b.c.Sync(syncCtx(t), a.h.ID(), []byte(id))
+	if err != nil || st.BlocksSent != 0 || st.BlocksRecv != 0 || st.RoundTrips != 1 || st.FramesSent != 2 {
+		t.Errorf("second sync: %+v, %v", st, err)
+	}
+	if a.pen.count()+b.pen.count() != 0 {
+		t.Errorf("penalties: %v %v", a.pen.hits, b.pen.hits)
+	}
+}
+
+func TestCatchupLargeSessionPacksFrames(t *testing.T) {
+	n := 100_000
+	if testing.Short() {
+		n = 10_000
+	}
+	a, b := catchupPair(t, CatchupOptions{})
+	const id = "big"
+	for i := range 4 {
+		b.st.write(id, fmt.Sprintf("author-%d", i), n/4, 60)
+	}
+	// a does not hold the DAG yet: it joins with an empty Hello.
+	st, err := a.c.Sync(syncCtx(t), b.h.ID(), []byte(id))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.BlocksRecv != n || st.RoundTrips != 1 {
+		t.Fatalf("received %d blocks in %d round trips, want %d in 1", st.BlocksRecv, st.RoundTrips, n)
+	}
+	if _, count := a.st.snapshot(id); count != n {
+		t.Fatalf("a holds %d, want %d", count, n)
+	}
+	rst, _ := b.log.nth(t, 1)
+	if rst.BlocksSent != n || rst.FramesSent*1000 > rst.BlocksSent {
+		t.Errorf("responder sent %d blocks in %d frames: frames should hold ~10k small envelopes", rst.BlocksSent, rst.FramesSent)
+	}
+	t.Logf("%d blocks, %d frames, %d bytes in %s", st.BlocksRecv, st.FramesRecv, st.BytesRecv, st.Duration)
+}
+
+func TestCatchupUnknownSyncID(t *testing.T) {
+	a, b := catchupPair(t, CatchupOptions{})
+	a.st.write("mine", "alice", 5, 10)
+	b.st.write("theirs", "bob", 5, 10)
+	// a holds "mine" and offers it: b must not learn anything nor receive
+	// anything, and must say nothing but "unknown".
+	st, err := a.c.Sync(syncCtx(t), b.h.ID(), []byte("mine"))
+	if !errors.Is(err, ErrCatchupUnknown) {
+		t.Fatalf("err = %v, want ErrCatchupUnknown", err)
+	}
+	if st.BlocksSent != 0 || st.BlocksRecv != 0 || st.FramesRecv != 1 {
+		t.Errorf("stats %+v", st)
+	}
+	if _, n := b.st.snapshot("mine"); n != 0 || b.st.ingests != 0 {
+		t.Errorf("b ingested %d", n)
+	}
+	if _, rerr := b.log.nth(t, 1); !errors.Is(rerr, ErrCatchupUnknown) {
+		t.Errorf("responder outcome %v", rerr)
+	}
+	if a.pen.count()+b.pen.count() != 0 {
+		t.Error("an unknown conversation is no offence")
+	}
+}
+
+// hostile installs a raw handler on h that reads the initiator's Hello and
+// then runs act on the stream.
+func hostile(t testing.TB, h host.Host, act func(s network.Stream, hello protocol.Hello)) {
+	t.Helper()
+	h.SetStreamHandler(protocol.SyncProtocol, func(s network.Stream) {
+		defer s.Reset()
+		f, _, err := protocol.NewFrameReader(s).Read()
+		if err != nil || f.Kind != protocol.FrameHello {
+			return
+		}
+		act(s, *f.Hello)
+	})
+}
+
+func writeFrames(s network.Stream, frames ...protocol.Frame) error {
+	bw := bufio.NewWriterSize(s, 64<<10)
+	fw := protocol.NewFrameWriter(bw)
+	for _, f := range frames {
+		if _, err := fw.Write(f); err != nil {
+			return err
+		}
+		if err := bw.Flush(); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func TestCatchupHostileResponder(t *testing.T) {
+	const id = "conv"
+	const cap = 5000
+	bob := fakeAuthor("bob")
+	validBlocks := func(from, n int) [][]byte {
+		envs := make([][]byte, n)
+		for i := range envs {
+			envs[i] = makeFakeEnv(bob, uint64(from+i+1), nil, nil, 200)
+		}
+		return envs
+	}
+	bigHello := protocol.Frame{Kind: protocol.FrameHello, Hello: &protocol.Hello{
+		SyncID: []byte(id), Vector: map[string]uint64{bob: 1 << 40}, Count: 1 << 40,
+	}}
+	smallHello := protocol.Frame{Kind: protocol.FrameHello, Hello: &protocol.Hello{
+		SyncID: []byte(id), Vector: map[string]uint64{bob: 3}, Count: 3,
+	}}
+	cases := []struct {
+		name    string
+		act     func(s network.Stream, h protocol.Hello)
+		want    error
+		penalty bool
+	}{
+		{"oversized frame", func(s network.Stream, _ protocol.Hello) {
+			_ = writeFrames(s, smallHello)
+			// A length prefix of 64 MiB, then a trickle: refused from the
+			// prefix, without waiting for (or allocating) the body.
+			_, _ = s.Write(binary.AppendUvarint(nil, 64<<20))
+			_, _ = s.Write(make([]byte, 1000))
+			time.Sleep(2 * time.Second)
+		}, ErrBadPeer, true},
+		{"garbage frame", func(s network.Stream, _ protocol.Hello) {
+			_ = writeFrames(s, smallHello)
+			w := msgio.NewVarintWriter(s)
+			_ = w.WriteMsg([]byte("\xa2\x01\x02\x03\x9fnot cbor at all"))
+			time.Sleep(2 * time.Second)
+		}, ErrBadPeer, true},
+		{"hello twice", func(s network.Stream, _ protocol.Hello) {
+			_ = writeFrames(s, smallHello, smallHello)
+			time.Sleep(2 * time.Second)
+		}, ErrBadPeer, true},
+		{"hello for another conversation", func(s network.Stream, _ protocol.Hello) {
+			h := *smallHello.Hello
+			h.SyncID = []byte("other")
+			_ = writeFrames(s, protocol.Frame{Kind: protocol.FrameHello, Hello: &h})
+			time.Sleep(2 * time.Second)
+		}, ErrBadPeer, true},
+		{"more than its hello allows", func(s network.Stream, _ protocol.Hello) {
+			_ = writeFrames(s, smallHello, protocol.Frame{Kind: protocol.FrameBlocks, Envelopes: validBlocks(0, CatchupSlack+10)})
+			time.Sleep(2 * time.Second)
+		}, ErrBadPeer, true},
+		{"endless response", func(s network.Stream, _ protocol.Hello) {
+			if writeFrames(s, bigHello) != nil {
+				return
+			}
+			for i := 0; ; i += 1000 {
+				if writeFrames(s, protocol.Frame{Kind: protocol.FrameBlocks, Envelopes: validBlocks(i, 1000)}) != nil {
+					return
+				}
+			}
+		}, ErrBadPeer, true},
+		{"done with the wrong count", func(s network.Stream, _ protocol.Hello) {
+			_ = writeFrames(s, smallHello,
+				protocol.Frame{Kind: protocol.FrameBlocks, Envelopes: validBlocks(0, 3)},
+				protocol.Frame{Kind: protocol.FrameDone, Sent: 7})
+			time.Sleep(2 * time.Second)
+		}, ErrBadPeer, true},
+		{"end of stream before done", func(s network.Stream, _ protocol.Hello) {
+			_ = writeFrames(s, smallHello, protocol.Frame{Kind: protocol.FrameBlocks, Envelopes: validBlocks(0, 3)})
+			_ = s.CloseWrite()
+			time.Sleep(2 * time.Second)
+		}, ErrBadPeer, true},
+		{"blocks out of order", func(s network.Stream, _ protocol.Hello) {
+			_ = writeFrames(s, smallHello, protocol.Frame{Kind: protocol.FrameBlocks, Envelopes: validBlocks(1, 2)})
+			time.Sleep(2 * time.Second)
+		}, ErrBadPeer, true},
+		{"silent", func(s network.Stream, _ protocol.Hello) {
+			time.Sleep(3 * time.Second)
+		}, ErrCatchupTimeout, false},
+		{"silent after hello", func(s network.Stream, _ protocol.Hello) {
+			_ = writeFrames(s, smallHello)
+			time.Sleep(3 * time.Second)
+		}, ErrCatchupTimeout, false},
+		{"never sends done", func(s network.Stream, _ protocol.Hello) {
+			_ = writeFrames(s, smallHello, protocol.Frame{Kind: protocol.FrameBlocks, Envelopes: validBlocks(0, 3)})
+			time.Sleep(3 * time.Second)
+		}, ErrCatchupTimeout, false},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			t.Parallel()
+			a := newCatchupSide(t, CatchupOptions{IdleTimeout: 500 * time.Millisecond, MaxBlocksPerSession: cap})
+			a.st.write(id, "alice", 3, 10)
+			b := newTestHost(t, loopbackConfig(t))
+			hostile(t, b, c.act)
+			connect(t, a.h, b)
+			start := time.Now()
+			st, err := a.c.Sync(syncCtx(t), b.ID(), []byte(id))
+			took := time.Since(start)
+			if !errors.Is(err, c.want) {
+				t.Fatalf("err = %v, want %v", err, c.want)
+			}
+			if took > 2*time.Second {
+				t.Errorf("took %s to give up", took)
+			}
+			if got := a.pen.count(); (got > 0) != c.penalty || got > 1 {
+				t.Errorf("%d penalties (%v), want penalty=%v", got, a.pen.hits, c.penalty)
+			}
+			if c.penalty && a.pen.ids[0] != b.ID() {
+				t.Errorf("penalised %s, want %s", a.pen.ids[0], b.ID())
+			}
+			_, n := a.st.snapshot(id)
+			if n > 3+cap {
+				t.Errorf("ingested %d blocks, more than the cap %d", n-3, cap)
+			}
+			t.Logf("%v after %s; %d frames, %d blocks, %d bytes received", err, took.Round(time.Millisecond), st.FramesRecv, st.BlocksRecv, st.BytesRecv)
+		})
+	}
+}
+
+func TestCatchupIngestBadPeerPenalises(t *testing.T) {
+	a, b := catchupPair(t, CatchupOptions{})
+	const id = "conv"
+	a.st.write(id, "alice", 5, 10)
+	b.st.write(id, "bob", 5, 10)
+	a.st.failIngest = fmt.Errorf("%w: forged signature", ErrBadPeer)
+	_, err := a.c.Sync(syncCtx(t), b.h.ID(), []byte(id))
+	if !errors.Is(err, ErrBadPeer) {
+		t.Fatalf("err = %v, want ErrBadPeer", err)
+	}
+	if a.pen.count() != 1 || a.pen.ids[0] != b.h.ID() {
+		t.Errorf("penalties %v %v", a.pen.ids, a.pen.hits)
+	}
+
+	// A local failure aborts without a penalty.
+	a.st.failIngest = errors.New("disk full")
+	_, err = a.c.Sync(syncCtx(t), b.h.ID(), []byte(id))
+	if err == nil || errors.Is(err, ErrBadPeer) {
+		t.Fatalf("err = %v, want a local error", err)
+	}
+	if a.pen.count() != 1 {
+		t.Errorf("penalties %v", a.pen.hits)
+	}
+	if b.pen.count() != 0 {
+		t.Errorf("b penalised a: %v", b.pen.hits)
+	}
+}
+
+func TestCatchupHostileInitiator(t *testing.T) {
+	b := newCatchupSide(t, CatchupOptions{IdleTimeout: 2 * time.Second, MaxSessionsPerPeer: 2})
+	const id = "conv"
+	b.st.write(id, "bob", 3, 10)
+	a := newTestHost(t, loopbackConfig(t))
+	connect(t, a, b.h)
+	ctx := syncCtx(t)
+	open := func() network.Stream {
+		s, err := a.NewStream(ctx, b.h.ID(), protocol.SyncProtocol)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return s
+	}
+	hello := protocol.Frame{Kind: protocol.FrameHello, Hello: &protocol.Hello{SyncID: []byte(id)}}
+
+	// Two sessions that say hello and then stall hold the peer's quota; a
+	// third is told "busy" at once.
+	var held []network.Stream
+	for range 2 {
+		s := open()
+		if err := writeFrames(s, hello); err != nil {
+			t.Fatal(err)
+		}
+		f, _, err := protocol.NewFrameReader(s).Read()
+		if err != nil || f.Kind != protocol.FrameHello {
+			t.Fatalf("first sessions: %v %+v", err, f)
+		}
+		held = append(held, s)
+	}
+	s := open()
+	_ = writeFrames(s, hello)
+	f, _, err := protocol.NewFrameReader(s).Read()
+	if err != nil || f.Kind != protocol.FrameError || f.Error != "busy" {
+		t.Fatalf("third session: %v %+v", err, f)
+	}
+	s.Reset()
+	for _, s := range held {
+		s.Reset()
+	}
+
+	// Garbage instead of a hello is penalised.
+	eventually(t, 5*time.Second, "sessions to end", func() bool { b.c.in.mu.Lock(); defer b.c.in.mu.Unlock(); return b.c.in.total == 0 })
+	s = open()
+	_ = msgio.NewVarintWriter(s).WriteMsg([]byte{0xff, 0x00})
+	eventually(t, 5*time.Second, "penalty", func() bool { return b.pen.count() == 1 })
+	if b.pen.ids[0] != a.ID() {
+		t.Errorf("penalised %s", b.pen.ids[0])
+	}
+	s.Reset()
+	if b.st.ingests != 0 {
+		t.Errorf("ingests %d", b.st.ingests)
+	}
+}
+
+// On a limited (relayed) connection a session stops at the byte budget,
+// ends with Done, and the next session picks up where it stopped.
+func TestCatchupLimitedBudgetResumes(t *testing.T) {
+	const budget = 16 << 10
+	a, b := catchupPair(t, CatchupOptions{LimitedBudget: budget, forceLimited: true})
+	const id = "conv"
+	a.st.write(id, "alice", 1, 10)
+	b.st.write(id, "bob", 100, 300)
+	b.st.write(id, "carol", 100, 300)
+	sessions := 0
+	for ; sessions < 20; sessions++ {
+		st, err := a.c.Sync(syncCtx(t), b.h.ID(), []byte(id))
+		if err != nil {
+			t.Fatal(err)
+		}
+		rst, _ := b.log.nth(t, sessions+1)
+		if !st.Limited || rst.BytesSent > budget || st.BytesRecv != rst.BytesSent {
+			t.Fatalf("session %d: %+v / responder %+v", sessions, st, rst)
+		}
+		if !st.Partial {
+			break
+		}
+		if st.BlocksRecv == 0 {
+			t.Fatalf("session %d made no progress", sessions)
+		}
+	}
+	if _, n := a.st.snapshot(id); n != 201 {
+		t.Fatalf("a holds %d after %d sessions, want 201", n, sessions+1)
+	}
+	if sessions < 3 {
+		t.Errorf("%d sessions: the budget was not applied", sessions+1)
+	}
+	t.Logf("converged in %d sessions", sessions+1)
+}
+
+func TestCatchupClose(t *testing.T) {
+	a, b := catchupPair(t, CatchupOptions{})
+	b.st.write("c", "bob", 1, 1)
+	if err := b.c.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := a.c.Sync(syncCtx(t), b.h.ID(), []byte("c")); err == nil {
+		t.Error("sync with a closed engine succeeded")
+	}
+	if _, err := b.c.Sync(syncCtx(t), a.h.ID(), []byte("c")); !errors.Is(err, ErrCatchupClosed) {
+		t.Errorf("err = %v", err)
+	}
+}
+
+func TestCatchupFramePacking(t *testing.T) {
+	// The sender's size estimate must keep every frame under the limit.
+	for _, size := range []int{1, 23, 24, 255, 256, 300, 4000, 65535, 65536} {
+		env := bytes.Repeat([]byte{1}, size)
+		n := (protocol.MaxSyncFrame - blocksFrameOverhead) / (cborHeadLen(uint64(size)) + size)
+		n = min(n, protocol.MaxFrameEnvelopes)
+		envs := make([][]byte, n)
+		for i := range envs {
+			envs[i] = env
+		}
+		if _, err := protocol.EncodeFrame(protocol.Frame{Kind: protocol.FrameBlocks, Envelopes: envs}); err != nil {
+			t.Errorf("%d × %d bytes: %v", n, size, err)
+		}
+	}
+}
+
+func BenchmarkCatchup(b *testing.B) {
+	n := 100_000
+	if testing.Short() {
+		n = 10_000
+	}
+	x, y := catchupPair(b, CatchupOptions{})
+	const id = "bench"
+	for i := range 4 {
+		y.st.write(id, fmt.Sprintf("author-%d", i), n/4, 300-41-40*3)
+	}
+	var bytesMoved int64
+	b.ResetTimer()
+	for range b.N {
+		b.StopTimer()
+		x.st.mu.Lock()
+		x.st.dags = map[string]*fakeDAG{}
+		x.st.mu.Unlock()
+		b.StartTimer()
+		st, err := x.c.Sync(context.Background(), y.h.ID(), []byte(id))
+		if err != nil {
+			b.Fatal(err)
+		}
+		if st.BlocksRecv != n {
+			b.Fatalf("received %d", st.BlocksRecv)
+		}
+		bytesMoved += st.BytesRecv
+	}
+	sec := b.Elapsed().Seconds()
+	b.ReportMetric(float64(n*b.N)/sec, "blocks/s")
+	b.ReportMetric(float64(bytesMoved)/1e6/sec, "MB/s")
+}
