@@ -66,6 +66,9 @@ var (
 	ErrCatchupTimeout = errors.New("catch-up: timed out")
 	// ErrCatchupClosed: the engine was closed.
 	ErrCatchupClosed = errors.New("catch-up: engine closed")
+	// ErrCatchupTruncated: the stream ended before the peer's Done. Not
+	// an offence: a relay ends a used-up circuit the same way.
+	ErrCatchupTruncated = errors.New("catch-up: stream ended before done")
 )
 
 // Protocol limits every implementation must honour (docs/sync.md §4). A
@@ -129,10 +132,12 @@ type CatchupOptions struct {
 	// FrameBytes is the target size of a Blocks frame (default and
 	// maximum protocol.MaxSyncFrame).
 	FrameBytes int
-	// LimitedBudget is how many bytes a session may send over a limited
-	// (relayed) connection before it ends early with Done (default
-	// 64 KiB; relay v2 allows 128 KiB per direction per circuit by
-	// default, shared with every other stream on it).
+	// LimitedBudget is how many bytes the engine sends over one limited
+	// (relayed) connection, across all its sessions on it, before a
+	// session ends early with Done (default 64 KiB: relay v2 allows
+	// 128 KiB per direction per circuit by default, shared with every
+	// other protocol on it). Hello, Done and Error frames are always
+	// sent; only Blocks frames are held back.
 	LimitedBudget int64
 	// OnSession, if set, is called after every session, inbound and
 	// outbound, with its stats and outcome (for metrics and logs).
@@ -185,6 +190,11 @@ type Catchup struct {
 
 	in, out *sessionLimiter
 
+	// Bytes sent per limited connection, by connection id.
+	budgetMu sync.Mutex
+	spent    map[string]int64
+	notifiee *network.NotifyBundle
+
 	base   context.Context
 	cancel context.CancelFunc
 	mu     sync.Mutex
@@ -201,7 +211,14 @@ func NewCatchup(h host.Host, src CatchupSource, sink CatchupSink, opts CatchupOp
 		in:   newSessionLimiter(opts.MaxSessions, opts.MaxSessionsPerPeer),
 		out:  newSessionLimiter(opts.MaxSessions, opts.MaxSessionsPerPeer),
 		base: base, cancel: cancel,
+		spent: map[string]int64{},
 	}
+	c.notifiee = &network.NotifyBundle{DisconnectedF: func(_ network.Network, conn network.Conn) {
+		c.budgetMu.Lock()
+		delete(c.spent, conn.ID())
+		c.budgetMu.Unlock()
+	}}
+	h.Network().Notify(c.notifiee)
 	h.SetStreamHandler(protocol.SyncProtocol, c.handle)
 	return c
 }
@@ -217,6 +234,7 @@ func (c *Catchup) Close() error {
 	c.closed = true
 	c.mu.Unlock()
 	c.h.RemoveStreamHandler(protocol.SyncProtocol)
+	c.h.Network().StopNotify(c.notifiee)
 	c.cancel()
 	c.wg.Wait()
 	return nil
@@ -360,6 +378,25 @@ func (c *Catchup) handle(s network.Stream) {
 	err = ss.run(mine, theirs, true)
 }
 
+// charge counts n bytes sent on limited connection conn.
+func (c *Catchup) charge(conn string, n int64) {
+	c.budgetMu.Lock()
+	c.spent[conn] += n
+	c.budgetMu.Unlock()
+}
+
+// tryCharge charges n bytes to conn if that leaves keep bytes of the
+// budget (for the Done frame).
+func (c *Catchup) tryCharge(conn string, n, keep int64) bool {
+	c.budgetMu.Lock()
+	defer c.budgetMu.Unlock()
+	if c.spent[conn]+n+keep > c.opts.LimitedBudget {
+		return false
+	}
+	c.spent[conn] += n
+	return true
+}
+
 func (c *Catchup) report(p peer.ID, initiator bool, st CatchupStats, err error) {
 	if err != nil {
 		c.log.Debug("catch-up session failed", "peer", p.String(), "initiator", initiator, "err", err)
@@ -388,6 +425,7 @@ type session struct {
 	syncID    []byte
 	initiator bool
 	limited   bool
+	connID    string
 
 	ctx       context.Context
 	cancel    context.CancelCauseFunc
@@ -421,6 +459,7 @@ func (c *Catchup) newSession(parent context.Context, s network.Stream, syncID []
 	ss := &session{
 		c: c, s: s, p: s.Conn().RemotePeer(), syncID: syncID, initiator: initiator,
 		limited: s.Conn().Stat().Limited || c.opts.forceLimited,
+		connID:  s.Conn().ID(),
 		ctx:     ctx, cancel: cancel,
 	}
 	ss.st.Limited = ss.limited
@@ -486,7 +525,7 @@ func (ss *session) classify(err error) error {
 	case errors.Is(err, protocol.ErrBadFrame):
 		return fmt.Errorf("%w: %w", ErrBadPeer, err)
 	case errors.Is(err, io.EOF), errors.Is(err, io.ErrUnexpectedEOF):
-		return fmt.Errorf("%w: stream ended before done", ErrBadPeer)
+		return ErrCatchupTruncated
 	case errors.Is(err, os.ErrDeadlineExceeded), errors.As(err, &te) && te.Timeout():
 		return fmt.Errorf("%w: peer idle for %s", ErrCatchupTimeout, ss.c.opts.IdleTimeout)
 	}
@@ -516,6 +555,9 @@ func (ss *session) write(f protocol.Frame, flush bool) error {
 	}
 	ss.st.FramesSent++
 	ss.st.BytesSent += int64(n + uvarintLen(n))
+	if ss.limited && f.Kind != protocol.FrameBlocks {
+		ss.c.charge(ss.connID, int64(n+uvarintLen(n))) // Blocks were charged envelope by envelope
+	}
 	if flush {
 		return ss.bw.Flush()
 	}
@@ -591,17 +633,20 @@ func (ss *session) send(theirs protocol.Hello, have bool, sendCap uint64) (stopp
 			if blocksFrameOverhead+size > frameLimit {
 				return fmt.Errorf("catch-up: envelope of %d bytes does not fit a frame", len(env))
 			}
-			if ss.limited {
-				// Room left in the budget, keeping some for Done and for
-				// this frame's length prefix.
-				room := ss.c.opts.LimitedBudget - ss.st.BytesSent - 32
-				if int64(blocksFrameOverhead+ss.pendingSize+size+8) > room {
-					return errStopSending
-				}
-			}
 			if len(ss.pending) == protocol.MaxFrameEnvelopes || blocksFrameOverhead+ss.pendingSize+size > frameLimit {
 				if err := ss.flushBlocks(); err != nil {
 					return err
+				}
+			}
+			if ss.limited {
+				// Charge the envelope, plus the frame's overhead and
+				// length prefix if it opens one, keeping room for Done.
+				need := int64(size)
+				if len(ss.pending) == 0 {
+					need += blocksFrameOverhead + 8
+				}
+				if !ss.c.tryCharge(ss.connID, need, 32) {
+					return errStopSending
 				}
 			}
 			if cap(ss.arena)-len(ss.arena) < len(env) {

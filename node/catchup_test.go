@@ -16,6 +16,7 @@ import (
 	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/libp2p/go-msgio"
+	ma "github.com/multiformats/go-multiaddr"
 
 	"github.com/glitr-chat/glitr/protocol"
 )
@@ -514,7 +515,7 @@ func TestCatchupHostileResponder(t *testing.T) {
 			_ = writeFrames(s, smallHello, protocol.Frame{Kind: protocol.FrameBlocks, Envelopes: validBlocks(0, 3)})
 			_ = s.CloseWrite()
 			time.Sleep(2 * time.Second)
-		}, ErrBadPeer, true},
+		}, ErrCatchupTruncated, false}, // what a relay ending a used-up circuit looks like
 		{"blocks out of order", func(s network.Stream, _ protocol.Hello) {
 			_ = writeFrames(s, smallHello, protocol.Frame{Kind: protocol.FrameBlocks, Envelopes: validBlocks(1, 2)})
 			time.Sleep(2 * time.Second)
@@ -646,8 +647,9 @@ func TestCatchupHostileInitiator(t *testing.T) {
 	}
 }
 
-// On a limited (relayed) connection a session stops at the byte budget,
-// ends with Done, and the next session picks up where it stopped.
+// On a limited (relayed) connection the engine stops sending at the
+// connection's byte budget, ending the session with Done; a session on a
+// fresh connection picks up where the last one stopped.
 func TestCatchupLimitedBudgetResumes(t *testing.T) {
 	const budget = 16 << 10
 	a, b := catchupPair(t, CatchupOptions{LimitedBudget: budget, forceLimited: true})
@@ -655,13 +657,14 @@ func TestCatchupLimitedBudgetResumes(t *testing.T) {
 	a.st.write(id, "alice", 1, 10)
 	b.st.write(id, "bob", 100, 300)
 	b.st.write(id, "carol", 100, 300)
-	sessions := 0
+	sessions, n := 0, 0
 	for ; sessions < 20; sessions++ {
 		st, err := a.c.Sync(syncCtx(t), b.h.ID(), []byte(id))
 		if err != nil {
 			t.Fatal(err)
 		}
-		rst, _ := b.log.nth(t, sessions+1)
+		n++
+		rst, _ := b.log.nth(t, n)
 		if !st.Limited || rst.BytesSent > budget || st.BytesRecv != rst.BytesSent {
 			t.Fatalf("session %d: %+v / responder %+v", sessions, st, rst)
 		}
@@ -671,6 +674,15 @@ func TestCatchupLimitedBudgetResumes(t *testing.T) {
 		if st.BlocksRecv == 0 {
 			t.Fatalf("session %d made no progress", sessions)
 		}
+		// The budget is per connection: another session on this one
+		// moves nothing more.
+		st, err = a.c.Sync(syncCtx(t), b.h.ID(), []byte(id))
+		n++
+		if err != nil || st.BlocksRecv != 0 || !st.Partial {
+			t.Fatalf("session on a spent connection: %+v, %v", st, err)
+		}
+		a.h.Network().ClosePeer(b.h.ID())
+		connect(t, a.h, b.h)
 	}
 	if _, n := a.st.snapshot(id); n != 201 {
 		t.Fatalf("a holds %d after %d sessions, want 201", n, sessions+1)
@@ -679,6 +691,87 @@ func TestCatchupLimitedBudgetResumes(t *testing.T) {
 		t.Errorf("%d sessions: the budget was not applied", sessions+1)
 	}
 	t.Logf("converged in %d sessions", sessions+1)
+}
+
+// The same over a real relay with relay v2's default limit (128 KiB per
+// direction per circuit): sessions stop at the budget and the catch-up
+// completes over several sessions, redialling when a circuit is used up.
+func TestCatchupOverRelay(t *testing.T) {
+	rcfg, err := DefaultConfig(ProfileRelay)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rcfg.Network.ListenAddrs = []string{"/ip4/127.0.0.1/tcp/0"}
+	rcfg.Relay.LimitDataBytes = 128 << 10
+	rcfg.Relay.LimitDuration = Duration(2 * time.Minute)
+	r := newTestHost(t, rcfg)
+	relayAddr := r.Addrs()[0].String() + "/p2p/" + r.ID().String()
+
+	acfg := loopbackConfig(t)
+	acfg.Network.ListenAddrs = nil
+	acfg.Network.Relays = []string{relayAddr}
+	acfg.Network.Reachability = "private"
+	a := &catchupSide{h: newTestHost(t, acfg), st: newFakeStore(), pen: &penaltyLog{}, log: &sessionLog{}}
+	a.c = NewCatchup(a.h, a.st, a.st, CatchupOptions{Penalize: a.pen.penalize, OnSession: a.log.on})
+	t.Cleanup(func() { a.c.Close() })
+	b := newCatchupSide(t, CatchupOptions{})
+
+	const id = "conv"
+	a.st.write(id, "alice", 300, 300)
+	a.st.write(id, "carol", 300, 300) // ~190 KB: more than one circuit carries
+	b.st.write(id, "bob", 3, 10)
+
+	circuit, err := ma.NewMultiaddr(relayAddr + "/p2p-circuit")
+	if err != nil {
+		t.Fatal(err)
+	}
+	dial := func() error {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		defer cancel()
+		b.h.Network().ClosePeer(a.h.ID())
+		return b.h.Connect(ctx, peer.AddrInfo{ID: a.h.ID(), Addrs: []ma.Multiaddr{circuit}})
+	}
+	eventually(t, 20*time.Second, "a connection through the relay", func() bool { return dial() == nil })
+
+	sessions, failures := 0, 0
+	for ; sessions+failures < 30; sessions++ {
+		st, err := b.c.Sync(syncCtx(t), a.h.ID(), []byte(id))
+		if err != nil {
+			if errors.Is(err, ErrBadPeer) {
+				t.Fatalf("session %d: %v (%+v)", sessions+failures+1, err, st)
+			}
+			// The relay closed a used-up circuit: dial a fresh one.
+			t.Logf("session %d: %v", sessions+failures+1, err)
+			failures++
+			sessions--
+			eventually(t, 10*time.Second, "a fresh circuit", func() bool { return dial() == nil })
+			continue
+		}
+		if !st.Limited {
+			t.Fatalf("session over %v was not limited", b.h.Network().ConnsToPeer(a.h.ID()))
+		}
+		if st.BytesRecv > 64<<10 {
+			t.Fatalf("received %d bytes, over the budget", st.BytesRecv)
+		}
+		if !st.Partial {
+			break
+		}
+		if st.BlocksRecv == 0 {
+			// This circuit's budget is spent: take a fresh one (in real
+			// life, wait for hole punching to give a direct connection).
+			eventually(t, 10*time.Second, "a fresh circuit", func() bool { return dial() == nil })
+		}
+	}
+	if _, n := b.st.snapshot(id); n != 603 {
+		t.Fatalf("b holds %d after %d sessions and %d failures", n, sessions+1, failures)
+	}
+	if _, n := a.st.snapshot(id); n != 603 {
+		t.Fatalf("a holds %d", n)
+	}
+	if a.pen.count()+b.pen.count() != 0 {
+		t.Errorf("penalties %v %v", a.pen.hits, b.pen.hits)
+	}
+	t.Logf("converged in %d sessions, %d failed on used-up circuits", sessions+1, failures)
 }
 
 func TestCatchupClose(t *testing.T) {
