@@ -50,7 +50,9 @@ func TestParseConfigNamesTheBadField(t *testing.T) {
 	}{
 		{"unknown top-level field", edit(func(m map[string]any) { m["colour"] = "blue" }), `"colour"`},
 		{"unknown nested field", edit(func(m map[string]any) { net(m)["listenAddr"] = []string{} }), `"listenAddr"`},
-		{"invalid listen multiaddr", edit(func(m map[string]any) { net(m)["listenAddrs"] = []string{"/ip4/127.0.0.1/tcp/0", "/ip4/999.1.1.1/tcp/1"} }), "network.listenAddrs[1]"},
+		{"invalid listen multiaddr", edit(func(m map[string]any) {
+			net(m)["listenAddrs"] = []string{"/ip4/127.0.0.1/tcp/0", "/ip4/999.1.1.1/tcp/1"}
+		}), "network.listenAddrs[1]"},
 		{"bootstrap without peer id", edit(func(m map[string]any) { net(m)["bootstrapPeers"] = []string{"/ip4/127.0.0.1/tcp/4001"} }), "network.bootstrapPeers[0]"},
 		{"relay garbage", edit(func(m map[string]any) { net(m)["relays"] = []string{"relay.example"} }), "network.relays[0]"},
 		{"wrong type", edit(func(m map[string]any) { net(m)["connHigh"] = "lots" }), "network.connHigh"},

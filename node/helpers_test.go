@@ -3,12 +3,14 @@ package node
 import (
 	"context"
 	"crypto/rand"
+	"log/slog"
+	"os"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/libp2p/go-libp2p/core/crypto"
 	"github.com/libp2p/go-libp2p/core/host"
-	"github.com/libp2p/go-libp2p/core/peer"
 )
 
 // loopbackConfig is a personal config that listens only on loopback with
@@ -50,15 +52,13 @@ func startTestNode(t testing.TB, cfg Config) *Node {
 	if err != nil {
 		t.Fatal(err)
 	}
-	n, err := Start(context.Background(), dir, Options{Version: "test"})
+	n, err := Start(context.Background(), dir, Options{Version: "test", Logger: testLogger(t)})
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { n.Close() })
 	return n
 }
-
-func addrInfo(h host.Host) peer.AddrInfo { return peer.AddrInfo{ID: h.ID(), Addrs: h.Addrs()} }
 
 func connect(t testing.TB, a, b host.Host) {
 	t.Helper()
@@ -79,4 +79,20 @@ func eventually(t testing.TB, timeout time.Duration, what string, cond func() bo
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
+}
+
+// testLogger shows node logs in verbose test output (GLITR_TEST_LOG=debug).
+func testLogger(t testing.TB) *slog.Logger {
+	lvl := slog.LevelWarn
+	if os.Getenv("GLITR_TEST_LOG") == "debug" {
+		lvl = slog.LevelDebug
+	}
+	return slog.New(slog.NewTextHandler(tWriter{t}, &slog.HandlerOptions{Level: lvl}))
+}
+
+type tWriter struct{ t testing.TB }
+
+func (w tWriter) Write(p []byte) (int, error) {
+	w.t.Log(strings.TrimSpace(string(p)))
+	return len(p), nil
 }

@@ -29,6 +29,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
+	"github.com/glitr-chat/glitr/dag"
 	"github.com/glitr-chat/glitr/protocol"
 	"github.com/glitr-chat/glitr/webui"
 )
@@ -51,6 +52,7 @@ type Node struct {
 	DHT     *dht.IpfsDHT
 	PubSub  *pubsub.PubSub // nil in relay mode
 	Store   ds.Batching    // chat state; nil in relay mode
+	Chat    *Chat          // conversations; nil in relay mode
 	Metrics *prometheus.Registry
 
 	log       *slog.Logger
@@ -138,6 +140,9 @@ func Start(ctx context.Context, dir DataDir, opts Options) (_ *Node, err error) 
 			return nil, fmt.Errorf("start gossipsub: %w", err)
 		}
 		n.wg.Go(func() { n.decayPenalties(bg) })
+		if err := n.startChat(ctx); err != nil {
+			return nil, err
+		}
 	}
 	n.wg.Go(func() { n.connectBootstrap(bg, boot) })
 
@@ -151,6 +156,32 @@ func Start(ctx context.Context, dir DataDir, opts Options) (_ *Node, err error) 
 	}
 	log.Info("node started", "profile", n.Config.Profile, "peer", n.Host.ID().String(), "api", n.apiAddr, "took", time.Since(n.started).Round(time.Millisecond))
 	return n, nil
+}
+
+func (n *Node) startChat(ctx context.Context) error {
+	id, err := loadIdentity(n.Dir, time.Now())
+	if err != nil {
+		return err
+	}
+	blocks, err := dag.Open(ctx, namespace.Wrap(n.db, ds.NewKey("/dag")), dag.DefaultOptions())
+	if err != nil {
+		return fmt.Errorf("open block store: %w", err)
+	}
+	c := newChat(n, id, blocks, n.Store)
+	if err := c.load(ctx); err != nil {
+		return fmt.Errorf("load conversations: %w", err)
+	}
+	c.catchup = NewCatchup(n.Host, c, c, CatchupOptions{Penalize: n.Penalize, Logger: n.log})
+	n.Chat = c
+	n.Host.SetStreamHandler(WelcomeProtocol, c.handleWelcome)
+	c.mu.RLock()
+	for _, conv := range c.convs {
+		c.joinTopics(conv)
+	}
+	c.mu.RUnlock()
+	c.wg.Go(c.antiEntropy)
+	c.wg.Go(c.dialContacts)
+	return nil
 }
 
 // APIAddr is the host:port the local API listens on.
@@ -356,6 +387,10 @@ func (n *Node) Close() error {
 		if n.metrics != nil {
 			errs = append(errs, n.metrics.Shutdown(ctx))
 		}
+		if n.Chat != nil {
+			n.Chat.close()
+			n.Chat.catchup.Close()
+		}
 		if n.cancel != nil {
 			n.cancel()
 		}
@@ -374,3 +409,5 @@ func (n *Node) Close() error {
 	})
 	return n.closeErr
 }
+
+func addrInfo(h host.Host) peer.AddrInfo { return peer.AddrInfo{ID: h.ID(), Addrs: h.Addrs()} }

@@ -63,16 +63,21 @@ var (
 
 func init() {
 	var err error
-	if frameEnc, err = cbor.CanonicalEncOptions().EncMode(); err != nil {
+	// Vector keys are raw device ids, not text: Go strings go on the wire
+	// as CBOR byte strings (text strings must be valid UTF-8).
+	encOpts := cbor.CanonicalEncOptions()
+	encOpts.String = cbor.StringToByteString
+	if frameEnc, err = encOpts.EncMode(); err != nil {
 		panic(err)
 	}
 	if frameDec, err = (cbor.DecOptions{
-		DupMapKey:         cbor.DupMapKeyEnforcedAPF,
-		IndefLength:       cbor.IndefLengthForbidden,
-		MaxNestedLevels:   6,
-		MaxArrayElements:  MaxFrameEnvelopes,
-		MaxMapPairs:       MaxHelloAuthors,
-		ExtraReturnErrors: cbor.ExtraDecErrorUnknownField,
+		DupMapKey:          cbor.DupMapKeyEnforcedAPF,
+		IndefLength:        cbor.IndefLengthForbidden,
+		MaxNestedLevels:    6,
+		MaxArrayElements:   MaxFrameEnvelopes,
+		MaxMapPairs:        MaxHelloAuthors,
+		ByteStringToString: cbor.ByteStringToStringAllowed,
+		ExtraReturnErrors:  cbor.ExtraDecErrorUnknownField,
 	}).DecMode(); err != nil {
 		panic(err)
 	}

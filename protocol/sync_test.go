@@ -13,7 +13,7 @@ func testHello() Hello {
 	return Hello{
 		SyncID: bytes.Repeat([]byte{7}, 32),
 		Heads:  [][]byte{{1, 2, 3}},
-		Vector: map[string]uint64{strings.Repeat("a", 32): 9},
+		Vector: map[string]uint64{strings.Repeat("a", 31) + "\xff": 9}, // raw bytes, not UTF-8
 		Count:  9,
 	}
 }
@@ -82,6 +82,7 @@ func TestDecodeFrameRejects(t *testing.T) {
 		"empty blocks":       enc(Frame{Kind: FrameBlocks}),
 		"oversized":          make([]byte, MaxSyncFrame+1),
 		"unknown field":      {0xa1, 0x18, 0x63, 0x01},
+		"text key":           {0xa1, 0x01, 0x61, 0x61}, // kind must be an integer
 	}
 	for name, b := range cases {
 		if _, err := DecodeFrame(b); !errors.Is(err, ErrBadFrame) {

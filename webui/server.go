@@ -41,6 +41,7 @@ type Status struct {
 // the interface lives here because webui is its consumer.
 type Backend interface {
 	Status(ctx context.Context) Status
+	ChatBackend
 }
 
 // Config configures a Server.
@@ -166,6 +167,7 @@ func allowedHosts(addr *net.TCPAddr) (hosts, origins map[string]bool) {
 func (s *Server) Handler() http.Handler {
 	api := http.NewServeMux()
 	api.HandleFunc("GET /api/v1/status", s.handleStatus)
+	s.registerChat(api)
 	api.HandleFunc("/api/", func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusNotFound, "no such API endpoint")
 	})

@@ -1,0 +1,596 @@
+package node
+
+import (
+	"bytes"
+	"context"
+	"crypto/ed25519"
+	"crypto/hmac"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"log/slog"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	ds "github.com/ipfs/go-datastore"
+	"github.com/ipfs/go-datastore/query"
+	pubsub "github.com/libp2p/go-libp2p-pubsub"
+	"github.com/libp2p/go-libp2p/core/peer"
+
+	"github.com/glitr-chat/glitr/crdt"
+	"github.com/glitr-chat/glitr/dag"
+	"github.com/glitr-chat/glitr/keyring"
+	"github.com/glitr-chat/glitr/protocol"
+)
+
+// Errors the API maps to HTTP statuses.
+var (
+	ErrNoConversation = errors.New("no such conversation")
+	ErrNotContact     = errors.New("not a contact: add their card first")
+	ErrEmptyMessage   = errors.New("message is empty")
+	ErrMessageTooLong = errors.New("message is too long")
+)
+
+// MaxMessageText caps one message's text; the whole block must stay under
+// dag's 64 KiB limit with room for the other fields.
+const MaxMessageText = 32 << 10
+
+// Chat is the conversation service of a personal node: it creates
+// conversations, sends and receives blocks (gossip live, catch-up on
+// connect), keeps each conversation's CRDT state in memory and persists
+// everything else.
+type Chat struct {
+	n       *Node
+	id      *Identity
+	idMu    sync.Mutex // guards id.Keyring (prekeys are not safe for concurrent use)
+	store   *dag.Store
+	ds      ds.Batching
+	log     *slog.Logger
+	catchup *Catchup
+	events  *eventLog
+	now     func() time.Time
+
+	mu       sync.RWMutex
+	convs    map[string]*conversation // by hex conversation id
+	bySync   map[string]*conversation // by sync id
+	contacts map[keyring.AccountID]VerifiedCard
+
+	ctx    context.Context
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+}
+
+// conversation is one conversation's live state. mu guards everything
+// below it; the dag store has its own locking.
+type conversation struct {
+	id     []byte
+	hexID  string
+	dagID  dag.DAGID
+	root   []byte // conversation root secret: topic names and sync id
+	syncID []byte
+
+	mu       sync.Mutex
+	cipher   *keyring.Cipher
+	state    *crdt.Conversation
+	accounts map[dag.DeviceID]crdt.AccountID
+	topics   map[string]*joinedTopic
+	ackedSeq uint64 // our highest seq another device is known to hold
+	receipt  *time.Timer
+	lastSync map[peer.ID]time.Time
+}
+
+type joinedTopic struct {
+	topic  *pubsub.Topic
+	sub    *pubsub.Subscription
+	events *pubsub.TopicEventHandler
+	cancel context.CancelFunc
+}
+
+// datastore keys
+var (
+	convPrefix    = ds.NewKey("/conv")
+	keysPrefix    = ds.NewKey("/keys")
+	contactPrefix = ds.NewKey("/contact")
+)
+
+func newChat(n *Node, id *Identity, st *dag.Store, d ds.Batching) *Chat {
+	ctx, cancel := context.WithCancel(context.Background())
+	return &Chat{
+		n: n, id: id, store: st, ds: d, log: n.log.With("component", "chat"),
+		events: newEventLog(4096), now: time.Now,
+		convs: map[string]*conversation{}, bySync: map[string]*conversation{},
+		contacts: map[keyring.AccountID]VerifiedCard{},
+		ctx:      ctx, cancel: cancel,
+	}
+}
+
+func (c *Chat) storeKey() []byte { return c.id.Keyring.Secrets[storeKeyName] }
+
+// load restores contacts and conversations from the store and rebuilds each
+// conversation's CRDT state from its blocks.
+func (c *Chat) load(ctx context.Context) error {
+	if err := c.each(ctx, contactPrefix, func(k string, v []byte) error {
+		var card Card
+		if err := cardDec.Unmarshal(v, &card); err != nil {
+			return fmt.Errorf("contact %s: %w", k, err)
+		}
+		// Stored cards are not re-checked for expiry: an old prekey
+		// only matters when sealing a new epoch, which checks it.
+		vc, err := verifyCard(card, time.Time{})
+		if err != nil {
+			c.log.Warn("stored contact card no longer verifies; ignoring it", "key", k, "err", err)
+			return nil
+		}
+		c.contacts[vc.Cert.Account] = vc
+		c.n.Host.Peerstore().AddAddrs(vc.Peer.ID, vc.Peer.Addrs, time.Hour)
+		return nil
+	}); err != nil {
+		return err
+	}
+	return c.each(ctx, convPrefix, func(k string, v []byte) error {
+		hexID := ds.RawKey(k).BaseNamespace()
+		conv, err := c.openConversation(ctx, hexID, v)
+		if err != nil {
+			return fmt.Errorf("conversation %s: %w", hexID, err)
+		}
+		c.register(conv)
+		return nil
+	})
+}
+
+func (c *Chat) each(ctx context.Context, prefix ds.Key, fn func(k string, v []byte) error) error {
+	res, err := c.ds.Query(ctx, query.Query{Prefix: prefix.String()})
+	if err != nil {
+		return err
+	}
+	defer res.Close()
+	for r := range res.Next() {
+		if r.Error != nil {
+			return r.Error
+		}
+		if err := fn(r.Key, r.Value); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (c *Chat) openConversation(ctx context.Context, hexID string, sealedRoot []byte) (*conversation, error) {
+	id, err := hex.DecodeString(hexID)
+	if err != nil {
+		return nil, err
+	}
+	root, err := openAtRest(c.storeKey(), convPrefix.ChildString(hexID).String(), sealedRoot)
+	if err != nil {
+		return nil, err
+	}
+	keysKey := keysPrefix.ChildString(hexID)
+	sealedKeys, err := c.ds.Get(ctx, keysKey)
+	if err != nil {
+		return nil, fmt.Errorf("key state: %w", err)
+	}
+	plainKeys, err := openAtRest(c.storeKey(), keysKey.String(), sealedKeys)
+	if err != nil {
+		return nil, err
+	}
+	ciph, err := keyring.UnmarshalCipher(plainKeys, rand.Reader)
+	if err != nil {
+		return nil, err
+	}
+	conv := newConversation(id, root, ciph)
+	// Rebuild the CRDT from the committed blocks, in display order
+	// (which is topological).
+	var batch []crdt.Event
+	for b, err := range c.store.Blocks(ctx, conv.dagID, dag.Position{}, false) {
+		if err != nil {
+			return nil, err
+		}
+		ev, err := conv.event(b)
+		if err != nil {
+			c.log.Warn("stored block has an undecodable body", "conv", hexID, "block", b.CID.String(), "err", err)
+		}
+		batch = append(batch, ev)
+		if len(batch) == 4096 {
+			if _, err := conv.state.ApplyBatch(batch); err != nil {
+				return nil, err
+			}
+			batch = batch[:0]
+		}
+	}
+	if _, err := conv.state.ApplyBatch(batch); err != nil {
+		return nil, err
+	}
+	return conv, nil
+}
+
+func newConversation(id, root []byte, ciph *keyring.Cipher) *conversation {
+	hexID := hex.EncodeToString(id)
+	return &conversation{
+		id: id, hexID: hexID, dagID: dag.DAGID(hexID), root: root,
+		syncID:   deriveSecret(root, "sync-id", 32),
+		cipher:   ciph,
+		state:    crdt.NewConversation(),
+		accounts: map[dag.DeviceID]crdt.AccountID{},
+		topics:   map[string]*joinedTopic{},
+		lastSync: map[peer.ID]time.Time{},
+	}
+}
+
+// deriveSecret derives a per-conversation value from the root secret.
+func deriveSecret(root []byte, label string, n int) []byte {
+	m := hmac.New(sha256.New, root)
+	m.Write([]byte(protocol.Label(label)))
+	return m.Sum(nil)[:n]
+}
+
+// topicName is the gossip topic of a conversation on a given UTC day:
+// unlinkable across conversations and across days for anyone without the
+// conversation secret.
+func (conv *conversation) topicName(day time.Time) string {
+	return "glitr/" + hex.EncodeToString(deriveSecret(conv.root, "topic/"+day.UTC().Format("2006-01-02"), 16))
+}
+
+// event turns a committed block into a CRDT event, resolving the author's
+// account from its certificate (carried in the device's first block, which
+// downward closure guarantees was committed first).
+func (conv *conversation) event(b dag.Block) (crdt.Event, error) {
+	in := &b.Inner
+	if len(in.Cert) > 0 {
+		if cert, err := keyring.VerifyCertificate(in.Cert); err == nil && cert.Device == keyring.DeviceID(in.Author) {
+			conv.accounts[in.Author] = crdt.AccountID(cert.Account)
+		}
+	}
+	// crdt wants each causal link once; Prev is often also a parent.
+	links := in.Parents
+	if in.Prev.Defined() && !slices.ContainsFunc(links, in.Prev.Equals) {
+		links = append(slices.Clip(links), in.Prev)
+	}
+	ev := crdt.Event{
+		ID: b.CID, Parents: links, Device: crdt.DeviceID(in.Author),
+		Account: conv.accounts[in.Author], Seq: in.Seq, Height: in.Height,
+		Lamport: in.Lamport, Time: in.Time,
+	}
+	ops, err := crdt.DecodeOps(in.Body)
+	ev.Ops = ops
+	return ev, err
+}
+
+func (c *Chat) register(conv *conversation) {
+	c.mu.Lock()
+	c.convs[conv.hexID] = conv
+	c.bySync[string(conv.syncID)] = conv
+	c.mu.Unlock()
+}
+
+func (c *Chat) conversation(hexID string) (*conversation, error) {
+	c.mu.RLock()
+	defer c.mu.RUnlock()
+	conv, ok := c.convs[strings.ToLower(hexID)]
+	if !ok {
+		return nil, fmt.Errorf("%w: %s", ErrNoConversation, hexID)
+	}
+	return conv, nil
+}
+
+// persistKeys writes a conversation's key state, encrypted, and syncs it.
+// Sending calls it between sealing and committing a block, so a crash can
+// skip a chain index but never reuse one.
+func (c *Chat) persistKeys(ctx context.Context, conv *conversation, sync bool) error {
+	b, err := conv.cipher.MarshalBinary()
+	if err != nil {
+		return err
+	}
+	k := keysPrefix.ChildString(conv.hexID)
+	sealed, err := sealAtRest(c.storeKey(), k.String(), b)
+	if err != nil {
+		return err
+	}
+	if err := c.ds.Put(ctx, k, sealed); err != nil {
+		return fmt.Errorf("persist key state: %w", err)
+	}
+	if sync {
+		return c.ds.Sync(ctx, k)
+	}
+	return nil
+}
+
+// AddContact verifies and stores a card.
+func (c *Chat) AddContact(ctx context.Context, text string) (VerifiedCard, error) {
+	vc, err := ParseCard(text, c.now())
+	if err != nil {
+		return vc, err
+	}
+	if vc.Cert.Account == c.id.AccountID() {
+		return vc, fmt.Errorf("%w: that is your own card", ErrBadCard)
+	}
+	raw, err := canonicalEnc.Marshal(vc.raw)
+	if err != nil {
+		return vc, err
+	}
+	if err := c.ds.Put(ctx, contactPrefix.ChildString(hex.EncodeToString(vc.Cert.Account[:])), raw); err != nil {
+		return vc, err
+	}
+	c.mu.Lock()
+	c.contacts[vc.Cert.Account] = vc
+	c.mu.Unlock()
+	c.n.Host.Peerstore().AddAddrs(vc.Peer.ID, vc.Peer.Addrs, time.Hour)
+	return vc, nil
+}
+
+// CreateConversation starts a conversation with contacts: a new epoch
+// sealed to every member device, a genesis block that adds the members,
+// and a welcome sent to each of them.
+func (c *Chat) CreateConversation(ctx context.Context, title string, members []keyring.AccountID) (string, error) {
+	now := c.now()
+	var cards []VerifiedCard
+	c.mu.RLock()
+	for _, a := range members {
+		vc, ok := c.contacts[a]
+		if !ok {
+			c.mu.RUnlock()
+			return "", fmt.Errorf("%w: %x", ErrNotContact, a[:8])
+		}
+		cards = append(cards, vc)
+	}
+	c.mu.RUnlock()
+
+	convID := make([]byte, 16)
+	if _, err := rand.Read(convID); err != nil {
+		return "", err
+	}
+	c.idMu.Lock()
+	ownPrekey, err := c.id.Keyring.Device.SignPrekey(c.id.Keyring.Prekeys.Current())
+	c.idMu.Unlock()
+	if err != nil {
+		return "", err
+	}
+	own, err := keyring.VerifyPrekey(ownPrekey)
+	if err != nil {
+		return "", err
+	}
+	recipients := []keyring.SignedPrekey{own}
+	crdtRecipients := []crdt.Recipient{{Account: crdt.AccountID(c.id.AccountID()), Device: crdt.DeviceID(c.id.DeviceID())}}
+	for _, vc := range cards {
+		recipients = append(recipients, vc.Prekey)
+		crdtRecipients = append(crdtRecipients, crdt.Recipient{Account: crdt.AccountID(vc.Cert.Account), Device: crdt.DeviceID(vc.Cert.Device)})
+	}
+	parts, epoch, err := keyring.NewRotation(rand.Reader, c.id.Keyring.Device, keyring.RotationParams{
+		Conversation: convID, Recipients: recipients, Created: now,
+	})
+	if err != nil {
+		return "", fmt.Errorf("seal the first epoch: %w", err)
+	}
+	conv, err := c.installConversation(ctx, convID, epoch)
+	if err != nil {
+		return "", err
+	}
+	ops := []crdt.Op{crdt.DeviceAnnounce{Account: crdt.AccountID(c.id.AccountID()), Device: crdt.DeviceID(c.id.DeviceID()), Cert: c.id.Cert}}
+	if title != "" {
+		ops = append(ops, crdt.SetTitle{Title: title})
+	}
+	for _, vc := range cards {
+		ops = append(ops, crdt.AddMember{Account: crdt.AccountID(vc.Cert.Account)})
+	}
+	for _, p := range parts {
+		ops = append(ops, crdt.Rotation{Payload: p, Recipients: crdtRecipients})
+	}
+	if _, err := c.commitOwn(ctx, conv, ops); err != nil {
+		return "", err
+	}
+	c.register(conv)
+	c.joinTopics(conv)
+	for _, vc := range cards {
+		c.wg.Go(func() { c.sendWelcome(c.ctx, conv, vc, parts) })
+	}
+	c.events.publish(Event{Kind: "conversation", Conversation: conv.hexID})
+	return conv.hexID, nil
+}
+
+// installConversation persists a new conversation's secrets and key state.
+func (c *Chat) installConversation(ctx context.Context, convID []byte, epoch *keyring.Epoch) (*conversation, error) {
+	ciph, err := keyring.NewCipher(convID, c.id.DeviceID(), rand.Reader)
+	if err != nil {
+		return nil, err
+	}
+	epochID := epoch.ID
+	if err := ciph.Install(epoch); err != nil {
+		return nil, err
+	}
+	if err := ciph.SetSendingEpoch(epochID); err != nil {
+		return nil, err
+	}
+	root, err := ciph.Export(epochID, protocol.Label("conversation-root"), 32)
+	if err != nil {
+		return nil, err
+	}
+	conv := newConversation(convID, root, ciph)
+	if err := c.persistKeys(ctx, conv, false); err != nil {
+		return nil, err
+	}
+	k := convPrefix.ChildString(conv.hexID)
+	sealed, err := sealAtRest(c.storeKey(), k.String(), root)
+	if err != nil {
+		return nil, err
+	}
+	if err := c.ds.Put(ctx, k, sealed); err != nil {
+		return nil, err
+	}
+	if err := c.ds.Sync(ctx, k); err != nil {
+		return nil, err
+	}
+	return conv, nil
+}
+
+// sealer and signer adapt the keyring to dag's interfaces.
+type convSealer struct {
+	c    *Chat
+	conv *conversation
+	ctx  context.Context
+}
+
+func (s convSealer) Seal(inner []byte) (dag.Sealed, error) {
+	epoch, nonce, ct, err := s.conv.cipher.SealBlock(inner)
+	if err != nil {
+		return dag.Sealed{}, err
+	}
+	// The advanced chain is on disk before the block is committed.
+	if err := s.c.persistKeys(s.ctx, s.conv, true); err != nil {
+		return dag.Sealed{}, err
+	}
+	return dag.Sealed{Epoch: epoch, Nonce: nonce, Ciphertext: ct}, nil
+}
+
+// blockSigner signs dag's signing message with the device key. Both dag and
+// keyring domain-separate block signatures with the same prefix; the device
+// key adds it itself, so it is taken off here (and checked).
+type blockSigner struct{ k *keyring.DeviceKey }
+
+func (s blockSigner) Public() ed25519.PublicKey { return s.k.Public() }
+
+func (s blockSigner) Sign(msg []byte) ([]byte, error) {
+	rest, ok := bytes.CutPrefix(msg, keyring.BlockSignaturePrefix())
+	if !ok {
+		return nil, errors.New("block signing message lacks the block domain prefix")
+	}
+	return s.k.Sign(rest)
+}
+
+// commitOwn builds, persists and applies one of this device's blocks, then
+// publishes it. conv.mu must not be held.
+func (c *Chat) commitOwn(ctx context.Context, conv *conversation, ops []crdt.Op) (dag.Block, error) {
+	body, err := crdt.EncodeOps(ops)
+	if err != nil {
+		return dag.Block{}, err
+	}
+	conv.mu.Lock()
+	blk, err := c.store.Append(ctx, conv.dagID, dag.Author{
+		Signer: blockSigner{c.id.Keyring.Device},
+		Sealer: convSealer{c: c, conv: conv, ctx: ctx},
+		Cert:   c.id.Cert,
+	}, body, c.now())
+	if err != nil {
+		conv.mu.Unlock()
+		return dag.Block{}, fmt.Errorf("commit block: %w", err)
+	}
+	ev, _ := conv.event(blk)
+	if err := conv.state.Apply(ev); err != nil {
+		c.log.Error("own block does not apply", "err", err)
+	}
+	conv.mu.Unlock()
+	c.publish(conv, blk)
+	return blk, nil
+}
+
+// publish gossips a block on today's topic. With no peer on the topic the
+// block stays in the outbox: catch-up delivers it when a member appears.
+func (c *Chat) publish(conv *conversation, blk dag.Block) {
+	env, err := blk.EnvelopeBytes()
+	if err != nil {
+		return
+	}
+	conv.mu.Lock()
+	jt := conv.topics[conv.topicName(c.now())]
+	conv.mu.Unlock()
+	if jt == nil || len(jt.topic.ListPeers()) == 0 {
+		return
+	}
+	ctx, cancel := context.WithTimeout(c.ctx, 5*time.Second)
+	defer cancel()
+	if err := jt.topic.Publish(ctx, env); err != nil {
+		c.log.Debug("publish", "conv", conv.hexID, "err", err)
+	}
+}
+
+// Send posts a text message.
+func (c *Chat) Send(ctx context.Context, hexID, text string, replyTo *crdt.MsgID) (crdt.MsgID, error) {
+	if strings.TrimSpace(text) == "" {
+		return crdt.MsgID{}, ErrEmptyMessage
+	}
+	if len(text) > MaxMessageText {
+		return crdt.MsgID{}, fmt.Errorf("%w: %d bytes > %d", ErrMessageTooLong, len(text), MaxMessageText)
+	}
+	conv, err := c.conversation(hexID)
+	if err != nil {
+		return crdt.MsgID{}, err
+	}
+	blk, err := c.commitOwn(ctx, conv, []crdt.Op{crdt.Message{Text: text, ReplyTo: replyTo}})
+	if err != nil {
+		return crdt.MsgID{}, err
+	}
+	id := crdt.MsgID{Event: blk.CID}
+	c.events.publish(Event{Kind: "message", Conversation: hexID, Message: id.String()})
+	return id, nil
+}
+
+// MarkRead records that the user has read everything in the conversation.
+func (c *Chat) MarkRead(ctx context.Context, hexID string) error {
+	conv, err := c.conversation(hexID)
+	if err != nil {
+		return err
+	}
+	pos, err := c.position(ctx, conv)
+	if err != nil {
+		return err
+	}
+	_, err = c.commitOwn(ctx, conv, []crdt.Op{crdt.Receipt{Read: true, Upto: pos}})
+	return err
+}
+
+func (c *Chat) position(ctx context.Context, conv *conversation) (crdt.Position, error) {
+	vec, err := c.store.SeqVector(ctx, conv.dagID)
+	if err != nil {
+		return nil, err
+	}
+	pos := make(crdt.Position, 0, len(vec))
+	for d, s := range vec {
+		pos = append(pos, crdt.DevSeq{Device: crdt.DeviceID(d), Seq: s})
+	}
+	slices.SortFunc(pos, func(a, b crdt.DevSeq) int { return slices.Compare(a.Device[:], b.Device[:]) })
+	return pos, nil
+}
+
+// scheduleDeliveryReceipt batches delivery receipts: one block per second
+// at most, covering everything committed by then.
+func (c *Chat) scheduleDeliveryReceipt(conv *conversation) {
+	conv.mu.Lock()
+	defer conv.mu.Unlock()
+	if conv.receipt != nil {
+		return
+	}
+	conv.receipt = time.AfterFunc(time.Second, func() {
+		conv.mu.Lock()
+		conv.receipt = nil
+		conv.mu.Unlock()
+		pos, err := c.position(c.ctx, conv)
+		if err != nil || c.ctx.Err() != nil {
+			return
+		}
+		if _, err := c.commitOwn(c.ctx, conv, []crdt.Op{crdt.Receipt{Upto: pos}}); err != nil && c.ctx.Err() == nil {
+			c.log.Warn("delivery receipt", "conv", conv.hexID, "err", err)
+		}
+	})
+}
+
+// close stops background work.
+func (c *Chat) close() {
+	c.cancel()
+	c.mu.RLock()
+	for _, conv := range c.convs {
+		conv.mu.Lock()
+		if conv.receipt != nil {
+			conv.receipt.Stop()
+		}
+		for _, jt := range conv.topics {
+			jt.cancel()
+			jt.events.Cancel()
+			jt.sub.Cancel()
+		}
+		conv.mu.Unlock()
+	}
+	c.mu.RUnlock()
+	c.wg.Wait()
+}

@@ -1,0 +1,549 @@
+package node
+
+import (
+	"bufio"
+	"context"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	mrand "math/rand/v2"
+	"time"
+
+	"github.com/ipfs/go-cid"
+	pubsub "github.com/libp2p/go-libp2p-pubsub"
+	"github.com/libp2p/go-libp2p/core/network"
+	"github.com/libp2p/go-libp2p/core/peer"
+
+	"github.com/glitr-chat/glitr/crdt"
+	"github.com/glitr-chat/glitr/dag"
+	"github.com/glitr-chat/glitr/keyring"
+	"github.com/glitr-chat/glitr/protocol"
+)
+
+// WelcomeProtocol delivers a new conversation's first epoch to a member.
+const WelcomeProtocol = "/glitr/welcome/1.0.0"
+
+const maxWelcome = 512 << 10
+
+// Welcome is sent by a conversation's creator to each member: the rotation
+// parts (each member's box is HPKE-sealed to its prekey, so the message
+// reveals nothing to anyone else).
+type Welcome struct {
+	Conversation []byte   `cbor:"1,keyasint"`
+	Rotation     [][]byte `cbor:"2,keyasint"`
+}
+
+// joinTopics subscribes to the conversation's topics for yesterday, today
+// and tomorrow (UTC), which absorbs clock skew and the change of day.
+func (c *Chat) joinTopics(conv *conversation) {
+	now := c.now()
+	want := map[string]bool{}
+	for _, d := range []time.Duration{-24 * time.Hour, 0, 24 * time.Hour} {
+		want[conv.topicName(now.Add(d))] = true
+	}
+	conv.mu.Lock()
+	defer conv.mu.Unlock()
+	for name, jt := range conv.topics {
+		if !want[name] {
+			jt.cancel()
+			jt.events.Cancel()
+			jt.sub.Cancel()
+			_ = jt.topic.Close()
+			_ = c.n.PubSub.UnregisterTopicValidator(name)
+			delete(conv.topics, name)
+		}
+	}
+	for name := range want {
+		if conv.topics[name] != nil {
+			continue
+		}
+		if err := c.n.PubSub.RegisterTopicValidator(name, c.validator(conv)); err != nil {
+			c.log.Error("register validator", "err", err)
+			continue
+		}
+		t, err := c.n.PubSub.Join(name)
+		if err != nil {
+			c.log.Error("join topic", "err", err)
+			continue
+		}
+		sub, err := t.Subscribe()
+		if err != nil {
+			c.log.Error("subscribe", "err", err)
+			continue
+		}
+		evs, err := t.EventHandler()
+		if err != nil {
+			sub.Cancel()
+			continue
+		}
+		ctx, cancel := context.WithCancel(c.ctx)
+		conv.topics[name] = &joinedTopic{topic: t, sub: sub, events: evs, cancel: cancel}
+		// The validator already took each message in; the subscription
+		// only has to be drained.
+		c.wg.Go(func() {
+			for {
+				if _, err := sub.Next(ctx); err != nil {
+					return
+				}
+			}
+		})
+		// A member joining the topic is the moment to catch up with it.
+		c.wg.Go(func() {
+			for {
+				pe, err := evs.NextPeerEvent(ctx)
+				if err != nil {
+					return
+				}
+				if pe.Type == pubsub.PeerJoin {
+					c.wg.Go(func() { c.syncWith(c.ctx, conv, pe.Peer) })
+				}
+			}
+		})
+	}
+}
+
+// validator checks a gossiped envelope before gossipsub delivers or
+// forwards it: it must decode, open under a known epoch, carry a valid
+// signature by the device the sealed header names, and fit the DAG. A valid
+// block is committed right here, so the subscription has nothing left to do.
+func (c *Chat) validator(conv *conversation) pubsub.ValidatorEx {
+	return func(ctx context.Context, from peer.ID, m *pubsub.Message) pubsub.ValidationResult {
+		if from == c.n.Host.ID() {
+			return pubsub.ValidationAccept // our own block, committed before publishing
+		}
+		if len(m.Data) > dag.MaxEnvelopeSize {
+			c.n.Penalize(from, 10, "oversized gossip")
+			return pubsub.ValidationReject
+		}
+		res, err := c.ingest(ctx, conv, from, [][]byte{m.Data}, true)
+		switch {
+		case errors.Is(err, errDuplicate):
+			return pubsub.ValidationIgnore
+		case errors.Is(err, errUnknownEpoch):
+			return pubsub.ValidationIgnore // an epoch we have not received yet
+		case errors.Is(err, ErrBadPeer):
+			c.n.Penalize(from, 20, err.Error())
+			return pubsub.ValidationReject
+		case err != nil:
+			return pubsub.ValidationIgnore
+		}
+		if res.staged > 0 {
+			// Parents missing: one catch-up with the forwarder fills the gap.
+			c.wg.Go(func() { c.syncWith(c.ctx, conv, m.ReceivedFrom) })
+		}
+		return pubsub.ValidationAccept
+	}
+}
+
+var (
+	errDuplicate    = errors.New("block already held")
+	errUnknownEpoch = errors.New("block sealed under an epoch this device does not hold")
+)
+
+type ingestResult struct {
+	committed, staged, duplicates int
+}
+
+// ingest opens, authenticates, commits and applies envelopes from a peer.
+// live blocks (gossip) get a full signature check each; catch-up batches
+// check one signature per author chain (dag.PlanVerification).
+func (c *Chat) ingest(ctx context.Context, conv *conversation, from peer.ID, envs [][]byte, live bool) (ingestResult, error) {
+	var res ingestResult
+	blocks := make([]dag.Block, 0, len(envs))
+	conv.mu.Lock()
+	defer conv.mu.Unlock()
+	for _, env := range envs {
+		if has, err := c.store.Has(ctx, conv.dagID, dag.EnvelopeCID(env)); err != nil {
+			return res, err
+		} else if has || c.store.IsStaged(conv.dagID, dag.EnvelopeCID(env)) {
+			res.duplicates++
+			continue
+		}
+		var sender keyring.DeviceID
+		blk, err := dag.OpenBlock(env, openerFunc(func(s dag.Sealed) ([]byte, error) {
+			inner, snd, err := conv.cipher.OpenBlockFunc(s.Epoch, s.Nonce, s.Ciphertext, func(inner []byte, snd keyring.DeviceID) error {
+				if !live {
+					return nil
+				}
+				// Live blocks are verified before their key is spent, so a
+				// member cannot burn another member's message keys.
+				in, err := dag.DecodeInner(inner)
+				if err != nil {
+					return err
+				}
+				if keyring.DeviceID(in.Author) != snd {
+					return errors.New("sealed sender is not the author")
+				}
+				return dag.VerifySignature(in)
+			})
+			sender = snd
+			return inner, err
+		}))
+		if err != nil {
+			switch {
+			case errors.Is(err, keyring.ErrUnknownEpoch):
+				return res, fmt.Errorf("%w: %w", errUnknownEpoch, err)
+			case errors.Is(err, keyring.ErrReplay):
+				res.duplicates++
+				continue
+			}
+			return res, fmt.Errorf("%w: open block: %w", ErrBadPeer, err)
+		}
+		if keyring.DeviceID(blk.Inner.Author) != sender {
+			return res, fmt.Errorf("%w: block author is not the sealed sender", ErrBadPeer)
+		}
+		if blk.Inner.Seq == 1 {
+			cert, err := keyring.VerifyCertificate(blk.Inner.Cert)
+			if err != nil || cert.Device != sender {
+				return res, fmt.Errorf("%w: first block of a device without a valid certificate", ErrBadPeer)
+			}
+		}
+		blocks = append(blocks, blk)
+	}
+	if len(blocks) == 0 {
+		if res.duplicates > 0 {
+			return res, errDuplicate
+		}
+		return res, nil
+	}
+	if !live {
+		plan := dag.PlanVerification(blocks)
+		for _, i := range plan.Verify {
+			if err := dag.VerifySignature(blocks[i].Inner); err != nil {
+				return res, fmt.Errorf("%w: %w", ErrBadPeer, err)
+			}
+		}
+	}
+	added, err := c.store.AddBatch(ctx, conv.dagID, from.String(), blocks)
+	if err != nil {
+		return res, err
+	}
+	res.committed, res.staged = len(added.Committed), len(added.Staged)
+	if len(added.Rejected) > 0 || len(added.Equivocations) > 0 {
+		err = fmt.Errorf("%w: %d invalid blocks, %d equivocations", ErrBadPeer, len(added.Rejected), len(added.Equivocations))
+	}
+	if perr := c.persistKeys(ctx, conv, false); perr != nil {
+		return res, perr
+	}
+	events := make([]crdt.Event, 0, len(added.Committed))
+	fromOthers := false
+	for _, b := range added.Committed {
+		ev, derr := conv.event(b)
+		if derr != nil {
+			c.log.Debug("block body does not decode", "block", b.CID.String(), "err", derr)
+		}
+		if b.Inner.Author != dag.DeviceID(c.id.DeviceID()) {
+			for _, op := range ev.Ops {
+				if _, ok := op.(crdt.Message); ok {
+					fromOthers = true
+				}
+			}
+		}
+		events = append(events, ev)
+	}
+	if _, aerr := conv.state.ApplyBatch(events); aerr != nil {
+		c.log.Error("apply", "conv", conv.hexID, "err", aerr)
+	}
+	if len(events) > 0 {
+		c.events.publish(Event{Kind: "state", Conversation: conv.hexID})
+	}
+	if fromOthers {
+		c.wg.Go(func() { c.scheduleDeliveryReceipt(conv) })
+	}
+	return res, err
+}
+
+type openerFunc func(dag.Sealed) ([]byte, error)
+
+func (f openerFunc) Open(s dag.Sealed) ([]byte, error) { return f(s) }
+
+// Summary implements CatchupSource.
+func (c *Chat) Summary(ctx context.Context, syncID []byte) (protocol.Hello, bool, error) {
+	c.mu.RLock()
+	conv := c.bySync[string(syncID)]
+	c.mu.RUnlock()
+	if conv == nil {
+		return protocol.Hello{}, false, nil
+	}
+	h := protocol.Hello{SyncID: syncID, Vector: map[string]uint64{}}
+	heads, err := c.store.Heads(ctx, conv.dagID)
+	if err != nil {
+		return h, false, err
+	}
+	for _, r := range heads {
+		if len(h.Heads) == protocol.MaxHelloHeads {
+			break
+		}
+		h.Heads = append(h.Heads, r.CID.Bytes())
+	}
+	vec, err := c.store.SeqVector(ctx, conv.dagID)
+	if err != nil {
+		return h, false, err
+	}
+	for d, s := range vec {
+		h.Vector[string(d[:])] = s
+	}
+	n, err := c.store.Count(ctx, conv.dagID)
+	h.Count = n
+	return h, true, err
+}
+
+// Missing implements CatchupSource.
+func (c *Chat) Missing(ctx context.Context, syncID []byte, theirs protocol.Hello, fn func(env []byte) error) error {
+	c.mu.RLock()
+	conv := c.bySync[string(syncID)]
+	c.mu.RUnlock()
+	if conv == nil {
+		return ErrNoConversation
+	}
+	heads := make([]cid.Cid, 0, len(theirs.Heads))
+	for _, b := range theirs.Heads {
+		if _, cd, err := cid.CidFromBytes(b); err == nil {
+			heads = append(heads, cd)
+		}
+	}
+	vec := make(map[dag.DeviceID]uint64, len(theirs.Vector))
+	for k, s := range theirs.Vector {
+		var d dag.DeviceID
+		copy(d[:], k)
+		vec[d] = s
+	}
+	// Their vector also tells us how far our own blocks have reached.
+	self := c.id.DeviceID()
+	if s := vec[dag.DeviceID(self)]; s > 0 {
+		conv.mu.Lock()
+		conv.ackedSeq = max(conv.ackedSeq, s)
+		conv.mu.Unlock()
+	}
+	return c.store.MissingFunc(ctx, conv.dagID, heads, vec, func(_ cid.Cid, env []byte) error { return fn(env) })
+}
+
+// Ingest implements CatchupSink.
+func (c *Chat) Ingest(ctx context.Context, from peer.ID, syncID []byte, envs [][]byte) error {
+	c.mu.RLock()
+	conv := c.bySync[string(syncID)]
+	c.mu.RUnlock()
+	if conv == nil {
+		return ErrNoConversation
+	}
+	_, err := c.ingest(ctx, conv, from, envs, false)
+	if errors.Is(err, errDuplicate) {
+		return nil
+	}
+	return err
+}
+
+// syncWith runs a catch-up session with p, at most once per two seconds
+// per peer and conversation.
+func (c *Chat) syncWith(ctx context.Context, conv *conversation, p peer.ID) {
+	if p == c.n.Host.ID() {
+		return
+	}
+	conv.mu.Lock()
+	if time.Since(conv.lastSync[p]) < 2*time.Second {
+		conv.mu.Unlock()
+		return
+	}
+	conv.lastSync[p] = time.Now()
+	conv.mu.Unlock()
+	ctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
+	defer cancel()
+	st, err := c.catchup.Sync(ctx, p, conv.syncID)
+	if err != nil {
+		if ctx.Err() == nil {
+			c.log.Debug("catch-up", "conv", conv.hexID, "peer", p.String(), "err", err)
+		}
+		return
+	}
+	c.log.Debug("caught up", "conv", conv.hexID, "peer", p.String(), "received", st.BlocksRecv, "sent", st.BlocksSent, "took", st.Duration)
+}
+
+// antiEntropy syncs every conversation with one random topic peer every
+// 30–60 s, in case gossip dropped something.
+func (c *Chat) antiEntropy() {
+	for {
+		select {
+		case <-c.ctx.Done():
+			return
+		case <-time.After(30*time.Second + mrand.N(30*time.Second)):
+		}
+		c.mu.RLock()
+		convs := make([]*conversation, 0, len(c.convs))
+		for _, conv := range c.convs {
+			convs = append(convs, conv)
+		}
+		c.mu.RUnlock()
+		for _, conv := range convs {
+			c.joinTopics(conv) // the day may have changed
+			conv.mu.Lock()
+			var peers []peer.ID
+			for _, jt := range conv.topics {
+				peers = append(peers, jt.topic.ListPeers()...)
+			}
+			conv.mu.Unlock()
+			if len(peers) > 0 {
+				c.syncWith(c.ctx, conv, peers[mrand.N(len(peers))])
+			}
+		}
+	}
+}
+
+// sendWelcome delivers the first epoch to a member, retrying with backoff
+// until it gets through (the member may be offline).
+func (c *Chat) sendWelcome(ctx context.Context, conv *conversation, to VerifiedCard, parts [][]byte) {
+	w, err := canonicalEnc.Marshal(Welcome{Conversation: conv.id, Rotation: parts})
+	if err != nil {
+		return
+	}
+	delay := time.Second
+	for {
+		err := c.trySendWelcome(ctx, to.Peer, w)
+		if err == nil {
+			c.syncWith(ctx, conv, to.Peer.ID)
+			return
+		}
+		c.log.Debug("welcome not delivered yet", "peer", to.Peer.ID.String(), "err", err)
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(delay):
+		}
+		delay = min(delay*2, 5*time.Minute)
+	}
+}
+
+func (c *Chat) trySendWelcome(ctx context.Context, to peer.AddrInfo, w []byte) error {
+	ctx, cancel := context.WithTimeout(ctx, 20*time.Second)
+	defer cancel()
+	if len(to.Addrs) > 0 {
+		c.n.Host.Peerstore().AddAddrs(to.ID, to.Addrs, time.Hour)
+	}
+	s, err := c.n.Host.NewStream(network.WithAllowLimitedConn(ctx, "glitr-welcome"), to.ID, WelcomeProtocol)
+	if err != nil {
+		return err
+	}
+	defer s.Close()
+	_ = s.SetDeadline(time.Now().Add(20 * time.Second))
+	if _, err := s.Write(w); err != nil {
+		s.Reset()
+		return err
+	}
+	if err := s.CloseWrite(); err != nil {
+		return err
+	}
+	ack := make([]byte, 1)
+	if _, err := io.ReadFull(s, ack); err != nil {
+		return fmt.Errorf("no acknowledgement: %w", err)
+	}
+	if ack[0] != 1 {
+		return errors.New("welcome refused")
+	}
+	return nil
+}
+
+// handleWelcome accepts a conversation from a contact: the rotation must
+// be signed by the contact's certified device and open with our prekey.
+// Anything else is dropped without explanation (no open inbox).
+func (c *Chat) handleWelcome(s network.Stream) {
+	defer s.Close()
+	_ = s.SetDeadline(time.Now().Add(20 * time.Second))
+	b, err := io.ReadAll(io.LimitReader(bufio.NewReader(s), maxWelcome+1))
+	if err != nil || len(b) > maxWelcome {
+		s.Reset()
+		return
+	}
+	from := s.Conn().RemotePeer()
+	if err := c.acceptWelcome(c.ctx, from, b); err != nil {
+		c.log.Info("welcome refused", "peer", from.String(), "err", err)
+		_, _ = s.Write([]byte{0})
+		return
+	}
+	_, _ = s.Write([]byte{1})
+}
+
+func (c *Chat) acceptWelcome(ctx context.Context, from peer.ID, b []byte) error {
+	var w Welcome
+	if err := cardDec.Unmarshal(b, &w); err != nil {
+		return fmt.Errorf("malformed: %w", err)
+	}
+	if len(w.Conversation) != 16 || len(w.Rotation) == 0 || len(w.Rotation) > 16 {
+		return errors.New("malformed welcome")
+	}
+	hexID := hex.EncodeToString(w.Conversation)
+	if _, err := c.conversation(hexID); err == nil {
+		return nil // already have it
+	}
+	now := c.now()
+	for _, part := range w.Rotation {
+		r, err := keyring.VerifyRotation(part)
+		if err != nil {
+			return err
+		}
+		if string(r.Conversation) != string(w.Conversation) {
+			return errors.New("rotation for another conversation")
+		}
+		if !c.isContactDevice(r.Rotator) {
+			return ErrNotContact
+		}
+		if !r.HasBoxFor(c.id.DeviceID()) {
+			continue
+		}
+		c.idMu.Lock()
+		epoch, err := keyring.OpenEpoch(r, c.id.DeviceID(), c.id.Keyring.Prekeys)
+		c.idMu.Unlock()
+		if err != nil {
+			return err
+		}
+		conv, err := c.installConversation(ctx, w.Conversation, epoch)
+		if err != nil {
+			return err
+		}
+		c.register(conv)
+		c.joinTopics(conv)
+		c.events.publish(Event{Kind: "conversation", Conversation: hexID})
+		c.wg.Go(func() { c.syncWith(c.ctx, conv, from) })
+		_ = now
+		return nil
+	}
+	return errors.New("no box for this device")
+}
+
+func (c *Chat) isContactDevice(d keyring.DeviceID) bool {
+	c.mu.RLock()
+	defer c.mu.RUnlock()
+	for _, vc := range c.contacts {
+		if vc.Cert.Device == d {
+			return true
+		}
+	}
+	return false
+}
+
+// dialContacts keeps connections to contacts whose card addresses answer,
+// so topics form and catch-up runs as soon as both sides are up. (Finding
+// contacts whose addresses changed goes through the DHT: see the rendezvous
+// records in protocol/.)
+func (c *Chat) dialContacts() {
+	for {
+		c.mu.RLock()
+		var peers []peer.AddrInfo
+		for _, vc := range c.contacts {
+			peers = append(peers, vc.Peer)
+		}
+		c.mu.RUnlock()
+		for _, p := range peers {
+			if c.n.Host.Network().Connectedness(p.ID) == network.Connected {
+				continue
+			}
+			ctx, cancel := context.WithTimeout(c.ctx, 10*time.Second)
+			_ = c.n.Host.Connect(ctx, p)
+			cancel()
+		}
+		select {
+		case <-c.ctx.Done():
+			return
+		case <-time.After(5*time.Second + mrand.N(5*time.Second)):
+		}
+	}
+}

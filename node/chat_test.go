@@ -1,0 +1,156 @@
+package node
+
+import (
+	"context"
+	"encoding/hex"
+	"testing"
+	"time"
+
+	"github.com/glitr-chat/glitr/webui"
+)
+
+// pair makes two personal nodes that hold each other's cards.
+func chatPair(t *testing.T) (a, b *Node) {
+	t.Helper()
+	a = startTestNode(t, loopbackConfig(t))
+	b = startTestNode(t, loopbackConfig(t))
+	introduce(t, a, b)
+	return a, b
+}
+
+func introduce(t *testing.T, a, b *Node) {
+	t.Helper()
+	ctx := context.Background()
+	ca, err := a.Card(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cb, err := b.Card(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := a.AddContact(ctx, cb); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := b.AddContact(ctx, ca); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func accountOf(n *Node) string {
+	a := n.Chat.id.AccountID()
+	return hex.EncodeToString(a[:])
+}
+
+func messages(t *testing.T, n *Node, conv string) []webui.Message {
+	t.Helper()
+	p, err := n.Messages(context.Background(), conv, 0, 500)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return p.Messages
+}
+
+func waitForConversation(t *testing.T, n *Node, id string) {
+	t.Helper()
+	eventually(t, 20*time.Second, "the conversation to arrive", func() bool {
+		_, err := n.Chat.conversation(id)
+		return err == nil
+	})
+}
+
+func TestTwoNodesChat(t *testing.T) {
+	a, b := chatPair(t)
+	ctx := context.Background()
+	conv, err := a.CreateConversation(ctx, "lunch", []string{accountOf(b)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitForConversation(t, b, conv.ID)
+	eventually(t, 10*time.Second, "b to see the title", func() bool {
+		cs, _ := b.Conversations(ctx)
+		return len(cs) == 1 && cs[0].Title == "lunch" && len(cs[0].Members) == 2
+	})
+
+	sent, err := a.Send(ctx, conv.ID, "hello bob", "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 10*time.Second, "b to receive the message", func() bool {
+		ms := messages(t, b, conv.ID)
+		return len(ms) == 1 && ms[0].Text == "hello bob" && !ms[0].Mine
+	})
+	if _, err := b.Send(ctx, conv.ID, "hi alice", sent.ID); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 10*time.Second, "a to receive the reply", func() bool {
+		ms := messages(t, a, conv.ID)
+		return len(ms) == 2 && ms[1].Text == "hi alice" && ms[1].ReplyTo == sent.ID
+	})
+	// a's message: delivered once b's receipt arrives, read after b reads.
+	eventually(t, 10*time.Second, "delivered", func() bool {
+		return messages(t, a, conv.ID)[0].Status == "delivered"
+	})
+	if err := b.MarkRead(ctx, conv.ID); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 10*time.Second, "read", func() bool {
+		return messages(t, a, conv.ID)[0].Status == "read"
+	})
+	// Both replicas converge to the same state.
+	eventually(t, 10*time.Second, "equal state hashes", func() bool {
+		return stateHash(t, a, conv.ID) == stateHash(t, b, conv.ID)
+	})
+}
+
+func stateHash(t *testing.T, n *Node, id string) [32]byte {
+	conv, err := n.Chat.conversation(id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	conv.mu.Lock()
+	defer conv.mu.Unlock()
+	return conv.state.StateHash()
+}
+
+// B is offline while A writes; when B comes back (on new ports, with the
+// same data directory) it catches up, and A's offline messages reach it.
+func TestCatchUpAfterOffline(t *testing.T) {
+	a, b := chatPair(t)
+	ctx := context.Background()
+	conv, err := a.CreateConversation(ctx, "", []string{accountOf(b)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitForConversation(t, b, conv.ID)
+	bdir := b.Dir
+	if err := b.Close(); err != nil {
+		t.Fatal(err)
+	}
+	const n = 200
+	for i := range n {
+		if _, err := a.Send(ctx, conv.ID, "offline message "+string(rune('a'+i%26)), ""); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// Nobody has them yet: they are "sending".
+	if ms := messages(t, a, conv.ID); ms[n-1].Status != "sending" {
+		t.Fatalf("status with no peer = %q, want sending", ms[n-1].Status)
+	}
+	b2, err := Start(ctx, bdir, Options{Logger: testLogger(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b2.Close()
+	// b2 listens on new ports; it dials a from a's card.
+	eventually(t, 30*time.Second, "b to catch up", func() bool {
+		return len(messages(t, b2, conv.ID)) == n
+	})
+	eventually(t, 10*time.Second, "a to see its messages leave the outbox", func() bool {
+		s := messages(t, a, conv.ID)[n-1].Status
+		return s == "sent" || s == "delivered" || s == "read"
+	})
+	eventually(t, 10*time.Second, "equal state hashes", func() bool {
+		return stateHash(t, a, conv.ID) == stateHash(t, b2, conv.ID)
+	})
+}
