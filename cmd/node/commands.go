@@ -30,6 +30,7 @@ func cmdInit(ctx context.Context, g *globals, args []string) error {
 	port := fs.Int("port", 0, "libp2p port for every transport (0: the profile's default)")
 	api := fs.String("api", "", "host:port of the local API (default: the profile's, 127.0.0.1:7878 for personal)")
 	ifMissing := fs.Bool("if-missing", false, "do nothing if the data directory is already initialized")
+	loopback := fs.Bool("loopback", false, "listen on 127.0.0.1 only (a node for trying things out on one machine)")
 	var boot, relays stringList
 	fs.Var(&boot, "bootstrap", "bootstrap peer multiaddr with /p2p/<id> (repeatable)")
 	fs.Var(&relays, "relay", "relay multiaddr with /p2p/<id> for AutoRelay (repeatable)")
@@ -44,11 +45,15 @@ func cmdInit(ctx context.Context, g *globals, args []string) error {
 	if err != nil {
 		return err
 	}
-	if *port != 0 {
-		if *port < 1 || *port > 65534 {
+	if *port != 0 || *loopback {
+		if *port < 0 || *port > 65534 {
 			return fmt.Errorf("--port %d: must be 1..65534", *port)
 		}
-		cfg.Network.ListenAddrs = portAddrs(*port)
+		p := *port
+		if p == 0 {
+			p = map[string]int{node.ProfilePersonal: 4101, node.ProfileRelay: 4001}[*profile]
+		}
+		cfg.Network.ListenAddrs = portAddrs(p, *loopback)
 	}
 	if *api != "" {
 		cfg.API.Listen = *api
@@ -67,16 +72,22 @@ func cmdInit(ctx context.Context, g *globals, args []string) error {
 
 // portAddrs lists the listen addresses of every transport on one port
 // (QUIC and WebTransport share the UDP port; WebRTC-direct takes the next).
-func portAddrs(port int) []string {
+func portAddrs(port int, loopback bool) []string {
 	p, p1 := strconv.Itoa(port), strconv.Itoa(port+1)
-	return []string{
-		"/ip4/0.0.0.0/udp/" + p + "/quic-v1",
-		"/ip4/0.0.0.0/udp/" + p + "/quic-v1/webtransport",
-		"/ip4/0.0.0.0/udp/" + p1 + "/webrtc-direct",
-		"/ip4/0.0.0.0/tcp/" + p,
-		"/ip6/::/udp/" + p + "/quic-v1",
-		"/ip6/::/tcp/" + p,
+	ip4 := "/ip4/0.0.0.0"
+	if loopback {
+		ip4 = "/ip4/127.0.0.1"
 	}
+	addrs := []string{
+		ip4 + "/udp/" + p + "/quic-v1",
+		ip4 + "/udp/" + p + "/quic-v1/webtransport",
+		ip4 + "/udp/" + p1 + "/webrtc-direct",
+		ip4 + "/tcp/" + p,
+	}
+	if !loopback {
+		addrs = append(addrs, "/ip6/::/udp/"+p+"/quic-v1", "/ip6/::/tcp/"+p)
+	}
+	return addrs
 }
 
 func cmdRun(ctx context.Context, g *globals, args []string) error {

@@ -62,6 +62,16 @@ Commands:
   id        print the running node's peer ID and addresses
   version   print the version of this binary and of the running node
 
+Chat (through the running node's local API):
+  card                 print this device's contact card (give it to a contact)
+  contact add CARD     add a contact from their card
+  contacts             list contacts with their safety numbers
+  chat new ACCOUNT...  start a conversation with contacts (--title T)
+  chats                list conversations
+  send CONV TEXT...    send a message (CONV: an id or a unique prefix)
+  log CONV             show recent messages (-n N, --follow)
+  read CONV            mark a conversation read (sends a read receipt)
+
 Global flags:
   --data DIR          data directory (default $GLITR_DATA or the user config dir)
   --log-level LEVEL   debug, info, warn or error (default info)
@@ -138,12 +148,20 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	}
 	cmd, rest := fs.Arg(0), fs.Args()[1:]
 	commands := map[string]func(context.Context, *globals, []string) error{
-		"init":    cmdInit,
-		"run":     cmdRun,
-		"relay":   cmdRelay,
-		"status":  cmdStatus,
-		"id":      cmdID,
-		"version": cmdVersion,
+		"init":     cmdInit,
+		"run":      cmdRun,
+		"relay":    cmdRelay,
+		"status":   cmdStatus,
+		"id":       cmdID,
+		"version":  cmdVersion,
+		"card":     cmdCard,
+		"contact":  cmdContact,
+		"contacts": cmdContacts,
+		"chat":     cmdChat,
+		"chats":    cmdChats,
+		"send":     cmdSend,
+		"log":      cmdLog,
+		"read":     cmdRead,
 	}
 	f, ok := commands[cmd]
 	if !ok {
