@@ -62,6 +62,27 @@ type Chat struct {
 	ctx    context.Context
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
+
+	statsMu  sync.Mutex
+	sessions []CatchupStats // recent catch-up sessions, newest last (bounded)
+}
+
+// recordSession keeps the stats of recent catch-up sessions for the status
+// report and benchmarks.
+func (c *Chat) recordSession(st CatchupStats) {
+	c.statsMu.Lock()
+	defer c.statsMu.Unlock()
+	c.sessions = append(c.sessions, st)
+	if len(c.sessions) > 64 {
+		c.sessions = append(c.sessions[:0], c.sessions[len(c.sessions)-64:]...)
+	}
+}
+
+// RecentSessions returns the stats of recent catch-up sessions.
+func (c *Chat) RecentSessions() []CatchupStats {
+	c.statsMu.Lock()
+	defer c.statsMu.Unlock()
+	return slices.Clone(c.sessions)
 }
 
 // conversation is one conversation's live state. mu guards everything

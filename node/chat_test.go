@@ -10,7 +10,7 @@ import (
 )
 
 // pair makes two personal nodes that hold each other's cards.
-func chatPair(t *testing.T) (a, b *Node) {
+func chatPair(t testing.TB) (a, b *Node) {
 	t.Helper()
 	a = startTestNode(t, loopbackConfig(t))
 	b = startTestNode(t, loopbackConfig(t))
@@ -18,7 +18,7 @@ func chatPair(t *testing.T) (a, b *Node) {
 	return a, b
 }
 
-func introduce(t *testing.T, a, b *Node) {
+func introduce(t testing.TB, a, b *Node) {
 	t.Helper()
 	ctx := context.Background()
 	ca, err := a.Card(ctx)
@@ -42,7 +42,7 @@ func accountOf(n *Node) string {
 	return hex.EncodeToString(a[:])
 }
 
-func messages(t *testing.T, n *Node, conv string) []webui.Message {
+func messages(t testing.TB, n *Node, conv string) []webui.Message {
 	t.Helper()
 	p, err := n.Messages(context.Background(), conv, 0, 500)
 	if err != nil {
@@ -51,7 +51,7 @@ func messages(t *testing.T, n *Node, conv string) []webui.Message {
 	return p.Messages
 }
 
-func waitForConversation(t *testing.T, n *Node, id string) {
+func waitForConversation(t testing.TB, n *Node, id string) {
 	t.Helper()
 	eventually(t, 20*time.Second, "the conversation to arrive", func() bool {
 		_, err := n.Chat.conversation(id)
@@ -103,7 +103,7 @@ func TestTwoNodesChat(t *testing.T) {
 	})
 }
 
-func stateHash(t *testing.T, n *Node, id string) [32]byte {
+func stateHash(t testing.TB, n *Node, id string) [32]byte {
 	conv, err := n.Chat.conversation(id)
 	if err != nil {
 		t.Fatal(err)

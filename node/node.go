@@ -171,7 +171,29 @@ func (n *Node) startChat(ctx context.Context) error {
 	if err := c.load(ctx); err != nil {
 		return fmt.Errorf("load conversations: %w", err)
 	}
-	c.catchup = NewCatchup(n.Host, c, c, CatchupOptions{Penalize: n.Penalize, Logger: n.log})
+	sessions := prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "glitr_catchup_sessions_total", Help: "Catch-up sessions by role and outcome.",
+	}, []string{"role", "outcome"})
+	blocksIn := prometheus.NewCounter(prometheus.CounterOpts{Name: "glitr_catchup_blocks_received_total", Help: "Blocks received through catch-up."})
+	bytesIn := prometheus.NewCounter(prometheus.CounterOpts{Name: "glitr_catchup_bytes_received_total", Help: "Catch-up bytes received, frames included."})
+	n.Metrics.MustRegister(sessions, blocksIn, bytesIn)
+	c.catchup = NewCatchup(n.Host, c, c, CatchupOptions{
+		Penalize: n.Penalize,
+		Logger:   n.log,
+		OnSession: func(p peer.ID, initiator bool, st CatchupStats, err error) {
+			role, outcome := "responder", "ok"
+			if initiator {
+				role = "initiator"
+			}
+			if err != nil {
+				outcome = "error"
+			}
+			sessions.WithLabelValues(role, outcome).Inc()
+			blocksIn.Add(float64(st.BlocksRecv))
+			bytesIn.Add(float64(st.BytesRecv))
+			c.recordSession(st)
+		},
+	})
 	n.Chat = c
 	n.Host.SetStreamHandler(WelcomeProtocol, c.handleWelcome)
 	c.mu.RLock()

@@ -1,0 +1,223 @@
+package node
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"os"
+	"runtime"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/glitr-chat/glitr/crdt"
+	"github.com/glitr-chat/glitr/dag"
+)
+
+var benchMessages = flag.Int("glitr.messages", 100_000, "messages for the catch-up and start-up benchmarks (1,000 under -short)")
+
+func benchN() int {
+	if testing.Short() {
+		return 1000
+	}
+	return *benchMessages
+}
+
+// bulkWrite appends n message blocks by this node's device to a
+// conversation, the way Send does but in large batches and without a
+// datastore sync per block: benchmark setup, not the measured path.
+func bulkWrite(tb testing.TB, n *Node, convID string, count int, text string) {
+	tb.Helper()
+	ctx := context.Background()
+	c := n.Chat
+	conv, err := c.conversation(convID)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	conv.mu.Lock()
+	defer conv.mu.Unlock()
+	self := dag.DeviceID(c.id.DeviceID())
+	sealer := openerSealer{conv: conv}
+	const batch = 5000
+	for done := 0; done < count; {
+		vec, err := c.store.Vector(ctx, conv.dagID)
+		if err != nil {
+			tb.Fatal(err)
+		}
+		heads, err := c.store.Heads(ctx, conv.dagID)
+		if err != nil {
+			tb.Fatal(err)
+		}
+		chain := vec[self]
+		parents := heads
+		if len(parents) > dag.MaxParents {
+			parents = parents[:dag.MaxParents]
+		}
+		var blocks []dag.Block
+		for i := 0; i < batch && done < count; i, done = i+1, done+1 {
+			body, _ := crdt.EncodeOps([]crdt.Op{crdt.Message{Text: text + " " + strconv.Itoa(done)}})
+			var cert []byte
+			if chain.Seq == 0 {
+				cert = c.id.Cert
+			}
+			blk, err := dag.Build(dag.BuildParams{
+				Signer: blockSigner{c.id.Keyring.Device}, Sealer: sealer, Chain: chain,
+				Parents: parents, Cert: cert, Body: body, Now: time.Now(),
+			})
+			if err != nil {
+				tb.Fatal(err)
+			}
+			ref := dag.Ref{CID: blk.CID, Height: blk.Inner.Height, Lamport: blk.Inner.Lamport}
+			chain = dag.ChainState{Seq: blk.Inner.Seq, Last: ref}
+			parents = []dag.Ref{ref}
+			blocks = append(blocks, blk)
+		}
+		res, err := c.store.AddBatch(ctx, conv.dagID, "self", blocks)
+		if err != nil || len(res.Committed) != len(blocks) {
+			tb.Fatalf("bulk commit: %v (%d of %d committed, rejected %v)", err, len(res.Committed), len(blocks), res.Rejected)
+		}
+		evs := make([]crdt.Event, 0, len(res.Committed))
+		for _, b := range res.Committed {
+			ev, _ := conv.event(b)
+			evs = append(evs, ev)
+		}
+		if _, err := conv.state.ApplyBatch(evs); err != nil {
+			tb.Fatal(err)
+		}
+	}
+	if err := c.persistKeys(ctx, conv, true); err != nil {
+		tb.Fatal(err)
+	}
+}
+
+// openerSealer seals with the conversation cipher without persisting the key
+// state per block (bulkWrite persists once at the end).
+type openerSealer struct{ conv *conversation }
+
+func (s openerSealer) Seal(inner []byte) (dag.Sealed, error) {
+	e, n, ct, err := s.conv.cipher.SealBlock(inner)
+	return dag.Sealed{Epoch: e, Nonce: n, Ciphertext: ct}, err
+}
+
+func vmHWM() float64 {
+	raw, _ := os.ReadFile("/proc/self/status")
+	for _, line := range strings.Split(string(raw), "\n") {
+		if f := strings.Fields(line); len(f) >= 2 && f[0] == "VmHWM:" {
+			kb, _ := strconv.Atoi(f[1])
+			return float64(kb) / 1024
+		}
+	}
+	return 0
+}
+
+// BenchmarkCatchUp (B1): B is offline while two authors (A and C) write N
+// messages into a three-member conversation; then B starts again and
+// catches up from A. Measured: wall time from B's start to every message
+// applied in B's state, round trips and bytes of the catch-up session.
+func BenchmarkCatchUp(b *testing.B) {
+	N := benchN()
+	b.StopTimer()
+	for range b.N {
+		a := startTestNode(b, loopbackConfig(b))
+		bn := startTestNode(b, loopbackConfig(b))
+		cn := startTestNode(b, loopbackConfig(b))
+		introduce(b, a, bn)
+		introduce(b, a, cn)
+		ctx := context.Background()
+		conv, err := a.CreateConversation(ctx, "bench", []string{accountOf(bn), accountOf(cn)})
+		if err != nil {
+			b.Fatal(err)
+		}
+		waitForConversation(b, bn, conv.ID)
+		waitForConversation(b, cn, conv.ID)
+		eventually(b, 20*time.Second, "c to hold the genesis", func() bool { return len(stateMembers(cn, conv.ID)) == 3 })
+		bdir := bn.Dir
+		bn.Close()
+		// Two authors, interleaved in chunks so the DAG has both chains.
+		chunk := max(N/10, 1)
+		for written := 0; written < N; written += chunk {
+			w, other := a, cn
+			if (written/chunk)%2 == 1 {
+				w, other = cn, a
+			}
+			bulkWrite(b, w, conv.ID, min(chunk, N-written), "benchmark message with a realistic length of text")
+			if err := syncNow(w, other, conv.ID); err != nil {
+				b.Fatal(err)
+			}
+		}
+		cn.Close() // B catches up from A alone
+		want := conv.Messages + N
+		hwmBefore := vmHWM()
+		b.StartTimer()
+
+		start := time.Now()
+		b2, err := Start(ctx, bdir, Options{Logger: testLogger(b)})
+		if err != nil {
+			b.Fatal(err)
+		}
+		for {
+			c2, _ := b2.Chat.conversation(conv.ID)
+			c2.mu.Lock()
+			got := c2.state.Len()
+			c2.mu.Unlock()
+			if got >= want {
+				break
+			}
+			if time.Since(start) > 5*time.Minute {
+				b.Fatalf("caught up %d of %d", got, want)
+			}
+			time.Sleep(time.Millisecond)
+		}
+		elapsed := time.Since(start)
+		b.StopTimer()
+		var rt, blocks int
+		var bytes int64
+		for _, st := range b2.Chat.RecentSessions() {
+			if st.BlocksRecv > 0 {
+				rt += st.RoundTrips
+				blocks += st.BlocksRecv
+				bytes += st.BytesRecv
+			}
+		}
+		b.ReportMetric(elapsed.Seconds(), "s-to-caught-up")
+		b.ReportMetric(float64(N)/elapsed.Seconds(), "msgs/s")
+		b.ReportMetric(float64(rt), "round-trips")
+		b.ReportMetric(float64(bytes)/1e6, "MB-received")
+		b.ReportMetric(vmHWM()-hwmBefore, "peak-RSS-growth-MB")
+		var ms runtime.MemStats
+		runtime.ReadMemStats(&ms)
+		b.ReportMetric(float64(ms.HeapInuse)/1e6, "heap-inuse-MB")
+		b.Logf("N=%d: %s to caught up, %d sessions with data, %d blocks, %.1f MB", N, elapsed, rt, blocks, float64(bytes)/1e6)
+		b2.Close()
+		a.Close()
+	}
+}
+
+func stateMembers(n *Node, id string) []crdt.Member {
+	conv, err := n.Chat.conversation(id)
+	if err != nil {
+		return nil
+	}
+	conv.mu.Lock()
+	defer conv.mu.Unlock()
+	return conv.state.Members()
+}
+
+// syncNow runs one catch-up session from w to other.
+func syncNow(w, other *Node, id string) error {
+	conv, err := w.Chat.conversation(id)
+	if err != nil {
+		return err
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	if err := w.Host.Connect(ctx, addrInfo(other.Host)); err != nil {
+		return err
+	}
+	st, err := w.Chat.catchup.Sync(ctx, other.Host.ID(), conv.syncID)
+	if err != nil {
+		return fmt.Errorf("sync: %w (%+v)", err, st)
+	}
+	return nil
+}
