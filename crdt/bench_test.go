@@ -96,3 +96,34 @@ func BenchmarkDecodeOps(b *testing.B) {
 		}
 	}
 }
+
+// BenchmarkDecodeOpsMessage decodes typical catch-up bodies: one Message op
+// of ~100–300 bytes (with and without a reply), and one Receipt.
+func BenchmarkDecodeOpsMessage(b *testing.B) {
+	text := "Sure, I'll bring the slides to the meeting tomorrow. Could you check the numbers in section three again? " +
+		"The totals didn't match last time and I'd rather fix it before the client sees them. Thanks! 🙂"
+	pos := Position{{Device: dev(1), Seq: 812}, {Device: dev(2), Seq: 77}, {Device: dev(3), Seq: 1203}}
+	cases := []struct {
+		name string
+		op   Op
+	}{
+		{"text", Message{Text: text}},
+		{"reply", Message{Text: text[:100], ReplyTo: &MsgID{Event: testCID("parent"), Index: 0}}},
+		{"receipt", Receipt{Read: true, Upto: pos}},
+	}
+	for _, tc := range cases {
+		body, err := EncodeOps([]Op{tc.op})
+		if err != nil {
+			b.Fatal(err)
+		}
+		b.Run(tc.name, func(b *testing.B) {
+			b.SetBytes(int64(len(body)))
+			b.ReportAllocs()
+			for b.Loop() {
+				if _, err := DecodeOps(body); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+}

@@ -148,7 +148,24 @@ func EncodeOps(ops []Op) ([]byte, error) {
 // accepts only the canonical encoding (re-encoding yields b exactly), so a
 // body has one byte form and one CID. Unknown op kinds are returned as
 // Unknown; a known kind with a malformed payload is an error.
+//
+// Bodies made only of the hot kinds (messages, edits, deletes, reactions,
+// receipts) in their exact canonical form take a hand-written fast path
+// (fastdecode.go); everything else, including every rejected input, goes
+// through decodeOpsRef, which decides acceptance and the error. The fast
+// path accepts a subset of what decodeOpsRef accepts and returns the same
+// ops (checked by FuzzDecodeOps), so DecodeOps accepts exactly what
+// decodeOpsRef accepts.
 func DecodeOps(b []byte) ([]Op, error) {
+	if ops, ok := decodeOpsFast(b); ok {
+		return ops, nil
+	}
+	return decodeOpsRef(b)
+}
+
+// decodeOpsRef is the reference decoder: a strict generic CBOR decode, then
+// a full canonical re-encode that must reproduce b byte for byte.
+func decodeOpsRef(b []byte) ([]Op, error) {
 	if len(b) > MaxBodySize {
 		return nil, fmt.Errorf("decode ops: %d bytes > %d: %w", len(b), MaxBodySize, ErrMalformedOps)
 	}

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"reflect"
+	"slices"
 	"strings"
 	"testing"
 
@@ -117,26 +118,148 @@ func TestDecodeRejects(t *testing.T) {
 	}
 }
 
+// hotOps are ops of the kinds decodeOpsFast handles, in many shapes.
+func hotOps() []Op {
+	c, v0 := testCID("x"), cid.NewCidV0(testCID("y").Hash())
+	pos := Position{{Device: dev(1), Seq: 3}, {Device: dev(2), Seq: 1 << 40}}
+	return []Op{
+		Message{Text: "hi"}, Message{Text: "re", ReplyTo: &MsgID{c, 1}},
+		Message{Text: strings.Repeat("é", 200), ReplyTo: &MsgID{v0, 300}},
+		Message{Text: strings.Repeat("x", MaxTextLen)},
+		Edit{MsgID{c, 0}, "e"}, Edit{MsgID{v0, 65535}, strings.Repeat("y", 24)},
+		Delete{MsgID{c, 23}}, Delete{MsgID{c, 24}},
+		ReactionAdd{MsgID{c, 0}, "👍"}, ReactionRemove{MsgID{c, 256}, "👍"},
+		Receipt{Upto: pos}, Receipt{Read: true, Upto: pos},
+		Receipt{Upto: Position{{Device: dev(9), Seq: 1<<64 - 1}}},
+	}
+}
+
+func isHot(op Op) bool {
+	switch op.(type) {
+	case Message, Edit, Delete, ReactionAdd, ReactionRemove, Receipt:
+		return true
+	}
+	return false
+}
+
+// checkDecode is the differential oracle: DecodeOps must accept exactly
+// what the reference decoder accepts, with the same ops; the fast path
+// must only accept what the reference accepts (with the same ops) and must
+// accept every valid body made only of hot kinds; accepted input must
+// re-encode to itself.
+func checkDecode(t *testing.T, in []byte) {
+	t.Helper()
+	ref, refErr := decodeOpsRef(in)
+	fast, fastOK := decodeOpsFast(in)
+	if fastOK && refErr != nil {
+		t.Fatalf("fast path accepted %x, reference rejects: %v", in, refErr)
+	}
+	if fastOK && !reflect.DeepEqual(fast, ref) {
+		t.Fatalf("fast path %x:\n got %#v\nwant %#v", in, fast, ref)
+	}
+	if refErr == nil && !fastOK && !slices.ContainsFunc(ref, func(op Op) bool { return !isHot(op) }) {
+		t.Fatalf("fast path missed a valid hot body %x", in)
+	}
+	ops, err := DecodeOps(in)
+	if (err == nil) != (refErr == nil) || (err != nil && err.Error() != refErr.Error()) {
+		t.Fatalf("DecodeOps %x: err %v, reference %v", in, err, refErr)
+	}
+	if err != nil {
+		return
+	}
+	if !reflect.DeepEqual(ops, ref) {
+		t.Fatalf("DecodeOps %x differs from reference", in)
+	}
+	re, err := EncodeOps(ops)
+	if err != nil {
+		t.Fatalf("decoded ops do not encode: %v", err)
+	}
+	if !bytes.Equal(re, in) {
+		t.Fatalf("accepted non-canonical input %x", in)
+	}
+}
+
+// TestDecodeMutations runs the oracle over every single-byte substitution,
+// deletion and insertion (of bytes that matter to CBOR heads) of hot bodies.
+func TestDecodeMutations(t *testing.T) {
+	interesting := []byte{0x00, 0x01, 0x17, 0x18, 0x19, 0x1a, 0x1b, 0x1f, 0x20, 0x40, 0x58, 0x5f,
+		0x60, 0x61, 0x64, 0x65, 0x6d, 0x72, 0x74, 0x75, 0x78, 0x7f, 0x80, 0x81, 0x82, 0x83, 0x9f,
+		0xa0, 0xa1, 0xa2, 0xa3, 0xbf, 0xc0, 0xd8, 0xf4, 0xf5, 0xf6, 0xff}
+	var bodies [][]byte
+	for _, op := range hotOps() {
+		if m, ok := op.(Message); ok && len(m.Text) > 300 {
+			continue
+		}
+		b, err := EncodeOps([]Op{op})
+		if err != nil {
+			t.Fatal(err)
+		}
+		bodies = append(bodies, b)
+	}
+	two, _ := EncodeOps([]Op{Message{Text: "a"}, Receipt{Upto: Position{{Device: dev(1), Seq: 1}}}})
+	bodies = append(bodies, two)
+	for _, b := range bodies {
+		checkDecode(t, b)
+		for i := range b {
+			m := bytes.Clone(b)
+			vals := interesting
+			if !testing.Short() {
+				vals = make([]byte, 256)
+				for v := range vals {
+					vals[v] = byte(v)
+				}
+			}
+			for _, v := range vals {
+				m[i] = v
+				checkDecode(t, m)
+			}
+			checkDecode(t, slices.Delete(bytes.Clone(b), i, i+1))
+			for _, v := range interesting {
+				checkDecode(t, slices.Insert(bytes.Clone(b), i, v))
+			}
+			checkDecode(t, b[:i])
+		}
+	}
+}
+
+// TestDecodeOpsFastPath pins that the hot kinds actually take the fast
+// path and that decoded ops do not alias the input.
+func TestDecodeOpsFastPath(t *testing.T) {
+	for _, op := range hotOps() {
+		b, err := EncodeOps([]Op{op, op})
+		if err != nil {
+			t.Fatal(err)
+		}
+		ops, ok := decodeOpsFast(b)
+		if !ok || !reflect.DeepEqual(ops, []Op{op, op}) {
+			t.Fatalf("%T %+v: fast path ok=%v ops %+v", op, op, ok, ops)
+		}
+		for i := range b {
+			b[i] ^= 0xff
+		}
+		if !reflect.DeepEqual(ops, []Op{op, op}) {
+			t.Fatalf("%T: decoded ops alias the input", op)
+		}
+	}
+	if ops, ok := decodeOpsFast([]byte{0x82, 0x01, 0x80}); !ok || ops == nil || len(ops) != 0 {
+		t.Fatalf("empty body: %v %v", ops, ok)
+	}
+}
+
 func FuzzDecodeOps(f *testing.F) {
 	for _, op := range allOps() {
 		b, _ := EncodeOps([]Op{op})
 		f.Add(b)
 	}
+	for _, op := range hotOps() {
+		b, _ := EncodeOps([]Op{op})
+		f.Add(b)
+	}
 	b, _ := EncodeOps(allOps())
+	f.Add(b)
+	b, _ = EncodeOps(hotOps())
 	f.Add(b)
 	f.Add([]byte{0x82, 0x01, 0x80})
 	f.Add([]byte{0x82, 0x01, 0x9f, 0xff})
-	f.Fuzz(func(t *testing.T, in []byte) {
-		ops, err := DecodeOps(in)
-		if err != nil {
-			return
-		}
-		re, err := EncodeOps(ops)
-		if err != nil {
-			t.Fatalf("decoded ops do not encode: %v", err)
-		}
-		if !bytes.Equal(re, in) {
-			t.Fatalf("accepted non-canonical input")
-		}
-	})
+	f.Fuzz(checkDecode)
 }
