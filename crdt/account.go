@@ -62,6 +62,9 @@ func (a *Account) Apply(e Event) error {
 // ApplyBatch applies events in order and stops at the first error,
 // returning how many were processed before it.
 func (a *Account) ApplyBatch(events []Event) (int, error) {
+	if len(events) >= reserveMin {
+		a.g.reserve(events)
+	}
 	for i := range events {
 		if err := a.apply(&events[i]); err != nil {
 			if a.dirty {

@@ -172,6 +172,13 @@ func TestPropertyAccountConvergence(t *testing.T) {
 			}
 		}
 		want := applyAccount(t, w.all).StateHash()
+		var long []Event // long enough to reserve arenas, duplicates included
+		for len(long) < reserveMin && len(w.all) > 0 {
+			long = append(long, w.all...)
+		}
+		if applyAccount(t, long).StateHash() != want {
+			t.Fatal("reserved batch differs")
+		}
 		for range 3 {
 			a := NewAccount()
 			deliver(t, a, shuffledWithDuplicates(t, w.all))

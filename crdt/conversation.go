@@ -2,6 +2,7 @@ package crdt
 
 import (
 	"fmt"
+	"slices"
 	"strings"
 )
 
@@ -87,6 +88,7 @@ func (c *Conversation) Apply(e Event) error {
 // first error and returns how many events were processed before it
 // (duplicates included). Derived state is rebuilt at most once per batch.
 func (c *Conversation) ApplyBatch(events []Event) (int, error) {
+	c.reserve(events)
 	for i := range events {
 		if err := c.apply(&events[i]); err != nil {
 			if c.dirty {
@@ -99,6 +101,25 @@ func (c *Conversation) ApplyBatch(events []Event) (int, error) {
 		c.rebuild()
 	}
 	return len(events), nil
+}
+
+// reserve sizes the arenas for a batch up front, so catch-up does not pay
+// for repeated doubling and copying. Duplicates only over-reserve.
+func (c *Conversation) reserve(events []Event) {
+	if len(events) < reserveMin {
+		return
+	}
+	msgs := 0
+	for i := range events {
+		for _, op := range events[i].Ops {
+			if _, ok := op.(Message); ok {
+				msgs++
+			}
+		}
+	}
+	c.g.reserve(events)
+	c.msgs = slices.Grow(c.msgs, msgs)
+	c.display = slices.Grow(c.display, msgs)
 }
 
 func (c *Conversation) apply(e *Event) error {

@@ -3,6 +3,8 @@ package crdt
 import (
 	"bytes"
 	"fmt"
+	"maps"
+	"slices"
 	"strings"
 
 	"github.com/ipfs/go-cid"
@@ -78,6 +80,27 @@ func newGraph() graph {
 		acctIdx: make(map[AccountID]int32),
 		root:    -1,
 		full:    make(map[int32][]uint64),
+	}
+}
+
+// reserveMin is the batch size from which ApplyBatch reserves arena space.
+const reserveMin = 64
+
+// reserve grows the event arenas and the id index for a batch of events.
+// The index is rebuilt with room for the batch only when the batch is at
+// least as large as what is stored, so the copy is amortized.
+func (g *graph) reserve(events []Event) {
+	pars := 0
+	for i := range events {
+		pars += min(len(events[i].Parents), MaxParents)
+	}
+	g.events = slices.Grow(g.events, len(events))
+	g.parents = slices.Grow(g.parents, pars)
+	g.watch = slices.Grow(g.watch, len(events)*len(g.watched))
+	if len(g.byID) < len(events) {
+		m := make(map[cid.Cid]int32, len(g.byID)+len(events))
+		maps.Copy(m, g.byID)
+		g.byID = m
 	}
 }
 

@@ -182,6 +182,23 @@ func TestPropertyBatchEqualsSingle(t *testing.T) {
 		if a.StateHash() != b.StateHash() {
 			t.Fatal("batch and single apply differ")
 		}
+		// A batch long enough to reserve arenas (duplicates included), on
+		// top of a state that already holds a prefix.
+		k := rapid.IntRange(0, len(w.all)).Draw(t, "prefix")
+		d := NewConversation()
+		if _, err := d.ApplyBatch(w.all[:k]); err != nil {
+			t.Fatal(err)
+		}
+		var long []Event
+		for len(long) < reserveMin && len(w.all) > 0 {
+			long = append(long, w.all...)
+		}
+		if n, err := d.ApplyBatch(long); err != nil || n != len(long) {
+			t.Fatal(n, err)
+		}
+		if a.StateHash() != d.StateHash() {
+			t.Fatal("reserved batch and single apply differ")
+		}
 	})
 }
 
