@@ -1,6 +1,8 @@
 package crdt
 
 import (
+	"fmt"
+	"strings"
 	"testing"
 
 	"github.com/ipfs/go-cid"
@@ -116,14 +118,59 @@ func BenchmarkDecodeOpsMessage(b *testing.B) {
 		if err != nil {
 			b.Fatal(err)
 		}
-		b.Run(tc.name, func(b *testing.B) {
-			b.SetBytes(int64(len(body)))
+		for _, dec := range []struct {
+			name string
+			f    func([]byte) ([]Op, error)
+		}{{"", DecodeOps}, {"/ref", decodeOpsRef}} {
+			b.Run(tc.name+dec.name, func(b *testing.B) {
+				b.SetBytes(int64(len(body)))
+				b.ReportAllocs()
+				for b.Loop() {
+					if _, err := dec.f(body); err != nil {
+						b.Fatal(err)
+					}
+				}
+			})
+		}
+	}
+}
+
+// BenchmarkDecodeOpsCatchUp decodes benchN distinct message bodies (~100–300
+// bytes, every tenth a reply, every twentieth a receipt), as a catch-up
+// does; "/ref" is the reference decoder the fast path replaced.
+func BenchmarkDecodeOpsCatchUp(b *testing.B) {
+	n := benchN(b)
+	bodies := make([][]byte, n)
+	text := "Sure, I'll bring the slides to the meeting tomorrow. Could you check the numbers in section three again? " +
+		"The totals didn't match last time and I'd rather fix it before the client sees them. Thanks! 🙂"
+	parent := testCID("parent")
+	for i := range bodies {
+		var op Op = Message{Text: fmt.Sprintf("%d %s", i, strings.ToValidUTF8(text[:90+i%110], ""))}
+		switch {
+		case i%20 == 0:
+			op = Receipt{Read: i%40 == 0, Upto: Position{{Device: dev(1), Seq: uint64(i + 1)}, {Device: dev(2), Seq: 7}}}
+		case i%10 == 0:
+			op = Message{Text: text[:60], ReplyTo: &MsgID{Event: parent, Index: uint16(i % 3)}}
+		}
+		var err error
+		if bodies[i], err = EncodeOps([]Op{op}); err != nil {
+			b.Fatal(err)
+		}
+	}
+	for _, dec := range []struct {
+		name string
+		f    func([]byte) ([]Op, error)
+	}{{"fast", DecodeOps}, {"ref", decodeOpsRef}} {
+		b.Run(dec.name, func(b *testing.B) {
 			b.ReportAllocs()
 			for b.Loop() {
-				if _, err := DecodeOps(body); err != nil {
-					b.Fatal(err)
+				for _, body := range bodies {
+					if _, err := dec.f(body); err != nil {
+						b.Fatal(err)
+					}
 				}
 			}
+			b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*n), "ns/body")
 		})
 	}
 }
