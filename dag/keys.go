@@ -33,11 +33,11 @@ const (
 )
 
 // pack7 appends src to dst seven bits per output byte, high bit set.
-func pack7(dst, src []byte) []byte {
+func pack7[S ~string | ~[]byte](dst []byte, src S) []byte {
 	var acc uint32
 	var n uint
-	for _, b := range src {
-		acc = acc<<8 | uint32(b)
+	for i := 0; i < len(src); i++ {
+		acc = acc<<8 | uint32(src[i])
 		n += 8
 		for n >= 7 {
 			n -= 7
@@ -85,62 +85,71 @@ func packUint(dst []byte, v uint64, width int) []byte {
 	return dst
 }
 
+// Key builders append to dst (which may be nil) and return the key.
+
+func appendDAGPrefix(dst []byte, kind byte, num uint32) []byte {
+	dst = append(dst, '/', kind, '/')
+	return packUint(dst, uint64(num), dagNumLen)
+}
+
 func dagPrefix(kind byte, num uint32) []byte {
-	b := make([]byte, 0, 64)
-	b = append(b, '/', kind, '/')
-	return packUint(b, uint64(num), dagNumLen)
+	return appendDAGPrefix(make([]byte, 0, 64), kind, num)
 }
 
 func mkKey(b []byte) ds.Key { return ds.RawKey(string(b)) }
 
-func dagNameKey(id DAGID) ds.Key {
-	return mkKey(pack7([]byte("/m/d/"), []byte(id)))
+func dagNameKey(dst []byte, id DAGID) []byte {
+	return pack7(append(dst, "/m/d/"...), id)
 }
 
-func cidKey(num uint32, c []byte) ds.Key {
-	b := append(dagPrefix('c', num), '/')
-	return mkKey(pack7(b, c))
+func cidKey[S ~string | ~[]byte](dst []byte, num uint32, c S) []byte {
+	dst = append(appendDAGPrefix(dst, 'c', num), '/')
+	return pack7(dst, c)
+}
+
+func appendBucketPrefix(dst []byte, num uint32, bucket uint64) []byte {
+	dst = append(appendDAGPrefix(dst, 'o', num), '/')
+	return packUint(dst, bucket, bucketLen)
 }
 
 func bucketPrefix(num uint32, bucket uint64) []byte {
-	b := append(dagPrefix('o', num), '/')
-	return packUint(b, bucket, bucketLen)
+	return appendBucketPrefix(make([]byte, 0, 64), num, bucket)
 }
 
-func orderKey(num uint32, height uint64, c []byte) ds.Key {
-	b := append(bucketPrefix(num, height>>bucketBits), '/')
+func orderKey[S ~string | ~[]byte](dst []byte, num uint32, height uint64, c S) []byte {
+	dst = append(appendBucketPrefix(dst, num, height>>bucketBits), '/')
 	var tmp [2 + cidLen]byte
 	binary.BigEndian.PutUint16(tmp[:2], uint16(height&(1<<bucketBits-1)))
 	n := copy(tmp[2:], c)
-	return mkKey(pack7(b, tmp[:2+n]))
+	return pack7(dst, tmp[:2+n])
 }
 
-func headKey(num uint32, c []byte) ds.Key {
-	b := append(dagPrefix('h', num), '/')
-	return mkKey(pack7(b, c))
+func headKey[S ~string | ~[]byte](dst []byte, num uint32, c S) []byte {
+	dst = append(appendDAGPrefix(dst, 'h', num), '/')
+	return pack7(dst, c)
 }
 
-func vectorKey(num uint32, a DeviceID) ds.Key {
-	b := append(dagPrefix('v', num), '/')
-	return mkKey(pack7(b, a[:]))
+func vectorKey(dst []byte, num uint32, a DeviceID) []byte {
+	dst = append(appendDAGPrefix(dst, 'v', num), '/')
+	return pack7(dst, a[:])
 }
 
-func evidenceKey(num uint32, a DeviceID, seq uint64) ds.Key {
-	b := append(dagPrefix('e', num), '/')
+func evidenceKey(dst []byte, num uint32, a DeviceID, seq uint64) []byte {
+	dst = append(appendDAGPrefix(dst, 'e', num), '/')
 	var tmp [40]byte
 	copy(tmp[:], a[:])
 	binary.BigEndian.PutUint64(tmp[32:], seq)
-	return mkKey(pack7(b, tmp[:]))
+	return pack7(dst, tmp[:])
 }
 
-func countKey(num uint32) ds.Key { return mkKey(dagPrefix('n', num)) }
+func countKey(dst []byte, num uint32) []byte { return appendDAGPrefix(dst, 'n', num) }
 
 // lastComponent returns the part of a key after its last '/'.
-func lastComponent(k string) []byte {
+func lastComponent(k []byte) []byte {
 	for i := len(k) - 1; i >= 0; i-- {
 		if k[i] == '/' {
-			return []byte(k[i+1:])
+			return k[i+1:]
 		}
 	}
-	return []byte(k)
+	return k
 }

@@ -33,6 +33,24 @@ type recordHeader struct {
 	prev       []byte // CID bytes, nil without Prev
 }
 
+// recordLen is the length of the record appendRecord writes.
+func recordLen(in *Inner, prevHeight uint64, env, inner []byte) int {
+	n := 1 + uvarintLen(in.Seq) + len(in.Author) + uvarintLen(in.Lamport) + uvarintLen(prevHeight) + 1
+	if in.Prev.Defined() {
+		n += len(in.Prev.KeyString())
+	}
+	return n + uvarintLen(uint64(len(env))) + len(env) + len(inner)
+}
+
+func uvarintLen(v uint64) int {
+	n := 1
+	for v >= 0x80 {
+		v >>= 7
+		n++
+	}
+	return n
+}
+
 func appendRecord(dst []byte, in *Inner, prevHeight uint64, env, inner []byte) []byte {
 	dst = append(dst, recordVersion)
 	dst = binary.AppendUvarint(dst, in.Seq)
@@ -41,7 +59,7 @@ func appendRecord(dst []byte, in *Inner, prevHeight uint64, env, inner []byte) [
 	dst = binary.AppendUvarint(dst, prevHeight)
 	if in.Prev.Defined() {
 		dst = append(dst, 1)
-		dst = append(dst, in.Prev.Bytes()...)
+		dst = append(dst, in.Prev.KeyString()...)
 	} else {
 		dst = append(dst, 0)
 	}

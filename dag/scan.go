@@ -1,6 +1,7 @@
 package dag
 
 import (
+	"bytes"
 	"context"
 	"encoding/binary"
 	"fmt"
@@ -11,8 +12,8 @@ import (
 
 // scanOrder visits committed records of DAG num in display order
 // (descending if desc) from height from to height to inclusive, one
-// bucket query at a time. fn gets the position and the record and returns
-// false to stop.
+// bucket query at a time. fn gets the position and the record, which is
+// only valid during the call, and returns false to stop.
 func (s *Store) scanOrder(ctx context.Context, num uint32, from, to uint64, desc bool, fn func(pos Position, rec []byte) (bool, error)) error {
 	if from > to {
 		return nil
@@ -24,7 +25,7 @@ func (s *Store) scanOrder(ctx context.Context, num uint32, from, to uint64, desc
 			bucket = hi - i
 		}
 		stop := false
-		err := s.scanPrefix(ctx, bucketPrefix(num, bucket), false, desc, func(k string, v []byte) (bool, error) {
+		err := s.kv.scan(ctx, bucketPrefix(num, bucket), false, desc, func(k, v []byte) (bool, error) {
 			raw, ok := unpack7(lastComponent(k), 2+cidLen)
 			if !ok {
 				return false, fmt.Errorf("%w: order key", errBadRecord)
@@ -79,7 +80,7 @@ func (s *Store) Blocks(ctx context.Context, dag DAGID, after Position, newestFir
 					return true, nil
 				}
 			}
-			b, err := blockFromRecord(rec)
+			b, err := blockFromRecord(bytes.Clone(rec))
 			if err != nil {
 				return false, err
 			}
@@ -131,7 +132,7 @@ func (s *Store) MissingFunc(ctx context.Context, dag DAGID, theirHeads []cid.Cid
 		theirs[a] = n
 	}
 	for _, h := range theirHeads {
-		rec, err := s.getRecord(ctx, num, h.Bytes())
+		rec, err := s.getRecord(ctx, num, h)
 		if err != nil {
 			continue // unknown to us: the peer has something we lack
 		}
@@ -192,8 +193,10 @@ func (s *Store) MissingFunc(ctx context.Context, dag DAGID, theirHeads []cid.Cid
 // number have+1, walking back from the tip.
 func (s *Store) lowestAbove(ctx context.Context, num uint32, tip ChainState, have uint64) (uint64, error) {
 	c, seq, h := tip.Last.CID.Bytes(), tip.Seq, tip.Last.Height
+	var key []byte
 	for seq > have+1 {
-		rec, err := s.d.Get(ctx, orderKey(num, h, c))
+		key = orderKey(key[:0], num, h, c)
+		rec, err := s.kv.get(ctx, key)
 		if err != nil {
 			return 0, err
 		}

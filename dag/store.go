@@ -10,9 +10,9 @@ import (
 	"sync"
 	"time"
 
+	"github.com/cockroachdb/pebble/v2"
 	"github.com/ipfs/go-cid"
 	ds "github.com/ipfs/go-datastore"
-	dsq "github.com/ipfs/go-datastore/query"
 )
 
 // DAGID identifies a DAG (a conversation or the account) in the store.
@@ -56,7 +56,7 @@ func DefaultOptions() Options {
 // serialised, different DAGs proceed in parallel. The store does not own
 // the datastore; closing it is the caller's job.
 type Store struct {
-	d       ds.Batching
+	kv      kvStore
 	opts    Options
 	staging *staging
 
@@ -83,22 +83,48 @@ type dagState struct {
 
 // Open returns a store over d, reading the DAG directory. DAG indexes are
 // loaded lazily on first use.
+//
+// When d is a go-ds-pebble datastore, bare or wrapped once by
+// go-datastore's namespace.Wrap, the store bypasses go-datastore and
+// reads and writes the same keys directly in the underlying pebble
+// database (see OpenPebble); any other datastore is used through its
+// go-datastore interface. Either way the stored bytes are the same.
 func Open(ctx context.Context, d ds.Batching, opts Options) (*Store, error) {
-	s := &Store{d: d, opts: opts, staging: newStaging(opts.Staging), dags: make(map[DAGID]*dagState)}
-	res, err := d.Query(ctx, dsq.Query{Prefix: "/m/d"})
-	if err != nil {
-		return nil, fmt.Errorf("open dag store: %w", err)
+	if p, ok := pebbleFastPath(d); ok {
+		return open(ctx, p, opts)
 	}
-	defer res.Close()
-	for r := range res.Next() {
-		if r.Error != nil {
-			return nil, fmt.Errorf("open dag store: %w", r.Error)
-		}
-		num, n := binary.Uvarint(r.Value)
+	return open(ctx, dsKV{d: d}, opts)
+}
+
+// OpenPebble returns a store that keeps its keys directly in db, each
+// prefixed by prefix. The layout is the one Open writes through
+// go-datastore: a go-ds-pebble datastore over db wrapped by
+// namespace.Wrap(d, ds.NewKey(prefix)) holds the same keys, so the two
+// are interchangeable (prefix "" for an unwrapped datastore). Batches
+// are written without a WAL sync except for Append, which syncs. The
+// store does not own db.
+func OpenPebble(ctx context.Context, db *pebble.DB, prefix string, opts Options) (*Store, error) {
+	if db == nil {
+		return nil, errors.New("open dag store: nil pebble db")
+	}
+	if prefix != "" {
+		prefix = ds.NewKey(prefix).String()
+	}
+	return open(ctx, &pebbleKV{db: db, prefix: []byte(prefix)}, opts)
+}
+
+func open(ctx context.Context, k kvStore, opts Options) (*Store, error) {
+	s := &Store{kv: k, opts: opts, staging: newStaging(opts.Staging), dags: make(map[DAGID]*dagState)}
+	err := k.scan(ctx, []byte("/m/d"), false, false, func(_, v []byte) (bool, error) {
+		num, n := binary.Uvarint(v)
 		if n <= 0 || num >= 1<<(7*dagNumLen) {
-			return nil, fmt.Errorf("open dag store: %w: dag number", errBadRecord)
+			return false, fmt.Errorf("%w: dag number", errBadRecord)
 		}
 		s.nextNum = max(s.nextNum, uint32(num)+1)
+		return true, nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("open dag store: %w", err)
 	}
 	return s, nil
 }
@@ -132,8 +158,8 @@ func (s *Store) load(ctx context.Context, st *dagState) error {
 	st.vector = make(map[DeviceID]ChainState)
 	st.evidence = make(map[DeviceID]int)
 	st.count, st.maxHeight, st.persisted, st.num = 0, 0, false, 0
-	v, err := s.d.Get(ctx, dagNameKey(st.id))
-	if errors.Is(err, ds.ErrNotFound) {
+	v, err := s.kv.get(ctx, dagNameKey(nil, st.id))
+	if errors.Is(err, errKVNotFound) {
 		st.loaded = true
 		return nil
 	}
@@ -146,7 +172,7 @@ func (s *Store) load(ctx context.Context, st *dagState) error {
 	}
 	st.num, st.persisted = uint32(num), true
 
-	if err := s.queryEach(ctx, dagPrefix('h', st.num), false, func(k string, v []byte) error {
+	if err := s.queryEach(ctx, dagPrefix('h', st.num), false, func(k, v []byte) error {
 		cb, ok := unpack7(lastComponent(k), cidLen)
 		if !ok {
 			return fmt.Errorf("%w: head key", errBadRecord)
@@ -165,7 +191,7 @@ func (s *Store) load(ctx context.Context, st *dagState) error {
 	}); err != nil {
 		return err
 	}
-	if err := s.queryEach(ctx, dagPrefix('v', st.num), false, func(k string, v []byte) error {
+	if err := s.queryEach(ctx, dagPrefix('v', st.num), false, func(k, v []byte) error {
 		ab, ok := unpack7(lastComponent(k), 32)
 		if !ok {
 			return fmt.Errorf("%w: vector key", errBadRecord)
@@ -179,7 +205,7 @@ func (s *Store) load(ctx context.Context, st *dagState) error {
 	}); err != nil {
 		return err
 	}
-	if err := s.queryEach(ctx, dagPrefix('e', st.num), true, func(k string, _ []byte) error {
+	if err := s.queryEach(ctx, dagPrefix('e', st.num), true, func(k, _ []byte) error {
 		eb, ok := unpack7(lastComponent(k), 40)
 		if !ok {
 			return fmt.Errorf("%w: evidence key", errBadRecord)
@@ -189,9 +215,9 @@ func (s *Store) load(ctx context.Context, st *dagState) error {
 	}); err != nil {
 		return err
 	}
-	cv, err := s.d.Get(ctx, countKey(st.num))
+	cv, err := s.kv.get(ctx, countKey(nil, st.num))
 	switch {
-	case errors.Is(err, ds.ErrNotFound):
+	case errors.Is(err, errKVNotFound):
 	case err != nil:
 		return err
 	default:
@@ -203,33 +229,12 @@ func (s *Store) load(ctx context.Context, st *dagState) error {
 	return nil
 }
 
-// queryEach runs a prefix query in key order and calls fn per entry.
-func (s *Store) queryEach(ctx context.Context, prefix []byte, keysOnly bool, fn func(k string, v []byte) error) error {
-	return s.scanPrefix(ctx, prefix, keysOnly, false, func(k string, v []byte) (bool, error) {
+// queryEach runs a prefix query in key order and calls fn per entry; k
+// and v are only valid during the call.
+func (s *Store) queryEach(ctx context.Context, prefix []byte, keysOnly bool, fn func(k, v []byte) error) error {
+	return s.kv.scan(ctx, prefix, keysOnly, false, func(k, v []byte) (bool, error) {
 		return true, fn(k, v)
 	})
-}
-
-func (s *Store) scanPrefix(ctx context.Context, prefix []byte, keysOnly, desc bool, fn func(k string, v []byte) (bool, error)) error {
-	var order dsq.Order = dsq.OrderByKey{}
-	if desc {
-		order = dsq.OrderByKeyDescending{}
-	}
-	res, err := s.d.Query(ctx, dsq.Query{Prefix: string(prefix), KeysOnly: keysOnly, Orders: []dsq.Order{order}})
-	if err != nil {
-		return err
-	}
-	defer res.Close()
-	for r := range res.Next() {
-		if r.Error != nil {
-			return r.Error
-		}
-		more, err := fn(r.Key, r.Value)
-		if err != nil || !more {
-			return err
-		}
-	}
-	return ctx.Err()
 }
 
 // AddResult reports what AddBatch did with each block.
@@ -282,7 +287,11 @@ func (s *Store) AddBatch(ctx context.Context, dag DAGID, from string, blocks []B
 		return AddResult{}, err
 	}
 	defer st.mu.Unlock()
-	t := s.newTx(ctx, st)
+	size := 0
+	for i := range blocks {
+		size += len(blocks[i].envBytes) + len(blocks[i].innerBytes)
+	}
+	t := s.newTx(ctx, st, len(blocks), size)
 	// Offer in claimed display order so that an honest batch (sent in
 	// topological order or not) commits without touching staging. Claimed
 	// heights are only a hint here; they are verified at commit.
@@ -344,7 +353,7 @@ func (s *Store) Append(ctx context.Context, dag DAGID, au Author, body []byte, n
 	if err != nil {
 		return Block{}, fmt.Errorf("append: %w", err)
 	}
-	t := s.newTx(ctx, st)
+	t := s.newTx(ctx, st, 1, len(b.envBytes)+len(b.innerBytes))
 	if err := t.offer(b, ""); err != nil {
 		t.abort()
 		return Block{}, fmt.Errorf("append: %w", err)
@@ -457,7 +466,7 @@ func (s *Store) Has(ctx context.Context, dag DAGID, c cid.Cid) (bool, error) {
 	if err != nil || !ok {
 		return false, err
 	}
-	has, err := s.d.Has(ctx, cidKey(num, c.Bytes()))
+	has, err := s.kv.has(ctx, cidKey(nil, num, c.KeyString()))
 	if err != nil {
 		return false, fmt.Errorf("has %s: %w", c, err)
 	}
@@ -473,16 +482,16 @@ func (s *Store) Get(ctx context.Context, dag DAGID, c cid.Cid) (Block, error) {
 	if !ok {
 		return Block{}, fmt.Errorf("get %s: %w", c, ErrNotFound)
 	}
-	rec, err := s.getRecord(ctx, num, c.Bytes())
+	rec, err := s.getRecord(ctx, num, c)
 	if err != nil {
 		return Block{}, fmt.Errorf("get %s: %w", c, err)
 	}
 	return blockFromRecord(rec)
 }
 
-func (s *Store) getRecord(ctx context.Context, num uint32, c []byte) ([]byte, error) {
-	m, err := s.d.Get(ctx, cidKey(num, c))
-	if errors.Is(err, ds.ErrNotFound) {
+func (s *Store) getRecord(ctx context.Context, num uint32, c cid.Cid) ([]byte, error) {
+	m, err := s.kv.get(ctx, cidKey(nil, num, c.KeyString()))
+	if errors.Is(err, errKVNotFound) {
 		return nil, ErrNotFound
 	}
 	if err != nil {
@@ -492,8 +501,8 @@ func (s *Store) getRecord(ctx context.Context, num uint32, c []byte) ([]byte, er
 	if err != nil {
 		return nil, err
 	}
-	rec, err := s.d.Get(ctx, orderKey(num, h, c))
-	if errors.Is(err, ds.ErrNotFound) {
+	rec, err := s.kv.get(ctx, orderKey(nil, num, h, c.KeyString()))
+	if errors.Is(err, errKVNotFound) {
 		return nil, fmt.Errorf("%w: index without record", errBadRecord)
 	}
 	return rec, err
@@ -518,7 +527,7 @@ func (s *Store) Equivocations(ctx context.Context, dag DAGID) ([]EquivocationRec
 		return nil, err
 	}
 	var out []EquivocationRecord
-	err = s.queryEach(ctx, dagPrefix('e', num), false, func(k string, v []byte) error {
+	err = s.queryEach(ctx, dagPrefix('e', num), false, func(k, v []byte) error {
 		eb, ok := unpack7(lastComponent(k), 40)
 		if !ok {
 			return fmt.Errorf("%w: evidence key", errBadRecord)

@@ -1,14 +1,20 @@
 package dag
 
 import (
-	"bytes"
 	"context"
 	"encoding/binary"
 	"errors"
 	"fmt"
 
 	"github.com/ipfs/go-cid"
-	ds "github.com/ipfs/go-datastore"
+)
+
+// Batch size estimate per block beyond its envelope and inner bytes (two
+// keys, the record header, the index value, pebble's per-entry overhead),
+// and per transaction (heads, vector, count).
+const (
+	txOverheadPerBlock = 256
+	txOverheadFixed    = 4 << 10
 )
 
 // txBlock is what a transaction remembers about a block it committed, for
@@ -28,7 +34,9 @@ type tx struct {
 	st  *dagState
 	ctx context.Context
 
-	batch     ds.Batch
+	batch     kvBatch
+	sizeHint  int
+	expect    int // blocks expected, to size Committed
 	num       uint32
 	newNum    bool
 	added     map[cid.Cid]txBlock
@@ -39,13 +47,17 @@ type tx struct {
 	maxHeight uint64
 	taken     []*stagedEntry // removed from staging; restaged on abort
 	buf       []byte
+	kbuf      []byte
 	res       AddResult
 }
 
-func (s *Store) newTx(ctx context.Context, st *dagState) *tx {
+// newTx starts a transaction for about n blocks of about bytes bytes.
+func (s *Store) newTx(ctx context.Context, st *dagState, n, bytes int) *tx {
 	return &tx{
 		s: s, st: st, ctx: ctx, num: st.num,
-		added:     make(map[cid.Cid]txBlock),
+		sizeHint:  bytes + n*txOverheadPerBlock + txOverheadFixed,
+		expect:    n,
+		added:     make(map[cid.Cid]txBlock, n),
 		headsAdd:  make(map[cid.Cid]Ref),
 		headsDel:  make(map[cid.Cid]struct{}),
 		vec:       make(map[DeviceID]ChainState),
@@ -68,7 +80,7 @@ func (t *tx) ensureBatch() error {
 		}
 		t.newNum = true
 	}
-	b, err := t.s.d.Batch(t.ctx)
+	b, err := t.s.kv.newBatch(t.ctx, t.sizeHint)
 	if err != nil {
 		return fmt.Errorf("dag store: batch: %w", err)
 	}
@@ -94,8 +106,9 @@ func (t *tx) lookup(c cid.Cid) (Ref, bool, error) {
 	if !t.st.persisted {
 		return Ref{}, false, nil
 	}
-	v, err := t.s.d.Get(t.ctx, cidKey(t.num, c.Bytes()))
-	if errors.Is(err, ds.ErrNotFound) {
+	t.kbuf = cidKey(t.kbuf[:0], t.num, c.KeyString())
+	v, err := t.s.kv.get(t.ctx, t.kbuf)
+	if errors.Is(err, errKVNotFound) {
 		return Ref{}, false, nil
 	}
 	if err != nil {
@@ -187,17 +200,18 @@ func (t *tx) offerOne(b Block, from string) (committed bool, err error) {
 	if err := t.ensureBatch(); err != nil {
 		return false, err
 	}
-	cb := b.CID.Bytes()
+	cb := b.CID.KeyString()
 	var prevHeight uint64
 	if in.Prev.Defined() {
 		prevHeight = tip.Last.Height
 	}
 	t.buf = appendMeta(t.buf[:0], in.Height, in.Lamport)
-	if err := t.batch.Put(t.ctx, cidKey(t.num, cb), bytes.Clone(t.buf)); err != nil {
+	t.kbuf = cidKey(t.kbuf[:0], t.num, cb)
+	if err := t.batch.put(t.kbuf, t.buf); err != nil {
 		return false, fmt.Errorf("dag store: put: %w", err)
 	}
-	rec := appendRecord(make([]byte, 0, 64+len(envBytes)+len(innerBytes)), in, prevHeight, envBytes, innerBytes)
-	if err := t.batch.Put(t.ctx, orderKey(t.num, in.Height, cb), rec); err != nil {
+	t.kbuf = orderKey(t.kbuf[:0], t.num, in.Height, cb)
+	if err := t.batch.putRecord(t.kbuf, in, prevHeight, envBytes, innerBytes); err != nil {
 		return false, fmt.Errorf("dag store: put: %w", err)
 	}
 	ref := Ref{CID: b.CID, Height: in.Height, Lamport: in.Lamport}
@@ -212,6 +226,9 @@ func (t *tx) offerOne(b Block, from string) (committed bool, err error) {
 	t.headsAdd[b.CID] = ref
 	t.vec[a] = ChainState{Seq: in.Seq, Last: ref}
 	t.maxHeight = max(t.maxHeight, in.Height)
+	if t.res.Committed == nil {
+		t.res.Committed = make([]Block, 0, t.expect)
+	}
 	t.res.Committed = append(t.res.Committed, b)
 	return true, nil
 }
@@ -258,15 +275,15 @@ func (t *tx) equivocation(b Block, env, inner []byte, tip ChainState) error {
 	if err := t.ensureBatch(); err != nil {
 		return err
 	}
-	k := evidenceKey(t.num, a, seq)
+	k := evidenceKey(nil, t.num, a, seq)
 	if t.st.persisted {
-		if has, err := t.s.d.Has(t.ctx, k); err != nil {
+		if has, err := t.s.kv.has(t.ctx, k); err != nil {
 			return fmt.Errorf("dag store: evidence: %w", err)
 		} else if has {
 			return nil // keep the first evidence for this sequence number
 		}
 	}
-	if err := t.batch.Put(t.ctx, k, appendEvidence(nil, existing, b.CID, env, inner)); err != nil {
+	if err := t.batch.put(k, appendEvidence(nil, existing, b.CID, env, inner)); err != nil {
 		return fmt.Errorf("dag store: evidence: %w", err)
 	}
 	t.evidence[a]++
@@ -287,7 +304,7 @@ func (t *tx) findBySeq(a DeviceID, seq uint64, tip ChainState) (cid.Cid, error) 
 			curSeq--
 			continue
 		}
-		rec, err := t.s.d.Get(t.ctx, orderKey(t.num, curHeight, cur.Bytes()))
+		rec, err := t.s.kv.get(t.ctx, orderKey(nil, t.num, curHeight, cur.KeyString()))
 		if err != nil {
 			return cid.Undef, fmt.Errorf("dag store: walk chain of %s: %w", a, err)
 		}
@@ -309,6 +326,10 @@ func (t *tx) findBySeq(a DeviceID, seq uint64, tip ChainState) (cid.Cid, error) 
 
 // abort discards the transaction: staged blocks it took are staged again.
 func (t *tx) abort() {
+	if t.batch != nil {
+		t.batch.discard()
+		t.batch = nil
+	}
 	for _, e := range t.taken {
 		t.s.staging.add(e.key.dag, e.from, e.blk, e.size-stagingOverhead, e.waitOn)
 	}
@@ -323,45 +344,47 @@ func (t *tx) commit(sync bool) error {
 		return nil
 	}
 	st := t.st
-	put := func(k ds.Key, v []byte) error {
-		if err := t.batch.Put(t.ctx, k, v); err != nil {
+	put := func(k, v []byte) error {
+		if err := t.batch.put(k, v); err != nil {
 			return fmt.Errorf("dag store: put: %w", err)
 		}
 		return nil
 	}
 	if t.newNum {
-		if err := put(dagNameKey(st.id), binary.AppendUvarint(nil, uint64(t.num))); err != nil {
+		if err := put(dagNameKey(t.kbuf[:0], st.id), binary.AppendUvarint(t.buf[:0], uint64(t.num))); err != nil {
 			return t.fail(err)
 		}
 	}
 	for c := range t.headsDel {
-		if err := t.batch.Delete(t.ctx, headKey(t.num, c.Bytes())); err != nil {
+		t.kbuf = headKey(t.kbuf[:0], t.num, c.KeyString())
+		if err := t.batch.del(t.kbuf); err != nil {
 			return t.fail(fmt.Errorf("dag store: delete: %w", err))
 		}
 	}
 	for c, r := range t.headsAdd {
-		if err := put(headKey(t.num, c.Bytes()), appendMeta(nil, r.Height, r.Lamport)); err != nil {
+		t.kbuf = headKey(t.kbuf[:0], t.num, c.KeyString())
+		t.buf = appendMeta(t.buf[:0], r.Height, r.Lamport)
+		if err := put(t.kbuf, t.buf); err != nil {
 			return t.fail(err)
 		}
 	}
 	for a, v := range t.vec {
-		if err := put(vectorKey(t.num, a), appendTip(nil, v)); err != nil {
+		t.kbuf = vectorKey(t.kbuf[:0], t.num, a)
+		t.buf = appendTip(t.buf[:0], v)
+		if err := put(t.kbuf, t.buf); err != nil {
 			return t.fail(err)
 		}
 	}
 	count := st.count + uint64(len(t.added))
 	if len(t.added) > 0 {
-		if err := put(countKey(t.num), binary.AppendUvarint(nil, count)); err != nil {
+		if err := put(countKey(t.kbuf[:0], t.num), binary.AppendUvarint(t.buf[:0], count)); err != nil {
 			return t.fail(err)
 		}
 	}
-	if err := t.batch.Commit(t.ctx); err != nil {
-		return t.fail(fmt.Errorf("dag store: commit: %w", err))
-	}
-	if sync {
-		if err := t.s.d.Sync(t.ctx, mkKey(dagPrefix('o', t.num))); err != nil {
-			return t.fail(fmt.Errorf("dag store: sync: %w", err))
-		}
+	b := t.batch
+	t.batch = nil
+	if err := b.commit(sync); err != nil {
+		return t.fail(fmt.Errorf("dag store: %w", err))
 	}
 	st.num, st.persisted = t.num, true
 	for c := range t.headsDel {
