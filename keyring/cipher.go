@@ -351,6 +351,42 @@ func (c *Cipher) sealAsLocked(id EpochID, sender DeviceID, inner []byte) (epoch,
 	return epoch, nonce, ct, nil
 }
 
+// PeekGap opens only the sealed header of an envelope and reports its
+// sender and how many message keys of that sender's chain opening it would
+// skip (0 for the next message in order, for a message whose skipped key is
+// held, and for a replay). It changes no state. The node uses it to leave a
+// block that is far ahead of the chain to catch-up, which delivers the
+// blocks in order, instead of skipping (and soon evicting) the keys of the
+// blocks in between.
+func (c *Cipher) PeekGap(epoch, nonce, ciphertext []byte) (sender DeviceID, gap uint32, err error) {
+	if len(epoch) != EpochIDSize || len(nonce) != NonceSize || len(ciphertext) < headerSealSize {
+		return DeviceID{}, 0, fmt.Errorf("peek: %w: envelope field lengths", ErrMalformed)
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	st := c.epochs[EpochID(epoch)]
+	if st == nil {
+		return DeviceID{}, 0, fmt.Errorf("peek: epoch %x: %w", epoch, ErrUnknownEpoch)
+	}
+	var adBuf [256]byte
+	ad := c.envelopeAD(adBuf[:0], epoch, nonce)
+	var hdrBuf [headerPlainSize]byte
+	hdr, err := st.header.Open(hdrBuf[:0], nonce, ciphertext[:headerSealSize], ad)
+	if err != nil {
+		return DeviceID{}, 0, fmt.Errorf("peek: header: %w", ErrDecrypt)
+	}
+	sender = DeviceID(hdr[:32])
+	index := binary.BigEndian.Uint32(hdr[32:])
+	ch := st.chains[sender]
+	if ch == nil {
+		return sender, 0, fmt.Errorf("peek: sender %s: %w", sender, ErrNotMember)
+	}
+	if index <= ch.next {
+		return sender, 0, nil
+	}
+	return sender, index - ch.next, nil
+}
+
 // OpenBlock decrypts a dag envelope and returns the inner block and the
 // sender device named in the sealed header. The message key is deleted as
 // soon as the body authenticates. The caller must check that sender equals

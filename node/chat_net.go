@@ -122,6 +122,9 @@ func (c *Chat) validator(conv *conversation) pubsub.ValidatorEx {
 			return pubsub.ValidationIgnore
 		case errors.Is(err, errUnknownEpoch):
 			return pubsub.ValidationIgnore // an epoch we have not received yet
+		case errors.Is(err, errAhead):
+			c.wg.Go(func() { c.syncWith(c.ctx, conv, m.ReceivedFrom) })
+			return pubsub.ValidationIgnore
 		case errors.Is(err, ErrBadPeer):
 			c.n.Penalize(from, 20, err.Error())
 			return pubsub.ValidationReject
@@ -136,7 +139,13 @@ func (c *Chat) validator(conv *conversation) pubsub.ValidatorEx {
 	}
 }
 
+// maxLiveGap is how far ahead of its sender's chain a gossiped block may be
+// and still be opened at once (its skipped keys are kept until the blocks
+// in between arrive); beyond it, catch-up fetches the gap in order.
+const maxLiveGap = 64
+
 var (
+	errAhead        = errors.New("block is far ahead of its sender's chain")
 	errDuplicate    = errors.New("block already held")
 	errUnknownEpoch = errors.New("block sealed under an epoch this device does not hold")
 )
@@ -153,12 +162,26 @@ func (c *Chat) ingest(ctx context.Context, conv *conversation, from peer.ID, env
 	blocks := make([]dag.Block, 0, len(envs))
 	conv.mu.Lock()
 	defer conv.mu.Unlock()
+	// openErr stops the loop, but what was opened before it is still
+	// committed below: its message keys are gone, so dropping those blocks
+	// would lose them for good.
+	var openErr error
 	for _, env := range envs {
 		if has, err := c.store.Has(ctx, conv.dagID, dag.EnvelopeCID(env)); err != nil {
 			return res, err
 		} else if has || c.store.IsStaged(conv.dagID, dag.EnvelopeCID(env)) {
 			res.duplicates++
 			continue
+		}
+		if live {
+			// A live block far ahead of its sender's chain means we missed
+			// blocks: opening it would skip (and soon evict) their keys.
+			// Leave it to catch-up, which delivers everything in order.
+			if e, err := dag.DecodeEnvelope(env); err == nil {
+				if _, gap, err := conv.cipher.PeekGap(e.Epoch, e.Nonce, e.Ciphertext); err == nil && gap > maxLiveGap {
+					return res, errAhead
+				}
+			}
 		}
 		var sender keyring.DeviceID
 		blk, err := dag.OpenBlock(env, openerFunc(func(s dag.Sealed) ([]byte, error) {
@@ -183,36 +206,56 @@ func (c *Chat) ingest(ctx context.Context, conv *conversation, from peer.ID, env
 		if err != nil {
 			switch {
 			case errors.Is(err, keyring.ErrUnknownEpoch):
-				return res, fmt.Errorf("%w: %w", errUnknownEpoch, err)
+				openErr = fmt.Errorf("%w: %w", errUnknownEpoch, err)
 			case errors.Is(err, keyring.ErrReplay):
 				res.duplicates++
 				continue
+			default:
+				openErr = fmt.Errorf("%w: open block: %w", ErrBadPeer, err)
 			}
-			return res, fmt.Errorf("%w: open block: %w", ErrBadPeer, err)
+			break
 		}
 		if keyring.DeviceID(blk.Inner.Author) != sender {
-			return res, fmt.Errorf("%w: block author is not the sealed sender", ErrBadPeer)
+			openErr = fmt.Errorf("%w: block author is not the sealed sender", ErrBadPeer)
+			break
 		}
 		if blk.Inner.Seq == 1 {
 			cert, err := keyring.VerifyCertificate(blk.Inner.Cert)
 			if err != nil || cert.Device != sender {
-				return res, fmt.Errorf("%w: first block of a device without a valid certificate", ErrBadPeer)
+				openErr = fmt.Errorf("%w: first block of a device without a valid certificate", ErrBadPeer)
+				break
 			}
 		}
 		blocks = append(blocks, blk)
 	}
 	if len(blocks) == 0 {
+		if openErr != nil {
+			return res, openErr
+		}
 		if res.duplicates > 0 {
 			return res, errDuplicate
 		}
 		return res, nil
 	}
 	if !live {
+		// One signature per author chain; a chain whose tip does not
+		// verify is dropped with every block it vouches for.
 		plan := dag.PlanVerification(blocks)
+		bad := map[int]bool{}
 		for _, i := range plan.Verify {
 			if err := dag.VerifySignature(blocks[i].Inner); err != nil {
-				return res, fmt.Errorf("%w: %w", ErrBadPeer, err)
+				bad[i] = true
+				openErr = fmt.Errorf("%w: %w", ErrBadPeer, err)
 			}
+		}
+		if len(bad) > 0 {
+			kept := blocks[:0]
+			for i, b := range blocks {
+				if !bad[plan.Via[i]] {
+					kept = append(kept, b)
+				}
+			}
+			blocks = kept
 		}
 	}
 	added, err := c.store.AddBatch(ctx, conv.dagID, from.String(), blocks)
@@ -222,6 +265,9 @@ func (c *Chat) ingest(ctx context.Context, conv *conversation, from peer.ID, env
 	res.committed, res.staged = len(added.Committed), len(added.Staged)
 	if len(added.Rejected) > 0 || len(added.Equivocations) > 0 {
 		err = fmt.Errorf("%w: %d invalid blocks, %d equivocations", ErrBadPeer, len(added.Rejected), len(added.Equivocations))
+	}
+	if openErr != nil {
+		err = openErr
 	}
 	if perr := c.persistKeys(ctx, conv, false); perr != nil {
 		return res, perr
