@@ -146,16 +146,32 @@ func cids(bs []Block) []cid.Cid {
 	return out
 }
 
-// failingDS wraps a datastore; while fail is set, batch commits and syncs
-// fail (optionally after writing, like a crash after the write reached
-// the disk but before the caller heard back).
-type failingDS struct {
-	ds.Batching
-	fail       bool
-	afterWrite bool
-}
+// faults injects failures into batch commits and syncs: while fail is
+// set they fail, after writing when afterWrite is set (like a crash after
+// the write reached the disk but before the caller heard back).
+type faults struct{ fail, afterWrite bool }
 
 var errInjected = errors.New("injected failure")
+
+// hook wraps a fast-path commit (pebbleKV.commitHook).
+func (f *faults) hook(commit func() error) error {
+	if !f.fail {
+		return commit()
+	}
+	if f.afterWrite {
+		if err := commit(); err != nil {
+			return err
+		}
+	}
+	return fmt.Errorf("commit: %w", errInjected)
+}
+
+// failingDS wraps a datastore (hiding its type, so the store uses the
+// go-datastore path) and applies its faults to batch commits and syncs.
+type failingDS struct {
+	ds.Batching
+	*faults
+}
 
 type failingBatch struct {
 	ds.Batch

@@ -34,9 +34,18 @@ const (
 
 // pack7 appends src to dst seven bits per output byte, high bit set.
 func pack7[S ~string | ~[]byte](dst []byte, src S) []byte {
+	// Seven input bytes are exactly eight output bytes: whole groups in
+	// one step, then the tail bit by bit.
+	i := 0
+	for ; i+7 <= len(src); i += 7 {
+		v := uint64(src[i])<<48 | uint64(src[i+1])<<40 | uint64(src[i+2])<<32 | uint64(src[i+3])<<24 |
+			uint64(src[i+4])<<16 | uint64(src[i+5])<<8 | uint64(src[i+6])
+		dst = append(dst, 0x80|byte(v>>49), 0x80|byte(v>>42)&0x7f, 0x80|byte(v>>35)&0x7f, 0x80|byte(v>>28)&0x7f,
+			0x80|byte(v>>21)&0x7f, 0x80|byte(v>>14)&0x7f, 0x80|byte(v>>7)&0x7f, 0x80|byte(v)&0x7f)
+	}
 	var acc uint32
 	var n uint
-	for i := 0; i < len(src); i++ {
+	for ; i < len(src); i++ {
 		acc = acc<<8 | uint32(src[i])
 		n += 8
 		for n >= 7 {

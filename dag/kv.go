@@ -125,6 +125,8 @@ func (b *dsBatch) discard() {}
 type pebbleKV struct {
 	db     *pebble.DB
 	prefix []byte
+	// commitHook, when set (tests), runs batch commits, to inject faults.
+	commitHook func(commit func() error) error
 }
 
 func (k *pebbleKV) key(dst, key []byte) []byte {
@@ -217,7 +219,13 @@ func (b *pebbleBatch) commit(sync bool) error {
 	if sync {
 		wo = pebble.Sync
 	}
-	err := b.b.Commit(wo)
+	do := func() error { return b.b.Commit(wo) }
+	var err error
+	if h := b.kv.commitHook; h != nil {
+		err = h(do)
+	} else {
+		err = do()
+	}
 	_ = b.b.Close()
 	if err != nil {
 		return fmt.Errorf("commit: %w", err)

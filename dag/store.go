@@ -295,13 +295,24 @@ func (s *Store) AddBatch(ctx context.Context, dag DAGID, from string, blocks []B
 	// Offer in claimed display order so that an honest batch (sent in
 	// topological order or not) commits without touching staging. Claimed
 	// heights are only a hint here; they are verified at commit.
-	order := make([]int, len(blocks))
-	for i := range order {
-		order[i] = i
+	sorted := true
+	for i := 1; i < len(blocks) && sorted; i++ {
+		sorted = CompareBlocks(&blocks[i-1], &blocks[i]) <= 0
 	}
-	slices.SortStableFunc(order, func(i, j int) int { return CompareBlocks(&blocks[i], &blocks[j]) })
-	for _, i := range order {
-		if err := t.offer(blocks[i], from); err != nil {
+	var order []int
+	if !sorted {
+		order = make([]int, len(blocks))
+		for i := range order {
+			order[i] = i
+		}
+		slices.SortStableFunc(order, func(i, j int) int { return CompareBlocks(&blocks[i], &blocks[j]) })
+	}
+	for k := range blocks {
+		i := k
+		if !sorted {
+			i = order[k]
+		}
+		if err := t.offer(&blocks[i], from); err != nil {
 			t.abort()
 			return AddResult{}, err
 		}
@@ -354,7 +365,7 @@ func (s *Store) Append(ctx context.Context, dag DAGID, au Author, body []byte, n
 		return Block{}, fmt.Errorf("append: %w", err)
 	}
 	t := s.newTx(ctx, st, 1, len(b.envBytes)+len(b.innerBytes))
-	if err := t.offer(b, ""); err != nil {
+	if err := t.offer(&b, ""); err != nil {
 		t.abort()
 		return Block{}, fmt.Errorf("append: %w", err)
 	}

@@ -7,8 +7,6 @@ import (
 	"testing"
 
 	"github.com/ipfs/go-cid"
-	ds "github.com/ipfs/go-datastore"
-	dssync "github.com/ipfs/go-datastore/sync"
 	pebbleds "github.com/ipfs/go-ds-pebble"
 )
 
@@ -39,8 +37,10 @@ func allCIDs(t tb, s *Store, dag DAGID) []cid.Cid {
 	return out
 }
 
-func TestStoreCommitsInOrderAndTracksHeads(t *testing.T) {
-	s, _ := newMapStore(t)
+func TestStoreCommitsInOrderAndTracksHeads(t *testing.T) { forBackends(t, testStoreCommitsInOrderAndTracksHeads) }
+
+func testStoreCommitsInOrderAndTracksHeads(t *testing.T, be backend) {
+	s, _ := be.store(t)
 	cb := newChainBuilder(t)
 	a1 := cb.block(testSigner(1), nil, "a1")
 	b1 := cb.block(testSigner(2), refs(a1), "b1")
@@ -75,8 +75,10 @@ func TestStoreCommitsInOrderAndTracksHeads(t *testing.T) {
 	}
 }
 
-func TestStoreStagesChildFirst(t *testing.T) {
-	s, _ := newMapStore(t)
+func TestStoreStagesChildFirst(t *testing.T) { forBackends(t, testStoreStagesChildFirst) }
+
+func testStoreStagesChildFirst(t *testing.T, be backend) {
+	s, _ := be.store(t)
 	cb := newChainBuilder(t)
 	chain := []Block{cb.block(testSigner(1), nil, "0")}
 	for i := range 5 {
@@ -110,11 +112,13 @@ func TestStoreStagesChildFirst(t *testing.T) {
 	}
 }
 
-func TestStagingQuotaEvictsOldest(t *testing.T) {
+func TestStagingQuotaEvictsOldest(t *testing.T) { forBackends(t, testStagingQuotaEvictsOldest) }
+
+func testStagingQuotaEvictsOldest(t *testing.T, be backend) {
 	opts := DefaultOptions()
 	opts.Staging.PerPeer = Quota{Blocks: 3, Bytes: 1 << 20}
 	opts.Staging.PerDAG = Quota{Blocks: 5, Bytes: 1 << 20}
-	s, err := Open(context.Background(), dssync.MutexWrap(ds.NewMapDatastore()), opts)
+	s, err := be.openStore(t, opts)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -152,15 +156,17 @@ func TestStagingQuotaEvictsOldest(t *testing.T) {
 	}
 	// A block larger than any quota allows is dropped, not staged.
 	opts.Staging.PerPeer.Bytes = 600
-	s2, _ := Open(context.Background(), dssync.MutexWrap(ds.NewMapDatastore()), opts)
+	s2, _ := be.openStore(t, opts)
 	res, _ := s2.Add(context.Background(), testDAG, "x", orphans[9])
 	if len(res.Dropped) != 1 {
 		t.Fatalf("oversized orphan not dropped: %+v", res)
 	}
 }
 
-func TestStoreRejectsForgedHeightAndCaps(t *testing.T) {
-	s, _ := newMapStore(t)
+func TestStoreRejectsForgedHeightAndCaps(t *testing.T) { forBackends(t, testStoreRejectsForgedHeightAndCaps) }
+
+func testStoreRejectsForgedHeightAndCaps(t *testing.T, be backend) {
+	s, _ := be.store(t)
 	cb := newChainBuilder(t)
 	root := cb.block(testSigner(1), nil, "root")
 	mustAdd(t, s, testDAG, root)
@@ -238,8 +244,10 @@ func TestStoreRejectsForgedHeightAndCaps(t *testing.T) {
 	}
 }
 
-func TestStoreEquivocation(t *testing.T) {
-	s, _ := newMapStore(t)
+func TestStoreEquivocation(t *testing.T) { forBackends(t, testStoreEquivocation) }
+
+func testStoreEquivocation(t *testing.T, be backend) {
+	s, _ := be.store(t)
 	cb := newChainBuilder(t)
 	a1 := cb.block(testSigner(1), nil, "a1")
 	a2 := cb.block(testSigner(1), refs(a1), "a2")
@@ -271,7 +279,7 @@ func TestStoreEquivocation(t *testing.T) {
 	}
 	// Both conflicting blocks in one batch: the first in display order
 	// commits, the other is evidence.
-	s2, _ := newMapStore(t)
+	s2, _ := be.store(t)
 	res = mustAdd(t, s2, testDAG, a1, a2, a2x)
 	if len(res.Committed) != 2 || len(res.Equivocations) != 1 {
 		t.Fatalf("in-batch equivocation: %+v", res)
@@ -281,10 +289,13 @@ func TestStoreEquivocation(t *testing.T) {
 	}
 }
 
-func TestStoreFailedCommitLeavesStoreConsistent(t *testing.T) {
+func TestStoreFailedCommitLeavesStoreConsistent(t *testing.T) { forBackends(t, testStoreFailedCommitLeavesStoreConsistent) }
+
+func testStoreFailedCommitLeavesStoreConsistent(t *testing.T, be backend) {
 	for _, afterWrite := range []bool{false, true} {
-		fds := &failingDS{Batching: dssync.MutexWrap(ds.NewMapDatastore()), afterWrite: afterWrite}
-		s, err := Open(context.Background(), fds, DefaultOptions())
+		d, fds := be.open(t)
+		fds.afterWrite = afterWrite
+		s, err := openWithFaults(d, fds, DefaultOptions())
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -328,10 +339,12 @@ func TestStoreFailedCommitLeavesStoreConsistent(t *testing.T) {
 	}
 }
 
-func TestAppendNeverReusesSeq(t *testing.T) {
-	fds := &failingDS{Batching: dssync.MutexWrap(ds.NewMapDatastore())}
+func TestAppendNeverReusesSeq(t *testing.T) { forBackends(t, testAppendNeverReusesSeq) }
+
+func testAppendNeverReusesSeq(t *testing.T, be backend) {
+	d, fds := be.open(t)
 	ctx := context.Background()
-	s, _ := Open(ctx, fds, DefaultOptions())
+	s, _ := openWithFaults(d, fds, DefaultOptions())
 	au := Author{Signer: testSigner(1), Sealer: newTestCipher(1), Cert: []byte("cert")}
 	b1, err := s.Append(ctx, testDAG, au, []byte("one"), testEpoch)
 	if err != nil {
@@ -357,7 +370,7 @@ func TestAppendNeverReusesSeq(t *testing.T) {
 		t.Fatalf("after failures seq %d (want 3: the written-but-unsynced block used 2)", b3.Inner.Seq)
 	}
 	// Reopen: the sequence continues after the last committed block.
-	s2, _ := Open(ctx, fds, DefaultOptions())
+	s2, _ := openWithFaults(d, fds, DefaultOptions())
 	b4, err := s2.Append(ctx, testDAG, au, []byte("four"), testEpoch)
 	if err != nil {
 		t.Fatal(err)
@@ -370,9 +383,11 @@ func TestAppendNeverReusesSeq(t *testing.T) {
 	}
 }
 
-func TestReopenPreservesEverything(t *testing.T) {
+func TestReopenPreservesEverything(t *testing.T) { forBackends(t, testReopenPreservesEverything) }
+
+func testReopenPreservesEverything(t *testing.T, be backend) {
 	ctx := context.Background()
-	d := dssync.MutexWrap(ds.NewMapDatastore())
+	d, _ := be.open(t)
 	s, _ := Open(ctx, d, DefaultOptions())
 	cb := newChainBuilder(t)
 	var all []Block
@@ -420,8 +435,10 @@ func TestReopenPreservesEverything(t *testing.T) {
 	}
 }
 
-func TestBlocksOrderAndPaging(t *testing.T) {
-	s, _ := newMapStore(t)
+func TestBlocksOrderAndPaging(t *testing.T) { forBackends(t, testBlocksOrderAndPaging) }
+
+func testBlocksOrderAndPaging(t *testing.T, be backend) {
+	s, _ := be.store(t)
 	cb := newChainBuilder(t)
 	var all []Block
 	prev := []Block{cb.block(testSigner(1), nil, "r")}
@@ -465,8 +482,10 @@ func TestBlocksOrderAndPaging(t *testing.T) {
 	}
 }
 
-func TestMergeParents(t *testing.T) {
-	s, _ := newMapStore(t)
+func TestMergeParents(t *testing.T) { forBackends(t, testMergeParents) }
+
+func testMergeParents(t *testing.T, be backend) {
+	s, _ := be.store(t)
 	cb := newChainBuilder(t)
 	root := cb.block(testSigner(1), nil, "r")
 	mustAdd(t, s, testDAG, root)

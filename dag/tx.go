@@ -127,29 +127,36 @@ func (t *tx) reject(c cid.Cid, err error) {
 
 // offer processes one block and, transitively, the staged blocks it
 // completes. Only datastore failures are returned as errors.
-func (t *tx) offer(b Block, from string) error {
-	queue := []stagedEntry{{blk: b, from: from}}
-	for len(queue) > 0 {
+func (t *tx) offer(b *Block, from string) error {
+	committed, err := t.offerOne(b, from)
+	if err != nil || !committed {
+		return err
+	}
+	var queue []*stagedEntry
+	for c := b.CID; ; {
+		for _, child := range t.s.staging.takeWaiting(t.st.id, c) {
+			t.taken = append(t.taken, child)
+			queue = append(queue, child)
+		}
+		if len(queue) == 0 {
+			return nil
+		}
 		e := queue[0]
 		queue = queue[1:]
-		committed, err := t.offerOne(e.blk, e.from)
+		committed, err := t.offerOne(&e.blk, e.from)
 		if err != nil {
 			return err
 		}
-		if !committed {
-			continue
-		}
-		for _, child := range t.s.staging.takeWaiting(t.st.id, e.blk.CID) {
-			t.taken = append(t.taken, child)
-			queue = append(queue, *child)
+		c = cid.Undef
+		if committed {
+			c = e.blk.CID
 		}
 	}
-	return nil
 }
 
-func (t *tx) offerOne(b Block, from string) (committed bool, err error) {
+func (t *tx) offerOne(b *Block, from string) (committed bool, err error) {
 	in := &b.Inner
-	envBytes, innerBytes, err := blockBytes(&b)
+	envBytes, innerBytes, err := blockBytes(b)
 	if err != nil {
 		t.reject(b.CID, err)
 		return false, nil
@@ -169,13 +176,19 @@ func (t *tx) offerOne(b Block, from string) (committed bool, err error) {
 	}
 
 	var maxH, maxL uint64
-	for _, l := range in.Links() {
+	for i := 0; i <= len(in.Parents); i++ {
+		var l cid.Cid
+		if i < len(in.Parents) {
+			l = in.Parents[i]
+		} else if l = in.Prev; !l.Defined() {
+			break
+		}
 		r, ok, err := t.lookup(l)
 		if err != nil {
 			return false, err
 		}
 		if !ok {
-			staged, evicted := t.s.staging.add(t.st.id, from, b, int64(len(envBytes)+len(innerBytes)), l)
+			staged, evicted := t.s.staging.add(t.st.id, from, *b, int64(len(envBytes)+len(innerBytes)), l)
 			t.res.Evicted += evicted
 			if staged {
 				t.res.Staged = append(t.res.Staged, b.CID)
@@ -216,7 +229,13 @@ func (t *tx) offerOne(b Block, from string) (committed bool, err error) {
 	}
 	ref := Ref{CID: b.CID, Height: in.Height, Lamport: in.Lamport}
 	t.added[b.CID] = txBlock{ref: ref, seq: in.Seq, prev: in.Prev, prevHeight: prevHeight}
-	for _, l := range in.Links() {
+	for i := 0; i <= len(in.Parents); i++ {
+		var l cid.Cid
+		if i < len(in.Parents) {
+			l = in.Parents[i]
+		} else if l = in.Prev; !l.Defined() {
+			break
+		}
 		if _, ok := t.headsAdd[l]; ok {
 			delete(t.headsAdd, l)
 		} else if _, ok := t.st.heads[l]; ok {
@@ -229,7 +248,7 @@ func (t *tx) offerOne(b Block, from string) (committed bool, err error) {
 	if t.res.Committed == nil {
 		t.res.Committed = make([]Block, 0, t.expect)
 	}
-	t.res.Committed = append(t.res.Committed, b)
+	t.res.Committed = append(t.res.Committed, *b)
 	return true, nil
 }
 
@@ -261,7 +280,7 @@ func blockBytes(b *Block) (env, inner []byte, err error) {
 
 // equivocation records that b conflicts with the author's committed block
 // at the same sequence number.
-func (t *tx) equivocation(b Block, env, inner []byte, tip ChainState) error {
+func (t *tx) equivocation(b *Block, env, inner []byte, tip ChainState) error {
 	a, seq := b.Inner.Author, b.Inner.Seq
 	existing, err := t.findBySeq(a, seq, tip)
 	if err != nil {
