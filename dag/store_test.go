@@ -37,7 +37,9 @@ func allCIDs(t tb, s *Store, dag DAGID) []cid.Cid {
 	return out
 }
 
-func TestStoreCommitsInOrderAndTracksHeads(t *testing.T) { forBackends(t, testStoreCommitsInOrderAndTracksHeads) }
+func TestStoreCommitsInOrderAndTracksHeads(t *testing.T) {
+	forBackends(t, testStoreCommitsInOrderAndTracksHeads)
+}
 
 func testStoreCommitsInOrderAndTracksHeads(t *testing.T, be backend) {
 	s, _ := be.store(t)
@@ -163,7 +165,9 @@ func testStagingQuotaEvictsOldest(t *testing.T, be backend) {
 	}
 }
 
-func TestStoreRejectsForgedHeightAndCaps(t *testing.T) { forBackends(t, testStoreRejectsForgedHeightAndCaps) }
+func TestStoreRejectsForgedHeightAndCaps(t *testing.T) {
+	forBackends(t, testStoreRejectsForgedHeightAndCaps)
+}
 
 func testStoreRejectsForgedHeightAndCaps(t *testing.T, be backend) {
 	s, _ := be.store(t)
@@ -289,7 +293,9 @@ func testStoreEquivocation(t *testing.T, be backend) {
 	}
 }
 
-func TestStoreFailedCommitLeavesStoreConsistent(t *testing.T) { forBackends(t, testStoreFailedCommitLeavesStoreConsistent) }
+func TestStoreFailedCommitLeavesStoreConsistent(t *testing.T) {
+	forBackends(t, testStoreFailedCommitLeavesStoreConsistent)
+}
 
 func testStoreFailedCommitLeavesStoreConsistent(t *testing.T, be backend) {
 	for _, afterWrite := range []bool{false, true} {
