@@ -523,6 +523,14 @@ func (c *Chat) publish(conv *conversation, blk dag.Block) {
 	defer cancel()
 	if err := jt.topic.Publish(ctx, env); err != nil {
 		c.log.Debug("publish", "conv", conv.hexID, "err", err)
+		return
+	}
+	// Handed to at least one member's device: "sent". (Delivered and read
+	// come from the recipients' receipts.)
+	if blk.Inner.Author == dag.DeviceID(c.id.DeviceID()) {
+		conv.mu.Lock()
+		conv.ackedSeq = max(conv.ackedSeq, blk.Inner.Seq)
+		conv.mu.Unlock()
 	}
 }
 
