@@ -6,10 +6,14 @@ import (
 	"fmt"
 	"os"
 	"runtime"
+	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
+
+	pubsub "github.com/libp2p/go-libp2p-pubsub"
 
 	"github.com/glitr-chat/glitr/crdt"
 	"github.com/glitr-chat/glitr/dag"
@@ -220,4 +224,184 @@ func syncNow(w, other *Node, id string) error {
 		return fmt.Errorf("sync: %w (%+v)", err, st)
 	}
 	return nil
+}
+
+// BenchmarkLiveLatency (B2): one member sends messages at a steady pace;
+// every other member records when each message is applied to its state.
+// The same hosts also carry a raw gossipsub topic with the same payload
+// size and pace: the floor. Reported: p50 and p99 for both, for 3 and 10
+// nodes.
+func BenchmarkLiveLatency(b *testing.B) {
+	for _, size := range []int{3, 10} {
+		b.Run(fmt.Sprintf("nodes=%d", size), func(b *testing.B) {
+			msgs := 200
+			if testing.Short() {
+				msgs = 20
+			}
+			b.StopTimer()
+			for range b.N {
+				glitr, raw := liveLatency(b, size, msgs)
+				b.ReportMetric(percentile(glitr, 50), "glitr-p50-ms")
+				b.ReportMetric(percentile(glitr, 99), "glitr-p99-ms")
+				b.ReportMetric(percentile(raw, 50), "raw-p50-ms")
+				b.ReportMetric(percentile(raw, 99), "raw-p99-ms")
+			}
+		})
+	}
+}
+
+func percentile(xs []float64, p float64) float64 {
+	if len(xs) == 0 {
+		return 0
+	}
+	s := slices.Clone(xs)
+	slices.Sort(s)
+	i := int(float64(len(s)-1) * p / 100)
+	return s[i]
+}
+
+func liveLatency(b *testing.B, size, msgs int) (glitr, raw []float64) {
+	ctx := context.Background()
+	nodes := make([]*Node, size)
+	for i := range nodes {
+		nodes[i] = startTestNode(b, loopbackConfig(b))
+	}
+	sender := nodes[0]
+	var members []string
+	for _, n := range nodes[1:] {
+		introduce(b, sender, n)
+		members = append(members, accountOf(n))
+	}
+	// A full mesh of connections, as members of one conversation have.
+	for i := range nodes {
+		for j := i + 1; j < len(nodes); j++ {
+			connect(b, nodes[i].Host, nodes[j].Host)
+		}
+	}
+	conv, err := sender.CreateConversation(ctx, "latency", members)
+	if err != nil {
+		b.Fatal(err)
+	}
+	for _, n := range nodes[1:] {
+		waitForConversation(b, n, conv.ID)
+	}
+	// Raw gossipsub on the same hosts.
+	rawTopics := make([]*pubsub.Topic, size)
+	rawSubs := make([]*pubsub.Subscription, size)
+	for i, n := range nodes {
+		t, err := n.PubSub.Join("glitr-bench-raw")
+		if err != nil {
+			b.Fatal(err)
+		}
+		s, err := t.Subscribe()
+		if err != nil {
+			b.Fatal(err)
+		}
+		rawTopics[i], rawSubs[i] = t, s
+	}
+	eventually(b, 20*time.Second, "meshes", func() bool {
+		return len(rawTopics[0].ListPeers()) == size-1 && topicPeers(sender, conv.ID) == size-1
+	})
+	time.Sleep(1500 * time.Millisecond) // let grafting settle
+
+	var mu sync.Mutex
+	sentAt := map[int]time.Time{}
+	done := make(chan struct{})
+	var wg sync.WaitGroup
+	for i, n := range nodes[1:] {
+		wg.Go(func() { // Glitr: applied to this member's state
+			seen := 0
+			var cursor uint64
+			for seen < msgs {
+				evs, _, err := n.Chat.events.wait(ctx, cursor)
+				if err != nil {
+					return
+				}
+				cursor = evs[len(evs)-1].Seq
+				now := time.Now()
+				c, _ := n.Chat.conversation(conv.ID)
+				c.mu.Lock()
+				count := 0
+				for _, v := range c.state.Page(c.state.Len(), c.state.Len()) {
+					if strings.HasPrefix(v.Text, "latency ") {
+						count++
+					}
+				}
+				c.mu.Unlock()
+				mu.Lock()
+				for k := seen; k < count; k++ {
+					glitr = append(glitr, float64(now.Sub(sentAt[k]).Microseconds())/1000)
+				}
+				mu.Unlock()
+				seen = max(seen, count)
+			}
+		})
+		wg.Go(func() { // raw gossipsub
+			for k := 0; k < msgs; k++ {
+				m, err := rawSubs[i+1].Next(ctx)
+				if err != nil {
+					return
+				}
+				now := time.Now()
+				var idx int
+				fmt.Sscanf(string(m.Data), "raw %d", &idx)
+				mu.Lock()
+				raw = append(raw, float64(now.Sub(sentAt[-1-idx]).Microseconds())/1000)
+				mu.Unlock()
+			}
+		})
+	}
+	// Glitr's clock starts when the committed block is handed to gossipsub
+	// (publish → applied, as for raw); the commit before it (two fsyncs, so
+	// a crash never reuses a sequence number) is reported apart.
+	var commitMs []float64
+	var sendStart time.Time
+	current := 0
+	sender.Chat.onPublish = func(dag.Block) {
+		mu.Lock()
+		sentAt[current] = time.Now()
+		commitMs = append(commitMs, float64(time.Since(sendStart).Microseconds())/1000)
+		mu.Unlock()
+	}
+	pad := strings.Repeat("x", 250)
+	for k := range msgs {
+		mu.Lock()
+		sentAt[-1-k] = time.Now()
+		mu.Unlock()
+		if err := rawTopics[0].Publish(ctx, []byte(fmt.Sprintf("raw %d %s", k, pad))); err != nil {
+			b.Fatal(err)
+		}
+		mu.Lock()
+		current, sendStart = k, time.Now()
+		mu.Unlock()
+		if _, err := sender.Send(ctx, conv.ID, fmt.Sprintf("latency %d %s", k, pad[:200]), ""); err != nil {
+			b.Fatal(err)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	go func() { wg.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(60 * time.Second):
+		b.Fatalf("not every message arrived: glitr %d, raw %d of %d", len(glitr), len(raw), msgs*(size-1))
+	}
+	for _, n := range nodes {
+		n.Close()
+	}
+	b.ReportMetric(percentile(commitMs, 50), "commit-p50-ms")
+	return glitr, raw
+}
+
+func topicPeers(n *Node, id string) int {
+	conv, err := n.Chat.conversation(id)
+	if err != nil {
+		return 0
+	}
+	conv.mu.Lock()
+	defer conv.mu.Unlock()
+	jt := conv.topics[conv.topicName(time.Now())]
+	if jt == nil {
+		return 0
+	}
+	return len(jt.topic.ListPeers())
 }

@@ -63,6 +63,10 @@ type Chat struct {
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
 
+	// onPublish, when set (benchmarks), is called just before a block is
+	// handed to gossipsub.
+	onPublish func(dag.Block)
+
 	statsMu  sync.Mutex
 	sessions []CatchupStats // recent catch-up sessions, newest last (bounded)
 }
@@ -521,6 +525,9 @@ func (c *Chat) publish(conv *conversation, blk dag.Block) {
 	}
 	ctx, cancel := context.WithTimeout(c.ctx, 5*time.Second)
 	defer cancel()
+	if c.onPublish != nil {
+		c.onPublish(blk)
+	}
 	if err := jt.topic.Publish(ctx, env); err != nil {
 		c.log.Debug("publish", "conv", conv.hexID, "err", err)
 		return
