@@ -192,6 +192,15 @@ func EncodeEnvelope(e Envelope) ([]byte, error) {
 // DecodeEnvelope decodes untrusted envelope bytes. It accepts only the
 // canonical encoding, so that a block has exactly one CID.
 func DecodeEnvelope(b []byte) (Envelope, error) {
+	if e, ok := fastDecodeEnvelope(b); ok {
+		return e, nil
+	}
+	return decodeEnvelopeCBOR(b)
+}
+
+// decodeEnvelopeCBOR is DecodeEnvelope through the general CBOR decoder
+// and the re-encoding check; it explains what the fast path refuses.
+func decodeEnvelopeCBOR(b []byte) (Envelope, error) {
 	if len(b) > MaxEnvelopeSize {
 		return Envelope{}, fmt.Errorf("decode envelope: %d bytes (max %d): %w", len(b), MaxEnvelopeSize, ErrTooLarge)
 	}
@@ -306,6 +315,15 @@ func SigningMessage(in Inner) ([]byte, error) {
 // Opener). It accepts only the canonical encoding and checks structure
 // (see checkInner) but not the signature; use VerifySignature.
 func DecodeInner(b []byte) (Inner, error) {
+	if in, ok := fastDecodeInner(b); ok {
+		return in, nil
+	}
+	return decodeInnerCBOR(b)
+}
+
+// decodeInnerCBOR is DecodeInner through the general CBOR decoder and the
+// re-encoding check; it explains what the fast path refuses.
+func decodeInnerCBOR(b []byte) (Inner, error) {
 	if len(b) > MaxInnerSize {
 		return Inner{}, fmt.Errorf("decode inner: %d bytes (max %d): %w", len(b), MaxInnerSize, ErrTooLarge)
 	}

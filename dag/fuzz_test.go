@@ -2,7 +2,10 @@ package dag
 
 import (
 	"bytes"
+	"reflect"
+	"strings"
 	"testing"
+	"time"
 )
 
 func fuzzSeeds(f *testing.F, inner bool) {
@@ -29,6 +32,12 @@ func FuzzDecodeEnvelope(f *testing.F) {
 	fuzzSeeds(f, false)
 	f.Fuzz(func(t *testing.T, b []byte) {
 		e, err := DecodeEnvelope(b)
+		if fe, ok := fastDecodeEnvelope(b); ok {
+			se, serr := decodeEnvelopeCBOR(b)
+			if serr != nil || !reflect.DeepEqual(fe, se) {
+				t.Fatalf("fast path accepted what the general decoder refuses or reads differently: %v", serr)
+			}
+		}
 		if err != nil {
 			return
 		}
@@ -45,6 +54,12 @@ func FuzzDecodeInner(f *testing.F) {
 	fuzzSeeds(f, true)
 	f.Fuzz(func(t *testing.T, b []byte) {
 		in, err := DecodeInner(b)
+		if fi, ok := fastDecodeInner(b); ok {
+			si, serr := decodeInnerCBOR(b)
+			if serr != nil || !reflect.DeepEqual(fi, si) {
+				t.Fatalf("fast path accepted what the general decoder refuses or reads differently: %v\n%+v\n%+v", serr, fi, si)
+			}
+		}
 		if err != nil {
 			return
 		}
@@ -67,4 +82,61 @@ func FuzzParseRecord(f *testing.F) {
 		_, _, _, _ = parseRecord(rec)
 		_, _ = blockFromRecord(rec)
 	})
+}
+
+// TestFastDecodersAgree: the fast decoders accept every valid block the
+// builder makes (with and without cert, prev, parents, body), read it
+// exactly as the general decoder does, and refuse every one-byte
+// corruption the general decoder refuses.
+func TestFastDecodersAgree(t *testing.T) {
+	cb := newChainBuilder(t)
+	g, err := Build(BuildParams{Signer: testSigner(1), Sealer: cb.cipher, Cert: []byte("cert"), Body: []byte("g"), Now: testEpoch})
+	if err != nil {
+		t.Fatal(err)
+	}
+	blocks := []Block{g, cb.block(testSigner(2), refs(g), ""), cb.block(testSigner(3), nil, strings.Repeat("x", 300))}
+	blocks = append(blocks, cb.block(testSigner(3), refs(blocks[1], g), "y"))
+	neg, err := Build(BuildParams{Signer: testSigner(4), Sealer: cb.cipher, Body: []byte("old"), Now: time.UnixMilli(-5)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	blocks = append(blocks, neg)
+	for i, blk := range blocks {
+		fe, ok := fastDecodeEnvelope(blk.envBytes)
+		se, err := decodeEnvelopeCBOR(blk.envBytes)
+		if !ok || err != nil || !reflect.DeepEqual(fe, se) {
+			t.Fatalf("block %d: envelope fast %v general %v", i, ok, err)
+		}
+		fi, ok := fastDecodeInner(blk.innerBytes)
+		si, err := decodeInnerCBOR(blk.innerBytes)
+		if !ok || err != nil || !reflect.DeepEqual(fi, si) {
+			t.Fatalf("block %d: inner fast %v general %v\n%+v\n%+v", i, ok, err, fi, si)
+		}
+		for _, enc := range [][]byte{blk.envBytes, blk.innerBytes} {
+			for j := range enc {
+				for _, d := range []byte{1, 0x20, 0x80} {
+					mut := bytes.Clone(enc)
+					mut[j] ^= d
+					if _, ok := fastDecodeEnvelope(mut); ok {
+						if _, err := decodeEnvelopeCBOR(mut); err != nil {
+							t.Fatalf("block %d: fast envelope accepts a corruption at %d: %v", i, j, err)
+						}
+					}
+					if _, ok := fastDecodeInner(mut); ok {
+						if _, err := decodeInnerCBOR(mut); err != nil {
+							t.Fatalf("block %d: fast inner accepts a corruption at %d: %v", i, j, err)
+						}
+					}
+				}
+			}
+			for n := range len(enc) {
+				if _, ok := fastDecodeEnvelope(enc[:n]); ok {
+					t.Fatal("fast envelope accepts a truncation")
+				}
+				if _, ok := fastDecodeInner(enc[:n]); ok {
+					t.Fatal("fast inner accepts a truncation")
+				}
+			}
+		}
+	}
 }
