@@ -66,8 +66,10 @@ const (
 	// restart takes to reach it (gossip, or a catch-up on reconnection).
 	faultReplyBound = 15 * time.Second
 	// faultCatchupBound bounds a restarted node's catch-up of a few
-	// thousand blocks from a peer on loopback (measured: under 1 s).
-	faultCatchupBound = 10 * time.Second
+	// thousand blocks from a peer on loopback (measured: under 1 s idle,
+	// 9 s on a machine loaded by other builds; a stalled session shows as
+	// about 30 s).
+	faultCatchupBound = 20 * time.Second
 )
 
 func TestKillAndPartition(t *testing.T) {
