@@ -3,6 +3,11 @@
 // inner block), the builder for a device's own blocks, and a block store
 // over go-datastore that keeps every conversation DAG downward-closed.
 //
+// On a go-ds-pebble datastore (bare or under a namespace) the store
+// writes its keys straight into the pebble database (see Open and
+// OpenPebble): two keys per committed block, one pebble batch per
+// AddBatch. The bytes and keys are those the go-datastore path writes.
+//
 // The package never decrypts or verifies on its own initiative beyond what
 // is cheap and structural: encryption goes through the Sealer and Opener
 // interfaces (implemented by keyring), signatures through Signer and
