@@ -134,9 +134,11 @@ func (t *tx) offer(b *Block, from string) error {
 	}
 	var queue []*stagedEntry
 	for c := b.CID; ; {
-		for _, child := range t.s.staging.takeWaiting(t.st.id, c) {
-			t.taken = append(t.taken, child)
-			queue = append(queue, child)
+		if c.Defined() {
+			for _, child := range t.s.staging.takeWaiting(t.st.id, c) {
+				t.taken = append(t.taken, child)
+				queue = append(queue, child)
+			}
 		}
 		if len(queue) == 0 {
 			return nil
