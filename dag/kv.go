@@ -125,6 +125,10 @@ func (b *dsBatch) discard() {}
 type pebbleKV struct {
 	db     *pebble.DB
 	prefix []byte
+	// sync makes earlier writes durable. Over a go-ds-pebble datastore it
+	// is the datastore's Sync, which knows whether the WAL is disabled (a
+	// synced write then fails in pebble); otherwise it syncs the WAL.
+	sync func() error
 	// commitHook, when set (tests), runs batch commits, to inject faults.
 	commitHook func(commit func() error) error
 }
@@ -215,11 +219,15 @@ func (b *pebbleBatch) del(k []byte) error {
 }
 
 func (b *pebbleBatch) commit(sync bool) error {
-	wo := pebble.NoSync
-	if sync {
-		wo = pebble.Sync
+	do := func() error {
+		if err := b.b.Commit(pebble.NoSync); err != nil {
+			return err
+		}
+		if sync {
+			return b.kv.syncWAL()
+		}
+		return nil
 	}
-	do := func() error { return b.b.Commit(wo) }
 	var err error
 	if h := b.kv.commitHook; h != nil {
 		err = h(do)
@@ -234,6 +242,16 @@ func (b *pebbleBatch) commit(sync bool) error {
 }
 
 func (b *pebbleBatch) discard() { _ = b.b.Close() }
+
+func (k *pebbleKV) syncWAL() error {
+	if k.sync != nil {
+		return k.sync()
+	}
+	if err := k.db.LogData(nil, pebble.Sync); err != nil {
+		return fmt.Errorf("sync: %w", err)
+	}
+	return nil
+}
 
 // pebbleFastPath detects a go-ds-pebble datastore, bare or under one
 // namespace (keytransform prefix), and returns the fast-path backend over
@@ -260,5 +278,6 @@ func pebbleFastPath(d ds.Batching) (*pebbleKV, bool) {
 	if !ok || p.DB == nil {
 		return nil, false
 	}
-	return &pebbleKV{db: p.DB, prefix: []byte(prefix)}, true
+	sync := func() error { return p.Sync(context.Background(), ds.NewKey("/")) }
+	return &pebbleKV{db: p.DB, prefix: []byte(prefix), sync: sync}, true
 }

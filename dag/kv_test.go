@@ -7,6 +7,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/cockroachdb/pebble/v2"
 	"github.com/ipfs/go-cid"
 	ds "github.com/ipfs/go-datastore"
 	"github.com/ipfs/go-datastore/namespace"
@@ -202,5 +203,27 @@ func TestRecordLen(t *testing.T) {
 				t.Fatalf("recordLen %d, record has %d bytes", n, len(rec))
 			}
 		}
+	}
+}
+
+// TestPebbleFastPathWALDisabled: over a go-ds-pebble datastore without a
+// WAL, Append syncs as the datastore does (a no-op) instead of failing.
+func TestPebbleFastPathWALDisabled(t *testing.T) {
+	d, err := pebbleds.NewDatastore(t.TempDir(), pebbleds.WithPebbleOpts(&pebble.Options{DisableWAL: true}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d.Close()
+	ctx := context.Background()
+	s, err := Open(ctx, namespace.Wrap(d, ds.NewKey("/dag")), DefaultOptions())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := s.kv.(*pebbleKV); !ok {
+		t.Fatal("fast path not detected")
+	}
+	au := Author{Signer: testSigner(1), Sealer: newTestCipher(1)}
+	if _, err := s.Append(ctx, testDAG, au, []byte("x"), testEpoch); err != nil {
+		t.Fatal(err)
 	}
 }

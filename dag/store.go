@@ -101,8 +101,10 @@ func Open(ctx context.Context, d ds.Batching, opts Options) (*Store, error) {
 // go-datastore: a go-ds-pebble datastore over db wrapped by
 // namespace.Wrap(d, ds.NewKey(prefix)) holds the same keys, so the two
 // are interchangeable (prefix "" for an unwrapped datastore). Batches
-// are written without a WAL sync except for Append, which syncs. The
-// store does not own db.
+// are written without a WAL sync except for Append, which syncs the WAL
+// (and so fails if db's WAL is disabled; Open over a go-ds-pebble
+// datastore syncs as that datastore does instead). The store does not
+// own db.
 func OpenPebble(ctx context.Context, db *pebble.DB, prefix string, opts Options) (*Store, error) {
 	if db == nil {
 		return nil, errors.New("open dag store: nil pebble db")
