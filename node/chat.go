@@ -106,6 +106,8 @@ type conversation struct {
 	ackedSeq uint64 // our highest seq another device is known to hold
 	receipt  *time.Timer
 	lastSync map[peer.ID]time.Time
+	// syncPending marks peers with a catch-up already scheduled.
+	syncPending map[peer.ID]bool
 }
 
 type joinedTopic struct {
@@ -236,12 +238,13 @@ func newConversation(id, root []byte, ciph *keyring.Cipher) *conversation {
 	hexID := hex.EncodeToString(id)
 	return &conversation{
 		id: id, hexID: hexID, dagID: dag.DAGID(hexID), root: root,
-		syncID:   deriveSecret(root, "sync-id", 32),
-		cipher:   ciph,
-		state:    crdt.NewConversation(),
-		accounts: map[dag.DeviceID]crdt.AccountID{},
-		topics:   map[string]*joinedTopic{},
-		lastSync: map[peer.ID]time.Time{},
+		syncID:      deriveSecret(root, "sync-id", 32),
+		cipher:      ciph,
+		state:       crdt.NewConversation(),
+		accounts:    map[dag.DeviceID]crdt.AccountID{},
+		topics:      map[string]*joinedTopic{},
+		lastSync:    map[peer.ID]time.Time{},
+		syncPending: map[peer.ID]bool{},
 	}
 }
 
@@ -520,6 +523,19 @@ func (c *Chat) publish(conv *conversation, blk dag.Block) {
 	conv.mu.Lock()
 	jt := conv.topics[conv.topicName(c.now())]
 	conv.mu.Unlock()
+	// Members connected to us but not (yet) in gossipsub's view of the
+	// topic get the block through catch-up instead.
+	if jt != nil {
+		onTopic := map[peer.ID]bool{}
+		for _, p := range jt.topic.ListPeers() {
+			onTopic[p] = true
+		}
+		for _, p := range c.memberPeers(conv) {
+			if !onTopic[p] {
+				c.wg.Go(func() { c.syncWith(c.ctx, conv, p) })
+			}
+		}
+	}
 	if jt == nil || len(jt.topic.ListPeers()) == 0 {
 		return
 	}

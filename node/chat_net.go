@@ -3,6 +3,7 @@ package node
 import (
 	"bufio"
 	"context"
+	"crypto/rand"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -95,7 +96,9 @@ func (c *Chat) joinTopics(conv *conversation) {
 				if err != nil {
 					return
 				}
-				if pe.Type == pubsub.PeerJoin {
+				// Sessions are symmetric, so one per pair is enough: the
+				// side with the smaller peer id starts it.
+				if pe.Type == pubsub.PeerJoin && c.n.Host.ID() < pe.Peer {
 					c.wg.Go(func() { c.syncWith(c.ctx, conv, pe.Peer) })
 				}
 			}
@@ -146,51 +149,75 @@ const maxLiveGap = 64
 
 var (
 	errAhead        = errors.New("block is far ahead of its sender's chain")
+	errNotReady     = errors.New("block's links are not here yet")
 	errDuplicate    = errors.New("block already held")
 	errUnknownEpoch = errors.New("block sealed under an epoch this device does not hold")
 )
 
 type ingestResult struct {
-	committed, staged, duplicates int
+	committed, staged, duplicates, notReady int
 }
 
 // ingest opens, authenticates, commits and applies envelopes from a peer.
-// live blocks (gossip) get a full signature check each; catch-up batches
-// check one signature per author chain (dag.PlanVerification).
+// A message key is spent only on a block that has been authenticated:
+// live blocks (gossip) get a full signature check before their key is
+// deleted; catch-up batches are opened twice — first with a scratch copy of
+// the key state, to verify one signature per author chain
+// (dag.PlanVerification), then for real for the blocks that passed. So a
+// member who forges envelopes in another member's name cannot burn that
+// member's keys, and a batch still costs one signature per author.
 func (c *Chat) ingest(ctx context.Context, conv *conversation, from peer.ID, envs [][]byte, live bool) (ingestResult, error) {
 	var res ingestResult
-	blocks := make([]dag.Block, 0, len(envs))
 	conv.mu.Lock()
 	defer conv.mu.Unlock()
-	// openErr stops the loop, but what was opened before it is still
-	// committed below: its message keys are gone, so dropping those blocks
-	// would lose them for good.
-	var openErr error
-	for _, env := range envs {
-		if has, err := c.store.Has(ctx, conv.dagID, dag.EnvelopeCID(env)); err != nil {
+
+	// Pass 1: decode and open without spending keys. A catch-up batch is
+	// opened with a scratch copy of the key state (one linear pass, however
+	// long the batch); a live block is checked inside OpenBlockFunc, before
+	// its key is deleted.
+	type opened struct {
+		blk    dag.Block
+		sealed dag.Sealed
+	}
+	var (
+		cands   []opened
+		openErr error // stops the pass; what came before is still taken in
+		batch   = make(map[cid.Cid]bool, len(envs))
+		scratch *keyring.Cipher
+	)
+	if !live {
+		state, err := conv.cipher.MarshalBinary()
+		if err != nil {
 			return res, err
-		} else if has || c.store.IsStaged(conv.dagID, dag.EnvelopeCID(env)) {
+		}
+		if scratch, err = keyring.UnmarshalCipher(state, rand.Reader); err != nil {
+			return res, err
+		}
+	}
+	for _, env := range envs {
+		id := dag.EnvelopeCID(env)
+		if has, err := c.store.Has(ctx, conv.dagID, id); err != nil {
+			return res, err
+		} else if has || c.store.IsStaged(conv.dagID, id) {
 			res.duplicates++
 			continue
 		}
-		if live {
-			// A live block far ahead of its sender's chain means we missed
-			// blocks: opening it would skip (and soon evict) their keys.
-			// Leave it to catch-up, which delivers everything in order.
-			if e, err := dag.DecodeEnvelope(env); err == nil {
-				if _, gap, err := conv.cipher.PeekGap(e.Epoch, e.Nonce, e.Ciphertext); err == nil && gap > maxLiveGap {
-					return res, errAhead
-				}
-			}
-		}
 		var sender keyring.DeviceID
+		var sealed dag.Sealed
 		blk, err := dag.OpenBlock(env, openerFunc(func(s dag.Sealed) ([]byte, error) {
+			sealed = s
+			if !live {
+				inner, snd, err := scratch.OpenBlock(s.Epoch, s.Nonce, s.Ciphertext)
+				sender = snd
+				return inner, err
+			}
+			// A live block far ahead of its sender's chain means we
+			// missed blocks: opening it would skip (and soon evict)
+			// their keys. Leave it to catch-up, which delivers in order.
+			if _, gap, err := conv.cipher.PeekGap(s.Epoch, s.Nonce, s.Ciphertext); err == nil && gap > maxLiveGap {
+				return nil, errAhead
+			}
 			inner, snd, err := conv.cipher.OpenBlockFunc(s.Epoch, s.Nonce, s.Ciphertext, func(inner []byte, snd keyring.DeviceID) error {
-				if !live {
-					return nil
-				}
-				// Live blocks are verified before their key is spent, so a
-				// member cannot burn another member's message keys.
 				in, err := dag.DecodeInner(inner)
 				if err != nil {
 					return err
@@ -205,6 +232,8 @@ func (c *Chat) ingest(ctx context.Context, conv *conversation, from peer.ID, env
 		}))
 		if err != nil {
 			switch {
+			case errors.Is(err, errAhead):
+				return res, errAhead
 			case errors.Is(err, keyring.ErrUnknownEpoch):
 				openErr = fmt.Errorf("%w: %w", errUnknownEpoch, err)
 			case errors.Is(err, keyring.ErrReplay):
@@ -215,48 +244,91 @@ func (c *Chat) ingest(ctx context.Context, conv *conversation, from peer.ID, env
 			}
 			break
 		}
-		if keyring.DeviceID(blk.Inner.Author) != sender {
+		in := &blk.Inner
+		if keyring.DeviceID(in.Author) != sender {
 			openErr = fmt.Errorf("%w: block author is not the sealed sender", ErrBadPeer)
 			break
 		}
-		if blk.Inner.Seq == 1 {
-			cert, err := keyring.VerifyCertificate(blk.Inner.Cert)
+		if in.Seq == 1 {
+			cert, err := keyring.VerifyCertificate(in.Cert)
 			if err != nil || cert.Device != sender {
 				openErr = fmt.Errorf("%w: first block of a device without a valid certificate", ErrBadPeer)
 				break
 			}
 		}
-		blocks = append(blocks, blk)
+		if !live {
+			// A catch-up block whose links we lack (another session is
+			// delivering them) stays unopened and comes again in order:
+			// opening it would park it in staging, where eviction would
+			// lose it for good once its key is spent.
+			ready := true
+			for _, l := range in.Links() {
+				if !batch[l] {
+					if ok, err := c.store.Has(ctx, conv.dagID, l); err != nil || !ok {
+						ready = false
+						break
+					}
+				}
+			}
+			if !ready {
+				res.notReady++
+				continue
+			}
+		}
+		cands = append(cands, opened{blk: blk, sealed: sealed})
+		batch[blk.CID] = true
 	}
+
+	// Authenticate: every live block, or one signature per author chain.
+	blocks := make([]dag.Block, 0, len(cands))
+	for _, o := range cands {
+		blocks = append(blocks, o.blk)
+	}
+	ok := make([]bool, len(blocks))
+	if live {
+		for i := range blocks {
+			ok[i] = true // verified inside OpenBlockFunc, key already spent
+		}
+	} else {
+		plan := dag.PlanVerification(blocks)
+		tipOK := map[int]bool{}
+		for _, i := range plan.Verify {
+			if err := dag.VerifySignature(blocks[i].Inner); err != nil {
+				openErr = fmt.Errorf("%w: %w", ErrBadPeer, err)
+				continue
+			}
+			tipOK[i] = true
+		}
+		for i := range blocks {
+			ok[i] = tipOK[plan.Via[i]]
+		}
+	}
+
+	// Pass 2: spend the keys of the authenticated blocks.
+	kept := blocks[:0]
+	for i, o := range cands {
+		if !ok[i] {
+			continue
+		}
+		if live {
+			kept = append(kept, blocks[i])
+			continue
+		}
+		if _, _, err := conv.cipher.OpenBlock(o.sealed.Epoch, o.sealed.Nonce, o.sealed.Ciphertext); err != nil {
+			openErr = fmt.Errorf("open block %s: %w", o.blk.CID, err)
+			break
+		}
+		kept = append(kept, blocks[i])
+	}
+	blocks = kept
 	if len(blocks) == 0 {
 		if openErr != nil {
 			return res, openErr
 		}
-		if res.duplicates > 0 {
+		if res.duplicates > 0 && res.notReady == 0 {
 			return res, errDuplicate
 		}
 		return res, nil
-	}
-	if !live {
-		// One signature per author chain; a chain whose tip does not
-		// verify is dropped with every block it vouches for.
-		plan := dag.PlanVerification(blocks)
-		bad := map[int]bool{}
-		for _, i := range plan.Verify {
-			if err := dag.VerifySignature(blocks[i].Inner); err != nil {
-				bad[i] = true
-				openErr = fmt.Errorf("%w: %w", ErrBadPeer, err)
-			}
-		}
-		if len(bad) > 0 {
-			kept := blocks[:0]
-			for i, b := range blocks {
-				if !bad[plan.Via[i]] {
-					kept = append(kept, b)
-				}
-			}
-			blocks = kept
-		}
 	}
 	added, err := c.store.AddBatch(ctx, conv.dagID, from.String(), blocks)
 	if err != nil {
@@ -373,21 +445,52 @@ func (c *Chat) Ingest(ctx context.Context, from peer.ID, syncID []byte, envs [][
 	if conv == nil {
 		return ErrNoConversation
 	}
-	_, err := c.ingest(ctx, conv, from, envs, false)
+	res, err := c.ingest(ctx, conv, from, envs, false)
 	if errors.Is(err, errDuplicate) {
 		return nil
+	}
+	if res.notReady > 0 && err == nil {
+		// Some blocks came before their links (a concurrent session is
+		// bringing those); ask again once this session is over.
+		c.wg.Go(func() {
+			select {
+			case <-c.ctx.Done():
+			case <-time.After(3 * time.Second):
+				c.syncWith(c.ctx, conv, from)
+			}
+		})
 	}
 	return err
 }
 
-// syncWith runs a catch-up session with p, at most once per two seconds
+// syncInterval spaces catch-up sessions with one peer for one conversation.
+const syncInterval = time.Second
+
+// syncWith runs a catch-up session with p, at most once per syncInterval
 // per peer and conversation.
 func (c *Chat) syncWith(ctx context.Context, conv *conversation, p peer.ID) {
 	if p == c.n.Host.ID() {
 		return
 	}
 	conv.mu.Lock()
-	if time.Since(conv.lastSync[p]) < 2*time.Second {
+	if wait := syncInterval - time.Since(conv.lastSync[p]); wait > 0 {
+		// Too soon after the last session: run once more when the
+		// interval is over (coalescing further requests), never drop it.
+		if !conv.syncPending[p] {
+			conv.syncPending[p] = true
+			c.wg.Go(func() {
+				select {
+				case <-ctx.Done():
+				case <-time.After(wait):
+				}
+				conv.mu.Lock()
+				delete(conv.syncPending, p)
+				conv.mu.Unlock()
+				if ctx.Err() == nil {
+					c.syncWith(ctx, conv, p)
+				}
+			})
+		}
 		conv.mu.Unlock()
 		return
 	}
@@ -405,7 +508,62 @@ func (c *Chat) syncWith(ctx context.Context, conv *conversation, p peer.ID) {
 	c.log.Debug("caught up", "conv", conv.hexID, "peer", p.String(), "received", st.BlocksRecv, "sent", st.BlocksSent, "took", st.Duration)
 }
 
-// antiEntropy syncs every conversation with one random topic peer every
+// memberPeers lists the connected peers of the conversation's other members
+// whose cards we hold. Gossipsub's own view of a topic can lag behind the
+// connections (a restarted peer can drop out of it for a while), so
+// catch-up does not rely on it alone.
+func (c *Chat) memberPeers(conv *conversation) []peer.ID {
+	conv.mu.Lock()
+	members := conv.state.Members()
+	conv.mu.Unlock()
+	self := c.id.AccountID()
+	c.mu.RLock()
+	defer c.mu.RUnlock()
+	var out []peer.ID
+	for _, m := range members {
+		if keyring.AccountID(m.Account) == self {
+			continue
+		}
+		if vc, ok := c.contacts[keyring.AccountID(m.Account)]; ok && c.n.Host.Network().Connectedness(vc.Peer.ID) == network.Connected {
+			out = append(out, vc.Peer.ID)
+		}
+	}
+	return out
+}
+
+// onConnected starts a catch-up with a contact that just connected, for
+// every conversation it is a member of (the side with the smaller peer id
+// starts it: sessions are symmetric).
+func (c *Chat) onConnected(p peer.ID) {
+	if c.n.Host.ID() > p {
+		return
+	}
+	c.mu.RLock()
+	var acct keyring.AccountID
+	found := false
+	for a, vc := range c.contacts {
+		if vc.Peer.ID == p {
+			acct, found = a, true
+		}
+	}
+	var convs []*conversation
+	if found {
+		for _, conv := range c.convs {
+			convs = append(convs, conv)
+		}
+	}
+	c.mu.RUnlock()
+	for _, conv := range convs {
+		conv.mu.Lock()
+		member, _ := conv.state.IsMember(crdt.AccountID(acct))
+		conv.mu.Unlock()
+		if member {
+			c.wg.Go(func() { c.syncWith(c.ctx, conv, p) })
+		}
+	}
+}
+
+// antiEntropy syncs every conversation with one random member peer every
 // 30–60 s, in case gossip dropped something.
 func (c *Chat) antiEntropy() {
 	for {
@@ -422,8 +580,8 @@ func (c *Chat) antiEntropy() {
 		c.mu.RUnlock()
 		for _, conv := range convs {
 			c.joinTopics(conv) // the day may have changed
+			peers := c.memberPeers(conv)
 			conv.mu.Lock()
-			var peers []peer.ID
 			for _, jt := range conv.topics {
 				peers = append(peers, jt.topic.ListPeers()...)
 			}

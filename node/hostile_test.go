@@ -571,7 +571,16 @@ func TestHostileMember(t *testing.T) {
 		const n, g = 5000, 100
 		lim := dag.DefaultOptions().Staging
 		base := h.chainAtB(h.mDev).Seq + 100
-		mc := convOf(t, h.m, h.conv).cipher
+		// A scratch copy of M's key state: the bomb does not move M's real
+		// chain, so the later cases still start from where B is.
+		state, err := convOf(t, h.m, h.conv).cipher.MarshalBinary()
+		if err != nil {
+			t.Fatal(err)
+		}
+		mc, err := keyring.UnmarshalCipher(state, rand.Reader)
+		if err != nil {
+			t.Fatal(err)
+		}
 		envs := make([][]byte, n+g)
 		cids := make([]cid.Cid, n+g)
 		for i := range envs {
@@ -601,32 +610,20 @@ func TestHostileMember(t *testing.T) {
 		if blocks > lim.PerPeer.Blocks || nbytes > lim.PerPeer.Bytes {
 			t.Errorf("staging holds %d blocks / %d bytes from one peer, quota %+v", blocks, nbytes, lim.PerPeer)
 		}
-		if blocks == 0 {
-			t.Error("nothing staged: the bomb did not reach staging")
-		}
-		kept := 0
+		// Catch-up leaves blocks whose links are missing unopened (their
+		// keys stay; staging them would spend keys that eviction could
+		// waste), so the bomb costs B a scan and no memory.
 		for _, c := range cids[:n] {
-			if h.b.Chat.store.IsStaged(h.dagID, c) {
-				kept++
+			if has, _ := h.b.Chat.store.Has(ctx, h.dagID, c); has {
+				t.Fatal("a bomb block was committed")
 			}
 		}
-		if kept != blocks || kept >= n {
-			t.Errorf("%d of the %d flood blocks staged (%d in staging): nothing was evicted", kept, n, blocks)
-		}
-		// The same flood by gossip (a burst of it) stays within the quota
-		// too.
+		// The same flood by gossip: each block is far ahead of M's chain at
+		// B, so B leaves it to catch-up instead of opening it; whatever is
+		// opened stays within the staging quota.
 		resetPenalty(h.a, mID)
 		h.gossip(t, h.m, envs[n:]...)
-		// Gossipsub may drop some of a burst (its validation queue is
-		// short); some of it must reach staging.
-		eventually(t, 20*time.Second, "the gossiped bomb to be staged", func() bool {
-			for _, c := range cids[n:] {
-				if h.b.Chat.store.IsStaged(h.dagID, c) {
-					return true
-				}
-			}
-			return false
-		})
+		time.Sleep(500 * time.Millisecond)
 		blocks, nbytes = h.b.Chat.store.Staged(h.dagID)
 		if blocks > lim.PerDAG.Blocks || nbytes > lim.PerDAG.Bytes {
 			t.Errorf("staging holds %d blocks / %d bytes for the DAG, quota %+v", blocks, nbytes, lim.PerDAG)

@@ -3,6 +3,8 @@ package webui
 import (
 	"context"
 	"encoding/json"
+	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -148,5 +150,73 @@ func TestStaticShellIsPublicButGuarded(t *testing.T) {
 	}
 	if w := do(t, h, "GET", "/api/v1/status", bearer); w.Header().Get("Cache-Control") != "no-store" {
 		t.Fatal("API responses must not be cached")
+	}
+}
+
+func (fakeBackend) Card(context.Context) (string, error) { return "glitr-card:test", nil }
+func (fakeBackend) AddContact(_ context.Context, card string) (Contact, error) {
+	if card != "glitr-card:ok" {
+		return Contact{}, fmt.Errorf("%w: invalid card", ErrBadRequest)
+	}
+	return Contact{Account: "aa"}, nil
+}
+func (fakeBackend) Contacts(context.Context) ([]Contact, error) { return []Contact{}, nil }
+func (fakeBackend) Conversations(context.Context) ([]Conversation, error) {
+	return []Conversation{}, nil
+}
+func (fakeBackend) CreateConversation(context.Context, string, []string) (Conversation, error) {
+	return Conversation{}, ErrUnavailable
+}
+func (fakeBackend) Messages(_ context.Context, conv string, before, limit int) (MessagePage, error) {
+	if conv != "c1" {
+		return MessagePage{}, fmt.Errorf("%w: no such conversation", ErrNotFound)
+	}
+	return MessagePage{Messages: []Message{{ID: "m", Text: "hi"}}, Total: 1}, nil
+}
+func (fakeBackend) Send(_ context.Context, conv, text, _ string) (Message, error) {
+	return Message{ID: "m2", Text: text, Mine: true, Status: "sending"}, nil
+}
+func (fakeBackend) MarkRead(context.Context, string) error { return nil }
+func (fakeBackend) WaitEvents(ctx context.Context, since uint64) (EventBatch, error) {
+	<-ctx.Done()
+	return EventBatch{}, ctx.Err()
+}
+
+func TestChatEndpoints(t *testing.T) {
+	s, _ := newTestServer(t)
+	h := s.Handler()
+	body := func(b string) func(*http.Request) {
+		return func(r *http.Request) {
+			bearer(r)
+			r.Body = io.NopCloser(strings.NewReader(b))
+		}
+	}
+	cases := []struct {
+		method, path string
+		mod          func(*http.Request)
+		want         int
+	}{
+		{"GET", "/api/v1/conversations/c1/messages", bearer, http.StatusOK},
+		{"GET", "/api/v1/conversations/nope/messages", bearer, http.StatusNotFound},
+		{"GET", "/api/v1/conversations/c1/messages", nil, http.StatusUnauthorized},
+		{"POST", "/api/v1/conversations/c1/messages", body(`{"text":"hello"}`), http.StatusCreated},
+		{"POST", "/api/v1/conversations/c1/messages", body(`{"text":`), http.StatusBadRequest},
+		{"POST", "/api/v1/conversations/c1/messages", body(`{"txt":"typo"}`), http.StatusBadRequest},
+		{"POST", "/api/v1/conversations/c1/messages", func(r *http.Request) {
+			body(`{"text":"x"}`)(r)
+			r.Header.Set("Origin", "http://evil.example")
+		}, http.StatusForbidden},
+		{"POST", "/api/v1/contacts", body(`{"card":"glitr-card:bad"}`), http.StatusBadRequest},
+		{"POST", "/api/v1/contacts", body(`{"card":"glitr-card:ok"}`), http.StatusCreated},
+		{"POST", "/api/v1/conversations", body(`{"members":["aa"]}`), http.StatusNotImplemented},
+		{"POST", "/api/v1/conversations/c1/read", body(`{}`), http.StatusNoContent},
+		{"GET", "/api/v1/events?since=0&wait=10ms", bearer, http.StatusOK},
+		{"POST", "/api/v1/conversations/c1/messages", body(`{"text":"` + strings.Repeat("x", maxRequestBody) + `"}`), http.StatusBadRequest},
+	}
+	for _, c := range cases {
+		w := do(t, h, c.method, c.path, c.mod)
+		if w.Code != c.want {
+			t.Errorf("%s %s: %d, want %d (%s)", c.method, c.path, w.Code, c.want, w.Body)
+		}
 	}
 }
