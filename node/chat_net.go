@@ -194,13 +194,23 @@ func (c *Chat) ingest(ctx context.Context, conv *conversation, from peer.ID, env
 			return res, err
 		}
 	}
+	// What we hold is summed up by the per-author vector (the store is
+	// downward-closed), which is far cheaper than a datastore lookup per
+	// block; a held block's key is spent anyway, so opening it reports a
+	// replay.
+	held, err := c.store.SeqVector(ctx, conv.dagID)
+	if err != nil {
+		return res, err
+	}
 	for _, env := range envs {
-		id := dag.EnvelopeCID(env)
-		if has, err := c.store.Has(ctx, conv.dagID, id); err != nil {
-			return res, err
-		} else if has || c.store.IsStaged(conv.dagID, id) {
-			res.duplicates++
-			continue
+		if live {
+			id := dag.EnvelopeCID(env)
+			if has, err := c.store.Has(ctx, conv.dagID, id); err != nil {
+				return res, err
+			} else if has || c.store.IsStaged(conv.dagID, id) {
+				res.duplicates++
+				continue
+			}
 		}
 		var sender keyring.DeviceID
 		var sealed dag.Sealed
@@ -256,6 +266,18 @@ func (c *Chat) ingest(ctx context.Context, conv *conversation, from peer.ID, env
 				break
 			}
 		}
+		if !live && in.Seq <= held[in.Author] {
+			// Below what we hold of this author: a duplicate, unless it is
+			// a second block for a sequence number (equivocation), which
+			// AddBatch refuses and records. Rare in an honest session,
+			// since the peer sends only what our vector lacks.
+			if has, err := c.store.Has(ctx, conv.dagID, blk.CID); err != nil {
+				return res, err
+			} else if has {
+				res.duplicates++
+				continue
+			}
+		}
 		if !live {
 			// A catch-up block whose links we lack (another session is
 			// delivering them) stays unopened and comes again in order:
@@ -263,11 +285,12 @@ func (c *Chat) ingest(ctx context.Context, conv *conversation, from peer.ID, env
 			// lose it for good once its key is spent.
 			ready := true
 			for _, l := range in.Links() {
-				if !batch[l] {
-					if ok, err := c.store.Has(ctx, conv.dagID, l); err != nil || !ok {
-						ready = false
-						break
-					}
+				if batch[l] || (l.Equals(in.Prev) && held[in.Author] >= in.Seq-1) {
+					continue
+				}
+				if ok, err := c.store.Has(ctx, conv.dagID, l); err != nil || !ok {
+					ready = false
+					break
 				}
 			}
 			if !ready {
