@@ -56,21 +56,23 @@ type Node struct {
 	Chat    *Chat          // conversations; nil in relay mode
 	Metrics *prometheus.Registry
 
-	log       *slog.Logger
-	version   string
-	started   time.Time
-	lock      *Lock
-	db        *pebbleds.Datastore
-	api       *webui.Server
-	apiAddr   string
-	metrics   *http.Server
-	pen       *penalties
-	reach     network.Reachability
-	reachMu   sync.Mutex
-	cancel    context.CancelFunc
-	wg        sync.WaitGroup
-	closeOnce sync.Once
-	closeErr  error
+	log     *slog.Logger
+	version string
+	started time.Time
+	lock    *Lock
+	db      *pebbleds.Datastore
+	api     *webui.Server
+	apiAddr string
+	metrics *http.Server
+	// metricsAddr is where /metrics listens (empty when metrics are off).
+	metricsAddr string
+	pen         *penalties
+	reach       network.Reachability
+	reachMu     sync.Mutex
+	cancel      context.CancelFunc
+	wg          sync.WaitGroup
+	closeOnce   sync.Once
+	closeErr    error
 }
 
 // Start opens the data directory (taking its lock), loads the config and
@@ -243,7 +245,8 @@ func (n *Node) startMetrics() error {
 	mux := http.NewServeMux()
 	mux.Handle("GET /metrics", promhttp.HandlerFor(n.Metrics, promhttp.HandlerOpts{}))
 	n.metrics = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
-	n.log.Info("metrics endpoint", "addr", "http://"+ln.Addr().String()+"/metrics")
+	n.metricsAddr = ln.Addr().String()
+	n.log.Info("metrics endpoint", "addr", "http://"+n.metricsAddr+"/metrics")
 	n.wg.Go(func() {
 		if err := n.metrics.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
 			n.log.Error("metrics server stopped", "err", err)

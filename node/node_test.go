@@ -4,7 +4,9 @@ import (
 	"context"
 	"crypto/ed25519"
 	"errors"
+	"io"
 	"net"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
@@ -16,6 +18,7 @@ import (
 	"github.com/libp2p/go-libp2p/core/peer"
 
 	"github.com/glitr-chat/glitr/protocol"
+	"github.com/glitr-chat/glitr/webui"
 )
 
 // Four nodes on the private DHT: a record put by one is found by another
@@ -340,4 +343,37 @@ func TestPenalizeDisconnectsPersistentOffender(t *testing.T) {
 	eventually(t, 5*time.Second, "disconnect", func() bool {
 		return len(a.Host.Network().ConnsToPeer(b.Host.ID())) == 0
 	})
+}
+
+// A relay serves Prometheus metrics: libp2p's collectors and ours.
+func TestRelayServesMetrics(t *testing.T) {
+	cfg, err := DefaultConfig(ProfileRelay)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg.Network.ListenAddrs = []string{"/ip4/127.0.0.1/tcp/0", "/ip4/127.0.0.1/udp/0/quic-v1"}
+	cfg.API.Listen = "127.0.0.1:0"
+	cfg.Metrics.Listen = "127.0.0.1:0"
+	r := startTestNode(t, cfg)
+	if r.Chat != nil || r.PubSub != nil {
+		t.Fatal("a relay keeps no chat state")
+	}
+	peer := startTestNode(t, loopbackConfig(t))
+	connect(t, peer.Host, r.Host)
+	addr := r.metricsAddr
+	res, err := http.Get("http://" + addr + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer res.Body.Close()
+	body, _ := io.ReadAll(res.Body)
+	for _, want := range []string{"glitr_build_info", "glitr_connected_peers 1", "libp2p_rcmgr_", "go_goroutines"} {
+		if !strings.Contains(string(body), want) {
+			t.Errorf("metrics lack %q", want)
+		}
+	}
+	// The chat API answers "not here" on a relay.
+	if _, err := r.Conversations(context.Background()); !errors.Is(err, webui.ErrUnavailable) {
+		t.Fatalf("relay Conversations = %v, want ErrUnavailable", err)
+	}
 }
