@@ -1,0 +1,130 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+// glitr runs the CLI in-process and returns its stdout.
+func glitr(t *testing.T, args ...string) string {
+	t.Helper()
+	var out, errb bytes.Buffer
+	if err := run(context.Background(), args, &out, &errb); err != nil {
+		t.Fatalf("glitr %s: %v\n%s", strings.Join(args, " "), err, errb.String())
+	}
+	return out.String()
+}
+
+// try runs the CLI and returns its stdout and error, for polling.
+func try(args ...string) (string, error) {
+	var out, errb bytes.Buffer
+	err := run(context.Background(), args, &out, &errb)
+	return out.String(), err
+}
+
+// startCLINode runs `glitr run` in the background until the test ends.
+func startCLINode(t *testing.T, data string) {
+	t.Helper()
+	glitr(t, "--data", data, "init", "--loopback", "--port", "0", "--api", "127.0.0.1:0")
+	// Port 0 for every transport: tests never collide.
+	cfg := filepath.Join(data, "config.json")
+	raw, _ := os.ReadFile(cfg)
+	os.WriteFile(cfg, bytes.ReplaceAll(raw, []byte("/4101/"), []byte("/0/")), 0o600)
+	raw, _ = os.ReadFile(cfg)
+	os.WriteFile(cfg, bytes.ReplaceAll(raw, []byte("/4102/"), []byte("/0/")), 0o600)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() {
+		var out, errb bytes.Buffer
+		done <- run(ctx, []string{"--data", data, "--log-level", "error", "run"}, &out, &errb)
+	}()
+	t.Cleanup(func() {
+		cancel()
+		select {
+		case err := <-done:
+			if err != nil {
+				t.Errorf("run exited with %v", err)
+			}
+		case <-time.After(3 * time.Second):
+			t.Error("node did not stop within the shutdown budget")
+		}
+	})
+	waitFor(t, "the node's API", func() bool {
+		var out, errb bytes.Buffer
+		return run(context.Background(), []string{"--data", data, "id"}, &out, &errb) == nil
+	})
+}
+
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(20 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// Two nodes chat through the CLI alone, as in the README's tour.
+func TestTwoNodesChatThroughTheCLI(t *testing.T) {
+	root := t.TempDir()
+	alice, bob := filepath.Join(root, "alice"), filepath.Join(root, "bob")
+	startCLINode(t, alice)
+	startCLINode(t, bob)
+
+	added := glitr(t, "--data", alice, "contact", "add", strings.TrimSpace(glitr(t, "--data", bob, "card")))
+	if !strings.Contains(added, "safety number") {
+		t.Fatalf("contact add printed %q", added)
+	}
+	glitr(t, "--data", bob, "contact", "add", strings.TrimSpace(glitr(t, "--data", alice, "card")))
+	bobAccount := strings.Fields(glitr(t, "--data", alice, "contacts"))[0]
+	conv := strings.TrimSpace(glitr(t, "--data", alice, "chat", "new", "--title", "lunch", bobAccount))
+	if len(conv) != 32 {
+		t.Fatalf("chat new printed %q", conv)
+	}
+	glitr(t, "--data", alice, "send", conv, "hello", "Bob")
+	waitFor(t, "Bob to see the message", func() bool {
+		log, err := try("--data", bob, "log", conv[:8])
+		return err == nil && strings.Contains(log, "hello Bob")
+	})
+	if chats := glitr(t, "--data", bob, "chats"); !strings.Contains(chats, "lunch") || !strings.Contains(chats, "1 unread") {
+		t.Fatalf("bob's chats: %q", chats)
+	}
+	glitr(t, "--data", bob, "send", conv[:8], "hi Alice")
+	glitr(t, "--data", bob, "read", conv[:8])
+	waitFor(t, "Alice to see the reply and her message read", func() bool {
+		log, err := try("--data", alice, "log", conv)
+		return err == nil && strings.Contains(log, "hi Alice") && strings.Contains(log, "hello Bob  [read]")
+	})
+}
+
+func TestCLIErrors(t *testing.T) {
+	data := filepath.Join(t.TempDir(), "n")
+	var out, errb bytes.Buffer
+	// Not initialized: a precise error, no directory created behind the user's back.
+	err := run(context.Background(), []string{"--data", data, "run"}, &out, &errb)
+	if err == nil || !strings.Contains(err.Error(), "not initialized") {
+		t.Fatalf("run on an empty dir: %v", err)
+	}
+	if err := run(context.Background(), []string{"--data", data, "status"}, &out, &errb); err == nil {
+		t.Fatal("status without a node succeeded")
+	}
+	var ee exitError
+	if err := run(context.Background(), []string{"frobnicate"}, &out, &errb); !errors.As(err, &ee) || ee.code != 2 {
+		t.Fatalf("unknown command: %v", err)
+	}
+	if err := run(context.Background(), []string{"--data", data, "init", "--profile", "server"}, &out, &errb); err == nil {
+		t.Fatal("unknown profile accepted")
+	}
+	glitr(t, "--data", data, "init", "--profile", "relay", "--loopback")
+	if err := run(context.Background(), []string{"--data", data, "run"}, &out, &errb); err == nil || !strings.Contains(err.Error(), "glitr relay") {
+		t.Fatalf("run on a relay dir: %v", err)
+	}
+}
