@@ -43,7 +43,9 @@ func (c *client) do(ctx context.Context, method, path string, body io.Reader, ou
 	}
 	if res.StatusCode >= 300 {
 		var e struct{ Error string }
-		_ = json.Unmarshal(raw, &e)
+		if json.Unmarshal(raw, &e) != nil || e.Error == "" {
+			e.Error = res.Status
+		}
 		return errors.New(e.Error)
 	}
 	if out == nil || len(raw) == 0 {

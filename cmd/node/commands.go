@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"strconv"
 	"strings"
@@ -197,30 +196,17 @@ func newClient(g *globals) (*client, error) {
 }
 
 func (c *client) get(ctx context.Context, path string, out any) error {
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, c.base+path, nil)
+	return c.do(ctx, http.MethodGet, path, nil, out)
+}
+
+// fetchStatus asks the running node for its status.
+func fetchStatus(ctx context.Context, g *globals) (webui.Status, error) {
+	var st webui.Status
+	c, err := newClient(g)
 	if err != nil {
-		return err
+		return st, err
 	}
-	req.Header.Set("Authorization", "Bearer "+c.token)
-	res, err := c.http.Do(req)
-	if err != nil {
-		var op *net.OpError
-		if errors.As(err, &op) {
-			return fmt.Errorf("cannot reach the node at %s (is `glitr run` running?): %w", c.base, err)
-		}
-		return err
-	}
-	defer res.Body.Close()
-	body, err := io.ReadAll(io.LimitReader(res.Body, 16<<20))
-	if err != nil {
-		return err
-	}
-	if res.StatusCode != http.StatusOK {
-		var e struct{ Error string }
-		_ = json.Unmarshal(body, &e)
-		return fmt.Errorf("%s: %s: %s", path, res.Status, e.Error)
-	}
-	return json.Unmarshal(body, out)
+	return st, c.get(ctx, "/api/v1/status", &st)
 }
 
 func cmdStatus(ctx context.Context, g *globals, args []string) error {
@@ -229,12 +215,8 @@ func cmdStatus(ctx context.Context, g *globals, args []string) error {
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
-	c, err := newClient(g)
+	st, err := fetchStatus(ctx, g)
 	if err != nil {
-		return err
-	}
-	var st webui.Status
-	if err := c.get(ctx, "/api/v1/status", &st); err != nil {
 		return err
 	}
 	if *asJSON {
@@ -262,12 +244,8 @@ func cmdID(ctx context.Context, g *globals, args []string) error {
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
-	c, err := newClient(g)
+	st, err := fetchStatus(ctx, g)
 	if err != nil {
-		return err
-	}
-	var st webui.Status
-	if err := c.get(ctx, "/api/v1/status", &st); err != nil {
 		return err
 	}
 	fmt.Fprintln(g.stdout, st.PeerID)
@@ -285,11 +263,8 @@ func cmdVersion(ctx context.Context, g *globals, args []string) error {
 		return err
 	}
 	fmt.Fprintf(g.stdout, "glitr %s\n", buildVersion())
-	if c, err := newClient(g); err == nil {
-		var st webui.Status
-		if err := c.get(ctx, "/api/v1/status", &st); err == nil {
-			fmt.Fprintf(g.stdout, "running node: %s\n", st.Version)
-		}
+	if st, err := fetchStatus(ctx, g); err == nil {
+		fmt.Fprintf(g.stdout, "running node: %s\n", st.Version)
 	}
 	return nil
 }
