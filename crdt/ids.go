@@ -110,7 +110,9 @@ func (p Position) valid() bool {
 
 // Limits. They bound memory per event; the dag layer caps a block at 64 KiB.
 const (
-	MaxParents     = 16       // parents per event
+	// MaxParents caps an event's causal links: a block's 16 parents plus
+	// its author's previous block, which dag keeps as a separate link.
+	MaxParents     = 17
 	MaxOpsPerEvent = 256      // ops per event
 	MaxBodySize    = 64 << 10 // encoded ops
 	MaxTextLen     = 16 << 10 // message or edit text, bytes of UTF-8

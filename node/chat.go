@@ -98,14 +98,15 @@ type conversation struct {
 	root   []byte // conversation root secret: topic names and sync id
 	syncID []byte
 
-	mu       sync.Mutex
-	cipher   *keyring.Cipher
-	state    *crdt.Conversation
-	accounts map[dag.DeviceID]crdt.AccountID
-	topics   map[string]*joinedTopic
-	ackedSeq uint64 // our highest seq another device is known to hold
-	receipt  *time.Timer
-	lastSync map[peer.ID]time.Time
+	mu        sync.Mutex
+	cipher    *keyring.Cipher
+	state     *crdt.Conversation
+	accounts  map[dag.DeviceID]crdt.AccountID
+	topics    map[string]*joinedTopic
+	ackedSeq  uint64 // our highest seq another device is known to hold
+	receipt   *time.Timer
+	lastSync  map[peer.ID]time.Time
+	lastMerge time.Time // when this device last emitted a merge block
 	// syncPending marks peers with a catch-up already scheduled.
 	syncPending map[peer.ID]bool
 }

@@ -531,6 +531,28 @@ func (c *Chat) syncWith(ctx context.Context, conv *conversation, p peer.ID) {
 	c.log.Debug("caught up", "conv", conv.hexID, "peer", p.String(), "received", st.BlocksRecv, "sent", st.BlocksSent, "took", st.Duration)
 }
 
+// maybeMerge emits an empty block when the conversation has more heads
+// than one block can name, so the DAG's width stays bounded even when nobody
+// writes: dag.Append builds on the oldest 16 heads. At most one per
+// conversation per mergeInterval from this device.
+func (c *Chat) maybeMerge(ctx context.Context, conv *conversation) error {
+	heads, err := c.store.Heads(ctx, conv.dagID)
+	if err != nil || len(heads) <= dag.MaxParents {
+		return err
+	}
+	conv.mu.Lock()
+	if time.Since(conv.lastMerge) < mergeInterval {
+		conv.mu.Unlock()
+		return nil
+	}
+	conv.lastMerge = time.Now()
+	conv.mu.Unlock()
+	_, err = c.commitOwn(ctx, conv, nil)
+	return err
+}
+
+const mergeInterval = time.Minute
+
 // memberPeers lists the connected peers of the conversation's other members
 // whose cards we hold. Gossipsub's own view of a topic can lag behind the
 // connections (a restarted peer can drop out of it for a while), so
@@ -603,6 +625,9 @@ func (c *Chat) antiEntropy() {
 		c.mu.RUnlock()
 		for _, conv := range convs {
 			c.joinTopics(conv) // the day may have changed
+			if err := c.maybeMerge(c.ctx, conv); err != nil && c.ctx.Err() == nil {
+				c.log.Warn("merge block", "conv", conv.hexID, "err", err)
+			}
 			peers := c.memberPeers(conv)
 			conv.mu.Lock()
 			for _, jt := range conv.topics {
