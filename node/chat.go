@@ -61,7 +61,7 @@ type Chat struct {
 
 	ctx    context.Context
 	cancel context.CancelFunc
-	wg     sync.WaitGroup
+	wg     tasks
 
 	// onPublish, when set (benchmarks), is called just before a block is
 	// handed to gossipsub.
@@ -645,5 +645,5 @@ func (c *Chat) close() {
 		conv.mu.Unlock()
 	}
 	c.mu.RUnlock()
-	c.wg.Wait()
+	c.wg.Close()
 }
