@@ -32,8 +32,20 @@ func apiErr(err error) error {
 		return nil
 	case errors.Is(err, ErrNoConversation):
 		return fmt.Errorf("%w: %w", webui.ErrNotFound, err)
-	case errors.Is(err, ErrBadCard), errors.Is(err, ErrNotContact), errors.Is(err, ErrEmptyMessage), errors.Is(err, ErrMessageTooLong):
+	case errors.Is(err, ErrBadCard), errors.Is(err, ErrNotContact), errors.Is(err, ErrEmptyMessage), errors.Is(err, ErrMessageTooLong),
+		errors.Is(err, ErrBadEmoji), errors.Is(err, ErrMessageDeleted),
+		errors.Is(err, ErrInviteInvalid), errors.Is(err, ErrInviteExpired), errors.Is(err, ErrInviteUsed):
 		return fmt.Errorf("%w: %w", webui.ErrBadRequest, err)
+	case errors.Is(err, ErrNoMessage):
+		return fmt.Errorf("%w: %w", webui.ErrNotFound, err)
+	case errors.Is(err, ErrNotYourMessage), errors.Is(err, ErrNotConvMember), errors.Is(err, ErrNotAdmin), errors.Is(err, ErrNotMember):
+		return fmt.Errorf("%w: %w", webui.ErrForbidden, err)
+	case errors.Is(err, ErrAccountLocked):
+		return fmt.Errorf("%w: %w", webui.ErrLocked, err)
+	case errors.Is(err, ErrAccountExists), errors.Is(err, ErrRecoveryShown):
+		return fmt.Errorf("%w: %w", webui.ErrConflict, err)
+	case errors.Is(err, keyring.ErrWrongPassphrase):
+		return fmt.Errorf("%w: %w", webui.ErrWrongPassphrase, err)
 	}
 	return err
 }
@@ -130,6 +142,9 @@ func (c *Chat) summary(conv *conversation) webui.Conversation {
 		s.Members = append(s.Members, webui.Member{Account: hex.EncodeToString(m.Account[:]), Admin: m.Admin, Self: m.Account == self})
 	}
 	_, read := conv.state.Receipts(self)
+	if local := c.localRead(conv.hexID); local != nil {
+		read = local
+	}
 	s.Unread = conv.state.UnreadCount(self, read)
 	if n := conv.state.Len(); n > 0 {
 		m := c.messageView(conv, conv.state.At(n-1), n-1)
@@ -317,7 +332,34 @@ func (n *Node) MarkRead(ctx context.Context, id string) error {
 	if err != nil {
 		return apiErr(err)
 	}
+	if prefs, err := n.Preferences(ctx); err == nil && !prefs.ReadReceipts {
+		// No read receipt leaves this node; the position stays local.
+		pos, err := c.position(ctx, conv)
+		if err != nil {
+			return err
+		}
+		s := c.signals()
+		s.mu.Lock()
+		s.readUpTo[conv.hexID] = pos
+		s.mu.Unlock()
+		c.events.publish(Event{Kind: "state", Conversation: conv.hexID})
+		return nil
+	}
 	return apiErr(c.MarkRead(ctx, conv.hexID))
+}
+
+// localRead is the read position kept on this node while read receipts
+// are off (nil: none).
+func (c *Chat) localRead(hexID string) crdt.Position {
+	signalsMu.Lock()
+	s := signalsFor[c]
+	signalsMu.Unlock()
+	if s == nil {
+		return nil
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.readUpTo[hexID]
 }
 
 // WaitEvents implements webui.ChatBackend.
@@ -335,4 +377,175 @@ func (n *Node) WaitEvents(ctx context.Context, since uint64) (webui.EventBatch, 
 		b.Events = append(b.Events, webui.Event(e))
 	}
 	return b, nil
+}
+
+// Edit implements webui.ChatBackend.
+func (n *Node) Edit(ctx context.Context, id, msg, text string) (webui.Message, error) {
+	c, conv, mid, err := n.messageTarget(id, msg)
+	if err != nil {
+		return webui.Message{}, err
+	}
+	if err := c.Edit(ctx, conv.hexID, mid, text); err != nil {
+		return webui.Message{}, apiErr(err)
+	}
+	conv.mu.Lock()
+	defer conv.mu.Unlock()
+	pos, _ := conv.state.Position(mid)
+	v, _ := conv.state.Message(mid)
+	return c.messageView(conv, v, pos), nil
+}
+
+// Delete implements webui.ChatBackend.
+func (n *Node) Delete(ctx context.Context, id, msg string) error {
+	c, conv, mid, err := n.messageTarget(id, msg)
+	if err != nil {
+		return err
+	}
+	return apiErr(c.Delete(ctx, conv.hexID, mid))
+}
+
+// React implements webui.ChatBackend.
+func (n *Node) React(ctx context.Context, id, msg, emoji string, add bool) error {
+	c, conv, mid, err := n.messageTarget(id, msg)
+	if err != nil {
+		return err
+	}
+	return apiErr(c.React(ctx, conv.hexID, mid, emoji, add))
+}
+
+func (n *Node) messageTarget(id, msg string) (*Chat, *conversation, crdt.MsgID, error) {
+	c, err := n.chat()
+	if err != nil {
+		return nil, nil, crdt.MsgID{}, err
+	}
+	conv, err := c.resolve(id)
+	if err != nil {
+		return nil, nil, crdt.MsgID{}, apiErr(err)
+	}
+	mid, err := parseMsgID(msg)
+	if err != nil {
+		return nil, nil, crdt.MsgID{}, err
+	}
+	return c, conv, mid, nil
+}
+
+// LastEventSeq implements webui.ChatBackend.
+func (n *Node) LastEventSeq(ctx context.Context) (uint64, error) {
+	c, err := n.chat()
+	if err != nil {
+		return 0, err
+	}
+	c.events.mu.Lock()
+	defer c.events.mu.Unlock()
+	return c.events.next - 1, nil
+}
+
+// Typing implements webui.SignalBackend.
+func (n *Node) Typing(ctx context.Context, id string) error {
+	c, err := n.chat()
+	if err != nil {
+		return err
+	}
+	conv, err := c.resolve(id)
+	if err != nil {
+		return apiErr(err)
+	}
+	return c.signals().typing(ctx, conv)
+}
+
+// Presence implements webui.SignalBackend.
+func (n *Node) Presence(ctx context.Context) (map[string]webui.Presence, error) {
+	c, err := n.chat()
+	if err != nil {
+		return nil, err
+	}
+	return c.signals().presence(), nil
+}
+
+// SubscribeSignals implements webui.SignalBackend.
+func (n *Node) SubscribeSignals(ctx context.Context) <-chan webui.Signal {
+	c, err := n.chat()
+	if err != nil {
+		ch := make(chan webui.Signal)
+		go func() { <-ctx.Done(); close(ch) }()
+		return ch
+	}
+	return c.signals().subscribe(ctx)
+}
+
+// People implements webui.Backend.
+func (n *Node) People() webui.PeopleBackend { return peopleAPI{n} }
+
+// peopleAPI adapts the node's people methods (node types) to webui's.
+type peopleAPI struct{ n *Node }
+
+func (p peopleAPI) Account(ctx context.Context) (webui.Account, error) {
+	a, err := p.n.Account(ctx)
+	if err != nil {
+		return webui.Account{}, apiErr(err)
+	}
+	return webui.Account{State: a.State, Account: a.Account, Device: a.Device, Name: a.Name, Avatar: a.Avatar, HasPassphrase: a.HasPassphrase}, nil
+}
+
+func (p peopleAPI) CreateAccount(ctx context.Context, name, passphrase string) ([]string, error) {
+	w, err := p.n.CreateAccount(ctx, name, passphrase)
+	return w, apiErr(err)
+}
+
+func (p peopleAPI) Unlock(ctx context.Context, passphrase string) error {
+	return apiErr(p.n.Unlock(ctx, passphrase))
+}
+
+func (p peopleAPI) SetProfile(ctx context.Context, name, avatar string) error {
+	return apiErr(p.n.SetProfile(ctx, name, avatar))
+}
+
+func (p peopleAPI) Preferences(ctx context.Context) (webui.Preferences, error) {
+	pr, err := p.n.Preferences(ctx)
+	if err != nil {
+		return webui.Preferences{}, apiErr(err)
+	}
+	return webui.Preferences(pr), nil
+}
+
+func (p peopleAPI) SetPreferences(ctx context.Context, pr webui.Preferences) error {
+	return apiErr(p.n.SetPreferences(ctx, Preferences(pr)))
+}
+
+func (p peopleAPI) CreateInvite(ctx context.Context, ttl time.Duration) (webui.Invite, error) {
+	inv, err := p.n.CreateInvite(ctx, ttl)
+	if err != nil {
+		return webui.Invite{}, apiErr(err)
+	}
+	return webui.Invite(inv), nil
+}
+
+func (p peopleAPI) InviteQR(link, format string) ([]byte, error) {
+	b, err := InviteQR(link, format)
+	return b, apiErr(err)
+}
+
+func (p peopleAPI) AcceptInvite(ctx context.Context, link string) (string, string, error) {
+	a, c, err := p.n.AcceptInvite(ctx, link)
+	return a, c, apiErr(err)
+}
+
+func (p peopleAPI) VerifyContact(ctx context.Context, account string, verified bool) error {
+	return apiErr(p.n.VerifyContact(ctx, account, verified))
+}
+
+func (p peopleAPI) AddMember(ctx context.Context, conv, account string) error {
+	return apiErr(p.n.AddMember(ctx, conv, account))
+}
+
+func (p peopleAPI) RemoveMember(ctx context.Context, conv, account string) error {
+	return apiErr(p.n.RemoveMember(ctx, conv, account))
+}
+
+func (p peopleAPI) Leave(ctx context.Context, conv string) error {
+	return apiErr(p.n.Leave(ctx, conv))
+}
+
+func (p peopleAPI) SetConversationInfo(ctx context.Context, conv, title, avatar string) error {
+	return apiErr(p.n.SetConversationInfo(ctx, conv, title, avatar))
 }

@@ -15,6 +15,16 @@ var (
 	ErrNotFound    = errors.New("not found")
 	ErrBadRequest  = errors.New("bad request")
 	ErrUnavailable = errors.New("not available on this node")
+	// ErrForbidden: allowed for someone, not for this account (not an
+	// admin, not the author of the message).
+	ErrForbidden = errors.New("forbidden")
+	// ErrLocked: the account is locked; unlock it with the passphrase.
+	ErrLocked = errors.New("account locked")
+	// ErrConflict: the request contradicts the state (account already
+	// set up, recovery words already shown).
+	ErrConflict = errors.New("conflict")
+	// ErrWrongPassphrase: the passphrase does not open the keyring.
+	ErrWrongPassphrase = errors.New("wrong passphrase")
 )
 
 // Contact is a person this node can start conversations with.
@@ -100,9 +110,46 @@ type ChatBackend interface {
 	Messages(ctx context.Context, conv string, before, limit int) (MessagePage, error)
 	Send(ctx context.Context, conv, text, replyTo string) (Message, error)
 	MarkRead(ctx context.Context, conv string) error
+	// Edit replaces the text of one of this account's messages.
+	Edit(ctx context.Context, conv, msg, text string) (Message, error)
+	// Delete deletes one of this account's messages for everyone.
+	Delete(ctx context.Context, conv, msg string) error
+	// React adds (add=true) or removes this account's reaction emoji.
+	React(ctx context.Context, conv, msg, emoji string, add bool) error
 	// WaitEvents returns the events after since, waiting until there is one
 	// or ctx ends.
 	WaitEvents(ctx context.Context, since uint64) (EventBatch, error)
+	// LastEventSeq is the sequence number of the newest event (0: none).
+	LastEventSeq(ctx context.Context) (uint64, error)
+	// SignalBackend carries the ephemeral signals (typing, presence).
+	SignalBackend
+}
+
+// Signal is an ephemeral notification: never stored, never replayed, so it
+// has no sequence number.
+type Signal struct {
+	Kind         string     `json:"kind"` // "typing" or "presence"
+	Conversation string     `json:"conversation,omitempty"`
+	Account      string     `json:"account"`
+	Online       bool       `json:"online,omitempty"`
+	LastSeen     *time.Time `json:"lastSeen,omitempty"`
+}
+
+// Presence is what is known of a contact's online status.
+type Presence struct {
+	Online   bool       `json:"online"`
+	LastSeen *time.Time `json:"lastSeen,omitempty"`
+}
+
+// SignalBackend sends and receives ephemeral signals.
+type SignalBackend interface {
+	// Typing tells the other members that this account is typing.
+	Typing(ctx context.Context, conv string) error
+	// Presence reports the contacts' online status, by hex account.
+	Presence(ctx context.Context) (map[string]Presence, error)
+	// SubscribeSignals delivers signals until ctx ends; the channel is
+	// then closed. A slow reader loses signals (they are ephemeral).
+	SubscribeSignals(ctx context.Context) <-chan Signal
 }
 
 const maxRequestBody = 64 << 10
@@ -166,6 +213,45 @@ func (s *Server) registerChat(api *http.ServeMux) {
 		err := b.MarkRead(r.Context(), r.PathValue("id"))
 		replyStatus(w, http.StatusNoContent, nil, err)
 	})
+	api.HandleFunc("PUT /api/v1/conversations/{id}/messages/{msg...}", func(w http.ResponseWriter, r *http.Request) {
+		var req struct {
+			Text string `json:"text"`
+		}
+		if !decode(w, r, &req) {
+			return
+		}
+		m, err := b.Edit(r.Context(), r.PathValue("id"), r.PathValue("msg"), req.Text)
+		reply(w, m, err)
+	})
+	api.HandleFunc("DELETE /api/v1/conversations/{id}/messages/{msg...}", func(w http.ResponseWriter, r *http.Request) {
+		err := b.Delete(r.Context(), r.PathValue("id"), r.PathValue("msg"))
+		replyStatus(w, http.StatusNoContent, nil, err)
+	})
+	api.HandleFunc("POST /api/v1/conversations/{id}/reactions", func(w http.ResponseWriter, r *http.Request) {
+		var req struct {
+			Message string `json:"message"`
+			Emoji   string `json:"emoji"`
+			Remove  bool   `json:"remove"`
+		}
+		if !decode(w, r, &req) {
+			return
+		}
+		if req.Message == "" || req.Emoji == "" {
+			writeError(w, http.StatusBadRequest, "message and emoji are required")
+			return
+		}
+		err := b.React(r.Context(), r.PathValue("id"), req.Message, req.Emoji, !req.Remove)
+		replyStatus(w, http.StatusNoContent, nil, err)
+	})
+	api.HandleFunc("POST /api/v1/conversations/{id}/typing", func(w http.ResponseWriter, r *http.Request) {
+		err := b.Typing(r.Context(), r.PathValue("id"))
+		replyStatus(w, http.StatusNoContent, nil, err)
+	})
+	api.HandleFunc("GET /api/v1/presence", func(w http.ResponseWriter, r *http.Request) {
+		p, err := b.Presence(r.Context())
+		reply(w, p, err)
+	})
+	api.HandleFunc("GET /api/v1/ws", s.handleWS)
 	api.HandleFunc("GET /api/v1/events", func(w http.ResponseWriter, r *http.Request) {
 		since, _ := strconv.ParseUint(r.URL.Query().Get("since"), 10, 64)
 		wait, err := time.ParseDuration(r.URL.Query().Get("wait"))
@@ -183,7 +269,13 @@ func (s *Server) registerChat(api *http.ServeMux) {
 }
 
 func decode(w http.ResponseWriter, r *http.Request, v any) bool {
-	dec := json.NewDecoder(io.LimitReader(r.Body, maxRequestBody))
+	return decodeLimit(w, r, v, maxRequestBody)
+}
+
+// decodeLimit reads one JSON value of at most limit bytes into v, refusing
+// unknown fields and trailing data.
+func decodeLimit(w http.ResponseWriter, r *http.Request, v any, limit int64) bool {
+	dec := json.NewDecoder(io.LimitReader(r.Body, limit))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(v); err != nil {
 		writeError(w, http.StatusBadRequest, "invalid JSON body: "+err.Error())
@@ -202,6 +294,12 @@ func replyStatus(w http.ResponseWriter, code int, v any, err error) {
 		writeError(w, http.StatusBadRequest, err.Error())
 	case errors.Is(err, ErrUnavailable):
 		writeError(w, http.StatusNotImplemented, err.Error())
+	case errors.Is(err, ErrForbidden), errors.Is(err, ErrWrongPassphrase):
+		writeError(w, http.StatusForbidden, err.Error())
+	case errors.Is(err, ErrLocked):
+		writeError(w, http.StatusLocked, err.Error())
+	case errors.Is(err, ErrConflict):
+		writeError(w, http.StatusConflict, err.Error())
 	case errors.Is(err, context.Canceled):
 		writeError(w, http.StatusServiceUnavailable, "request cancelled")
 	case err != nil:

@@ -42,6 +42,8 @@ type Status struct {
 type Backend interface {
 	Status(ctx context.Context) Status
 	ChatBackend
+	// People returns the account, invite and group side.
+	People() PeopleBackend
 }
 
 // Config configures a Server.
@@ -67,6 +69,11 @@ type Server struct {
 	hosts   map[string]bool // allowed Host header values
 	origins map[string]bool // allowed Origin header values
 	session string          // cookie value that stands for the token
+	// base is the parent of every request's context; Shutdown cancels it
+	// so hijacked WebSocket streams end too (http.Server does not track
+	// them).
+	base       context.Context
+	cancelBase context.CancelFunc
 }
 
 // sessionLabel derives the cookie value from the token, so the cookie is not
@@ -102,7 +109,9 @@ func New(cfg Config) (*Server, error) {
 		session: base64.RawURLEncoding.EncodeToString(mac.Sum(nil)),
 	}
 	s.hosts, s.origins = allowedHosts(cfg.Addr)
+	s.base, s.cancelBase = context.WithCancel(context.Background())
 	s.srv = &http.Server{
+		BaseContext:       func(net.Listener) context.Context { return s.base },
 		Handler:           s.Handler(),
 		ReadHeaderTimeout: 10 * time.Second,
 		IdleTimeout:       2 * time.Minute,
@@ -123,6 +132,7 @@ func (s *Server) Serve(ln net.Listener) error {
 
 // Shutdown stops the server, waiting for requests in flight until ctx ends.
 func (s *Server) Shutdown(ctx context.Context) error {
+	s.cancelBase()
 	return s.srv.Shutdown(ctx)
 }
 
@@ -168,6 +178,7 @@ func (s *Server) Handler() http.Handler {
 	api := http.NewServeMux()
 	api.HandleFunc("GET /api/v1/status", s.handleStatus)
 	s.registerChat(api)
+	s.registerPeople(api)
 	api.HandleFunc("/api/", func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusNotFound, "no such API endpoint")
 	})

@@ -12,7 +12,8 @@ import (
 	"testing"
 )
 
-type fakeBackend struct{}
+// fakeBackend answers the API from memory; ev is its event log.
+type fakeBackend struct{ ev *fakeEvents }
 
 func (fakeBackend) Status(context.Context) Status {
 	return Status{PeerID: "12D3KooWtest", Version: "test", ConnectedPeers: []string{}}
@@ -23,7 +24,7 @@ const testToken = "TESTTOKEN0123456789ABCDEF"
 func newTestServer(t *testing.T) (*Server, string) {
 	t.Helper()
 	addr := &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1), Port: 7878}
-	s, err := New(Config{Token: testToken, Backend: fakeBackend{}, Addr: addr})
+	s, err := New(Config{Token: testToken, Backend: fakeBackend{ev: newFakeEvents()}, Addr: addr})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -177,10 +178,6 @@ func (fakeBackend) Send(_ context.Context, conv, text, _ string) (Message, error
 	return Message{ID: "m2", Text: text, Mine: true, Status: "sending"}, nil
 }
 func (fakeBackend) MarkRead(context.Context, string) error { return nil }
-func (fakeBackend) WaitEvents(ctx context.Context, since uint64) (EventBatch, error) {
-	<-ctx.Done()
-	return EventBatch{}, ctx.Err()
-}
 
 func TestChatEndpoints(t *testing.T) {
 	s, _ := newTestServer(t)
