@@ -117,3 +117,93 @@ func TestLabel(t *testing.T) {
 		t.Fatalf("Label = %q", got)
 	}
 }
+
+// A record signed by someone else but carrying the victim's public key
+// (so it names the victim's DHT key) fails the signature check.
+func TestRendezvousValidateForgedBySomeoneElse(t *testing.T) {
+	v := RendezvousValidator{Now: func() time.Time { return testNow }}
+	victim, attacker := testKey(7), testKey(8)
+	key, rec, err := SignRendezvous(victim, 1, testNow.Add(time.Hour), []byte("victim"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	r, err := DecodeRendezvous(rec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.Seq, r.Payload = 99, []byte("attacker's addresses")
+	msg, err := r.SigningBytes(key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.Sig = ed25519.Sign(attacker, msg)
+	forged, err := recEnc.Marshal(r)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := v.Validate(key, forged); !errors.Is(err, ErrRecordSignature) {
+		t.Fatalf("Validate = %v, want ErrRecordSignature", err)
+	}
+	// Nor does it win against the genuine record, whatever its sequence.
+	if i, err := v.Select(key, [][]byte{forged, rec}); err != nil || i != 1 {
+		t.Fatalf("Select = %d, %v; want 1 (the genuine record)", i, err)
+	}
+}
+
+// A DHT server replaces its record only when Select prefers the incoming
+// one (kad-dht calls Select(key, [incoming, stored])): a stale sequence
+// number loses even with a later expiry, so an old record replayed by
+// anyone cannot roll the addresses back.
+func TestRendezvousStaleSequenceRejected(t *testing.T) {
+	v := RendezvousValidator{Now: func() time.Time { return testNow }}
+	priv := testKey(9)
+	key, stored, _ := SignRendezvous(priv, 100, testNow.Add(time.Hour), []byte("current"))
+	_, stale, _ := SignRendezvous(priv, 99, testNow.Add(40*time.Hour), []byte("replayed"))
+	_, sameSeq, _ := SignRendezvous(priv, 100, testNow.Add(30*time.Minute), []byte("same seq, earlier expiry"))
+	_, newer, _ := SignRendezvous(priv, 101, testNow.Add(time.Minute), []byte("moved"))
+	cases := []struct {
+		name     string
+		incoming []byte
+		want     int // 0: incoming replaces the stored record, 1: rejected
+	}{
+		{"stale sequence, later expiry", stale, 1},
+		{"same sequence, earlier expiry", sameSeq, 1},
+		{"newer sequence, earlier expiry", newer, 0},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			if err := v.Validate(key, c.incoming); err != nil {
+				t.Fatalf("test setup: incoming record invalid: %v", err)
+			}
+			if i, err := v.Select(key, [][]byte{c.incoming, stored}); err != nil || i != c.want {
+				t.Fatalf("Select = %d, %v; want %d", i, err, c.want)
+			}
+		})
+	}
+}
+
+// Expiry is checked at validation time: a record accepted while valid is
+// rejected from its expiry second on, and an expired record with a higher
+// sequence number never displaces a live one.
+func TestRendezvousExpiryOverTime(t *testing.T) {
+	now := testNow
+	v := RendezvousValidator{Now: func() time.Time { return now }}
+	priv := testKey(10)
+	key, rec, _ := SignRendezvous(priv, 1, testNow.Add(time.Hour), nil)
+	if err := v.Validate(key, rec); err != nil {
+		t.Fatalf("fresh record rejected: %v", err)
+	}
+	now = testNow.Add(time.Hour - time.Second)
+	if err := v.Validate(key, rec); err != nil {
+		t.Fatalf("record rejected a second before expiry: %v", err)
+	}
+	now = testNow.Add(time.Hour)
+	if err := v.Validate(key, rec); !errors.Is(err, ErrRecordExpired) {
+		t.Fatalf("Validate at expiry = %v, want ErrRecordExpired", err)
+	}
+	now = testNow
+	_, expired, _ := SignRendezvous(priv, 5, testNow.Add(-time.Minute), nil)
+	if i, err := v.Select(key, [][]byte{expired, rec}); err != nil || i != 1 {
+		t.Fatalf("Select = %d, %v; want 1 (the live record)", i, err)
+	}
+}
