@@ -63,6 +63,8 @@ type Store struct {
 	mu      sync.Mutex
 	dags    map[DAGID]*dagState
 	nextNum uint32
+
+	recon reconCache // reconciliation sets (reconcile_store.go)
 }
 
 // dagState is the in-memory index of one DAG: heads, per-author tips and
