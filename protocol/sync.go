@@ -6,8 +6,16 @@ import (
 	"io"
 
 	"github.com/fxamacker/cbor/v2"
+	"github.com/libp2p/go-libp2p/core/protocol"
 	"github.com/libp2p/go-msgio"
 )
+
+// SyncProtocolRecon is version 1.1.0 of catch-up sync: 1.0.0 plus the
+// reconciliation fallback. After both Done frames the initiator either
+// closes or opens range-based set reconciliation with a Reconcile frame;
+// neither side half-closes after its first Done. Nodes serve both
+// versions and initiators prefer this one (docs/sync.md §9).
+const SyncProtocolRecon protocol.ID = "/glitr/sync/1.1.0"
 
 // Catch-up sync runs over SyncProtocol streams as a sequence of
 // length-prefixed (unsigned varint) CBOR frames. Both sides send a Hello at
@@ -31,6 +39,9 @@ const (
 	FrameBlocks = 2
 	FrameDone   = 3
 	FrameError  = 4
+	// FrameReconcile carries one reconciliation message (version 1.1.0
+	// only), in the binary format of dag.EncodeReconMessage.
+	FrameReconcile = 5
 )
 
 // ErrBadFrame marks a malformed or oversized sync frame.
@@ -54,6 +65,7 @@ type Frame struct {
 	Envelopes [][]byte `cbor:"3,keyasint,omitempty"` // Blocks: encoded envelopes in topological order
 	Sent      uint64   `cbor:"4,keyasint,omitempty"` // Done: number of envelopes streamed
 	Error     string   `cbor:"5,keyasint,omitempty"` // Error: why the peer gave up
+	Recon     []byte   `cbor:"6,keyasint,omitempty"` // Reconcile: the message
 }
 
 var (
@@ -124,6 +136,12 @@ func DecodeFrame(b []byte) (Frame, error) {
 	case FrameBlocks:
 		if len(f.Envelopes) == 0 {
 			return f, fmt.Errorf("%w: empty blocks frame", ErrBadFrame)
+		}
+	case FrameReconcile:
+		// The message itself is checked by its own decoder; an empty
+		// one is not a message (the shortest encodes as three bytes).
+		if len(f.Recon) == 0 {
+			return f, fmt.Errorf("%w: empty reconcile frame", ErrBadFrame)
 		}
 	case FrameDone, FrameError:
 	default:

@@ -3,6 +3,7 @@ package protocol
 import (
 	"bufio"
 	"bytes"
+	"encoding/hex"
 	"errors"
 	"io"
 	"strings"
@@ -25,6 +26,7 @@ func TestFramesRoundTrip(t *testing.T) {
 		{Kind: FrameBlocks, Envelopes: [][]byte{[]byte("env1"), []byte("env2")}},
 		{Kind: FrameDone, Sent: 2},
 		{Kind: FrameError, Error: "busy"},
+		{Kind: FrameReconcile, Recon: []byte{1, 0, 0, 1, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 0, 0}},
 	}
 	var buf bytes.Buffer
 	bw := bufio.NewWriter(&buf)
@@ -80,6 +82,7 @@ func TestDecodeFrameRejects(t *testing.T) {
 		"no sync id":         enc(Frame{Kind: FrameHello, Hello: &noID}),
 		"too many heads":     enc(Frame{Kind: FrameHello, Hello: &manyHeads}),
 		"empty blocks":       enc(Frame{Kind: FrameBlocks}),
+		"empty reconcile":    enc(Frame{Kind: FrameReconcile}),
 		"oversized":          make([]byte, MaxSyncFrame+1),
 		"unknown field":      {0xa1, 0x18, 0x63, 0x01},
 		"text key":           {0xa1, 0x01, 0x61, 0x61}, // kind must be an integer
@@ -103,7 +106,7 @@ func TestFrameReaderRefusesHugeLengthBeforeAllocating(t *testing.T) {
 
 func FuzzDecodeFrame(f *testing.F) {
 	h := testHello()
-	for _, fr := range []Frame{{Kind: FrameHello, Hello: &h}, {Kind: FrameBlocks, Envelopes: [][]byte{{1}}}, {Kind: FrameDone, Sent: 3}} {
+	for _, fr := range []Frame{{Kind: FrameHello, Hello: &h}, {Kind: FrameBlocks, Envelopes: [][]byte{{1}}}, {Kind: FrameDone, Sent: 3}, {Kind: FrameReconcile, Recon: []byte{0, 0, 0}}} {
 		b, _ := EncodeFrame(fr)
 		f.Add(b)
 	}
@@ -116,4 +119,30 @@ func FuzzDecodeFrame(f *testing.F) {
 			t.Fatalf("decoded frame does not re-encode: %v", err)
 		}
 	})
+}
+
+// TestExistingFramesUnchanged pins the encodings of docs/sync.md §2: the
+// reconciliation field must not change any 1.0.0 frame.
+func TestExistingFramesUnchanged(t *testing.T) {
+	h := Hello{SyncID: []byte{0xaa, 0xbb}, Vector: map[string]uint64{strings.Repeat("\x01", 32): 7}, Count: 7}
+	cases := []struct {
+		f    Frame
+		want string
+	}{
+		{Frame{Kind: FrameDone, Sent: 2}, "a2010304 02"},
+		{Frame{Kind: FrameDone}, "a10103"},
+		{Frame{Kind: FrameError, Error: "unknown"}, "a2010405 47756e6b6e6f776e"},
+		{Frame{Kind: FrameBlocks, Envelopes: [][]byte{{1, 2, 3}, {4, 5}}}, "a2010203 82 43010203 420405"},
+		{Frame{Kind: FrameHello, Hello: &h}, "a20101 02 a4 0142aabb 02f6 03a15820" + strings.Repeat("01", 32) + "07 0407"},
+		{Frame{Kind: FrameReconcile, Recon: []byte{0, 0, 0}}, "a20105 0643000000"},
+	}
+	for _, tc := range cases {
+		b, err := EncodeFrame(tc.f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got, want := hex.EncodeToString(b), strings.ReplaceAll(tc.want, " ", ""); got != want {
+			t.Errorf("kind %d: %s, want %s", tc.f.Kind, got, want)
+		}
+	}
 }
