@@ -15,9 +15,11 @@ package node
 //		func() []DiscoveryContact { ... }, // current contacts; called often, keep it cheap
 //		DiscoveryOptions{Logger: log})
 //	...
-//	d.ContactsChanged() // after a contact, a contact's device or a pair secret was added or removed
-//	d.Find(ctx, c)      // one-off lookup of a contact's devices
-//	d.Close()           // before the DHT and the host are closed
+//	d.ContactsChanged()  // after a contact, a contact's device or a pair secret was added or removed
+//	d.Find(ctx, c)       // one-off lookup of a contact's devices (ErrContactNotFound)
+//	d.Publish(ctx)       // publish now; the loop does it by itself
+//	d.Reconnect(ctx)     // one reconnect pass; the loop does it by itself
+//	d.Close()            // before the DHT and the host are closed
 //
 // NewDiscovery starts two loops owned by the Discovery: the publisher (on
 // start, on every change of the host's addresses, periodically with jitter,
@@ -803,6 +805,9 @@ func (d *Discovery) find(ctx context.Context, c DiscoveryContact) ([]foundDevice
 		}
 	}
 	if len(best) == 0 {
+		if len(errs) == 0 {
+			return nil, fmt.Errorf("find %s: %w: no devices", c.Account, ErrContactNotFound)
+		}
 		return nil, fmt.Errorf("find %s: %w: %w", c.Account, ErrContactNotFound, errors.Join(errs...))
 	}
 	var out []foundDevice

@@ -237,7 +237,7 @@ func TestDiscoveryFindThroughDHT(t *testing.T) {
 // which only learns addresses from the DHT, is connected to it again
 // within the stated bound. The figure is in docs/discovery.md.
 func TestDiscoveryRediscoveryAfterRestart(t *testing.T) {
-	const bound = 20 * time.Second // loaded CI with -race; ~1 s measured on a quiet machine
+	const bound = 20 * time.Second // loaded CI with -race; 0.3–0.4 s measured (docs/discovery.md)
 	servers := dhtNet(t)
 	sk, _, err := crypto.GenerateEd25519Key(rand.Reader)
 	if err != nil {
