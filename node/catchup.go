@@ -15,6 +15,7 @@ import (
 	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
 
+	"github.com/glitr-chat/glitr/dag"
 	"github.com/glitr-chat/glitr/protocol"
 )
 
@@ -28,6 +29,11 @@ import (
 //
 // The engine knows nothing about blocks, keys or CRDTs: a CatchupSource
 // summarises and enumerates, a CatchupSink decodes, verifies and commits.
+//
+// Version 1.1.0 adds a fallback for stores the vectors cannot describe:
+// when the initiator still lacks some of the responder's heads after the
+// exchange, it opens range-based set reconciliation on the same stream
+// (dag.Reconciler), and then each side ships the blocks the other lacks.
 
 // CatchupSource answers for the DAGs this node holds.
 type CatchupSource interface {
@@ -39,6 +45,23 @@ type CatchupSource interface {
 	// may reuse its buffer after fn returns. An error from fn must be
 	// returned (possibly wrapped): it is how the engine stops the scan.
 	Missing(ctx context.Context, syncID []byte, theirs protocol.Hello, fn func(env []byte) error) error
+}
+
+// CatchupReconciler is what a CatchupSource needs for the reconciliation
+// fallback (protocol 1.1.0). A source without it still serves 1.1.0
+// sessions but never starts reconciliation, and answers a peer that does
+// with Error "unavailable".
+type CatchupReconciler interface {
+	// ReconSet returns the blocks held for syncID as a reconciliation set
+	// (a snapshot, which the engine does not modify).
+	ReconSet(ctx context.Context, syncID []byte) (*dag.ReconSet, error)
+	// Lacking returns how many of cids (raw CID bytes, from a peer's
+	// Hello) are not held.
+	Lacking(ctx context.Context, syncID []byte, cids [][]byte) (int, error)
+	// Envelopes calls fn with the envelope of each item in the order
+	// given (the engine passes key order, which is topological), skipping
+	// items no longer held. Buffer and error rules are Missing's.
+	Envelopes(ctx context.Context, syncID []byte, items []dag.ReconItem, fn func(env []byte) error) error
 }
 
 // CatchupSink takes in what a peer sends. Ingest decodes, opens, verifies,
@@ -93,7 +116,10 @@ const (
 
 // CatchupStats describes one session from one side.
 type CatchupStats struct {
-	RoundTrips             int   // request/response exchanges before data flowed (must be 1 for the fast path)
+	// RoundTrips counts the times this side waited for the peer before
+	// data could flow: 1 for the fast path, plus one per reconciliation
+	// message it sent that needed an answer.
+	RoundTrips             int
 	FramesSent, FramesRecv int   // all frames, Hello and Done included
 	BlocksSent, BlocksRecv int   // envelopes
 	BytesSent, BytesRecv   int64 // on the wire, including length prefixes
@@ -105,6 +131,11 @@ type CatchupStats struct {
 	// Limited is true when the session ran over a limited (relayed)
 	// connection.
 	Limited bool
+	// Reconciled is true when the session ran the reconciliation
+	// fallback; ReconMessages counts its messages, both directions. Its
+	// frames and blocks are included in the counters above.
+	Reconciled    bool
+	ReconMessages int
 }
 
 // CatchupOptions tune the engine. Zero values take the defaults noted.
@@ -144,6 +175,11 @@ type CatchupOptions struct {
 	OnSession func(p peer.ID, initiator bool, st CatchupStats, err error)
 	// Logger receives debug and warning logs (nil: discard).
 	Logger *slog.Logger
+	// ReconTimeout caps the reconciliation rounds of a session, before
+	// the blocks they found are shipped (default 60 s).
+	ReconTimeout time.Duration
+	// Recon tunes the reconciler (dag defaults).
+	Recon dag.ReconConfig
 
 	// forceLimited treats every connection as limited (tests).
 	forceLimited bool
@@ -176,6 +212,9 @@ func (o *CatchupOptions) defaults() {
 	}
 	if o.Logger == nil {
 		o.Logger = slog.New(slog.DiscardHandler)
+	}
+	if o.ReconTimeout <= 0 {
+		o.ReconTimeout = time.Minute
 	}
 }
 
@@ -220,6 +259,7 @@ func NewCatchup(h host.Host, src CatchupSource, sink CatchupSink, opts CatchupOp
 	}}
 	h.Network().Notify(c.notifiee)
 	h.SetStreamHandler(protocol.SyncProtocol, c.handle)
+	h.SetStreamHandler(protocol.SyncProtocolRecon, c.handle)
 	return c
 }
 
@@ -234,6 +274,7 @@ func (c *Catchup) Close() error {
 	c.closed = true
 	c.mu.Unlock()
 	c.h.RemoveStreamHandler(protocol.SyncProtocol)
+	c.h.RemoveStreamHandler(protocol.SyncProtocolRecon)
 	c.h.Network().StopNotify(c.notifiee)
 	c.cancel()
 	c.wg.Wait()
@@ -282,7 +323,7 @@ func (c *Catchup) Sync(ctx context.Context, p peer.ID, syncID []byte) (st Catchu
 	}
 	mine.SyncID = syncID
 
-	s, err := c.h.NewStream(network.WithAllowLimitedConn(ctx, "glitr-sync"), p, protocol.SyncProtocol)
+	s, err := c.h.NewStream(network.WithAllowLimitedConn(ctx, "glitr-sync"), p, protocol.SyncProtocolRecon, protocol.SyncProtocol)
 	if err != nil {
 		return st, fmt.Errorf("catch-up: open stream to %s: %w", p, err)
 	}
@@ -308,8 +349,32 @@ func (c *Catchup) Sync(ctx context.Context, p peer.ID, syncID []byte) (st Catchu
 	}
 	// The only wait before data flows: the responder's Hello.
 	ss.st.RoundTrips = 1
-	err = ss.run(mine, *f.Hello, have)
+	theirs := *f.Hello
+	if err = ss.run(mine, theirs, have); err != nil || !ss.v11 {
+		return ss.stats(), err
+	}
+	if ss.gap(theirs) {
+		err = ss.reconcile(nil)
+	}
 	return ss.stats(), err
+}
+
+// gap reports whether the vector exchange left the initiator short: some
+// of the responder's heads are still not held (blocks out of sequence
+// order, an equivocation, heads the vectors could not tell apart), or
+// the responder sent fewer blocks than its vector claims. Limited
+// connections never reconcile: their byte budget is for blocks.
+func (ss *session) gap(theirs protocol.Hello) bool {
+	rec, ok := ss.c.src.(CatchupReconciler)
+	if !ok || ss.limited {
+		return false
+	}
+	lacking, err := rec.Lacking(ss.ctx, ss.syncID, theirs.Heads)
+	if err != nil {
+		ss.c.log.Warn("catch-up: heads lookup failed", "peer", ss.p.String(), "err", err)
+		return false
+	}
+	return lacking > 0 || ss.shortfall
 }
 
 // handle serves one inbound session as the responder.
@@ -375,7 +440,23 @@ func (c *Catchup) handle(s network.Stream) {
 		return
 	}
 	ss.st.RoundTrips = 1
-	err = ss.run(mine, theirs, true)
+	if err = ss.run(mine, theirs, true); err != nil || !ss.v11 {
+		return
+	}
+	// 1.1.0: the initiator closes, or opens reconciliation.
+	f, err = ss.read()
+	switch {
+	case errors.Is(err, io.EOF):
+		err = nil
+	case err != nil:
+		err = ss.failed(err)
+	case f.Kind == protocol.FrameReconcile:
+		err = ss.reconcile(&f)
+	case f.Kind == protocol.FrameError:
+		err = ss.failed(remoteError(f.Error))
+	default:
+		err = ss.failed(fmt.Errorf("%w: frame kind %d after done", ErrBadPeer, f.Kind))
+	}
 }
 
 // charge counts n bytes sent on limited connection conn.
@@ -426,6 +507,9 @@ type session struct {
 	initiator bool
 	limited   bool
 	connID    string
+	v11       bool // protocol 1.1.0: no half-close after Done, reconciliation may follow
+	// shortfall: the peer sent fewer blocks than its Hello implied.
+	shortfall bool
 
 	ctx       context.Context
 	cancel    context.CancelCauseFunc
@@ -460,6 +544,7 @@ func (c *Catchup) newSession(parent context.Context, s network.Stream, syncID []
 		c: c, s: s, p: s.Conn().RemotePeer(), syncID: syncID, initiator: initiator,
 		limited: s.Conn().Stat().Limited || c.opts.forceLimited,
 		connID:  s.Conn().ID(),
+		v11:     s.Protocol() == protocol.SyncProtocolRecon,
 		ctx:     ctx, cancel: cancel,
 	}
 	ss.st.Limited = ss.limited
@@ -571,12 +656,31 @@ func (ss *session) run(mine, theirs protocol.Hello, have bool) error {
 	bound := blockBound(mine, theirs, CatchupSlack, ss.c.opts.MaxBlocksPerSession)
 	sendCap := blockBound(theirs, mine, CatchupSlack, CatchupMaxBlocks)
 	expected := expectedBlocks(mine, theirs)
+	scan := func(fn func(env []byte) error) error {
+		if !have {
+			return nil
+		}
+		return ss.c.src.Missing(ss.ctx, ss.syncID, theirs, fn)
+	}
+	stopped, got, err := ss.exchange(scan, bound, sendCap, !ss.v11)
+	if err != nil {
+		return err
+	}
+	ss.shortfall = got < expected && expected < ss.c.opts.MaxBlocksPerSession
+	ss.st.Partial = stopped || got < expected
+	return nil
+}
 
+// exchange streams what scan yields to the peer (at most sendCap blocks)
+// while reading and ingesting what the peer sends (at most bound blocks),
+// until both Done frames. closeWrite half-closes after our Done (1.0.0).
+// got is the number of blocks received.
+func (ss *session) exchange(scan func(fn func(env []byte) error) error, bound, sendCap uint64, closeWrite bool) (stopped bool, got uint64, err error) {
 	var wg sync.WaitGroup
-	stopped := false
+	ss.sent = 0
 	wg.Go(func() {
 		var err error
-		if stopped, err = ss.send(theirs, have, sendCap); err != nil {
+		if stopped, err = ss.send(scan, sendCap, closeWrite); err != nil {
 			ss.failed(err)
 		}
 	})
@@ -585,7 +689,8 @@ func (ss *session) run(mine, theirs protocol.Hello, have bool) error {
 	frames := make(chan [][]byte, 1)
 	wg.Go(func() {
 		defer close(frames)
-		if err := ss.receive(bound, frames); err != nil {
+		var err error
+		if got, err = ss.receive(bound, frames); err != nil {
 			ss.failed(err)
 		}
 	})
@@ -602,11 +707,100 @@ func (ss *session) run(mine, theirs protocol.Hello, have bool) error {
 	}
 	wg.Wait()
 	if ss.ctx.Err() != nil {
-		return ss.failed(context.Cause(ss.ctx))
+		return false, got, ss.failed(context.Cause(ss.ctx))
 	}
 	ss.closeOnEnd = true
-	ss.st.Partial = stopped || uint64(ss.st.BlocksRecv) < expected
+	return stopped, got, nil
+}
+
+// reconcile runs the reconciliation fallback and then ships, both ways,
+// the blocks it found missing. The initiator calls it with nil and opens;
+// the responder passes the Reconcile frame that opened it.
+func (ss *session) reconcile(first *protocol.Frame) error {
+	ss.st.Reconciled = true
+	rec, ok := ss.c.src.(CatchupReconciler)
+	if !ok {
+		if err := ss.write(protocol.Frame{Kind: protocol.FrameError, Error: catchupReasonUnavailable}, true); err != nil {
+			return ss.failed(err)
+		}
+		return nil
+	}
+	d := ss.c.opts.ReconTimeout
+	timer := time.AfterFunc(d, func() { ss.cancel(fmt.Errorf("%w: reconciliation ran over %s", ErrCatchupTimeout, d)) })
+	defer timer.Stop()
+	set, err := rec.ReconSet(ss.ctx, ss.syncID)
+	if err != nil {
+		err = fmt.Errorf("catch-up: reconciliation set: %w", err)
+		if first != nil {
+			_ = ss.write(protocol.Frame{Kind: protocol.FrameError, Error: catchupReasonUnavailable}, true)
+		}
+		return ss.failed(err)
+	}
+	r := dag.NewReconciler(set, ss.c.opts.Recon)
+	if first == nil {
+		if err := ss.writeRecon(r.Initiate()); err != nil {
+			return ss.failed(err)
+		}
+	}
+	for {
+		var f protocol.Frame
+		if first != nil {
+			f, first = *first, nil
+		} else if f, err = ss.read(); err != nil {
+			return ss.failed(err)
+		}
+		switch f.Kind {
+		case protocol.FrameReconcile:
+		case protocol.FrameError:
+			return ss.failed(remoteError(f.Error))
+		default:
+			return ss.failed(fmt.Errorf("%w: frame kind %d during reconciliation", ErrBadPeer, f.Kind))
+		}
+		ss.st.ReconMessages++
+		in, err := dag.DecodeReconMessage(f.Recon)
+		if err != nil {
+			return ss.failed(fmt.Errorf("%w: %w", ErrBadPeer, err))
+		}
+		out, reply, err := r.Receive(in)
+		if err != nil {
+			return ss.failed(fmt.Errorf("%w: %w", ErrBadPeer, err))
+		}
+		if !reply {
+			break
+		}
+		if err := ss.writeRecon(out); err != nil {
+			return ss.failed(err)
+		}
+		if !out.NeedsReply() {
+			break
+		}
+	}
+	timer.Stop()
+	idx := r.Sending()
+	items := make([]dag.ReconItem, len(idx))
+	for k, i := range idx {
+		items[k] = set.Item(i)
+	}
+	ss.c.log.Debug("catch-up: reconciled", "peer", ss.p.String(), "messages", ss.st.ReconMessages,
+		"send", len(items), "receive", r.Expected(), "incomplete", r.Incomplete())
+	scan := func(fn func(env []byte) error) error { return rec.Envelopes(ss.ctx, ss.syncID, items, fn) }
+	bound := min(satAdd(r.Expected(), CatchupSlack), ss.c.opts.MaxBlocksPerSession)
+	stopped, got, err := ss.exchange(scan, bound, CatchupMaxBlocks, true)
+	if err != nil {
+		return err
+	}
+	ss.st.Partial = ss.st.Partial || stopped || r.Incomplete() || got < r.Expected()
 	return nil
+}
+
+// writeRecon sends one reconciliation message; one that needs an answer
+// costs a round trip.
+func (ss *session) writeRecon(m dag.ReconMessage) error {
+	ss.st.ReconMessages++
+	if m.NeedsReply() {
+		ss.st.RoundTrips++
+	}
+	return ss.write(protocol.Frame{Kind: protocol.FrameReconcile, Recon: dag.EncodeReconMessage(m)}, true)
 }
 
 // errStopSending ends the source's scan early (budget or cap reached).
@@ -618,63 +812,64 @@ const blocksFrameOverhead = 16
 
 // send streams everything the peer lacks, then Done, then closes the
 // write side. stopped reports an early end (budget or cap).
-func (ss *session) send(theirs protocol.Hello, have bool, sendCap uint64) (stopped bool, err error) {
+func (ss *session) send(scan func(fn func(env []byte) error) error, sendCap uint64, closeWrite bool) (stopped bool, err error) {
 	frameLimit := ss.c.opts.FrameBytes
 	ss.arena = make([]byte, 0, min(frameLimit, 64<<10))
-	if have {
-		err = ss.c.src.Missing(ss.ctx, ss.syncID, theirs, func(env []byte) error {
-			if err := ss.ctx.Err(); err != nil {
-				return context.Cause(ss.ctx)
+	err = scan(func(env []byte) error {
+		if err := ss.ctx.Err(); err != nil {
+			return context.Cause(ss.ctx)
+		}
+		if ss.sent+uint64(len(ss.pending)) >= sendCap {
+			return errStopSending
+		}
+		size := cborHeadLen(uint64(len(env))) + len(env)
+		if blocksFrameOverhead+size > frameLimit {
+			return fmt.Errorf("catch-up: envelope of %d bytes does not fit a frame", len(env))
+		}
+		if len(ss.pending) == protocol.MaxFrameEnvelopes || blocksFrameOverhead+ss.pendingSize+size > frameLimit {
+			if err := ss.flushBlocks(); err != nil {
+				return err
 			}
-			if ss.sent+uint64(len(ss.pending)) >= sendCap {
+		}
+		if ss.limited {
+			// Charge the envelope, plus the frame's overhead and
+			// length prefix if it opens one, keeping room for Done.
+			need := int64(size)
+			if len(ss.pending) == 0 {
+				need += blocksFrameOverhead + 8
+			}
+			if !ss.c.tryCharge(ss.connID, need, 32) {
 				return errStopSending
 			}
-			size := cborHeadLen(uint64(len(env))) + len(env)
-			if blocksFrameOverhead+size > frameLimit {
-				return fmt.Errorf("catch-up: envelope of %d bytes does not fit a frame", len(env))
-			}
-			if len(ss.pending) == protocol.MaxFrameEnvelopes || blocksFrameOverhead+ss.pendingSize+size > frameLimit {
-				if err := ss.flushBlocks(); err != nil {
-					return err
-				}
-			}
-			if ss.limited {
-				// Charge the envelope, plus the frame's overhead and
-				// length prefix if it opens one, keeping room for Done.
-				need := int64(size)
-				if len(ss.pending) == 0 {
-					need += blocksFrameOverhead + 8
-				}
-				if !ss.c.tryCharge(ss.connID, need, 32) {
-					return errStopSending
-				}
-			}
-			if cap(ss.arena)-len(ss.arena) < len(env) {
-				// A fresh arena: the pending slices keep the old one alive
-				// until the frame is written.
-				ss.arena = make([]byte, 0, max(len(env), min(frameLimit, 2*cap(ss.arena))))
-			}
-			off := len(ss.arena)
-			ss.arena = append(ss.arena, env...)
-			ss.pending = append(ss.pending, ss.arena[off:len(ss.arena):len(ss.arena)])
-			ss.pendingSize += size
-			return nil
-		})
-		if errors.Is(err, errStopSending) {
-			stopped, err = true, nil
 		}
-		if err != nil {
-			if ss.ctx.Err() != nil {
-				return false, context.Cause(ss.ctx)
-			}
-			return false, fmt.Errorf("catch-up: scan: %w", err)
+		if cap(ss.arena)-len(ss.arena) < len(env) {
+			// A fresh arena: the pending slices keep the old one alive
+			// until the frame is written.
+			ss.arena = make([]byte, 0, max(len(env), min(frameLimit, 2*cap(ss.arena))))
 		}
+		off := len(ss.arena)
+		ss.arena = append(ss.arena, env...)
+		ss.pending = append(ss.pending, ss.arena[off:len(ss.arena):len(ss.arena)])
+		ss.pendingSize += size
+		return nil
+	})
+	if errors.Is(err, errStopSending) {
+		stopped, err = true, nil
+	}
+	if err != nil {
+		if ss.ctx.Err() != nil {
+			return false, context.Cause(ss.ctx)
+		}
+		return false, fmt.Errorf("catch-up: scan: %w", err)
 	}
 	if err := ss.flushBlocks(); err != nil {
 		return false, err
 	}
 	if err := ss.write(protocol.Frame{Kind: protocol.FrameDone, Sent: ss.sent}, true); err != nil {
 		return false, err
+	}
+	if !closeWrite {
+		return stopped, nil
 	}
 	return stopped, ss.s.CloseWrite()
 }
@@ -698,33 +893,34 @@ func (ss *session) flushBlocks() error {
 }
 
 // receive reads the peer's frames until its Done, queueing Blocks for
-// ingestion and enforcing the block bound.
-func (ss *session) receive(bound uint64, frames chan<- [][]byte) error {
+// ingestion and enforcing the block bound. got counts the blocks read.
+func (ss *session) receive(bound uint64, frames chan<- [][]byte) (got uint64, err error) {
 	for {
 		f, err := ss.read()
 		if err != nil {
-			return err
+			return got, err
 		}
 		switch f.Kind {
 		case protocol.FrameBlocks:
 			ss.st.BlocksRecv += len(f.Envelopes)
-			if uint64(ss.st.BlocksRecv) > bound {
-				return fmt.Errorf("%w: sent %d blocks or more, its hello allows %d", ErrBadPeer, ss.st.BlocksRecv, bound)
+			got += uint64(len(f.Envelopes))
+			if got > bound {
+				return got, fmt.Errorf("%w: sent %d blocks or more, the hellos allow %d", ErrBadPeer, got, bound)
 			}
 			select {
 			case frames <- f.Envelopes:
 			case <-ss.ctx.Done():
-				return nil
+				return got, nil
 			}
 		case protocol.FrameDone:
-			if f.Sent != uint64(ss.st.BlocksRecv) {
-				return fmt.Errorf("%w: done says %d blocks, sent %d", ErrBadPeer, f.Sent, ss.st.BlocksRecv)
+			if f.Sent != got {
+				return got, fmt.Errorf("%w: done says %d blocks, sent %d", ErrBadPeer, f.Sent, got)
 			}
-			return nil
+			return got, nil
 		case protocol.FrameError:
-			return remoteError(f.Error)
+			return got, remoteError(f.Error)
 		default:
-			return fmt.Errorf("%w: unexpected frame kind %d", ErrBadPeer, f.Kind)
+			return got, fmt.Errorf("%w: unexpected frame kind %d", ErrBadPeer, f.Kind)
 		}
 	}
 }
