@@ -30,7 +30,7 @@ func allOps() []Op {
 		SetTitle{"t"}, SetTitle{}, SetAvatar{Mime: "image/png", Data: []byte{1, 2}}, SetAvatar{},
 		AddMember{acct(1)}, RemoveMember{acct(2)}, SetAdmin{acct(3), true}, SetAdmin{Account: acct(3)},
 		Rotation{Payload: []byte{9}, Recipients: []Recipient{{Account: acct(1), Device: dev(1)}}},
-		DeviceAnnounce{acct(1), dev(1), []byte{7}},
+		DeviceAnnounce{Account: acct(1), Device: dev(1), Cert: []byte{7}, Prekey: []byte{8}},
 		ProfileName{"me"}, ProfileAvatar{Mime: "image/jpeg", Data: []byte{3}},
 		SetPreference{"theme", "dark"}, SetPreference{Key: "lang"},
 		ContactUpdate{Account: acct(4), Name: &name, Verification: &v, Status: &st},

@@ -165,7 +165,7 @@ func (c *Conversation) StateHash() [32]byte {
 	}
 	var ds []dc
 	for k, r := range c.devices {
-		ds = append(ds, dc{c.g.accts[k.acct], DeviceCert{k.dev, c.g.events[r.ev].ops[r.op].(DeviceAnnounce).Cert}})
+		ds = append(ds, dc{c.g.accts[k.acct], DeviceCert{Device: k.dev, Cert: c.g.events[r.ev].ops[r.op].(DeviceAnnounce).Cert}})
 	}
 	slices.SortFunc(ds, func(x, y dc) int {
 		return cmp.Or(bytes.Compare(x.acct[:], y.acct[:]), bytes.Compare(x.Device[:], y.Device[:]))

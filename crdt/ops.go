@@ -135,6 +135,9 @@ type DeviceAnnounce struct {
 	Account AccountID `cbor:"a"`
 	Device  DeviceID  `cbor:"d"`
 	Cert    []byte    `cbor:"c"`
+	// Prekey is the device's signed prekey (opaque here), so that any
+	// member can seal a new epoch to it; re-announced when it rotates.
+	Prekey []byte `cbor:"p,omitempty"`
 }
 
 // ProfileName sets the account's display name (LWW).
@@ -340,6 +343,9 @@ func (o Rotation) validate() error {
 func (o DeviceAnnounce) validate() error {
 	if len(o.Cert) == 0 || len(o.Cert) > MaxCertLen {
 		return fmt.Errorf("device announce: cert %d bytes, want 1..%d", len(o.Cert), MaxCertLen)
+	}
+	if len(o.Prekey) > MaxCertLen {
+		return fmt.Errorf("device announce: prekey %d bytes > %d", len(o.Prekey), MaxCertLen)
 	}
 	return nil
 }

@@ -309,6 +309,7 @@ func (c *Conversation) tainted(ev int32, op Rotation) bool {
 type DeviceCert struct {
 	Device DeviceID
 	Cert   []byte // shared with the state: do not modify
+	Prekey []byte // the announced signed prekey, if any; shared likewise
 }
 
 // Devices returns the devices announced for account a, sorted by device.
@@ -321,7 +322,8 @@ func (c *Conversation) Devices(a AccountID) []DeviceCert {
 	var out []DeviceCert
 	for k, r := range c.devices {
 		if k.acct == i {
-			out = append(out, DeviceCert{Device: k.dev, Cert: c.g.events[r.ev].ops[r.op].(DeviceAnnounce).Cert})
+			da := c.g.events[r.ev].ops[r.op].(DeviceAnnounce)
+			out = append(out, DeviceCert{Device: k.dev, Cert: da.Cert, Prekey: da.Prekey})
 		}
 	}
 	slices.SortFunc(out, func(x, y DeviceCert) int { return bytes.Compare(x.Device[:], y.Device[:]) })

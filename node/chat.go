@@ -33,11 +33,12 @@ var (
 	ErrNotContact     = errors.New("not a contact: add their card first")
 	ErrEmptyMessage   = errors.New("message is empty")
 	ErrMessageTooLong = errors.New("message is too long")
+	ErrNotSynced      = errors.New("conversation is still arriving: try again in a moment")
 )
 
-// MaxMessageText caps one message's text; the whole block must stay under
-// dag's 64 KiB limit with room for the other fields.
-const MaxMessageText = 32 << 10
+// MaxMessageText caps one message's text (the CRDT's limit, so that what is
+// committed always applies).
+const MaxMessageText = crdt.MaxTextLen
 
 // Chat is the conversation service of a personal node: it creates
 // conversations, sends and receives blocks (gossip live, catch-up on
@@ -58,6 +59,8 @@ type Chat struct {
 	convs    map[string]*conversation // by hex conversation id
 	bySync   map[string]*conversation // by sync id
 	contacts map[keyring.AccountID]VerifiedCard
+	account  *conversation // the account DAG, shared by this account's devices
+	inv      invites
 
 	ctx    context.Context
 	cancel context.CancelFunc
@@ -101,6 +104,7 @@ type conversation struct {
 	mu        sync.Mutex
 	cipher    *keyring.Cipher
 	state     *crdt.Conversation
+	acct      *crdt.Account // set instead of state for the account DAG
 	accounts  map[dag.DeviceID]crdt.AccountID
 	topics    map[string]*joinedTopic
 	ackedSeq  uint64 // our highest seq another device is known to hold
@@ -159,11 +163,20 @@ func (c *Chat) load(ctx context.Context) error {
 	}); err != nil {
 		return err
 	}
+	accountID, err := c.accountConversationID(ctx)
+	if err != nil {
+		return err
+	}
 	return c.each(ctx, convPrefix, func(k string, v []byte) error {
 		hexID := ds.RawKey(k).BaseNamespace()
-		conv, err := c.openConversation(ctx, hexID, v)
+		isAccount := hexID == accountID
+		conv, err := c.openConversation(ctx, hexID, v, isAccount)
 		if err != nil {
 			return fmt.Errorf("conversation %s: %w", hexID, err)
+		}
+		if isAccount {
+			c.setAccount(conv)
+			return nil
 		}
 		c.register(conv)
 		return nil
@@ -187,7 +200,7 @@ func (c *Chat) each(ctx context.Context, prefix ds.Key, fn func(k string, v []by
 	return nil
 }
 
-func (c *Chat) openConversation(ctx context.Context, hexID string, sealedRoot []byte) (*conversation, error) {
+func (c *Chat) openConversation(ctx context.Context, hexID string, sealedRoot []byte, account bool) (*conversation, error) {
 	id, err := hex.DecodeString(hexID)
 	if err != nil {
 		return nil, err
@@ -210,6 +223,9 @@ func (c *Chat) openConversation(ctx context.Context, hexID string, sealedRoot []
 		return nil, err
 	}
 	conv := newConversation(id, root, ciph)
+	if account {
+		conv.acct = crdt.NewAccount()
+	}
 	// Rebuild the CRDT from the committed blocks, in display order
 	// (which is topological).
 	var batch []crdt.Event
@@ -223,13 +239,13 @@ func (c *Chat) openConversation(ctx context.Context, hexID string, sealedRoot []
 		}
 		batch = append(batch, ev)
 		if len(batch) == 4096 {
-			if _, err := conv.state.ApplyBatch(batch); err != nil {
+			if _, err := conv.applyBatch(batch); err != nil {
 				return nil, err
 			}
 			batch = batch[:0]
 		}
 	}
-	if _, err := conv.state.ApplyBatch(batch); err != nil {
+	if _, err := conv.applyBatch(batch); err != nil {
 		return nil, err
 	}
 	return conv, nil
@@ -397,7 +413,7 @@ func (c *Chat) CreateConversation(ctx context.Context, title string, members []k
 	if err != nil {
 		return "", err
 	}
-	ops := []crdt.Op{crdt.DeviceAnnounce{Account: crdt.AccountID(c.id.AccountID()), Device: crdt.DeviceID(c.id.DeviceID()), Cert: c.id.Cert}}
+	var ops []crdt.Op // commitOwn puts this device's announcement first
 	if title != "" {
 		ops = append(ops, crdt.SetTitle{Title: title})
 	}
@@ -491,11 +507,19 @@ func (s blockSigner) Sign(msg []byte) ([]byte, error) {
 // commitOwn builds, persists and applies one of this device's blocks, then
 // publishes it. conv.mu must not be held.
 func (c *Chat) commitOwn(ctx context.Context, conv *conversation, ops []crdt.Op) (dag.Block, error) {
+	conv.mu.Lock()
+	// Members seal new epochs to the prekey this device announced.
+	if ann, err := c.ownAnnounce(conv); err != nil {
+		conv.mu.Unlock()
+		return dag.Block{}, err
+	} else if ann != nil {
+		ops = append([]crdt.Op{ann}, ops...)
+	}
 	body, err := crdt.EncodeOps(ops)
 	if err != nil {
+		conv.mu.Unlock()
 		return dag.Block{}, err
 	}
-	conv.mu.Lock()
 	blk, err := c.store.Append(ctx, conv.dagID, dag.Author{
 		Signer: blockSigner{c.id.Keyring.Device},
 		Sealer: convSealer{c: c, conv: conv, ctx: ctx},
@@ -506,8 +530,11 @@ func (c *Chat) commitOwn(ctx context.Context, conv *conversation, ops []crdt.Op)
 		return dag.Block{}, fmt.Errorf("commit block: %w", err)
 	}
 	ev, _ := conv.event(blk)
-	if err := conv.state.Apply(ev); err != nil {
+	if err := conv.apply(ev); err != nil {
 		c.log.Error("own block does not apply", "err", err)
+	}
+	if hasRotationOps([]crdt.Event{ev}) {
+		c.noteRotations(conv)
 	}
 	conv.mu.Unlock()
 	c.publish(conv, blk)
@@ -570,6 +597,12 @@ func (c *Chat) Send(ctx context.Context, hexID, text string, replyTo *crdt.MsgID
 	if err != nil {
 		return crdt.MsgID{}, err
 	}
+	if err := c.requireSynced(ctx, conv); err != nil {
+		return crdt.MsgID{}, err
+	}
+	if err := c.ensureUsableEpoch(ctx, conv); err != nil {
+		return crdt.MsgID{}, err
+	}
 	blk, err := c.commitOwn(ctx, conv, []crdt.Op{crdt.Message{Text: text, ReplyTo: replyTo}})
 	if err != nil {
 		return crdt.MsgID{}, err
@@ -585,12 +618,43 @@ func (c *Chat) MarkRead(ctx context.Context, hexID string) error {
 	if err != nil {
 		return err
 	}
+	if err := c.requireSynced(ctx, conv); err != nil {
+		return err
+	}
 	pos, err := c.position(ctx, conv)
 	if err != nil {
 		return err
 	}
 	_, err = c.commitOwn(ctx, conv, []crdt.Op{crdt.Receipt{Read: true, Upto: pos}})
 	return err
+}
+
+// requireSynced refuses to write into a conversation whose first block has
+// not arrived yet (right after a welcome): a block written then would be a
+// second root.
+func (c *Chat) requireSynced(ctx context.Context, conv *conversation) error {
+	heads, err := c.store.Heads(ctx, conv.dagID)
+	if err != nil {
+		return err
+	}
+	if len(heads) == 0 {
+		return ErrNotSynced
+	}
+	return nil
+}
+
+// synced waits until a conversation's first block is held.
+func (c *Chat) synced(ctx context.Context, conv *conversation) error {
+	for {
+		if heads, err := c.store.Heads(ctx, conv.dagID); err != nil || len(heads) > 0 {
+			return err
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("waiting for the conversation's first block: %w", ctx.Err())
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
 }
 
 func (c *Chat) position(ctx context.Context, conv *conversation) (crdt.Position, error) {

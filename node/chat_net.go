@@ -383,8 +383,13 @@ func (c *Chat) ingest(ctx context.Context, conv *conversation, from peer.ID, env
 		}
 		events = append(events, ev)
 	}
-	if _, aerr := conv.state.ApplyBatch(events); aerr != nil {
+	if _, aerr := conv.applyBatch(events); aerr != nil {
 		c.log.Error("apply", "conv", conv.hexID, "err", aerr)
+	}
+	if hasRotationOps(events) && c.noteRotations(conv) {
+		// Blocks sealed under the new epoch may have been refused
+		// before it was installed: fetch them again.
+		c.wg.Go(func() { c.syncWith(c.ctx, conv, from) })
 	}
 	if len(events) > 0 {
 		c.events.publish(Event{Kind: "state", Conversation: conv.hexID})

@@ -739,7 +739,7 @@ func openOffline(t *testing.T, path string) *offlineNode {
 		t.Fatal(err)
 	}
 	n := &Node{Dir: dir, Host: h, log: slog.New(slog.DiscardHandler)}
-	id, err := loadIdentity(dir, time.Now())
+	id, err := loadIdentity(dir, time.Now(), nil)
 	if err != nil {
 		t.Fatal(err)
 	}

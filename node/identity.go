@@ -37,14 +37,27 @@ func (id *Identity) AccountID() keyring.AccountID { return id.Keyring.Account.ID
 // DeviceID is this device's signing key.
 func (id *Identity) DeviceID() keyring.DeviceID { return id.Keyring.Device.ID() }
 
+// errNeedsPassphrase: the keyring is passphrase-protected and no
+// passphrase was given.
+var errNeedsPassphrase = errors.New("keyring is protected by a passphrase")
+
 // loadIdentity opens the keyring, creating a new account and device on first
 // use. Without a passphrase the keyring is protected by a 0600 key file next
 // to it.
-func loadIdentity(dir DataDir, now time.Time) (*Identity, error) {
+func loadIdentity(dir DataDir, now time.Time, passphrase []byte) (*Identity, error) {
 	path := dir.file(KeyringFile)
-	prot := keyring.KeyFile(dir.file(KeyringKeyFile))
+	var prot keyring.Protection = keyring.KeyFile(dir.file(KeyringKeyFile))
+	if passphrase != nil {
+		prot = keyring.Passphrase(passphrase)
+	}
 	kr, err := keyring.ReadFile(path, prot)
 	switch {
+	case errors.Is(err, keyring.ErrProtectionMismatch) && passphrase == nil:
+		return nil, errNeedsPassphrase
+	case errors.Is(err, keyring.ErrProtectionMismatch):
+		return nil, fmt.Errorf("keyring %s is not passphrase-protected: %w", path, err)
+	case errors.Is(err, fs.ErrNotExist) && passphrase != nil:
+		return nil, fmt.Errorf("keyring %s does not exist yet: start once without a passphrase", path)
 	case err == nil:
 	case errors.Is(err, fs.ErrNotExist):
 		if kr, err = newKeyring(now); err != nil {
@@ -212,4 +225,23 @@ func verifyCard(c Card, now time.Time) (VerifiedCard, error) {
 		vc.Peer.Addrs = append(vc.Peer.Addrs, ai.Addrs...)
 	}
 	return vc, nil
+}
+
+// protect re-encrypts the keyring under prot (a passphrase, or the key
+// file) and removes the key file when it is no longer used. The caller
+// holds the chat service's idMu.
+func (id *Identity) protect(prot keyring.Protection) error {
+	if err := keyring.WriteFile(id.path, id.Keyring, prot); err != nil {
+		return fmt.Errorf("re-encrypt keyring: %w", err)
+	}
+	old := id.prot
+	id.prot = prot
+	if kf, ok := old.(keyring.KeyFile); ok {
+		if _, now := prot.(keyring.KeyFile); !now {
+			if err := os.Remove(string(kf)); err != nil && !errors.Is(err, fs.ErrNotExist) {
+				return fmt.Errorf("remove key file: %w", err)
+			}
+		}
+	}
+	return nil
 }

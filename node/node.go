@@ -42,19 +42,24 @@ type Options struct {
 	Logger *slog.Logger
 	// Version is reported by the API and metrics.
 	Version string
+	// Passphrase unlocks a passphrase-protected keyring at start. Without
+	// it such a node starts locked: the host runs, chat waits for Unlock.
+	Passphrase []byte
 }
 
 // Node is a running Glitr node. Personal nodes have a store and gossipsub;
 // relay nodes have neither (they keep no chat state), but both have the
 // host, the DHT and the local API.
 type Node struct {
-	Dir     DataDir
-	Config  Config
-	Host    host.Host
-	DHT     *dht.IpfsDHT
-	PubSub  *pubsub.PubSub // nil in relay mode
-	Store   ds.Batching    // chat state; nil in relay mode
-	Chat    *Chat          // conversations; nil in relay mode
+	Dir    DataDir
+	Config Config
+	Host   host.Host
+	DHT    *dht.IpfsDHT
+	PubSub *pubsub.PubSub // nil in relay mode
+	Store  ds.Batching    // chat state; nil in relay mode
+	// Chat is the conversation service; nil in relay mode and while the
+	// keyring is locked (use chatService from code that runs then).
+	Chat    *Chat
 	Metrics *prometheus.Registry
 
 	log     *slog.Logger
@@ -74,6 +79,9 @@ type Node struct {
 	wg          sync.WaitGroup
 	closeOnce   sync.Once
 	closeErr    error
+	chatMu      sync.RWMutex // guards Chat and locked after Start
+	locked      bool         // the keyring waits for its passphrase
+	unlockMu    sync.Mutex   // one Unlock at a time
 }
 
 // Start opens the data directory (taking its lock), loads the config and
@@ -146,7 +154,11 @@ func Start(ctx context.Context, dir DataDir, opts Options) (_ *Node, err error) 
 			return nil, fmt.Errorf("start gossipsub: %w", err)
 		}
 		n.wg.Go(func() { n.decayPenalties(bg) })
-		if err := n.startChat(ctx); err != nil {
+		switch err := n.startChat(ctx, opts.Passphrase); {
+		case errors.Is(err, errNeedsPassphrase):
+			n.locked = true
+			log.Info("the keyring is protected by a passphrase: unlock it in the browser UI or with `glitr unlock`")
+		case err != nil:
 			return nil, err
 		}
 	}
@@ -164,8 +176,8 @@ func Start(ctx context.Context, dir DataDir, opts Options) (_ *Node, err error) 
 	return n, nil
 }
 
-func (n *Node) startChat(ctx context.Context) error {
-	id, err := loadIdentity(n.Dir, time.Now())
+func (n *Node) startChat(ctx context.Context, passphrase []byte) error {
+	id, err := loadIdentity(n.Dir, time.Now(), passphrase)
 	if err != nil {
 		return err
 	}
@@ -200,11 +212,21 @@ func (n *Node) startChat(ctx context.Context) error {
 			c.recordSession(st)
 		},
 	})
+	if err := c.ensureAccount(ctx); err != nil {
+		return fmt.Errorf("account: %w", err)
+	}
+	n.chatMu.Lock()
 	n.Chat = c
+	n.locked = false
+	n.chatMu.Unlock()
 	n.Host.SetStreamHandler(WelcomeProtocol, c.handleWelcome)
+	n.Host.SetStreamHandler(ContactProtocol, c.handleContactRequest)
 	c.mu.RLock()
 	for _, conv := range c.convs {
 		c.joinTopics(conv)
+	}
+	if c.account != nil {
+		c.joinTopics(c.account)
 	}
 	c.mu.RUnlock()
 	// Registered before the first dial, so no connection is missed.
@@ -218,6 +240,13 @@ func (n *Node) startChat(ctx context.Context) error {
 	// gets to them (a phone-sized budget matters more than a few ms here).
 	debug.FreeOSMemory()
 	return nil
+}
+
+// chatService returns the chat service, or nil (relay, locked).
+func (n *Node) chatService() *Chat {
+	n.chatMu.RLock()
+	defer n.chatMu.RUnlock()
+	return n.Chat
 }
 
 // APIAddr is the host:port the local API listens on.
@@ -424,9 +453,9 @@ func (n *Node) Close() error {
 		if n.metrics != nil {
 			errs = append(errs, n.metrics.Shutdown(ctx))
 		}
-		if n.Chat != nil {
-			n.Chat.close()
-			n.Chat.catchup.Close()
+		if c := n.chatService(); c != nil {
+			c.close()
+			c.catchup.Close()
 		}
 		if n.cancel != nil {
 			n.cancel()

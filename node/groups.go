@@ -1,0 +1,330 @@
+package node
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/glitr-chat/glitr/crdt"
+	"github.com/glitr-chat/glitr/keyring"
+)
+
+// Epochs and membership. A conversation's key changes with a Rotation op
+// (keyring.NewRotation, sealed with HPKE to every member device's announced
+// prekey). Every replica installs the epochs sealed to it as the rotation
+// blocks commit, and seals its own blocks under the epoch the CRDT picks
+// (crdt.Conversation.CurrentEpoch: the untainted rotation with the greatest
+// Lamport clock), so concurrent rotations converge. Adding a member rotates
+// so the newcomer gets a key; removing one rotates so the removed member
+// reads nothing sent afterwards.
+
+// ownAnnounce is this device's DeviceAnnounce with its current signed
+// prekey, or nil when the conversation already has exactly that one.
+// conv.mu is held.
+func (c *Chat) ownAnnounce(conv *conversation) (crdt.Op, error) {
+	c.idMu.Lock()
+	signed, err := c.id.Keyring.Device.SignPrekey(c.id.Keyring.Prekeys.Current())
+	c.idMu.Unlock()
+	if err != nil {
+		return nil, err
+	}
+	self := crdt.AccountID(c.id.AccountID())
+	if conv.acct != nil {
+		return nil, nil // the account DAG records devices with DeviceAdd
+	}
+	for _, d := range conv.state.Devices(self) {
+		if d.Device == crdt.DeviceID(c.id.DeviceID()) && bytes.Equal(d.Prekey, signed) {
+			return nil, nil
+		}
+	}
+	return crdt.DeviceAnnounce{Account: self, Device: crdt.DeviceID(c.id.DeviceID()), Cert: c.id.Cert, Prekey: signed}, nil
+}
+
+// hasRotationOps reports whether events carry rotations or membership
+// changes, the only ops that can change which epoch to use.
+func hasRotationOps(events []crdt.Event) bool {
+	for _, ev := range events {
+		for _, op := range ev.Ops {
+			switch op.(type) {
+			case crdt.Rotation, crdt.RemoveMember, crdt.AddMember:
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// noteRotations installs the epochs sealed to this device and switches
+// sending to the CRDT's current epoch. conv.mu is held. It reports whether
+// an epoch was installed (blocks under it may have been refused before).
+func (c *Chat) noteRotations(conv *conversation) (installed bool) {
+	if conv.acct != nil {
+		return false
+	}
+	self := c.id.DeviceID()
+	for _, rv := range conv.state.Rotations() {
+		r, err := keyring.VerifyRotation(rv.Payload)
+		if err != nil || !bytes.Equal(r.Conversation, conv.id) || r.Rotator != keyring.DeviceID(rv.Device) {
+			continue
+		}
+		if conv.cipher.HasEpoch(r.Epoch) || !r.HasBoxFor(self) {
+			continue
+		}
+		c.idMu.Lock()
+		ep, err := keyring.OpenEpoch(r, self, c.id.Keyring.Prekeys)
+		c.idMu.Unlock()
+		if err != nil {
+			c.log.Warn("cannot open an epoch sealed to this device", "conv", conv.hexID, "epoch", r.Epoch.String(), "err", err)
+			continue
+		}
+		if err := conv.cipher.Install(ep); err != nil {
+			c.log.Warn("install epoch", "conv", conv.hexID, "err", err)
+			continue
+		}
+		installed = true
+	}
+	if cur, ok := conv.state.CurrentEpoch(); ok {
+		if r, err := keyring.VerifyRotation(cur.Payload); err == nil && conv.cipher.HasEpoch(r.Epoch) {
+			if err := conv.cipher.SetSendingEpoch(r.Epoch); err != nil {
+				c.log.Warn("switch sending epoch", "conv", conv.hexID, "err", err)
+			}
+		}
+	}
+	if installed {
+		if err := c.persistKeys(c.ctx, conv, true); err != nil {
+			c.log.Error("persist key state", "conv", conv.hexID, "err", err)
+		}
+	}
+	return installed
+}
+
+// memberRecipients returns the verified prekeys of every device of every
+// member (from the devices' announcements, or a contact card when that
+// is newer), this device's own first, plus the crdt recipients list.
+// conv.mu is held.
+func (c *Chat) memberRecipients(conv *conversation, extra []VerifiedCard, now time.Time) ([]keyring.SignedPrekey, []crdt.Recipient, error) {
+	own, err := c.ownPrekey()
+	if err != nil {
+		return nil, nil, err
+	}
+	selfAcct, selfDev := c.id.AccountID(), c.id.DeviceID()
+	keys := map[keyring.DeviceID]keyring.SignedPrekey{selfDev: own}
+	accountOf := map[keyring.DeviceID]keyring.AccountID{selfDev: selfAcct}
+	consider := func(a keyring.AccountID, spk keyring.SignedPrekey) {
+		if spk.ValidAt(now) != nil {
+			return
+		}
+		if cur, ok := keys[spk.Device]; !ok || spk.Created.After(cur.Created) {
+			keys[spk.Device] = spk
+			accountOf[spk.Device] = a
+		}
+	}
+	for _, m := range conv.state.Members() {
+		a := keyring.AccountID(m.Account)
+		for _, d := range conv.state.Devices(m.Account) {
+			if d.Device == crdt.DeviceID(selfDev) || len(d.Prekey) == 0 {
+				continue
+			}
+			if spk, err := keyring.VerifyPrekey(d.Prekey); err == nil && spk.Device == keyring.DeviceID(d.Device) {
+				consider(a, spk)
+			}
+		}
+		c.mu.RLock()
+		vc, ok := c.contacts[a]
+		c.mu.RUnlock()
+		if ok && a != selfAcct {
+			consider(a, vc.Prekey)
+		}
+	}
+	for _, vc := range extra {
+		consider(vc.Cert.Account, vc.Prekey)
+	}
+	recips := []keyring.SignedPrekey{own}
+	crdtRecips := []crdt.Recipient{{Account: crdt.AccountID(selfAcct), Device: crdt.DeviceID(selfDev)}}
+	for d, spk := range keys {
+		if d == selfDev {
+			continue
+		}
+		recips = append(recips, spk)
+		crdtRecips = append(crdtRecips, crdt.Recipient{Account: crdt.AccountID(accountOf[d]), Device: crdt.DeviceID(d)})
+	}
+	return recips, crdtRecips, nil
+}
+
+// rotate commits ops together with a new epoch sealed to the members
+// (after ops take effect: extra are newcomers, drop are removed accounts).
+func (c *Chat) rotate(ctx context.Context, conv *conversation, ops []crdt.Op, extra []VerifiedCard, drop map[keyring.AccountID]bool) ([][]byte, error) {
+	now := c.now()
+	conv.mu.Lock()
+	recips, crdtRecips, err := c.memberRecipients(conv, extra, now)
+	var prev []keyring.EpochID
+	if cur, ok := conv.state.CurrentEpoch(); ok {
+		if r, err := keyring.VerifyRotation(cur.Payload); err == nil {
+			prev = append(prev, r.Epoch)
+		}
+	}
+	conv.mu.Unlock()
+	if err != nil {
+		return nil, err
+	}
+	if len(drop) > 0 {
+		keptK, keptR := recips[:0], crdtRecips[:0]
+		for i, r := range crdtRecips {
+			if !drop[keyring.AccountID(r.Account)] {
+				keptK, keptR = append(keptK, recips[i]), append(keptR, r)
+			}
+		}
+		recips, crdtRecips = keptK, keptR
+	}
+	parts, epoch, err := keyring.NewRotation(rand.Reader, c.id.Keyring.Device, keyring.RotationParams{
+		Conversation: conv.id, Prev: prev, Recipients: recips, Created: now,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("seal a new epoch: %w", err)
+	}
+	conv.mu.Lock()
+	err = conv.cipher.Install(epoch)
+	conv.mu.Unlock()
+	if err != nil {
+		return nil, err
+	}
+	for _, p := range parts {
+		ops = append(ops, crdt.Rotation{Payload: p, Recipients: crdtRecips})
+	}
+	// The rotation block itself is sealed under the current epoch, so every
+	// current member (the removed one too) learns of the change; everything
+	// after it is sealed under the new one.
+	if _, err := c.commitOwn(ctx, conv, ops); err != nil {
+		return nil, err
+	}
+	return parts, nil
+}
+
+// ErrAddMemberUnsupported: see AddMember.
+var ErrAddMemberUnsupported = errors.New("adding a member to an existing conversation is not supported yet: create a new group with everyone")
+
+// requireAdmin checks that this account may change the membership.
+func (c *Chat) requireAdmin(conv *conversation) error {
+	conv.mu.Lock()
+	member, admin := conv.state.IsMember(crdt.AccountID(c.id.AccountID()))
+	conv.mu.Unlock()
+	switch {
+	case !member:
+		return ErrNotMember
+	case !admin:
+		return ErrNotAdmin
+	}
+	return nil
+}
+
+// AddMember would add a contact to an existing conversation. A newcomer
+// holds no key for the blocks before it joined, and a DAG replica must
+// hold every ancestor of what it commits, so until replicas can start from
+// a join horizon (see docs/people.md) members are chosen when a
+// conversation is created; this reports ErrAddMemberUnsupported after
+// checking what it can.
+func (c *Chat) AddMember(ctx context.Context, hexID string, account keyring.AccountID) error {
+	conv, err := c.conversation(hexID)
+	if err != nil {
+		return err
+	}
+	if err := c.requireAdmin(conv); err != nil {
+		return err
+	}
+	c.mu.RLock()
+	_, ok := c.contacts[account]
+	c.mu.RUnlock()
+	if !ok {
+		return fmt.Errorf("%w: %s", ErrNotContact, account.String()[:16])
+	}
+	conv.mu.Lock()
+	already, _ := conv.state.IsMember(crdt.AccountID(account))
+	conv.mu.Unlock()
+	if already {
+		return nil
+	}
+	return ErrAddMemberUnsupported
+}
+
+// RemoveMember removes a member (or, with this account, leaves) and seals
+// a new epoch to the remaining members.
+func (c *Chat) RemoveMember(ctx context.Context, hexID string, account keyring.AccountID) error {
+	conv, err := c.conversation(hexID)
+	if err != nil {
+		return err
+	}
+	self := c.id.AccountID()
+	if account != self {
+		if err := c.requireAdmin(conv); err != nil {
+			return err
+		}
+	}
+	conv.mu.Lock()
+	member, _ := conv.state.IsMember(crdt.AccountID(account))
+	conv.mu.Unlock()
+	if !member {
+		return fmt.Errorf("%w: %s", ErrNotMember, account.String()[:16])
+	}
+	op := crdt.RemoveMember{Account: crdt.AccountID(account)}
+	if account == self {
+		// Leaving: the others rotate when they see it (they are the
+		// ones who must stop sealing to us).
+		if _, err := c.commitOwn(ctx, conv, []crdt.Op{op}); err != nil {
+			return err
+		}
+	} else if _, err := c.rotate(ctx, conv, []crdt.Op{op}, nil, map[keyring.AccountID]bool{account: true}); err != nil {
+		return err
+	}
+	c.events.publish(Event{Kind: "conversation", Conversation: conv.hexID})
+	return nil
+}
+
+// SetInfo sets the title and avatar of a conversation.
+func (c *Chat) SetInfo(ctx context.Context, hexID, title, mime string, avatar []byte) error {
+	conv, err := c.conversation(hexID)
+	if err != nil {
+		return err
+	}
+	conv.mu.Lock()
+	member, _ := conv.state.IsMember(crdt.AccountID(c.id.AccountID()))
+	curTitle := conv.state.Title()
+	curMime, curAvatar := conv.state.Avatar()
+	conv.mu.Unlock()
+	if !member {
+		return ErrNotMember
+	}
+	var ops []crdt.Op
+	if title != curTitle {
+		ops = append(ops, crdt.SetTitle{Title: title})
+	}
+	if mime != curMime || !bytes.Equal(avatar, curAvatar) {
+		ops = append(ops, crdt.SetAvatar{Mime: mime, Data: avatar})
+	}
+	if len(ops) == 0 {
+		return nil
+	}
+	if _, err := c.commitOwn(ctx, conv, ops); err != nil {
+		return err
+	}
+	c.events.publish(Event{Kind: "conversation", Conversation: conv.hexID})
+	return nil
+}
+
+// maybeRotateAfterLeave: when a member left (removed itself) and the
+// current epoch is tainted, the remaining admin with the smallest device
+// id... every member rotates lazily: the first of them to send rotates.
+// conv.mu is not held.
+func (c *Chat) ensureUsableEpoch(ctx context.Context, conv *conversation) error {
+	conv.mu.Lock()
+	_, ok := conv.state.CurrentEpoch()
+	member, _ := conv.state.IsMember(crdt.AccountID(c.id.AccountID()))
+	conv.mu.Unlock()
+	if ok || !member {
+		return nil
+	}
+	_, err := c.rotate(ctx, conv, nil, nil, nil)
+	return err
+}

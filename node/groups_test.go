@@ -1,0 +1,89 @@
+package node
+
+import (
+	"context"
+	"errors"
+	"testing"
+	"time"
+
+	"github.com/glitr-chat/glitr/crdt"
+	"github.com/glitr-chat/glitr/keyring"
+)
+
+func hasText(t testing.TB, n *Node, conv, text string) bool {
+	for _, m := range messages(t, n, conv) {
+		if m.Text == text {
+			return true
+		}
+	}
+	return false
+}
+
+// A group of four: everyone reads everyone; after the admin removes D, the
+// epoch rotates, the others keep chatting and D can open nothing new.
+func TestGroupRemoveMemberLocksThemOut(t *testing.T) {
+	ctx := context.Background()
+	a := startTestNode(t, loopbackConfig(t))
+	others := []*Node{startTestNode(t, loopbackConfig(t)), startTestNode(t, loopbackConfig(t)), startTestNode(t, loopbackConfig(t))}
+	b, c, d := others[0], others[1], others[2]
+	var members []keyring.AccountID
+	for _, o := range others {
+		introduce(t, a, o)
+		connect(t, o.Host, a.Host)
+		members = append(members, o.Chat.id.AccountID())
+	}
+	conv, err := a.Chat.CreateConversation(ctx, "four", members)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, o := range others {
+		waitForConversation(t, o, conv)
+		oc, _ := o.Chat.conversation(conv)
+		if err := o.Chat.synced(ctx, oc); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := d.Send(ctx, conv, "hi from D", ""); err != nil {
+		t.Fatal(err)
+	}
+	for _, n := range []*Node{a, b, c} {
+		eventually(t, 15*time.Second, "D's message everywhere", func() bool { return hasText(t, n, conv, "hi from D") })
+	}
+	// Only admins remove others.
+	if err := b.Chat.RemoveMember(ctx, conv, c.Chat.id.AccountID()); !errors.Is(err, ErrNotAdmin) {
+		t.Fatalf("non-admin removal = %v, want ErrNotAdmin", err)
+	}
+	if err := a.Chat.RemoveMember(ctx, conv, d.Chat.id.AccountID()); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := a.Send(ctx, conv, "after D left", ""); err != nil {
+		t.Fatal(err)
+	}
+	for _, n := range []*Node{b, c} {
+		eventually(t, 15*time.Second, "the post-removal message at B and C", func() bool { return hasText(t, n, conv, "after D left") })
+	}
+	eventually(t, 15*time.Second, "B to switch to the new epoch", func() bool {
+		_, err := b.Send(ctx, conv, "B under the new epoch", "")
+		return err == nil
+	})
+	eventually(t, 15*time.Second, "B's message at A and C", func() bool {
+		return hasText(t, a, conv, "B under the new epoch") && hasText(t, c, conv, "B under the new epoch")
+	})
+	// D saw its removal (sealed under the old epoch) but none of the rest.
+	time.Sleep(time.Second)
+	if hasText(t, d, conv, "after D left") || hasText(t, d, conv, "B under the new epoch") {
+		t.Fatal("the removed member read a message sent after its removal")
+	}
+	dc, _ := d.Chat.conversation(conv)
+	dc.mu.Lock()
+	member, _ := dc.state.IsMember(crdtAccount(d))
+	dc.mu.Unlock()
+	if member {
+		t.Fatal("D does not know it was removed")
+	}
+	if err := a.Chat.AddMember(ctx, conv, d.Chat.id.AccountID()); !errors.Is(err, ErrAddMemberUnsupported) {
+		t.Fatalf("AddMember = %v, want ErrAddMemberUnsupported", err)
+	}
+}
+
+func crdtAccount(n *Node) crdt.AccountID { return crdt.AccountID(n.Chat.id.AccountID()) }

@@ -1,0 +1,573 @@
+package node
+
+import (
+	"bufio"
+
+	"context"
+	"crypto/hkdf"
+	"crypto/hmac"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/base64"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/fxamacker/cbor/v2"
+	ds "github.com/ipfs/go-datastore"
+	"github.com/libp2p/go-libp2p/core/network"
+	"github.com/libp2p/go-libp2p/core/peer"
+	"golang.org/x/time/rate"
+
+	"github.com/glitr-chat/glitr/crdt"
+	"github.com/glitr-chat/glitr/keyring"
+	"github.com/glitr-chat/glitr/protocol"
+)
+
+// Invites. An invite link carries the inviter's card (account, certified
+// device, signed prekey, peer id — no addresses), the display name, an
+// expiry and a one-time 32-byte token, all bound by a MAC keyed from the
+// token, so a link altered in transit is refused by the acceptor. Accepting
+// finds the inviter through the private DHT (peer routing) and sends a
+// contact request on ContactProtocol: the token's public id and an HPKE box
+// sealed to the inviter's prekey holding the acceptor's card, name, a fresh
+// pair secret (for rendezvous) and a proof of the token. The inviter looks
+// the id up before any public-key work (an unknown id costs a map lookup
+// and is dropped without a reply: there is no open inbox), opens the box,
+// checks the proof, marks the token used (durably, before answering), and
+// answers with the id of the 1:1 conversation it starts.
+
+// ContactProtocol carries contact requests made from invites.
+const ContactProtocol = "/glitr/contact/1.0.0"
+
+// Invite link prefixes: the web+ scheme is what browsers let a PWA handle.
+const (
+	InviteLinkPrefix    = "web+glitr:invite/"
+	altInviteLinkPrefix = "glitr:invite/"
+)
+
+const (
+	inviteTokenLen     = 32
+	maxInviteLink      = 8 << 10
+	maxContactRequest  = 48 << 10
+	contactRequestRate = 1.0 / 6 // per peer per second: 10 per minute
+	contactBurst       = 5
+	defaultInviteTTL   = 7 * 24 * time.Hour
+	maxInviteTTL       = 30 * 24 * time.Hour
+	purposeContactReq  = "contact-request"
+)
+
+var (
+	invitePrefix = ds.NewKey("/invite")
+	pairPrefix   = ds.NewKey("/pair")
+)
+
+// invitePayload is the CBOR inside a link.
+type invitePayload struct {
+	V       uint8  `cbor:"1,keyasint"`
+	Card    Card   `cbor:"2,keyasint"`
+	Name    string `cbor:"3,keyasint"`
+	Expires int64  `cbor:"4,keyasint"`
+	Token   []byte `cbor:"5,keyasint"`
+	MAC     []byte `cbor:"6,keyasint"`
+}
+
+// pendingInvite is what the inviter keeps per token (sealed at rest).
+type pendingInvite struct {
+	Expires int64 `cbor:"1,keyasint"`
+	Used    bool  `cbor:"2,keyasint"`
+	Token   []byte
+}
+
+type contactRequest struct {
+	TokenID []byte `cbor:"1,keyasint"`
+	Box     []byte `cbor:"2,keyasint"`
+}
+
+type contactRequestBody struct {
+	Card   Card   `cbor:"1,keyasint"`
+	Name   string `cbor:"2,keyasint"`
+	Secret []byte `cbor:"3,keyasint"`
+	Proof  []byte `cbor:"4,keyasint"`
+}
+
+type contactReply struct {
+	Err          string `cbor:"1,keyasint,omitempty"` // "expired" or "used"
+	Conversation []byte `cbor:"2,keyasint,omitempty"`
+	Name         string `cbor:"3,keyasint,omitempty"`
+}
+
+func tokenKey(token []byte, label string) []byte {
+	k, err := hkdf.Key(sha256.New, token, nil, protocol.Label(label), 32)
+	if err != nil {
+		panic(err) // only for lengths hkdf refuses
+	}
+	return k
+}
+
+func tokenID(token []byte) []byte { return tokenKey(token, "invite-id")[:16] }
+
+func (p *invitePayload) mac() ([]byte, error) {
+	unsigned := *p
+	unsigned.MAC = nil
+	b, err := canonicalEnc.Marshal(unsigned)
+	if err != nil {
+		return nil, err
+	}
+	m := hmac.New(sha256.New, tokenKey(p.Token, "invite-mac"))
+	m.Write(b)
+	return m.Sum(nil), nil
+}
+
+func requestProof(token, tid []byte, card Card, secret []byte) ([]byte, error) {
+	cb, err := canonicalEnc.Marshal(card)
+	if err != nil {
+		return nil, err
+	}
+	m := hmac.New(sha256.New, tokenKey(token, "contact-proof"))
+	m.Write(tid)
+	m.Write(cb)
+	m.Write(secret)
+	return m.Sum(nil), nil
+}
+
+// ParsedInvite is a link that decoded and verified.
+type ParsedInvite struct {
+	Card    VerifiedCard
+	Name    string
+	Expires time.Time
+	token   []byte
+}
+
+// ParseInvite decodes and checks a link: format, MAC, card signatures and
+// expiry (ErrInviteExpired; other failures wrap ErrInviteInvalid).
+func ParseInvite(link string, now time.Time) (ParsedInvite, error) {
+	var pi ParsedInvite
+	link = strings.TrimSpace(link)
+	if i := strings.Index(link, "invite/"); i >= 0 && !strings.HasPrefix(link, InviteLinkPrefix) && !strings.HasPrefix(link, altInviteLinkPrefix) {
+		// A deep link that went through a browser may be percent-encoded
+		// or wrapped (…/#invite/…); take the part after "invite/".
+		link = altInviteLinkPrefix + link[i+len("invite/"):]
+	}
+	raw, ok := strings.CutPrefix(link, InviteLinkPrefix)
+	if !ok {
+		if raw, ok = strings.CutPrefix(link, altInviteLinkPrefix); !ok {
+			return pi, fmt.Errorf("%w: not an invite link", ErrInviteInvalid)
+		}
+	}
+	if len(raw) > maxInviteLink {
+		return pi, fmt.Errorf("%w: too long", ErrInviteInvalid)
+	}
+	b, err := base64.RawURLEncoding.DecodeString(raw)
+	if err != nil {
+		return pi, fmt.Errorf("%w: %w", ErrInviteInvalid, err)
+	}
+	var p invitePayload
+	if err := cardDec.Unmarshal(b, &p); err != nil {
+		return pi, fmt.Errorf("%w: %w", ErrInviteInvalid, err)
+	}
+	if p.V != 1 || len(p.Token) != inviteTokenLen || len(p.MAC) != sha256.Size {
+		return pi, fmt.Errorf("%w: malformed", ErrInviteInvalid)
+	}
+	want, err := p.mac()
+	if err != nil {
+		return pi, fmt.Errorf("%w: %w", ErrInviteInvalid, err)
+	}
+	if !hmac.Equal(want, p.MAC) {
+		return pi, fmt.Errorf("%w: the link was altered", ErrInviteInvalid)
+	}
+	if pi.Card, err = verifyCard(p.Card, now); err != nil {
+		return pi, fmt.Errorf("%w: %w", ErrInviteInvalid, err)
+	}
+	if err := checkName(p.Name); err != nil {
+		return pi, fmt.Errorf("%w: %w", ErrInviteInvalid, err)
+	}
+	pi.Name, pi.Expires, pi.token = p.Name, time.Unix(p.Expires, 0), p.Token
+	if !now.Before(pi.Expires) {
+		return pi, fmt.Errorf("%w (%s)", ErrInviteExpired, pi.Expires.UTC().Format(time.RFC3339))
+	}
+	return pi, nil
+}
+
+// invites is the inviter's side: pending tokens and request rate limits.
+type invites struct {
+	mu      sync.Mutex // guards limits
+	limits  map[peer.ID]*rate.Limiter
+	tokMu   sync.Mutex    // one accepted request at a time, so a token is used once
+	handled chan struct{} // signalled after each request (tests)
+}
+
+// CreateInvite makes a one-time invite valid for ttl.
+func (c *Chat) CreateInvite(ctx context.Context, ttl time.Duration) (Invite, error) {
+	if ttl <= 0 {
+		ttl = defaultInviteTTL
+	}
+	if ttl > maxInviteTTL {
+		return Invite{}, fmt.Errorf("%w: an invite lasts at most %s", ErrBadInput, maxInviteTTL)
+	}
+	token := make([]byte, inviteTokenLen)
+	if _, err := rand.Read(token); err != nil {
+		return Invite{}, err
+	}
+	signed, err := c.ownPrekeySigned()
+	if err != nil {
+		return Invite{}, err
+	}
+	expires := c.now().Add(ttl).Truncate(time.Second)
+	p := invitePayload{
+		V:       1,
+		Card:    Card{Cert: c.id.Cert, Prekey: signed, Peer: []byte(c.n.Host.ID())},
+		Name:    c.accountSnapshot().name,
+		Expires: expires.Unix(),
+		Token:   token,
+	}
+	if p.MAC, err = p.mac(); err != nil {
+		return Invite{}, err
+	}
+	b, err := canonicalEnc.Marshal(p)
+	if err != nil {
+		return Invite{}, err
+	}
+	tid := tokenID(token)
+	if err := c.putInvite(ctx, tid, pendingInvite{Expires: p.Expires, Token: token}); err != nil {
+		return Invite{}, err
+	}
+	return Invite{Link: InviteLinkPrefix + base64.RawURLEncoding.EncodeToString(b), Token: hex.EncodeToString(tid), Expires: expires}, nil
+}
+
+func (c *Chat) ownPrekeySigned() ([]byte, error) {
+	c.idMu.Lock()
+	defer c.idMu.Unlock()
+	return c.id.Keyring.Device.SignPrekey(c.id.Keyring.Prekeys.Current())
+}
+
+func (c *Chat) putInvite(ctx context.Context, tid []byte, inv pendingInvite) error {
+	b, err := canonicalEnc.Marshal(inv)
+	if err != nil {
+		return err
+	}
+	k := invitePrefix.ChildString(hex.EncodeToString(tid))
+	sealed, err := sealAtRest(c.storeKey(), k.String(), b)
+	if err != nil {
+		return err
+	}
+	if err := c.ds.Put(ctx, k, sealed); err != nil {
+		return fmt.Errorf("store invite: %w", err)
+	}
+	return c.ds.Sync(ctx, k)
+}
+
+func (c *Chat) getInvite(ctx context.Context, tid []byte) (pendingInvite, bool) {
+	var inv pendingInvite
+	k := invitePrefix.ChildString(hex.EncodeToString(tid))
+	sealed, err := c.ds.Get(ctx, k)
+	if err != nil {
+		return inv, false
+	}
+	b, err := openAtRest(c.storeKey(), k.String(), sealed)
+	if err != nil || cbor.Unmarshal(b, &inv) != nil {
+		return inv, false
+	}
+	return inv, true
+}
+
+// putPairSecret stores the secret shared with a contact (for rendezvous).
+func (c *Chat) putPairSecret(ctx context.Context, a keyring.AccountID, secret []byte) error {
+	k := pairPrefix.ChildString(a.String())
+	sealed, err := sealAtRest(c.storeKey(), k.String(), secret)
+	if err != nil {
+		return err
+	}
+	return c.ds.Put(ctx, k, sealed)
+}
+
+// pairSecret returns the secret shared with a contact, if any.
+func (c *Chat) pairSecret(ctx context.Context, a keyring.AccountID) ([]byte, bool) {
+	k := pairPrefix.ChildString(a.String())
+	sealed, err := c.ds.Get(ctx, k)
+	if err != nil {
+		return nil, false
+	}
+	b, err := openAtRest(c.storeKey(), k.String(), sealed)
+	return b, err == nil
+}
+
+// addVerifiedContact stores a contact and records it in the account DAG.
+func (c *Chat) addVerifiedContact(ctx context.Context, vc VerifiedCard, name string) error {
+	raw, err := canonicalEnc.Marshal(vc.raw)
+	if err != nil {
+		return err
+	}
+	if err := c.ds.Put(ctx, contactPrefix.ChildString(hex.EncodeToString(vc.Cert.Account[:])), raw); err != nil {
+		return err
+	}
+	c.mu.Lock()
+	c.contacts[vc.Cert.Account] = vc
+	c.mu.Unlock()
+	if len(vc.Peer.Addrs) > 0 {
+		c.n.Host.Peerstore().AddAddrs(vc.Peer.ID, vc.Peer.Addrs, time.Hour)
+	}
+	added := crdt.ContactAdded
+	upd := crdt.ContactUpdate{Account: crdt.AccountID(vc.Cert.Account), Status: &added}
+	if name != "" {
+		upd.Name = &name
+	}
+	return c.commitAccount(ctx, upd)
+}
+
+// AcceptInvite sends a contact request for link and returns the inviter's
+// account and the 1:1 conversation once it has arrived.
+func (c *Chat) AcceptInvite(ctx context.Context, link string) (keyring.AccountID, string, error) {
+	pi, err := ParseInvite(link, c.now())
+	if err != nil {
+		return keyring.AccountID{}, "", err
+	}
+	inviter := pi.Card.Cert.Account
+	if inviter == c.id.AccountID() {
+		return inviter, "", fmt.Errorf("%w: that is your own invite", ErrInviteInvalid)
+	}
+	secret := make([]byte, 32)
+	if _, err := rand.Read(secret); err != nil {
+		return inviter, "", err
+	}
+	myCard, err := c.myCardRaw()
+	if err != nil {
+		return inviter, "", err
+	}
+	tid := tokenID(pi.token)
+	proof, err := requestProof(pi.token, tid, myCard, secret)
+	if err != nil {
+		return inviter, "", err
+	}
+	body, err := canonicalEnc.Marshal(contactRequestBody{Card: myCard, Name: c.accountSnapshot().name, Secret: secret, Proof: proof})
+	if err != nil {
+		return inviter, "", err
+	}
+	box, err := keyring.SealBox(pi.Card.Prekey, purposeContactReq, tid, body)
+	if err != nil {
+		return inviter, "", err
+	}
+	req, err := canonicalEnc.Marshal(contactRequest{TokenID: tid, Box: box})
+	if err != nil {
+		return inviter, "", err
+	}
+	// The inviter becomes a contact first: its welcome must be accepted.
+	if err := c.addVerifiedContact(ctx, pi.Card, pi.Name); err != nil {
+		return inviter, "", err
+	}
+	if err := c.putPairSecret(ctx, inviter, secret); err != nil {
+		return inviter, "", err
+	}
+	reply, err := c.sendContactRequest(ctx, pi.Card.Peer.ID, req)
+	if err != nil {
+		return inviter, "", err
+	}
+	switch reply.Err {
+	case "":
+	case "expired":
+		return inviter, "", ErrInviteExpired
+	case "used":
+		return inviter, "", ErrInviteUsed
+	default:
+		return inviter, "", fmt.Errorf("%w: %s", ErrInviteInvalid, reply.Err)
+	}
+	if len(reply.Conversation) != 16 {
+		return inviter, "", fmt.Errorf("%w: the inviter answered without a conversation", ErrBadPeer)
+	}
+	hexID := hex.EncodeToString(reply.Conversation)
+	// The welcome is on its way (the inviter sent it before answering,
+	// or is retrying): wait for it.
+	for {
+		if conv, err := c.conversation(hexID); err == nil {
+			return inviter, hexID, c.synced(ctx, conv)
+		}
+		select {
+		case <-ctx.Done():
+			return inviter, hexID, fmt.Errorf("waiting for the conversation: %w", ctx.Err())
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+}
+
+func (c *Chat) myCardRaw() (Card, error) {
+	signed, err := c.ownPrekeySigned()
+	if err != nil {
+		return Card{}, err
+	}
+	card := Card{Cert: c.id.Cert, Prekey: signed, Peer: []byte(c.n.Host.ID())}
+	for _, a := range c.n.Host.Addrs() {
+		card.Addrs = append(card.Addrs, a.String())
+	}
+	return card, nil
+}
+
+// sendContactRequest reaches the inviter (through the DHT when no address
+// is known) and exchanges the request for the reply.
+func (c *Chat) sendContactRequest(ctx context.Context, p peer.ID, req []byte) (contactReply, error) {
+	var reply contactReply
+	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	if c.n.Host.Network().Connectedness(p) != network.Connected {
+		if c.n.DHT != nil && len(c.n.Host.Peerstore().Addrs(p)) == 0 {
+			ai, err := c.n.DHT.FindPeer(ctx, p)
+			if err != nil {
+				return reply, fmt.Errorf("cannot find the inviter on the network: %w", err)
+			}
+			c.n.Host.Peerstore().AddAddrs(p, ai.Addrs, time.Hour)
+		}
+		if err := c.n.Host.Connect(ctx, peer.AddrInfo{ID: p}); err != nil {
+			return reply, fmt.Errorf("cannot reach the inviter: %w", err)
+		}
+	}
+	s, err := c.n.Host.NewStream(network.WithAllowLimitedConn(ctx, "glitr-contact"), p, ContactProtocol)
+	if err != nil {
+		return reply, fmt.Errorf("contact request: %w", err)
+	}
+	defer s.Close()
+	_ = s.SetDeadline(time.Now().Add(30 * time.Second))
+	if _, err := s.Write(req); err != nil {
+		s.Reset()
+		return reply, err
+	}
+	if err := s.CloseWrite(); err != nil {
+		return reply, err
+	}
+	b, err := io.ReadAll(io.LimitReader(s, 4<<10))
+	if err != nil || len(b) == 0 {
+		return reply, fmt.Errorf("%w: the inviter did not answer (the invite is unknown to it, or was revoked)", ErrInviteInvalid)
+	}
+	if err := cardDec.Unmarshal(b, &reply); err != nil {
+		return reply, fmt.Errorf("%w: malformed answer: %w", ErrBadPeer, err)
+	}
+	return reply, nil
+}
+
+func (c *Chat) allowContactRequest(p peer.ID) bool {
+	c.inv.mu.Lock()
+	defer c.inv.mu.Unlock()
+	if c.inv.limits == nil {
+		c.inv.limits = map[peer.ID]*rate.Limiter{}
+	}
+	l, ok := c.inv.limits[p]
+	if !ok {
+		if len(c.inv.limits) > 4096 {
+			clear(c.inv.limits)
+		}
+		l = rate.NewLimiter(rate.Limit(contactRequestRate), contactBurst)
+		c.inv.limits[p] = l
+	}
+	return l.Allow()
+}
+
+// handleContactRequest is the inviter's side. Anything that does not prove
+// a token we issued gets the stream reset and nothing else.
+func (c *Chat) handleContactRequest(s network.Stream) {
+	defer func() {
+		if c.inv.handled != nil {
+			select {
+			case c.inv.handled <- struct{}{}:
+			default:
+			}
+		}
+	}()
+	from := s.Conn().RemotePeer()
+	if !c.allowContactRequest(from) {
+		s.Reset()
+		c.n.Penalize(from, 5, "contact requests over the rate limit")
+		return
+	}
+	_ = s.SetDeadline(time.Now().Add(15 * time.Second))
+	b, err := io.ReadAll(io.LimitReader(bufio.NewReader(s), maxContactRequest+1))
+	if err != nil || len(b) > maxContactRequest {
+		s.Reset()
+		return
+	}
+	reply, err := c.acceptContactRequest(c.ctx, from, b)
+	if err != nil {
+		c.log.Debug("contact request dropped", "peer", from.String(), "err", err)
+		s.Reset()
+		return
+	}
+	out, err := canonicalEnc.Marshal(reply)
+	if err != nil {
+		s.Reset()
+		return
+	}
+	_, _ = s.Write(out)
+	_ = s.Close()
+}
+
+var errDropRequest = errors.New("contact request does not prove a valid token")
+
+func (c *Chat) acceptContactRequest(ctx context.Context, from peer.ID, b []byte) (contactReply, error) {
+	var req contactRequest
+	if err := cardDec.Unmarshal(b, &req); err != nil || len(req.TokenID) != 16 {
+		return contactReply{}, errDropRequest
+	}
+	c.inv.tokMu.Lock()
+	defer c.inv.tokMu.Unlock()
+	inv, ok := c.getInvite(ctx, req.TokenID)
+	if !ok {
+		return contactReply{}, errDropRequest // no public-key work for unknown ids
+	}
+	c.idMu.Lock()
+	plain, err := c.id.Keyring.Prekeys.OpenBox(c.id.DeviceID(), purposeContactReq, req.TokenID, req.Box)
+	c.idMu.Unlock()
+	if err != nil {
+		return contactReply{}, fmt.Errorf("%w: %w", errDropRequest, err)
+	}
+	var body contactRequestBody
+	if err := cardDec.Unmarshal(plain, &body); err != nil {
+		return contactReply{}, fmt.Errorf("%w: %w", errDropRequest, err)
+	}
+	want, err := requestProof(inv.Token, req.TokenID, body.Card, body.Secret)
+	if err != nil || !hmac.Equal(want, body.Proof) || len(body.Secret) != 32 {
+		return contactReply{}, errDropRequest
+	}
+	// The requester holds the token: from here it gets an answer.
+	if inv.Used {
+		return contactReply{Err: "used"}, nil
+	}
+	if !c.now().Before(time.Unix(inv.Expires, 0)) {
+		return contactReply{Err: "expired"}, nil
+	}
+	vc, err := verifyCard(body.Card, c.now())
+	if err != nil || vc.Peer.ID != from || vc.Cert.Account == c.id.AccountID() {
+		return contactReply{}, fmt.Errorf("%w: card does not verify or is not the requester's", errDropRequest)
+	}
+	if checkName(body.Name) != nil {
+		body.Name = ""
+	}
+	inv.Used = true
+	if err := c.putInvite(ctx, req.TokenID, inv); err != nil {
+		return contactReply{}, err
+	}
+	if err := c.addVerifiedContact(ctx, vc, body.Name); err != nil {
+		return contactReply{}, err
+	}
+	if err := c.putPairSecret(ctx, vc.Cert.Account, body.Secret); err != nil {
+		return contactReply{}, err
+	}
+	hexID, err := c.CreateConversation(ctx, "", []keyring.AccountID{vc.Cert.Account})
+	if err != nil {
+		return contactReply{}, err
+	}
+	conv, _ := hex.DecodeString(hexID)
+	c.events.publish(Event{Kind: "contact", Conversation: hexID})
+	return contactReply{Conversation: conv, Name: c.accountSnapshot().name}, nil
+}
+
+// contactName is a contact's display name from the account DAG, falling
+// back to the device name in its certificate.
+func (c *Chat) contactName(a keyring.AccountID) string {
+	if ct, ok := c.accountSnapshot().contacts[a]; ok && ct.Name != "" {
+		return ct.Name
+	}
+	c.mu.RLock()
+	defer c.mu.RUnlock()
+	return c.contacts[a].Cert.Name
+}

@@ -1,0 +1,164 @@
+package node
+
+import (
+	"context"
+	"encoding/base64"
+	"errors"
+	"strings"
+	"testing"
+	"time"
+)
+
+// dhtTrio starts a bootstrap node and two personal nodes that know only the
+// bootstrap node: whatever else they learn comes from the private DHT.
+func dhtTrio(t *testing.T) (a, b *Node) {
+	t.Helper()
+	boot := startTestNode(t, loopbackConfig(t))
+	bootAddr := boot.Host.Addrs()[0].String() + "/p2p/" + boot.Host.ID().String()
+	var ns []*Node
+	for _, name := range []string{"Ada", "Bo"} {
+		cfg := loopbackConfig(t)
+		cfg.Network.BootstrapPeers = []string{bootAddr}
+		n := startTestNode(t, cfg)
+		if _, err := n.CreateAccount(context.Background(), name, ""); err != nil {
+			t.Fatal(err)
+		}
+		ns = append(ns, n)
+	}
+	for _, n := range ns {
+		eventually(t, 15*time.Second, "the routing table to fill", func() bool { return n.DHT.RoutingTable().Size() >= 2 })
+	}
+	return ns[0], ns[1]
+}
+
+func TestInviteAcceptChatThroughDHT(t *testing.T) {
+	ctx := context.Background()
+	a, b := dhtTrio(t)
+	inv, err := a.CreateInvite(ctx, time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.HasPrefix(inv.Link, InviteLinkPrefix) {
+		t.Fatalf("link %q lacks the prefix", inv.Link)
+	}
+	pi, err := ParseInvite(inv.Link, time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(pi.Card.Peer.Addrs) != 0 || pi.Name != "Ada" {
+		t.Fatalf("invite carries addresses %v / name %q; want none / Ada", pi.Card.Peer.Addrs, pi.Name)
+	}
+
+	start := time.Now()
+	acct, convID, err := b.AcceptInvite(ctx, inv.Link)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if acct != accountOf(a) {
+		t.Fatalf("accepted account %s, want %s", acct, accountOf(a))
+	}
+	if _, err := b.Send(ctx, convID, "hello Ada", ""); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 10*time.Second, "the first message on both sides", func() bool {
+		ms, err := a.Messages(ctx, convID, 0, 10)
+		return err == nil && len(ms.Messages) == 1 && ms.Messages[0].Text == "hello Ada"
+	})
+	t.Logf("invite accepted to first message shown on both sides: %s", time.Since(start).Round(time.Millisecond))
+	if got := a.Chat.contactName(b.Chat.id.AccountID()); got != "Bo" {
+		t.Fatalf("A names the contact %q, want Bo", got)
+	}
+
+	// The token works once.
+	if _, _, err := b.AcceptInvite(ctx, inv.Link); !errors.Is(err, ErrInviteUsed) {
+		t.Fatalf("reused invite = %v, want ErrInviteUsed", err)
+	}
+	// Expired, altered and forged links.
+	if _, err := ParseInvite(inv.Link, time.Now().Add(2*time.Hour)); !errors.Is(err, ErrInviteExpired) {
+		t.Fatalf("expired invite = %v, want ErrInviteExpired", err)
+	}
+	raw := strings.TrimPrefix(inv.Link, InviteLinkPrefix)
+	mid := len(raw) / 2
+	flip := "A"
+	if raw[mid] == 'A' {
+		flip = "B"
+	}
+	if _, _, err := b.AcceptInvite(ctx, InviteLinkPrefix+raw[:mid]+flip+raw[mid+1:]); !errors.Is(err, ErrInviteInvalid) {
+		t.Fatalf("altered invite = %v, want ErrInviteInvalid", err)
+	}
+	if _, _, err := b.AcceptInvite(ctx, "web+glitr:invite/!!!"); !errors.Is(err, ErrInviteInvalid) {
+		t.Fatalf("garbage invite = %v, want ErrInviteInvalid", err)
+	}
+	forged := forgeInvite(t, inv.Link)
+	fctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	if _, _, err := b.AcceptInvite(fctx, forged); !errors.Is(err, ErrInviteInvalid) {
+		t.Fatalf("invite with a token A never issued = %v, want ErrInviteInvalid (no answer)", err)
+	}
+	// A is unharmed and keeps chatting.
+	if _, err := a.Send(ctx, convID, "still here", ""); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 10*time.Second, "A's reply", func() bool { return len(messages(t, b, convID)) == 2 })
+}
+
+// forgeInvite keeps the inviter's card but swaps in a token it never
+// issued, with a MAC that matches the new token.
+func forgeInvite(t *testing.T, link string) string {
+	t.Helper()
+	b, err := base64.RawURLEncoding.DecodeString(strings.TrimPrefix(link, InviteLinkPrefix))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var p invitePayload
+	if err := cardDec.Unmarshal(b, &p); err != nil {
+		t.Fatal(err)
+	}
+	p.Token = make([]byte, inviteTokenLen)
+	p.Token[0] = 1
+	if p.MAC, err = p.mac(); err != nil {
+		t.Fatal(err)
+	}
+	out, err := canonicalEnc.Marshal(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return InviteLinkPrefix + base64.RawURLEncoding.EncodeToString(out)
+}
+
+// Requests that prove no token are dropped after a lookup (no public-key
+// work), and a flood is cut off by the per-peer rate limit.
+func TestContactRequestFloodIsDroppedCheaply(t *testing.T) {
+	ctx := context.Background()
+	a := startTestNode(t, loopbackConfig(t))
+	m := startTestNode(t, loopbackConfig(t))
+	connect(t, m.Host, a.Host)
+	junk, err := canonicalEnc.Marshal(contactRequest{TokenID: make([]byte, 16), Box: make([]byte, 2000)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	answered, reset := 0, 0
+	for range 30 {
+		r, err := m.Chat.sendContactRequest(ctx, a.Host.ID(), junk)
+		switch {
+		case err == nil:
+			answered++
+			t.Logf("answer: %+v", r)
+		default:
+			reset++
+		}
+	}
+	if answered != 0 {
+		t.Fatalf("%d junk requests got an answer", answered)
+	}
+	a.Chat.inv.mu.Lock()
+	lim := a.Chat.inv.limits[m.Host.ID()]
+	a.Chat.inv.mu.Unlock()
+	if lim == nil || lim.Tokens() >= 1 {
+		t.Fatalf("the rate limiter did not engage: %v", lim)
+	}
+	if a.pen.get(m.Host.ID()) >= 0 {
+		t.Fatal("the flooding peer was not penalised")
+	}
+
+}
