@@ -666,7 +666,8 @@ func (ss *session) run(mine, theirs protocol.Hello, have bool) error {
 	if err != nil {
 		return err
 	}
-	ss.shortfall = got < expected && expected < ss.c.opts.MaxBlocksPerSession
+	// Only a vector's claim counts: Count alone is a progress hint.
+	ss.shortfall = len(theirs.Vector) > 0 && got < expected && expected < ss.c.opts.MaxBlocksPerSession
 	ss.st.Partial = stopped || got < expected
 	return nil
 }
@@ -789,7 +790,8 @@ func (ss *session) reconcile(first *protocol.Frame) error {
 	if err != nil {
 		return err
 	}
-	ss.st.Partial = ss.st.Partial || stopped || r.Incomplete() || got < r.Expected()
+	// Reconciliation covers whatever the vector exchange left out.
+	ss.st.Partial = stopped || r.Incomplete() || got < r.Expected()
 	return nil
 }
 
@@ -905,7 +907,7 @@ func (ss *session) receive(bound uint64, frames chan<- [][]byte) (got uint64, er
 			ss.st.BlocksRecv += len(f.Envelopes)
 			got += uint64(len(f.Envelopes))
 			if got > bound {
-				return got, fmt.Errorf("%w: sent %d blocks or more, the hellos allow %d", ErrBadPeer, got, bound)
+				return got, fmt.Errorf("%w: sent %d blocks or more, %d allowed", ErrBadPeer, got, bound)
 			}
 			select {
 			case frames <- f.Envelopes:
