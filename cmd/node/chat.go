@@ -23,6 +23,14 @@ func (c *client) post(ctx context.Context, path string, in, out any) error {
 	return c.do(ctx, http.MethodPost, path, bytes.NewReader(body), out)
 }
 
+func (c *client) put(ctx context.Context, path string, in any) error {
+	body, err := json.Marshal(in)
+	if err != nil {
+		return err
+	}
+	return c.do(ctx, http.MethodPut, path, bytes.NewReader(body), nil)
+}
+
 func (c *client) do(ctx context.Context, method, path string, body io.Reader, out any) error {
 	req, err := http.NewRequestWithContext(ctx, method, c.base+path, body)
 	if err != nil {

@@ -29,15 +29,17 @@ func try(args ...string) (string, error) {
 }
 
 // startCLINode runs `glitr run` in the background until the test ends.
-func startCLINode(t *testing.T, data string) {
+func startCLINode(t *testing.T, data string, initFlags ...string) {
 	t.Helper()
-	glitr(t, "--data", data, "init", "--loopback", "--port", "0", "--api", "127.0.0.1:0")
+	glitr(t, append([]string{"--data", data, "init", "--loopback", "--port", "0", "--api", "127.0.0.1:0"}, initFlags...)...)
 	// Port 0 for every transport: tests never collide.
 	cfg := filepath.Join(data, "config.json")
 	raw, _ := os.ReadFile(cfg)
 	os.WriteFile(cfg, bytes.ReplaceAll(raw, []byte("/4101/"), []byte("/0/")), 0o600)
 	raw, _ = os.ReadFile(cfg)
 	os.WriteFile(cfg, bytes.ReplaceAll(raw, []byte("/4102/"), []byte("/0/")), 0o600)
+	raw, _ = os.ReadFile(cfg)
+	os.WriteFile(cfg, bytes.ReplaceAll(raw, []byte("/tcp/4101\""), []byte("/tcp/0\"")), 0o600)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() {
@@ -103,6 +105,44 @@ func TestTwoNodesChatThroughTheCLI(t *testing.T) {
 		log, err := try("--data", alice, "log", conv)
 		return err == nil && strings.Contains(log, "hi Alice") && strings.Contains(log, "hello Bob  [read]")
 	})
+}
+
+// Strangers become contacts with an invite link, as in the README.
+func TestInviteThroughTheCLI(t *testing.T) {
+	root := t.TempDir()
+	alice, bob := filepath.Join(root, "alice"), filepath.Join(root, "bob")
+	startCLINode(t, alice)
+	var boot string
+	for _, f := range strings.Fields(glitr(t, "--data", alice, "id", "--addrs")) {
+		if strings.HasSuffix(strings.Split(f, "/p2p/")[0], "/quic-v1") {
+			boot = f
+			break
+		}
+	}
+	startCLINode(t, bob, "--bootstrap", boot)
+	words := glitr(t, "--data", alice, "account", "setup", "--name", "Alice")
+	if !strings.Contains(words, "24. ") {
+		t.Fatalf("account setup printed %q", words)
+	}
+	glitr(t, "--data", bob, "account", "setup", "--name", "Bob")
+	qr := filepath.Join(root, "invite.svg")
+	link := strings.TrimSpace(glitr(t, "--data", alice, "invite", "--ttl", "1h", "--qr", qr))
+	if svg, err := os.ReadFile(qr); err != nil || !bytes.HasPrefix(svg, []byte("<svg")) {
+		t.Fatalf("QR file: %v", err)
+	}
+	accepted := glitr(t, "--data", bob, "accept", link)
+	conv := strings.TrimPrefix(strings.Split(strings.TrimSpace(accepted), "\n")[1], "conversation ")
+	glitr(t, "--data", bob, "send", conv, "thanks for the invite")
+	waitFor(t, "Alice to see Bob's message", func() bool {
+		log, err := try("--data", alice, "log", conv)
+		return err == nil && strings.Contains(log, "thanks for the invite")
+	})
+	if contacts := glitr(t, "--data", alice, "contacts"); !strings.Contains(contacts, "Bob") {
+		t.Fatalf("Alice's contacts: %q", contacts)
+	}
+	if _, err := try("--data", bob, "accept", link); err == nil {
+		t.Fatal("a used invite was accepted again")
+	}
 }
 
 func TestCLIErrors(t *testing.T) {

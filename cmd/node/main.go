@@ -72,6 +72,15 @@ Chat (through the running node's local API):
   log CONV             show recent messages (-n N, --follow)
   read CONV            mark a conversation read (sends a read receipt)
 
+People:
+  account setup --name N   finish setting up a new account (prints the recovery words once;
+                           --passphrase-stdin protects the keyring with a passphrase)
+  unlock                   unlock a passphrase-protected node (passphrase on standard input)
+  invite                   print a one-time invite link (--ttl D, --qr FILE.png|FILE.svg)
+  accept LINK              accept an invite: the inviter becomes a contact, with a 1:1 chat
+  group create ACCOUNT...  start a group (--title T); group add|remove CONV ACCOUNT,
+                           group leave CONV, group title CONV TITLE
+
 Global flags:
   --data DIR          data directory (default $GLITR_DATA or the user config dir)
   --log-level LEVEL   debug, info, warn or error (default info)
@@ -102,6 +111,7 @@ type globals struct {
 	data      string
 	logLevel  string
 	logFormat string
+	stdin     io.Reader // os.Stdin; tests leave it empty
 	stdout    io.Writer
 	stderr    io.Writer
 }
@@ -129,7 +139,10 @@ func (g *globals) dataDir() (string, error) {
 }
 
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	g := &globals{stdout: stdout, stderr: stderr}
+	g := &globals{stdin: strings.NewReader(""), stdout: stdout, stderr: stderr}
+	if f, ok := stdout.(*os.File); ok && f == os.Stdout {
+		g.stdin = os.Stdin
+	}
 	fs := flag.NewFlagSet("glitr", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	fs.Usage = func() { fmt.Fprint(stderr, usage) }
@@ -162,6 +175,11 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		"send":     cmdSend,
 		"log":      cmdLog,
 		"read":     cmdRead,
+		"account":  cmdAccount,
+		"unlock":   cmdUnlock,
+		"invite":   cmdInvite,
+		"accept":   cmdAccept,
+		"group":    cmdGroup,
 	}
 	f, ok := commands[cmd]
 	if !ok {
