@@ -311,7 +311,9 @@ type Reconciler struct {
 	send     []uint64 // bitset: items the peer lacks
 	nSend    int
 	expected uint64 // ids the peer announced it will ship (saturating)
-	index    map[string]int
+	// listed maps the ids this side put in IdList ranges to their index:
+	// the only ids a peer can Want.
+	listed map[string]int
 	// Incomplete is set when the exchange ended (message cap) with
 	// ranges still unresolved.
 	incomplete bool
@@ -410,7 +412,7 @@ func (r *Reconciler) describe(b *msgBuilder, i, j int, upper ReconBound, split b
 	n := j - i
 	buckets := r.cfg.Buckets
 	if n <= r.cfg.IDListThreshold {
-		b.add(ReconRange{Upper: upper, Mode: ReconIDList, IDs: r.slice(i, j)})
+		b.add(ReconRange{Upper: upper, Mode: ReconIDList, IDs: r.list(i, j)})
 		return
 	}
 	if !split {
@@ -488,16 +490,23 @@ func (r *Reconciler) mark(i int) bool {
 	return true
 }
 
-// lookup finds an id in the set; the index is built on first use (only
-// Want lists need it).
-func (r *Reconciler) lookup(id []byte) (int, bool) {
-	if r.index == nil {
-		r.index = make(map[string]int, r.set.Len())
-		for i := range r.set.Len() {
-			r.index[string(r.set.id(i))] = i
-		}
+// list returns the ids of items [i, j) for an IdList range and remembers
+// them for the peer's Want.
+func (r *Reconciler) list(i, j int) [][]byte {
+	if r.listed == nil {
+		r.listed = make(map[string]int)
 	}
-	i, ok := r.index[string(id)]
+	ids := r.slice(i, j)
+	for k, id := range ids {
+		r.listed[string(id)] = i + k
+	}
+	return ids
+}
+
+// lookup finds an id this side listed. A Want for anything else is
+// ignored: an honest peer only wants what it was shown.
+func (r *Reconciler) lookup(id []byte) (int, bool) {
+	i, ok := r.listed[string(id)]
 	return i, ok
 }
 
