@@ -1252,3 +1252,39 @@ func TestCatchupReconcileHostileInitiator(t *testing.T) {
 	}
 	t.Logf("cut off after %d messages: %v", sent, rerr)
 }
+
+// BenchmarkCatchupReconcile: two loopback hosts holding n common blocks
+// (100k; 10k with -short) plus 0.5% of their own each, with Hellos that
+// show the gap only through heads: one session, reconciliation included.
+func BenchmarkCatchupReconcile(b *testing.B) {
+	n := 100_000
+	if testing.Short() {
+		n = 10_000
+	}
+	a, r := newReconSide(b, CatchupOptions{}), newReconSide(b, CatchupOptions{})
+	connect(b, a.h, r.h)
+	ctx := context.Background()
+	var st CatchupStats
+	sessions := 0
+	for b.Loop() {
+		b.StopTimer()
+		a.st.envs, r.st.envs = map[string][]byte{}, map[string][]byte{}
+		divergedSets(a.st, r.st, n, n/200, n/200)
+		b.StartTimer()
+		var err error
+		if st, err = a.c.Sync(ctx, r.h.ID(), []byte("conv")); err != nil || !st.Reconciled {
+			b.Fatalf("%+v, %v", st, err)
+		}
+		b.StopTimer()
+		// The responder may still be ingesting the last blocks.
+		sessions++
+		if _, err := r.log.nth(b, sessions); err != nil {
+			b.Fatalf("responder: %v", err)
+		}
+		b.StartTimer()
+	}
+	b.ReportMetric(float64(st.RoundTrips), "round-trips")
+	b.ReportMetric(float64(st.ReconMessages), "recon-messages")
+	b.ReportMetric(float64(st.BytesSent+st.BytesRecv), "wire-bytes")
+	b.ReportMetric(float64(st.BlocksSent+st.BlocksRecv), "blocks")
+}
