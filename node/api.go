@@ -33,7 +33,7 @@ func apiErr(err error) error {
 	case errors.Is(err, ErrNoConversation):
 		return fmt.Errorf("%w: %w", webui.ErrNotFound, err)
 	case errors.Is(err, ErrBadCard), errors.Is(err, ErrNotContact), errors.Is(err, ErrEmptyMessage), errors.Is(err, ErrMessageTooLong),
-		errors.Is(err, ErrBadEmoji), errors.Is(err, ErrMessageDeleted),
+		errors.Is(err, ErrBadEmoji), errors.Is(err, ErrMessageDeleted), errors.Is(err, ErrBadInput),
 		errors.Is(err, ErrInviteInvalid), errors.Is(err, ErrInviteExpired), errors.Is(err, ErrInviteUsed):
 		return fmt.Errorf("%w: %w", webui.ErrBadRequest, err)
 	case errors.Is(err, ErrNoMessage):
@@ -71,6 +71,18 @@ func contactView(self keyring.AccountID, vc VerifiedCard) webui.Contact {
 	}
 }
 
+// withAccountView fills in what the account DAG knows of a contact: the
+// display name it chose and whether the user verified it.
+func withAccountView(v accountView, w webui.Contact, a keyring.AccountID) webui.Contact {
+	if ct, ok := v.contacts[a]; ok {
+		if ct.Name != "" {
+			w.Name = ct.Name
+		}
+		w.Verified = ct.Verification == crdt.Verified
+	}
+	return w
+}
+
 // AddContact implements webui.ChatBackend.
 func (n *Node) AddContact(ctx context.Context, card string) (webui.Contact, error) {
 	c, err := n.chat()
@@ -81,7 +93,7 @@ func (n *Node) AddContact(ctx context.Context, card string) (webui.Contact, erro
 	if err != nil {
 		return webui.Contact{}, apiErr(err)
 	}
-	return contactView(c.id.AccountID(), vc), nil
+	return withAccountView(c.accountSnapshot(), contactView(c.id.AccountID(), vc), vc.Cert.Account), nil
 }
 
 // Contacts implements webui.ChatBackend.
@@ -90,11 +102,12 @@ func (n *Node) Contacts(ctx context.Context) ([]webui.Contact, error) {
 	if err != nil {
 		return nil, err
 	}
+	av := c.accountSnapshot()
 	c.mu.RLock()
 	defer c.mu.RUnlock()
 	out := []webui.Contact{}
-	for _, vc := range c.contacts {
-		out = append(out, contactView(c.id.AccountID(), vc))
+	for a, vc := range c.contacts {
+		out = append(out, withAccountView(av, contactView(c.id.AccountID(), vc), a))
 	}
 	slices.SortFunc(out, func(a, b webui.Contact) int { return strings.Compare(a.Account, b.Account) })
 	return out, nil

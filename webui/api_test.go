@@ -473,3 +473,43 @@ func TestWebSocketUpgradeGuard(t *testing.T) {
 		})
 	}
 }
+
+// TestWebSocketCursorOfAnotherRun: after a node restart its sequence
+// numbers start over; a cursor from the old run must not make the client
+// wait for numbers the new run has not reached (it would miss everything).
+func TestWebSocketCursorOfAnotherRun(t *testing.T) {
+	s, fb, addr := serveTest(t)
+	fb.ev.publish("message", "c1")
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	for _, q := range []string{"?since=500", "?since=1&instance=other"} {
+		c, _, err := dialWS(ctx, addr, q, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if f := readFrame(t, ctx, c); f.Kind != "hello" || f.Seq != 1 || f.Instance != s.instance {
+			t.Fatalf("%s: hello %+v", q, f)
+		}
+		if f := readFrame(t, ctx, c); f.Kind != "gap" {
+			t.Fatalf("%s: want gap, got %+v", q, f)
+		}
+		fb.ev.publish("message", "c2")
+		if f := readFrame(t, ctx, c); f.Conversation != "c2" {
+			t.Fatalf("%s: live event after gap: %+v", q, f)
+		}
+		c.CloseNow()
+		fb.ev.mu.Lock()
+		fb.ev.log, fb.ev.first = fb.ev.log[:1], 1 // back to one event
+		fb.ev.mu.Unlock()
+	}
+	// The same instance resumes normally.
+	c, _, err := dialWS(ctx, addr, "?since=0&instance="+s.instance, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.CloseNow()
+	readFrame(t, ctx, c)
+	if f := readFrame(t, ctx, c); f.Seq != 1 {
+		t.Fatalf("resume in the same run: %+v", f)
+	}
+}

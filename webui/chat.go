@@ -35,6 +35,8 @@ type Contact struct {
 	Peer    string `json:"peer"`
 	// SafetyNumber is the 60-digit number both sides compare out of band.
 	SafetyNumber string `json:"safetyNumber"`
+	// Verified: the user compared the safety number and marked it so.
+	Verified bool `json:"verified"`
 }
 
 // Member is a conversation member.

@@ -8,6 +8,7 @@ package webui
 import (
 	"context"
 	"crypto/hmac"
+	"crypto/rand"
 	"crypto/sha256"
 	"crypto/subtle"
 	"encoding/base64"
@@ -74,6 +75,7 @@ type Server struct {
 	// them).
 	base       context.Context
 	cancelBase context.CancelFunc
+	instance   string // random per server: event cursors do not survive it
 }
 
 // sessionLabel derives the cookie value from the token, so the cookie is not
@@ -110,6 +112,7 @@ func New(cfg Config) (*Server, error) {
 	}
 	s.hosts, s.origins = allowedHosts(cfg.Addr)
 	s.base, s.cancelBase = context.WithCancel(context.Background())
+	s.instance = rand.Text()[:12]
 	s.srv = &http.Server{
 		BaseContext:       func(net.Listener) context.Context { return s.base },
 		Handler:           s.Handler(),

@@ -15,7 +15,8 @@ import (
 // Frame is one message of the WebSocket event stream (server to client,
 // JSON text frames):
 //
-//   - "hello": first frame; Seq is the cursor the stream starts after.
+//   - "hello": first frame; Seq is the cursor the stream starts after,
+//     Instance names this run of the node (resume with ?since=N&instance=I).
 //   - an event kind ("message", "conversation", "state", ...): Seq is its
 //     sequence number; the client stores the last one it processed and
 //     reconnects with ?since=<seq> to get exactly what it missed.
@@ -30,6 +31,10 @@ type Frame struct {
 	Account      string     `json:"account,omitempty"`
 	Online       bool       `json:"online,omitempty"`
 	LastSeen     *time.Time `json:"lastSeen,omitempty"`
+	// Instance (hello only) changes when the node restarts: its event
+	// sequence numbers start over, so a client holding a cursor from
+	// another instance must refetch instead of resuming.
+	Instance string `json:"instance,omitempty"`
 }
 
 const (
@@ -47,6 +52,12 @@ func (s *Server) handleWS(w http.ResponseWriter, r *http.Request) {
 	b := s.cfg.Backend
 	var since uint64
 	resume := r.URL.Query().Has("since")
+	head, err := b.LastEventSeq(r.Context())
+	if err != nil {
+		replyStatus(w, 0, nil, err)
+		return
+	}
+	since, gap := head, false
 	if resume {
 		v, err := strconv.ParseUint(r.URL.Query().Get("since"), 10, 64)
 		if err != nil {
@@ -54,13 +65,11 @@ func (s *Server) handleWS(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 		since = v
-	} else {
-		head, err := b.LastEventSeq(r.Context())
-		if err != nil {
-			replyStatus(w, 0, nil, err)
-			return
+		if q := r.URL.Query().Get("instance"); (q != "" && q != s.instance) || v > head {
+			// A cursor of an earlier run of the node: start at the head
+			// and tell the client to refetch.
+			since, gap = head, true
 		}
-		since = head
 	}
 	patterns := make([]string, 0, len(s.origins))
 	for o := range s.origins {
@@ -77,7 +86,7 @@ func (s *Server) handleWS(w http.ResponseWriter, r *http.Request) {
 	ctx := c.CloseRead(r.Context())
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	err = s.streamEvents(ctx, c, since)
+	err = s.streamEvents(ctx, c, since, gap)
 	switch {
 	case errors.Is(err, errSlowClient):
 		c.Close(websocket.StatusTryAgainLater, "too slow: reconnect with your cursor")
@@ -91,7 +100,7 @@ func (s *Server) handleWS(w http.ResponseWriter, r *http.Request) {
 
 var errSlowClient = errors.New("client does not read")
 
-func (s *Server) streamEvents(ctx context.Context, c *websocket.Conn, since uint64) error {
+func (s *Server) streamEvents(ctx context.Context, c *websocket.Conn, since uint64, gap bool) error {
 	b := s.cfg.Backend
 	send := func(f Frame) error {
 		data, err := json.Marshal(f)
@@ -108,8 +117,13 @@ func (s *Server) streamEvents(ctx context.Context, c *websocket.Conn, since uint
 		}
 		return nil
 	}
-	if err := send(Frame{Kind: "hello", Seq: since}); err != nil {
+	if err := send(Frame{Kind: "hello", Seq: since, Instance: s.instance}); err != nil {
 		return err
+	}
+	if gap {
+		if err := send(Frame{Kind: "gap"}); err != nil {
+			return err
+		}
 	}
 	signals := b.SubscribeSignals(ctx)
 	batches := make(chan EventBatch)

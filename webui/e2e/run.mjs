@@ -1,0 +1,436 @@
+// Browser end-to-end test: two real Glitr nodes on loopback, two browser
+// contexts in headless Chromium (Debian's chromium driven by
+// playwright-core). Run by `make test-ui`; exits non-zero on any failure.
+// Screenshots and measured figures go to webui/test-results/.
+import { chromium } from 'playwright-core';
+import { spawn, execFileSync } from 'node:child_process';
+import { mkdtempSync, mkdirSync, readFileSync, writeFileSync, existsSync, readdirSync, rmSync } from 'node:fs';
+import { gzipSync } from 'node:zlib';
+import { createServer } from 'node:net';
+import http from 'node:http';
+import { tmpdir } from 'node:os';
+import { join, dirname } from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+const here = dirname(fileURLToPath(import.meta.url));
+const webui = join(here, '..');
+const repo = join(webui, '..');
+const out = join(webui, 'test-results');
+const chromiumPath = process.env.CHROMIUM || '/usr/bin/chromium';
+const big = +(process.env.GLITR_E2E_BIG || 10000); // messages in the big conversation
+mkdirSync(out, { recursive: true });
+const tmp = mkdtempSync(join(tmpdir(), 'glitr-e2e-'));
+const figures = {};
+const t0 = Date.now();
+let failures = 0;
+const openPages = [];
+
+function log(...a) { console.log(`[${((Date.now() - t0) / 1000).toFixed(1)}s]`, ...a); }
+
+async function step(name, fn) {
+  const s = Date.now();
+  try {
+    await fn();
+    log(`ok   ${name} (${Date.now() - s} ms)`);
+  } catch (e) {
+    failures++;
+    log(`FAIL ${name}: ${e.stack || e}`);
+    for (const [i, p] of openPages.entries()) {
+      await p.screenshot({ path: join(out, `failed-${i}.png`) }).catch(() => {});
+      log(`page ${i} text: ` + (await p.locator('body').innerText().catch(() => '')).slice(0, 600).replace(/\n/g, ' | '));
+    }
+    throw e;
+  }
+}
+
+function assert(cond, msg) { if (!cond) throw new Error('assertion failed: ' + msg); }
+
+function freePort() {
+  return new Promise((res, rej) => {
+    const s = createServer();
+    s.listen(0, '127.0.0.1', () => { const p = s.address().port; s.close(() => res(p)); });
+    s.on('error', rej);
+  });
+}
+
+const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+
+// Node is one glitr process with a fixed API port, so a restart keeps the
+// browser's origin (and its service worker, cookie and open page).
+class Node {
+  constructor(name, bin, opts = {}) { this.name = name; this.bin = bin; this.dir = join(tmp, name); this.opts = opts; }
+  async init() {
+    this.apiPort = await freePort();
+    this.p2pPort = await freePort();
+    const extra = this.opts.relay ? ['--profile', 'relay'] : this.opts.bootstrap ? ['--bootstrap', this.opts.bootstrap] : [];
+    execFileSync(this.bin, ['--data', this.dir, 'init', '--loopback', '--port', String(this.p2pPort), '--api', '127.0.0.1:' + this.apiPort, ...extra], { stdio: 'pipe' });
+    this.token = readFileSync(join(this.dir, 'api.token'), 'utf8').trim();
+    this.origin = 'http://127.0.0.1:' + this.apiPort;
+  }
+  async start() {
+    this.proc = spawn(this.bin, ['--data', this.dir, '--log-level', 'warn', this.opts.relay ? 'relay' : 'run'], { stdio: ['ignore', 'pipe', 'pipe'] });
+    this.stdout = '';
+    this.proc.stdout.on('data', (d) => { this.stdout += d; });
+    this.proc.stderr.on('data', (d) => { if (process.env.GLITR_E2E_VERBOSE) process.stderr.write(`[${this.name}] ${d}`); });
+    this.exited = new Promise((r) => this.proc.on('exit', r));
+    for (let i = 0; i < 200; i++) {
+      try {
+        const r = await fetch(this.origin + '/api/v1/status', { headers: { Authorization: 'Bearer ' + this.token } });
+        if (r.ok) return;
+      } catch { /* not up yet */ }
+      await sleep(50);
+    }
+    throw new Error(this.name + ' did not start');
+  }
+  async stop() { this.proc.kill('SIGTERM'); await this.exited; }
+  api(method, path, body) {
+    return fetch(this.origin + '/api/v1' + path, {
+      method, headers: { Authorization: 'Bearer ' + this.token, 'Content-Type': 'application/json' },
+      body: body === undefined ? undefined : JSON.stringify(body),
+    }).then(async (r) => { if (!r.ok) throw new Error(`${method} ${path}: ${r.status} ${await r.text()}`); return r.status === 204 ? null : r.json(); });
+  }
+}
+
+const shot = (page, name) => page.screenshot({ path: join(out, name + '.png') });
+const args = ['--headless', '--no-sandbox', '--disable-gpu', '--disable-background-networking'];
+
+let browser, ctxA, ctxB, a, b, bootNode;
+try {
+  await step('build the node binary', async () => {
+    execFileSync('go', ['build', '-o', join(tmp, 'glitr'), './cmd/node'], { cwd: repo, stdio: 'inherit' });
+  });
+  // A relay node bootstraps the private DHT that invites find peers in.
+  const boot = new Node('boot', join(tmp, 'glitr'), { relay: true });
+  await step('start a bootstrap node', async () => {
+    await boot.init();
+    await boot.start();
+    for (let i = 0; i < 100 && !/\/ip4\/127\.0\.0\.1\/tcp\/\d+\/p2p\/\w+/.test(boot.stdout); i++) await sleep(50);
+    boot.addr = boot.stdout.match(/\/ip4\/127\.0\.0\.1\/tcp\/\d+\/p2p\/\w+/)[0];
+  });
+  bootNode = boot;
+  a = new Node('alice', join(tmp, 'glitr'), { bootstrap: boot.addr });
+  b = new Node('bob', join(tmp, 'glitr'), { bootstrap: boot.addr });
+  await step('start two nodes', async () => {
+    await Promise.all([a.init(), b.init()]);
+    await Promise.all([a.start(), b.start()]);
+  });
+
+  // Alice's context is persistent: installability needs a real profile.
+  ctxA = await chromium.launchPersistentContext(join(tmp, 'profile-a'), { executablePath: chromiumPath, args, viewport: { width: 1200, height: 760 } });
+  browser = await chromium.launch({ executablePath: chromiumPath, args });
+  ctxB = await browser.newContext({ viewport: { width: 390, height: 760 } }); // a phone
+  const pa = ctxA.pages()[0] || await ctxA.newPage();
+  const pb = await ctxB.newPage();
+  openPages.push(pa, pb);
+  for (const [p, n] of [[pa, 'alice'], [pb, 'bob']]) {
+    p.on('pageerror', (e) => { failures++; log(`page error (${n}): ${e.message}`); });
+  }
+
+  const onboard = async (page, node, name) => {
+    await page.goto(node.origin + '/login?token=' + node.token);
+    await page.getByLabel('Display name').fill(name);
+    await page.getByRole('button', { name: 'Create account' }).click();
+    const words = page.getByRole('list', { name: 'Your recovery words' }).locator('li');
+    await words.first().waitFor();
+    assert(await words.count() === 24, '24 recovery words');
+    await shot(page, `onboarding-recovery-${name.toLowerCase()}`);
+    await page.getByLabel('I have written them down').check();
+    await page.getByRole('button', { name: 'Continue' }).click();
+    await page.getByRole('heading', { name: 'Chats' }).waitFor();
+  };
+  await step('onboarding: create both accounts', async () => {
+    await shot(pa, 'x'); // warm-up
+    await pa.goto(a.origin + '/login?token=' + a.token);
+    await pa.getByLabel('Display name').waitFor();
+    await shot(pa, 'onboarding');
+    await Promise.all([onboard(pa, a, 'Alice'), onboard(pb, b, 'Bob')]);
+    rmSync(join(out, 'x.png'), { force: true });
+  });
+
+  await step('invite by link: create (link + QR), paste, accept', async () => {
+    await pa.goto(a.origin + '/#/invite');
+    await pa.getByRole('button', { name: 'Create invite link' }).click();
+    const link = await pa.getByLabel('Invite link', { exact: true }).inputValue();
+    assert(/^(web\+)?glitr:invite\//.test(link), 'invite link: ' + link.slice(0, 40));
+    const qr = pa.getByRole('img', { name: 'QR code of the invite link' });
+    await qr.waitFor();
+    await pa.waitForFunction(() => document.querySelector('img.qr')?.naturalWidth > 0);
+    await shot(pa, 'invite');
+    await pb.goto(b.origin + '/#/invite');
+    await pb.getByLabel('Paste an invite link').fill(link);
+    await pb.getByRole('button', { name: 'Accept' }).click();
+    await pb.waitForURL(/#\/c\//, { timeout: 30000 });
+    // Using the link twice fails with a precise error.
+    await pb.goto(b.origin + '/#/invite');
+    await pb.getByLabel('Paste an invite link').fill(link);
+    await pb.getByRole('button', { name: 'Accept' }).click();
+    await pb.getByRole('alert').waitFor();
+    await pa.goto(a.origin + '/#/');
+    await pa.locator('.conv-item', { hasText: 'Bob' }).waitFor({ timeout: 20000 });
+  });
+
+  const composer = (p) => p.getByRole('textbox', { name: 'Message' });
+  // msg finds the message whose text is exactly text (or matches a RegExp).
+  const exact = (text) => (text instanceof RegExp ? text : new RegExp('^' + text.replace(/[.*+?^${}()|[\]\\]/g, '\\$&') + '$'));
+  const msg = (p, text) => p.locator('.msg').filter({ has: p.locator('.bubble > p.text', { hasText: exact(text) }) });
+  const statusOf = (p, text) => msg(p, text).locator('.status').getAttribute('data-status');
+  const waitStatus = async (p, text, want, timeout = 20000) => {
+    const end = Date.now() + timeout;
+    let s;
+    while (Date.now() < end) {
+      s = await statusOf(p, text).catch(() => null);
+      if (want.includes(s)) return s;
+      await sleep(100);
+    }
+    throw new Error(`status of "${text}" is ${s}, want ${want}`);
+  };
+
+  await step('contacts show safety numbers; start a chat', async () => {
+    await pa.goto(a.origin + '/#/contacts');
+    const bob = pa.locator('li.contact', { hasText: 'Bob' });
+    await bob.locator('summary').click();
+    const sn = await bob.locator('.safety').innerText();
+    assert(sn.replace(/\s/g, '').length === 60, 'safety number has 60 digits: ' + sn);
+    await pb.goto(b.origin + '/#/contacts');
+    const alice = pb.locator('li.contact', { hasText: 'Alice' });
+    await alice.locator('summary').click();
+    assert((await alice.locator('.safety').innerText()).replace(/\s/g, '') === sn.replace(/\s/g, ''), 'both sides show the same safety number');
+    await shot(pa, 'contacts');
+    await bob.getByRole('button', { name: 'Message' }).click();
+    await composer(pa).waitFor();
+  });
+
+  await step('chat: send, receive, delivered then read', async () => {
+    await composer(pa).fill('Hello Bob');
+    await composer(pa).press('Enter');
+    await msg(pa, 'Hello Bob').waitFor();
+    // Bob is on another screen: the list shows an unread badge.
+    await pb.goto(b.origin + '/#/');
+    const item = pb.locator('.conv-item', { hasText: 'Alice' });
+    await item.locator('.badge').waitFor({ timeout: 20000 });
+    assert(await item.locator('.badge').innerText() === '1', 'one unread');
+    await waitStatus(pa, 'Hello Bob', ['delivered']);
+    await shot(pb, 'conversation-list-phone');
+    await item.click();
+    await msg(pb, 'Hello Bob').waitFor();
+    await waitStatus(pa, 'Hello Bob', ['read']);
+  });
+
+  await step('composer: Shift+Enter makes a newline, Enter sends', async () => {
+    await composer(pb).click();
+    await composer(pb).type('line one');
+    await composer(pb).press('Shift+Enter');
+    await composer(pb).type('line two');
+    assert((await composer(pb).inputValue()) === 'line one\nline two', 'newline in the composer');
+    await composer(pb).press('Enter');
+    await msg(pa, /line two/).waitFor();
+    assert((await msg(pa, /line two/).locator('.text').innerText()).includes('\n'), 'the newline arrives');
+  });
+
+  await step('typing indicator', async () => {
+    await composer(pa).type('typing some');
+    await pb.locator('.typing', { hasText: 'Alice is typing…' }).waitFor({ timeout: 10000 });
+    await composer(pa).fill('');
+  });
+
+  await step('reply', async () => {
+    await msg(pb, 'Hello Bob').hover();
+    await msg(pb, 'Hello Bob').getByRole('button', { name: 'Reply' }).click();
+    await pb.getByText('Replying to Alice').waitFor();
+    await composer(pb).fill('Hi Alice');
+    await composer(pb).press('Enter');
+    const m = msg(pa, 'Hi Alice');
+    await m.waitFor();
+    assert((await m.locator('.quote').innerText()).includes('Hello Bob'), 'the reply quotes the message');
+  });
+
+  await step('edit', async () => {
+    await msg(pa, 'Hello Bob').hover();
+    await msg(pa, 'Hello Bob').getByRole('button', { name: 'Edit' }).click();
+    await composer(pa).fill('Hello Bob, edited');
+    await composer(pa).press('Enter');
+    const m = msg(pb, 'Hello Bob, edited');
+    await m.waitFor();
+    await m.getByText('edited', { exact: true }).waitFor();
+  });
+
+  await step('react', async () => {
+    await msg(pb, 'Hello Bob, edited').hover();
+    await msg(pb, 'Hello Bob, edited').getByRole('button', { name: 'React', exact: true }).click();
+    await pb.getByRole('button', { name: 'React with 👍' }).click();
+    await msg(pa, 'Hello Bob, edited').locator('.chip', { hasText: '👍' }).waitFor();
+  });
+
+  await step('delete for everyone', async () => {
+    await composer(pa).fill('to be deleted');
+    await composer(pa).press('Enter');
+    await msg(pb, 'to be deleted').waitFor();
+    pa.once('dialog', (d) => d.accept());
+    await msg(pa, 'to be deleted').hover();
+    await msg(pa, 'to be deleted').getByRole('button', { name: 'Delete for everyone' }).click();
+    await pb.waitForFunction(() => !document.body.innerText.includes('to be deleted'));
+    await pb.getByText('This message was deleted.').first().waitFor();
+    await shot(pa, 'conversation');
+    await shot(pb, 'conversation-phone');
+  });
+
+  await step('offline recipient: stop Bob, send, restart, see delivery', async () => {
+    await b.stop();
+    await pb.getByRole('status').filter({ hasText: 'Offline' }).waitFor({ timeout: 10000 });
+    await shot(pb, 'offline-banner');
+    await composer(pa).fill('while you were away');
+    await composer(pa).press('Enter');
+    await msg(pa, 'while you were away').waitFor();
+    await sleep(1500);
+    const s = await statusOf(pa, 'while you were away');
+    assert(s === 'sending' || s === 'sent', 'not delivered while Bob is down: ' + s);
+    await b.start();
+    await msg(pb, 'while you were away').waitFor({ timeout: 30000 });
+    await waitStatus(pa, 'while you were away', ['delivered', 'read'], 30000);
+  });
+
+  await step('installable: manifest without errors, service worker in control', async () => {
+    await pa.waitForFunction(() => navigator.serviceWorker.controller !== null, null, { timeout: 15000 });
+    const cdp = await ctxA.newCDPSession(pa);
+    const man = await cdp.send('Page.getAppManifest');
+    assert(man.errors.length === 0, 'manifest errors: ' + JSON.stringify(man.errors));
+    const inst = await cdp.send('Page.getInstallabilityErrors');
+    assert(inst.installabilityErrors.length === 0, 'installability: ' + JSON.stringify(inst.installabilityErrors));
+  });
+
+  await step('figure: reload of the installed app to a rendered conversation list', async () => {
+    const times = [];
+    await pa.goto(a.origin + '/#/');
+    for (let i = 0; i < 5; i++) {
+      await pa.reload();
+      await pa.locator('.conv-item').first().waitFor();
+      await pa.waitForFunction(() => performance.getEntriesByName('glitr-list-rendered').length > 0);
+      times.push(await pa.evaluate(() => performance.getEntriesByName('glitr-list-rendered')[0]?.startTime));
+    }
+    times.sort((x, y) => x - y);
+    figures.reloadToListMs = times[2];
+    log('reload to list (ms):', times.map((x) => x.toFixed(0)).join(' '));
+    assert(times[2] < 300, 'median reload to list < 300 ms: ' + times[2]);
+    await shot(pa, 'conversation-list');
+  });
+
+  await step(`figure: open a conversation with ${big} messages, scroll it`, async () => {
+    // A group with both accounts, filled through Alice's API.
+    const conv = await a.api('POST', '/conversations', { title: 'Big group', members: [await bobAccount(a)] });
+    const s = Date.now();
+    for (let i = 0; i < big; i += 16) {
+      await Promise.all(Array.from({ length: Math.min(16, big - i) }, (_, j) => a.api('POST', `/conversations/${conv.id}/messages`, { text: `message ${i + j} ` + 'lorem ipsum '.repeat((i + j) % 7) })));
+    }
+    log(`sent ${big} messages in ${Date.now() - s} ms`);
+    await pa.goto(a.origin + '/#/');
+    await pa.locator('.conv-item', { hasText: 'Big group' }).waitFor();
+    const ms = await pa.evaluate(async (id) => {
+      const start = performance.now();
+      location.hash = '#/c/' + id;
+      await new Promise((r) => {
+        const check = () => (performance.getEntriesByName('glitr-conversation-loaded').length && document.querySelector('.row .msg') ? r() : requestAnimationFrame(check));
+        check();
+      });
+      await new Promise((r) => requestAnimationFrame(() => requestAnimationFrame(r)));
+      return performance.now() - start;
+    }, conv.id);
+    figures.openBigConversationMs = ms;
+    assert(ms < 200, `open ${big}-message conversation < 200 ms: ${ms}`);
+    await msg(pa, `message ${big - 1}`).waitFor();
+    // Scroll up a long way through the virtual list and watch for long tasks.
+    const res = await pa.evaluate(async () => {
+      const long = [];
+      const po = new PerformanceObserver((l) => { for (const e of l.getEntries()) long.push(e.duration); });
+      po.observe({ type: 'longtask', buffered: false });
+      const el = document.querySelector('.scroller');
+      const frames = 600;
+      for (let i = 0; i < frames; i++) {
+        el.scrollTop = Math.max(0, el.scrollTop - 400);
+        await new Promise((r) => requestAnimationFrame(r));
+      }
+      await new Promise((r) => setTimeout(r, 300));
+      po.disconnect();
+      return { long, rows: document.querySelectorAll('.row').length, top: el.scrollTop, pos: +document.querySelector('.row')?.dataset.i };
+    });
+    figures.scrollLongTasks = res.long.length;
+    figures.scrollMaxTaskMs = Math.max(0, ...res.long);
+    figures.renderedRows = res.rows;
+    log('scroll:', JSON.stringify(res));
+    assert(res.long.length === 0, 'no long tasks while scrolling: ' + res.long.join(','));
+    assert(res.rows < 200, 'the list is virtualized: ' + res.rows + ' rows in the DOM');
+    await shot(pa, 'big-conversation');
+  });
+
+  await step('settings: theme, language, privacy', async () => {
+    await pa.goto(a.origin + '/#/settings');
+    await pa.getByLabel('Theme').selectOption('dark');
+    await pa.waitForFunction(() => document.documentElement.dataset.theme === 'dark');
+    await shot(pa, 'settings-dark');
+    await pa.getByLabel('Language').selectOption('de');
+    await pa.getByRole('heading', { name: 'Einstellungen' }).waitFor();
+    await pa.getByLabel('Sprache').selectOption('en');
+    await pa.getByRole('heading', { name: 'Settings' }).waitFor();
+    await pa.getByLabel('Theme').selectOption('system');
+    const prefs = await a.api('GET', '/preferences');
+    assert(prefs.theme === 'system' && prefs.language === 'en', 'preferences stored: ' + JSON.stringify(prefs));
+  });
+
+  await step('a cross-origin page cannot use the API or open the WebSocket', async () => {
+    const evil = http.createServer((req, res) => {
+      res.setHeader('Content-Type', 'text/html');
+      res.end('<!doctype html><title>evil</title>');
+    });
+    await new Promise((r) => evil.listen(0, '127.0.0.1', r));
+    const ev = await ctxA.newPage();
+    await ev.goto(`http://127.0.0.1:${evil.address().port}/`);
+    const r = await ev.evaluate(async (origin) => {
+      const ws = await new Promise((res) => {
+        const w = new WebSocket(origin.replace('http', 'ws') + '/api/v1/ws');
+        w.onopen = () => res('open');
+        w.onerror = () => res('error');
+        setTimeout(() => res('timeout'), 5000);
+      });
+      return { ws };
+    }, a.origin);
+    await ev.close();
+    evil.close();
+    assert(r.ws === 'error', 'cross-origin WebSocket must fail, got ' + r.ws);
+  });
+
+  await step('offline reload shows the app shell', async () => {
+    await pa.goto(a.origin + '/#/');
+    await pa.locator('.conv-item').first().waitFor();
+    await a.stop(); // setOffline misses service-worker fetches: stop the node too
+    await ctxA.setOffline(true);
+    await pa.reload();
+    await pa.locator('#app').getByText(/Offline|Retry|Chats/).first().waitFor({ timeout: 10000 });
+    await shot(pa, 'offline-shell');
+    await ctxA.setOffline(false);
+  });
+
+  await step('bundle size', async () => {
+    const dir = join(webui, 'dist', 'assets');
+    let total = 0;
+    for (const f of readdirSync(dir)) if (/\.(js|css)$/.test(f)) total += gzipSync(readFileSync(join(dir, f)), { level: 9 }).length;
+    figures.shippedGzipBytes = total;
+    assert(total < 100 * 1024, 'JS + CSS gzipped < 100 KB: ' + total);
+  });
+} catch (e) {
+  if (!failures) { failures++; log('error: ' + (e.stack || e)); }
+} finally {
+  figures.totalSeconds = (Date.now() - t0) / 1000;
+  writeFileSync(join(out, 'figures.json'), JSON.stringify(figures, null, 2) + '\n');
+  log('figures', JSON.stringify(figures));
+  await ctxA?.close().catch(() => {});
+  await browser?.close().catch(() => {});
+  for (const n of [a, b, bootNode]) if (n?.proc && n.proc.exitCode === null) n.proc.kill('SIGKILL');
+  rmSync(tmp, { recursive: true, force: true });
+}
+
+async function bobAccount(node) {
+  const cs = await node.api('GET', '/contacts');
+  return cs.find((c) => c.name === 'Bob').account;
+}
+
+if (failures) { log(`${failures} failure(s)`); process.exit(1); }
+log('all browser tests passed');

@@ -1,0 +1,418 @@
+import { useState, useEffect, useRef, useLayoutEffect, useCallback } from 'preact/hooks';
+import { get, post, put, del } from './api.js';
+import { t } from './i18n.js';
+import { Avatar, BackLink, clock, dayLabel, displayTitle, nameOf } from './ui.jsx';
+import { ConvDetails } from './screens.jsx';
+
+const PAGE = 100;
+const EST = 60; // estimated row height (px) until a row is measured
+const OVERSCAN = 800; // px rendered above and below the viewport
+const QUICK = ['👍', '❤️', '😂', '😮', '😢', '🙏'];
+const enc = encodeURIComponent;
+
+// lowerBound: first index i with a[i] >= x (a ascending).
+function lowerBound(a, n, x) {
+  let lo = 0, hi = n;
+  while (lo < hi) {
+    const mid = (lo + hi) >> 1;
+    if (a[mid] < x) lo = mid + 1; else hi = mid;
+  }
+  return lo;
+}
+
+// Model holds a window of a conversation's messages by display position,
+// their measured heights and the prefix sums the virtual list positions
+// rows with. Only the rows near the viewport are in the DOM, so a 100k
+// message conversation costs what a 30 message one does.
+class Model {
+  constructor() {
+    this.total = 0;
+    this.msgs = new Map();
+    this.byId = new Map();
+    this.heights = new Float32Array(0);
+    this.offsets = new Float64Array(1);
+    this.dirty = true;
+    this.loading = new Set();
+  }
+  setTotal(n) {
+    if (n === this.total) return;
+    if (n > this.heights.length) {
+      const h = new Float32Array(Math.max(n, this.heights.length * 2, 64));
+      h.set(this.heights);
+      h.fill(EST, this.heights.length);
+      this.heights = h;
+    }
+    for (const p of this.msgs.keys()) if (p >= n) this.msgs.delete(p);
+    this.total = n;
+    this.dirty = true;
+  }
+  put(m) {
+    const old = this.msgs.get(m.position);
+    if (old && old.id !== m.id) this.byId.delete(old.id);
+    this.msgs.set(m.position, m);
+    this.byId.set(m.id, m.position);
+  }
+  layout() {
+    if (!this.dirty) return;
+    const n = this.total;
+    if (this.offsets.length < n + 1) this.offsets = new Float64Array(Math.max(n + 1, this.offsets.length * 2));
+    let acc = 0;
+    for (let i = 0; i < n; i++) { this.offsets[i] = acc; acc += this.heights[i]; }
+    this.offsets[n] = acc;
+    this.dirty = false;
+  }
+  height() { this.layout(); return this.offsets[this.total]; }
+}
+
+export function Conversation(props) {
+  const { id, convs, contacts, account, presence, typing, onConvEvent, loadConvs } = props;
+  const conv = convs?.find((c) => c.id === id);
+  const model = useRef(null);
+  if (!model.current) model.current = new Model();
+  const m = model.current;
+  const [, setVer] = useState(0);
+  const bump = useCallback(() => setVer((v) => v + 1), []);
+  const [range, setRange] = useState([0, 0]);
+  const [viewH, setViewH] = useState(600);
+  const [replyTo, setReplyTo] = useState(null);
+  const [editing, setEditing] = useState(null);
+  const [showDetails, setShowDetails] = useState(false);
+  const [error, setError] = useState('');
+  const [atBottom, setAtBottom] = useState(true);
+  const [loaded, setLoaded] = useState(false);
+  const scroller = useRef(null);
+  const rowsRef = useRef(null);
+  const stick = useRef(true); // keep the newest message in view
+  const pendingScroll = useRef(null);
+  const firstUnread = useRef(-1);
+  const composerRef = useRef(null);
+
+  const fetchPage = useCallback(async (before, limit) => {
+    const key = before + ':' + limit;
+    if (m.loading.has(key)) return;
+    m.loading.add(key);
+    try {
+      const p = await get(`/conversations/${enc(id)}/messages?before=${before}&limit=${limit}`);
+      m.setTotal(p.total);
+      for (const msg of p.messages) m.put(msg);
+      bump();
+      return p;
+    } finally {
+      m.loading.delete(key);
+    }
+  }, [id]);
+
+  // Open: the newest page, then scroll to the first unread or the end.
+  useEffect(() => {
+    let live = true;
+    fetchPage(0, PAGE).then((p) => {
+      if (!live || !p) return;
+      const unread = conv?.unread || 0;
+      firstUnread.current = unread > 0 ? Math.max(0, p.total - unread) : -1;
+      if (firstUnread.current >= 0) { stick.current = false; pendingScroll.current = firstUnread.current; }
+      else pendingScroll.current = 'bottom';
+      setLoaded(true);
+      performance.mark('glitr-conversation-loaded');
+    }).catch((e) => setError(e.message));
+    return () => { live = false; };
+  }, [id]);
+
+  // Events: refetch the newest page and what is on screen.
+  const refresh = useCallback(() => {
+    const [s, e] = rangeRef.current;
+    fetchPage(0, PAGE).catch(() => {});
+    if (e > 0 && e < m.total - PAGE) fetchPage(e, Math.min(PAGE, e - s + 20)).catch(() => {});
+  }, [fetchPage]);
+  const rangeRef = useRef(range);
+  rangeRef.current = range;
+  useEffect(() => onConvEvent((f) => {
+    if (!f.conversation || f.conversation === id) refresh();
+  }), [id, refresh]);
+
+  // Mark read while the conversation is open and visible.
+  useEffect(() => {
+    if (!loaded || !conv || conv.unread === 0 || document.visibilityState !== 'visible') return;
+    const tm = setTimeout(() => post(`/conversations/${enc(id)}/read`).then(() => loadConvs()).catch(() => {}), 300);
+    return () => clearTimeout(tm);
+  }, [loaded, conv?.unread, conv?.messages]);
+  useEffect(() => {
+    const on = () => { if (document.visibilityState === 'visible' && conv?.unread) post(`/conversations/${enc(id)}/read`).then(() => loadConvs()).catch(() => {}); };
+    document.addEventListener('visibilitychange', on);
+    return () => document.removeEventListener('visibilitychange', on);
+  }, [conv?.unread]);
+
+  useEffect(() => {
+    const el = scroller.current;
+    if (!el) return;
+    const ro = new ResizeObserver(() => { setViewH(el.clientHeight); onScroll(); });
+    ro.observe(el);
+    return () => ro.disconnect();
+  }, []);
+
+  const computeRange = useCallback(() => {
+    const el = scroller.current;
+    if (!el) return;
+    m.layout();
+    const pad = Math.max(0, el.clientHeight - m.height());
+    const top = el.scrollTop - pad;
+    const s = Math.max(0, lowerBound(m.offsets, m.total, top - OVERSCAN) - 1);
+    const e = Math.min(m.total, lowerBound(m.offsets, m.total, top + el.clientHeight + OVERSCAN) + 1);
+    const [os, oe] = rangeRef.current;
+    if (s !== os || e !== oe) setRange([s, e]);
+    // Fetch what is in range but not loaded, a page at a time.
+    for (let i = e - 1; i >= s; i--) {
+      if (!m.msgs.has(i)) { fetchPage(i + 1, PAGE).catch(() => {}); break; }
+    }
+  }, [fetchPage]);
+
+  const raf = useRef(0);
+  const onScroll = useCallback(() => {
+    const el = scroller.current;
+    if (!el) return;
+    const bottom = el.scrollHeight - el.scrollTop - el.clientHeight < 8;
+    stick.current = bottom;
+    setAtBottom(bottom);
+    if (!raf.current) raf.current = requestAnimationFrame(() => { raf.current = 0; computeRange(); });
+  }, [computeRange]);
+
+  // After each render: measure rows, keep the anchor row still (or the
+  // bottom in view), then render again if anything moved.
+  useLayoutEffect(() => {
+    const el = scroller.current, rows = rowsRef.current;
+    if (!el || !rows) return;
+    m.layout();
+    const pad0 = Math.max(0, el.clientHeight - m.height());
+    const anchorTop = el.scrollTop - pad0;
+    const anchor = Math.max(0, lowerBound(m.offsets, m.total, anchorTop + 1) - 1);
+    const anchorDelta = anchorTop - m.offsets[anchor];
+    let changed = false;
+    for (const row of rows.children) {
+      const i = +row.dataset.i;
+      const h = row.offsetHeight;
+      if (h && Math.abs(m.heights[i] - h) > 0.5) { m.heights[i] = h; changed = true; }
+    }
+    if (changed) m.dirty = true;
+    m.layout();
+    const pad = Math.max(0, el.clientHeight - m.height());
+    const ps = pendingScroll.current;
+    if (ps !== null) {
+      if (ps === 'bottom') el.scrollTop = el.scrollHeight;
+      else el.scrollTop = Math.max(0, pad + m.offsets[ps] - 48);
+      if (!changed) pendingScroll.current = null;
+    } else if (stick.current) {
+      el.scrollTop = el.scrollHeight;
+    } else if (changed) {
+      el.scrollTop = pad + m.offsets[anchor] + anchorDelta;
+    }
+    computeRange();
+    if (changed) bump();
+  });
+
+  const scrollToPos = (pos) => { stick.current = false; pendingScroll.current = pos; bump(); };
+  const jumpToLatest = () => { stick.current = true; pendingScroll.current = 'bottom'; bump(); };
+
+  const send = async (text) => {
+    setError('');
+    try {
+      if (editing) {
+        const msg = await put(`/conversations/${enc(id)}/messages/${editing.id}`, { text });
+        m.put(msg);
+        setEditing(null);
+      } else {
+        const pos = m.total;
+        m.setTotal(pos + 1);
+        m.put({ id: 'pending:' + pos, position: pos, mine: true, text, time: new Date().toISOString(), status: 'sending', replyTo: replyTo?.id });
+        stick.current = true;
+        bump();
+        const r = replyTo;
+        setReplyTo(null);
+        const msg = await post(`/conversations/${enc(id)}/messages`, { text, replyTo: r ? r.id : '' });
+        m.put(msg);
+        refresh();
+      }
+      bump();
+      return true;
+    } catch (e) {
+      setError(t('error', { msg: e.message }));
+      refresh();
+      return false;
+    }
+  };
+
+  const act = async (fn) => { setError(''); try { await fn(); refresh(); } catch (e) { setError(t('error', { msg: e.message })); } };
+  const react = (msg, emoji) => {
+    const mine = msg.reactions?.find((r) => r.emoji === emoji)?.accounts?.includes(account?.account);
+    return act(() => post(`/conversations/${enc(id)}/reactions`, { message: msg.id, emoji, remove: !!mine }));
+  };
+  const remove = (msg) => { if (confirm(t('deleteConfirm'))) act(() => del(`/conversations/${enc(id)}/messages/${msg.id}`)); };
+  const startEdit = (msg) => { setReplyTo(null); setEditing(msg); composerRef.current?.focus(); };
+  const startReply = (msg) => { setEditing(null); setReplyTo(msg); composerRef.current?.focus(); };
+
+  if (!conv && convs) return <div class="empty-pane"><BackLink /><p>{t('pickChat')}</p></div>;
+  const title = conv ? displayTitle(conv, contacts, account) : '…';
+  const others = (conv?.members || []).filter((x) => !x.self);
+  let subtitle = others.length > 1 ? others.map((x) => nameOf(x.account, contacts, account)).join(', ') : '';
+  if (others.length === 1) {
+    const p = presence[others[0].account];
+    if (p?.online && (!p.lastSeen || Date.now() - new Date(p.lastSeen) < 75000)) subtitle = t('online');
+    else if (p?.lastSeen) subtitle = t('lastSeen', { time: clock(p.lastSeen) });
+  }
+  const now = Date.now();
+  const typers = Object.entries(typing[id] || {}).filter(([a, until]) => until > now && a !== account?.account);
+
+  m.layout();
+  const pad = Math.max(0, viewH - m.height());
+  const [s, e] = range;
+  const rows = [];
+  for (let i = s; i < e; i++) {
+    const msg = m.msgs.get(i);
+    const prev = i > 0 ? m.msgs.get(i - 1) : null;
+    rows.push(
+      <div class="row" data-i={i} key={msg ? msg.id : 'p' + i} style={`transform:translateY(${pad + m.offsets[i]}px)`}>
+        {msg ? (
+          <MessageRow msg={msg} prev={prev} first={i === 0} unreadHere={i === firstUnread.current} group={others.length > 1}
+            contacts={contacts} account={account} model={m} onReply={startReply} onEdit={startEdit} onDelete={remove}
+            onReact={react} onQuote={scrollToPos} />
+        ) : <div class="placeholder" aria-hidden="true">{t('loadingMessage')}</div>}
+      </div>
+    );
+  }
+
+  return (
+    <section class="conversation" aria-label={title}>
+      <header class="bar">
+        <BackLink />
+        <Avatar name={title} />
+        <div class="bar-title">
+          <h2>{title}</h2>
+          {subtitle && <p class="muted small">{subtitle}</p>}
+        </div>
+        <button class="icon-btn" aria-label={t('details')} aria-expanded={showDetails} onClick={() => setShowDetails(!showDetails)}>ⓘ</button>
+      </header>
+      {showDetails && conv && <ConvDetails conv={conv} {...props} onClose={() => setShowDetails(false)} />}
+      <div class="scroller" ref={scroller} onScroll={onScroll} role="log" aria-label={t('messages')} tabIndex={0}>
+        <div class="rows" ref={rowsRef} style={`height:${pad + m.height()}px`}>{rows}</div>
+      </div>
+      {!atBottom && <button class="jump" onClick={jumpToLatest} aria-label={t('jumpToLatest')}>↓</button>}
+      <div class="typing muted small" aria-live="polite">{typers.length ? t('typing', { name: nameOf(typers[0][0], contacts, account) }) : ''}</div>
+      {error && <p class="error" role="alert">{error}</p>}
+      <Composer key={editing ? 'edit:' + editing.id : 'new'} inputRef={composerRef} convId={id} onSend={send}
+        replyTo={replyTo} editing={editing} onCancel={() => { setReplyTo(null); setEditing(null); }}
+        replyName={replyTo ? (replyTo.mine ? t('you') : nameOf(replyTo.author, contacts, account)) : ''} />
+    </section>
+  );
+}
+
+const statusIcon = { sending: '◷', sent: '✓', delivered: '✓✓', read: '✓✓' };
+const statusLabel = { sending: 'statusSending', sent: 'statusSent', delivered: 'statusDelivered', read: 'statusRead' };
+
+function MessageRow({ msg, prev, first, unreadHere, group, contacts, account, model, onReply, onEdit, onDelete, onReact, onQuote }) {
+  const [picker, setPicker] = useState(false);
+  const day = new Date(msg.time).toDateString();
+  const newDay = first || (prev && new Date(prev.time).toDateString() !== day);
+  const author = msg.mine ? t('you') : nameOf(msg.author || '', contacts, account);
+  const showAuthor = group && !msg.mine && (!prev || prev.author !== msg.author || newDay);
+  let quote = null;
+  if (msg.replyTo) {
+    const qp = model.byId.get(msg.replyTo);
+    const q = qp !== undefined ? model.msgs.get(qp) : null;
+    quote = (
+      <button class="quote" onClick={() => qp !== undefined && onQuote(qp)} aria-label={t('reply')}>
+        <strong>{q ? (q.mine ? t('you') : nameOf(q.author, contacts, account)) : '…'}</strong>
+        <span>{q ? (q.deleted ? t('deleted') : q.text) : ''}</span>
+      </button>
+    );
+  }
+  const pending = msg.id.startsWith('pending:');
+  return (
+    <>
+      {newDay && <div class="day" role="separator"><span>{dayLabel(msg.time)}</span></div>}
+      {unreadHere && <div class="unread-divider" role="separator"><span>{t('unreadDivider')}</span></div>}
+      <div class={'msg' + (msg.mine ? ' mine' : '') + (msg.deleted ? ' deleted' : '')} tabIndex={0} data-id={msg.id}>
+        <div class="bubble">
+          {showAuthor && <div class="author">{author}</div>}
+          {quote}
+          {msg.deleted ? <p class="text muted"><em>{t('deleted')}</em></p> : <p class="text">{msg.text}</p>}
+          <div class="meta">
+            {msg.edited && !msg.deleted && <span class="edited">{t('edited')}</span>}
+            <time dateTime={msg.time}>{clock(msg.time)}</time>
+            {msg.mine && msg.status && (
+              <span class={'status ' + msg.status} role="img" aria-label={t(statusLabel[msg.status])} title={t(statusLabel[msg.status])} data-status={msg.status}>
+                {statusIcon[msg.status]}
+              </span>
+            )}
+          </div>
+        </div>
+        {msg.reactions?.length > 0 && (
+          <div class="reactions">
+            {msg.reactions.map((r) => {
+              const mine = r.accounts.includes(account?.account);
+              return (
+                <button key={r.emoji} class={'chip' + (mine ? ' mine' : '')} aria-pressed={mine}
+                  aria-label={(mine ? t('removeReaction', { emoji: r.emoji }) : t('reactWith', { emoji: r.emoji })) + ' (' + r.accounts.length + ')'}
+                  onClick={() => onReact(msg, r.emoji)}>
+                  {r.emoji} {r.accounts.length > 1 ? r.accounts.length : ''}
+                </button>
+              );
+            })}
+          </div>
+        )}
+        {!msg.deleted && !pending && (
+          <div class="actions">
+            <button class="icon-btn" aria-label={t('reply')} title={t('reply')} onClick={() => onReply(msg)}>↩</button>
+            <button class="icon-btn" aria-label={t('react')} title={t('react')} aria-expanded={picker} onClick={() => setPicker(!picker)}>☺</button>
+            {msg.mine && <button class="icon-btn" aria-label={t('edit')} title={t('edit')} onClick={() => onEdit(msg)}>✎</button>}
+            {msg.mine && <button class="icon-btn" aria-label={t('delete')} title={t('delete')} onClick={() => onDelete(msg)}>🗑</button>}
+            {picker && (
+              <div class="picker" role="group" aria-label={t('react')}>
+                {QUICK.map((e) => <button key={e} aria-label={t('reactWith', { emoji: e })} onClick={() => { setPicker(false); onReact(msg, e); }}>{e}</button>)}
+              </div>
+            )}
+          </div>
+        )}
+      </div>
+    </>
+  );
+}
+
+function Composer({ convId, onSend, replyTo, editing, onCancel, replyName, inputRef }) {
+  const [text, setText] = useState(editing ? editing.text : '');
+  const lastTyping = useRef(0);
+  const grow = (el) => { el.style.height = 'auto'; el.style.height = Math.min(el.scrollHeight, 160) + 'px'; };
+  useEffect(() => { if (editing && inputRef.current) { inputRef.current.focus(); grow(inputRef.current); } }, []);
+  const submit = async () => {
+    const v = text;
+    if (!v.trim()) return;
+    setText('');
+    if (inputRef.current) inputRef.current.style.height = 'auto';
+    if (!(await onSend(v))) setText(v);
+  };
+  const onKey = (e) => {
+    if (e.key === 'Enter' && !e.shiftKey && !e.isComposing) { e.preventDefault(); submit(); }
+    else if (e.key === 'Escape' && (replyTo || editing)) { e.preventDefault(); onCancel(); }
+  };
+  const onInput = (e) => {
+    setText(e.currentTarget.value);
+    grow(e.currentTarget);
+    const now = Date.now();
+    if (!editing && now - lastTyping.current > 3000) {
+      lastTyping.current = now;
+      post(`/conversations/${enc(convId)}/typing`).catch(() => {});
+    }
+  };
+  return (
+    <form class="composer" onSubmit={(e) => { e.preventDefault(); submit(); }}>
+      {(replyTo || editing) && (
+        <div class="composer-context">
+          <span><strong>{editing ? t('editing') : t('replyingTo', { name: replyName })}</strong> {!editing && <span class="muted">{replyTo.text}</span>}</span>
+          <button type="button" class="icon-btn" aria-label={t('cancel')} onClick={onCancel}>✕</button>
+        </div>
+      )}
+      <div class="composer-row">
+        <textarea ref={inputRef} rows={1} aria-label={t('messageInput')} placeholder={t('messageInput')} value={text}
+          onKeyDown={onKey} onInput={onInput} maxLength={16384} />
+        <button type="submit" class="send" aria-label={editing ? t('save') : t('send')} disabled={!text.trim()}>➤</button>
+      </div>
+    </form>
+  );
+}

@@ -1,0 +1,217 @@
+import { render } from 'preact';
+import { useState, useEffect, useRef, useCallback, useMemo } from 'preact/hooks';
+import { registerSW } from 'virtual:pwa-register';
+import { api, get, post, EventStream } from './api.js';
+import { t, setLanguage } from './i18n.js';
+import { Conversation } from './conversation.jsx';
+import { Onboarding, Unlock, Settings, Invite, Contacts, NewChat } from './screens.jsx';
+import { Avatar, shortTime, displayTitle, nameOf } from './ui.jsx';
+import './style.css';
+
+registerSW({ immediate: true });
+
+const defaultPrefs = { theme: 'system', language: '', notifications: true, showPresence: true, readReceipts: true };
+
+function parseRoute() {
+  const h = location.hash.replace(/^#\/?/, '');
+  const [page, ...rest] = h.split('/');
+  return { page: page || 'chats', arg: rest.join('/') };
+}
+
+function applyTheme(theme) {
+  const el = document.documentElement;
+  if (theme === 'light' || theme === 'dark') el.dataset.theme = theme;
+  else delete el.dataset.theme;
+}
+
+function App() {
+  const [boot, setBoot] = useState('loading');
+  const [bootError, setBootError] = useState('');
+  const [account, setAccount] = useState(null);
+  const [prefs, setPrefs] = useState(defaultPrefs);
+  const [contacts, setContacts] = useState([]);
+  const [convs, setConvs] = useState(null);
+  const [presence, setPresence] = useState({});
+  const [typing, setTyping] = useState({});
+  const [conn, setConn] = useState('connecting');
+  const [route, setRoute] = useState(parseRoute);
+  const [query, setQuery] = useState('');
+  const [, setLang] = useState(setLanguage(''));
+  const convListeners = useRef(new Set());
+  const prevUnread = useRef({});
+  const prefsRef = useRef(prefs);
+  prefsRef.current = prefs;
+
+  useEffect(() => {
+    const on = () => setRoute(parseRoute());
+    addEventListener('hashchange', on);
+    return () => removeEventListener('hashchange', on);
+  }, []);
+
+  const loadAccount = useCallback(async () => {
+    try {
+      const a = await get('/account');
+      setAccount(a);
+      setBoot(a.state === 'new' ? 'new' : a.state === 'locked' ? 'locked' : 'ready');
+    } catch (e) {
+      if (e.status === 401) setBoot('unauth');
+      else if (e.status === 423) setBoot('locked');
+      else if (e.status === 0) { setBootError(t('offline')); setBoot('offline'); }
+      else {
+        // A node whose account API is not available still chats.
+        setAccount({ state: 'ready', name: '' });
+        setBoot('ready');
+      }
+    }
+  }, []);
+  useEffect(() => { loadAccount(); }, []);
+
+  const loadConvs = useCallback(async () => {
+    const cs = await get('/conversations');
+    // Notify about messages that arrived while the tab is hidden.
+    if (document.hidden && prefsRef.current.notifications && 'Notification' in window && Notification.permission === 'granted') {
+      for (const c of cs) {
+        const before = prevUnread.current[c.id] ?? 0;
+        if (c.unread > before) new Notification(displayTitle(c, contactsRef.current, account), { body: t('newMessage'), tag: c.id });
+      }
+    }
+    prevUnread.current = Object.fromEntries(cs.map((c) => [c.id, c.unread]));
+    setConvs(cs);
+  }, [account]);
+  const contactsRef = useRef(contacts);
+  contactsRef.current = contacts;
+  const loadContacts = useCallback(async () => setContacts(await get('/contacts')), []);
+
+  const refreshTimer = useRef(null);
+  const scheduleRefresh = useCallback(() => {
+    clearTimeout(refreshTimer.current);
+    refreshTimer.current = setTimeout(() => { loadConvs().catch(() => {}); }, 60);
+  }, [loadConvs]);
+
+  // Once ready: fetch state and open the event stream.
+  useEffect(() => {
+    if (boot !== 'ready') return;
+    get('/preferences').then((p) => setPrefs({ ...defaultPrefs, ...p })).catch(() => {});
+    get('/presence').then(setPresence).catch(() => {});
+    const stream = new EventStream((f) => {
+      switch (f.kind) {
+        case 'resync': case 'resumed': case 'gap':
+          loadConvs().catch(() => {});
+          loadContacts().catch(() => {});
+          for (const l of convListeners.current) l(f);
+          break;
+        case 'typing':
+          setTyping((tp) => ({ ...tp, [f.conversation]: { ...(tp[f.conversation] || {}), [f.account]: Date.now() + 6000 } }));
+          setTimeout(() => setTyping((tp) => ({ ...tp })), 6100);
+          break;
+        case 'presence':
+          setPresence((p) => ({ ...p, [f.account]: { online: f.online, lastSeen: f.lastSeen } }));
+          break;
+        default:
+          scheduleRefresh();
+          if (f.kind === 'contact') loadContacts().catch(() => {});
+          for (const l of convListeners.current) l(f);
+      }
+    }, setConn);
+    stream.start();
+    loadContacts().catch(() => {});
+    return () => { stream.closed = true; stream.ws && stream.ws.close(); };
+  }, [boot]);
+
+  useEffect(() => { applyTheme(prefs.theme); setLang(setLanguage(prefs.language)); }, [prefs.theme, prefs.language]);
+
+  const onConvEvent = useCallback((fn) => {
+    convListeners.current.add(fn);
+    return () => convListeners.current.delete(fn);
+  }, []);
+
+  if (boot === 'loading') return <div class="center" role="status">{t('loading')}</div>;
+  if (boot === 'unauth') return <div class="center"><p>Open the login URL your node printed (glitr run).</p></div>;
+  if (boot === 'offline') return <div class="center"><p role="alert">{bootError}</p><button onClick={() => { setBoot('loading'); loadAccount(); }}>{t('retry')}</button></div>;
+  if (boot === 'new') return <Onboarding onDone={loadAccount} />;
+  if (boot === 'locked') return <Unlock onDone={loadAccount} />;
+
+  const ctx = { account, prefs, setPrefs, contacts, loadContacts, convs, loadConvs, presence, typing, onConvEvent, setAccount, reloadAccount: loadAccount };
+  const openId = route.page === 'c' ? route.arg : null;
+  const side = route.page === 'chats' || route.page === 'c';
+  const detail = route.page !== 'chats';
+
+  let main;
+  switch (route.page) {
+    case 'c': main = <Conversation key={openId} id={openId} {...ctx} />; break;
+    case 'settings': main = <Settings {...ctx} />; break;
+    case 'invite': main = <Invite {...ctx} />; break;
+    case 'contacts': main = <Contacts {...ctx} />; break;
+    case 'new': main = <NewChat {...ctx} group={route.arg === 'group'} />; break;
+    default: main = <div class="empty-pane"><p>{t('pickChat')}</p></div>;
+  }
+
+  return (
+    <div class={'app' + (detail ? ' show-detail' : '')}>
+      {conn !== 'online' && (
+        <div class={'banner ' + conn} role="status" aria-live="polite">
+          {conn === 'offline' || conn === 'unauthorized' ? t('offline') : t('connecting')}
+        </div>
+      )}
+      <nav class="sidebar" aria-label={t('chats')}>
+        <header class="bar">
+          <Avatar name={account?.name || '?'} src={account?.avatar} />
+          <h1>{t('chats')}</h1>
+          <a class="icon-btn" href="#/new" aria-label={t('newChat')} title={t('newChat')}>✎</a>
+          <a class="icon-btn" href="#/invite" aria-label={t('invite')} title={t('invite')}>＋</a>
+          <a class="icon-btn" href="#/contacts" aria-label={t('contacts')} title={t('contacts')}>☺</a>
+          <a class="icon-btn" href="#/settings" aria-label={t('settings')} title={t('settings')}>⚙</a>
+        </header>
+        <div class="search">
+          <input type="search" aria-label={t('search')} placeholder={t('search')} value={query} onInput={(e) => setQuery(e.currentTarget.value)} />
+        </div>
+        <ConvList convs={convs} query={query} openId={openId} contacts={contacts} account={account} typing={typing} />
+      </nav>
+      <main class="detail" aria-live="off">{main}</main>
+    </div>
+  );
+}
+
+let listMarked = false;
+
+function ConvList({ convs, query, openId, contacts, account, typing }) {
+  const items = useMemo(() => {
+    if (!convs) return null;
+    const q = query.trim().toLowerCase();
+    return convs
+      .map((c) => ({ c, title: displayTitle(c, contacts, account) }))
+      .filter(({ c, title }) => !q || title.toLowerCase().includes(q) || (c.lastMessage?.text || '').toLowerCase().includes(q));
+  }, [convs, query, contacts, account]);
+  useEffect(() => {
+    if (items && !listMarked) { listMarked = true; performance.mark('glitr-list-rendered'); }
+  }, [items]);
+  if (!items) return <p class="muted pad" role="status">{t('loading')}</p>;
+  if (!items.length) return <p class="muted pad">{convs.length ? t('noMatches') : t('noChats')}</p>;
+  const now = Date.now();
+  return (
+    <ul class="conv-list" role="list">
+      {items.map(({ c, title }) => {
+        const lm = c.lastMessage;
+        const typers = Object.entries(typing[c.id] || {}).filter(([, until]) => until > now);
+        let preview = lm ? (lm.deleted ? t('deleted') : (lm.mine ? t('you') + ': ' : '') + lm.text) : '';
+        if (typers.length) preview = t('typing', { name: nameOf(typers[0][0], contacts, account) });
+        return (
+          <li key={c.id}>
+            <a href={'#/c/' + c.id} class={'conv-item' + (c.id === openId ? ' active' : '')} aria-current={c.id === openId ? 'page' : undefined}>
+              <Avatar name={title} />
+              <span class="conv-main">
+                <span class="conv-top"><span class="conv-title">{title}</span>{lm && <time class="muted small">{shortTime(lm.time)}</time>}</span>
+                <span class="conv-bottom">
+                  <span class="conv-preview">{preview}</span>
+                  {c.unread > 0 && <span class="badge" aria-label={t('unreadCount', { n: c.unread })}>{c.unread}</span>}
+                </span>
+              </span>
+            </a>
+          </li>
+        );
+      })}
+    </ul>
+  );
+}
+
+render(<App />, document.getElementById('app'));

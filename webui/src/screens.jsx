@@ -1,0 +1,363 @@
+import { useState, useEffect } from 'preact/hooks';
+import { get, post, put, del } from './api.js';
+import { t, languages } from './i18n.js';
+import { Avatar, BackLink, CopyButton, go, nameOf, clock } from './ui.jsx';
+
+const enc = encodeURIComponent;
+
+function useAsync() {
+  const [busy, setBusy] = useState(false);
+  const [error, setError] = useState('');
+  const run = async (fn) => {
+    setBusy(true); setError('');
+    try { return await fn(); } catch (e) { setError(e.message || String(e)); } finally { setBusy(false); }
+  };
+  return { busy, error, setError, run };
+}
+
+function ErrorLine({ error }) {
+  return error ? <p class="error" role="alert">{t('error', { msg: error })}</p> : null;
+}
+
+export function Onboarding({ onDone }) {
+  const [name, setName] = useState('');
+  const [pass, setPass] = useState('');
+  const [pass2, setPass2] = useState('');
+  const [words, setWords] = useState(null);
+  const [ack, setAck] = useState(false);
+  const { busy, error, setError, run } = useAsync();
+  if (words) {
+    return (
+      <main class="card-page">
+        <h1>{t('recoveryTitle')}</h1>
+        <p>{t('recoveryText')}</p>
+        <ol class="words" aria-label={t('recoveryTitle')}>{words.map((w, i) => <li key={i}>{w}</li>)}</ol>
+        <label class="check"><input type="checkbox" checked={ack} onChange={(e) => setAck(e.currentTarget.checked)} /> {t('recoveryConfirm')}</label>
+        <button class="primary" disabled={!ack} onClick={() => { setWords(null); onDone(); }}>{t('continue')}</button>
+      </main>
+    );
+  }
+  const submit = (e) => {
+    e.preventDefault();
+    if (pass !== pass2) { setError(t('passphraseMismatch')); return; }
+    run(async () => {
+      const r = await post('/account', { name, passphrase: pass });
+      setWords(r.recoveryWords || []);
+    });
+  };
+  return (
+    <main class="card-page">
+      <h1>{t('welcomeTitle')}</h1>
+      <p class="muted">{t('welcomeText')}</p>
+      <form onSubmit={submit} class="stack">
+        <label>{t('displayName')}<input required maxLength={128} value={name} onInput={(e) => setName(e.currentTarget.value)} autoFocus autocomplete="nickname" /></label>
+        <label>{t('passphraseOptional')}<input type="password" value={pass} onInput={(e) => setPass(e.currentTarget.value)} autocomplete="new-password" aria-describedby="pass-hint" /></label>
+        <p id="pass-hint" class="muted small">{t('passphraseHint')}</p>
+        {pass && <label>{t('passphraseRepeat')}<input type="password" value={pass2} onInput={(e) => setPass2(e.currentTarget.value)} autocomplete="new-password" /></label>}
+        <ErrorLine error={error} />
+        <button class="primary" type="submit" disabled={busy || !name.trim()}>{t('createAccount')}</button>
+      </form>
+    </main>
+  );
+}
+
+export function Unlock({ onDone }) {
+  const [pass, setPass] = useState('');
+  const { busy, error, run } = useAsync();
+  const submit = (e) => {
+    e.preventDefault();
+    run(async () => {
+      try { await post('/unlock', { passphrase: pass }); } catch (err) {
+        if (err.status === 403) throw new Error(t('wrongPassphrase'));
+        throw err;
+      }
+      onDone();
+    });
+  };
+  return (
+    <main class="card-page">
+      <h1>{t('unlockTitle')}</h1>
+      <form onSubmit={submit} class="stack">
+        <label>{t('passphrase')}<input type="password" required value={pass} onInput={(e) => setPass(e.currentTarget.value)} autoFocus autocomplete="current-password" /></label>
+        <ErrorLine error={error} />
+        <button class="primary" type="submit" disabled={busy}>{t('unlock')}</button>
+      </form>
+    </main>
+  );
+}
+
+function Page({ title, children }) {
+  return (
+    <section class="page" aria-label={title}>
+      <header class="bar"><BackLink /><h2>{title}</h2></header>
+      <div class="page-body">{children}</div>
+    </section>
+  );
+}
+
+// resizeAvatar turns a picked image into a small square JPEG data URL.
+async function resizeAvatar(file) {
+  const bmp = await createImageBitmap(file);
+  const s = Math.min(bmp.width, bmp.height);
+  const c = document.createElement('canvas');
+  c.width = c.height = 128;
+  c.getContext('2d').drawImage(bmp, (bmp.width - s) / 2, (bmp.height - s) / 2, s, s, 0, 0, 128, 128);
+  return c.toDataURL('image/jpeg', 0.85);
+}
+
+export function Settings({ account, prefs, setPrefs, reloadAccount }) {
+  const [name, setName] = useState(account?.name || '');
+  const [avatar, setAvatar] = useState(account?.avatar || '');
+  const [saved, setSaved] = useState('');
+  const { busy, error, run } = useAsync();
+  const notifAllowed = !('Notification' in window) || Notification.permission !== 'denied';
+  const savePrefs = (patch) => run(async () => {
+    const next = { ...prefs, ...patch };
+    if (patch.notifications && 'Notification' in window && Notification.permission === 'default') await Notification.requestPermission();
+    await put('/preferences', next);
+    setPrefs(next);
+    setSaved(t('saved'));
+  });
+  const saveProfile = (e) => {
+    e.preventDefault();
+    run(async () => { await put('/profile', { name, avatar }); await reloadAccount(); setSaved(t('saved')); });
+  };
+  const toggle = (key, label, text) => (
+    <label class="toggle">
+      <input type="checkbox" role="switch" checked={!!prefs[key]} onChange={(e) => savePrefs({ [key]: e.currentTarget.checked })} aria-describedby={key + '-text'} />
+      <span><strong>{label}</strong><span id={key + '-text'} class="muted small">{text}</span></span>
+    </label>
+  );
+  return (
+    <Page title={t('settings')}>
+      <form class="stack section" onSubmit={saveProfile} aria-labelledby="h-profile">
+        <h3 id="h-profile">{t('profile')}</h3>
+        <div class="row-flex">
+          <Avatar name={name} src={avatar} size={64} />
+          <label class="file-btn">{t('chooseAvatar')}<input type="file" accept="image/*" onChange={async (e) => { const f = e.currentTarget.files[0]; if (f) setAvatar(await resizeAvatar(f)); }} /></label>
+          {avatar && <button type="button" onClick={() => setAvatar('')}>{t('removeAvatar')}</button>}
+        </div>
+        <label>{t('displayName')}<input required maxLength={128} value={name} onInput={(e) => setName(e.currentTarget.value)} /></label>
+        <button class="primary" type="submit" disabled={busy}>{t('save')}</button>
+      </form>
+      <div class="stack section">
+        <h3>{t('appearance')}</h3>
+        <label>{t('theme')}
+          <select value={prefs.theme} onChange={(e) => savePrefs({ theme: e.currentTarget.value })}>
+            <option value="system">{t('themeSystem')}</option>
+            <option value="light">{t('themeLight')}</option>
+            <option value="dark">{t('themeDark')}</option>
+          </select>
+        </label>
+        <label>{t('language')}
+          <select value={prefs.language} onChange={(e) => savePrefs({ language: e.currentTarget.value })}>
+            <option value="">{t('languageAuto')}</option>
+            {Object.entries(languages).map(([k, v]) => <option key={k} value={k}>{v}</option>)}
+          </select>
+        </label>
+      </div>
+      <div class="stack section">
+        <h3>{t('notifications')}</h3>
+        {toggle('notifications', t('notifications'), notifAllowed ? t('notificationsText') : t('notificationsDenied'))}
+      </div>
+      <div class="stack section">
+        <h3>{t('privacy')}</h3>
+        {toggle('showPresence', t('showPresence'), t('showPresenceText'))}
+        {toggle('readReceipts', t('readReceipts'), t('readReceiptsText'))}
+      </div>
+      <div class="stack section">
+        <h3>{t('devices')}</h3>
+        <ul class="plain"><li>{t('thisDevice')} <code class="small">{(account?.device || '').slice(0, 16)}</code></li></ul>
+      </div>
+      <div class="stack section">
+        <h3>{t('account')}</h3>
+        <p class="small muted"><code>{account?.account}</code></p>
+        <button onClick={async () => { await fetch('/logout', { method: 'POST' }).catch(() => {}); location.reload(); }}>{t('logout')}</button>
+      </div>
+      <p role="status" class="muted small">{saved}</p>
+      <ErrorLine error={error} />
+    </Page>
+  );
+}
+
+export function Invite({ loadContacts, loadConvs }) {
+  const [invite, setInvite] = useState(null);
+  const [link, setLink] = useState('');
+  const [card, setCard] = useState('');
+  const [theirs, setTheirs] = useState('');
+  const [note, setNote] = useState('');
+  const { busy, error, run } = useAsync();
+  useEffect(() => { get('/card').then((r) => setCard(r.card)).catch(() => {}); }, []);
+  const accept = (e) => {
+    e.preventDefault();
+    run(async () => {
+      const r = await post('/invites/accept', { link });
+      await loadContacts(); await loadConvs();
+      go(r.conversation ? 'c/' + r.conversation : 'contacts');
+    });
+  };
+  const addCard = (e) => {
+    e.preventDefault();
+    run(async () => {
+      const c = await post('/contacts', { card: theirs.trim() });
+      setTheirs('');
+      setNote(t('contactAdded', { name: c.name }));
+      await loadContacts();
+    });
+  };
+  return (
+    <Page title={t('inviteTitle')}>
+      <div class="stack section">
+        <p>{t('inviteText')}</p>
+        <button class="primary" disabled={busy} onClick={() => run(async () => setInvite(await post('/invites', {})))}>{t('createInvite')}</button>
+        {invite && (
+          <div class="stack">
+            <label>{t('inviteLink')}<input readOnly value={invite.link} onFocus={(e) => e.currentTarget.select()} /></label>
+            <CopyButton text={invite.link} />
+            <img class="qr" src={'/api/v1/invites/qr?link=' + enc(invite.link)} alt={t('inviteQR')} width="220" height="220" />
+          </div>
+        )}
+      </div>
+      <form class="stack section" onSubmit={accept}>
+        <h3>{t('acceptTitle')}</h3>
+        <label>{t('acceptLink')}<input value={link} onInput={(e) => setLink(e.currentTarget.value)} placeholder="glitr:invite/…" /></label>
+        <button type="submit" disabled={busy || !link.trim()}>{t('accept')}</button>
+      </form>
+      <form class="stack section" onSubmit={addCard}>
+        <h3>{t('cardTitle')}</h3>
+        <p class="muted small">{t('cardText')}</p>
+        <label>{t('yourCard')}<textarea readOnly rows={3} value={card} onFocus={(e) => e.currentTarget.select()} /></label>
+        <CopyButton text={card} />
+        <label>{t('theirCard')}<textarea rows={3} value={theirs} onInput={(e) => setTheirs(e.currentTarget.value)} /></label>
+        <button type="submit" disabled={busy || !theirs.trim()}>{t('addContact')}</button>
+        <p role="status" class="muted small">{note}</p>
+      </form>
+      <ErrorLine error={error} />
+    </Page>
+  );
+}
+
+// openDirect opens the 1:1 conversation with a contact, creating it when
+// there is none yet.
+export async function openDirect(acct, convs, loadConvs) {
+  const existing = (convs || []).find((c) => !c.title && c.members.length === 2 && c.members.some((m) => m.account === acct));
+  if (existing) { go('c/' + existing.id); return; }
+  const c = await post('/conversations', { title: '', members: [acct] });
+  await loadConvs();
+  go('c/' + c.id);
+}
+
+function safetyGroups(n) { return (n || '').match(/.{1,5}/g) || []; }
+
+export function Contacts({ contacts, presence, convs, loadConvs, loadContacts }) {
+  const { busy, error, run } = useAsync();
+  return (
+    <Page title={t('contacts')}>
+      {!contacts.length && <p class="muted">{t('noContacts')} <a href="#/invite">{t('invite')}</a></p>}
+      <ul class="plain contacts">
+        {contacts.map((c) => {
+          const p = presence[c.account];
+          return (
+            <li key={c.account} class="contact section">
+              <div class="row-flex">
+                <Avatar name={c.name} />
+                <div class="grow">
+                  <strong>{c.name}</strong>
+                  {c.verified && <span class="verified"> ✔ {t('verified')}</span>}
+                  <div class="muted small">{p?.online ? t('online') : p?.lastSeen ? t('lastSeen', { time: clock(p.lastSeen) }) : ''}</div>
+                </div>
+                <button disabled={busy} onClick={() => run(() => openDirect(c.account, convs, loadConvs))}>{t('message')}</button>
+              </div>
+              <details>
+                <summary>{t('safetyNumber')}</summary>
+                <p class="muted small">{t('safetyHint')}</p>
+                <p class="safety" aria-label={t('safetyNumber')}>{safetyGroups(c.safetyNumber).map((g, i) => <span key={i}>{g}</span>)}</p>
+                <label class="check"><input type="checkbox" checked={!!c.verified} onChange={(e) => { const v = e.currentTarget.checked; run(async () => { await put(`/contacts/${c.account}/verified`, { verified: v }); await loadContacts(); }); }} /> {t('markVerified')}</label>
+              </details>
+            </li>
+          );
+        })}
+      </ul>
+      <ErrorLine error={error} />
+    </Page>
+  );
+}
+
+export function NewChat({ contacts, convs, loadConvs, group }) {
+  const [picked, setPicked] = useState([]);
+  const [title, setTitle] = useState('');
+  const { busy, error, run } = useAsync();
+  const create = (e) => {
+    e.preventDefault();
+    run(async () => {
+      if (!group && picked.length === 1) return openDirect(picked[0], convs, loadConvs);
+      const c = await post('/conversations', { title: title.trim(), members: picked });
+      await loadConvs();
+      go('c/' + c.id);
+    });
+  };
+  return (
+    <Page title={group ? t('newGroup') : t('newChat')}>
+      <form class="stack" onSubmit={create}>
+        {!group && <a href="#/new/group">{t('newGroup')}</a>}
+        {group && <label>{t('groupTitle')}<input value={title} maxLength={128} onInput={(e) => setTitle(e.currentTarget.value)} /></label>}
+        <fieldset>
+          <legend>{t('pickMembers')}</legend>
+          {!contacts.length && <p class="muted">{t('noContacts')} <a href="#/invite">{t('invite')}</a></p>}
+          {contacts.map((c) => (
+            <label key={c.account} class="check">
+              <input type={group ? 'checkbox' : 'radio'} name="member" checked={picked.includes(c.account)}
+                onChange={(e) => setPicked(group ? (e.currentTarget.checked ? [...picked, c.account] : picked.filter((x) => x !== c.account)) : [c.account])} />
+              <Avatar name={c.name} /> {c.name}
+            </label>
+          ))}
+        </fieldset>
+        <ErrorLine error={error} />
+        <button class="primary" type="submit" disabled={busy || !picked.length}>{group ? t('create') : t('message')}</button>
+      </form>
+    </Page>
+  );
+}
+
+export function ConvDetails({ conv, contacts, account, loadConvs, onClose }) {
+  const [title, setTitle] = useState(conv.title || '');
+  const [add, setAdd] = useState('');
+  const { busy, error, run } = useAsync();
+  const me = conv.members.find((m) => m.self);
+  const candidates = contacts.filter((c) => !conv.members.some((m) => m.account === c.account));
+  const path = `/conversations/${enc(conv.id)}`;
+  return (
+    <div class="details section" role="region" aria-label={t('details')}>
+      <form class="row-flex" onSubmit={(e) => { e.preventDefault(); run(async () => { await put(path, { title, avatar: '' }); await loadConvs(); }); }}>
+        <label class="grow">{t('title')}<input value={title} maxLength={128} onInput={(e) => setTitle(e.currentTarget.value)} /></label>
+        <button type="submit" disabled={busy}>{t('save')}</button>
+      </form>
+      <h3>{t('members')}</h3>
+      <ul class="plain">
+        {conv.members.map((m) => (
+          <li key={m.account} class="row-flex">
+            <Avatar name={nameOf(m.account, contacts, account)} />
+            <span class="grow">{m.self ? t('you') : nameOf(m.account, contacts, account)} {m.admin && <span class="muted small">({t('admin')})</span>}</span>
+            {me?.admin && !m.self && <button disabled={busy} onClick={() => run(async () => { await del(`${path}/members/${m.account}`); await loadConvs(); })}>{t('remove')}</button>}
+          </li>
+        ))}
+      </ul>
+      {me?.admin && candidates.length > 0 && (
+        <form class="row-flex" onSubmit={(e) => { e.preventDefault(); run(async () => { await post(`${path}/members`, { account: add }); setAdd(''); await loadConvs(); }); }}>
+          <label class="grow">{t('addMember')}
+            <select value={add} onChange={(e) => setAdd(e.currentTarget.value)}>
+              <option value="">—</option>
+              {candidates.map((c) => <option key={c.account} value={c.account}>{c.name}</option>)}
+            </select>
+          </label>
+          <button type="submit" disabled={busy || !add}>{t('addMember')}</button>
+        </form>
+      )}
+      <div class="row-flex">
+        <button class="danger" disabled={busy} onClick={() => { if (confirm(t('leaveConfirm'))) run(async () => { await post(`${path}/leave`); await loadConvs(); go(''); }); }}>{t('leave')}</button>
+        <button onClick={onClose}>{t('close')}</button>
+      </div>
+      <ErrorLine error={error} />
+    </div>
+  );
+}
