@@ -61,6 +61,9 @@ type Chat struct {
 	contacts map[keyring.AccountID]VerifiedCard
 	account  *conversation // the account DAG, shared by this account's devices
 	inv      invites
+	pairs    map[keyring.AccountID][PairSecretSize]byte // rendezvous secrets by contact
+	// discovery finds contacts through the DHT; set once at start.
+	discovery *Discovery
 
 	ctx    context.Context
 	cancel context.CancelFunc
@@ -136,6 +139,7 @@ func newChat(n *Node, id *Identity, st *dag.Store, d ds.Batching) *Chat {
 		events: newEventLog(4096), now: time.Now,
 		convs: map[string]*conversation{}, bySync: map[string]*conversation{},
 		contacts: map[keyring.AccountID]VerifiedCard{},
+		pairs:    map[keyring.AccountID][PairSecretSize]byte{},
 		ctx:      ctx, cancel: cancel,
 	}
 }
@@ -161,6 +165,9 @@ func (c *Chat) load(ctx context.Context) error {
 		c.n.Host.Peerstore().AddAddrs(vc.Peer.ID, vc.Peer.Addrs, time.Hour)
 		return nil
 	}); err != nil {
+		return err
+	}
+	if err := c.loadPairSecrets(ctx); err != nil {
 		return err
 	}
 	accountID, err := c.accountConversationID(ctx)
@@ -695,6 +702,9 @@ func (c *Chat) scheduleDeliveryReceipt(conv *conversation) {
 // close stops background work.
 func (c *Chat) close() {
 	c.cancel()
+	if c.discovery != nil {
+		_ = c.discovery.Close()
+	}
 	c.mu.RLock()
 	for _, conv := range c.convs {
 		conv.mu.Lock()

@@ -275,25 +275,60 @@ func (c *Chat) getInvite(ctx context.Context, tid []byte) (pendingInvite, bool) 
 	return inv, true
 }
 
-// putPairSecret stores the secret shared with a contact (for rendezvous).
+// putPairSecret stores the secret shared with a contact: the root of the
+// pair's rendezvous keys (discovery.go).
 func (c *Chat) putPairSecret(ctx context.Context, a keyring.AccountID, secret []byte) error {
+	if len(secret) != PairSecretSize {
+		return fmt.Errorf("pair secret of %d bytes", len(secret))
+	}
 	k := pairPrefix.ChildString(a.String())
 	sealed, err := sealAtRest(c.storeKey(), k.String(), secret)
 	if err != nil {
 		return err
 	}
-	return c.ds.Put(ctx, k, sealed)
+	if err := c.ds.Put(ctx, k, sealed); err != nil {
+		return err
+	}
+	c.mu.Lock()
+	c.pairs[a] = [PairSecretSize]byte(secret)
+	c.mu.Unlock()
+	if d := c.discovery; d != nil {
+		d.ContactsChanged()
+	}
+	return nil
 }
 
-// pairSecret returns the secret shared with a contact, if any.
-func (c *Chat) pairSecret(ctx context.Context, a keyring.AccountID) ([]byte, bool) {
-	k := pairPrefix.ChildString(a.String())
-	sealed, err := c.ds.Get(ctx, k)
-	if err != nil {
-		return nil, false
+// loadPairSecrets reads the stored pair secrets.
+func (c *Chat) loadPairSecrets(ctx context.Context) error {
+	return c.each(ctx, pairPrefix, func(k string, v []byte) error {
+		a, err := parseAccountKey(ds.RawKey(k).BaseNamespace())
+		if err != nil {
+			return nil
+		}
+		b, err := openAtRest(c.storeKey(), k, v)
+		if err != nil || len(b) != PairSecretSize {
+			c.log.Warn("stored pair secret does not open; ignoring it", "key", k, "err", err)
+			return nil
+		}
+		c.pairs[a] = [PairSecretSize]byte(b)
+		return nil
+	})
+}
+
+// discoveryContacts lists the contacts that share a pair secret with us,
+// for the DHT rendezvous.
+func (c *Chat) discoveryContacts() []DiscoveryContact {
+	c.mu.RLock()
+	defer c.mu.RUnlock()
+	out := make([]DiscoveryContact, 0, len(c.pairs))
+	for a, secret := range c.pairs {
+		dc := DiscoveryContact{Account: a, PairSecret: secret}
+		if vc, ok := c.contacts[a]; ok {
+			dc.Devices = []DiscoveryDevice{{ID: vc.Cert.Device, Peer: vc.Peer.ID}}
+		}
+		out = append(out, dc)
 	}
-	b, err := openAtRest(c.storeKey(), k.String(), sealed)
-	return b, err == nil
+	return out
 }
 
 // addVerifiedContact stores a contact and records it in the account DAG.

@@ -7,6 +7,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/libp2p/go-libp2p/core/network"
 )
 
 // dhtTrio starts a bootstrap node and two personal nodes that know only the
@@ -161,4 +163,87 @@ func TestContactRequestFloodIsDroppedCheaply(t *testing.T) {
 		t.Fatal("the flooding peer was not penalised")
 	}
 
+}
+
+// After an invite, a node that restarts on new ports is found again by its
+// contact through the DHT rendezvous alone, and the chat carries on.
+func TestContactFoundAgainAfterRestartOnNewPorts(t *testing.T) {
+	ctx := context.Background()
+	boot := startTestNode(t, loopbackConfig(t))
+	bootAddr := boot.Host.Addrs()[0].String() + "/p2p/" + boot.Host.ID().String()
+	cfg := loopbackConfig(t)
+	cfg.Network.BootstrapPeers = []string{bootAddr}
+	dirA, err := Init(t.TempDir(), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	a, err := Start(ctx, dirA, Options{Logger: testLogger(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	b := startTestNode(t, cfg)
+	for _, n := range []*Node{a, b} {
+		eventually(t, 15*time.Second, "the routing table to fill", func() bool { return n.DHT.RoutingTable().Size() >= 2 })
+	}
+	inv, err := a.CreateInvite(ctx, time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, conv, err := b.AcceptInvite(ctx, inv.Link)
+	if err != nil {
+		t.Fatal(err)
+	}
+	oldAddrs := a.Host.Addrs()
+	a.Close()
+
+	a, err = Start(ctx, dirA, Options{Logger: testLogger(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer a.Close()
+	for _, old := range oldAddrs {
+		for _, cur := range a.Host.Addrs() {
+			if old.Equal(cur) {
+				t.Fatalf("restarted node reuses address %s", cur)
+			}
+		}
+	}
+	start := time.Now()
+	// The DHT alone tells B where A is now (A also dials B at the address
+	// it kept, so the connection by itself would prove nothing).
+	var contactA DiscoveryContact
+	for _, dc := range b.Chat.discoveryContacts() {
+		if dc.Account == a.Chat.id.AccountID() {
+			contactA = dc
+		}
+	}
+	if contactA.PairSecret == ([PairSecretSize]byte{}) {
+		t.Fatal("B holds no pair secret for A")
+	}
+	eventually(t, 30*time.Second, "A's new addresses in the DHT", func() bool {
+		fctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		defer cancel()
+		infos, err := b.Chat.discovery.Find(fctx, contactA)
+		if err != nil {
+			return false
+		}
+		for _, ai := range infos {
+			for _, found := range ai.Addrs {
+				for _, cur := range a.Host.Addrs() {
+					if found.Equal(cur) {
+						return true
+					}
+				}
+			}
+		}
+		return false
+	})
+	t.Logf("A's new addresses found through the DHT %s after the restart", time.Since(start).Round(time.Millisecond))
+	eventually(t, 30*time.Second, "B to reach A again", func() bool {
+		return b.Host.Network().Connectedness(a.Host.ID()) == network.Connected
+	})
+	if _, err := a.Send(ctx, conv, "back on new ports", ""); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 15*time.Second, "the message after the restart", func() bool { return hasText(t, b, conv, "back on new ports") })
 }

@@ -13,6 +13,7 @@ import (
 	"os"
 	"runtime/debug"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -215,6 +216,15 @@ func (n *Node) startChat(ctx context.Context, passphrase []byte) error {
 	if err := c.ensureAccount(ctx); err != nil {
 		return fmt.Errorf("account: %w", err)
 	}
+	if n.DHT != nil {
+		c.discovery, err = NewDiscovery(n.Host, n.DHT,
+			DiscoverySelf{Account: id.AccountID(), Device: id.Keyring.Device},
+			c.discoveryContacts,
+			DiscoveryOptions{Logger: n.log.With("component", "discovery"), KeepLoopback: loopbackOnly(n.Config.Network.ListenAddrs)})
+		if err != nil {
+			return fmt.Errorf("discovery: %w", err)
+		}
+	}
 	n.chatMu.Lock()
 	n.Chat = c
 	n.locked = false
@@ -240,6 +250,18 @@ func (n *Node) startChat(ctx context.Context, passphrase []byte) error {
 	// gets to them (a phone-sized budget matters more than a few ms here).
 	debug.FreeOSMemory()
 	return nil
+}
+
+// loopbackOnly reports whether every listen address is on loopback (a
+// test or single-machine set-up), where loopback addresses are all there
+// is to publish.
+func loopbackOnly(listen []string) bool {
+	for _, a := range listen {
+		if !strings.HasPrefix(a, "/ip4/127.") && !strings.HasPrefix(a, "/ip6/::1/") {
+			return false
+		}
+	}
+	return len(listen) > 0
 }
 
 // chatService returns the chat service, or nil (relay, locked).
