@@ -336,7 +336,7 @@ try {
     }, conv.id);
     figures.openBigConversationMs = ms;
     assert(ms < 200, `open ${big}-message conversation < 200 ms: ${ms}`);
-    await msg(pa, `message ${big - 1}`).waitFor();
+    await pa.locator(`.row[data-i="${big - 1}"] .msg`).waitFor(); // the newest message is in view
     // Scroll up a long way through the virtual list and watch for long tasks.
     const res = await pa.evaluate(async () => {
       const long = [];

@@ -10,6 +10,22 @@ import './style.css';
 
 registerSW({ immediate: true });
 
+// Start the first requests before anything renders: a reload shows the
+// conversation list after one round trip, not after the chain account →
+// stream → list.
+const quiet = (p) => { p.catch(() => {}); return p; };
+let prefetched = {
+  account: quiet(get('/account')),
+  convs: quiet(get('/conversations')),
+  contacts: quiet(get('/contacts')),
+  prefs: quiet(get('/preferences')),
+};
+function first(key, path) {
+  const p = prefetched[key];
+  prefetched[key] = null;
+  return p || get(path);
+}
+
 const defaultPrefs = { theme: 'system', language: '', notifications: true, showPresence: true, readReceipts: true };
 
 function parseRoute() {
@@ -36,7 +52,7 @@ function App() {
   const [conn, setConn] = useState('connecting');
   const [route, setRoute] = useState(parseRoute);
   const [query, setQuery] = useState('');
-  const [, setLang] = useState(setLanguage(''));
+  const [, setLang] = useState(() => setLanguage(''));
   const convListeners = useRef(new Set());
   const prevUnread = useRef({});
   const prefsRef = useRef(prefs);
@@ -50,7 +66,7 @@ function App() {
 
   const loadAccount = useCallback(async () => {
     try {
-      const a = await get('/account');
+      const a = await first('account', '/account');
       setAccount(a);
       setBoot(a.state === 'new' ? 'new' : a.state === 'locked' ? 'locked' : 'ready');
     } catch (e) {
@@ -67,7 +83,7 @@ function App() {
   useEffect(() => { loadAccount(); }, []);
 
   const loadConvs = useCallback(async () => {
-    const cs = await get('/conversations');
+    const cs = await first('convs', '/conversations');
     // Notify about messages that arrived while the tab is hidden.
     if (document.hidden && prefsRef.current.notifications && 'Notification' in window && Notification.permission === 'granted') {
       for (const c of cs) {
@@ -80,7 +96,7 @@ function App() {
   }, [account]);
   const contactsRef = useRef(contacts);
   contactsRef.current = contacts;
-  const loadContacts = useCallback(async () => setContacts(await get('/contacts')), []);
+  const loadContacts = useCallback(async () => setContacts(await first('contacts', '/contacts')), []);
 
   const refreshTimer = useRef(null);
   const scheduleRefresh = useCallback(() => {
@@ -91,7 +107,8 @@ function App() {
   // Once ready: fetch state and open the event stream.
   useEffect(() => {
     if (boot !== 'ready') return;
-    get('/preferences').then((p) => setPrefs({ ...defaultPrefs, ...p })).catch(() => {});
+    first('prefs', '/preferences').then((p) => setPrefs({ ...defaultPrefs, ...p })).catch(() => {});
+    loadConvs().catch(() => {});
     get('/presence').then(setPresence).catch(() => {});
     const stream = new EventStream((f) => {
       switch (f.kind) {
