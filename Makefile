@@ -13,7 +13,7 @@ FUZZCAMPAIGN ?= 2m
 VERSION  ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS  := -s -w -X main.version=$(VERSION)
 
-.PHONY: help build run relay test test-go fuzz fuzz-smoke bench bench-smoke lint fmt clean
+.PHONY: help build run relay test test-go test-ui ui ui-check fuzz fuzz-smoke bench bench-smoke lint fmt clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -29,10 +29,22 @@ relay: build ## initialize (if needed) and run a relay node in ./.glitr-relay
 	$(BIN) --data $(CURDIR)/.glitr-relay init --profile relay --if-missing
 	$(BIN) --data $(CURDIR)/.glitr-relay relay
 
-test: lint test-go fuzz-smoke bench-smoke ## the whole suite: lint, race tests, every fuzz target briefly, every benchmark once
+test: lint test-go test-ui fuzz-smoke bench-smoke ## the whole suite: lint, race tests, browser tests, every fuzz target briefly, every benchmark once
 
 test-go: ## go test -race over every package
 	$(GO) test -race -count=1 -timeout 20m $(PKGS)
+
+# The browser UI: webui/dist is committed (go build needs no Node); `make ui`
+# rebuilds it from the lockfile, byte for byte.
+ui: ## rebuild the browser UI bundle (webui/dist) with npm ci + vite
+	cd webui && npm ci --no-audit --no-fund && npm run build
+
+ui-check: ui ## rebuild the UI and fail if the committed webui/dist differs
+	git diff --exit-code --stat -- webui/dist
+	@test -z "$$(git status --porcelain -- webui/dist)" || { echo "webui/dist has files the build does not make (or lacks some)"; git status --short -- webui/dist; exit 1; }
+
+test-ui: ## browser end-to-end tests: two real nodes, headless Chromium (needs /usr/bin/chromium)
+	cd webui && npm ci --no-audit --no-fund && node e2e/run.mjs
 
 # Every Fuzz* function of every package, each for FUZZTIME.
 fuzz-smoke: ## run every fuzz target for FUZZTIME (default 20000 executions)

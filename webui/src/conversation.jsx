@@ -1,7 +1,7 @@
 import { useState, useEffect, useRef, useLayoutEffect, useCallback } from 'preact/hooks';
 import { get, post, put, del } from './api.js';
 import { t } from './i18n.js';
-import { Avatar, BackLink, clock, dayLabel, displayTitle, nameOf } from './ui.jsx';
+import { Avatar, BackLink, Icon, clock, dayLabel, displayTitle, nameOf } from './ui.jsx';
 import { ConvDetails } from './screens.jsx';
 
 const PAGE = 100;
@@ -287,13 +287,13 @@ export function Conversation(props) {
           <h2>{title}</h2>
           {subtitle && <p class="muted small">{subtitle}</p>}
         </div>
-        <button class="icon-btn" aria-label={t('details')} aria-expanded={showDetails} onClick={() => setShowDetails(!showDetails)}>ⓘ</button>
+        <button class="icon-btn" aria-label={t('details')} aria-expanded={showDetails} onClick={() => setShowDetails(!showDetails)}><Icon name="info" /></button>
       </header>
       {showDetails && conv && <ConvDetails conv={conv} {...props} onClose={() => setShowDetails(false)} />}
       <div class="scroller" ref={scroller} onScroll={onScroll} role="log" aria-label={t('messages')} tabIndex={0}>
         <div class="rows" ref={rowsRef} style={`height:${pad + m.height()}px`}>{rows}</div>
       </div>
-      {!atBottom && <button class="jump" onClick={jumpToLatest} aria-label={t('jumpToLatest')}>↓</button>}
+      {!atBottom && <button class="jump" onClick={jumpToLatest} aria-label={t('jumpToLatest')}><Icon name="down" /></button>}
       <div class="typing muted small" aria-live="polite">{typers.length ? t('typing', { name: nameOf(typers[0][0], contacts, account) }) : ''}</div>
       {error && <p class="error" role="alert">{error}</p>}
       <Composer key={editing ? 'edit:' + editing.id : 'new'} inputRef={composerRef} convId={id} onSend={send}
@@ -359,10 +359,10 @@ function MessageRow({ msg, prev, first, unreadHere, group, contacts, account, mo
         )}
         {!msg.deleted && !pending && (
           <div class="actions">
-            <button class="icon-btn" aria-label={t('reply')} title={t('reply')} onClick={() => onReply(msg)}>↩</button>
-            <button class="icon-btn" aria-label={t('react')} title={t('react')} aria-expanded={picker} onClick={() => setPicker(!picker)}>☺</button>
-            {msg.mine && <button class="icon-btn" aria-label={t('edit')} title={t('edit')} onClick={() => onEdit(msg)}>✎</button>}
-            {msg.mine && <button class="icon-btn" aria-label={t('delete')} title={t('delete')} onClick={() => onDelete(msg)}>🗑</button>}
+            <button class="icon-btn" aria-label={t('reply')} title={t('reply')} onClick={() => onReply(msg)}><Icon name="reply" /></button>
+            <button class="icon-btn" aria-label={t('react')} title={t('react')} aria-expanded={picker} onClick={() => setPicker(!picker)}><Icon name="react" /></button>
+            {msg.mine && <button class="icon-btn" aria-label={t('edit')} title={t('edit')} onClick={() => onEdit(msg)}><Icon name="edit" /></button>}
+            {msg.mine && <button class="icon-btn" aria-label={t('delete')} title={t('delete')} onClick={() => onDelete(msg)}><Icon name="trash" /></button>}
             {picker && (
               <div class="picker" role="group" aria-label={t('react')}>
                 {QUICK.map((e) => <button key={e} aria-label={t('reactWith', { emoji: e })} onClick={() => { setPicker(false); onReact(msg, e); }}>{e}</button>)}
@@ -405,13 +405,13 @@ function Composer({ convId, onSend, replyTo, editing, onCancel, replyName, input
       {(replyTo || editing) && (
         <div class="composer-context">
           <span><strong>{editing ? t('editing') : t('replyingTo', { name: replyName })}</strong> {!editing && <span class="muted">{replyTo.text}</span>}</span>
-          <button type="button" class="icon-btn" aria-label={t('cancel')} onClick={onCancel}>✕</button>
+          <button type="button" class="icon-btn" aria-label={t('cancel')} onClick={onCancel}><Icon name="close" /></button>
         </div>
       )}
       <div class="composer-row">
         <textarea ref={inputRef} rows={1} aria-label={t('messageInput')} placeholder={t('messageInput')} value={text}
           onKeyDown={onKey} onInput={onInput} maxLength={16384} />
-        <button type="submit" class="send" aria-label={editing ? t('save') : t('send')} disabled={!text.trim()}>➤</button>
+        <button type="submit" class="send" aria-label={editing ? t('save') : t('send')} disabled={!text.trim()}><Icon name="send" /></button>
       </div>
     </form>
   );

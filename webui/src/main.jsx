@@ -5,7 +5,7 @@ import { api, get, post, EventStream } from './api.js';
 import { t, setLanguage } from './i18n.js';
 import { Conversation } from './conversation.jsx';
 import { Onboarding, Unlock, Settings, Invite, Contacts, NewChat } from './screens.jsx';
-import { Avatar, shortTime, displayTitle, nameOf } from './ui.jsx';
+import { Avatar, Icon, shortTime, displayTitle, nameOf } from './ui.jsx';
 import './style.css';
 
 registerSW({ immediate: true });
@@ -174,10 +174,10 @@ function App() {
         <header class="bar">
           <Avatar name={account?.name || '?'} src={account?.avatar} />
           <h1>{t('chats')}</h1>
-          <a class="icon-btn" href="#/new" aria-label={t('newChat')} title={t('newChat')}>✎</a>
-          <a class="icon-btn" href="#/invite" aria-label={t('invite')} title={t('invite')}>＋</a>
-          <a class="icon-btn" href="#/contacts" aria-label={t('contacts')} title={t('contacts')}>☺</a>
-          <a class="icon-btn" href="#/settings" aria-label={t('settings')} title={t('settings')}>⚙</a>
+          <a class="icon-btn" href="#/new" aria-label={t('newChat')} title={t('newChat')}><Icon name="compose" /></a>
+          <a class="icon-btn" href="#/invite" aria-label={t('invite')} title={t('invite')}><Icon name="invite" /></a>
+          <a class="icon-btn" href="#/contacts" aria-label={t('contacts')} title={t('contacts')}><Icon name="contacts" /></a>
+          <a class="icon-btn" href="#/settings" aria-label={t('settings')} title={t('settings')}><Icon name="settings" /></a>
         </header>
         <div class="search">
           <input type="search" aria-label={t('search')} placeholder={t('search')} value={query} onInput={(e) => setQuery(e.currentTarget.value)} />

@@ -58,5 +58,31 @@ export function CopyButton({ text }) {
 }
 
 export function BackLink() {
-  return <a class="icon-btn back" href="#/" aria-label={t('back')}>‹</a>;
+  return <a class="icon-btn back" href="#/" aria-label={t('back')}><Icon name="back" /></a>;
+}
+
+// Icons are inline SVG strokes (no icon font, no emoji: they look the same
+// everywhere and take currentColor).
+const paths = {
+  compose: 'M4 20h4L19 9l-4-4L4 16v4zM14 6l4 4',
+  invite: 'M15 19c0-3-2.5-5-6-5s-6 2-6 5M9 11a3.5 3.5 0 1 0 0-7 3.5 3.5 0 0 0 0 7zM19 8v6M16 11h6',
+  contacts: 'M17 19c0-2.8-2.2-4.5-5-4.5S7 16.2 7 19M12 11.5a3.5 3.5 0 1 0 0-7 3.5 3.5 0 0 0 0 7zM3 18c0-2 1.2-3.3 3-3.8M21 18c0-2-1.2-3.3-3-3.8',
+  settings: 'M4 7h10M18 7h2M4 17h4M12 17h8M16 5v4M10 15v4',
+  info: 'M12 21a9 9 0 1 0 0-18 9 9 0 0 0 0 18zM12 11v6M12 7.5v.5',
+  reply: 'M10 8 5 12l5 4M5 12h9a5 5 0 0 1 5 5v1',
+  react: 'M12 21a9 9 0 1 0 0-18 9 9 0 0 0 0 18zM8.5 14.5s1.3 2 3.5 2 3.5-2 3.5-2M9 9.5v.5M15 9.5v.5',
+  edit: 'M4 20h4L19 9l-4-4L4 16v4z',
+  trash: 'M5 7h14M10 7V4h4v3M7 7l1 13h8l1-13',
+  send: 'M4 12 20 4l-6 16-3-7-7-1z',
+  back: 'M15 5l-7 7 7 7',
+  close: 'M6 6l12 12M18 6 6 18',
+  down: 'M6 9l6 6 6-6',
+};
+
+export function Icon({ name }) {
+  return (
+    <svg class="icon" viewBox="0 0 24 24" width="20" height="20" aria-hidden="true" focusable="false">
+      <path d={paths[name]} fill="none" stroke="currentColor" stroke-width="1.8" stroke-linecap="round" stroke-linejoin="round" />
+    </svg>
+  );
 }
