@@ -111,12 +111,19 @@ export function Settings({ account, prefs, setPrefs, reloadAccount }) {
   const [saved, setSaved] = useState('');
   const { busy, error, run } = useAsync();
   const notifAllowed = !('Notification' in window) || Notification.permission !== 'denied';
+  // Preferences apply at once (the control reflects the click) and roll
+  // back if the node refuses them.
   const savePrefs = (patch) => run(async () => {
-    const next = { ...prefs, ...patch };
-    if (patch.notifications && 'Notification' in window && Notification.permission === 'default') await Notification.requestPermission();
-    await put('/preferences', next);
+    const before = prefs, next = { ...prefs, ...patch };
     setPrefs(next);
-    setSaved(t('saved'));
+    try {
+      if (patch.notifications && 'Notification' in window && Notification.permission === 'default') await Notification.requestPermission();
+      await put('/preferences', next);
+      setSaved(t('saved'));
+    } catch (e) {
+      setPrefs(before);
+      throw e;
+    }
   });
   const saveProfile = (e) => {
     e.preventDefault();
