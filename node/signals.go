@@ -42,13 +42,17 @@ const (
 	typingEvery = 3 * time.Second
 	// presenceEvery is the heartbeat of an online node; a contact is
 	// online while its last heartbeat is younger than presenceTTL.
-	presenceEvery = 30 * time.Second
+XX
 	presenceTTL   = 75 * time.Second
 	// A peer may send at most signalBurst signals, refilled at
 	// signalRate per second; the rest is dropped.
 	signalBurst = 10
 	signalRate  = 2.0
 )
+
+// presenceEvery is the heartbeat of an online node (a variable so tests
+// can shorten it).
+var presenceEvery = 30 * time.Second
 
 type signalWire struct {
 	Kind  string `cbor:"k"`           // "typing" or "presence"
