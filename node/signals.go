@@ -37,13 +37,12 @@ const SignalProtocol = "/glitr/signal/1.0.0"
 
 const (
 	maxSignalWire = 1 << 10
-	// typingEvery throttles outgoing typing signals per conversation; the
-	// UI shows "typing" for typingShown after the last one.
+	// typingEvery throttles outgoing typing signals per conversation (the
+	// UI shows "typing" for a few seconds after the last one).
 	typingEvery = 3 * time.Second
-	// presenceEvery is the heartbeat of an online node; a contact is
-	// online while its last heartbeat is younger than presenceTTL.
-XX
-	presenceTTL   = 75 * time.Second
+	// A contact is online while its last heartbeat is younger than
+	// presenceTTL.
+	presenceTTL = 75 * time.Second
 	// A peer may send at most signalBurst signals, refilled at
 	// signalRate per second; the rest is dropped.
 	signalBurst = 10
