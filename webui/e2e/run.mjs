@@ -398,7 +398,12 @@ try {
     await pa.getByLabel('Sprache').selectOption('en');
     await pa.getByRole('heading', { name: 'Settings' }).waitFor();
     await pa.getByLabel('Theme').selectOption('system');
-    const prefs = await a.api('GET', '/preferences');
+    let prefs;
+    for (let i = 0; i < 100; i++) {
+      prefs = await a.api('GET', '/preferences');
+      if (prefs.theme === 'system' && prefs.language === 'en') break;
+      await sleep(100);
+    }
     assert(prefs.theme === 'system' && prefs.language === 'en', 'preferences stored: ' + JSON.stringify(prefs));
   });
 

@@ -117,12 +117,19 @@ export function Conversation(props) {
     return () => { live = false; };
   }, [id]);
 
-  // Events: refetch the newest page and what is on screen.
+  // Events: refetch the newest page and what is on screen. A burst of
+  // events (a catch-up delivers hundreds) costs one refetch per 150 ms.
+  const refreshTimer = useRef(null);
   const refresh = useCallback(() => {
-    const [s, e] = rangeRef.current;
-    fetchPage(0, PAGE).catch(() => {});
-    if (e > 0 && e < m.total - PAGE) fetchPage(e, Math.min(PAGE, e - s + 20)).catch(() => {});
+    if (refreshTimer.current) return;
+    refreshTimer.current = setTimeout(() => {
+      refreshTimer.current = null;
+      const [s, e] = rangeRef.current;
+      fetchPage(0, PAGE).catch(() => {});
+      if (e > 0 && e < m.total - PAGE) fetchPage(e, Math.min(PAGE, e - s + 20)).catch(() => {});
+    }, 150);
   }, [fetchPage]);
+  useEffect(() => () => clearTimeout(refreshTimer.current), []);
   const rangeRef = useRef(range);
   rangeRef.current = range;
   useEffect(() => onConvEvent((f) => {

@@ -99,9 +99,10 @@ function App() {
   const loadContacts = useCallback(async () => setContacts(await first('contacts', '/contacts')), []);
 
   const refreshTimer = useRef(null);
+  // At most one list refetch per 100 ms, however many events arrive.
   const scheduleRefresh = useCallback(() => {
-    clearTimeout(refreshTimer.current);
-    refreshTimer.current = setTimeout(() => { loadConvs().catch(() => {}); }, 60);
+    if (refreshTimer.current) return;
+    refreshTimer.current = setTimeout(() => { refreshTimer.current = null; loadConvs().catch(() => {}); }, 100);
   }, [loadConvs]);
 
   // Once ready: fetch state and open the event stream.

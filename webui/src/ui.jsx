@@ -17,7 +17,6 @@ export function displayTitle(c, contacts, account) {
   return others.map((m) => nameOf(m.account, contacts, account)).join(', ');
 }
 
-const palette = ['#5b6ee1', '#d9534f', '#2e9e6b', '#c27c0e', '#8e5bd6', '#1f8bb3', '#c2417d', '#6a8a1f'];
 
 export function Avatar({ name, src, size }) {
   const n = name || '?';
@@ -25,7 +24,7 @@ export function Avatar({ name, src, size }) {
   for (const ch of n) h = (h * 31 + ch.codePointAt(0)) >>> 0;
   const style = size ? `width:${size}px;height:${size}px` : undefined;
   if (src) return <img class="avatar" src={src} alt="" style={style} />;
-  return <span class="avatar" aria-hidden="true" style={style} data-c={h % palette.length}>{[...n.trim()][0]?.toUpperCase() || '?'}</span>;
+  return <span class="avatar" aria-hidden="true" style={style} data-c={h % 8}>{[...n.trim()][0]?.toUpperCase() || '?'}</span>;
 }
 
 export function shortTime(iso) {
