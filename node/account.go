@@ -90,7 +90,7 @@ func (c *Chat) ensureAccount(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("seal the account epoch: %w", err)
 	}
-	conv, err := c.installConversation(ctx, convID, epoch)
+	conv, err := c.installConversation(ctx, convID, epoch, nil)
 	if err != nil {
 		return err
 	}

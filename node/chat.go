@@ -61,7 +61,10 @@ type Chat struct {
 	contacts map[keyring.AccountID]VerifiedCard
 	account  *conversation // the account DAG, shared by this account's devices
 	inv      invites
-	pairs    map[keyring.AccountID][PairSecretSize]byte // rendezvous secrets by contact
+	// welcomedBy names, per conversation id, the peer whose welcome
+	// created it here: the only one whose history (history.go) we take.
+	welcomedBy map[string]peer.ID
+	pairs      map[keyring.AccountID][PairSecretSize]byte // rendezvous secrets by contact
 	// discovery finds contacts through the DHT; set once at start.
 	discovery *Discovery
 
@@ -114,6 +117,8 @@ type conversation struct {
 	receipt   *time.Timer
 	lastSync  map[peer.ID]time.Time
 	lastMerge time.Time // when this device last emitted a merge block
+	// syncFailures counts consecutive failed catch-up sessions per peer.
+	syncFailures map[peer.ID]int
 	// syncPending marks peers with a catch-up already scheduled.
 	syncPending map[peer.ID]bool
 }
@@ -138,9 +143,10 @@ func newChat(n *Node, id *Identity, st *dag.Store, d ds.Batching) *Chat {
 		n: n, id: id, store: st, ds: d, log: n.log.With("component", "chat"),
 		events: newEventLog(4096), now: time.Now,
 		convs: map[string]*conversation{}, bySync: map[string]*conversation{},
-		contacts: map[keyring.AccountID]VerifiedCard{},
-		pairs:    map[keyring.AccountID][PairSecretSize]byte{},
-		ctx:      ctx, cancel: cancel,
+		contacts:   map[keyring.AccountID]VerifiedCard{},
+		pairs:      map[keyring.AccountID][PairSecretSize]byte{},
+		welcomedBy: map[string]peer.ID{},
+		ctx:        ctx, cancel: cancel,
 	}
 }
 
@@ -262,13 +268,14 @@ func newConversation(id, root []byte, ciph *keyring.Cipher) *conversation {
 	hexID := hex.EncodeToString(id)
 	return &conversation{
 		id: id, hexID: hexID, dagID: dag.DAGID(hexID), root: root,
-		syncID:      deriveSecret(root, "sync-id", 32),
-		cipher:      ciph,
-		state:       crdt.NewConversation(),
-		accounts:    map[dag.DeviceID]crdt.AccountID{},
-		topics:      map[string]*joinedTopic{},
-		lastSync:    map[peer.ID]time.Time{},
-		syncPending: map[peer.ID]bool{},
+		syncID:       deriveSecret(root, "sync-id", 32),
+		cipher:       ciph,
+		state:        crdt.NewConversation(),
+		accounts:     map[dag.DeviceID]crdt.AccountID{},
+		topics:       map[string]*joinedTopic{},
+		lastSync:     map[peer.ID]time.Time{},
+		syncPending:  map[peer.ID]bool{},
+		syncFailures: map[peer.ID]int{},
 	}
 }
 
@@ -416,7 +423,7 @@ func (c *Chat) CreateConversation(ctx context.Context, title string, members []k
 	if err != nil {
 		return "", fmt.Errorf("seal the first epoch: %w", err)
 	}
-	conv, err := c.installConversation(ctx, convID, epoch)
+	conv, err := c.installConversation(ctx, convID, epoch, nil)
 	if err != nil {
 		return "", err
 	}
@@ -436,14 +443,14 @@ func (c *Chat) CreateConversation(ctx context.Context, title string, members []k
 	c.register(conv)
 	c.joinTopics(conv)
 	for _, vc := range cards {
-		c.wg.Go(func() { c.sendWelcome(c.ctx, conv, vc, parts) })
+		c.wg.Go(func() { c.sendWelcome(c.ctx, conv, vc, parts, false) })
 	}
 	c.events.publish(Event{Kind: "conversation", Conversation: conv.hexID})
 	return conv.hexID, nil
 }
 
 // installConversation persists a new conversation's secrets and key state.
-func (c *Chat) installConversation(ctx context.Context, convID []byte, epoch *keyring.Epoch) (*conversation, error) {
+func (c *Chat) installConversation(ctx context.Context, convID []byte, epoch *keyring.Epoch, root []byte) (*conversation, error) {
 	ciph, err := keyring.NewCipher(convID, c.id.DeviceID(), rand.Reader)
 	if err != nil {
 		return nil, err
@@ -455,9 +462,12 @@ func (c *Chat) installConversation(ctx context.Context, convID []byte, epoch *ke
 	if err := ciph.SetSendingEpoch(epochID); err != nil {
 		return nil, err
 	}
-	root, err := ciph.Export(epochID, protocol.Label("conversation-root"), 32)
-	if err != nil {
-		return nil, err
+	// The root secret (topic names, sync id) comes from the first epoch;
+	// a member added later is handed it in its welcome.
+	if root == nil {
+		if root, err = ciph.Export(epochID, protocol.Label("conversation-root"), 32); err != nil {
+			return nil, err
+		}
 	}
 	conv := newConversation(convID, root, ciph)
 	if err := c.persistKeys(ctx, conv, false); err != nil {
@@ -685,6 +695,7 @@ func (c *Chat) scheduleDeliveryReceipt(conv *conversation) {
 	if conv.receipt != nil {
 		return
 	}
+	c.log.Debug("delivery receipt scheduled", "conv", conv.hexID)
 	conv.receipt = time.AfterFunc(time.Second, func() {
 		conv.mu.Lock()
 		conv.receipt = nil
@@ -695,6 +706,8 @@ func (c *Chat) scheduleDeliveryReceipt(conv *conversation) {
 		}
 		if _, err := c.commitOwn(c.ctx, conv, []crdt.Op{crdt.Receipt{Upto: pos}}); err != nil && c.ctx.Err() == nil {
 			c.log.Warn("delivery receipt", "conv", conv.hexID, "err", err)
+		} else {
+			c.log.Debug("delivery receipt committed", "conv", conv.hexID)
 		}
 	})
 }

@@ -33,7 +33,14 @@ const maxWelcome = 512 << 10
 type Welcome struct {
 	Conversation []byte   `cbor:"1,keyasint"`
 	Rotation     [][]byte `cbor:"2,keyasint"`
+	// RootBox, for a member added to an existing conversation, is the
+	// conversation's root secret sealed to the newcomer's prekey (its
+	// topic names and sync id derive from the first epoch, which the
+	// newcomer never gets).
+	RootBox []byte `cbor:"3,keyasint,omitempty"`
 }
+
+const purposeConvRoot = "conversation-root"
 
 // joinTopics subscribes to the conversation's topics for yesterday, today
 // and tomorrow (UTC), which absorbs clock skew and the change of day.
@@ -120,6 +127,9 @@ func (c *Chat) validator(conv *conversation) pubsub.ValidatorEx {
 			return pubsub.ValidationReject
 		}
 		res, err := c.ingest(ctx, conv, from, [][]byte{m.Data}, true)
+		if err != nil {
+			c.log.Debug("gossip block not taken", "conv", conv.hexID, "from", from.String(), "err", err)
+		}
 		switch {
 		case errors.Is(err, errDuplicate):
 			return pubsub.ValidationIgnore
@@ -132,6 +142,12 @@ func (c *Chat) validator(conv *conversation) pubsub.ValidatorEx {
 			c.n.Penalize(from, 20, err.Error())
 			return pubsub.ValidationReject
 		case err != nil:
+			return pubsub.ValidationIgnore
+		}
+		if res.notReady > 0 {
+			// Links missing: the block keeps its key and comes again,
+			// in order, with the catch-up this starts.
+			c.wg.Go(func() { c.syncWith(c.ctx, conv, m.ReceivedFrom) })
 			return pubsub.ValidationIgnore
 		}
 		if res.staged > 0 {
@@ -235,7 +251,22 @@ func (c *Chat) ingest(ctx context.Context, conv *conversation, from peer.ID, env
 				if keyring.DeviceID(in.Author) != snd {
 					return errors.New("sealed sender is not the author")
 				}
-				return dag.VerifySignature(in)
+				if err := dag.VerifySignature(in); err != nil {
+					return err
+				}
+				// A block whose links we lack keeps its key: opened now,
+				// it could only be staged, and a staged block lost to
+				// eviction or a crash could never be opened again. The
+				// catch-up this triggers delivers it in order.
+				for _, l := range in.Links() {
+					if l.Equals(in.Prev) && held[in.Author] >= in.Seq-1 {
+						continue
+					}
+					if ok, err := c.store.Has(ctx, conv.dagID, l); err != nil || !ok {
+						return errNotReady
+					}
+				}
+				return nil
 			})
 			sender = snd
 			return inner, err
@@ -244,6 +275,9 @@ func (c *Chat) ingest(ctx context.Context, conv *conversation, from peer.ID, env
 			switch {
 			case errors.Is(err, errAhead):
 				return res, errAhead
+			case errors.Is(err, errNotReady):
+				res.notReady++
+				continue
 			case errors.Is(err, keyring.ErrUnknownEpoch):
 				openErr = fmt.Errorf("%w: %w", errUnknownEpoch, err)
 			case errors.Is(err, keyring.ErrReplay):
@@ -327,21 +361,13 @@ func (c *Chat) ingest(ctx context.Context, conv *conversation, from peer.ID, env
 		}
 	}
 
-	// Pass 2: spend the keys of the authenticated blocks.
 	kept := blocks[:0]
+	sealedOf := make(map[cid.Cid]dag.Sealed, len(cands))
 	for i, o := range cands {
-		if !ok[i] {
-			continue
-		}
-		if live {
+		if ok[i] {
 			kept = append(kept, blocks[i])
-			continue
+			sealedOf[blocks[i].CID] = o.sealed
 		}
-		if _, _, err := conv.cipher.OpenBlock(o.sealed.Epoch, o.sealed.Nonce, o.sealed.Ciphertext); err != nil {
-			openErr = fmt.Errorf("open block %s: %w", o.blk.CID, err)
-			break
-		}
-		kept = append(kept, blocks[i])
 	}
 	blocks = kept
 	if len(blocks) == 0 {
@@ -356,6 +382,19 @@ func (c *Chat) ingest(ctx context.Context, conv *conversation, from peer.ID, env
 	added, err := c.store.AddBatch(ctx, conv.dagID, from.String(), blocks)
 	if err != nil {
 		return res, err
+	}
+	// Pass 2: spend the keys of what was committed, after the commit. A
+	// crash in between leaves a key unspent for a stored block (harmless:
+	// it is skipped, then evicted); the other order could spend the key of
+	// a block the crash lost, which could then never be opened again.
+	if !live {
+		for _, b := range added.Committed {
+			if sd, ok := sealedOf[b.CID]; ok {
+				if _, _, err := conv.cipher.OpenBlock(sd.Epoch, sd.Nonce, sd.Ciphertext); err != nil && !errors.Is(err, keyring.ErrReplay) {
+					c.log.Warn("spend the key of a committed block", "block", b.CID.String(), "err", err)
+				}
+			}
+		}
 	}
 	res.committed, res.staged = len(added.Committed), len(added.Staged)
 	if len(added.Rejected) > 0 || len(added.Equivocations) > 0 {
@@ -494,6 +533,9 @@ func (c *Chat) Ingest(ctx context.Context, from peer.ID, syncID []byte, envs [][
 // syncInterval spaces catch-up sessions with one peer for one conversation.
 const syncInterval = time.Second
 
+// maxSyncRetries bounds the quick retries of a failed catch-up session.
+const maxSyncRetries = 5
+
 // syncWith runs a catch-up session with p, at most once per syncInterval
 // per peer and conversation.
 func (c *Chat) syncWith(ctx context.Context, conv *conversation, p peer.ID) {
@@ -527,9 +569,36 @@ func (c *Chat) syncWith(ctx context.Context, conv *conversation, p peer.ID) {
 	ctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
 	defer cancel()
 	st, err := c.catchup.Sync(ctx, p, conv.syncID)
+	conv.mu.Lock()
+	if err == nil {
+		delete(conv.syncFailures, p)
+	} else {
+		conv.syncFailures[p]++
+	}
+	failures := conv.syncFailures[p]
+	conv.mu.Unlock()
 	if err != nil {
-		if ctx.Err() == nil {
-			c.log.Debug("catch-up", "conv", conv.hexID, "peer", p.String(), "err", err)
+		if ctx.Err() != nil {
+			return
+		}
+		c.log.Debug("catch-up", "conv", conv.hexID, "peer", p.String(), "err", err)
+		// A session that failed (often on a connection that died under
+		// it while a new one came up: the peer restarted) is retried
+		// with backoff while the peer stays connected; the periodic
+		// anti-entropy pass is too far away for a node that just
+		// reconnected.
+		if failures <= maxSyncRetries && !errors.Is(err, ErrCatchupUnknown) {
+			delay := syncInterval << (failures - 1)
+			c.wg.Go(func() {
+				select {
+				case <-c.ctx.Done():
+					return
+				case <-time.After(delay):
+				}
+				if c.n.Host.Network().Connectedness(p) == network.Connected {
+					c.syncWith(c.ctx, conv, p)
+				}
+			})
 		}
 		return
 	}
@@ -648,14 +717,30 @@ func (c *Chat) antiEntropy() {
 
 // sendWelcome delivers the first epoch to a member, retrying with backoff
 // until it gets through (the member may be offline).
-func (c *Chat) sendWelcome(ctx context.Context, conv *conversation, to VerifiedCard, parts [][]byte) {
-	w, err := canonicalEnc.Marshal(Welcome{Conversation: conv.id, Rotation: parts})
+// sendWelcome delivers a welcome, retrying with backoff; with history, it
+// then streams the conversation's blocks (a member added later).
+func (c *Chat) sendWelcome(ctx context.Context, conv *conversation, to VerifiedCard, parts [][]byte, history bool) {
+	wel := Welcome{Conversation: conv.id, Rotation: parts}
+	if history {
+		box, err := keyring.SealBox(to.Prekey, purposeConvRoot, conv.id, conv.root)
+		if err != nil {
+			c.log.Error("seal the conversation root", "err", err)
+			return
+		}
+		wel.RootBox = box
+	}
+	w, err := canonicalEnc.Marshal(wel)
 	if err != nil {
 		return
 	}
 	delay := time.Second
 	for {
 		err := c.trySendWelcome(ctx, to.Peer, w)
+		if err == nil && history {
+			if err = c.sendHistory(ctx, conv, to.Peer.ID); err != nil {
+				err = fmt.Errorf("history: %w", err)
+			}
+		}
 		if err == nil {
 			c.syncWith(ctx, conv, to.Peer.ID)
 			return
@@ -728,8 +813,10 @@ func (c *Chat) acceptWelcome(ctx context.Context, from peer.ID, b []byte) error 
 		return errors.New("malformed welcome")
 	}
 	hexID := hex.EncodeToString(w.Conversation)
-	if _, err := c.conversation(hexID); err == nil {
-		return nil // already have it
+	if existing, err := c.conversation(hexID); err == nil {
+		// Added again after a removal: take the new epoch and the
+		// history we missed from the welcomer.
+		return c.rejoin(existing, from, w)
 	}
 	now := c.now()
 	for _, part := range w.Rotation {
@@ -752,10 +839,22 @@ func (c *Chat) acceptWelcome(ctx context.Context, from peer.ID, b []byte) error 
 		if err != nil {
 			return err
 		}
-		conv, err := c.installConversation(ctx, w.Conversation, epoch)
+		var root []byte
+		if len(w.RootBox) > 0 {
+			c.idMu.Lock()
+			root, err = c.id.Keyring.Prekeys.OpenBox(c.id.DeviceID(), purposeConvRoot, w.Conversation, w.RootBox)
+			c.idMu.Unlock()
+			if err != nil || len(root) != 32 {
+				return fmt.Errorf("conversation root: %w", err)
+			}
+		}
+		conv, err := c.installConversation(ctx, w.Conversation, epoch, root)
 		if err != nil {
 			return err
 		}
+		c.mu.Lock()
+		c.welcomedBy[string(w.Conversation)] = from
+		c.mu.Unlock()
 		c.register(conv)
 		c.joinTopics(conv)
 		c.events.publish(Event{Kind: "conversation", Conversation: hexID})
@@ -764,6 +863,47 @@ func (c *Chat) acceptWelcome(ctx context.Context, from peer.ID, b []byte) error 
 		return nil
 	}
 	return errors.New("no box for this device")
+}
+
+// rejoin installs the epoch of a welcome into a conversation we already
+// hold (we were removed and are added again), and takes the history we
+// missed from the welcomer.
+func (c *Chat) rejoin(conv *conversation, from peer.ID, w Welcome) error {
+	for _, part := range w.Rotation {
+		r, err := keyring.VerifyRotation(part)
+		if err != nil {
+			return err
+		}
+		if string(r.Conversation) != string(w.Conversation) || !c.isContactDevice(r.Rotator) {
+			return ErrNotContact
+		}
+		if !r.HasBoxFor(c.id.DeviceID()) {
+			continue
+		}
+		c.idMu.Lock()
+		epoch, err := keyring.OpenEpoch(r, c.id.DeviceID(), c.id.Keyring.Prekeys)
+		c.idMu.Unlock()
+		if err != nil {
+			return err
+		}
+		conv.mu.Lock()
+		err = conv.cipher.Install(epoch)
+		if err == nil {
+			err = conv.cipher.SetSendingEpoch(epoch.ID)
+		}
+		conv.mu.Unlock()
+		if err != nil {
+			return err
+		}
+		if err := c.persistKeys(c.ctx, conv, true); err != nil {
+			return err
+		}
+		c.mu.Lock()
+		c.welcomedBy[string(w.Conversation)] = from
+		c.mu.Unlock()
+		return nil
+	}
+	return nil
 }
 
 func (c *Chat) isContactDevice(d keyring.DeviceID) bool {

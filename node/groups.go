@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"crypto/rand"
-	"errors"
 	"fmt"
 	"time"
 
@@ -203,9 +202,6 @@ func (c *Chat) rotate(ctx context.Context, conv *conversation, ops []crdt.Op, ex
 	return parts, nil
 }
 
-// ErrAddMemberUnsupported: see AddMember.
-var ErrAddMemberUnsupported = errors.New("adding a member to an existing conversation is not supported yet: create a new group with everyone")
-
 // requireAdmin checks that this account may change the membership.
 func (c *Chat) requireAdmin(conv *conversation) error {
 	conv.mu.Lock()
@@ -220,12 +216,9 @@ func (c *Chat) requireAdmin(conv *conversation) error {
 	return nil
 }
 
-// AddMember would add a contact to an existing conversation. A newcomer
-// holds no key for the blocks before it joined, and a DAG replica must
-// hold every ancestor of what it commits, so until replicas can start from
-// a join horizon (see docs/people.md) members are chosen when a
-// conversation is created; this reports ErrAddMemberUnsupported after
-// checking what it can.
+// AddMember adds a contact to a conversation: a new epoch sealed to every
+// member device and the newcomer's, a welcome, and the history so far
+// (history.go), since the newcomer cannot open the blocks written before.
 func (c *Chat) AddMember(ctx context.Context, hexID string, account keyring.AccountID) error {
 	conv, err := c.conversation(hexID)
 	if err != nil {
@@ -235,7 +228,7 @@ func (c *Chat) AddMember(ctx context.Context, hexID string, account keyring.Acco
 		return err
 	}
 	c.mu.RLock()
-	_, ok := c.contacts[account]
+	vc, ok := c.contacts[account]
 	c.mu.RUnlock()
 	if !ok {
 		return fmt.Errorf("%w: %s", ErrNotContact, account.String()[:16])
@@ -246,7 +239,13 @@ func (c *Chat) AddMember(ctx context.Context, hexID string, account keyring.Acco
 	if already {
 		return nil
 	}
-	return ErrAddMemberUnsupported
+	parts, err := c.rotate(ctx, conv, []crdt.Op{crdt.AddMember{Account: crdt.AccountID(account)}}, []VerifiedCard{vc}, nil)
+	if err != nil {
+		return err
+	}
+	c.wg.Go(func() { c.sendWelcome(c.ctx, conv, vc, parts, true) })
+	c.events.publish(Event{Kind: "conversation", Conversation: conv.hexID})
+	return nil
 }
 
 // RemoveMember removes a member (or, with this account, leaves) and seals

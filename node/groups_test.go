@@ -3,6 +3,7 @@ package node
 import (
 	"context"
 	"errors"
+	"fmt"
 	"testing"
 	"time"
 
@@ -19,40 +20,57 @@ func hasText(t testing.TB, n *Node, conv, text string) bool {
 	return false
 }
 
-// A group of four: everyone reads everyone; after the admin removes D, the
-// epoch rotates, the others keep chatting and D can open nothing new.
-func TestGroupRemoveMemberLocksThemOut(t *testing.T) {
+// A group of four: three start it, the admin adds the fourth (who gets the
+// history), everyone reads everyone; after the admin removes D, the epoch
+// rotates, the others keep chatting and D can open nothing new.
+func TestGroupAddAndRemoveMember(t *testing.T) {
 	ctx := context.Background()
 	a := startTestNode(t, loopbackConfig(t))
 	others := []*Node{startTestNode(t, loopbackConfig(t)), startTestNode(t, loopbackConfig(t)), startTestNode(t, loopbackConfig(t))}
 	b, c, d := others[0], others[1], others[2]
-	var members []keyring.AccountID
 	for _, o := range others {
 		introduce(t, a, o)
 		connect(t, o.Host, a.Host)
-		members = append(members, o.Chat.id.AccountID())
 	}
-	conv, err := a.Chat.CreateConversation(ctx, "four", members)
+	conv, err := a.Chat.CreateConversation(ctx, "four", []keyring.AccountID{b.Chat.id.AccountID(), c.Chat.id.AccountID()})
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, o := range others {
+	for _, o := range []*Node{b, c} {
 		waitForConversation(t, o, conv)
 		oc, _ := o.Chat.conversation(conv)
 		if err := o.Chat.synced(ctx, oc); err != nil {
 			t.Fatal(err)
 		}
 	}
-	if _, err := d.Send(ctx, conv, "hi from D", ""); err != nil {
+	if _, err := b.Send(ctx, conv, "before D", ""); err != nil {
 		t.Fatal(err)
 	}
-	for _, n := range []*Node{a, b, c} {
-		eventually(t, 15*time.Second, "D's message everywhere", func() bool { return hasText(t, n, conv, "hi from D") })
+	eventually(t, 15*time.Second, "B's message at A", func() bool { return hasText(t, a, conv, "before D") })
+
+	// Only admins change the membership.
+	if err := b.Chat.AddMember(ctx, conv, d.Chat.id.AccountID()); !errors.Is(err, ErrNotAdmin) {
+		t.Fatalf("non-admin add = %v, want ErrNotAdmin", err)
 	}
-	// Only admins remove others.
+	if err := a.Chat.AddMember(ctx, conv, c.Chat.id.AccountID()); err != nil {
+		t.Fatalf("adding an existing member: %v", err)
+	}
 	if err := b.Chat.RemoveMember(ctx, conv, c.Chat.id.AccountID()); !errors.Is(err, ErrNotAdmin) {
 		t.Fatalf("non-admin removal = %v, want ErrNotAdmin", err)
 	}
+	if err := a.Chat.AddMember(ctx, conv, d.Chat.id.AccountID()); err != nil {
+		t.Fatal(err)
+	}
+	waitForConversation(t, d, conv)
+	eventually(t, 15*time.Second, "D to receive the history", func() bool { return hasText(t, d, conv, "before D") })
+	eventually(t, 15*time.Second, "D to write", func() bool {
+		_, err := d.Send(ctx, conv, "hi from D", "")
+		return err == nil
+	})
+	for i, n := range []*Node{a, b, c} {
+		eventually(t, 15*time.Second, fmt.Sprintf("D's message at node %d (A, B, C)", i), func() bool { return hasText(t, n, conv, "hi from D") })
+	}
+
 	if err := a.Chat.RemoveMember(ctx, conv, d.Chat.id.AccountID()); err != nil {
 		t.Fatal(err)
 	}
@@ -80,9 +98,6 @@ func TestGroupRemoveMemberLocksThemOut(t *testing.T) {
 	dc.mu.Unlock()
 	if member {
 		t.Fatal("D does not know it was removed")
-	}
-	if err := a.Chat.AddMember(ctx, conv, d.Chat.id.AccountID()); !errors.Is(err, ErrAddMemberUnsupported) {
-		t.Fatalf("AddMember = %v, want ErrAddMemberUnsupported", err)
 	}
 }
 

@@ -350,8 +350,29 @@ func (c *Chat) addVerifiedContact(ctx context.Context, vc VerifiedCard, name str
 	upd := crdt.ContactUpdate{Account: crdt.AccountID(vc.Cert.Account), Status: &added}
 	if name != "" {
 		upd.Name = &name
+		if c.takesNameOfAnother(vc.Cert.Account, name) {
+			// Someone we know by this name now has another account key:
+			// a reinstall without backup, or an impostor. The contact
+			// is marked so the UI warns loudly until the users compare
+			// safety numbers again.
+			changed := crdt.KeyChanged
+			upd.Verification = &changed
+			c.log.Warn("a new contact uses the name of an existing contact with another account key", "account", vc.Cert.Account.String()[:16])
+			c.events.publish(Event{Kind: "contact-key-changed"})
+		}
 	}
 	return c.commitAccount(ctx, upd)
+}
+
+// takesNameOfAnother reports whether another current contact already goes
+// by name (case-insensitively).
+func (c *Chat) takesNameOfAnother(a keyring.AccountID, name string) bool {
+	for other, ct := range c.accountSnapshot().contacts {
+		if other != a && ct.Status != crdt.ContactRemoved && ct.Name != "" && strings.EqualFold(ct.Name, name) {
+			return true
+		}
+	}
+	return false
 }
 
 // AcceptInvite sends a contact request for link and returns the inviter's

@@ -9,6 +9,8 @@ import (
 	"time"
 
 	"github.com/libp2p/go-libp2p/core/network"
+
+	"github.com/glitr-chat/glitr/crdt"
 )
 
 // dhtTrio starts a bootstrap node and two personal nodes that know only the
@@ -246,4 +248,42 @@ func TestContactFoundAgainAfterRestartOnNewPorts(t *testing.T) {
 		t.Fatal(err)
 	}
 	eventually(t, 15*time.Second, "the message after the restart", func() bool { return hasText(t, b, conv, "back on new ports") })
+}
+
+// A new contact that takes the name of an existing one with another
+// account key (a reinstall without backup, or an impostor) is marked
+// "key changed" until the users verify it again.
+func TestContactWithKnownNameAndNewKeyIsFlagged(t *testing.T) {
+	ctx := context.Background()
+	a := startTestNode(t, loopbackConfig(t))
+	bob := startTestNode(t, loopbackConfig(t))
+	impostor := startTestNode(t, loopbackConfig(t))
+	for n, name := range map[*Node]string{a: "Ada", bob: "Bob", impostor: "bob"} {
+		if _, err := n.CreateAccount(ctx, name, ""); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, n := range []*Node{bob, impostor} {
+		connect(t, n.Host, a.Host)
+		inv, err := a.CreateInvite(ctx, time.Hour)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, _, err := n.AcceptInvite(ctx, inv.Link); err != nil {
+			t.Fatal(err)
+		}
+	}
+	v := a.Chat.accountSnapshot()
+	if got := v.contacts[bob.Chat.id.AccountID()].Verification; got != crdt.Unverified {
+		t.Fatalf("first Bob: verification %d, want unverified", got)
+	}
+	if got := v.contacts[impostor.Chat.id.AccountID()].Verification; got != crdt.KeyChanged {
+		t.Fatalf("second \"bob\" with another key: verification %d, want KeyChanged", got)
+	}
+	if err := a.VerifyContact(ctx, impostor.Chat.id.AccountID().String(), true); err != nil {
+		t.Fatal(err)
+	}
+	if got := a.Chat.accountSnapshot().contacts[impostor.Chat.id.AccountID()].Verification; got != crdt.Verified {
+		t.Fatalf("after verifying: %d, want Verified", got)
+	}
 }

@@ -231,6 +231,7 @@ func (n *Node) startChat(ctx context.Context, passphrase []byte) error {
 	n.chatMu.Unlock()
 	n.Host.SetStreamHandler(WelcomeProtocol, c.handleWelcome)
 	n.Host.SetStreamHandler(ContactProtocol, c.handleContactRequest)
+	n.Host.SetStreamHandler(HistoryProtocol, c.handleHistory)
 	c.mu.RLock()
 	for _, conv := range c.convs {
 		c.joinTopics(conv)

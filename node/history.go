@@ -1,0 +1,277 @@
+package node
+
+import (
+	"bufio"
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"time"
+
+	"github.com/fxamacker/cbor/v2"
+	"github.com/libp2p/go-libp2p/core/network"
+	"github.com/libp2p/go-libp2p/core/peer"
+
+	"github.com/glitr-chat/glitr/crdt"
+	"github.com/glitr-chat/glitr/dag"
+	"github.com/glitr-chat/glitr/keyring"
+)
+
+// History for a member added to an existing conversation. The newcomer
+// holds no key for the blocks written before it joined (epoch secrets are
+// wiped once installed, for forward secrecy), yet a replica must hold every
+// ancestor of what it commits. So the admin who adds it, right after the
+// welcome, streams the conversation's blocks as stored: each envelope with
+// its inner block. The newcomer accepts this stream only from the device
+// that welcomed it, checks every inner block's author signature (the
+// adder cannot forge what others wrote), commits them in order and applies
+// them; from then on it syncs like any member, under the new epoch.
+
+// HistoryProtocol carries a conversation's history to an added member.
+const HistoryProtocol = "/glitr/history/1.0.0"
+
+const (
+	maxHistoryFrame  = 4 << 20 // bytes of one frame
+	historyBatch     = 512     // blocks per frame
+	maxHistoryBlocks = 1 << 22 // blocks of one transfer
+)
+
+// historyFrame is one frame: the conversation id (first frame only) and
+// pairs of envelope and inner block bytes, oldest first. A frame without
+// blocks ends the transfer.
+type historyFrame struct {
+	Conversation []byte      `cbor:"1,keyasint,omitempty"`
+	Blocks       [][2][]byte `cbor:"2,keyasint,omitempty"`
+}
+
+var errHistoryRefused = errors.New("history refused")
+
+func writeHistoryFrame(w io.Writer, f historyFrame) error {
+	b, err := canonicalEnc.Marshal(f)
+	if err != nil {
+		return err
+	}
+	var hdr [binary.MaxVarintLen64]byte
+	if _, err := w.Write(hdr[:binary.PutUvarint(hdr[:], uint64(len(b)))]); err != nil {
+		return err
+	}
+	_, err = w.Write(b)
+	return err
+}
+
+func readHistoryFrame(r *bufio.Reader) (historyFrame, error) {
+	var f historyFrame
+	n, err := binary.ReadUvarint(r)
+	if err != nil {
+		return f, err
+	}
+	if n > maxHistoryFrame {
+		return f, fmt.Errorf("%w: history frame of %d bytes", ErrBadPeer, n)
+	}
+	b := make([]byte, n)
+	if _, err := io.ReadFull(r, b); err != nil {
+		return f, err
+	}
+	if err := historyDec.Unmarshal(b, &f); err != nil {
+		return f, fmt.Errorf("%w: history frame: %w", ErrBadPeer, err)
+	}
+	return f, nil
+}
+
+// sendHistory streams conv's stored blocks to p.
+func (c *Chat) sendHistory(ctx context.Context, conv *conversation, p peer.ID) error {
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Minute)
+	defer cancel()
+	s, err := c.n.Host.NewStream(network.WithAllowLimitedConn(ctx, "glitr-history"), p, HistoryProtocol)
+	if err != nil {
+		return err
+	}
+	defer s.Close()
+	w := bufio.NewWriterSize(s, 256<<10)
+	f := historyFrame{Conversation: conv.id}
+	size := 0
+	flush := func() error {
+		_ = s.SetWriteDeadline(time.Now().Add(30 * time.Second))
+		if err := writeHistoryFrame(w, f); err != nil {
+			return err
+		}
+		f, size = historyFrame{}, 0
+		return nil
+	}
+	for b, err := range c.store.Blocks(ctx, conv.dagID, dag.Position{}, false) {
+		if err != nil {
+			s.Reset()
+			return err
+		}
+		env, err := b.EnvelopeBytes()
+		if err != nil {
+			s.Reset()
+			return err
+		}
+		inner, err := b.InnerBytes()
+		if err != nil {
+			s.Reset()
+			return err
+		}
+		if size+len(env)+len(inner) > maxHistoryFrame-4096 || len(f.Blocks) == historyBatch {
+			if err := flush(); err != nil {
+				s.Reset()
+				return err
+			}
+		}
+		f.Blocks = append(f.Blocks, [2][]byte{env, inner})
+		size += len(env) + len(inner) + 16
+	}
+	if len(f.Blocks) > 0 || f.Conversation != nil {
+		if err := flush(); err != nil {
+			s.Reset()
+			return err
+		}
+	}
+	if err := flush(); err != nil { // the empty frame: done
+		s.Reset()
+		return err
+	}
+	if err := w.Flush(); err != nil {
+		s.Reset()
+		return err
+	}
+	if err := s.CloseWrite(); err != nil {
+		return err
+	}
+	ack := make([]byte, 1)
+	_ = s.SetReadDeadline(time.Now().Add(2 * time.Minute))
+	if _, err := io.ReadFull(s, ack); err != nil || ack[0] != 1 {
+		return fmt.Errorf("history not acknowledged: %w", err)
+	}
+	return nil
+}
+
+// handleHistory receives a history stream from the device that welcomed
+// us into the conversation; from anyone else it is refused.
+func (c *Chat) handleHistory(s network.Stream) {
+	from := s.Conn().RemotePeer()
+	r := bufio.NewReaderSize(s, 256<<10)
+	_ = s.SetReadDeadline(time.Now().Add(30 * time.Second))
+	first, err := readHistoryFrame(r)
+	if err != nil {
+		s.Reset()
+		return
+	}
+	conv, err := c.conversationByID(first.Conversation)
+	c.mu.RLock()
+	welcomer := c.welcomedBy[string(first.Conversation)]
+	c.mu.RUnlock()
+	if err != nil || welcomer != from {
+		c.log.Info("history refused", "peer", from.String(), "err", errHistoryRefused)
+		s.Reset()
+		return
+	}
+	total := 0
+	f := first
+	for len(f.Blocks) > 0 {
+		total += len(f.Blocks)
+		if total > maxHistoryBlocks {
+			c.n.Penalize(from, 20, "endless history")
+			s.Reset()
+			return
+		}
+		if err := c.ingestHistory(c.ctx, conv, from, f.Blocks); err != nil {
+			c.log.Warn("history", "conv", conv.hexID, "peer", from.String(), "err", err)
+			if errors.Is(err, ErrBadPeer) {
+				c.n.Penalize(from, 20, err.Error())
+			}
+			s.Reset()
+			return
+		}
+		_ = s.SetReadDeadline(time.Now().Add(30 * time.Second))
+		if f, err = readHistoryFrame(r); err != nil {
+			s.Reset()
+			return
+		}
+	}
+	c.mu.Lock()
+	delete(c.welcomedBy, string(first.Conversation))
+	c.mu.Unlock()
+	_, _ = s.Write([]byte{1})
+	_ = s.Close()
+	c.log.Debug("history received", "conv", conv.hexID, "blocks", total)
+}
+
+func (c *Chat) conversationByID(id []byte) (*conversation, error) {
+	if len(id) != 16 {
+		return nil, ErrNoConversation
+	}
+	return c.conversation(fmt.Sprintf("%x", id))
+}
+
+// ingestHistory commits blocks whose inner bytes came with them: each is
+// checked against its author's signature (and a first block against its
+// device certificate) instead of being decrypted.
+func (c *Chat) ingestHistory(ctx context.Context, conv *conversation, from peer.ID, pairs [][2][]byte) error {
+	blocks := make([]dag.Block, 0, len(pairs))
+	for _, p := range pairs {
+		inner := p[1]
+		blk, err := dag.OpenBlock(p[0], openerFunc(func(dag.Sealed) ([]byte, error) { return inner, nil }))
+		if err != nil {
+			return fmt.Errorf("%w: history block: %w", ErrBadPeer, err)
+		}
+		if err := dag.VerifySignature(blk.Inner); err != nil {
+			return fmt.Errorf("%w: history block %s: %w", ErrBadPeer, blk.CID, err)
+		}
+		if blk.Inner.Seq == 1 {
+			cert, err := keyring.VerifyCertificate(blk.Inner.Cert)
+			if err != nil || cert.Device != keyring.DeviceID(blk.Inner.Author) {
+				return fmt.Errorf("%w: history block %s: first block of a device without a valid certificate", ErrBadPeer, blk.CID)
+			}
+		}
+		blocks = append(blocks, blk)
+	}
+	conv.mu.Lock()
+	defer conv.mu.Unlock()
+	added, err := c.store.AddBatch(ctx, conv.dagID, from.String(), blocks)
+	if err != nil {
+		return err
+	}
+	if len(added.Rejected) > 0 || len(added.Equivocations) > 0 {
+		return fmt.Errorf("%w: history with %d invalid blocks, %d equivocations", ErrBadPeer, len(added.Rejected), len(added.Equivocations))
+	}
+	events := make([]crdt.Event, 0, len(added.Committed))
+	for _, b := range added.Committed {
+		ev, derr := conv.event(b)
+		if derr != nil {
+			c.log.Debug("block body does not decode", "block", b.CID.String(), "err", derr)
+		}
+		events = append(events, ev)
+	}
+	if _, err := conv.applyBatch(events); err != nil {
+		c.log.Error("apply history", "conv", conv.hexID, "err", err)
+	}
+	if hasRotationOps(events) {
+		c.noteRotations(conv)
+	}
+	if len(events) > 0 {
+		c.events.publish(Event{Kind: "state", Conversation: conv.hexID})
+	}
+	return nil
+}
+
+var historyDec = mustDecMode(cbor.DecOptions{
+	DupMapKey:         cbor.DupMapKeyEnforcedAPF,
+	IndefLength:       cbor.IndefLengthForbidden,
+	MaxNestedLevels:   4,
+	MaxArrayElements:  historyBatch,
+	MaxMapPairs:       16,
+	ExtraReturnErrors: cbor.ExtraDecErrorUnknownField,
+})
+
+// mustDecMode builds a decoding mode from constant options (a mistake in
+// them is a programming error, caught by any test that decodes).
+func mustDecMode(o cbor.DecOptions) cbor.DecMode {
+	m, err := o.DecMode()
+	if err != nil {
+		panic(fmt.Sprintf("cbor decoding options: %v", err))
+	}
+	return m
+}
