@@ -20,10 +20,14 @@ import (
 // webui's sentinels so the API picks the right status.
 
 func (n *Node) chat() (*Chat, error) {
-	if n.Chat == nil {
+	c, err := n.readyChat()
+	switch {
+	case errors.Is(err, ErrAccountLocked):
+		return nil, fmt.Errorf("%w: %w", webui.ErrLocked, err)
+	case err != nil:
 		return nil, fmt.Errorf("%w: relay nodes keep no chat state", webui.ErrUnavailable)
 	}
-	return n.Chat, nil
+	return c, nil
 }
 
 func apiErr(err error) error {
@@ -42,6 +46,8 @@ func apiErr(err error) error {
 		return fmt.Errorf("%w: %w", webui.ErrForbidden, err)
 	case errors.Is(err, ErrAccountLocked):
 		return fmt.Errorf("%w: %w", webui.ErrLocked, err)
+	case errors.Is(err, errNoChat):
+		return fmt.Errorf("%w: %w", webui.ErrUnavailable, err)
 	case errors.Is(err, ErrAccountExists), errors.Is(err, ErrRecoveryShown):
 		return fmt.Errorf("%w: %w", webui.ErrConflict, err)
 	case errors.Is(err, keyring.ErrWrongPassphrase):

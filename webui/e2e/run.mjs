@@ -126,9 +126,13 @@ try {
     p.on('pageerror', (e) => { failures++; log(`page error (${n}): ${e.message}`); });
   }
 
-  const onboard = async (page, node, name) => {
+  const onboard = async (page, node, name, passphrase) => {
     await page.goto(node.origin + '/login?token=' + node.token);
     await page.getByLabel('Display name').fill(name);
+    if (passphrase) {
+      await page.getByLabel('Passphrase (optional)').fill(passphrase);
+      await page.getByLabel('Repeat passphrase').fill(passphrase);
+    }
     await page.getByRole('button', { name: 'Create account' }).click();
     const words = page.getByRole('list', { name: 'Your recovery words' }).locator('li');
     await words.first().waitFor();
@@ -143,7 +147,7 @@ try {
     await pa.goto(a.origin + '/login?token=' + a.token);
     await pa.getByLabel('Display name').waitFor();
     await shot(pa, 'onboarding');
-    await Promise.all([onboard(pa, a, 'Alice'), onboard(pb, b, 'Bob')]);
+    await Promise.all([onboard(pa, a, 'Alice'), onboard(pb, b, 'Bob', 'correct horse battery')]); // Bob's keys under a passphrase
     rmSync(join(out, 'x.png'), { force: true });
   });
 
@@ -285,6 +289,15 @@ try {
     const s = await statusOf(pa, 'while you were away');
     assert(s === 'sending' || s === 'sent', 'not delivered while Bob is down: ' + s);
     await b.start();
+    // Bob's keyring is passphrase-protected: his node starts locked and
+    // his open page turns into the unlock screen.
+    await pb.getByRole('heading', { name: 'Unlock Glitr' }).waitFor({ timeout: 20000 });
+    await shot(pb, 'unlock-phone');
+    await pb.getByLabel('Passphrase').fill('wrong horse');
+    await pb.getByRole('button', { name: 'Unlock' }).click();
+    await pb.getByText('Wrong passphrase.').waitFor();
+    await pb.getByLabel('Passphrase').fill('correct horse battery');
+    await pb.getByRole('button', { name: 'Unlock' }).click();
     await msg(pb, 'while you were away').waitFor({ timeout: 30000 });
     await waitStatus(pa, 'while you were away', ['delivered', 'read'], 30000);
   });

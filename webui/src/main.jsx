@@ -64,12 +64,17 @@ function App() {
     return () => removeEventListener('hashchange', on);
   }, []);
 
+  const bootRef = useRef(boot);
+  bootRef.current = boot;
   const loadAccount = useCallback(async () => {
     try {
       const a = await first('account', '/account');
       setAccount(a);
       setBoot(a.state === 'new' ? 'new' : a.state === 'locked' ? 'locked' : 'ready');
     } catch (e) {
+      // A running app keeps its screen while the node is unreachable (the
+      // banner says so); only a lock takes it to the unlock screen.
+      if (bootRef.current === 'ready' && e.status !== 423 && e.status !== 401) return;
       if (e.status === 401) setBoot('unauth');
       else if (e.status === 423) setBoot('locked');
       else if (e.status === 0) { setBootError(t('offline')); setBoot('offline'); }
@@ -114,6 +119,7 @@ function App() {
     const stream = new EventStream((f) => {
       switch (f.kind) {
         case 'resync': case 'resumed': case 'gap':
+          if (f.kind !== 'resync') loadAccount(); // the node may have restarted locked
           loadConvs().catch(() => {});
           loadContacts().catch(() => {});
           for (const l of convListeners.current) l(f);
@@ -130,7 +136,12 @@ function App() {
           if (f.kind === 'contact') loadContacts().catch(() => {});
           for (const l of convListeners.current) l(f);
       }
-    }, setConn);
+    }, (st) => {
+      setConn(st);
+      // A node that restarted with a passphrase refuses the stream (423)
+      // until it is unlocked: find out, and show the unlock screen.
+      if (st === 'offline') loadAccount();
+    });
     stream.start();
     loadContacts().catch(() => {});
     return () => { stream.closed = true; stream.ws && stream.ws.close(); };
@@ -232,4 +243,6 @@ function ConvList({ convs, query, openId, contacts, account, typing }) {
   );
 }
 
-render(<App />, document.getElementById('app'));
+const root = document.getElementById('app');
+root.textContent = '';
+render(<App />, root);
