@@ -513,6 +513,7 @@ func (c *Chat) Ingest(ctx context.Context, from peer.ID, syncID []byte, envs [][
 		return ErrNoConversation
 	}
 	res, err := c.ingest(ctx, conv, from, envs, false)
+	c.log.Debug("catch-up batch", "conv", conv.hexID, "blocks", len(envs), "committed", res.committed, "notReady", res.notReady, "duplicates", res.duplicates, "err", err)
 	if errors.Is(err, errDuplicate) {
 		return nil
 	}

@@ -75,18 +75,10 @@ const (
 func TestKillAndPartition(t *testing.T) {
 	bin := faultBuild(t)
 	t.Run("KillWhileSending", func(t *testing.T) { faultKillWhileSending(t, bin) })
-	t.Run("KillWhileCatchingUp", func(t *testing.T) {
-		// KNOWN BUG (issue 5, open): after a SIGKILL mid-catch-up, the
-		// restarted node sometimes stops making progress (seen 3 times in
-		// ~20 runs: it holds e.g. 1118 of 3000 and no session advances).
-		// The test stays, and runs with GLITR_RUN_KNOWN_BUGS=1, until the
-		// cause is found; it must not make CI flaky meanwhile.
-		if os.Getenv("GLITR_RUN_KNOWN_BUGS") != "1" {
-			fmt.Fprintln(os.Stderr, "KNOWN BUG: KillWhileCatchingUp skipped (set GLITR_RUN_KNOWN_BUGS=1 to run it)")
-			t.Skip("KNOWN BUG: restart after SIGKILL mid-catch-up can stall; see issue 5")
-		}
-		faultKillWhileCatchingUp(t, bin)
-	})
+	// Once stalled after a restart (a key spent for a block the crash
+	// lost); fixed by committing catch-up blocks before spending their keys
+	// and by retrying failed sessions (docs/sync.md §11).
+	t.Run("KillWhileCatchingUp", func(t *testing.T) { faultKillWhileCatchingUp(t, bin) })
 	t.Run("Partition", func(t *testing.T) { faultPartition(t, bin) })
 }
 
@@ -263,7 +255,7 @@ func faultKillWhileCatchingUp(t *testing.T, bin string) {
 	faultCopyDir(t, b.dir, snap)
 	lo, hi, delay := time.Duration(0), time.Duration(0), 100*time.Millisecond
 	kept := -1
-	for attempt := 1; attempt <= 10; attempt++ {
+	for attempt := 1; attempt <= maxKillAttempts; attempt++ {
 		if attempt > 1 {
 			if err := os.RemoveAll(b.dir); err != nil {
 				t.Fatal(err)
@@ -338,7 +330,11 @@ func faultKillWhileCatchingUp(t *testing.T, bin string) {
 		}
 	}
 	if kept <= 0 || kept >= n {
-		t.Fatalf("could not kill B part-way through its catch-up (last attempt kept %d of %d)", kept, n)
+		// The scenario could not be set up (on a loaded machine the
+		// catch-up can land all at once between two attempts): nothing
+		// was tested, so say so rather than pass or fail on timing.
+		fmt.Fprintf(os.Stderr, "KillWhileCatchingUp: could not kill B part-way through its catch-up in %d attempts; scenario not exercised\n", maxKillAttempts)
+		t.Skipf("could not kill B part-way through its catch-up (last attempt kept %d of %d)", kept, n)
 	}
 
 	restart := time.Now()
@@ -1430,3 +1426,7 @@ func (l *faultNetlab) run(t *testing.T, args ...string) {
 		t.Fatal(err)
 	}
 }
+
+// maxKillAttempts bounds the search for a kill point part-way through a
+// catch-up.
+const maxKillAttempts = 16
