@@ -232,6 +232,7 @@ try {
   });
 
   await step('typing indicator', async () => {
+    await sleep(3100); // typing signals go out at most every 3 s; Alice typed "Hello Bob" just before
     await composer(pa).type('typing some');
     await pb.locator('.typing', { hasText: 'Alice is typing…' }).waitFor({ timeout: 10000 });
     await composer(pa).fill('');
@@ -273,9 +274,31 @@ try {
     await msg(pa, 'to be deleted').hover();
     await msg(pa, 'to be deleted').getByRole('button', { name: 'Delete for everyone' }).click();
     await pb.waitForFunction(() => !document.body.innerText.includes('to be deleted'));
-    await pb.getByText('This message was deleted.').first().waitFor();
+    await pb.locator('.scroller').getByText('This message was deleted.').waitFor();
     await shot(pa, 'conversation');
     await shot(pb, 'conversation-phone');
+  });
+
+  await step('groups: create with a title, members, rename', async () => {
+    await pa.goto(a.origin + '/#/new');
+    await pa.getByRole('link', { name: 'New group' }).click();
+    await pa.getByLabel('Group name').fill('Team');
+    await pa.getByRole('checkbox', { name: 'Bob' }).check();
+    await pa.getByRole('button', { name: 'Create' }).click();
+    await pa.getByRole('heading', { name: 'Team' }).waitFor();
+    await pa.getByRole('button', { name: 'Details' }).click();
+    const details = pa.getByRole('region', { name: 'Details' });
+    await details.getByText('(admin)').waitFor();
+    await details.getByText('Bob').waitFor();
+    await shot(pa, 'group-details');
+    await details.getByLabel('Title').fill('Team Rocket');
+    await details.getByRole('button', { name: 'Save' }).click();
+    await pa.getByRole('heading', { name: 'Team Rocket' }).waitFor();
+    for (let i = 0; i < 100 && !(await b.api('GET', '/conversations')).some((c) => c.title === 'Team Rocket'); i++) await sleep(100);
+    assert((await b.api('GET', '/conversations')).some((c) => c.title === 'Team Rocket' && c.members.length === 2), 'Bob sees the renamed group');
+    await pa.goto(a.origin + '/#/');
+    await pa.locator('.conv-item', { hasText: 'Bob' }).click();
+    await composer(pa).waitFor();
   });
 
   await step('offline recipient: stop Bob, send, restart, see delivery', async () => {
@@ -324,6 +347,13 @@ try {
   });
 
   await step('installable: manifest without errors, service worker in control', async () => {
+    // The worker is active; it controls this page (clientsClaim) or, at
+    // the latest, the next load.
+    await pa.evaluate(() => navigator.serviceWorker.ready.then(() => true));
+    if (!(await pa.evaluate(() => navigator.serviceWorker.controller !== null))) {
+      log('page not claimed by the active service worker; reloading');
+      await pa.reload();
+    }
     await pa.waitForFunction(() => navigator.serviceWorker.controller !== null, null, { timeout: 15000 });
     const cdp = await ctxA.newCDPSession(pa);
     const man = await cdp.send('Page.getAppManifest');

@@ -98,6 +98,20 @@ function App() {
     }
     prevUnread.current = Object.fromEntries(cs.map((c) => [c.id, c.unread]));
     setConvs(cs);
+    // A message from a typist ends its "typing…" (the signal said "until
+    // 6 s after it arrived"; a newer message from the same account wins).
+    setTyping((tp) => {
+      let out = tp;
+      for (const c of cs) {
+        const lm = c.lastMessage, who = tp[c.id];
+        if (!lm || lm.mine || !who || !(lm.author in who)) continue;
+        if (new Date(lm.time).getTime() > who[lm.author] - 6000 - 2000) {
+          out = { ...out, [c.id]: { ...who } };
+          delete out[c.id][lm.author];
+        }
+      }
+      return out;
+    });
   }, [account]);
   const contactsRef = useRef(contacts);
   contactsRef.current = contacts;
