@@ -76,6 +76,11 @@ func (c *Chat) ensureAccount(ctx context.Context) error {
 	if have {
 		return nil
 	}
+	if id, err := c.accountConversationID(ctx); err != nil || id != "" {
+		// Linked to an account whose DAG is on its way from the linking
+		// device (its welcome installs it).
+		return err
+	}
 	convID := make([]byte, 16)
 	if _, err := rand.Read(convID); err != nil {
 		return err

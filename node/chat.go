@@ -65,6 +65,7 @@ type Chat struct {
 	// created it here: the only one whose history (history.go) we take.
 	welcomedBy map[string]peer.ID
 	pairs      map[keyring.AccountID][PairSecretSize]byte // rendezvous secrets by contact
+	ownDevs    map[keyring.DeviceID]ownDevice             // the account's other devices
 	// discovery finds contacts through the DHT; set once at start.
 	discovery *Discovery
 
@@ -107,16 +108,19 @@ type conversation struct {
 	root   []byte // conversation root secret: topic names and sync id
 	syncID []byte
 
-	mu        sync.Mutex
-	cipher    *keyring.Cipher
-	state     *crdt.Conversation
-	acct      *crdt.Account // set instead of state for the account DAG
-	accounts  map[dag.DeviceID]crdt.AccountID
-	topics    map[string]*joinedTopic
-	ackedSeq  uint64 // our highest seq another device is known to hold
-	receipt   *time.Timer
-	lastSync  map[peer.ID]time.Time
-	lastMerge time.Time // when this device last emitted a merge block
+	mu     sync.Mutex
+	cipher *keyring.Cipher
+	state  *crdt.Conversation
+	acct   *crdt.Account // set instead of state for the account DAG
+	// acctEpochLamport is the Lamport clock of the account-DAG rotation
+	// this device sends under.
+	acctEpochLamport uint64
+	accounts         map[dag.DeviceID]crdt.AccountID
+	topics           map[string]*joinedTopic
+	ackedSeq         uint64 // our highest seq another device is known to hold
+	receipt          *time.Timer
+	lastSync         map[peer.ID]time.Time
+	lastMerge        time.Time // when this device last emitted a merge block
 	// syncFailures counts consecutive failed catch-up sessions per peer.
 	syncFailures map[peer.ID]int
 	// syncPending marks peers with a catch-up already scheduled.
@@ -145,6 +149,7 @@ func newChat(n *Node, id *Identity, st *dag.Store, d ds.Batching) *Chat {
 		convs: map[string]*conversation{}, bySync: map[string]*conversation{},
 		contacts:   map[keyring.AccountID]VerifiedCard{},
 		pairs:      map[keyring.AccountID][PairSecretSize]byte{},
+		ownDevs:    map[keyring.DeviceID]ownDevice{},
 		welcomedBy: map[string]peer.ID{},
 		ctx:        ctx, cancel: cancel,
 	}
@@ -174,6 +179,9 @@ func (c *Chat) load(ctx context.Context) error {
 		return err
 	}
 	if err := c.loadPairSecrets(ctx); err != nil {
+		return err
+	}
+	if err := c.loadOwnDevices(ctx); err != nil {
 		return err
 	}
 	accountID, err := c.accountConversationID(ctx)
@@ -651,10 +659,13 @@ func (c *Chat) MarkRead(ctx context.Context, hexID string) error {
 // second root.
 func (c *Chat) requireSynced(ctx context.Context, conv *conversation) error {
 	heads, err := c.store.Heads(ctx, conv.dagID)
-	if err != nil {
+	if err != nil || len(heads) > 0 {
 		return err
 	}
-	if len(heads) == 0 {
+	// Right after a welcome the first block is usually a round trip away.
+	wctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	if err := c.synced(wctx, conv); err != nil {
 		return ErrNotSynced
 	}
 	return nil

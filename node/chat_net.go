@@ -127,7 +127,7 @@ func (c *Chat) validator(conv *conversation) pubsub.ValidatorEx {
 			return pubsub.ValidationReject
 		}
 		res, err := c.ingest(ctx, conv, from, [][]byte{m.Data}, true)
-		if err != nil {
+		if err != nil && !errors.Is(err, errDuplicate) {
 			c.log.Debug("gossip block not taken", "conv", conv.hexID, "from", from.String(), "err", err)
 		}
 		switch {
@@ -425,6 +425,9 @@ func (c *Chat) ingest(ctx context.Context, conv *conversation, from peer.ID, env
 	if _, aerr := conv.applyBatch(events); aerr != nil {
 		c.log.Error("apply", "conv", conv.hexID, "err", aerr)
 	}
+	if conv.acct != nil {
+		c.noteAccountRotations(conv, events)
+	}
 	if hasRotationOps(events) && c.noteRotations(conv) {
 		// Blocks sealed under the new epoch may have been refused
 		// before it was installed: fetch them again.
@@ -640,6 +643,11 @@ func (c *Chat) memberPeers(conv *conversation) []peer.ID {
 	c.mu.RLock()
 	defer c.mu.RUnlock()
 	var out []peer.ID
+	for _, d := range c.ownDevs {
+		if p, err := peer.IDFromBytes(d.Peer); err == nil && c.n.Host.Network().Connectedness(p) == network.Connected {
+			out = append(out, p)
+		}
+	}
 	for _, m := range members {
 		if keyring.AccountID(m.Account) == self {
 			continue
@@ -656,6 +664,22 @@ func (c *Chat) memberPeers(conv *conversation) []peer.ID {
 // starts it: sessions are symmetric).
 func (c *Chat) onConnected(p peer.ID) {
 	if c.n.Host.ID() > p {
+		return
+	}
+	if c.isOwnDevicePeer(p) {
+		// Another device of this account: everything is shared.
+		c.mu.RLock()
+		convs := make([]*conversation, 0, len(c.convs)+1)
+		if c.account != nil {
+			convs = append(convs, c.account)
+		}
+		for _, conv := range c.convs {
+			convs = append(convs, conv)
+		}
+		c.mu.RUnlock()
+		for _, conv := range convs {
+			c.wg.Go(func() { c.syncWith(c.ctx, conv, p) })
+		}
 		return
 	}
 	c.mu.RLock()
@@ -856,6 +880,15 @@ func (c *Chat) acceptWelcome(ctx context.Context, from peer.ID, b []byte) error 
 		c.mu.Lock()
 		c.welcomedBy[string(w.Conversation)] = from
 		c.mu.Unlock()
+		if acctID, _ := c.accountConversationID(ctx); acctID == hexID && c.isOwnDevice(r.Rotator) {
+			// The account DAG, from the device that linked this one.
+			conv.acct = crdt.NewAccount()
+			c.setAccount(conv)
+			c.joinTopics(conv)
+			c.events.publish(Event{Kind: "account"})
+			c.wg.Go(func() { c.syncWith(c.ctx, conv, from) })
+			return nil
+		}
 		c.register(conv)
 		c.joinTopics(conv)
 		c.events.publish(Event{Kind: "conversation", Conversation: hexID})
@@ -907,7 +940,20 @@ func (c *Chat) rejoin(conv *conversation, from peer.ID, w Welcome) error {
 	return nil
 }
 
+// isOwnDevice reports whether d is another device of this account.
+func (c *Chat) isOwnDevice(d keyring.DeviceID) bool {
+	c.mu.RLock()
+	defer c.mu.RUnlock()
+	_, ok := c.ownDevs[d]
+	return ok
+}
+
+// isContactDevice reports whether d is a contact's device or another
+// device of this account: the devices whose welcomes are accepted.
 func (c *Chat) isContactDevice(d keyring.DeviceID) bool {
+	if c.isOwnDevice(d) {
+		return true
+	}
 	c.mu.RLock()
 	defer c.mu.RUnlock()
 	for _, vc := range c.contacts {
@@ -930,6 +976,9 @@ func (c *Chat) dialContacts() {
 			peers = append(peers, vc.Peer)
 		}
 		c.mu.RUnlock()
+		for _, p := range c.ownDevicePeers() {
+			peers = append(peers, peer.AddrInfo{ID: p})
+		}
 		for _, p := range peers {
 			if c.n.Host.Network().Connectedness(p.ID) == network.Connected {
 				continue

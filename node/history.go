@@ -203,6 +203,12 @@ func (c *Chat) conversationByID(id []byte) (*conversation, error) {
 	if len(id) != 16 {
 		return nil, ErrNoConversation
 	}
+	c.mu.RLock()
+	acct := c.account
+	c.mu.RUnlock()
+	if acct != nil && string(acct.id) == string(id) {
+		return acct, nil
+	}
 	return c.conversation(fmt.Sprintf("%x", id))
 }
 
@@ -248,7 +254,9 @@ func (c *Chat) ingestHistory(ctx context.Context, conv *conversation, from peer.
 	if _, err := conv.applyBatch(events); err != nil {
 		c.log.Error("apply history", "conv", conv.hexID, "err", err)
 	}
-	if hasRotationOps(events) {
+	if conv.acct != nil {
+		c.noteAccountRotations(conv, events)
+	} else if hasRotationOps(events) {
 		c.noteRotations(conv)
 	}
 	if len(events) > 0 {

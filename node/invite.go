@@ -111,14 +111,18 @@ func tokenKey(token []byte, label string) []byte {
 
 func tokenID(token []byte) []byte { return tokenKey(token, "invite-id")[:16] }
 
-func (p *invitePayload) mac() ([]byte, error) {
+func (p *invitePayload) mac() ([]byte, error) { return p.macWith("invite-mac") }
+
+// macWith is the payload's MAC under a key derived from its token for
+// label (invites and device-link codes use different labels).
+func (p *invitePayload) macWith(label string) ([]byte, error) {
 	unsigned := *p
 	unsigned.MAC = nil
 	b, err := canonicalEnc.Marshal(unsigned)
 	if err != nil {
 		return nil, err
 	}
-	m := hmac.New(sha256.New, tokenKey(p.Token, "invite-mac"))
+	m := hmac.New(sha256.New, tokenKey(p.Token, label))
 	m.Write(b)
 	return m.Sum(nil), nil
 }
@@ -146,49 +150,65 @@ type ParsedInvite struct {
 // ParseInvite decodes and checks a link: format, MAC, card signatures and
 // expiry (ErrInviteExpired; other failures wrap ErrInviteInvalid).
 func ParseInvite(link string, now time.Time) (ParsedInvite, error) {
+	return parseTokenLink(link, now, tokenLinkKind{
+		word: "invite", prefix: InviteLinkPrefix, alt: altInviteLinkPrefix, macLabel: "invite-mac",
+		invalid: ErrInviteInvalid, expired: ErrInviteExpired,
+	})
+}
+
+// tokenLinkKind describes one kind of one-time link: invites and
+// device-link codes share the format and differ in prefix, MAC label and
+// errors.
+type tokenLinkKind struct {
+	word, prefix, alt, macLabel string
+	invalid, expired            error
+}
+
+func parseTokenLink(link string, now time.Time, k tokenLinkKind) (ParsedInvite, error) {
 	var pi ParsedInvite
 	link = strings.TrimSpace(link)
-	if i := strings.Index(link, "invite/"); i >= 0 && !strings.HasPrefix(link, InviteLinkPrefix) && !strings.HasPrefix(link, altInviteLinkPrefix) {
+	marker := k.word + "/"
+	if i := strings.Index(link, marker); i >= 0 && !strings.HasPrefix(link, k.prefix) && !strings.HasPrefix(link, k.alt) {
 		// A deep link that went through a browser may be percent-encoded
 		// or wrapped (…/#invite/…); take the part after "invite/".
-		link = altInviteLinkPrefix + link[i+len("invite/"):]
+		link = k.alt + link[i+len(marker):]
 	}
-	raw, ok := strings.CutPrefix(link, InviteLinkPrefix)
+	raw, ok := strings.CutPrefix(link, k.prefix)
 	if !ok {
-		if raw, ok = strings.CutPrefix(link, altInviteLinkPrefix); !ok {
-			return pi, fmt.Errorf("%w: not an invite link", ErrInviteInvalid)
+		if raw, ok = strings.CutPrefix(link, k.alt); !ok {
+			return pi, fmt.Errorf("%w: not a%s %s link", k.invalid, map[bool]string{true: "n", false: ""}[k.word[0] == 'i'], k.word)
 		}
 	}
 	if len(raw) > maxInviteLink {
-		return pi, fmt.Errorf("%w: too long", ErrInviteInvalid)
+		return pi, fmt.Errorf("%w: too long", k.invalid)
 	}
 	b, err := base64.RawURLEncoding.DecodeString(raw)
 	if err != nil {
-		return pi, fmt.Errorf("%w: %w", ErrInviteInvalid, err)
+		return pi, fmt.Errorf("%w: %w", k.invalid, err)
 	}
 	var p invitePayload
 	if err := cardDec.Unmarshal(b, &p); err != nil {
-		return pi, fmt.Errorf("%w: %w", ErrInviteInvalid, err)
+		return pi, fmt.Errorf("%w: %w", k.invalid, err)
 	}
 	if p.V != 1 || len(p.Token) != inviteTokenLen || len(p.MAC) != sha256.Size {
-		return pi, fmt.Errorf("%w: malformed", ErrInviteInvalid)
+		return pi, fmt.Errorf("%w: malformed", k.invalid)
 	}
-	want, err := p.mac()
+	want, err := p.macWith(k.macLabel)
 	if err != nil {
-		return pi, fmt.Errorf("%w: %w", ErrInviteInvalid, err)
+		return pi, fmt.Errorf("%w: %w", k.invalid, err)
 	}
 	if !hmac.Equal(want, p.MAC) {
-		return pi, fmt.Errorf("%w: the link was altered", ErrInviteInvalid)
+		return pi, fmt.Errorf("%w: the link was altered", k.invalid)
 	}
 	if pi.Card, err = verifyCard(p.Card, now); err != nil {
-		return pi, fmt.Errorf("%w: %w", ErrInviteInvalid, err)
+		return pi, fmt.Errorf("%w: %w", k.invalid, err)
 	}
 	if err := checkName(p.Name); err != nil {
-		return pi, fmt.Errorf("%w: %w", ErrInviteInvalid, err)
+		return pi, fmt.Errorf("%w: %w", k.invalid, err)
 	}
 	pi.Name, pi.Expires, pi.token = p.Name, time.Unix(p.Expires, 0), p.Token
 	if !now.Before(pi.Expires) {
-		return pi, fmt.Errorf("%w (%s)", ErrInviteExpired, pi.Expires.UTC().Format(time.RFC3339))
+		return pi, fmt.Errorf("%w (%s)", k.expired, pi.Expires.UTC().Format(time.RFC3339))
 	}
 	return pi, nil
 }
@@ -209,6 +229,13 @@ func (c *Chat) CreateInvite(ctx context.Context, ttl time.Duration) (Invite, err
 	if ttl > maxInviteTTL {
 		return Invite{}, fmt.Errorf("%w: an invite lasts at most %s", ErrBadInput, maxInviteTTL)
 	}
+	return c.newTokenLink(ctx, ttl, InviteLinkPrefix, "invite-mac", invitePrefix)
+}
+
+// newTokenLink makes a one-time link carrying this device's card, the
+// display name, the expiry and a fresh token, and stores the token under
+// store (synced) for the request that will prove it.
+func (c *Chat) newTokenLink(ctx context.Context, ttl time.Duration, prefix, macLabel string, store ds.Key) (Invite, error) {
 	token := make([]byte, inviteTokenLen)
 	if _, err := rand.Read(token); err != nil {
 		return Invite{}, err
@@ -225,7 +252,7 @@ func (c *Chat) CreateInvite(ctx context.Context, ttl time.Duration) (Invite, err
 		Expires: expires.Unix(),
 		Token:   token,
 	}
-	if p.MAC, err = p.mac(); err != nil {
+	if p.MAC, err = p.macWith(macLabel); err != nil {
 		return Invite{}, err
 	}
 	b, err := canonicalEnc.Marshal(p)
@@ -233,10 +260,10 @@ func (c *Chat) CreateInvite(ctx context.Context, ttl time.Duration) (Invite, err
 		return Invite{}, err
 	}
 	tid := tokenID(token)
-	if err := c.putInvite(ctx, tid, pendingInvite{Expires: p.Expires, Token: token}); err != nil {
+	if err := c.putPending(ctx, store, tid, pendingInvite{Expires: p.Expires, Token: token}); err != nil {
 		return Invite{}, err
 	}
-	return Invite{Link: InviteLinkPrefix + base64.RawURLEncoding.EncodeToString(b), Token: hex.EncodeToString(tid), Expires: expires}, nil
+	return Invite{Link: prefix + base64.RawURLEncoding.EncodeToString(b), Token: hex.EncodeToString(tid), Expires: expires}, nil
 }
 
 func (c *Chat) ownPrekeySigned() ([]byte, error) {
@@ -246,11 +273,16 @@ func (c *Chat) ownPrekeySigned() ([]byte, error) {
 }
 
 func (c *Chat) putInvite(ctx context.Context, tid []byte, inv pendingInvite) error {
+	return c.putPending(ctx, invitePrefix, tid, inv)
+}
+
+// putPending stores a one-time token's state under prefix, synced.
+func (c *Chat) putPending(ctx context.Context, prefix ds.Key, tid []byte, inv pendingInvite) error {
 	b, err := canonicalEnc.Marshal(inv)
 	if err != nil {
 		return err
 	}
-	k := invitePrefix.ChildString(hex.EncodeToString(tid))
+	k := prefix.ChildString(hex.EncodeToString(tid))
 	sealed, err := sealAtRest(c.storeKey(), k.String(), b)
 	if err != nil {
 		return err
@@ -262,8 +294,12 @@ func (c *Chat) putInvite(ctx context.Context, tid []byte, inv pendingInvite) err
 }
 
 func (c *Chat) getInvite(ctx context.Context, tid []byte) (pendingInvite, bool) {
+	return c.getPending(ctx, invitePrefix, tid)
+}
+
+func (c *Chat) getPending(ctx context.Context, prefix ds.Key, tid []byte) (pendingInvite, bool) {
 	var inv pendingInvite
-	k := invitePrefix.ChildString(hex.EncodeToString(tid))
+	k := prefix.ChildString(hex.EncodeToString(tid))
 	sealed, err := c.ds.Get(ctx, k)
 	if err != nil {
 		return inv, false
@@ -320,11 +356,21 @@ func (c *Chat) loadPairSecrets(ctx context.Context) error {
 func (c *Chat) discoveryContacts() []DiscoveryContact {
 	c.mu.RLock()
 	defer c.mu.RUnlock()
-	out := make([]DiscoveryContact, 0, len(c.pairs))
+	out := make([]DiscoveryContact, 0, len(c.pairs)+1)
 	for a, secret := range c.pairs {
 		dc := DiscoveryContact{Account: a, PairSecret: secret}
 		if vc, ok := c.contacts[a]; ok {
 			dc.Devices = []DiscoveryDevice{{ID: vc.Cert.Device, Peer: vc.Peer.ID}}
+		}
+		out = append(out, dc)
+	}
+	// The account's own devices find each other the same way, under a
+	// secret derived from the account DAG's root.
+	if c.account != nil && len(c.ownDevs) > 0 {
+		dc := DiscoveryContact{Account: c.id.AccountID(), PairSecret: [PairSecretSize]byte(deriveSecret(c.account.root, "own-devices-rendezvous", PairSecretSize))}
+		for _, d := range c.ownDevs {
+			p, _ := peer.IDFromBytes(d.Peer)
+			dc.Devices = append(dc.Devices, DiscoveryDevice{ID: keyring.DeviceID(d.Device), Peer: p})
 		}
 		out = append(out, dc)
 	}
@@ -467,17 +513,8 @@ func (c *Chat) sendContactRequest(ctx context.Context, p peer.ID, req []byte) (c
 	var reply contactReply
 	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
-	if c.n.Host.Network().Connectedness(p) != network.Connected {
-		if c.n.DHT != nil && len(c.n.Host.Peerstore().Addrs(p)) == 0 {
-			ai, err := c.n.DHT.FindPeer(ctx, p)
-			if err != nil {
-				return reply, fmt.Errorf("cannot find the inviter on the network: %w", err)
-			}
-			c.n.Host.Peerstore().AddAddrs(p, ai.Addrs, time.Hour)
-		}
-		if err := c.n.Host.Connect(ctx, peer.AddrInfo{ID: p}); err != nil {
-			return reply, fmt.Errorf("cannot reach the inviter: %w", err)
-		}
+	if err := c.reach(ctx, p, "the inviter"); err != nil {
+		return reply, err
 	}
 	s, err := c.n.Host.NewStream(network.WithAllowLimitedConn(ctx, "glitr-contact"), p, ContactProtocol)
 	if err != nil {
@@ -500,6 +537,24 @@ func (c *Chat) sendContactRequest(ctx context.Context, p peer.ID, req []byte) (c
 		return reply, fmt.Errorf("%w: malformed answer: %w", ErrBadPeer, err)
 	}
 	return reply, nil
+}
+
+// reach connects to p, asking the DHT for its addresses when none is known.
+func (c *Chat) reach(ctx context.Context, p peer.ID, who string) error {
+	if c.n.Host.Network().Connectedness(p) == network.Connected {
+		return nil
+	}
+	if c.n.DHT != nil && len(c.n.Host.Peerstore().Addrs(p)) == 0 {
+		ai, err := c.n.DHT.FindPeer(ctx, p)
+		if err != nil {
+			return fmt.Errorf("cannot find %s on the network: %w", who, err)
+		}
+		c.n.Host.Peerstore().AddAddrs(p, ai.Addrs, time.Hour)
+	}
+	if err := c.n.Host.Connect(ctx, peer.AddrInfo{ID: p}); err != nil {
+		return fmt.Errorf("cannot reach %s: %w", who, err)
+	}
+	return nil
 }
 
 func (c *Chat) allowContactRequest(p peer.ID) bool {

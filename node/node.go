@@ -83,6 +83,11 @@ type Node struct {
 	chatMu      sync.RWMutex // guards Chat and locked after Start
 	locked      bool         // the keyring waits for its passphrase
 	unlockMu    sync.Mutex   // one Unlock at a time
+
+	catchupMetricsOnce sync.Once
+	catchupSessions    *prometheus.CounterVec
+	catchupBlocksIn    prometheus.Counter
+	catchupBytesIn     prometheus.Counter
 }
 
 // Start opens the data directory (taking its lock), loads the config and
@@ -190,12 +195,17 @@ func (n *Node) startChat(ctx context.Context, passphrase []byte) error {
 	if err := c.load(ctx); err != nil {
 		return fmt.Errorf("load conversations: %w", err)
 	}
-	sessions := prometheus.NewCounterVec(prometheus.CounterOpts{
-		Name: "glitr_catchup_sessions_total", Help: "Catch-up sessions by role and outcome.",
-	}, []string{"role", "outcome"})
-	blocksIn := prometheus.NewCounter(prometheus.CounterOpts{Name: "glitr_catchup_blocks_received_total", Help: "Blocks received through catch-up."})
-	bytesIn := prometheus.NewCounter(prometheus.CounterOpts{Name: "glitr_catchup_bytes_received_total", Help: "Catch-up bytes received, frames included."})
-	n.Metrics.MustRegister(sessions, blocksIn, bytesIn)
+	// The chat service can start more than once (after linking this
+	// device to another account); its metrics are registered once.
+	n.catchupMetricsOnce.Do(func() {
+		n.catchupSessions = prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "glitr_catchup_sessions_total", Help: "Catch-up sessions by role and outcome.",
+		}, []string{"role", "outcome"})
+		n.catchupBlocksIn = prometheus.NewCounter(prometheus.CounterOpts{Name: "glitr_catchup_blocks_received_total", Help: "Blocks received through catch-up."})
+		n.catchupBytesIn = prometheus.NewCounter(prometheus.CounterOpts{Name: "glitr_catchup_bytes_received_total", Help: "Catch-up bytes received, frames included."})
+		n.Metrics.MustRegister(n.catchupSessions, n.catchupBlocksIn, n.catchupBytesIn)
+	})
+	sessions, blocksIn, bytesIn := n.catchupSessions, n.catchupBlocksIn, n.catchupBytesIn
 	c.catchup = NewCatchup(n.Host, c, c, CatchupOptions{
 		Penalize: n.Penalize,
 		Logger:   n.log,
@@ -232,6 +242,7 @@ func (n *Node) startChat(ctx context.Context, passphrase []byte) error {
 	n.Host.SetStreamHandler(WelcomeProtocol, c.handleWelcome)
 	n.Host.SetStreamHandler(ContactProtocol, c.handleContactRequest)
 	n.Host.SetStreamHandler(HistoryProtocol, c.handleHistory)
+	n.Host.SetStreamHandler(LinkProtocol, c.handleLinkRequest)
 	c.mu.RLock()
 	for _, conv := range c.convs {
 		c.joinTopics(conv)

@@ -1,0 +1,103 @@
+package node
+
+import (
+	"context"
+	"errors"
+	"strings"
+	"testing"
+	"time"
+)
+
+// A fresh node linked to Ada's account becomes one more of her devices:
+// it gets the account (same key, name, contacts), every conversation with
+// its history, and from then on everything flows to both devices and to
+// the contact.
+func TestLinkDeviceSharesEverything(t *testing.T) {
+	ctx := context.Background()
+	ada := startTestNode(t, loopbackConfig(t))
+	bob := startTestNode(t, loopbackConfig(t))
+	phone := startTestNode(t, loopbackConfig(t))
+	for n, name := range map[*Node]string{ada: "Ada", bob: "Bob"} {
+		if _, err := n.CreateAccount(ctx, name, ""); err != nil {
+			t.Fatal(err)
+		}
+	}
+	connect(t, bob.Host, ada.Host)
+	inv, err := ada.CreateInvite(ctx, time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, conv, err := bob.AcceptInvite(ctx, inv.Link)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := bob.Send(ctx, conv, "before the phone", ""); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 10*time.Second, "Bob's message at Ada", func() bool { return hasText(t, ada, conv, "before the phone") })
+
+	code, err := ada.Chat.CreateLinkCode(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.HasPrefix(code.Link, LinkCodePrefix) {
+		t.Fatalf("link code %q", code.Link)
+	}
+	// An invite is not a link code, and a node in use cannot be linked.
+	if err := phone.Link(ctx, inv.Link); !errors.Is(err, ErrLinkInvalid) {
+		t.Fatalf("Link(invite) = %v, want ErrLinkInvalid", err)
+	}
+	if err := bob.Link(ctx, code.Link); !errors.Is(err, ErrNotFresh) {
+		t.Fatalf("Link on a node in use = %v, want ErrNotFresh", err)
+	}
+	connect(t, phone.Host, ada.Host)
+	start := time.Now()
+	if err := phone.Link(ctx, code.Link); err != nil {
+		t.Fatal(err)
+	}
+	if err := phone.Link(ctx, code.Link); err == nil {
+		t.Fatal("a used code linked again")
+	}
+	if got, want := phone.Chat.id.AccountID(), ada.Chat.id.AccountID(); got != want {
+		t.Fatalf("phone account %s, want Ada's %s", got, want)
+	}
+	eventually(t, 15*time.Second, "the conversation and its history on the phone", func() bool {
+		_, err := phone.Chat.conversation(conv)
+		return err == nil && hasText(t, phone, conv, "before the phone")
+	})
+	t.Logf("linked and showing the history after %s", time.Since(start).Round(time.Millisecond))
+	eventually(t, 15*time.Second, "the account DAG on the phone", func() bool {
+		info, err := phone.Account(ctx)
+		return err == nil && info.Name == "Ada" && info.State == AccountReady
+	})
+	if _, ok := phone.Chat.contacts[bob.Chat.id.AccountID()]; !ok {
+		t.Fatal("the phone does not know Bob")
+	}
+
+	// Everything flows to every device.
+	eventually(t, 15*time.Second, "the phone to write", func() bool {
+		_, err := phone.Send(ctx, conv, "from the phone", "")
+		return err == nil
+	})
+	for _, n := range []*Node{ada, bob} {
+		eventually(t, 15*time.Second, "the phone's message", func() bool { return hasText(t, n, conv, "from the phone") })
+	}
+	if _, err := bob.Send(ctx, conv, "to both devices", ""); err != nil {
+		t.Fatal(err)
+	}
+	for _, n := range []*Node{ada, phone} {
+		eventually(t, 15*time.Second, "Bob's reply on both devices", func() bool { return hasText(t, n, conv, "to both devices") })
+	}
+	if _, err := ada.Send(ctx, conv, "from the laptop", ""); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 15*time.Second, "the laptop's message on the phone", func() bool { return hasText(t, phone, conv, "from the laptop") })
+	// Account changes made on one device show on the other.
+	if err := phone.SetProfile(ctx, "Ada Lovelace", ""); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 15*time.Second, "the new name on the laptop", func() bool {
+		info, err := ada.Account(ctx)
+		return err == nil && info.Name == "Ada Lovelace"
+	})
+}
