@@ -31,6 +31,7 @@ func allOps() []Op {
 		AddMember{acct(1)}, RemoveMember{acct(2)}, SetAdmin{acct(3), true}, SetAdmin{Account: acct(3)},
 		Rotation{Payload: []byte{9}, Recipients: []Recipient{{Account: acct(1), Device: dev(1)}}},
 		DeviceAnnounce{Account: acct(1), Device: dev(1), Cert: []byte{7}, Prekey: []byte{8}},
+		DeviceRevoked{Revocation: []byte{6, 5}},
 		ProfileName{"me"}, ProfileAvatar{Mime: "image/jpeg", Data: []byte{3}},
 		SetPreference{"theme", "dark"}, SetPreference{Key: "lang"},
 		ContactUpdate{Account: acct(4), Name: &name, Verification: &v, Status: &st},

@@ -25,6 +25,7 @@ const (
 	KindSetAdmin       OpKind = 11
 	KindRotation       OpKind = 12
 	KindDeviceAnnounce OpKind = 13
+	KindDeviceRevoked  OpKind = 14
 )
 
 // Account op kinds.
@@ -140,6 +141,13 @@ type DeviceAnnounce struct {
 	Prekey []byte `cbor:"p,omitempty"`
 }
 
+// DeviceRevoked publishes in a conversation an account root's signed
+// revocation of one of its devices (opaque here; keyring.VerifyRevocation
+// reads it), so every member refuses that device's later blocks.
+type DeviceRevoked struct {
+	Revocation []byte `cbor:"r"`
+}
+
 // ProfileName sets the account's display name (LWW).
 type ProfileName struct {
 	Name string `cbor:"n"`
@@ -237,6 +245,7 @@ func (RemoveMember) Kind() OpKind       { return KindRemoveMember }
 func (SetAdmin) Kind() OpKind           { return KindSetAdmin }
 func (Rotation) Kind() OpKind           { return KindRotation }
 func (DeviceAnnounce) Kind() OpKind     { return KindDeviceAnnounce }
+func (DeviceRevoked) Kind() OpKind      { return KindDeviceRevoked }
 func (ProfileName) Kind() OpKind        { return KindProfileName }
 func (ProfileAvatar) Kind() OpKind      { return KindProfileAvatar }
 func (SetPreference) Kind() OpKind      { return KindPreference }
@@ -350,6 +359,13 @@ func (o DeviceAnnounce) validate() error {
 	return nil
 }
 
+func (o DeviceRevoked) validate() error {
+	if len(o.Revocation) == 0 || len(o.Revocation) > MaxCertLen {
+		return fmt.Errorf("device revoked: revocation %d bytes, want 1..%d", len(o.Revocation), MaxCertLen)
+	}
+	return nil
+}
+
 func (o ProfileName) validate() error   { return checkText("profile name", o.Name, MaxTitleLen, false) }
 func (o ProfileAvatar) validate() error { return checkBlob(o.Mime, o.Data) }
 
@@ -453,6 +469,8 @@ func decodeKnown(k OpKind, raw []byte) (op Op, ok bool, err error) {
 		return decodeAs[Rotation](raw)
 	case KindDeviceAnnounce:
 		return decodeAs[DeviceAnnounce](raw)
+	case KindDeviceRevoked:
+		return decodeAs[DeviceRevoked](raw)
 	case KindProfileName:
 		return decodeAs[ProfileName](raw)
 	case KindProfileAvatar:
@@ -474,5 +492,5 @@ func decodeKnown(k OpKind, raw []byte) (op Op, ok bool, err error) {
 }
 
 func knownKind(k OpKind) bool {
-	return (k >= KindMessage && k <= KindDeviceAnnounce) || (k >= KindProfileName && k <= KindReadMark)
+	return (k >= KindMessage && k <= KindDeviceRevoked) || (k >= KindProfileName && k <= KindReadMark)
 }

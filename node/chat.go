@@ -66,6 +66,8 @@ type Chat struct {
 	welcomedBy map[string]peer.ID
 	pairs      map[keyring.AccountID][PairSecretSize]byte // rendezvous secrets by contact
 	ownDevs    map[keyring.DeviceID]ownDevice             // the account's other devices
+	// revokedSelf: another device removed this one from the account.
+	revokedSelf selfRevoked
 	// discovery finds contacts through the DHT; set once at start.
 	discovery *Discovery
 
@@ -112,6 +114,8 @@ type conversation struct {
 	cipher *keyring.Cipher
 	state  *crdt.Conversation
 	acct   *crdt.Account // set instead of state for the account DAG
+	// revoked holds the revocations published in this conversation.
+	revoked map[keyring.DeviceID]keyring.Revocation
 	// acctEpochLamport is the Lamport clock of the account-DAG rotation
 	// this device sends under.
 	acctEpochLamport uint64
@@ -182,6 +186,9 @@ func (c *Chat) load(ctx context.Context) error {
 		return err
 	}
 	if err := c.loadOwnDevices(ctx); err != nil {
+		return err
+	}
+	if err := c.loadSelfRevoked(ctx); err != nil {
 		return err
 	}
 	accountID, err := c.accountConversationID(ctx)
@@ -263,12 +270,14 @@ func (c *Chat) openConversation(ctx context.Context, hexID string, sealedRoot []
 			if _, err := conv.applyBatch(batch); err != nil {
 				return nil, err
 			}
+			c.noteRevocations(conv, batch)
 			batch = batch[:0]
 		}
 	}
 	if _, err := conv.applyBatch(batch); err != nil {
 		return nil, err
 	}
+	c.noteRevocations(conv, batch)
 	return conv, nil
 }
 
@@ -283,6 +292,7 @@ func newConversation(id, root []byte, ciph *keyring.Cipher) *conversation {
 		topics:       map[string]*joinedTopic{},
 		lastSync:     map[peer.ID]time.Time{},
 		syncPending:  map[peer.ID]bool{},
+		revoked:      map[keyring.DeviceID]keyring.Revocation{},
 		syncFailures: map[peer.ID]int{},
 	}
 }
@@ -532,6 +542,9 @@ func (s blockSigner) Sign(msg []byte) ([]byte, error) {
 // commitOwn builds, persists and applies one of this device's blocks, then
 // publishes it. conv.mu must not be held.
 func (c *Chat) commitOwn(ctx context.Context, conv *conversation, ops []crdt.Op) (dag.Block, error) {
+	if c.revokedSelf.Load() {
+		return dag.Block{}, ErrDeviceRevoked
+	}
 	conv.mu.Lock()
 	// Members seal new epochs to the prekey this device announced.
 	if ann, err := c.ownAnnounce(conv); err != nil {
@@ -561,6 +574,7 @@ func (c *Chat) commitOwn(ctx context.Context, conv *conversation, ops []crdt.Op)
 	if hasRotationOps([]crdt.Event{ev}) {
 		c.noteRotations(conv)
 	}
+	c.noteRevocations(conv, []crdt.Event{ev})
 	conv.mu.Unlock()
 	c.publish(conv, blk)
 	return blk, nil

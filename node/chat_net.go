@@ -171,7 +171,7 @@ var (
 )
 
 type ingestResult struct {
-	committed, staged, duplicates, notReady int
+	committed, staged, duplicates, notReady, revoked int
 }
 
 // ingest opens, authenticates, commits and applies envelopes from a peer.
@@ -299,6 +299,11 @@ func (c *Chat) ingest(ctx context.Context, conv *conversation, from peer.ID, env
 				openErr = fmt.Errorf("%w: first block of a device without a valid certificate", ErrBadPeer)
 				break
 			}
+		}
+		if conv.revokedBlock(in) {
+			// Written by a device after its account revoked it.
+			res.revoked++
+			continue
 		}
 		if !live && in.Seq <= held[in.Author] {
 			// Below what we hold of this author: a duplicate, unless it is
@@ -428,6 +433,7 @@ func (c *Chat) ingest(ctx context.Context, conv *conversation, from peer.ID, env
 	if conv.acct != nil {
 		c.noteAccountRotations(conv, events)
 	}
+	c.noteRevocations(conv, events)
 	if hasRotationOps(events) && c.noteRotations(conv) {
 		// Blocks sealed under the new epoch may have been refused
 		// before it was installed: fetch them again.

@@ -127,6 +127,9 @@ func (c *Chat) memberRecipients(conv *conversation, extra []VerifiedCard, now ti
 			if d.Device == crdt.DeviceID(selfDev) || len(d.Prekey) == 0 {
 				continue
 			}
+			if _, revoked := conv.revoked[keyring.DeviceID(d.Device)]; revoked {
+				continue
+			}
 			if spk, err := keyring.VerifyPrekey(d.Prekey); err == nil && spk.Device == keyring.DeviceID(d.Device) {
 				consider(a, spk)
 			}
@@ -140,6 +143,9 @@ func (c *Chat) memberRecipients(conv *conversation, extra []VerifiedCard, now ti
 	}
 	for _, vc := range extra {
 		consider(vc.Cert.Account, vc.Prekey)
+	}
+	for d := range conv.revoked {
+		delete(keys, d) // a contact's card may name a revoked device
 	}
 	recips := []keyring.SignedPrekey{own}
 	crdtRecips := []crdt.Recipient{{Account: crdt.AccountID(selfAcct), Device: crdt.DeviceID(selfDev)}}

@@ -259,6 +259,7 @@ func (c *Chat) ingestHistory(ctx context.Context, conv *conversation, from peer.
 	} else if hasRotationOps(events) {
 		c.noteRotations(conv)
 	}
+	c.noteRevocations(conv, events)
 	if len(events) > 0 {
 		c.events.publish(Event{Kind: "state", Conversation: conv.hexID})
 	}

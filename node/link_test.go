@@ -6,6 +6,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/glitr-chat/glitr/crdt"
 )
 
 // A fresh node linked to Ada's account becomes one more of her devices:
@@ -100,4 +102,101 @@ func TestLinkDeviceSharesEverything(t *testing.T) {
 		info, err := ada.Account(ctx)
 		return err == nil && info.Name == "Ada Lovelace"
 	})
+}
+
+// Revoking a device while it is offline: when it returns it cannot read
+// what was sent after, its new blocks are refused by everyone, and it
+// shows that it was removed.
+func TestRevokeOfflineDevice(t *testing.T) {
+	ctx := context.Background()
+	ada := startTestNode(t, loopbackConfig(t))
+	bob := startTestNode(t, loopbackConfig(t))
+	phoneDir, err := Init(t.TempDir(), loopbackConfig(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	phone, err := Start(ctx, phoneDir, Options{Logger: testLogger(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for n, name := range map[*Node]string{ada: "Ada", bob: "Bob"} {
+		if _, err := n.CreateAccount(ctx, name, ""); err != nil {
+			t.Fatal(err)
+		}
+	}
+	connect(t, bob.Host, ada.Host)
+	inv, _ := ada.CreateInvite(ctx, time.Hour)
+	_, conv, err := bob.AcceptInvite(ctx, inv.Link)
+	if err != nil {
+		t.Fatal(err)
+	}
+	connect(t, phone.Host, ada.Host)
+	code, _ := ada.Chat.CreateLinkCode(ctx)
+	if err := phone.Link(ctx, code.Link); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 15*time.Second, "the phone to join the conversation", func() bool {
+		_, err := phone.Chat.conversation(conv)
+		return err == nil
+	})
+	eventually(t, 15*time.Second, "the phone to write", func() bool {
+		_, err := phone.Send(ctx, conv, "phone before", "")
+		return err == nil
+	})
+	eventually(t, 15*time.Second, "the phone's message at Bob", func() bool { return hasText(t, bob, conv, "phone before") })
+	phoneDev := phone.Chat.id.DeviceID()
+	phone.Close()
+
+	// Revoked from the laptop while the phone is away.
+	if err := ada.Chat.RevokeDevice(ctx, ada.Chat.id.DeviceID()); !errors.Is(err, ErrNotOwnDevice) {
+		t.Fatalf("revoking the device in use = %v, want ErrNotOwnDevice", err)
+	}
+	if err := ada.Chat.RevokeDevice(ctx, phoneDev); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := ada.Send(ctx, conv, "after the phone was lost", ""); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 15*time.Second, "the laptop's message at Bob", func() bool { return hasText(t, bob, conv, "after the phone was lost") })
+
+	phone, err = Start(ctx, phoneDir, Options{Logger: testLogger(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer phone.Close()
+	connect(t, phone.Host, ada.Host)
+	connect(t, phone.Host, bob.Host)
+	eventually(t, 20*time.Second, "the phone to learn it was removed", func() bool {
+		info, err := phone.Account(ctx)
+		return err == nil && info.State == AccountRevoked
+	})
+	if _, err := phone.Send(ctx, conv, "phone after", ""); !errors.Is(err, ErrDeviceRevoked) {
+		t.Fatalf("send from a revoked device = %v, want ErrDeviceRevoked", err)
+	}
+	time.Sleep(time.Second)
+	if hasText(t, phone, conv, "after the phone was lost") {
+		t.Fatal("the revoked device read a message sent after its revocation")
+	}
+
+	// A block the thief writes anyway (bypassing its own node's refusal)
+	// is refused by the others.
+	pc, _ := phone.Chat.conversation(conv)
+	phone.Chat.revokedSelf.Store(false)
+	blk, err := phone.Chat.commitOwn(ctx, pc, []crdt.Op{crdt.Message{Text: "forged after revocation"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	env, err := blk.EnvelopeBytes()
+	if err != nil {
+		t.Fatal(err)
+	}
+	bc, _ := bob.Chat.conversation(conv)
+	res, err := bob.Chat.ingest(ctx, bc, phone.Host.ID(), [][]byte{env}, false)
+	if res.revoked != 1 || res.committed != 0 {
+		t.Fatalf("Bob's ingest of the revoked device's block: %+v, %v; want refused as revoked", res, err)
+	}
+	time.Sleep(time.Second)
+	if hasText(t, bob, conv, "forged after revocation") || hasText(t, ada, conv, "forged after revocation") {
+		t.Fatal("a block written after the revocation was accepted")
+	}
 }

@@ -98,7 +98,10 @@ func (n *Node) Account(ctx context.Context) (AccountInfo, error) {
 	c.idMu.Lock()
 	_, info.HasPassphrase = c.id.prot.(keyring.Passphrase)
 	c.idMu.Unlock()
-	if v.name == "" {
+	switch {
+	case c.revokedSelf.Load():
+		info.State = AccountRevoked
+	case v.name == "":
 		info.State = AccountNew
 	}
 	return info, nil

@@ -1,0 +1,161 @@
+package node
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync/atomic"
+	"time"
+
+	ds "github.com/ipfs/go-datastore"
+
+	"github.com/glitr-chat/glitr/crdt"
+	"github.com/glitr-chat/glitr/dag"
+	"github.com/glitr-chat/glitr/keyring"
+)
+
+// Revoking a device (docs/devices.md). Any device of the account revokes
+// another: a DeviceRevoke op in the account DAG and a new account epoch
+// without it; in every conversation a DeviceRevoked op carrying a
+// revocation signed by the account root — its LastSeq is what this
+// conversation holds of the device, its cutoff now — and a new epoch sealed
+// to every device but the revoked one. Every member records the
+// revocation and refuses the device's blocks beyond it; the revoked device
+// reads nothing sent afterwards and, once it learns of it, shows that it
+// was removed and writes nothing more.
+
+// Errors of device revocation.
+var (
+	ErrDeviceRevoked = errors.New("this device was removed from its account")
+	ErrNotOwnDevice  = errors.New("not another device of this account")
+)
+
+// AccountRevoked is the account state of a device that was removed.
+const AccountRevoked = "revoked"
+
+var revokedSelfKey = ds.NewKey("/revoked-self")
+
+// selfRevoked records that this device was revoked.
+type selfRevoked struct{ atomic.Bool }
+
+func (c *Chat) markSelfRevoked() {
+	if c.revokedSelf.Swap(true) {
+		return
+	}
+	if err := c.ds.Put(c.ctx, revokedSelfKey, []byte{1}); err != nil {
+		c.log.Error("record the revocation of this device", "err", err)
+	}
+	c.log.Warn("this device was removed from its account by another device")
+	c.events.publish(Event{Kind: "account"})
+}
+
+func (c *Chat) loadSelfRevoked(ctx context.Context) error {
+	ok, err := c.ds.Has(ctx, revokedSelfKey)
+	if err != nil {
+		return err
+	}
+	c.revokedSelf.Store(ok)
+	return nil
+}
+
+// noteRevocations records the revocations carried by events. conv.mu is
+// held.
+func (c *Chat) noteRevocations(conv *conversation, events []crdt.Event) {
+	self := c.id.DeviceID()
+	for _, ev := range events {
+		for _, op := range ev.Ops {
+			switch op := op.(type) {
+			case crdt.DeviceRevoked:
+				r, err := keyring.VerifyRevocation(op.Revocation)
+				if err != nil {
+					continue
+				}
+				// Only the device's own account root can revoke it.
+				if acct, ok := conv.accounts[dag.DeviceID(r.Device)]; ok && keyring.AccountID(acct) != r.Account {
+					continue
+				}
+				if cur, ok := conv.revoked[r.Device]; !ok || r.LastSeq < cur.LastSeq {
+					conv.revoked[r.Device] = r
+				}
+				if r.Device == self && r.Account == c.id.AccountID() {
+					c.markSelfRevoked()
+				}
+			case crdt.DeviceRevoke:
+				if conv.acct != nil && keyring.DeviceID(op.Device) == self && ev.Account == crdt.AccountID(c.id.AccountID()) {
+					c.markSelfRevoked()
+				}
+			}
+		}
+	}
+}
+
+// revokedBlock reports whether a block is beyond its author's revocation.
+// conv.mu is held.
+func (conv *conversation) revokedBlock(in *dag.Inner) bool {
+	r, ok := conv.revoked[keyring.DeviceID(in.Author)]
+	return ok && r.Accepts(keyring.DeviceID(in.Author), in.Seq, time.UnixMilli(in.Time)) != nil
+}
+
+// RevokeDevice removes another device of this account.
+func (c *Chat) RevokeDevice(ctx context.Context, d keyring.DeviceID) error {
+	if d == c.id.DeviceID() {
+		return fmt.Errorf("%w: this is the device you are using; revoke it from another one", ErrNotOwnDevice)
+	}
+	c.mu.RLock()
+	_, ok := c.ownDevs[d]
+	acct := c.account
+	convs := make([]*conversation, 0, len(c.convs))
+	for _, conv := range c.convs {
+		convs = append(convs, conv)
+	}
+	c.mu.RUnlock()
+	if !ok {
+		return fmt.Errorf("%w: %s", ErrNotOwnDevice, d.String()[:16])
+	}
+	if c.id.Keyring.Account == nil {
+		return errors.New("this device does not hold the account root key")
+	}
+	// Forget it first: the new epochs below are not sealed to it.
+	if err := c.ds.Delete(ctx, ownDevicePrefix.ChildString(d.String())); err != nil && !errors.Is(err, ds.ErrNotFound) {
+		return err
+	}
+	c.mu.Lock()
+	delete(c.ownDevs, d)
+	c.mu.Unlock()
+	if c.discovery != nil {
+		c.discovery.ContactsChanged()
+	}
+	now := c.now()
+	var errs []error
+	for _, conv := range convs {
+		vec, err := c.store.SeqVector(ctx, conv.dagID)
+		if err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		rev, err := c.id.Keyring.Account.Revoke(d, vec[dag.DeviceID(d)], now, now)
+		if err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		r, err := keyring.VerifyRevocation(rev)
+		if err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		conv.mu.Lock()
+		conv.revoked[d] = r
+		conv.mu.Unlock()
+		if _, err := c.rotate(ctx, conv, []crdt.Op{crdt.DeviceRevoked{Revocation: rev}}, nil, nil); err != nil {
+			errs = append(errs, fmt.Errorf("conversation %s: %w", conv.hexID, err))
+		}
+	}
+	if acct != nil {
+		if _, err := c.rotateAccount(ctx, acct, []crdt.Op{crdt.DeviceRevoke{Device: crdt.DeviceID(d)}}); err != nil {
+			errs = append(errs, fmt.Errorf("account DAG: %w", err))
+		}
+	}
+	c.events.publish(Event{Kind: "devices"})
+	c.log.Info("device revoked", "device", d.String()[:16])
+	return errors.Join(errs...)
+}
