@@ -431,8 +431,14 @@ try {
     await shot(pa, 'big-conversation');
   });
 
-  await step('settings: theme, language, privacy', async () => {
+  await step('settings: profile picture, theme, language, privacy', async () => {
     await pa.goto(a.origin + '/#/settings');
+    await pa.getByLabel('Choose a picture').setInputFiles(join(webui, 'public', 'icon-192.png'));
+    await pa.getByRole('button', { name: 'Remove picture' }).waitFor();
+    await pa.getByRole('button', { name: 'Save' }).click();
+    for (let i = 0; i < 100 && !(await a.api('GET', '/account')).avatar; i++) await sleep(100);
+    assert((await a.api('GET', '/account')).avatar.startsWith('data:image/jpeg;base64,'), 'avatar stored');
+    await pa.locator('nav img.avatar').waitFor();
     await pa.getByLabel('Theme').selectOption('dark');
     await pa.waitForFunction(() => document.documentElement.dataset.theme === 'dark');
     await shot(pa, 'settings-dark');
