@@ -428,8 +428,13 @@ func (c *Chat) noteAccountRotations(conv *conversation, events []crdt.Event) {
 }
 
 // Link links this (fresh) node to the account of the device that showed
-// code: afterwards it is one more device of that account.
+// code: afterwards it is one more device of that account. It implements
+// webui.DevicesBackend; errors also match the API's sentinels.
 func (n *Node) Link(ctx context.Context, code string) error {
+	return devicesErr(n.link(ctx, code))
+}
+
+func (n *Node) link(ctx context.Context, code string) error {
 	c, err := n.readyChat()
 	if err != nil {
 		return err

@@ -4,10 +4,13 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"sync/atomic"
 	"time"
 
 	ds "github.com/ipfs/go-datastore"
+	"github.com/libp2p/go-libp2p/core/network"
+	"github.com/libp2p/go-libp2p/core/peer"
 
 	"github.com/glitr-chat/glitr/crdt"
 	"github.com/glitr-chat/glitr/dag"
@@ -158,4 +161,61 @@ func (c *Chat) RevokeDevice(ctx context.Context, d keyring.DeviceID) error {
 	c.events.publish(Event{Kind: "devices"})
 	c.log.Info("device revoked", "device", d.String()[:16])
 	return errors.Join(errs...)
+}
+
+// DeviceInfo describes a device of this account for the device list.
+type DeviceInfo struct {
+	Device  string    // hex device key
+	Name    string    // from its certificate
+	Added   time.Time // its certificate's creation
+	Self    bool      // the device answering
+	Online  bool      // connected right now
+	Revoked bool
+}
+
+// Devices lists the account's devices: this one, the linked ones and the
+// revoked ones, from the account DAG and what this device knows of them.
+func (c *Chat) Devices() []DeviceInfo {
+	v := c.accountSnapshot()
+	self := c.id.DeviceID()
+	byDev := map[keyring.DeviceID]*DeviceInfo{}
+	add := func(d keyring.DeviceID, cert []byte) *DeviceInfo {
+		di := byDev[d]
+		if di == nil {
+			di = &DeviceInfo{Device: d.String(), Self: d == self}
+			byDev[d] = di
+		}
+		if vc, err := keyring.VerifyCertificate(cert); err == nil && vc.Device == d {
+			di.Name, di.Added = vc.Name, vc.Created
+		}
+		return di
+	}
+	add(self, c.id.Cert)
+	for _, d := range v.devices {
+		di := add(keyring.DeviceID(d.Device), d.Cert)
+		di.Revoked = d.Revoked
+	}
+	c.mu.RLock()
+	for d, od := range c.ownDevs {
+		di := add(d, od.Cert)
+		if p, err := peer.IDFromBytes(od.Peer); err == nil {
+			di.Online = c.n.Host.Network().Connectedness(p) == network.Connected
+		}
+	}
+	c.mu.RUnlock()
+	byDev[self].Online = true
+	out := make([]DeviceInfo, 0, len(byDev))
+	for _, di := range byDev {
+		out = append(out, *di)
+	}
+	slices.SortFunc(out, func(a, b DeviceInfo) int {
+		if a.Self != b.Self {
+			if a.Self {
+				return -1
+			}
+			return 1
+		}
+		return a.Added.Compare(b.Added)
+	})
+	return out
 }

@@ -182,6 +182,7 @@ func (s *Server) Handler() http.Handler {
 	api.HandleFunc("GET /api/v1/status", s.handleStatus)
 	s.registerChat(api)
 	s.registerPeople(api)
+	s.registerDevices(api)
 	api.HandleFunc("/api/", func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusNotFound, "no such API endpoint")
 	})

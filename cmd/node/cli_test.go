@@ -168,3 +168,47 @@ func TestCLIErrors(t *testing.T) {
 		t.Fatalf("run on a relay dir: %v", err)
 	}
 }
+
+// A second device joins the account through the CLI, shows in the device
+// list, and is revoked.
+func TestLinkAndRevokeDeviceThroughTheCLI(t *testing.T) {
+	root := t.TempDir()
+	laptop, phone := filepath.Join(root, "laptop"), filepath.Join(root, "phone")
+	startCLINode(t, laptop)
+	var boot string
+	for _, f := range strings.Fields(glitr(t, "--data", laptop, "id", "--addrs")) {
+		if strings.HasSuffix(strings.Split(f, "/p2p/")[0], "/quic-v1") {
+			boot = f
+			break
+		}
+	}
+	startCLINode(t, phone, "--bootstrap", boot)
+	glitr(t, "--data", laptop, "account", "setup", "--name", "Ada")
+	code := strings.TrimSpace(glitr(t, "--data", laptop, "device", "link-code"))
+	if !strings.HasPrefix(code, "web+glitr:link/") {
+		t.Fatalf("link-code printed %q", code)
+	}
+	glitr(t, "--data", phone, "link", code)
+	if _, err := try("--data", phone, "link", code); err == nil {
+		t.Fatal("a used link code linked again")
+	}
+	var phoneDevice string
+	waitFor(t, "the laptop to list the phone online", func() bool {
+		out, err := try("--data", laptop, "devices")
+		lines := strings.Split(strings.TrimSpace(out), "\n")
+		if err != nil || len(lines) != 2 || !strings.Contains(lines[0], "this device") || !strings.HasSuffix(lines[1], "online") {
+			return false
+		}
+		phoneDevice = strings.Fields(lines[1])[0]
+		return true
+	})
+	waitFor(t, "the phone to carry the account's name", func() bool {
+		out, err := try("--data", phone, "devices")
+		return err == nil && strings.Count(out, "\n") == 2
+	})
+	glitr(t, "--data", laptop, "device", "revoke", phoneDevice)
+	waitFor(t, "the phone to be listed as revoked", func() bool {
+		out, err := try("--data", laptop, "devices")
+		return err == nil && strings.Contains(out, "revoked")
+	})
+}

@@ -81,6 +81,12 @@ People:
   group create ACCOUNT...  start a group (--title T); group add|remove CONV ACCOUNT,
                            group leave CONV, group title CONV TITLE
 
+Devices:
+  devices                  list this account's devices
+  device link-code         print a one-time code that links a new device (10 minutes)
+  link CODE                on a fresh node: become a device of the code's account
+  device revoke DEVICE     remove a device: it reads nothing new, its messages are refused
+
 Global flags:
   --data DIR          data directory (default $GLITR_DATA or the user config dir)
   --log-level LEVEL   debug, info, warn or error (default info)
@@ -180,6 +186,9 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		"invite":   cmdInvite,
 		"accept":   cmdAccept,
 		"group":    cmdGroup,
+		"devices":  cmdDevices,
+		"device":   cmdDevice,
+		"link":     cmdLink,
 	}
 	f, ok := commands[cmd]
 	if !ok {
