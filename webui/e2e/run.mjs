@@ -124,6 +124,8 @@ try {
   openPages.push(pa, pb);
   for (const [p, n] of [[pa, 'alice'], [pb, 'bob']]) {
     p.on('pageerror', (e) => { failures++; log(`page error (${n}): ${e.message}`); });
+    // The app must live within its own CSP: any violation fails the run.
+    p.on('console', (m) => { if (/Content Security Policy/i.test(m.text())) { failures++; log(`CSP violation (${n}): ${m.text()}`); } });
   }
 
   const onboard = async (page, node, name, passphrase) => {
@@ -299,6 +301,24 @@ try {
     await pa.goto(a.origin + '/#/');
     await pa.locator('.conv-item', { hasText: 'Bob' }).click();
     await composer(pa).waitFor();
+  });
+
+  await step('notifications for messages that arrive while the tab is hidden', async () => {
+    // Headless tabs are never hidden and have no notification centre:
+    // hide the tab and record Notification calls.
+    await pb.evaluate(() => {
+      window.__notes = [];
+      window.Notification = class { constructor(title, o) { window.__notes.push({ title, body: o && o.body }); } static permission = 'granted'; };
+      Object.defineProperty(document, 'hidden', { configurable: true, get: () => true });
+      Object.defineProperty(document, 'visibilityState', { configurable: true, get: () => 'hidden' });
+    });
+    await pb.goto(b.origin + '/#/contacts'); // out of the conversation: nothing is read
+    await a.api('POST', '/conversations/' + (await a.api('GET', '/conversations')).find((c) => !c.title).id + '/messages', { text: 'are you there?' });
+    await pb.waitForFunction(() => window.__notes.length > 0, null, { timeout: 15000 });
+    const notes = await pb.evaluate(() => window.__notes);
+    assert(notes[0].title === 'Alice' && !JSON.stringify(notes).includes('are you there'), 'notification names the chat, not the text: ' + JSON.stringify(notes));
+    await pb.evaluate(() => { delete document.hidden; delete document.visibilityState; });
+    await pb.goBack();
   });
 
   await step('offline recipient: stop Bob, send, restart, see delivery', async () => {
