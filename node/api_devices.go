@@ -13,13 +13,16 @@ import (
 // The node answers webui.DevicesBackend: the device list, link codes,
 // linking and revocation.
 
-var _ webui.DevicesBackend = (*Node)(nil)
+var (
+	_ webui.DevicesBackend = (*Node)(nil)
+	_ webui.BackupBackend  = (*Node)(nil)
+)
 
 func devicesErr(err error) error {
 	switch {
 	case err == nil:
 		return nil
-	case errors.Is(err, ErrLinkInvalid), errors.Is(err, ErrLinkExpired), errors.Is(err, ErrLinkUsed), errors.Is(err, ErrNotOwnDevice), errors.Is(err, ErrBadInput):
+	case errors.Is(err, ErrLinkInvalid), errors.Is(err, ErrLinkExpired), errors.Is(err, ErrLinkUsed), errors.Is(err, ErrNotOwnDevice), errors.Is(err, ErrBadInput), errors.Is(err, ErrNoRecoveryKey):
 		return fmt.Errorf("%w: %w", webui.ErrBadRequest, err)
 	case errors.Is(err, ErrNotFresh):
 		return fmt.Errorf("%w: %w", webui.ErrConflict, err)

@@ -516,13 +516,14 @@ func (n *Node) link(ctx context.Context, code string) error {
 	if err := linkDec.Unmarshal(plain, &bundle); err != nil {
 		return fmt.Errorf("%w: link bundle: %w", ErrBadPeer, err)
 	}
-	return n.adoptAccount(ctx, pl.Card.Cert.Account, bundle)
+	return n.adoptAccount(ctx, pl.Card.Cert.Account, bundle, nil)
 }
 
 // adoptAccount makes this device one of the bundle's account: it checks
 // the bundle, rewrites the keyring, replaces the provisional account's
-// chat state and restarts the chat service.
-func (n *Node) adoptAccount(ctx context.Context, want keyring.AccountID, b linkBundle) error {
+// chat state and restarts the chat service. rejoin (conversation id ‖
+// root secret) names conversations to ask members for (a restore).
+func (n *Node) adoptAccount(ctx context.Context, want keyring.AccountID, b linkBundle, rejoin [][]byte) error {
 	acct, err := keyring.AccountKeyFromSeed(b.AccountSeed)
 	if err != nil || acct.ID() != want {
 		return fmt.Errorf("%w: the bundle's account key is not the account of the code", ErrBadPeer)
@@ -537,7 +538,7 @@ func (n *Node) adoptAccount(ctx context.Context, want keyring.AccountID, b linkB
 	if err != nil || cert.Account != want || cert.Device != old.id.DeviceID() {
 		return fmt.Errorf("%w: the bundle's certificate is not for this device", ErrBadPeer)
 	}
-	if len(b.AccountConv) != 16 {
+	if len(b.AccountConv) != 16 && rejoin == nil {
 		return fmt.Errorf("%w: the bundle names no account DAG", ErrBadPeer)
 	}
 	old.close()
@@ -547,7 +548,7 @@ func (n *Node) adoptAccount(ctx context.Context, want keyring.AccountID, b linkB
 	n.chatMu.Unlock()
 
 	// The provisional account's chat state goes; the store key stays.
-	for _, prefix := range []ds.Key{convPrefix, keysPrefix, contactPrefix, pairPrefix, invitePrefix, linkPrefix, ownDevicePrefix, accountKey} {
+	for _, prefix := range []ds.Key{convPrefix, keysPrefix, contactPrefix, pairPrefix, invitePrefix, linkPrefix, ownDevicePrefix, rejoinPrefix, accountKey} {
 		if err := deletePrefix(ctx, n.Store, prefix); err != nil {
 			return fmt.Errorf("clear the provisional account: %w", err)
 		}
@@ -562,8 +563,23 @@ func (n *Node) adoptAccount(ctx context.Context, want keyring.AccountID, b linkB
 		return err
 	}
 	storeKey := id.Keyring.Secrets[storeKeyName]
-	if err := n.Store.Put(ctx, accountKey, []byte(hex.EncodeToString(b.AccountConv))); err != nil {
-		return err
+	if len(b.AccountConv) == 16 {
+		if err := n.Store.Put(ctx, accountKey, []byte(hex.EncodeToString(b.AccountConv))); err != nil {
+			return err
+		}
+	}
+	for _, r := range rejoin {
+		if len(r) != 16+32 {
+			continue
+		}
+		k := rejoinPrefix.ChildString(hex.EncodeToString(r[:16]))
+		sealed, err := sealAtRest(storeKey, k.String(), r[16:])
+		if err != nil {
+			return err
+		}
+		if err := n.Store.Put(ctx, k, sealed); err != nil {
+			return err
+		}
 	}
 	for _, card := range b.Contacts {
 		vc, err := verifyCard(card, time.Time{})

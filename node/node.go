@@ -243,6 +243,7 @@ func (n *Node) startChat(ctx context.Context, passphrase []byte) error {
 	n.Host.SetStreamHandler(ContactProtocol, c.handleContactRequest)
 	n.Host.SetStreamHandler(HistoryProtocol, c.handleHistory)
 	n.Host.SetStreamHandler(LinkProtocol, c.handleLinkRequest)
+	n.Host.SetStreamHandler(RejoinProtocol, c.handleRejoin)
 	c.mu.RLock()
 	for _, conv := range c.convs {
 		c.joinTopics(conv)
@@ -257,6 +258,7 @@ func (n *Node) startChat(ctx context.Context, passphrase []byte) error {
 	})
 	c.wg.Go(c.antiEntropy)
 	c.wg.Go(c.dialContacts)
+	c.wg.Go(c.rejoinLoop)
 	// Rebuilding the CRDT states from the blocks leaves a lot of garbage
 	// behind; hand those pages back now rather than whenever the scavenger
 	// gets to them (a phone-sized budget matters more than a few ms here).

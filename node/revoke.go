@@ -112,7 +112,7 @@ func (c *Chat) RevokeDevice(ctx context.Context, d keyring.DeviceID) error {
 		convs = append(convs, conv)
 	}
 	c.mu.RUnlock()
-	if !ok {
+	if !ok && !c.seenOwnDevice(d) {
 		return fmt.Errorf("%w: %s", ErrNotOwnDevice, d.String()[:16])
 	}
 	if c.id.Keyring.Account == nil {
@@ -163,6 +163,36 @@ func (c *Chat) RevokeDevice(ctx context.Context, d keyring.DeviceID) error {
 	return errors.Join(errs...)
 }
 
+// seenOwnDevice reports whether d announced itself as a device of this
+// account in some conversation (a device from before a restore).
+func (c *Chat) seenOwnDevice(d keyring.DeviceID) bool {
+	for _, dc := range c.conversationDevices() {
+		if keyring.DeviceID(dc.Device) == d {
+			return true
+		}
+	}
+	return false
+}
+
+// conversationDevices lists this account's devices announced in its
+// conversations.
+func (c *Chat) conversationDevices() []crdt.DeviceCert {
+	self := crdt.AccountID(c.id.AccountID())
+	c.mu.RLock()
+	convs := make([]*conversation, 0, len(c.convs))
+	for _, conv := range c.convs {
+		convs = append(convs, conv)
+	}
+	c.mu.RUnlock()
+	var out []crdt.DeviceCert
+	for _, conv := range convs {
+		conv.mu.Lock()
+		out = append(out, conv.state.Devices(self)...)
+		conv.mu.Unlock()
+	}
+	return out
+}
+
 // DeviceInfo describes a device of this account for the device list.
 type DeviceInfo struct {
 	Device  string    // hex device key
@@ -191,6 +221,9 @@ func (c *Chat) Devices() []DeviceInfo {
 		return di
 	}
 	add(self, c.id.Cert)
+	for _, d := range c.conversationDevices() {
+		add(keyring.DeviceID(d.Device), d.Cert)
+	}
 	for _, d := range v.devices {
 		di := add(keyring.DeviceID(d.Device), d.Cert)
 		di.Revoked = d.Revoked

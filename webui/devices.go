@@ -61,3 +61,41 @@ func (s *Server) registerDevices(api *http.ServeMux) {
 		replyStatus(w, http.StatusNoContent, nil, d.RevokeDevice(r.Context(), r.PathValue("device")))
 	})
 }
+
+// BackupBackend writes and restores encrypted account backups.
+type BackupBackend interface {
+	// Backup returns the account's backup, encrypted under its recovery key.
+	Backup(ctx context.Context) ([]byte, error)
+	// Restore brings an account back on this fresh node.
+	Restore(ctx context.Context, words string, backup []byte) error
+}
+
+// maxBackupUpload bounds a restore request (the backup travels base64).
+const maxBackupUpload = 24 << 20
+
+func (s *Server) registerBackup(api *http.ServeMux) {
+	b, ok := s.cfg.Backend.(BackupBackend)
+	if !ok {
+		return
+	}
+	api.HandleFunc("GET /api/v1/backup", func(w http.ResponseWriter, r *http.Request) {
+		data, err := b.Backup(r.Context())
+		if err != nil {
+			replyStatus(w, 0, nil, err)
+			return
+		}
+		w.Header().Set("Content-Type", "application/octet-stream")
+		w.Header().Set("Content-Disposition", `attachment; filename="glitr-backup.bin"`)
+		_, _ = w.Write(data)
+	})
+	api.HandleFunc("POST /api/v1/restore", func(w http.ResponseWriter, r *http.Request) {
+		var req struct {
+			Words  string `json:"words"`
+			Backup []byte `json:"backup"` // base64 in JSON
+		}
+		if !decodeLimit(w, r, &req, maxBackupUpload) {
+			return
+		}
+		replyStatus(w, http.StatusNoContent, nil, b.Restore(r.Context(), req.Words, req.Backup))
+	})
+}

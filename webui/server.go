@@ -183,6 +183,7 @@ func (s *Server) Handler() http.Handler {
 	s.registerChat(api)
 	s.registerPeople(api)
 	s.registerDevices(api)
+	s.registerBackup(api)
 	api.HandleFunc("/api/", func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusNotFound, "no such API endpoint")
 	})

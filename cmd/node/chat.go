@@ -32,9 +32,22 @@ func (c *client) put(ctx context.Context, path string, in any) error {
 }
 
 func (c *client) do(ctx context.Context, method, path string, body io.Reader, out any) error {
+	raw, err := c.doRaw(ctx, method, path, body)
+	if err != nil || out == nil || len(raw) == 0 {
+		return err
+	}
+	return json.Unmarshal(raw, out)
+}
+
+// raw GETs path and returns the body as it is (a backup file).
+func (c *client) raw(ctx context.Context, path string) ([]byte, error) {
+	return c.doRaw(ctx, http.MethodGet, path, nil)
+}
+
+func (c *client) doRaw(ctx context.Context, method, path string, body io.Reader) ([]byte, error) {
 	req, err := http.NewRequestWithContext(ctx, method, c.base+path, body)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	req.Header.Set("Authorization", "Bearer "+c.token)
 	if body != nil {
@@ -42,24 +55,21 @@ func (c *client) do(ctx context.Context, method, path string, body io.Reader, ou
 	}
 	res, err := c.http.Do(req)
 	if err != nil {
-		return fmt.Errorf("cannot reach the node at %s (is `glitr run` running?): %w", c.base, err)
+		return nil, fmt.Errorf("cannot reach the node at %s (is `glitr run` running?): %w", c.base, err)
 	}
 	defer res.Body.Close()
 	raw, err := io.ReadAll(io.LimitReader(res.Body, 64<<20))
 	if err != nil {
-		return err
+		return nil, err
 	}
 	if res.StatusCode >= 300 {
 		var e struct{ Error string }
 		if json.Unmarshal(raw, &e) != nil || e.Error == "" {
 			e.Error = res.Status
 		}
-		return errors.New(e.Error)
+		return nil, errors.New(e.Error)
 	}
-	if out == nil || len(raw) == 0 {
-		return nil
-	}
-	return json.Unmarshal(raw, out)
+	return raw, nil
 }
 
 func short(hex string) string {

@@ -212,3 +212,45 @@ func TestLinkAndRevokeDeviceThroughTheCLI(t *testing.T) {
 		return err == nil && strings.Contains(out, "revoked")
 	})
 }
+
+// A backup written by one node restores the account on a fresh one; wrong
+// words are refused with a precise error.
+func TestBackupAndRestoreThroughTheCLI(t *testing.T) {
+	root := t.TempDir()
+	old, fresh := filepath.Join(root, "old"), filepath.Join(root, "fresh")
+	startCLINode(t, old)
+	startCLINode(t, fresh)
+	setup := glitr(t, "--data", old, "account", "setup", "--name", "Ada")
+	var words []string
+	for _, f := range strings.Fields(setup) {
+		if !strings.HasSuffix(f, ".") && f == strings.ToLower(f) && !strings.ContainsAny(f, ".,:;()") {
+			words = append(words, f)
+		}
+	}
+	words = words[len(words)-24:]
+	file := filepath.Join(root, "ada.backup")
+	glitr(t, "--data", old, "backup", file)
+	if _, err := try("--data", old, "backup", file); err == nil {
+		t.Fatal("backup overwrote an existing file")
+	}
+	restore := func(w string) (string, error) {
+		var out, errb bytes.Buffer
+		err := runIO(context.Background(), []string{"--data", fresh, "restore", file}, strings.NewReader(w+"\n"), &out, &errb)
+		return out.String() + errb.String(), err
+	}
+	bad := append([]string{words[1], words[0]}, words[2:]...)
+	if _, err := restore(strings.Join(bad, " ")); err == nil || !strings.Contains(err.Error(), "recovery") {
+		t.Fatalf("restore with wrong words: %v", err)
+	}
+	if out, err := restore(strings.Join(words, " ")); err != nil {
+		t.Fatalf("restore: %v\n%s", err, out)
+	}
+	// The restored node carries the account (its name is set: no second
+	// set-up), and it refuses a second restore.
+	if _, err := try("--data", fresh, "account", "setup", "--name", "Eve"); err == nil || !strings.Contains(err.Error(), "already") {
+		t.Fatalf("account setup after a restore: %v", err)
+	}
+	if _, err := restore(strings.Join(words, " ")); err == nil {
+		t.Fatal("a node in use accepted a restore")
+	}
+}

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net/http"
 	"net/url"
+	"os"
 	"time"
 
 	"github.com/glitr-chat/glitr/webui"
@@ -92,4 +93,73 @@ func cmdLink(ctx context.Context, g *globals, args []string) error {
 	}
 	fmt.Fprintln(g.stdout, "linked: this node is now a device of that account; conversations and their history are arriving")
 	return nil
+}
+
+func cmdBackup(ctx context.Context, g *globals, args []string) error {
+	fs := newFlagSet(g, "backup", "backup FILE")
+	if err := fs.Parse(args); err != nil {
+		return exitError{2}
+	}
+	if fs.NArg() != 1 {
+		fs.Usage()
+		return exitError{2}
+	}
+	c, err := newClient(g)
+	if err != nil {
+		return err
+	}
+	data, err := c.raw(ctx, "/api/v1/backup")
+	if err != nil {
+		return err
+	}
+	if err := writeFileExclusive(fs.Arg(0), data); err != nil {
+		return err
+	}
+	fmt.Fprintf(g.stdout, "backup written to %s (%d bytes), encrypted under your 24 recovery words\n", fs.Arg(0), len(data))
+	return nil
+}
+
+func cmdRestore(ctx context.Context, g *globals, args []string) error {
+	fs := newFlagSet(g, "restore", "restore FILE  (the 24 recovery words on standard input)")
+	if err := fs.Parse(args); err != nil {
+		return exitError{2}
+	}
+	if fs.NArg() != 1 {
+		fs.Usage()
+		return exitError{2}
+	}
+	data, err := os.ReadFile(fs.Arg(0))
+	if err != nil {
+		return err
+	}
+	words, err := readLine(g)
+	if err != nil {
+		return fmt.Errorf("the 24 recovery words go on standard input: %w", err)
+	}
+	c, err := newClient(g)
+	if err != nil {
+		return err
+	}
+	if err := c.post(ctx, "/api/v1/restore", map[string]any{"words": words, "backup": data}, nil); err != nil {
+		return err
+	}
+	fmt.Fprintln(g.stdout, "restored: same account, contacts and conversations; history is coming back from your contacts (revoke lost devices with `glitr devices` and `glitr device revoke`)")
+	return nil
+}
+
+// writeFileExclusive writes a new 0600 file and refuses to overwrite one.
+func writeFileExclusive(path string, data []byte) error {
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+	if err != nil {
+		return err
+	}
+	if _, err := f.Write(data); err != nil {
+		f.Close()
+		return err
+	}
+	if err := f.Sync(); err != nil {
+		f.Close()
+		return err
+	}
+	return f.Close()
 }

@@ -86,6 +86,8 @@ Devices:
   device link-code         print a one-time code that links a new device (10 minutes)
   link CODE                on a fresh node: become a device of the code's account
   device revoke DEVICE     remove a device: it reads nothing new, its messages are refused
+  backup FILE              write an encrypted backup (account key, contacts, conversations)
+  restore FILE             on a fresh node: bring the account back (24 words on stdin)
 
 Global flags:
   --data DIR          data directory (default $GLITR_DATA or the user config dir)
@@ -145,10 +147,17 @@ func (g *globals) dataDir() (string, error) {
 }
 
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	g := &globals{stdin: strings.NewReader(""), stdout: stdout, stderr: stderr}
+	var stdin io.Reader = strings.NewReader("")
 	if f, ok := stdout.(*os.File); ok && f == os.Stdout {
-		g.stdin = os.Stdin
+		stdin = os.Stdin
 	}
+	return runIO(ctx, args, stdin, stdout, stderr)
+}
+
+// runIO is run with an explicit standard input (tests feed passphrases and
+// recovery words through it).
+func runIO(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) error {
+	g := &globals{stdin: stdin, stdout: stdout, stderr: stderr}
 	fs := flag.NewFlagSet("glitr", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	fs.Usage = func() { fmt.Fprint(stderr, usage) }
@@ -189,6 +198,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		"devices":  cmdDevices,
 		"device":   cmdDevice,
 		"link":     cmdLink,
+		"backup":   cmdBackup,
+		"restore":  cmdRestore,
 	}
 	f, ok := commands[cmd]
 	if !ok {

@@ -1,0 +1,119 @@
+package node
+
+import (
+	"context"
+	"errors"
+	"os"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/glitr-chat/glitr/keyring"
+)
+
+// A backup plus the recovery words bring the account back on a fresh
+// node: same account key (the contact's safety number does not change),
+// profile and contacts, and the conversation with its history from the
+// contact; wrong words or a damaged file change nothing.
+func TestBackupAndRestoreOnAFreshNode(t *testing.T) {
+	ctx := context.Background()
+	adaDir, err := Init(t.TempDir(), loopbackConfig(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ada, err := Start(ctx, adaDir, Options{Logger: testLogger(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	bob := startTestNode(t, loopbackConfig(t))
+	words, err := ada.CreateAccount(ctx, "Ada", "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := bob.CreateAccount(ctx, "Bob", ""); err != nil {
+		t.Fatal(err)
+	}
+	connect(t, bob.Host, ada.Host)
+	inv, _ := ada.CreateInvite(ctx, time.Hour)
+	_, conv, err := bob.AcceptInvite(ctx, inv.Link)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := bob.Send(ctx, conv, "before the lake", ""); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 10*time.Second, "Bob's message at Ada", func() bool { return hasText(t, ada, conv, "before the lake") })
+	backup, err := ada.Backup(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	adaAccount := ada.Chat.id.AccountID()
+	safetyBefore := keyring.SafetyNumber(bob.Chat.id.AccountID(), adaAccount)
+	ada.Close() // the phone falls in the lake
+
+	freshDir, err := Init(t.TempDir(), loopbackConfig(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	fresh, err := Start(ctx, freshDir, Options{Logger: testLogger(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer fresh.Close()
+	keyringBefore, _ := os.ReadFile(freshDir.file(KeyringFile))
+	wrong := strings.Fields(strings.Join(words, " "))
+	wrong[0], wrong[1] = wrong[1], wrong[0]
+	if err := fresh.Restore(ctx, strings.Join(wrong, " "), backup); err == nil {
+		t.Fatal("restore with the words swapped succeeded")
+	}
+	damaged := append([]byte(nil), backup...)
+	damaged[len(damaged)-5] ^= 1
+	if err := fresh.Restore(ctx, strings.Join(words, " "), damaged); !errors.Is(err, keyring.ErrBackupTampered) {
+		t.Fatalf("restore of a damaged backup = %v, want ErrBackupTampered", err)
+	}
+	if after, _ := os.ReadFile(freshDir.file(KeyringFile)); string(after) != string(keyringBefore) {
+		t.Fatal("a failed restore changed the keyring")
+	}
+	if info, _ := fresh.Account(ctx); info.State != AccountNew {
+		t.Fatalf("after failed restores the state is %q, want new", info.State)
+	}
+
+	connect(t, fresh.Host, bob.Host)
+	start := time.Now()
+	if err := fresh.Restore(ctx, strings.Join(words, " "), backup); err != nil {
+		t.Fatal(err)
+	}
+	if got := fresh.Chat.id.AccountID(); got != adaAccount {
+		t.Fatalf("restored account %s, want %s", got, adaAccount)
+	}
+	if got := keyring.SafetyNumber(bob.Chat.id.AccountID(), fresh.Chat.id.AccountID()); got != safetyBefore {
+		t.Fatal("the safety number changed after the restore")
+	}
+	info, err := fresh.Account(ctx)
+	if err != nil || info.Name != "Ada" || info.State != AccountReady {
+		t.Fatalf("restored account info %+v, %v", info, err)
+	}
+	eventually(t, 20*time.Second, "the conversation and its history back from Bob", func() bool {
+		_, err := fresh.Chat.conversation(conv)
+		return err == nil && hasText(t, fresh, conv, "before the lake")
+	})
+	t.Logf("restored, with history, in %s", time.Since(start).Round(time.Millisecond))
+	eventually(t, 15*time.Second, "the restored device to write", func() bool {
+		_, err := fresh.Send(ctx, conv, "back from the lake", "")
+		return err == nil
+	})
+	eventually(t, 15*time.Second, "Bob to read the restored device", func() bool { return hasText(t, bob, conv, "back from the lake") })
+	// The old device is listed and can be revoked from the new one.
+	var old string
+	for _, d := range fresh.Chat.Devices() {
+		if !d.Self {
+			old = d.Device
+		}
+	}
+	if old == "" {
+		t.Fatal("the lost device is not in the device list")
+	}
+	if err := fresh.RevokeDevice(ctx, old); err != nil {
+		t.Fatal(err)
+	}
+}
