@@ -531,15 +531,17 @@ try {
     assert(r.ws === 'error', 'cross-origin WebSocket must fail, got ' + r.ws);
   });
 
-  await step('offline reload shows the app shell', async () => {
+  await step('offline reload shows the app shell; the app comes back with the node', async () => {
     await pa.goto(a.origin + '/#/');
     await pa.locator('.conv-item').first().waitFor();
     await a.stop(); // setOffline misses service-worker fetches: stop the node too
     await ctxA.setOffline(true);
     await pa.reload();
-    await pa.locator('#app').getByText(/Offline|Retry|Chats/).first().waitFor({ timeout: 10000 });
+    await pa.getByText('Cannot reach your Glitr node').waitFor({ timeout: 10000 }); // rendered by the cached app
     await shot(pa, 'offline-shell');
     await ctxA.setOffline(false);
+    await a.start(); // the app notices by itself and comes up
+    await pa.locator('.conv-item').first().waitFor({ timeout: 15000 });
   });
 
   await step('bundle size', async () => {

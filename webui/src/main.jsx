@@ -77,7 +77,7 @@ function App() {
       if (bootRef.current === 'ready' && e.status !== 423 && e.status !== 401) return;
       if (e.status === 401) setBoot('unauth');
       else if (e.status === 423) setBoot('locked');
-      else if (e.status === 0) { setBootError(t('offline')); setBoot('offline'); }
+      else if (e.status === 0) { setBootError(t('unreachable')); setBoot('offline'); }
       else {
         // A node whose account API is not available still chats.
         setAccount({ state: 'ready', name: '' });
@@ -86,6 +86,12 @@ function App() {
     }
   }, []);
   useEffect(() => { loadAccount(); }, []);
+  // Unreachable at start: keep trying, so the app comes up with the node.
+  useEffect(() => {
+    if (boot !== 'offline') return;
+    const iv = setInterval(loadAccount, 3000);
+    return () => clearInterval(iv);
+  }, [boot]);
 
   const loadConvs = useCallback(async () => {
     const cs = await first('convs', '/conversations');
@@ -169,7 +175,7 @@ function App() {
   }, []);
 
   if (boot === 'loading') return <div class="center" role="status">{t('loading')}</div>;
-  if (boot === 'unauth') return <div class="center"><p>Open the login URL your node printed (glitr run).</p></div>;
+  if (boot === 'unauth') return <div class="center"><p>{t('loginNeeded')}</p></div>;
   if (boot === 'offline') return <div class="center"><p role="alert">{bootError}</p><button onClick={() => { setBoot('loading'); loadAccount(); }}>{t('retry')}</button></div>;
   if (boot === 'new') return <Onboarding onDone={loadAccount} />;
   if (boot === 'locked') return <Unlock onDone={loadAccount} />;
