@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"net/http"
 	"strings"
@@ -513,3 +514,91 @@ func TestWebSocketCursorOfAnotherRun(t *testing.T) {
 		t.Fatalf("resume in the same run: %+v", f)
 	}
 }
+
+// TestEmbeddedApp: the committed build is embedded and served with the
+// types and cache rules a service worker and an install need.
+func TestEmbeddedApp(t *testing.T) {
+	s, _ := newTestServer(t)
+	h := s.Handler()
+	index := do(t, h, "GET", "/", nil)
+	if index.Code != 200 {
+		t.Fatalf("index: %d", index.Code)
+	}
+	// Every asset the shell names is embedded, immutable and typed.
+	assets := 0
+	for _, part := range strings.Split(index.Body.String(), `"`) {
+		if !strings.HasPrefix(part, "/assets/") {
+			continue
+		}
+		assets++
+		w := do(t, h, "GET", part, nil)
+		if w.Code != 200 || !strings.Contains(w.Header().Get("Cache-Control"), "immutable") {
+			t.Errorf("%s: %d, Cache-Control %q", part, w.Code, w.Header().Get("Cache-Control"))
+		}
+		if ct := w.Header().Get("Content-Type"); !strings.HasPrefix(ct, "text/javascript") && !strings.HasPrefix(ct, "text/css") {
+			t.Errorf("%s: Content-Type %q", part, ct)
+		}
+	}
+	if assets < 2 {
+		t.Fatalf("the shell names %d assets, want script and style sheet", assets)
+	}
+	for path, ctype := range map[string]string{
+		"/manifest.webmanifest": "application/manifest+json",
+		"/sw.js":                "text/javascript",
+		"/icon-192.png":         "image/png",
+		"/icon-512.png":         "image/png",
+	} {
+		w := do(t, h, "GET", path, nil)
+		if w.Code != 200 || !strings.HasPrefix(w.Header().Get("Content-Type"), ctype) || w.Header().Get("Cache-Control") != "no-cache" {
+			t.Errorf("%s: %d, %q, %q", path, w.Code, w.Header().Get("Content-Type"), w.Header().Get("Cache-Control"))
+		}
+	}
+	var man struct {
+		Display string `json:"display"`
+		Icons   []struct {
+			Sizes string `json:"sizes"`
+		} `json:"icons"`
+	}
+	if err := json.Unmarshal(do(t, h, "GET", "/manifest.webmanifest", nil).Body.Bytes(), &man); err != nil || man.Display != "standalone" || len(man.Icons) < 2 {
+		t.Fatalf("manifest %+v: %v", man, err)
+	}
+	// The service worker must not cache API answers.
+	if sw := do(t, h, "GET", "/sw.js", nil).Body.String(); !strings.Contains(sw, "api") || strings.Contains(sw, "runtimeCaching") {
+		t.Errorf("sw.js does not deny-list /api/ from its navigation fallback")
+	}
+}
+
+// TestNoMessageTextInLogs: requests that fail or succeed leave neither the
+// token nor message text in the log.
+func TestNoMessageTextInLogs(t *testing.T) {
+	var buf strings.Builder
+	var mu sync.Mutex
+	addr := &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1), Port: 7878}
+	s, err := New(Config{Token: testToken, Backend: fakeBackend{ev: newFakeEvents()}, Addr: addr,
+		Logger: slog.New(slog.NewTextHandler(writerFunc(func(p []byte) (int, error) {
+			mu.Lock()
+			defer mu.Unlock()
+			return buf.Write(p)
+		}), &slog.HandlerOptions{Level: slog.LevelDebug}))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := s.Handler()
+	const secret = "attack at dawn"
+	for _, path := range []string{"/api/v1/conversations/c1/messages", "/api/v1/conversations/c9/messages", "/api/v1/conversations/c1/messages/theirs"} {
+		do(t, h, "POST", path, func(r *http.Request) {
+			bearer(r)
+			r.Body = io.NopCloser(strings.NewReader(`{"text":"` + secret + `"}`))
+		})
+	}
+	do(t, h, "GET", "/login?token=wrong-"+testToken, nil)
+	mu.Lock()
+	defer mu.Unlock()
+	if strings.Contains(buf.String(), secret) || strings.Contains(buf.String(), testToken) {
+		t.Fatalf("log holds a secret:\n%s", buf.String())
+	}
+}
+
+type writerFunc func([]byte) (int, error)
+
+func (f writerFunc) Write(p []byte) (int, error) { return f(p) }

@@ -96,6 +96,20 @@ const args = ['--headless', '--no-sandbox', '--disable-gpu', '--disable-backgrou
 
 let browser, ctxA, ctxB, a, b, bootNode;
 try {
+  await step('message catalogue: every language has every string', async () => {
+    const { _catalogue: cat } = await import('../src/i18n.js');
+    for (const [lang, msgs] of Object.entries(cat)) {
+      const missing = Object.keys(cat.en).filter((k) => !msgs[k]);
+      assert(missing.length === 0, `${lang} lacks ${missing.join(', ')}`);
+    }
+    // No string is written into the UI around the catalogue.
+    for (const f of ['main.jsx', 'conversation.jsx', 'screens.jsx', 'ui.jsx']) {
+      const src = readFileSync(join(webui, 'src', f), 'utf8');
+      const literal = src.match(/>\s*[A-Za-z][A-Za-z ,.'!?]{3,}\s*</g);
+      assert(!literal, `${f}: text outside the catalogue: ${literal}`);
+    }
+  });
+
   await step('build the node binary', async () => {
     execFileSync('go', ['build', '-o', join(tmp, 'glitr'), './cmd/node'], { cwd: repo, stdio: 'inherit' });
   });
