@@ -214,10 +214,20 @@ func (c *Chat) handleLinkRequest(s network.Stream) {
 		s.Reset()
 		return
 	}
-	_ = s.Close()
-	if newDev != nil {
-		c.wg.Go(func() { c.addDeviceEverywhere(c.ctx, *newDev) })
+	if err := s.Close(); err != nil || newDev == nil {
+		return
 	}
+	// Only a device that got its bundle becomes one of ours: an
+	// interrupted link leaves no half-certified device (the code is spent;
+	// the user makes a new one and links again).
+	d := newDev.Cert.Device
+	if err := c.putOwnDevice(c.ctx, ownDevice{Device: d[:], Peer: newDev.raw.Peer, Prekey: newDev.raw.Prekey, Cert: newDev.raw.Cert}); err != nil {
+		c.log.Error("record the linked device", "err", err)
+		return
+	}
+	c.log.Info("device linked", "device", d.String()[:16])
+	c.events.publish(Event{Kind: "devices"})
+	c.wg.Go(func() { c.addDeviceEverywhere(c.ctx, *newDev) })
 }
 
 func (c *Chat) acceptLinkRequest(ctx context.Context, from peer.ID, b []byte) (linkReply, *VerifiedCard, error) {
@@ -271,10 +281,6 @@ func (c *Chat) acceptLinkRequest(ctx context.Context, from peer.ID, b []byte) (l
 	if err != nil {
 		return linkReply{}, nil, err
 	}
-	dev := ownDevice{Device: spk.Device[:], Peer: body.Peer, Prekey: body.Prekey, Cert: certBytes}
-	if err := c.putOwnDevice(ctx, dev); err != nil {
-		return linkReply{}, nil, err
-	}
 	bundle, err := c.linkBundle(certBytes)
 	if err != nil {
 		return linkReply{}, nil, err
@@ -288,8 +294,6 @@ func (c *Chat) acceptLinkRequest(ctx context.Context, from peer.ID, b []byte) (l
 		return linkReply{}, nil, fmt.Errorf("seal the link bundle: %w", err)
 	}
 	vc := VerifiedCard{Cert: cert, Prekey: spk, Peer: peer.AddrInfo{ID: p}, raw: Card{Cert: certBytes, Prekey: body.Prekey, Peer: body.Peer}}
-	c.log.Info("device linked", "device", spk.Device.String()[:16])
-	c.events.publish(Event{Kind: "devices"})
 	return linkReply{Bundle: box}, &vc, nil
 }
 
@@ -547,13 +551,117 @@ func (n *Node) adoptAccount(ctx context.Context, want keyring.AccountID, b linkB
 	n.Chat = nil
 	n.chatMu.Unlock()
 
+	// The adoption is recorded first (synced), then carried out; a crash
+	// in between is finished at the next start (startChat), so a device
+	// is never left half in one account and half in the other.
+	id := old.id
+	pa := pendingAdoption{Bundle: b, Rejoin: rejoin}
+	raw, err := canonicalEnc.Marshal(pa)
+	if err != nil {
+		return err
+	}
+	sealed, err := sealAtRest(id.Keyring.Secrets[storeKeyName], adoptingKey.String(), raw)
+	if err != nil {
+		return err
+	}
+	if err := n.Store.Put(ctx, adoptingKey, sealed); err != nil {
+		return err
+	}
+	if err := n.Store.Sync(ctx, adoptingKey); err != nil {
+		return err
+	}
+	if err := n.applyAdoption(ctx, id, pa); err != nil {
+		return err
+	}
+	if err := n.Store.Sync(ctx, ds.NewKey("/")); err != nil {
+		return err
+	}
+	if err := n.startChat(ctx, passphraseOf(id)); err != nil {
+		return fmt.Errorf("restart under the linked account: %w", err)
+	}
+	n.log.Info("this device is now linked to the account", "account", want.String()[:16])
+	return nil
+}
+
+func passphraseOf(id *Identity) []byte {
+	if p, ok := id.prot.(keyring.Passphrase); ok {
+		return p
+	}
+	return nil
+}
+
+func deletePrefix(ctx context.Context, d ds.Batching, prefix ds.Key) error {
+	res, err := d.Query(ctx, query.Query{Prefix: prefix.String(), KeysOnly: true})
+	if err != nil {
+		return err
+	}
+	var keys []ds.Key
+	for r := range res.Next() {
+		if r.Error != nil {
+			res.Close()
+			return r.Error
+		}
+		keys = append(keys, ds.NewKey(r.Key))
+	}
+	res.Close()
+	if err := d.Delete(ctx, prefix); err != nil && !errors.Is(err, ds.ErrNotFound) {
+		return err
+	}
+	for _, k := range keys {
+		if err := d.Delete(ctx, k); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// pendingAdoption is an adoption recorded before it is carried out.
+type pendingAdoption struct {
+	Bundle linkBundle `cbor:"1,keyasint"`
+	Rejoin [][]byte   `cbor:"2,keyasint,omitempty"`
+}
+
+var adoptingKey = ds.NewKey("/adopting")
+
+// finishAdoption completes an adoption a crash interrupted. It runs at
+// start, with the keyring as it is on disk.
+func (n *Node) finishAdoption(ctx context.Context, id *Identity) error {
+	sealed, err := n.Store.Get(ctx, adoptingKey)
+	if errors.Is(err, ds.ErrNotFound) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	raw, err := openAtRest(id.Keyring.Secrets[storeKeyName], adoptingKey.String(), sealed)
+	if err != nil {
+		return fmt.Errorf("interrupted link: %w", err)
+	}
+	var pa pendingAdoption
+	if err := linkDec.Unmarshal(raw, &pa); err != nil {
+		return fmt.Errorf("interrupted link: %w", err)
+	}
+	n.log.Info("finishing a link or restore that was interrupted")
+	return n.applyAdoption(ctx, id, pa)
+}
+
+// applyAdoption replaces the provisional account with the adopted one:
+// chat state cleared, keyring rewritten, contacts, pair secrets, devices
+// and conversations to rejoin stored, then the record removed. It is
+// idempotent.
+func (n *Node) applyAdoption(ctx context.Context, id *Identity, pa pendingAdoption) error {
+	b, rejoin := pa.Bundle, pa.Rejoin
+	acct, err := keyring.AccountKeyFromSeed(b.AccountSeed)
+	if err != nil {
+		return err
+	}
+	want := acct.ID()
 	// The provisional account's chat state goes; the store key stays.
 	for _, prefix := range []ds.Key{convPrefix, keysPrefix, contactPrefix, pairPrefix, invitePrefix, linkPrefix, ownDevicePrefix, rejoinPrefix, accountKey} {
 		if err := deletePrefix(ctx, n.Store, prefix); err != nil {
 			return fmt.Errorf("clear the provisional account: %w", err)
 		}
 	}
-	id := old.id
 	id.Keyring.Account = acct
 	id.Keyring.Secrets["device-cert"] = b.Cert
 	if len(b.Recovery) > 0 {
@@ -619,44 +727,8 @@ func (n *Node) adoptAccount(ctx context.Context, want keyring.AccountID, b linkB
 			return err
 		}
 	}
-	if err := n.Store.Sync(ctx, ds.NewKey("/")); err != nil {
+	if err := n.Store.Delete(ctx, adoptingKey); err != nil {
 		return err
 	}
-	if err := n.startChat(ctx, passphraseOf(id)); err != nil {
-		return fmt.Errorf("restart under the linked account: %w", err)
-	}
-	n.log.Info("this device is now linked to the account", "account", want.String()[:16])
-	return nil
-}
-
-func passphraseOf(id *Identity) []byte {
-	if p, ok := id.prot.(keyring.Passphrase); ok {
-		return p
-	}
-	return nil
-}
-
-func deletePrefix(ctx context.Context, d ds.Batching, prefix ds.Key) error {
-	res, err := d.Query(ctx, query.Query{Prefix: prefix.String(), KeysOnly: true})
-	if err != nil {
-		return err
-	}
-	var keys []ds.Key
-	for r := range res.Next() {
-		if r.Error != nil {
-			res.Close()
-			return r.Error
-		}
-		keys = append(keys, ds.NewKey(r.Key))
-	}
-	res.Close()
-	if err := d.Delete(ctx, prefix); err != nil && !errors.Is(err, ds.ErrNotFound) {
-		return err
-	}
-	for _, k := range keys {
-		if err := d.Delete(ctx, k); err != nil {
-			return err
-		}
-	}
-	return nil
+	return n.Store.Sync(ctx, ds.NewKey("/"))
 }

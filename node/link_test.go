@@ -2,6 +2,7 @@ package node
 
 import (
 	"context"
+	"encoding/hex"
 	"errors"
 	"strings"
 	"testing"
@@ -90,6 +91,24 @@ func TestLinkDeviceSharesEverything(t *testing.T) {
 	for _, n := range []*Node{ada, phone} {
 		eventually(t, 15*time.Second, "Bob's reply on both devices", func() bool { return hasText(t, n, conv, "to both devices") })
 	}
+	// Reading on the laptop clears the unread count on the phone.
+	unread := func(n *Node) int {
+		cs, err := n.Conversations(ctx)
+		if err != nil {
+			return -1
+		}
+		for _, cv := range cs {
+			if cv.ID == conv {
+				return cv.Unread
+			}
+		}
+		return -1
+	}
+	eventually(t, 15*time.Second, "Bob's reply unread on the phone", func() bool { return unread(phone) > 0 })
+	if err := ada.MarkRead(ctx, conv); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 15*time.Second, "the phone to show it read", func() bool { return unread(phone) == 0 })
 	if _, err := ada.Send(ctx, conv, "from the laptop", ""); err != nil {
 		t.Fatal(err)
 	}
@@ -198,5 +217,62 @@ func TestRevokeOfflineDevice(t *testing.T) {
 	time.Sleep(time.Second)
 	if hasText(t, bob, conv, "forged after revocation") || hasText(t, ada, conv, "forged after revocation") {
 		t.Fatal("a block written after the revocation was accepted")
+	}
+}
+
+// A link interrupted after the new device recorded the bundle but before it
+// applied it (a crash) is finished at the next start: the device ends up
+// wholly in the linked account, never half in each.
+func TestInterruptedLinkIsFinishedAtStart(t *testing.T) {
+	ctx := context.Background()
+	ada := startTestNode(t, loopbackConfig(t))
+	if _, err := ada.CreateAccount(ctx, "Ada", ""); err != nil {
+		t.Fatal(err)
+	}
+	dir, err := Init(t.TempDir(), loopbackConfig(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	phone, err := Start(ctx, dir, Options{Logger: testLogger(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The bundle Ada's device would send, recorded as the new device does
+	// before applying it; then the process dies.
+	cert, err := ada.Chat.id.Keyring.Account.Certify(phone.Chat.id.DeviceID(), "phone", time.Now(), time.Time{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := ada.Chat.linkBundle(cert)
+	if err != nil {
+		t.Fatal(err)
+	}
+	raw, err := canonicalEnc.Marshal(pendingAdoption{Bundle: b})
+	if err != nil {
+		t.Fatal(err)
+	}
+	sealed, err := sealAtRest(phone.Chat.storeKey(), adoptingKey.String(), raw)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := phone.Store.Put(ctx, adoptingKey, sealed); err != nil {
+		t.Fatal(err)
+	}
+	provisional := phone.Chat.id.AccountID()
+	phone.Close()
+
+	phone, err = Start(ctx, dir, Options{Logger: testLogger(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer phone.Close()
+	if got := phone.Chat.id.AccountID(); got != ada.Chat.id.AccountID() || got == provisional {
+		t.Fatalf("after the restart the device is in account %s; want Ada's %s", got, ada.Chat.id.AccountID())
+	}
+	if has, _ := phone.Store.Has(ctx, adoptingKey); has {
+		t.Fatal("the adoption record is still there")
+	}
+	if id, _ := phone.Chat.accountConversationID(ctx); id != hex.EncodeToString(b.AccountConv) {
+		t.Fatalf("account DAG id %q, want the linked account's", id)
 	}
 }

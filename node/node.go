@@ -187,6 +187,9 @@ func (n *Node) startChat(ctx context.Context, passphrase []byte) error {
 	if err != nil {
 		return err
 	}
+	if err := n.finishAdoption(ctx, id); err != nil {
+		return err
+	}
 	blocks, err := dag.Open(ctx, namespace.Wrap(n.db, ds.NewKey("/dag")), dag.DefaultOptions())
 	if err != nil {
 		return fmt.Errorf("open block store: %w", err)
