@@ -1,3 +1,4 @@
+import { Component } from 'preact';
 import { useState, useEffect, useRef, useLayoutEffect, useCallback } from 'preact/hooks';
 import { get, post, put, del } from './api.js';
 import { t } from './i18n.js';
@@ -313,7 +314,23 @@ export function Conversation(props) {
 const statusIcon = { sending: '◷', sent: '✓', delivered: '✓✓', read: '✓✓' };
 const statusLabel = { sending: 'statusSending', sent: 'statusSent', delivered: 'statusDelivered', read: 'statusRead' };
 
-function MessageRow({ msg, prev, first, unreadHere, group, contacts, account, model, onReply, onEdit, onDelete, onReact, onQuote }) {
+// MessageRow re-renders only when what it shows changed: scrolling
+// re-renders the list every frame, and most rows stay the same.
+class MessageRow extends Component {
+  shouldComponentUpdate(n) {
+    const p = this.props;
+    if (n.msg !== p.msg || n.first !== p.first || n.unreadHere !== p.unreadHere || n.group !== p.group || n.contacts !== p.contacts || n.account !== p.account) return true;
+    if ((n.prev && n.prev.time) !== (p.prev && p.prev.time) || (n.prev && n.prev.author) !== (p.prev && p.prev.author)) return true;
+    // A quoted message that arrived later changes the quote.
+    return !!n.msg.replyTo && n.model.byId.get(n.msg.replyTo) !== this.quotePos;
+  }
+  render(props) {
+    this.quotePos = props.msg.replyTo ? props.model.byId.get(props.msg.replyTo) : undefined;
+    return <MessageView {...props} />;
+  }
+}
+
+function MessageView({ msg, prev, first, unreadHere, group, contacts, account, model, onReply, onEdit, onDelete, onReact, onQuote }) {
   const [picker, setPicker] = useState(false);
   const day = new Date(msg.time).toDateString();
   const newDay = first || (prev && new Date(prev.time).toDateString() !== day);
