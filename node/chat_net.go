@@ -764,7 +764,7 @@ func (c *Chat) sendWelcome(ctx context.Context, conv *conversation, to VerifiedC
 	if err != nil {
 		return
 	}
-	delay := time.Second
+	delay := 200 * time.Millisecond // a just-linked device may still be restarting its chat service
 	for {
 		err := c.trySendWelcome(ctx, to.Peer, w)
 		if err == nil && history {

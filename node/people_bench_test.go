@@ -2,6 +2,7 @@ package node
 
 import (
 	"context"
+	"fmt"
 	"testing"
 	"time"
 )
@@ -49,4 +50,63 @@ func BenchmarkInviteToFirstMessage(b *testing.B) {
 		}
 		b.StartTimer()
 	}
+}
+
+// BenchmarkLinkDeviceWith10kHistory: a fresh node linked to an account
+// whose conversation holds 10,000 messages, from the link request until
+// the new device shows them all (history streamed by the linker, every
+// author signature checked), on real hosts over loopback. Goal < 2 s.
+func BenchmarkLinkDeviceWith10kHistory(b *testing.B) {
+	n := 10_000
+	if testing.Short() {
+		n = 500
+	}
+	ctx := context.Background()
+	for b.Loop() {
+		b.StopTimer()
+		ada := startTestNode(b, loopbackConfig(b))
+		bob := startTestNode(b, loopbackConfig(b))
+		phone := startTestNode(b, loopbackConfig(b))
+		for nd, name := range map[*Node]string{ada: "Ada", bob: "Bob"} {
+			if _, err := nd.CreateAccount(ctx, name, ""); err != nil {
+				b.Fatal(err)
+			}
+		}
+		connect(b, bob.Host, ada.Host)
+		inv, err := ada.CreateInvite(ctx, time.Hour)
+		if err != nil {
+			b.Fatal(err)
+		}
+		_, conv, err := bob.AcceptInvite(ctx, inv.Link)
+		if err != nil {
+			b.Fatal(err)
+		}
+		for i := range n {
+			if _, err := ada.Send(ctx, conv, fmt.Sprintf("message %d", i), ""); err != nil {
+				b.Fatal(err)
+			}
+		}
+		code, err := ada.Chat.CreateLinkCode(ctx)
+		if err != nil {
+			b.Fatal(err)
+		}
+		connect(b, phone.Host, ada.Host)
+		b.StartTimer()
+		if err := phone.Link(ctx, code.Link); err != nil {
+			b.Fatal(err)
+		}
+		for {
+			p, err := phone.Messages(ctx, conv, 0, 1)
+			if err == nil && p.Total == n {
+				break
+			}
+			time.Sleep(2 * time.Millisecond)
+		}
+		b.StopTimer()
+		for _, nd := range []*Node{ada, bob, phone} {
+			nd.Close()
+		}
+		b.StartTimer()
+	}
+	b.ReportMetric(float64(n), "messages")
 }
