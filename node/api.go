@@ -42,13 +42,13 @@ func apiErr(err error) error {
 		return fmt.Errorf("%w: %w", webui.ErrBadRequest, err)
 	case errors.Is(err, ErrNoMessage):
 		return fmt.Errorf("%w: %w", webui.ErrNotFound, err)
-	case errors.Is(err, ErrNotYourMessage), errors.Is(err, ErrNotConvMember), errors.Is(err, ErrNotAdmin), errors.Is(err, ErrNotMember):
+	case errors.Is(err, ErrNotYourMessage), errors.Is(err, ErrNotConvMember), errors.Is(err, ErrNotAdmin), errors.Is(err, ErrNotMember), errors.Is(err, ErrDeviceRevoked):
 		return fmt.Errorf("%w: %w", webui.ErrForbidden, err)
 	case errors.Is(err, ErrAccountLocked):
 		return fmt.Errorf("%w: %w", webui.ErrLocked, err)
 	case errors.Is(err, errNoChat):
 		return fmt.Errorf("%w: %w", webui.ErrUnavailable, err)
-	case errors.Is(err, ErrAccountExists), errors.Is(err, ErrRecoveryShown):
+	case errors.Is(err, ErrAccountExists), errors.Is(err, ErrRecoveryShown), errors.Is(err, ErrNotSynced):
 		return fmt.Errorf("%w: %w", webui.ErrConflict, err)
 	case errors.Is(err, keyring.ErrWrongPassphrase):
 		return fmt.Errorf("%w: %w", webui.ErrWrongPassphrase, err)
@@ -85,6 +85,7 @@ func withAccountView(v accountView, w webui.Contact, a keyring.AccountID) webui.
 			w.Name = ct.Name
 		}
 		w.Verified = ct.Verification == crdt.Verified
+		w.KeyChanged = ct.Verification == crdt.KeyChanged
 	}
 	return w
 }

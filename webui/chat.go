@@ -37,6 +37,10 @@ type Contact struct {
 	SafetyNumber string `json:"safetyNumber"`
 	// Verified: the user compared the safety number and marked it so.
 	Verified bool `json:"verified"`
+	// KeyChanged: this contact took the name of an earlier contact with
+	// another account key (a reinstall without backup, or an impostor);
+	// show a loud warning until the users verify the safety number.
+	KeyChanged bool `json:"keyChanged,omitempty"`
 }
 
 // Member is a conversation member.
