@@ -377,6 +377,11 @@ try {
     assert((await b.api('GET', '/conversations')).every((c) => c.unread === 0), 'read on Bob\'s node');
     await sleep(2500);
     assert(await statusOf(pa, 'unread 30') === 'delivered', 'no read receipt left Bob\'s node');
+    // ...and, as in Signal, Bob sees no read marks either: his message
+    // that Alice has read shows "delivered".
+    const page = await b.api('GET', '/conversations/' + convUrl.split('#/c/')[1] + '/messages?limit=500');
+    assert(page.messages.find((m) => m.text === 'Hi Alice').status === 'read', 'Alice did read "Hi Alice"');
+    assert(await statusOf(pb, 'Hi Alice') === 'delivered', 'read marks hidden while read receipts are off');
     await shot(pb, 'first-unread-phone');
   });
 

@@ -278,7 +278,7 @@ export function Conversation(props) {
     rows.push(
       <div class="row" data-i={i} key={msg ? msg.id : 'p' + i} style={`transform:translateY(${pad + m.offsets[i]}px)`}>
         {msg ? (
-          <MessageRow msg={msg} prev={prev} first={i === 0} unreadHere={i === firstUnread.current} group={others.length > 1}
+          <MessageRow msg={msg} prev={prev} first={i === 0} unreadHere={i === firstUnread.current} group={others.length > 1} hideRead={!props.prefs.readReceipts}
             contacts={contacts} account={account} model={m} onReply={startReply} onEdit={startEdit} onDelete={remove}
             onReact={react} onQuote={scrollToPos} />
         ) : <div class="placeholder" aria-hidden="true">{t('loadingMessage')}</div>}
@@ -319,7 +319,7 @@ const statusLabel = { sending: 'statusSending', sent: 'statusSent', delivered: '
 class MessageRow extends Component {
   shouldComponentUpdate(n) {
     const p = this.props;
-    if (n.msg !== p.msg || n.first !== p.first || n.unreadHere !== p.unreadHere || n.group !== p.group || n.contacts !== p.contacts || n.account !== p.account) return true;
+    if (n.msg !== p.msg || n.hideRead !== p.hideRead || n.first !== p.first || n.unreadHere !== p.unreadHere || n.group !== p.group || n.contacts !== p.contacts || n.account !== p.account) return true;
     if ((n.prev && n.prev.time) !== (p.prev && p.prev.time) || (n.prev && n.prev.author) !== (p.prev && p.prev.author)) return true;
     // A quoted message that arrived later changes the quote.
     return !!n.msg.replyTo && n.model.byId.get(n.msg.replyTo) !== this.quotePos;
@@ -330,7 +330,9 @@ class MessageRow extends Component {
   }
 }
 
-function MessageView({ msg, prev, first, unreadHere, group, contacts, account, model, onReply, onEdit, onDelete, onReact, onQuote }) {
+function MessageView({ msg, prev, first, unreadHere, group, hideRead, contacts, account, model, onReply, onEdit, onDelete, onReact, onQuote }) {
+  // As in Signal: who sends no read receipts sees none.
+  const status = hideRead && msg.status === 'read' ? 'delivered' : msg.status;
   const [picker, setPicker] = useState(false);
   const day = new Date(msg.time).toDateString();
   const newDay = first || (prev && new Date(prev.time).toDateString() !== day);
@@ -360,9 +362,9 @@ function MessageView({ msg, prev, first, unreadHere, group, contacts, account, m
           <div class="meta">
             {msg.edited && !msg.deleted && <span class="edited">{t('edited')}</span>}
             <time dateTime={msg.time}>{clock(msg.time)}</time>
-            {msg.mine && msg.status && (
-              <span class={'status ' + msg.status} role="img" aria-label={t(statusLabel[msg.status])} title={t(statusLabel[msg.status])} data-status={msg.status}>
-                {statusIcon[msg.status]}
+            {msg.mine && status && (
+              <span class={'status ' + status} role="img" aria-label={t(statusLabel[status])} title={t(statusLabel[status])} data-status={status}>
+                {statusIcon[status]}
               </span>
             )}
           </div>
