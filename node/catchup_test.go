@@ -1034,7 +1034,11 @@ func TestCatchupReconcileDivergedStores(t *testing.T) {
 		common, onlyA, onlyB, st.RoundTrips, st.ReconMessages, st.BytesSent, st.BytesRecv, st.Duration.Round(time.Millisecond))
 
 	// Converged: the next session is one round trip again.
-	a.st.hello.Heads, b.st.hello.Heads = nil, nil
+	for _, side := range []*setStore{a.st, b.st} {
+		side.mu.Lock() // a responder of the last session may still read it
+		side.hello.Heads = nil
+		side.mu.Unlock()
+	}
 	st, err = a.c.Sync(syncCtx(t), b.h.ID(), []byte("conv"))
 	if err != nil || st.Reconciled || st.RoundTrips != 1 {
 		t.Errorf("second session: %+v, %v", st, err)

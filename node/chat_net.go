@@ -200,6 +200,8 @@ func (c *Chat) ingest(ctx context.Context, conv *conversation, from peer.ID, env
 		openErr error // stops the pass; what came before is still taken in
 		batch   = make(map[cid.Cid]bool, len(envs))
 		scratch *keyring.Cipher
+		// scratchOpened counts the envelopes the scratch state opened.
+		scratchOpened int
 	)
 	if !live {
 		state, err := conv.cipher.MarshalBinary()
@@ -234,6 +236,9 @@ func (c *Chat) ingest(ctx context.Context, conv *conversation, from peer.ID, env
 			sealed = s
 			if !live {
 				inner, snd, err := scratch.OpenBlock(s.Epoch, s.Nonce, s.Ciphertext)
+				if err == nil {
+					scratchOpened++
+				}
 				sender = snd
 				return inner, err
 			}
@@ -393,6 +398,20 @@ func (c *Chat) ingest(ctx context.Context, conv *conversation, from peer.ID, env
 	// it is skipped, then evicted); the other order could spend the key of
 	// a block the crash lost, which could then never be opened again.
 	if !live {
+		// When the batch's every block that the scratch state opened was
+		// committed (the usual case), the scratch state is exactly the
+		// real one with those keys spent: adopt it instead of opening
+		// every block a second time.
+		fromBatch := 0
+		for _, b := range added.Committed {
+			if _, ok := sealedOf[b.CID]; ok {
+				fromBatch++
+			}
+		}
+		if fromBatch == scratchOpened && fromBatch == len(added.Committed) {
+			conv.cipher = scratch
+			sealedOf = nil
+		}
 		for _, b := range added.Committed {
 			if sd, ok := sealedOf[b.CID]; ok {
 				if _, _, err := conv.cipher.OpenBlock(sd.Epoch, sd.Nonce, sd.Ciphertext); err != nil && !errors.Is(err, keyring.ErrReplay) {
