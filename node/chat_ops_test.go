@@ -106,6 +106,17 @@ func TestTypingSignal(t *testing.T) {
 		c, _ := a.Chat.conversation(conv.ID)
 		return len(a.Chat.memberPeers(c)) == 1
 	})
+	// b drops typing from accounts it does not (yet) know as members: wait
+	// until the genesis block is applied there.
+	eventually(t, 10*time.Second, "b to know a as a member", func() bool {
+		cs, _ := b.Conversations(ctx)
+		for _, c := range cs {
+			if c.ID == conv.ID {
+				return len(c.Members) == 2
+			}
+		}
+		return false
+	})
 	sigs := b.SubscribeSignals(ctx)
 	if err := a.Typing(ctx, conv.ID); err != nil {
 		t.Fatal(err)
