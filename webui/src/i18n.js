@@ -95,6 +95,7 @@ const catalogue = {
     safetyHint: 'Compare this number with your contact in person or on a call. If it matches, mark them verified.',
     verified: 'Verified',
     markVerified: 'Mark as verified',
+    keyChanged: 'New keys under a known name: compare the safety number before you trust this contact.',
     message: 'Message',
     // groups
     groupTitle: 'Group name',
@@ -223,6 +224,7 @@ const catalogue = {
     safetyHint: 'Vergleicht diese Nummer persönlich oder am Telefon. Stimmt sie überein, markiere den Kontakt als verifiziert.',
     verified: 'Verifiziert',
     markVerified: 'Als verifiziert markieren',
+    keyChanged: 'Neue Schlüssel unter bekanntem Namen: vergleicht die Sicherheitsnummer, bevor du diesem Kontakt vertraust.',
     message: 'Nachricht',
     groupTitle: 'Gruppenname',
     members: 'Mitglieder',

@@ -271,6 +271,7 @@ export function Contacts({ contacts, presence, convs, loadConvs, loadContacts })
                 <div class="grow">
                   <strong>{c.name}</strong>
                   {c.verified && <span class="verified"> ✔ {t('verified')}</span>}
+                  {c.keyChanged && <p class="error small" role="alert">{t('keyChanged')}</p>}
                   <div class="muted small">{p?.online ? t('online') : p?.lastSeen ? t('lastSeen', { time: clock(p.lastSeen) }) : ''}</div>
                 </div>
                 <button disabled={busy} onClick={() => run(() => openDirect(c.account, convs, loadConvs))}>{t('message')}</button>
