@@ -307,7 +307,7 @@ func (c *Chat) handleRejoin(s network.Stream) {
 	}
 	_, _ = s.Write([]byte{1})
 	c.wg.Go(func() {
-		parts, err := c.rotate(c.ctx, conv, nil, []VerifiedCard{vc}, nil)
+		parts, err := c.rotate(c.ctx, conv, []crdt.Op{announceOf(vc)}, []VerifiedCard{vc}, nil)
 		if err != nil {
 			c.log.Warn("seal a returning device into a conversation", "conv", conv.hexID, "err", err)
 			return

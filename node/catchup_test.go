@@ -268,6 +268,29 @@ func (l *sessionLog) nth(t testing.TB, n int) (CatchupStats, error) {
 	return st, err
 }
 
+// find waits for at least n responder sessions and returns the first that
+// matches (the zero stats when none does within the wait).
+func (l *sessionLog) find(t testing.TB, n int, match func(CatchupStats) bool) CatchupStats {
+	t.Helper()
+	var st CatchupStats
+	deadline := time.Now().Add(5 * time.Second)
+	for time.Now().Before(deadline) {
+		l.mu.Lock()
+		if len(l.stats) >= n {
+			for _, r := range l.stats {
+				if match(r) {
+					st = r
+					l.mu.Unlock()
+					return st
+				}
+			}
+		}
+		l.mu.Unlock()
+		time.Sleep(10 * time.Millisecond)
+	}
+	return st
+}
+
 type catchupSide struct {
 	h   host.Host
 	c   *Catchup
@@ -667,7 +690,9 @@ func TestCatchupLimitedBudgetResumes(t *testing.T) {
 			t.Fatal(err)
 		}
 		n++
-		rst, _ := b.log.nth(t, n)
+		// Responder sessions can end out of order (one on a closed
+		// connection may finish late): find this session's by its bytes.
+		rst := b.log.find(t, n, func(r CatchupStats) bool { return r.BytesSent == st.BytesRecv })
 		if !st.Limited || rst.BytesSent > budget || st.BytesRecv != rst.BytesSent {
 			t.Fatalf("session %d: %+v / responder %+v", sessions, st, rst)
 		}

@@ -130,6 +130,13 @@ func (c *Chat) memberRecipients(conv *conversation, extra []VerifiedCard, now ti
 			if _, revoked := conv.revoked[keyring.DeviceID(d.Device)]; revoked {
 				continue
 			}
+			// A device counts only with a certificate from the member's
+			// account root: anyone can announce a device in the name of
+			// an account, nobody can certify it without that root.
+			cert, err := keyring.VerifyCertificate(d.Cert)
+			if err != nil || cert.Device != keyring.DeviceID(d.Device) || cert.Account != a || cert.ValidAt(now) != nil {
+				continue
+			}
 			if spk, err := keyring.VerifyPrekey(d.Prekey); err == nil && spk.Device == keyring.DeviceID(d.Device) {
 				consider(a, spk)
 			}
@@ -208,6 +215,13 @@ func (c *Chat) rotate(ctx context.Context, conv *conversation, ops []crdt.Op, ex
 	return parts, nil
 }
 
+// announceOf announces another device (a newcomer's, a linked or returning
+// one) with its certificate and prekey, so every member can seal the next
+// epochs to it before it writes anything itself.
+func announceOf(vc VerifiedCard) crdt.Op {
+	return crdt.DeviceAnnounce{Account: crdt.AccountID(vc.Cert.Account), Device: crdt.DeviceID(vc.Cert.Device), Cert: vc.raw.Cert, Prekey: vc.raw.Prekey}
+}
+
 // requireAdmin checks that this account may change the membership.
 func (c *Chat) requireAdmin(conv *conversation) error {
 	conv.mu.Lock()
@@ -245,7 +259,7 @@ func (c *Chat) AddMember(ctx context.Context, hexID string, account keyring.Acco
 	if already {
 		return nil
 	}
-	parts, err := c.rotate(ctx, conv, []crdt.Op{crdt.AddMember{Account: crdt.AccountID(account)}}, []VerifiedCard{vc}, nil)
+	parts, err := c.rotate(ctx, conv, []crdt.Op{crdt.AddMember{Account: crdt.AccountID(account)}, announceOf(vc)}, []VerifiedCard{vc}, nil)
 	if err != nil {
 		return err
 	}
@@ -332,4 +346,26 @@ func (c *Chat) ensureUsableEpoch(ctx context.Context, conv *conversation) error 
 	}
 	_, err := c.rotate(ctx, conv, nil, nil, nil)
 	return err
+}
+
+// SetAdmin grants or revokes a member's admin right (admins only).
+func (c *Chat) SetAdmin(ctx context.Context, hexID string, account keyring.AccountID, admin bool) error {
+	conv, err := c.conversation(hexID)
+	if err != nil {
+		return err
+	}
+	if err := c.requireAdmin(conv); err != nil {
+		return err
+	}
+	conv.mu.Lock()
+	member, _ := conv.state.IsMember(crdt.AccountID(account))
+	conv.mu.Unlock()
+	if !member {
+		return fmt.Errorf("%w: %s", ErrNotMember, account.String()[:16])
+	}
+	if _, err := c.commitOwn(ctx, conv, []crdt.Op{crdt.SetAdmin{Account: crdt.AccountID(account), Admin: admin}}); err != nil {
+		return err
+	}
+	c.events.publish(Event{Kind: "conversation", Conversation: conv.hexID})
+	return nil
 }

@@ -102,3 +102,97 @@ func TestGroupAddAndRemoveMember(t *testing.T) {
 }
 
 func crdtAccount(n *Node) crdt.AccountID { return crdt.AccountID(n.Chat.id.AccountID()) }
+
+func memberSet(n *Node, conv string) map[crdt.AccountID]bool {
+	c, err := n.Chat.conversation(conv)
+	if err != nil {
+		return nil
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	out := map[crdt.AccountID]bool{}
+	for _, m := range c.state.Members() {
+		out[m.Account] = true
+	}
+	return out
+}
+
+// Two admins act concurrently: A removes B while B, not yet knowing it,
+// adds D. The CRDT's strong-remove rule voids B's concurrent add, every
+// replica agrees, and the next epoch reaches only the remaining members.
+func TestGroupConcurrentAddAndRemove(t *testing.T) {
+	ctx := context.Background()
+	a := startTestNode(t, loopbackConfig(t))
+	b := startTestNode(t, loopbackConfig(t))
+	c := startTestNode(t, loopbackConfig(t))
+	d := startTestNode(t, loopbackConfig(t))
+	introduce(t, a, b)
+	introduce(t, a, c)
+	introduce(t, b, c)
+	introduce(t, b, d)
+	connect(t, b.Host, a.Host)
+	connect(t, c.Host, a.Host)
+	connect(t, c.Host, b.Host)
+	connect(t, d.Host, b.Host)
+	conv, err := a.Chat.CreateConversation(ctx, "admins", []keyring.AccountID{b.Chat.id.AccountID(), c.Chat.id.AccountID()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, n := range []*Node{b, c} {
+		waitForConversation(t, n, conv)
+	}
+	if err := a.Chat.SetAdmin(ctx, conv, b.Chat.id.AccountID(), true); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 15*time.Second, "B to become admin", func() bool {
+		bc, err := b.Chat.conversation(conv)
+		if err != nil {
+			return false
+		}
+		bc.mu.Lock()
+		defer bc.mu.Unlock()
+		_, admin := bc.state.IsMember(crdtAccount(b))
+		return admin
+	})
+
+	// B is cut off from A and C; both admins act before they hear of
+	// each other.
+	for _, p := range []*Node{a, c} {
+		_ = b.Host.Network().ClosePeer(p.Host.ID())
+		_ = p.Host.Network().ClosePeer(b.Host.ID())
+	}
+	if err := b.Chat.AddMember(ctx, conv, d.Chat.id.AccountID()); err != nil {
+		t.Fatal(err)
+	}
+	if err := a.Chat.RemoveMember(ctx, conv, b.Chat.id.AccountID()); err != nil {
+		t.Fatal(err)
+	}
+	connect(t, b.Host, a.Host)
+	connect(t, b.Host, c.Host)
+
+	want := map[crdt.AccountID]bool{crdtAccount(a): true, crdtAccount(c): true}
+	for _, n := range []*Node{a, b, c} {
+		eventually(t, 20*time.Second, "every replica to agree on the members", func() bool {
+			got := memberSet(n, conv)
+			if len(got) != len(want) {
+				return false
+			}
+			for k := range want {
+				if !got[k] {
+					return false
+				}
+			}
+			return true
+		})
+	}
+	if _, err := a.Send(ctx, conv, "only A and C", ""); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 15*time.Second, "C to read A", func() bool { return hasText(t, c, conv, "only A and C") })
+	time.Sleep(time.Second)
+	for _, n := range []*Node{b, d} {
+		if _, err := n.Chat.conversation(conv); err == nil && hasText(t, n, conv, "only A and C") {
+			t.Fatal("a member voided by the strong-remove rule read a later message")
+		}
+	}
+}

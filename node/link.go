@@ -345,7 +345,7 @@ func (c *Chat) addDeviceEverywhere(ctx context.Context, vc VerifiedCard) {
 		}
 	}
 	for _, conv := range convs {
-		parts, err := c.rotate(ctx, conv, nil, []VerifiedCard{vc}, nil)
+		parts, err := c.rotate(ctx, conv, []crdt.Op{announceOf(vc)}, []VerifiedCard{vc}, nil)
 		if err != nil {
 			c.log.Error("add the linked device to a conversation", "conv", conv.hexID, "err", err)
 			continue

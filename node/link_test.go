@@ -276,3 +276,44 @@ func TestInterruptedLinkIsFinishedAtStart(t *testing.T) {
 		t.Fatalf("account DAG id %q, want the linked account's", id)
 	}
 }
+
+// A bundle whose certificate is forged — for another device, or signed by
+// another account's root — is refused and leaves the node as it was.
+func TestLinkRefusesForgedCertificates(t *testing.T) {
+	ctx := context.Background()
+	ada := startTestNode(t, loopbackConfig(t))
+	eve := startTestNode(t, loopbackConfig(t))
+	phone := startTestNode(t, loopbackConfig(t))
+	for n, name := range map[*Node]string{ada: "Ada", eve: "Eve"} {
+		if _, err := n.CreateAccount(ctx, name, ""); err != nil {
+			t.Fatal(err)
+		}
+	}
+	adaAcct := ada.Chat.id.AccountID()
+	good, err := ada.Chat.id.Keyring.Account.Certify(phone.Chat.id.DeviceID(), "phone", time.Now(), time.Time{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	otherDevice, _ := ada.Chat.id.Keyring.Account.Certify(eve.Chat.id.DeviceID(), "not the phone", time.Now(), time.Time{})
+	byEve, _ := eve.Chat.id.Keyring.Account.Certify(phone.Chat.id.DeviceID(), "phone", time.Now(), time.Time{})
+	tampered := append([]byte(nil), good...)
+	tampered[len(tampered)-1] ^= 1
+	for name, cert := range map[string][]byte{"another device's": otherDevice, "another account's": byEve, "tampered": tampered} {
+		b, err := ada.Chat.linkBundle(cert)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := phone.adoptAccount(ctx, adaAcct, b, nil); !errors.Is(err, ErrBadPeer) {
+			t.Fatalf("%s certificate: adopt = %v, want ErrBadPeer", name, err)
+		}
+		if phone.Chat == nil || phone.Chat.id.AccountID() == adaAcct {
+			t.Fatalf("%s certificate changed the node", name)
+		}
+	}
+	// A root key that is not the code's account is refused too.
+	b, _ := ada.Chat.linkBundle(good)
+	b.AccountSeed = eve.Chat.id.Keyring.Account.Seed()
+	if err := phone.adoptAccount(ctx, adaAcct, b, nil); !errors.Is(err, ErrBadPeer) {
+		t.Fatalf("another account's root: adopt = %v, want ErrBadPeer", err)
+	}
+}
