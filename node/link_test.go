@@ -317,3 +317,57 @@ func TestLinkRefusesForgedCertificates(t *testing.T) {
 		t.Fatalf("another account's root: adopt = %v, want ErrBadPeer", err)
 	}
 }
+
+// Two accounts, with two and three devices: everyone writes from every
+// device, and every device of both accounts ends up with every message.
+func TestTwoAccountsWithTwoAndThreeDevicesConverge(t *testing.T) {
+	ctx := context.Background()
+	adaLaptop := startTestNode(t, loopbackConfig(t))
+	bobDesk := startTestNode(t, loopbackConfig(t))
+	for n, name := range map[*Node]string{adaLaptop: "Ada", bobDesk: "Bob"} {
+		if _, err := n.CreateAccount(ctx, name, ""); err != nil {
+			t.Fatal(err)
+		}
+	}
+	connect(t, bobDesk.Host, adaLaptop.Host)
+	inv, _ := adaLaptop.CreateInvite(ctx, time.Hour)
+	_, conv, err := bobDesk.AcceptInvite(ctx, inv.Link)
+	if err != nil {
+		t.Fatal(err)
+	}
+	link := func(from *Node) *Node {
+		n := startTestNode(t, loopbackConfig(t))
+		connect(t, n.Host, from.Host)
+		code, err := from.Chat.CreateLinkCode(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := n.Link(ctx, code.Link); err != nil {
+			t.Fatal(err)
+		}
+		eventually(t, 20*time.Second, "the linked device to hold the conversation", func() bool {
+			_, err := n.Chat.conversation(conv)
+			return err == nil
+		})
+		return n
+	}
+	adaPhone := link(adaLaptop)
+	bobLaptop := link(bobDesk)
+	bobPhone := link(bobLaptop) // linked by a device that was itself linked: none is primary
+	all := []*Node{adaLaptop, adaPhone, bobDesk, bobLaptop, bobPhone}
+	names := []string{"ada laptop", "ada phone", "bob desk", "bob laptop", "bob phone"}
+	for i, n := range all {
+		eventually(t, 20*time.Second, names[i]+" to write", func() bool {
+			_, err := n.Send(ctx, conv, "hello from "+names[i], "")
+			return err == nil
+		})
+	}
+	for _, n := range all {
+		for _, name := range names {
+			eventually(t, 30*time.Second, "every message on every device", func() bool { return hasText(t, n, conv, "hello from "+name) })
+		}
+	}
+	if got := bobPhone.Chat.id.AccountID(); got != bobDesk.Chat.id.AccountID() {
+		t.Fatalf("the phone linked by Bob's laptop is in account %s", got)
+	}
+}
