@@ -66,6 +66,8 @@ type Chat struct {
 	welcomedBy map[string]peer.ID
 	pairs      map[keyring.AccountID][PairSecretSize]byte // rendezvous secrets by contact
 	ownDevs    map[keyring.DeviceID]ownDevice             // the account's other devices
+	seenMu     sync.Mutex
+	lastSeen   map[keyring.DeviceID]time.Time // latest block of each own device
 	// revokedSelf: another device removed this one from the account.
 	revokedSelf selfRevoked
 	// discovery finds contacts through the DHT; set once at start.
@@ -154,6 +156,7 @@ func newChat(n *Node, id *Identity, st *dag.Store, d ds.Batching) *Chat {
 		contacts:   map[keyring.AccountID]VerifiedCard{},
 		pairs:      map[keyring.AccountID][PairSecretSize]byte{},
 		ownDevs:    map[keyring.DeviceID]ownDevice{},
+		lastSeen:   map[keyring.DeviceID]time.Time{},
 		welcomedBy: map[string]peer.ID{},
 		ctx:        ctx, cancel: cancel,
 	}
@@ -271,6 +274,7 @@ func (c *Chat) openConversation(ctx context.Context, hexID string, sealedRoot []
 				return nil, err
 			}
 			c.noteRevocations(conv, batch)
+			c.noteSeen(batch)
 			batch = batch[:0]
 		}
 	}
@@ -278,6 +282,7 @@ func (c *Chat) openConversation(ctx context.Context, hexID string, sealedRoot []
 		return nil, err
 	}
 	c.noteRevocations(conv, batch)
+	c.noteSeen(batch)
 	return conv, nil
 }
 

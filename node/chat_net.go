@@ -453,6 +453,7 @@ func (c *Chat) ingest(ctx context.Context, conv *conversation, from peer.ID, env
 		c.noteAccountRotations(conv, events)
 	}
 	c.noteRevocations(conv, events)
+	c.noteSeen(events)
 	if hasRotationOps(events) && c.noteRotations(conv) {
 		// Blocks sealed under the new epoch may have been refused
 		// before it was installed: fetch them again.

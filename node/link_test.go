@@ -85,6 +85,16 @@ func TestLinkDeviceSharesEverything(t *testing.T) {
 	for _, n := range []*Node{ada, bob} {
 		eventually(t, 15*time.Second, "the phone's message", func() bool { return hasText(t, n, conv, "from the phone") })
 	}
+	// The laptop lists the phone, online and recently seen.
+	var listed bool
+	for _, d := range ada.Chat.Devices() {
+		if d.Device == phone.Chat.id.DeviceID().String() {
+			listed = d.Online && !d.LastSeen.IsZero() && time.Since(d.LastSeen) < time.Minute && !d.Revoked
+		}
+	}
+	if !listed {
+		t.Fatalf("the laptop's device list: %+v", ada.Chat.Devices())
+	}
 	if _, err := bob.Send(ctx, conv, "to both devices", ""); err != nil {
 		t.Fatal(err)
 	}

@@ -163,6 +163,23 @@ func (c *Chat) RevokeDevice(ctx context.Context, d keyring.DeviceID) error {
 	return errors.Join(errs...)
 }
 
+// noteSeen records the latest block time of each of this account's
+// devices among events.
+func (c *Chat) noteSeen(events []crdt.Event) {
+	self := crdt.AccountID(c.id.AccountID())
+	c.seenMu.Lock()
+	defer c.seenMu.Unlock()
+	for _, ev := range events {
+		if ev.Account != self {
+			continue
+		}
+		t := time.UnixMilli(ev.Time)
+		if d := keyring.DeviceID(ev.Device); t.After(c.lastSeen[d]) {
+			c.lastSeen[d] = t
+		}
+	}
+}
+
 // seenOwnDevice reports whether d announced itself as a device of this
 // account in some conversation (a device from before a restore).
 func (c *Chat) seenOwnDevice(d keyring.DeviceID) bool {
@@ -201,6 +218,9 @@ type DeviceInfo struct {
 	Self    bool      // the device answering
 	Online  bool      // connected right now
 	Revoked bool
+	// LastSeen is the time of the device's latest block this device
+	// holds (zero when none).
+	LastSeen time.Time
 }
 
 // Devices lists the account's devices: this one, the linked ones and the
@@ -237,6 +257,11 @@ func (c *Chat) Devices() []DeviceInfo {
 	}
 	c.mu.RUnlock()
 	byDev[self].Online = true
+	c.seenMu.Lock()
+	for d, di := range byDev {
+		di.LastSeen = c.lastSeen[d]
+	}
+	c.seenMu.Unlock()
 	out := make([]DeviceInfo, 0, len(byDev))
 	for _, di := range byDev {
 		out = append(out, *di)
