@@ -67,20 +67,37 @@ class Node {
     this.token = readFileSync(join(this.dir, 'api.token'), 'utf8').trim();
     this.origin = 'http://127.0.0.1:' + this.apiPort;
   }
+  // up initializes and starts a new node, on fresh ports each attempt: a
+  // port found free can be taken again before the node binds it (and
+  // WebRTC-direct also takes the next UDP port).
+  async up() {
+    let last;
+    for (let attempt = 0; attempt < 3; attempt++) {
+      rmSync(this.dir, { recursive: true, force: true });
+      await this.init();
+      try { await this.start(); return; } catch (e) {
+        last = e;
+        if (this.proc && this.proc.exitCode === null) { this.proc.kill('SIGKILL'); await this.exited; }
+      }
+    }
+    throw last;
+  }
   async start() {
     this.proc = spawn(this.bin, ['--data', this.dir, '--log-level', 'warn', this.opts.relay ? 'relay' : 'run'], { stdio: ['ignore', 'pipe', 'pipe'] });
     this.stdout = '';
+    this.stderr = '';
     this.proc.stdout.on('data', (d) => { this.stdout += d; });
-    this.proc.stderr.on('data', (d) => { if (process.env.GLITR_E2E_VERBOSE) process.stderr.write(`[${this.name}] ${d}`); });
+    this.proc.stderr.on('data', (d) => { this.stderr += d; if (process.env.GLITR_E2E_VERBOSE) process.stderr.write(`[${this.name}] ${d}`); });
     this.exited = new Promise((r) => this.proc.on('exit', r));
     for (let i = 0; i < 200; i++) {
+      if (this.proc.exitCode !== null) throw new Error(`${this.name} exited: ${this.stderr.trim().slice(-500)}`);
       try {
         const r = await fetch(this.origin + '/api/v1/status', { headers: { Authorization: 'Bearer ' + this.token } });
         if (r.ok) return;
       } catch { /* not up yet */ }
       await sleep(50);
     }
-    throw new Error(this.name + ' did not start');
+    throw new Error(`${this.name} did not start: ${this.stderr.trim().slice(-500)}`);
   }
   async stop() { this.proc.kill('SIGTERM'); await this.exited; }
   api(method, path, body) {
@@ -116,8 +133,7 @@ try {
   // A relay node bootstraps the private DHT that invites find peers in.
   const boot = new Node('boot', join(tmp, 'glitr'), { relay: true });
   await step('start a bootstrap node', async () => {
-    await boot.init();
-    await boot.start();
+    await boot.up();
     for (let i = 0; i < 100 && !/\/ip4\/127\.0\.0\.1\/tcp\/\d+\/p2p\/\w+/.test(boot.stdout); i++) await sleep(50);
     boot.addr = boot.stdout.match(/\/ip4\/127\.0\.0\.1\/tcp\/\d+\/p2p\/\w+/)[0];
   });
@@ -125,8 +141,7 @@ try {
   a = new Node('alice', join(tmp, 'glitr'), { bootstrap: boot.addr });
   b = new Node('bob', join(tmp, 'glitr'), { bootstrap: boot.addr });
   await step('start two nodes', async () => {
-    await Promise.all([a.init(), b.init()]);
-    await Promise.all([a.start(), b.start()]);
+    await Promise.all([a.up(), b.up()]);
   });
 
   // Alice's context is persistent: installability needs a real profile.
