@@ -354,32 +354,37 @@ func (n *Node) MarkRead(ctx context.Context, id string) error {
 	}
 	if prefs, err := n.Preferences(ctx); err == nil && !prefs.ReadReceipts {
 		// No read receipt leaves this node; the position stays local.
+		// It goes to the account DAG: this account's other devices
+		// learn it, and it survives a restart.
 		pos, err := c.position(ctx, conv)
 		if err != nil {
 			return err
 		}
-		s := c.signals()
-		s.mu.Lock()
-		s.readUpTo[conv.hexID] = pos
-		s.mu.Unlock()
+		if err := c.commitAccount(ctx, crdt.ReadMark{Conversation: conv.id, Position: pos}); err != nil {
+			return apiErr(err)
+		}
 		c.events.publish(Event{Kind: "state", Conversation: conv.hexID})
 		return nil
 	}
 	return apiErr(c.MarkRead(ctx, conv.hexID))
 }
 
-// localRead is the read position kept on this node while read receipts
-// are off (nil: none).
+// localRead is the read position this account keeps in its account DAG
+// for conversations read while read receipts are off (nil: none).
 func (c *Chat) localRead(hexID string) crdt.Position {
-	signalsMu.Lock()
-	s := signalsFor[c]
-	signalsMu.Unlock()
-	if s == nil {
+	id, err := hex.DecodeString(hexID)
+	if err != nil {
 		return nil
 	}
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.readUpTo[hexID]
+	c.mu.RLock()
+	acct := c.account
+	c.mu.RUnlock()
+	if acct == nil {
+		return nil
+	}
+	acct.mu.Lock()
+	defer acct.mu.Unlock()
+	return acct.acct.ReadPosition(id)
 }
 
 // WaitEvents implements webui.ChatBackend.

@@ -68,6 +68,7 @@ type Chat struct {
 	ownDevs    map[keyring.DeviceID]ownDevice             // the account's other devices
 	seenMu     sync.Mutex
 	lastSeen   map[keyring.DeviceID]time.Time // latest block of each own device
+	sig        *signals                       // ephemeral typing and presence (signals.go)
 	// revokedSelf: another device removed this one from the account.
 	revokedSelf selfRevoked
 	// discovery finds contacts through the DHT; set once at start.

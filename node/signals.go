@@ -76,9 +76,6 @@ type signals struct {
 	lastTyping map[string]time.Time // by conversation: last typing signal sent
 	seen       map[keyring.AccountID]time.Time
 	buckets    map[peer.ID]*bucket
-	// readUpTo are local read positions for conversations read while read
-	// receipts are off: unread counts drop, and nobody learns it.
-	readUpTo map[string]crdt.Position
 }
 
 type bucket struct {
@@ -86,35 +83,23 @@ type bucket struct {
 	at     time.Time
 }
 
-var (
-	signalsMu  sync.Mutex
-	signalsFor = map[*Chat]*signals{}
-)
+// signals returns the chat service's signal service (startSignals made it
+// when the chat service started).
+func (c *Chat) signals() *signals { return c.sig }
 
-// signals returns the node's signal service, starting it on first use.
-func (c *Chat) signals() *signals {
-	signalsMu.Lock()
-	defer signalsMu.Unlock()
-	if s, ok := signalsFor[c]; ok {
-		return s
-	}
+// startSignals creates the signal service and registers its protocol; the
+// heartbeat (presence) runs until the chat service closes.
+func (c *Chat) startSignals() {
 	s := &signals{
 		n: c.n, c: c,
 		subs:       map[chan webui.Signal]struct{}{},
 		lastTyping: map[string]time.Time{},
 		seen:       map[keyring.AccountID]time.Time{},
 		buckets:    map[peer.ID]*bucket{},
-		readUpTo:   map[string]crdt.Position{},
 	}
-	signalsFor[c] = s
+	c.sig = s
 	c.n.Host.SetStreamHandler(SignalProtocol, s.handle)
-	c.wg.Go(func() {
-		s.heartbeat(c.ctx)
-		signalsMu.Lock()
-		delete(signalsFor, c)
-		signalsMu.Unlock()
-	})
-	return s
+	c.wg.Go(func() { s.heartbeat(c.ctx) })
 }
 
 func (s *signals) subscribe(ctx context.Context) <-chan webui.Signal {
