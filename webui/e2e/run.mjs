@@ -111,7 +111,7 @@ class Node {
 const shot = (page, name) => page.screenshot({ path: join(out, name + '.png') });
 const args = ['--headless', '--no-sandbox', '--disable-gpu', '--disable-background-networking', '--host-resolver-rules=MAP rebind.test 127.0.0.1'];
 
-let browser, ctxA, ctxB, a, b, bootNode;
+let browser, ctxA, ctxB, a, b, c, bootNode;
 try {
   await step('message catalogue: every language has every string', async () => {
     const { _catalogue: cat } = await import('../src/i18n.js');
@@ -120,7 +120,7 @@ try {
       assert(missing.length === 0, `${lang} lacks ${missing.join(', ')}`);
     }
     // No string is written into the UI around the catalogue.
-    for (const f of ['main.jsx', 'conversation.jsx', 'screens.jsx', 'ui.jsx']) {
+    for (const f of readdirSync(join(webui, 'src')).filter((n) => n.endsWith('.jsx'))) {
       const src = readFileSync(join(webui, 'src', f), 'utf8');
       const literal = src.match(/>\s*[A-Za-z][A-Za-z ,.'!?]{3,}\s*</g);
       assert(!literal, `${f}: text outside the catalogue: ${literal}`);
@@ -514,6 +514,63 @@ try {
   const unnamed = (p) => p.evaluate(() => [...document.querySelectorAll('button, a[href], input, select, textarea, [role=switch]')]
     .filter((el) => el.getClientRects().length && !(el.getAttribute('aria-label') || el.title || (el.labels && [...el.labels].some((l) => l.textContent.trim())) || el.textContent.trim() || el.querySelector('img[alt]:not([alt=""])')))
     .map((el) => el.outerHTML.slice(0, 80)));
+  const device = (p, text) => p.locator('li.device', { hasText: text });
+  await step('devices: list, link a third node with a code from the UI, revoke it', async () => {
+    await pa.goto(a.origin + '/#/settings');
+    await device(pa, 'This device').waitFor();
+    assert(await pa.locator('li.device').count() === 1, 'one device before linking');
+    // A fresh node shows the ways in besides a new account.
+    c = new Node('alice-2', join(tmp, 'glitr'), { bootstrap: boot.addr });
+    await c.up();
+    const pc = await ctxB.newPage();
+    openPages.push(pc);
+    await pc.goto(c.origin + '/login?token=' + c.token);
+    await pc.getByRole('button', { name: 'Restore from a backup' }).click();
+    await pc.getByLabel('Backup file').waitFor();
+    await pc.getByLabel(/Recovery words/).waitFor();
+    assert((await unnamed(pc)).length === 0, 'restore form: every control has a name');
+    await pc.getByRole('button', { name: 'Create a new account instead' }).click();
+    await pc.getByRole('button', { name: 'Link to an existing account' }).click();
+    await pc.getByLabel('Paste a link code').waitFor();
+    assert((await unnamed(pc)).length === 0, 'link form: every control has a name');
+    // Alice makes a code; the new node links with it through its API.
+    await pa.getByRole('button', { name: 'Link a new device' }).click();
+    const code = await pa.getByLabel('Link code', { exact: true }).inputValue();
+    assert(/^(web\+)?glitr:link\//.test(code), 'link code: ' + code.slice(0, 40));
+    await pa.getByRole('img', { name: 'QR code of the link code' }).waitFor();
+    await pa.waitForFunction(() => document.querySelector('img.qr')?.naturalWidth > 0);
+    await pa.getByText(/^Expires at /).waitFor();
+    await shot(pa, 'devices-link-code');
+    await c.api('POST', '/link', { code });
+    assert((await c.api('GET', '/account')).account === (await a.api('GET', '/account')).account, 'the new node is a device of Alice\'s account');
+    // The list updates from the "devices" event, and shows it online.
+    await pa.locator('li.device').nth(1).waitFor({ timeout: 20000 });
+    const other = pa.locator('li.device', { hasNotText: 'This device' });
+    await other.getByText(/online/).waitFor({ timeout: 30000 });
+    await shot(pa, 'devices');
+    pa.once('dialog', (d) => d.accept());
+    await other.getByRole('button', { name: /^Revoke / }).click();
+    await other.locator('.tag', { hasText: 'Revoked' }).waitFor({ timeout: 20000 });
+    assert(await other.getByRole('button').count() === 0, 'no revoke button on a revoked device');
+    // The removed device shows that, and nothing else.
+    for (let i = 0; i < 200 && (await c.api('GET', '/account')).state !== 'revoked'; i++) await sleep(100);
+    await pc.goto(c.origin + '/');
+    await pc.getByRole('heading', { name: 'This device was removed' }).waitFor({ timeout: 10000 });
+    assert(await pc.locator('.conv-item, nav').count() === 0, 'no chat on a removed device');
+    await shot(pc, 'device-revoked-phone');
+    openPages.pop();
+    await pc.close();
+  });
+
+  await step('backup: the download is a non-empty file', async () => {
+    const [dl] = await Promise.all([pa.waitForEvent('download'), pa.getByRole('button', { name: 'Download backup' }).click()]);
+    assert(dl.suggestedFilename() === 'glitr-backup.bin', 'file name: ' + dl.suggestedFilename());
+    const size = readFileSync(await dl.path()).length;
+    assert(size > 0, 'backup is not empty');
+    await pa.getByText(`Backup saved (${size} bytes).`).waitFor();
+    figures.backupBytes = size;
+  });
+
   await step('accessibility: every control has a name; keyboard reaches the composer', async () => {
     for (const path of ['/#/', '/#/settings', '/#/invite', '/#/contacts', '/#/new/group']) {
       await pa.goto(a.origin + path);
@@ -593,7 +650,7 @@ try {
   log('figures', JSON.stringify(figures));
   await ctxA?.close().catch(() => {});
   await browser?.close().catch(() => {});
-  for (const n of [a, b, bootNode]) if (n?.proc && n.proc.exitCode === null) n.proc.kill('SIGKILL');
+  for (const n of [a, b, c, bootNode]) if (n?.proc && n.proc.exitCode === null) n.proc.kill('SIGKILL');
   rmSync(tmp, { recursive: true, force: true });
 }
 

@@ -5,6 +5,7 @@ import { api, get, post, EventStream } from './api.js';
 import { t, setLanguage } from './i18n.js';
 import { Conversation } from './conversation.jsx';
 import { Onboarding, Unlock, Settings, Invite, Contacts, NewChat } from './screens.jsx';
+import { Revoked } from './devices.jsx';
 import { Avatar, Icon, shortTime, displayTitle, nameOf } from './ui.jsx';
 import './style.css';
 
@@ -70,7 +71,7 @@ function App() {
     try {
       const a = await first('account', '/account');
       setAccount(a);
-      setBoot(a.state === 'new' ? 'new' : a.state === 'locked' ? 'locked' : 'ready');
+      setBoot(a.state === 'new' || a.state === 'locked' || a.state === 'revoked' ? a.state : 'ready');
     } catch (e) {
       // A running app keeps its screen while the node is unreachable (the
       // banner says so); only a lock takes it to the unlock screen.
@@ -151,6 +152,11 @@ function App() {
         case 'presence':
           setPresence((p) => ({ ...p, [f.account]: { online: f.online, lastSeen: f.lastSeen } }));
           break;
+        case 'account': case 'devices':
+          // This device may have been removed by another one.
+          if (f.kind === 'account') loadAccount();
+          for (const l of convListeners.current) l(f);
+          break;
         default:
           scheduleRefresh();
           if (f.kind === 'contact') loadContacts().catch(() => {});
@@ -179,6 +185,7 @@ function App() {
   if (boot === 'offline') return <div class="center"><p role="alert">{bootError}</p><button onClick={() => { setBoot('loading'); loadAccount(); }}>{t('retry')}</button></div>;
   if (boot === 'new') return <Onboarding onDone={loadAccount} />;
   if (boot === 'locked') return <Unlock onDone={loadAccount} />;
+  if (boot === 'revoked') return <Revoked />;
 
   const ctx = { account, prefs, setPrefs, contacts, loadContacts, convs, loadConvs, presence, typing, onConvEvent, setAccount, reloadAccount: loadAccount };
   const openId = route.page === 'c' ? route.arg : null;

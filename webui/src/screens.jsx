@@ -2,6 +2,7 @@ import { useState, useEffect } from 'preact/hooks';
 import { get, post, put, del } from './api.js';
 import { t, languages } from './i18n.js';
 import { Avatar, BackLink, CopyButton, go, nameOf, clock } from './ui.jsx';
+import { DevicesSection, BackupSection, LinkForm, RestoreForm } from './devices.jsx';
 
 const enc = encodeURIComponent;
 
@@ -25,7 +26,17 @@ export function Onboarding({ onDone }) {
   const [pass2, setPass2] = useState('');
   const [words, setWords] = useState(null);
   const [ack, setAck] = useState(false);
+  const [mode, setMode] = useState('create');
   const { busy, error, setError, run } = useAsync();
+  if (mode !== 'create') {
+    return (
+      <main class="card-page">
+        <h1>{t('welcomeTitle')}</h1>
+        {mode === 'link' ? <LinkForm onDone={onDone} /> : <RestoreForm onDone={onDone} />}
+        <button type="button" class="link-btn" onClick={() => setMode('create')}>{t('newAccountInstead')}</button>
+      </main>
+    );
+  }
   if (words) {
     return (
       <main class="card-page">
@@ -57,6 +68,11 @@ export function Onboarding({ onDone }) {
         <ErrorLine error={error} />
         <button class="primary" type="submit" disabled={busy || !name.trim()}>{t('createAccount')}</button>
       </form>
+      <div class="stack existing">
+        <h2>{t('orExisting')}</h2>
+        <button type="button" onClick={() => setMode('link')}>{t('linkExisting')}</button>
+        <button type="button" onClick={() => setMode('restore')}>{t('restoreBackup')}</button>
+      </div>
     </main>
   );
 }
@@ -105,7 +121,7 @@ async function resizeAvatar(file) {
   return c.toDataURL('image/jpeg', 0.85);
 }
 
-export function Settings({ account, prefs, setPrefs, reloadAccount }) {
+export function Settings({ account, prefs, setPrefs, reloadAccount, onConvEvent }) {
   const [name, setName] = useState(account?.name || '');
   const [avatar, setAvatar] = useState(account?.avatar || '');
   const [saved, setSaved] = useState('');
@@ -172,10 +188,8 @@ export function Settings({ account, prefs, setPrefs, reloadAccount }) {
         {toggle('showPresence', t('showPresence'), t('showPresenceText'))}
         {toggle('readReceipts', t('readReceipts'), t('readReceiptsText'))}
       </div>
-      <div class="stack section">
-        <h3>{t('devices')}</h3>
-        <ul class="plain"><li>{t('thisDevice')} <code class="small">{(account?.device || '').slice(0, 16)}</code></li></ul>
-      </div>
+      <DevicesSection onConvEvent={onConvEvent} />
+      <BackupSection />
       <div class="stack section">
         <h3>{t('account')}</h3>
         <p class="small muted"><code>{account?.account}</code></p>
