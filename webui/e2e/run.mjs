@@ -514,6 +514,19 @@ try {
   const unnamed = (p) => p.evaluate(() => [...document.querySelectorAll('button, a[href], input, select, textarea, [role=switch]')]
     .filter((el) => el.getClientRects().length && !(el.getAttribute('aria-label') || el.title || (el.labels && [...el.labels].some((l) => l.textContent.trim())) || el.textContent.trim() || el.querySelector('img[alt]:not([alt=""])')))
     .map((el) => el.outerHTML.slice(0, 80)));
+  let backupFile;
+  await step('backup: the download is a non-empty file', async () => {
+    await pa.goto(a.origin + '/#/settings');
+    const [dl] = await Promise.all([pa.waitForEvent('download'), pa.getByRole('button', { name: 'Download backup' }).click()]);
+    assert(dl.suggestedFilename() === 'glitr-backup.bin', 'file name: ' + dl.suggestedFilename());
+    const size = readFileSync(await dl.path()).length;
+    assert(size > 0, 'backup is not empty');
+    await pa.getByText(`Backup saved (${size} bytes).`).waitFor();
+    figures.backupBytes = size;
+    backupFile = join(tmp, 'backup.bin');
+    await dl.saveAs(backupFile);
+  });
+
   const device = (p, text) => p.locator('li.device', { hasText: text });
   await step('devices: list, link a third node with a code from the UI, revoke it', async () => {
     await pa.goto(a.origin + '/#/settings');
@@ -527,8 +540,13 @@ try {
     await pc.goto(c.origin + '/login?token=' + c.token);
     await pc.getByRole('button', { name: 'Restore from a backup' }).click();
     await pc.getByLabel('Backup file').waitFor();
-    await pc.getByLabel(/Recovery words/).waitFor();
     assert((await unnamed(pc)).length === 0, 'restore form: every control has a name');
+    // Wrong words: refused with the node's message, the node stays fresh.
+    await pc.getByLabel('Backup file').setInputFiles(backupFile);
+    await pc.getByLabel(/Recovery words/).fill(Array(24).fill('abandon').join(' '));
+    await pc.getByRole('button', { name: 'Restore', exact: true }).click();
+    await pc.getByRole('alert').waitFor();
+    assert((await c.api('GET', '/account')).state === 'new', 'a refused restore leaves the node fresh');
     await pc.getByRole('button', { name: 'Create a new account instead' }).click();
     await pc.getByRole('button', { name: 'Link to an existing account' }).click();
     await pc.getByLabel('Paste a link code').waitFor();
@@ -560,15 +578,6 @@ try {
     await shot(pc, 'device-revoked-phone');
     openPages.pop();
     await pc.close();
-  });
-
-  await step('backup: the download is a non-empty file', async () => {
-    const [dl] = await Promise.all([pa.waitForEvent('download'), pa.getByRole('button', { name: 'Download backup' }).click()]);
-    assert(dl.suggestedFilename() === 'glitr-backup.bin', 'file name: ' + dl.suggestedFilename());
-    const size = readFileSync(await dl.path()).length;
-    assert(size > 0, 'backup is not empty');
-    await pa.getByText(`Backup saved (${size} bytes).`).waitFor();
-    figures.backupBytes = size;
   });
 
   await step('accessibility: every control has a name; keyboard reaches the composer', async () => {
