@@ -128,6 +128,10 @@ type conversation struct {
 	receipt          *time.Timer
 	lastSync         map[peer.ID]time.Time
 	lastMerge        time.Time // when this device last emitted a merge block
+	// healPending: a rotation for devices the epoch misses is scheduled.
+	healPending bool
+	// confirmPending: a delivery check is scheduled (confirmDelivery).
+	confirmPending bool
 	// syncFailures counts consecutive failed catch-up sessions per peer.
 	syncFailures map[peer.ID]int
 	// syncPending marks peers with a catch-up already scheduled.
@@ -621,6 +625,9 @@ func (c *Chat) publish(conv *conversation, blk dag.Block) {
 		c.log.Debug("publish", "conv", conv.hexID, "err", err)
 		return
 	}
+	if blk.Inner.Author == dag.DeviceID(c.id.DeviceID()) {
+		c.confirmDelivery(conv)
+	}
 	// Handed to at least one member's device: "sent". (Delivered and read
 	// come from the recipients' receipts.)
 	if blk.Inner.Author == dag.DeviceID(c.id.DeviceID()) {
@@ -655,6 +662,45 @@ func (c *Chat) Send(ctx context.Context, hexID, text string, replyTo *crdt.MsgID
 	id := crdt.MsgID{Event: blk.CID}
 	c.events.publish(Event{Kind: "message", Conversation: hexID, Message: id.String()})
 	return id, nil
+}
+
+// confirmAfter is how long after publishing one of its blocks a device
+// checks with the connected members by a catch-up session: a gossiped block
+// can be dropped (a receiver's full validation queue, a mesh still forming
+// after a restart) and nothing else would notice before anti-entropy.
+// Sessions are coalesced per peer and conversation (at most one a second)
+// and cost one round trip when nothing is missing.
+const confirmAfter = 3 * time.Second
+
+// maxConfirmPeers bounds the confirmation sessions per block; larger groups
+// rely on gossip and anti-entropy.
+const maxConfirmPeers = 16
+
+func (c *Chat) confirmDelivery(conv *conversation) {
+	conv.mu.Lock()
+	pending := conv.confirmPending
+	conv.confirmPending = true
+	conv.mu.Unlock()
+	if pending {
+		return // one check covers every block published until it runs
+	}
+	c.wg.Go(func() {
+		select {
+		case <-c.ctx.Done():
+			return
+		case <-time.After(confirmAfter):
+		}
+		conv.mu.Lock()
+		conv.confirmPending = false
+		conv.mu.Unlock()
+		peers := c.memberPeers(conv)
+		if len(peers) > maxConfirmPeers {
+			return
+		}
+		for _, p := range peers {
+			c.wg.Go(func() { c.syncWith(c.ctx, conv, p) })
+		}
+	})
 }
 
 // MarkRead records that the user has read everything in the conversation.

@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/rand"
 	"fmt"
+	mrand "math/rand/v2"
 	"time"
 
 	"github.com/glitr-chat/glitr/crdt"
@@ -48,7 +49,7 @@ func hasRotationOps(events []crdt.Event) bool {
 	for _, ev := range events {
 		for _, op := range ev.Ops {
 			switch op.(type) {
-			case crdt.Rotation, crdt.RemoveMember, crdt.AddMember:
+			case crdt.Rotation, crdt.RemoveMember, crdt.AddMember, crdt.DeviceAnnounce:
 				return true
 			}
 		}
@@ -97,7 +98,84 @@ func (c *Chat) noteRotations(conv *conversation) (installed bool) {
 			c.log.Error("persist key state", "conv", conv.hexID, "err", err)
 		}
 	}
+	c.maybeHealEpoch(conv)
 	return installed
+}
+
+// maybeHealEpoch schedules a rotation when the current epoch leaves out a
+// device that belongs in it: two rotations made concurrently (a device
+// linked on each side of a conversation, say) each seal to the devices
+// their author knew, and the one the CRDT picks may miss the other's new
+// device, which would then read nothing. Every member that notices waits a
+// random moment and, if the gap is still there, seals a new epoch to every
+// device it knows; the CRDT picks one, and it covers them all. conv.mu is
+// held.
+func (c *Chat) maybeHealEpoch(conv *conversation) {
+	if conv.acct != nil || conv.healPending {
+		return
+	}
+	cur, ok := conv.state.CurrentEpoch()
+	if !ok {
+		return
+	}
+	if member, _ := conv.state.IsMember(crdt.AccountID(c.id.AccountID())); !member {
+		return
+	}
+	if len(c.missingFromEpoch(conv, cur)) == 0 {
+		return
+	}
+	conv.healPending = true
+	c.wg.Go(func() {
+		select {
+		case <-c.ctx.Done():
+			return
+		case <-time.After(500*time.Millisecond + time.Duration(mrand.Int64N(int64(1500*time.Millisecond)))):
+		}
+		conv.mu.Lock()
+		conv.healPending = false
+		cur, ok := conv.state.CurrentEpoch()
+		missing := ok && len(c.missingFromEpoch(conv, cur)) > 0
+		conv.mu.Unlock()
+		if !missing {
+			return
+		}
+		if _, err := c.rotate(c.ctx, conv, nil, nil, nil); err != nil && c.ctx.Err() == nil {
+			c.log.Warn("seal a new epoch to devices the current one misses", "conv", conv.hexID, "err", err)
+		}
+	})
+}
+
+// missingFromEpoch lists the devices of members, certified by their
+// account and not revoked, that the rotation rv was not sealed to. conv.mu
+// is held.
+func (c *Chat) missingFromEpoch(conv *conversation, rv crdt.RotationView) []crdt.DeviceID {
+	sealed := map[crdt.DeviceID]bool{}
+	for _, r := range rv.Recipients {
+		sealed[r.Device] = true
+	}
+	now := c.now()
+	var out []crdt.DeviceID
+	for _, m := range conv.state.Members() {
+		for _, d := range conv.state.Devices(m.Account) {
+			if sealed[d.Device] || len(d.Prekey) == 0 {
+				continue
+			}
+			if _, revoked := conv.revoked[keyring.DeviceID(d.Device)]; revoked {
+				continue
+			}
+			cert, err := keyring.VerifyCertificate(d.Cert)
+			if err != nil || cert.Device != keyring.DeviceID(d.Device) || cert.Account != keyring.AccountID(m.Account) || cert.ValidAt(now) != nil {
+				continue
+			}
+			// Only a device a new epoch could be sealed to counts, or
+			// healing would rotate again and again.
+			if spk, err := keyring.VerifyPrekey(d.Prekey); err != nil || spk.Device != keyring.DeviceID(d.Device) || spk.ValidAt(now) != nil {
+				continue
+			}
+			out = append(out, d.Device)
+		}
+	}
+	return out
 }
 
 // memberRecipients returns the verified prekeys of every device of every
