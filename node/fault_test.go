@@ -532,20 +532,22 @@ func faultPartitionRun(t *testing.T, conv string, a, b, c *faultProc, cut, heal 
 	// Receipts keep flowing for a moment; the message lists above are the
 	// convergence criterion, the state hashes (which include receipts) are
 	// compared once every last message is delivered to everyone.
+	var pendingStatus []string
 	faultEventually(t, faultConvergeTimeout, "every node's last own message to be delivered", func() bool {
+		pendingStatus = pendingStatus[:0]
 		for _, p := range nodes {
 			ms := p.api.allMessages(t, conv)
 			for i := len(ms) - 1; i >= 0; i-- {
 				if ms[i].Mine {
 					if ms[i].Status != "delivered" {
-						return false
+						pendingStatus = append(pendingStatus, fmt.Sprintf("%s: %q is %s", p.name, ms[i].Text, ms[i].Status))
 					}
 					break
 				}
 			}
 		}
-		return true
-	}, nil)
+		return len(pendingStatus) == 0
+	}, func() string { return fmt.Sprintf("not delivered: %v", pendingStatus) })
 	for _, p := range nodes {
 		p.stop(t)
 	}
