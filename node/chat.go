@@ -128,6 +128,9 @@ type conversation struct {
 	receipt          *time.Timer
 	lastSync         map[peer.ID]time.Time
 	lastMerge        time.Time // when this device last emitted a merge block
+	// lastHistoryRequest: when this device last asked another of its
+	// devices for this conversation's history (history.go).
+	lastHistoryRequest time.Time
 	// healPending: a rotation for devices the epoch misses is scheduled.
 	healPending bool
 	// confirmPending: a delivery check is scheduled (confirmDelivery).

@@ -134,7 +134,11 @@ func (c *Chat) validator(conv *conversation) pubsub.ValidatorEx {
 		case errors.Is(err, errDuplicate):
 			return pubsub.ValidationIgnore
 		case errors.Is(err, errUnknownEpoch):
-			return pubsub.ValidationIgnore // an epoch we have not received yet
+			// An epoch we have not received yet, or one we never will
+			// (a message written concurrently with the rotation that
+			// added this device): another of our devices may hold it.
+			c.wg.Go(func() { c.requestHistory(conv) })
+			return pubsub.ValidationIgnore
 		case errors.Is(err, errAhead):
 			c.wg.Go(func() { c.syncWith(c.ctx, conv, m.ReceivedFrom) })
 			return pubsub.ValidationIgnore
@@ -143,6 +147,9 @@ func (c *Chat) validator(conv *conversation) pubsub.ValidatorEx {
 			return pubsub.ValidationReject
 		case err != nil:
 			return pubsub.ValidationIgnore
+		}
+		if res.revoked > 0 {
+			return pubsub.ValidationIgnore // not forwarded
 		}
 		if res.notReady > 0 {
 			// Links missing: the block keeps its key and comes again,
@@ -166,6 +173,7 @@ const maxLiveGap = 64
 var (
 	errAhead        = errors.New("block is far ahead of its sender's chain")
 	errNotReady     = errors.New("block's links are not here yet")
+	errRevokedBlock = errors.New("block written by a device after its revocation")
 	errDuplicate    = errors.New("block already held")
 	errUnknownEpoch = errors.New("block sealed under an epoch this device does not hold")
 )
@@ -259,6 +267,9 @@ func (c *Chat) ingest(ctx context.Context, conv *conversation, from peer.ID, env
 				if err := dag.VerifySignature(in); err != nil {
 					return err
 				}
+				if conv.revokedBlock(&in) {
+					return errRevokedBlock
+				}
 				// A block whose links we lack keeps its key: opened now,
 				// it could only be staged, and a staged block lost to
 				// eviction or a crash could never be opened again. The
@@ -282,6 +293,9 @@ func (c *Chat) ingest(ctx context.Context, conv *conversation, from peer.ID, env
 				return res, errAhead
 			case errors.Is(err, errNotReady):
 				res.notReady++
+				continue
+			case errors.Is(err, errRevokedBlock):
+				res.revoked++
 				continue
 			case errors.Is(err, keyring.ErrUnknownEpoch):
 				openErr = fmt.Errorf("%w: %w", errUnknownEpoch, err)
@@ -542,6 +556,11 @@ func (c *Chat) Ingest(ctx context.Context, from peer.ID, syncID []byte, envs [][
 		return ErrNoConversation
 	}
 	res, err := c.ingest(ctx, conv, from, envs, false)
+	if errors.Is(err, errUnknownEpoch) {
+		// Written under an epoch this device never got: another device
+		// of the account that opened it can hand it over.
+		c.wg.Go(func() { c.requestHistory(conv) })
+	}
 	c.log.Debug("catch-up batch", "conv", conv.hexID, "blocks", len(envs), "committed", res.committed, "notReady", res.notReady, "duplicates", res.duplicates, "err", err)
 	if errors.Is(err, errDuplicate) {
 		return nil

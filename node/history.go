@@ -37,6 +37,84 @@ const (
 	maxHistoryBlocks = 1 << 22 // blocks of one transfer
 )
 
+// HistoryRequestProtocol asks another device of this account for a
+// conversation's history: a block sealed under an epoch this device never
+// got (a message written concurrently with the rotation that added it)
+// can only be read through a device that opened it.
+const HistoryRequestProtocol = "/glitr/history-request/1.0.0"
+
+// historyRequestEvery spaces a device's history requests per conversation.
+const historyRequestEvery = 20 * time.Second
+
+// requestHistory asks a connected device of this account to stream conv's
+// history here (at most once per historyRequestEvery).
+func (c *Chat) requestHistory(conv *conversation) {
+	conv.mu.Lock()
+	if time.Since(conv.lastHistoryRequest) < historyRequestEvery {
+		conv.mu.Unlock()
+		return
+	}
+	conv.lastHistoryRequest = time.Now()
+	conv.mu.Unlock()
+	for _, p := range c.ownDevicePeers() {
+		if c.n.Host.Network().Connectedness(p) != network.Connected {
+			continue
+		}
+		ctx, cancel := context.WithTimeout(c.ctx, 10*time.Second)
+		err := c.askHistory(ctx, p, conv.id)
+		cancel()
+		if err == nil {
+			return
+		}
+	}
+}
+
+func (c *Chat) askHistory(ctx context.Context, p peer.ID, conv []byte) error {
+	s, err := c.n.Host.NewStream(network.WithAllowLimitedConn(ctx, "glitr-history-request"), p, HistoryRequestProtocol)
+	if err != nil {
+		return err
+	}
+	defer s.Close()
+	_ = s.SetDeadline(time.Now().Add(10 * time.Second))
+	if _, err := s.Write(conv); err != nil {
+		s.Reset()
+		return err
+	}
+	if err := s.CloseWrite(); err != nil {
+		return err
+	}
+	ack := make([]byte, 1)
+	if _, err := io.ReadFull(s, ack); err != nil || ack[0] != 1 {
+		return fmt.Errorf("history request refused: %v", err)
+	}
+	return nil
+}
+
+// handleHistoryRequest streams a conversation's history to another device
+// of this account that asks for it.
+func (c *Chat) handleHistoryRequest(s network.Stream) {
+	defer s.Close()
+	from := s.Conn().RemotePeer()
+	if !c.isOwnDevicePeer(from) {
+		s.Reset()
+		return
+	}
+	_ = s.SetDeadline(time.Now().Add(10 * time.Second))
+	id := make([]byte, 17)
+	n, _ := io.ReadFull(s, id)
+	conv, err := c.conversationByID(id[:n])
+	if err != nil || n != 16 {
+		s.Reset()
+		return
+	}
+	_, _ = s.Write([]byte{1})
+	c.wg.Go(func() {
+		if err := c.sendHistory(c.ctx, conv, from); err != nil && c.ctx.Err() == nil {
+			c.log.Debug("history for another device", "conv", conv.hexID, "err", err)
+		}
+	})
+}
+
 // historyFrame is one frame: the conversation id (first frame only) and
 // pairs of envelope and inner block bytes, oldest first. A frame without
 // blocks ends the transfer.
@@ -163,7 +241,7 @@ func (c *Chat) handleHistory(s network.Stream) {
 	c.mu.RLock()
 	welcomer := c.welcomedBy[string(first.Conversation)]
 	c.mu.RUnlock()
-	if err != nil || welcomer != from {
+	if err != nil || (welcomer != from && !c.isOwnDevicePeer(from)) {
 		c.log.Info("history refused", "peer", from.String(), "err", errHistoryRefused)
 		s.Reset()
 		return

@@ -372,10 +372,23 @@ func TestTwoAccountsWithTwoAndThreeDevicesConverge(t *testing.T) {
 			return err == nil
 		})
 	}
-	for _, n := range all {
-		for _, name := range names {
-			eventually(t, 30*time.Second, "every message on every device", func() bool { return hasText(t, n, conv, "hello from "+name) })
+	missing := func() []string {
+		var out []string
+		for i, n := range all {
+			for _, name := range names {
+				if !hasText(t, n, conv, "hello from "+name) {
+					out = append(out, names[i]+" lacks "+name)
+				}
+			}
 		}
+		return out
+	}
+	deadline := time.Now().Add(30 * time.Second)
+	for len(missing()) > 0 {
+		if time.Now().After(deadline) {
+			t.Fatalf("after 30 s: %v", missing())
+		}
+		time.Sleep(50 * time.Millisecond)
 	}
 	if got := bobPhone.Chat.id.AccountID(); got != bobDesk.Chat.id.AccountID() {
 		t.Fatalf("the phone linked by Bob's laptop is in account %s", got)

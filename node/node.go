@@ -247,6 +247,7 @@ func (n *Node) startChat(ctx context.Context, passphrase []byte) error {
 	n.Host.SetStreamHandler(HistoryProtocol, c.handleHistory)
 	n.Host.SetStreamHandler(LinkProtocol, c.handleLinkRequest)
 	n.Host.SetStreamHandler(RejoinProtocol, c.handleRejoin)
+	n.Host.SetStreamHandler(HistoryRequestProtocol, c.handleHistoryRequest)
 	c.startSignals()
 	c.mu.RLock()
 	for _, conv := range c.convs {
