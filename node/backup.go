@@ -240,30 +240,11 @@ type rejoinRequest struct {
 }
 
 func (c *Chat) askRejoin(ctx context.Context, p peer.ID, conv []byte, card Card) error {
-	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-	defer cancel()
 	req, err := canonicalEnc.Marshal(rejoinRequest{Conversation: conv, Card: card})
 	if err != nil {
 		return err
 	}
-	s, err := c.n.Host.NewStream(network.WithAllowLimitedConn(ctx, "glitr-rejoin"), p, RejoinProtocol)
-	if err != nil {
-		return err
-	}
-	defer s.Close()
-	_ = s.SetDeadline(time.Now().Add(10 * time.Second))
-	if _, err := s.Write(req); err != nil {
-		s.Reset()
-		return err
-	}
-	if err := s.CloseWrite(); err != nil {
-		return err
-	}
-	ack := make([]byte, 1)
-	if _, err := io.ReadFull(s, ack); err != nil || ack[0] != 1 {
-		return fmt.Errorf("rejoin refused: %v", err)
-	}
-	return nil
+	return c.requestAck(ctx, p, RejoinProtocol, req, 10*time.Second)
 }
 
 // handleRejoin lets a certified device of a member account into a

@@ -15,6 +15,7 @@ import (
 	pubsub "github.com/libp2p/go-libp2p-pubsub"
 	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
+	libp2pprotocol "github.com/libp2p/go-libp2p/core/protocol"
 
 	"github.com/glitr-chat/glitr/crdt"
 	"github.com/glitr-chat/glitr/dag"
@@ -826,18 +827,28 @@ func (c *Chat) sendWelcome(ctx context.Context, conv *conversation, to VerifiedC
 }
 
 func (c *Chat) trySendWelcome(ctx context.Context, to peer.AddrInfo, w []byte) error {
-	ctx, cancel := context.WithTimeout(ctx, 20*time.Second)
-	defer cancel()
 	if len(to.Addrs) > 0 {
 		c.n.Host.Peerstore().AddAddrs(to.ID, to.Addrs, time.Hour)
 	}
-	s, err := c.n.Host.NewStream(network.WithAllowLimitedConn(ctx, "glitr-welcome"), to.ID, WelcomeProtocol)
+	return c.requestAck(ctx, to.ID, WelcomeProtocol, w, 20*time.Second)
+}
+
+// errRefused: the peer answered a one-shot request with a refusal.
+var errRefused = errors.New("refused")
+
+// requestAck is the one-shot exchange of the welcome, rejoin and history
+// request protocols: write the request, half-close, read a one-byte answer
+// (1 = accepted), all within timeout.
+func (c *Chat) requestAck(ctx context.Context, p peer.ID, proto string, req []byte, timeout time.Duration) error {
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	s, err := c.n.Host.NewStream(network.WithAllowLimitedConn(ctx, proto), p, libp2pprotocol.ID(proto))
 	if err != nil {
 		return err
 	}
 	defer s.Close()
-	_ = s.SetDeadline(time.Now().Add(20 * time.Second))
-	if _, err := s.Write(w); err != nil {
+	_ = s.SetDeadline(time.Now().Add(timeout))
+	if _, err := s.Write(req); err != nil {
 		s.Reset()
 		return err
 	}
@@ -849,7 +860,7 @@ func (c *Chat) trySendWelcome(ctx context.Context, to peer.AddrInfo, w []byte) e
 		return fmt.Errorf("no acknowledgement: %w", err)
 	}
 	if ack[0] != 1 {
-		return errors.New("welcome refused")
+		return fmt.Errorf("%s: %w", proto, errRefused)
 	}
 	return nil
 }

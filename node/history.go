@@ -70,24 +70,7 @@ func (c *Chat) requestHistory(conv *conversation) {
 }
 
 func (c *Chat) askHistory(ctx context.Context, p peer.ID, conv []byte) error {
-	s, err := c.n.Host.NewStream(network.WithAllowLimitedConn(ctx, "glitr-history-request"), p, HistoryRequestProtocol)
-	if err != nil {
-		return err
-	}
-	defer s.Close()
-	_ = s.SetDeadline(time.Now().Add(10 * time.Second))
-	if _, err := s.Write(conv); err != nil {
-		s.Reset()
-		return err
-	}
-	if err := s.CloseWrite(); err != nil {
-		return err
-	}
-	ack := make([]byte, 1)
-	if _, err := io.ReadFull(s, ack); err != nil || ack[0] != 1 {
-		return fmt.Errorf("history request refused: %v", err)
-	}
-	return nil
+	return c.requestAck(ctx, p, HistoryRequestProtocol, conv, 10*time.Second)
 }
 
 // handleHistoryRequest streams a conversation's history to another device
