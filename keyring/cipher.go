@@ -575,7 +575,9 @@ const maxCipherState = 4 << 20
 func (c *Cipher) MarshalBinary() ([]byte, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	w := cipherWire{V: 1, Conv: c.conv, Self: c.self[:], SkipSeq: c.skipSeq, Sending: []byte{}}
+	// Empty lists are written as empty arrays, never null: one encoding
+	// per state (UnmarshalCipher refuses null).
+	w := cipherWire{V: 1, Conv: c.conv, Self: c.self[:], SkipSeq: c.skipSeq, Sending: []byte{}, Epochs: []epochWire{}}
 	if c.sending != nil {
 		w.Sending = c.sending[:]
 	}
@@ -625,6 +627,9 @@ func (w *cipherWire) build(rand io.Reader) (*Cipher, error) {
 		return nil, err
 	}
 	c.skipSeq = w.SkipSeq
+	if w.Epochs == nil || w.Sending == nil {
+		return nil, fmt.Errorf("%w: null where a list is expected", ErrMalformed)
+	}
 	if len(w.Epochs) > MaxEpochs {
 		return nil, fmt.Errorf("%w: %d epochs", ErrMalformed, len(w.Epochs))
 	}
@@ -665,6 +670,9 @@ func (w *cipherWire) build(rand io.Reader) (*Cipher, error) {
 			}
 			if cw.Floor > cw.Next {
 				return nil, fmt.Errorf("%w: chain floor above next", ErrMalformed)
+			}
+			if cw.Skipped == nil {
+				return nil, fmt.Errorf("%w: null where a list is expected", ErrMalformed)
 			}
 			ch := &chain{next: cw.Next, ck: [KeySize]byte(cw.Key), floor: cw.Floor}
 			for i, sk := range cw.Skipped {
