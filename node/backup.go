@@ -1,13 +1,11 @@
 package node
 
 import (
-	"bufio"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
 	"errors"
 	"fmt"
-	"io"
 	"os"
 	"time"
 
@@ -253,14 +251,8 @@ func (c *Chat) askRejoin(ctx context.Context, p peer.ID, conv []byte, card Card)
 func (c *Chat) handleRejoin(s network.Stream) {
 	defer s.Close()
 	from := s.Conn().RemotePeer()
-	if !c.allowContactRequest(from) {
-		s.Reset()
-		return
-	}
-	_ = s.SetDeadline(time.Now().Add(15 * time.Second))
-	b, err := io.ReadAll(io.LimitReader(bufio.NewReader(s), maxContactRequest+1))
-	if err != nil || len(b) > maxContactRequest {
-		s.Reset()
+	b, ok := c.readRequest(s, "rejoin", 15*time.Second)
+	if !ok {
 		return
 	}
 	var req rejoinRequest

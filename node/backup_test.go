@@ -33,12 +33,7 @@ func TestBackupAndRestoreOnAFreshNode(t *testing.T) {
 	if _, err := bob.CreateAccount(ctx, "Bob", ""); err != nil {
 		t.Fatal(err)
 	}
-	connect(t, bob.Host, ada.Host)
-	inv, _ := ada.CreateInvite(ctx, time.Hour)
-	_, conv, err := bob.AcceptInvite(ctx, inv.Link)
-	if err != nil {
-		t.Fatal(err)
-	}
+	conv := befriend(t, ada, bob)
 	if _, err := bob.Send(ctx, conv, "before the lake", ""); err != nil {
 		t.Fatal(err)
 	}

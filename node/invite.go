@@ -215,10 +215,9 @@ func parseTokenLink(link string, now time.Time, k tokenLinkKind) (ParsedInvite, 
 
 // invites is the inviter's side: pending tokens and request rate limits.
 type invites struct {
-	mu      sync.Mutex // guards limits
-	limits  map[peer.ID]*rate.Limiter
-	tokMu   sync.Mutex    // one accepted request at a time, so a token is used once
-	handled chan struct{} // signalled after each request (tests)
+	mu     sync.Mutex // guards limits
+	limits map[peer.ID]*rate.Limiter
+	tokMu  sync.Mutex // one accepted request at a time, so a token is used once
 }
 
 // CreateInvite makes a one-time invite valid for ttl.
@@ -557,6 +556,25 @@ func (c *Chat) reach(ctx context.Context, p peer.ID, who string) error {
 	return nil
 }
 
+// readRequest reads the one request of an unsolicited stream (contact,
+// link or rejoin request): per-peer rate limit (a peer over it is
+// penalised), a deadline and a size cap. On false the stream was reset.
+func (c *Chat) readRequest(s network.Stream, what string, timeout time.Duration) ([]byte, bool) {
+	from := s.Conn().RemotePeer()
+	if !c.allowContactRequest(from) {
+		s.Reset()
+		c.n.Penalize(from, 5, what+" requests over the rate limit")
+		return nil, false
+	}
+	_ = s.SetDeadline(time.Now().Add(timeout))
+	b, err := io.ReadAll(io.LimitReader(bufio.NewReader(s), maxContactRequest+1))
+	if err != nil || len(b) > maxContactRequest {
+		s.Reset()
+		return nil, false
+	}
+	return b, true
+}
+
 func (c *Chat) allowContactRequest(p peer.ID) bool {
 	c.inv.mu.Lock()
 	defer c.inv.mu.Unlock()
@@ -577,24 +595,9 @@ func (c *Chat) allowContactRequest(p peer.ID) bool {
 // handleContactRequest is the inviter's side. Anything that does not prove
 // a token we issued gets the stream reset and nothing else.
 func (c *Chat) handleContactRequest(s network.Stream) {
-	defer func() {
-		if c.inv.handled != nil {
-			select {
-			case c.inv.handled <- struct{}{}:
-			default:
-			}
-		}
-	}()
 	from := s.Conn().RemotePeer()
-	if !c.allowContactRequest(from) {
-		s.Reset()
-		c.n.Penalize(from, 5, "contact requests over the rate limit")
-		return
-	}
-	_ = s.SetDeadline(time.Now().Add(15 * time.Second))
-	b, err := io.ReadAll(io.LimitReader(bufio.NewReader(s), maxContactRequest+1))
-	if err != nil || len(b) > maxContactRequest {
-		s.Reset()
+	b, ok := c.readRequest(s, "contact", 15*time.Second)
+	if !ok {
 		return
 	}
 	reply, err := c.acceptContactRequest(c.ctx, from, b)

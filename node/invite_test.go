@@ -287,3 +287,30 @@ func TestContactWithKnownNameAndNewKeyIsFlagged(t *testing.T) {
 		t.Fatalf("after verifying: %d, want Verified", got)
 	}
 }
+
+// setUpAccounts finishes onboarding of each node under its name.
+func setUpAccounts(t testing.TB, names map[*Node]string) {
+	t.Helper()
+	for n, name := range names {
+		if _, err := n.CreateAccount(context.Background(), name, ""); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+// befriend connects accepter to inviter, makes them contacts through an
+// invite and returns their 1:1 conversation.
+func befriend(t testing.TB, inviter, accepter *Node) string {
+	t.Helper()
+	ctx := context.Background()
+	connect(t, accepter.Host, inviter.Host)
+	inv, err := inviter.CreateInvite(ctx, time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, conv, err := accepter.AcceptInvite(ctx, inv.Link)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return conv
+}

@@ -1,7 +1,6 @@
 package node
 
 import (
-	"bufio"
 	"context"
 	"crypto/hmac"
 	"crypto/rand"
@@ -188,15 +187,8 @@ func (c *Chat) isOwnDevicePeer(p peer.ID) bool {
 // code we issued gets the stream reset and nothing else.
 func (c *Chat) handleLinkRequest(s network.Stream) {
 	from := s.Conn().RemotePeer()
-	if !c.allowContactRequest(from) {
-		s.Reset()
-		c.n.Penalize(from, 5, "link requests over the rate limit")
-		return
-	}
-	_ = s.SetDeadline(time.Now().Add(30 * time.Second))
-	b, err := io.ReadAll(io.LimitReader(bufio.NewReader(s), maxContactRequest+1))
-	if err != nil || len(b) > maxContactRequest {
-		s.Reset()
+	b, ok := c.readRequest(s, "link", 30*time.Second)
+	if !ok {
 		return
 	}
 	reply, newDev, err := c.acceptLinkRequest(c.ctx, from, b)

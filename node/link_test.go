@@ -20,20 +20,8 @@ func TestLinkDeviceSharesEverything(t *testing.T) {
 	ada := startTestNode(t, loopbackConfig(t))
 	bob := startTestNode(t, loopbackConfig(t))
 	phone := startTestNode(t, loopbackConfig(t))
-	for n, name := range map[*Node]string{ada: "Ada", bob: "Bob"} {
-		if _, err := n.CreateAccount(ctx, name, ""); err != nil {
-			t.Fatal(err)
-		}
-	}
-	connect(t, bob.Host, ada.Host)
-	inv, err := ada.CreateInvite(ctx, time.Hour)
-	if err != nil {
-		t.Fatal(err)
-	}
-	_, conv, err := bob.AcceptInvite(ctx, inv.Link)
-	if err != nil {
-		t.Fatal(err)
-	}
+	setUpAccounts(t, map[*Node]string{ada: "Ada", bob: "Bob"})
+	conv := befriend(t, ada, bob)
 	if _, err := bob.Send(ctx, conv, "before the phone", ""); err != nil {
 		t.Fatal(err)
 	}
@@ -47,6 +35,10 @@ func TestLinkDeviceSharesEverything(t *testing.T) {
 		t.Fatalf("link code %q", code.Link)
 	}
 	// An invite is not a link code, and a node in use cannot be linked.
+	inv, err := ada.CreateInvite(ctx, time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
 	if err := phone.Link(ctx, inv.Link); !errors.Is(err, ErrLinkInvalid) {
 		t.Fatalf("Link(invite) = %v, want ErrLinkInvalid", err)
 	}
@@ -148,17 +140,8 @@ func TestRevokeOfflineDevice(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for n, name := range map[*Node]string{ada: "Ada", bob: "Bob"} {
-		if _, err := n.CreateAccount(ctx, name, ""); err != nil {
-			t.Fatal(err)
-		}
-	}
-	connect(t, bob.Host, ada.Host)
-	inv, _ := ada.CreateInvite(ctx, time.Hour)
-	_, conv, err := bob.AcceptInvite(ctx, inv.Link)
-	if err != nil {
-		t.Fatal(err)
-	}
+	setUpAccounts(t, map[*Node]string{ada: "Ada", bob: "Bob"})
+	conv := befriend(t, ada, bob)
 	connect(t, phone.Host, ada.Host)
 	code, _ := ada.Chat.CreateLinkCode(ctx)
 	if err := phone.Link(ctx, code.Link); err != nil {
@@ -334,17 +317,8 @@ func TestTwoAccountsWithTwoAndThreeDevicesConverge(t *testing.T) {
 	ctx := context.Background()
 	adaLaptop := startTestNode(t, loopbackConfig(t))
 	bobDesk := startTestNode(t, loopbackConfig(t))
-	for n, name := range map[*Node]string{adaLaptop: "Ada", bobDesk: "Bob"} {
-		if _, err := n.CreateAccount(ctx, name, ""); err != nil {
-			t.Fatal(err)
-		}
-	}
-	connect(t, bobDesk.Host, adaLaptop.Host)
-	inv, _ := adaLaptop.CreateInvite(ctx, time.Hour)
-	_, conv, err := bobDesk.AcceptInvite(ctx, inv.Link)
-	if err != nil {
-		t.Fatal(err)
-	}
+	setUpAccounts(t, map[*Node]string{adaLaptop: "Ada", bobDesk: "Bob"})
+	conv := befriend(t, adaLaptop, bobDesk)
 	link := func(from *Node) *Node {
 		n := startTestNode(t, loopbackConfig(t))
 		connect(t, n.Host, from.Host)

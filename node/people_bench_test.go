@@ -67,20 +67,8 @@ func BenchmarkLinkDeviceWith10kHistory(b *testing.B) {
 		ada := startTestNode(b, loopbackConfig(b))
 		bob := startTestNode(b, loopbackConfig(b))
 		phone := startTestNode(b, loopbackConfig(b))
-		for nd, name := range map[*Node]string{ada: "Ada", bob: "Bob"} {
-			if _, err := nd.CreateAccount(ctx, name, ""); err != nil {
-				b.Fatal(err)
-			}
-		}
-		connect(b, bob.Host, ada.Host)
-		inv, err := ada.CreateInvite(ctx, time.Hour)
-		if err != nil {
-			b.Fatal(err)
-		}
-		_, conv, err := bob.AcceptInvite(ctx, inv.Link)
-		if err != nil {
-			b.Fatal(err)
-		}
+		setUpAccounts(b, map[*Node]string{ada: "Ada", bob: "Bob"})
+		conv := befriend(b, ada, bob)
 		for i := range n {
 			if _, err := ada.Send(ctx, conv, fmt.Sprintf("message %d", i), ""); err != nil {
 				b.Fatal(err)
