@@ -73,3 +73,33 @@ func FuzzOpenBox(f *testing.F) {
 		_, _ = ring.OpenBox(dev.ID(), "p", nil, b)
 	})
 }
+
+// Adopt moves an advanced copy's state into the original, in place.
+func TestCipherAdopt(t *testing.T) {
+	ms := newMembers(t, 2)
+	rotate(t, 100, ms[0], ms)
+	env := seal(t, ms[0], []byte("m"))
+	state, err := ms[1].cipher.MarshalBinary()
+	if err != nil {
+		t.Fatal(err)
+	}
+	scratch, err := UnmarshalCipher(state, rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := scratch.OpenBlock(env.epoch, env.nonce, env.ct); err != nil {
+		t.Fatal(err)
+	}
+	orig := ms[1].cipher
+	if err := orig.Adopt(scratch); err != nil {
+		t.Fatal(err)
+	}
+	// The key the copy spent is spent in the original too.
+	if _, _, err := orig.OpenBlock(env.epoch, env.nonce, env.ct); !errors.Is(err, ErrReplay) {
+		t.Fatalf("open after adopting = %v, want ErrReplay", err)
+	}
+	other, _ := NewCipher([]byte("another conversation"), ms[1].dev.ID(), rand.Reader)
+	if err := orig.Adopt(other); !errors.Is(err, ErrMalformed) {
+		t.Fatalf("adopting another conversation's state = %v, want ErrMalformed", err)
+	}
+}

@@ -195,6 +195,27 @@ func (c *Cipher) dropEpochLocked(id EpochID) {
 	c.order = slices.DeleteFunc(c.order, func(x EpochID) bool { return x == id })
 }
 
+// Adopt replaces c's key state with from's (a copy made with
+// MarshalBinary/UnmarshalCipher and advanced since, for example by opening
+// a batch of blocks), keeping c itself, so holders of c see the new state.
+// from must be for the same conversation and device and not be used
+// afterwards.
+func (c *Cipher) Adopt(from *Cipher) error {
+	if c == from {
+		return nil
+	}
+	from.mu.Lock()
+	defer from.mu.Unlock()
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if !bytes.Equal(c.conv, from.conv) || c.self != from.self {
+		return fmt.Errorf("adopt key state: %w: another conversation or device", ErrMalformed)
+	}
+	c.epochs, c.order, c.sending, c.skipSeq, c.nskip = from.epochs, from.order, from.sending, from.skipSeq, from.nskip
+	from.epochs, from.order, from.sending = nil, nil, nil
+	return nil
+}
+
 // DropEpoch deletes an epoch's keys (for example once every block under it
 // is stored in plaintext and the policy says history need not reopen).
 func (c *Cipher) DropEpoch(id EpochID) {

@@ -424,8 +424,9 @@ func (c *Chat) ingest(ctx context.Context, conv *conversation, from peer.ID, env
 			}
 		}
 		if fromBatch == scratchOpened && fromBatch == len(added.Committed) {
-			conv.cipher = scratch
-			sealedOf = nil
+			if err := conv.cipher.Adopt(scratch); err == nil {
+				sealedOf = nil
+			}
 		}
 		for _, b := range added.Committed {
 			if sd, ok := sealedOf[b.CID]; ok {
