@@ -34,6 +34,26 @@ func benchRawAEAD(b *testing.B, size int) {
 func BenchmarkRawXChaCha20Poly1305Open64KiB(b *testing.B) { benchRawAEAD(b, 64<<10) }
 func BenchmarkRawXChaCha20Poly1305Open300B(b *testing.B)  { benchRawAEAD(b, 300) }
 
+// benchRawSeal is the floor for sealing: the primitive alone, into a
+// reused buffer (the fair floor for SealBlock, which must return a new one,
+// is BenchmarkRawXChaCha20Poly1305SealAlloc).
+func benchRawSeal(b *testing.B, size int, alloc bool) {
+	a, _ := chacha20poly1305.NewX(make([]byte, 32))
+	nonce := make([]byte, NonceSize)
+	pt := make([]byte, size)
+	out := make([]byte, 0, size+TagSize)
+	b.SetBytes(int64(size))
+	for b.Loop() {
+		if alloc {
+			out = make([]byte, 0, size+TagSize)
+		}
+		out = a.Seal(out[:0], nonce, pt, nil)
+	}
+}
+
+func BenchmarkRawXChaCha20Poly1305Seal64KiB(b *testing.B)      { benchRawSeal(b, 64<<10, false) }
+func BenchmarkRawXChaCha20Poly1305SealAlloc64KiB(b *testing.B) { benchRawSeal(b, 64<<10, true) }
+
 // benchOpen measures OpenBlock on a stream of envelopes from one sender in
 // order: one chain step, two AEADs and the unpadding per envelope.
 func benchOpen(b *testing.B, size int) {

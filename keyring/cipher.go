@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"cmp"
 	"crypto/cipher"
-	"crypto/hmac"
 	"crypto/sha256"
 	"encoding/binary"
 	"errors"
@@ -115,6 +114,10 @@ type Cipher struct {
 	sending *EpochID
 	skipSeq uint64
 	nskip   int
+	// scratch holds the associated data and the sealed header while mu is
+	// held, so sealing and opening allocate nothing beyond their output.
+	scratch [256]byte
+	hdr     [headerPlainSize]byte
 }
 
 // NewCipher returns an empty cipher for conversation conv and device self.
@@ -131,15 +134,35 @@ func chainStart(secret, conv []byte, d DeviceID) [KeySize]byte {
 }
 
 // chainStep returns the message key of ck's index and advances ck in place:
-// mk = HMAC(ck, 0x01), ck' = HMAC(ck, 0x02), as Signal's symmetric ratchet.
+// mk = HMAC-SHA256(ck, 0x01), ck' = HMAC-SHA256(ck, 0x02), as Signal's
+// symmetric ratchet. It is the hot path of opening a block, so the HMAC is
+// written out over sha256.Sum256 on the stack (RFC 2104 with a 32-byte key):
+// no allocation, and the golden sender-chain vectors pin it to crypto/hmac.
 func chainStep(ck *[KeySize]byte) [KeySize]byte {
-	var mk [KeySize]byte
-	h := hmac.New(sha256.New, ck[:])
-	h.Write([]byte{1})
-	h.Sum(mk[:0])
-	h.Reset()
-	h.Write([]byte{2})
-	h.Sum(ck[:0])
+	const blockSize = 64
+	// HMAC(k, m) = H((k ⊕ opad) ‖ H((k ⊕ ipad) ‖ m)), the key zero-padded
+	// to the block size; both messages share the padded keys.
+	var ipad [blockSize + 1]byte
+	var opad [blockSize + sha256.Size]byte
+	for i := range blockSize {
+		ipad[i], opad[i] = 0x36, 0x5c
+	}
+	for i, k := range ck {
+		ipad[i] ^= k
+		opad[i] ^= k
+	}
+	ipad[blockSize] = 1
+	inner1 := sha256.Sum256(ipad[:])
+	ipad[blockSize] = 2
+	inner2 := sha256.Sum256(ipad[:])
+	copy(opad[blockSize:], inner1[:])
+	mk := sha256.Sum256(opad[:])
+	copy(opad[blockSize:], inner2[:])
+	*ck = sha256.Sum256(opad[:])
+	wipe(ipad[:])
+	wipe(opad[:])
+	wipe(inner1[:])
+	wipe(inner2[:])
 	return mk
 }
 
@@ -291,14 +314,6 @@ func padLen(n int) int {
 	return (n + mask) &^ mask
 }
 
-// pad appends the ISO/IEC 7816-4 padding: 0x80 then zeros.
-func pad(inner []byte) []byte {
-	out := make([]byte, padLen(len(inner)+1))
-	copy(out, inner)
-	out[len(inner)] = 0x80
-	return out
-}
-
 func unpad(p []byte) ([]byte, error) {
 	i := bytes.LastIndexByte(p, 0x80)
 	if i < 0 {
@@ -353,22 +368,26 @@ func (c *Cipher) sealAsLocked(id EpochID, sender DeviceID, inner []byte) (epoch,
 	ch.next++
 	defer wipe(mk[:])
 	epoch = slices.Clone(id[:])
-	var adBuf [256]byte
-	ad := c.envelopeAD(adBuf[:0], epoch, nonce)
+	ad := c.envelopeAD(c.scratch[:0], epoch, nonce)
 
-	var hdr [headerPlainSize]byte
-	copy(hdr[:], sender[:])
+	// One allocation: the sealed header, then the padded block sealed in
+	// place (ISO/IEC 7816-4 padding: 0x80 then zeros, see padLen).
+	hdr := c.hdr[:]
+	copy(hdr, sender[:])
 	binary.BigEndian.PutUint32(hdr[32:], index)
-	padded := pad(inner)
-	ct := make([]byte, 0, headerSealSize+len(padded)+TagSize)
-	ct = st.header.Seal(ct, nonce, hdr[:], ad)
+	plen := padLen(len(inner) + 1)
+	ct := make([]byte, headerSealSize+plen+TagSize)
+	st.header.Seal(ct[:0], nonce, hdr, ad)
+	padded := ct[headerSealSize : headerSealSize+plen]
+	copy(padded, inner)
+	padded[len(inner)] = 0x80
 	body, err := chacha20poly1305.NewX(mk[:])
 	if err != nil {
 		return nil, nil, nil, fmt.Errorf("seal: %w", err)
 	}
 	// The body authenticates the sealed header too, so a header cannot be
 	// moved onto another body.
-	ct = body.Seal(ct, nonce, padded, append(ad, ct[:headerSealSize]...))
+	body.Seal(padded[:0], nonce, padded, append(ad, ct[:headerSealSize]...))
 	return epoch, nonce, ct, nil
 }
 
@@ -389,10 +408,8 @@ func (c *Cipher) PeekGap(epoch, nonce, ciphertext []byte) (sender DeviceID, gap 
 	if st == nil {
 		return DeviceID{}, 0, fmt.Errorf("peek: epoch %x: %w", epoch, ErrUnknownEpoch)
 	}
-	var adBuf [256]byte
-	ad := c.envelopeAD(adBuf[:0], epoch, nonce)
-	var hdrBuf [headerPlainSize]byte
-	hdr, err := st.header.Open(hdrBuf[:0], nonce, ciphertext[:headerSealSize], ad)
+	ad := c.envelopeAD(c.scratch[:0], epoch, nonce)
+	hdr, err := st.header.Open(c.hdr[:0], nonce, ciphertext[:headerSealSize], ad)
 	if err != nil {
 		return DeviceID{}, 0, fmt.Errorf("peek: header: %w", ErrDecrypt)
 	}
@@ -437,10 +454,8 @@ func (c *Cipher) OpenBlockFunc(epoch, nonce, ciphertext []byte, accept func(inne
 	if st == nil {
 		return nil, DeviceID{}, fmt.Errorf("open: epoch %x: %w", epoch, ErrUnknownEpoch)
 	}
-	var adBuf [256]byte
-	ad := c.envelopeAD(adBuf[:0], epoch, nonce)
-	var hdrBuf [headerPlainSize]byte
-	hdr, err := st.header.Open(hdrBuf[:0], nonce, ciphertext[:headerSealSize], ad)
+	ad := c.envelopeAD(c.scratch[:0], epoch, nonce)
+	hdr, err := st.header.Open(c.hdr[:0], nonce, ciphertext[:headerSealSize], ad)
 	if err != nil {
 		return nil, DeviceID{}, fmt.Errorf("open: header: %w", ErrDecrypt)
 	}

@@ -3,6 +3,8 @@ package keyring
 import (
 	"bytes"
 	"crypto/ed25519"
+	"crypto/hmac"
+	"crypto/sha256"
 	"errors"
 	"fmt"
 	"slices"
@@ -621,4 +623,22 @@ func TestCipherProperty(t *testing.T) {
 			t.Fatalf("opened %d of %d, %d skipped left", len(opened), n, rcv.nskip)
 		}
 	})
+}
+
+// TestChainStepIsHMAC pins the hand-written HMAC of the chain step to
+// crypto/hmac for keys of every byte pattern the fuzz of a chain produces.
+func TestChainStepIsHMAC(t *testing.T) {
+	ck := [KeySize]byte{}
+	for i := range 200 {
+		want := func(b byte) []byte {
+			m := hmac.New(sha256.New, ck[:])
+			m.Write([]byte{b})
+			return m.Sum(nil)
+		}
+		wantMK, wantCK := want(1), want(2)
+		mk := chainStep(&ck)
+		if !bytes.Equal(mk[:], wantMK) || !bytes.Equal(ck[:], wantCK) {
+			t.Fatalf("step %d: chain step differs from HMAC-SHA256", i)
+		}
+	}
 }

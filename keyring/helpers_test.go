@@ -129,3 +129,12 @@ func seal(t testing.TB, m *member, inner []byte) envelope {
 func (e envelope) clone() envelope {
 	return envelope{bytes.Clone(e.epoch), bytes.Clone(e.nonce), bytes.Clone(e.ct)}
 }
+
+// pad is the reference ISO/IEC 7816-4 padding (0x80 then zeros up to
+// padLen); SealBlock pads in place.
+func pad(inner []byte) []byte {
+	out := make([]byte, padLen(len(inner)+1))
+	copy(out, inner)
+	out[len(inner)] = 0x80
+	return out
+}
