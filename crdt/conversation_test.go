@@ -2,6 +2,7 @@ package crdt
 
 import (
 	"errors"
+	"slices"
 	"testing"
 )
 
@@ -295,5 +296,123 @@ func TestReceiptsAndStatus(t *testing.T) {
 	_, read := c.Receipts(acct(2))
 	if n := c.UnreadCount(acct(2), read); n != 0 {
 		t.Fatalf("unread after read %d", n)
+	}
+}
+
+// TestAuthorityFromOwnPast: an op is judged by what its own event had
+// seen. B's add of D is concurrent with A's grant of admin to B, so it has
+// no effect, even on a replica that applies the grant first.
+func TestAuthorityFromOwnPast(t *testing.T) {
+	w, g := group(t)
+	grant := w.emit(dev(1), SetAdmin{acct(2), true})
+	add := w.emit(dev(2), AddMember{acct(4)}) // B has not seen the grant
+	for _, order := range [][]Event{{g, grant, add}, {g, add, grant}} {
+		c := NewConversation()
+		deliver(t, c, order)
+		if _, admin := c.IsMember(acct(2)); !admin {
+			t.Fatal("grant had no effect")
+		}
+		if m, _ := c.IsMember(acct(4)); m {
+			t.Fatal("an add made before its author was admin took effect")
+		}
+	}
+	// The same add made after B has seen the grant takes effect.
+	w.sync(dev(2), dev(1))
+	w.emit(dev(2), AddMember{acct(4)})
+	if m, _ := applyAll(t, w).IsMember(acct(4)); !m {
+		t.Fatal("admin's add had no effect")
+	}
+}
+
+// TestReceiptsMaxRegister: an account's receipts from any of its devices
+// merge by pointwise maximum; an older receipt never lowers the position,
+// whatever the order.
+func TestReceiptsMaxRegister(t *testing.T) {
+	w, g := group(t)
+	w.device(dev(20), acct(2)) // B's second device
+	w.sync(dev(20), dev(1))
+	d1, d3 := dev(1), dev(3)
+	r1 := w.emit(dev(2), Receipt{Upto: Position{{Device: d1, Seq: 5}}})
+	r2 := w.emit(dev(20), Receipt{Read: true, Upto: Position{{Device: d1, Seq: 3}, {Device: d3, Seq: 2}}})
+	r3 := w.emit(dev(2), Receipt{Read: true, Upto: Position{{Device: d1, Seq: 1}}}) // older news, later event
+	wantDel := Position{{Device: d1, Seq: 5}, {Device: d3, Seq: 2}}
+	wantRead := Position{{Device: d1, Seq: 3}, {Device: d3, Seq: 2}}
+	for _, order := range [][]Event{{g, r1, r2, r3}, {g, r2, r1, r3}, {g, r3, r2, r1}} {
+		c := NewConversation()
+		deliver(t, c, order)
+		del, read := c.Receipts(acct(2))
+		if !slices.Equal(del, wantDel) || !slices.Equal(read, wantRead) {
+			t.Fatalf("delivered %v read %v, want %v and %v", del, read, wantDel, wantRead)
+		}
+	}
+}
+
+// TestTitleAndAvatarLWW: concurrent writes resolve by (Lamport, device,
+// CID) on every replica; a write that has seen another one wins over it.
+func TestTitleAndAvatarLWW(t *testing.T) {
+	w, g := group(t)
+	a := w.emit(dev(1), SetTitle{"from A"}, SetAvatar{Mime: "image/png", Data: []byte{1}})
+	b := w.emit(dev(2), SetTitle{"from B"}, SetAvatar{Mime: "image/png", Data: []byte{2}})
+	winner, data := "from A", byte(1)
+	if (lww{lamport: a.Lamport, dev: a.Device, id: a.ID, set: true}).less(lww{lamport: b.Lamport, dev: b.Device, id: b.ID, set: true}) {
+		winner, data = "from B", 2
+	}
+	for _, order := range [][]Event{{g, a, b}, {g, b, a}} {
+		c := NewConversation()
+		deliver(t, c, order)
+		_, av := c.Avatar()
+		if c.Title() != winner || len(av) != 1 || av[0] != data {
+			t.Fatalf("title %q avatar %v, want %q and %d", c.Title(), av, winner, data)
+		}
+	}
+	// The loser writes again after seeing both: its new value wins.
+	loser := dev(2)
+	if winner == "from B" {
+		loser = dev(1)
+	}
+	w.sync(loser, dev(1))
+	w.sync(loser, dev(2))
+	w.emit(loser, SetTitle{"last"}, SetAvatar{})
+	c := applyAll(t, w)
+	if mime, av := c.Avatar(); c.Title() != "last" || mime != "" || av != nil {
+		t.Fatalf("title %q avatar %q %v after a causally later write", c.Title(), mime, av)
+	}
+}
+
+// TestStateHashSensitive: the hash changes with every kind of visible
+// state, so equal hashes in the convergence tests mean equal states.
+func TestStateHashSensitive(t *testing.T) {
+	w, _ := group(t)
+	seen := map[[32]byte]string{applyAll(t, w).StateHash(): "start"}
+	m := w.emit(dev(1), Message{Text: "x"})
+	id := msgOf(m, 0)
+	w.sync(dev(2), dev(1))
+	steps := []struct {
+		name string
+		emit func()
+	}{
+		{"message", func() {}},
+		{"edit", func() { w.emit(dev(1), Edit{id, "y"}) }},
+		{"reaction", func() { w.emit(dev(2), ReactionAdd{id, "+1"}) }},
+		{"receipt", func() { w.emit(dev(2), Receipt{Upto: Position{{Device: dev(1), Seq: 2}}}) }},
+		{"read", func() { w.emit(dev(2), Receipt{Read: true, Upto: Position{{Device: dev(1), Seq: 2}}}) }},
+		{"title", func() { w.emit(dev(1), SetTitle{"new"}) }},
+		{"avatar", func() { w.emit(dev(1), SetAvatar{Mime: "image/png", Data: []byte{1}}) }},
+		{"admin", func() { w.emit(dev(1), SetAdmin{acct(2), true}) }},
+		{"member", func() { w.emit(dev(1), AddMember{acct(4)}) }},
+		{"rotation", func() { w.emit(dev(1), Rotation{Payload: []byte{1}, Recipients: []Recipient{{Account: acct(1)}}}) }},
+		{"device", func() { w.emit(dev(1), DeviceAnnounce{Account: acct(1), Device: dev(1), Cert: []byte{1}}) }},
+		{"prekey", func() {
+			w.emit(dev(1), DeviceAnnounce{Account: acct(1), Device: dev(1), Cert: []byte{1}, Prekey: []byte{2}})
+		}},
+		{"delete", func() { w.emit(dev(1), Delete{id}) }},
+	}
+	for _, s := range steps {
+		s.emit()
+		h := applyAll(t, w).StateHash()
+		if prev, dup := seen[h]; dup {
+			t.Fatalf("state hash unchanged by %s (same as after %s)", s.name, prev)
+		}
+		seen[h] = s.name
 	}
 }

@@ -83,8 +83,8 @@ func (w *hasher) sum() (out [32]byte) {
 // and unless deleted: current text, edited flag, reply-to, reactions by
 // emoji with their accounts); delivered and read positions per account;
 // rotations (id, op, tainted) and the current epoch; announced device
-// certificates. Replicas that applied the same set of events have equal
-// hashes, whatever the order and duplicates of delivery.
+// certificates and prekeys. Replicas that applied the same set of events
+// have equal hashes, whatever the order and duplicates of delivery.
 func (c *Conversation) StateHash() [32]byte {
 	w := newHasher("glitr/v1/crdt/conversation-state")
 	members := c.Members()
@@ -165,7 +165,8 @@ func (c *Conversation) StateHash() [32]byte {
 	}
 	var ds []dc
 	for k, r := range c.devices {
-		ds = append(ds, dc{c.g.accts[k.acct], DeviceCert{Device: k.dev, Cert: c.g.events[r.ev].ops[r.op].(DeviceAnnounce).Cert}})
+		da := c.g.events[r.ev].ops[r.op].(DeviceAnnounce)
+		ds = append(ds, dc{c.g.accts[k.acct], DeviceCert{Device: k.dev, Cert: da.Cert, Prekey: da.Prekey}})
 	}
 	slices.SortFunc(ds, func(x, y dc) int {
 		return cmp.Or(bytes.Compare(x.acct[:], y.acct[:]), bytes.Compare(x.Device[:], y.Device[:]))
@@ -175,6 +176,7 @@ func (c *Conversation) StateHash() [32]byte {
 		w.bytes(d.acct[:])
 		w.bytes(d.Device[:])
 		w.bytes(d.Cert)
+		w.bytes(d.Prekey)
 	}
 	return w.sum()
 }

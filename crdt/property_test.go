@@ -1,9 +1,12 @@
 package crdt
 
 import (
+	"fmt"
+	"maps"
 	"slices"
 	"testing"
 
+	"github.com/ipfs/go-cid"
 	"pgregory.net/rapid"
 )
 
@@ -51,7 +54,8 @@ func randomHistory(t *rapid.T) *world {
 			op = Message{Text: rapid.StringMatching(`[a-z]{1,8}`).Draw(t, "text")}
 		case 3:
 			if m, ok := pick(); ok {
-				op = Edit{m, "edited"}
+				// Unique texts let checkInvariants tell whose edit won.
+				op = Edit{m, fmt.Sprintf("edit %d", s)}
 			}
 		case 4:
 			if m, ok := pick(); ok {
@@ -121,43 +125,43 @@ func TestPropertyConvergence(t *testing.T) {
 	})
 }
 
-// checkInvariants verifies rules that must hold in any final state.
+// checkInvariants verifies rules that must hold in any final state: a
+// tombstone shows nothing, an edit shown is one by the message's author
+// account, and a message is deleted only by its author account.
 func checkInvariants(t *rapid.T, w *world, c *Conversation) {
-	for i := 0; i < c.Len(); i++ {
-		v := c.At(i)
-		if v.Deleted && (v.Text != "" || len(v.Reactions) > 0 || v.Edited) {
-			t.Fatalf("tombstone leaks content: %+v", v)
-		}
-		// Edits come only from the author account.
-		if v.Edited {
-			for _, e := range w.all {
-				for _, op := range e.Ops {
-					if ed, ok := op.(Edit); ok && ed.Target == v.ID && ed.Text == v.Text && e.Account != v.Author {
-						// A non-author wrote the same text: only fine if the author did too.
-						found := false
-						for _, e2 := range w.all {
-							for _, op2 := range e2.Ops {
-								if ed2, ok := op2.(Edit); ok && ed2.Target == v.ID && e2.Account == v.Author {
-									found = true
-								}
-							}
-						}
-						if !found {
-							t.Fatalf("non-author edit took effect on %v", v.ID)
-						}
-					}
-				}
+	edits := map[string]Event{} // edit text (unique) -> event
+	deletedBy := map[MsgID][]AccountID{}
+	for _, e := range w.all {
+		for _, op := range e.Ops {
+			switch op := op.(type) {
+			case Edit:
+				edits[op.Text] = e
+			case Delete:
+				deletedBy[op.Target] = append(deletedBy[op.Target], e.Account)
 			}
 		}
-		// Messages come from accounts that are members in the author's past.
-		if m, _ := c.IsMember(v.Author); !m {
-			// The author may have left or been removed later; then the message
-			// must be in the past of that removal — checked by TestStrongRemove.
+	}
+	for i := 0; i < c.Len(); i++ {
+		v := c.At(i)
+		if v.Deleted {
+			if v.Text != "" || len(v.Reactions) > 0 || v.Edited {
+				t.Fatalf("tombstone leaks content: %+v", v)
+			}
+			if !slices.Contains(deletedBy[v.ID], v.Author) {
+				t.Fatalf("message %v deleted, but only by %x", v.ID, deletedBy[v.ID])
+			}
 			continue
 		}
+		if v.Edited {
+			e, ok := edits[v.Text]
+			if !ok {
+				t.Fatalf("edited message %v shows text %q that no edit wrote", v.ID, v.Text)
+			}
+			if e.Account != v.Author {
+				t.Fatalf("edit by non-author %x took effect on %v", e.Account[:1], v.ID)
+			}
+		}
 	}
-	// A current member list always contains an admin unless the creator
-	// side was removed: only check that admins are members.
 	for _, m := range c.Members() {
 		if mem, adm := c.IsMember(m.Account); !mem || adm != m.Admin {
 			t.Fatalf("member view inconsistent for %x", m.Account[:1])
@@ -222,4 +226,93 @@ func applyAllRapid(t *rapid.T, es []Event) *Conversation {
 		t.Fatal(err)
 	}
 	return c
+}
+
+// TestPropertyStrongRemove: once the creator (an admin nobody can remove
+// or demote here) removes account X, none of X's events outside the
+// removal's causal past has any effect, in any delivery order — even X's
+// events that arrive before the removal, and X's concurrent or later
+// adds, titles and messages.
+func TestPropertyStrongRemove(t *testing.T) {
+	rapid.Check(t, func(t *rapid.T) {
+		w := newWorld(t)
+		n := rapid.IntRange(3, 5).Draw(t, "accounts")
+		devs := []DeviceID{dev(1)}
+		w.device(dev(1), acct(1))
+		var init []Op
+		for i := 2; i <= n; i++ {
+			w.device(dev(byte(i)), acct(byte(i)))
+			devs = append(devs, dev(byte(i)))
+			init = append(init, AddMember{acct(byte(i))})
+			if rapid.Bool().Draw(t, "admin") {
+				init = append(init, SetAdmin{acct(byte(i)), true})
+			}
+		}
+		w.device(dev(100), acct(2)) // a second device of account 2
+		devs = append(devs, dev(100))
+		w.emit(dev(1), init...)
+		for _, d := range devs[1:] {
+			w.sync(d, dev(1))
+		}
+		victim := acct(byte(rapid.IntRange(2, n).Draw(t, "victim")))
+		var rmPast map[cid.Cid]bool
+		steps := rapid.IntRange(2, 30).Draw(t, "steps")
+		at := rapid.IntRange(0, steps-1).Draw(t, "removal at")
+		for s := range steps {
+			if s == at {
+				if rapid.Bool().Draw(t, "creator syncs") {
+					w.sync(dev(1), rapid.SampledFrom(devs).Draw(t, "from"))
+				}
+				w.emit(dev(1), RemoveMember{victim})
+				rmPast = maps.Clone(w.views[dev(1)].known)
+				continue
+			}
+			d := rapid.SampledFrom(devs).Draw(t, "dev")
+			if rapid.IntRange(0, 2).Draw(t, "sync?") == 0 {
+				w.sync(d, rapid.SampledFrom(devs).Draw(t, "from"))
+			}
+			// Accounts other than the creator only: the creator stays admin.
+			target := acct(byte(rapid.IntRange(2, n).Draw(t, "target")))
+			var op Op
+			switch rapid.IntRange(0, 4).Draw(t, "op") {
+			case 0, 1:
+				op = Message{Text: fmt.Sprintf("m%d", s)}
+			case 2:
+				op = SetTitle{fmt.Sprintf("t%d", s)}
+			case 3:
+				if rmPast != nil && target == victim {
+					continue // a re-add after the removal would be legitimate
+				}
+				op = AddMember{target}
+			case 4:
+				op = SetAdmin{target, rapid.Bool().Draw(t, "grant")}
+			}
+			w.emit(d, op)
+		}
+		check := func(c *Conversation) {
+			if m, _ := c.IsMember(victim); m {
+				t.Fatalf("removed account %x is still a member", victim[:1])
+			}
+			for i := 0; i < c.Len(); i++ {
+				if v := c.At(i); v.Author == victim && !rmPast[v.ID.Event] {
+					t.Fatalf("message %q of the removed account outside the removal's past took effect", v.Text)
+				}
+			}
+			if title := c.Title(); title != "" {
+				for _, e := range w.all {
+					if st, ok := e.Ops[0].(SetTitle); ok && st.Title == title && e.Account == victim && !rmPast[e.ID] {
+						t.Fatalf("title %q of the removed account outside the removal's past took effect", title)
+					}
+				}
+			}
+		}
+		ref := applyAllRapid(t, w.all)
+		check(ref)
+		c := NewConversation()
+		deliver(t, c, shuffledWithDuplicates(t, w.all))
+		check(c)
+		if c.StateHash() != ref.StateHash() {
+			t.Fatal("state hash depends on delivery order")
+		}
+	})
 }
