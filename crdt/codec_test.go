@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"reflect"
+	"runtime/metrics"
 	"slices"
 	"strings"
 	"testing"
@@ -150,8 +151,11 @@ func isHot(op Op) bool {
 // re-encode to itself.
 func checkDecode(t *testing.T, in []byte) {
 	t.Helper()
-	ref, refErr := decodeOpsRef(in)
-	fast, fastOK := decodeOpsFast(in)
+	var ref, fast []Op
+	var refErr error
+	var fastOK bool
+	checkAlloc(t, "reference decoder", in, func() { ref, refErr = decodeOpsRef(in) })
+	checkAlloc(t, "fast decoder", in, func() { fast, fastOK = decodeOpsFast(in) })
 	if fastOK && refErr != nil {
 		t.Fatalf("fast path accepted %x, reference rejects: %v", in, refErr)
 	}
@@ -247,6 +251,43 @@ func TestDecodeOpsFastPath(t *testing.T) {
 	}
 }
 
+// allocBound is what decoding n untrusted bytes may allocate: a small
+// multiple of the input plus slack for the allocator, whose byte counter
+// advances a span (up to a few KiB) at a time. Decoded ops are Go values
+// (interfaces, strings, slices), hence a larger factor than dag's.
+func allocBound(n int) uint64 { return 32*uint64(n) + 256<<10 }
+
+var heapAllocs = []metrics.Sample{{Name: "/gc/heap/allocs:bytes"}}
+
+func allocated(fn func()) uint64 {
+	metrics.Read(heapAllocs)
+	before := heapAllocs[0].Value.Uint64()
+	fn()
+	metrics.Read(heapAllocs)
+	return heapAllocs[0].Value.Uint64() - before
+}
+
+// checkAlloc fails when fn, decoding b, allocates beyond allocBound: a
+// count or length claimed by untrusted bytes must never size a buffer.
+func checkAlloc(t *testing.T, what string, b []byte, fn func()) {
+	t.Helper()
+	if n := allocated(fn); n > allocBound(len(b)) {
+		t.Fatalf("%s allocated %d bytes for %d input bytes", what, n, len(b))
+	}
+}
+
+// TestAllocCheckWorks: the check catches an allocation sized by a claim.
+func TestAllocCheckWorks(t *testing.T) {
+	if n := allocated(func() { sink = make([]Op, 1<<20) }); n <= allocBound(16) {
+		t.Fatalf("a large allocation measured as %d bytes", n)
+	}
+}
+
+var sink []Op
+
+// FuzzDecodeOps: untrusted bodies never panic nor allocate beyond a small
+// multiple of their size; the fast path agrees with the reference decoder
+// and whatever decodes re-encodes to the same bytes (checkDecode).
 func FuzzDecodeOps(f *testing.F) {
 	for _, op := range allOps() {
 		b, _ := EncodeOps([]Op{op})
@@ -262,5 +303,9 @@ func FuzzDecodeOps(f *testing.F) {
 	f.Add(b)
 	f.Add([]byte{0x82, 0x01, 0x80})
 	f.Add([]byte{0x82, 0x01, 0x9f, 0xff})
+	// Heads claiming huge op lists, arrays and strings.
+	f.Add([]byte{0x82, 0x01, 0x9b, 0x00, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff})
+	f.Add([]byte{0x82, 0x01, 0x81, 0x82, 0x01, 0xa1, 0x61, 't', 0x7a, 0x7f, 0xff, 0xff, 0xff})
+	f.Add([]byte{0x82, 0x01, 0x81, 0x82, 0x06, 0xa1, 0x61, 'u', 0x9a, 0x00, 0x0f, 0xff, 0xff})
 	f.Fuzz(checkDecode)
 }

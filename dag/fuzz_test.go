@@ -3,10 +3,36 @@ package dag
 import (
 	"bytes"
 	"reflect"
+	"runtime/metrics"
 	"strings"
 	"testing"
 	"time"
 )
+
+// allocBound is what a decoder may allocate for n input bytes: a small
+// multiple of the input plus slack for the allocator, whose byte counter
+// advances a span (up to a few KiB) at a time.
+func allocBound(n int) uint64 { return 8*uint64(n) + 256<<10 }
+
+var heapAllocs = []metrics.Sample{{Name: "/gc/heap/allocs:bytes"}}
+
+// allocated returns how many heap bytes fn allocated.
+func allocated(fn func()) uint64 {
+	metrics.Read(heapAllocs)
+	before := heapAllocs[0].Value.Uint64()
+	fn()
+	metrics.Read(heapAllocs)
+	return heapAllocs[0].Value.Uint64() - before
+}
+
+// checkAlloc fails when decoding b with fn allocates beyond allocBound:
+// a length claimed by untrusted bytes must never be trusted for sizing.
+func checkAlloc(t *testing.T, what string, b []byte, fn func()) {
+	t.Helper()
+	if n := allocated(fn); n > allocBound(len(b)) {
+		t.Fatalf("%s allocated %d bytes for %d input bytes", what, n, len(b))
+	}
+}
 
 func fuzzSeeds(f *testing.F, inner bool) {
 	cb := newChainBuilder(f)
@@ -24,14 +50,33 @@ func fuzzSeeds(f *testing.F, inner bool) {
 	f.Add([]byte{0xa1, 0x61, 'p', 0xd8, 0x2a, 0x41, 0x00})
 	f.Add(bytes.Repeat([]byte{0x81}, 64))
 	f.Add([]byte{0x5b, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff})
+	// Heads claiming huge containers and strings inside a valid prefix.
+	f.Add([]byte{0xa4, 0x61, 'c', 0x5a, 0x7f, 0xff, 0xff, 0xff})
+	f.Add([]byte{0xaa, 0x61, 'a', 0x58, 0x20})
+	f.Add([]byte{0xa9, 0x61, 'p', 0x9b, 0x00, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff})
 }
 
-// FuzzDecodeEnvelope: untrusted envelopes never panic, and whatever
-// decodes re-encodes to the same bytes (one block, one CID).
+// TestAllocCheckWorks: the allocation check catches a decoder that sizes
+// a buffer from an untrusted length.
+func TestAllocCheckWorks(t *testing.T) {
+	claimed := 1 << 24
+	if n := allocated(func() { sink = make([]byte, claimed) }); n <= allocBound(16) {
+		t.Fatalf("a %d-byte allocation measured as %d bytes", claimed, n)
+	}
+}
+
+var sink []byte
+
+// FuzzDecodeEnvelope: untrusted envelopes never panic nor allocate beyond
+// a small multiple of their size, and whatever decodes re-encodes to the
+// same bytes (one block, one CID).
 func FuzzDecodeEnvelope(f *testing.F) {
 	fuzzSeeds(f, false)
 	f.Fuzz(func(t *testing.T, b []byte) {
-		e, err := DecodeEnvelope(b)
+		var e Envelope
+		var err error
+		checkAlloc(t, "DecodeEnvelope", b, func() { e, err = DecodeEnvelope(b) })
+		checkAlloc(t, "general envelope decoder", b, func() { _, _ = decodeEnvelopeCBOR(b) })
 		if fe, ok := fastDecodeEnvelope(b); ok {
 			se, serr := decodeEnvelopeCBOR(b)
 			if serr != nil || !reflect.DeepEqual(fe, se) {
@@ -48,12 +93,16 @@ func FuzzDecodeEnvelope(f *testing.F) {
 	})
 }
 
-// FuzzDecodeInner: untrusted inner blocks never panic, and whatever
-// decodes re-encodes to the same bytes.
+// FuzzDecodeInner: untrusted inner blocks never panic nor allocate beyond
+// a small multiple of their size, and whatever decodes re-encodes to the
+// same bytes.
 func FuzzDecodeInner(f *testing.F) {
 	fuzzSeeds(f, true)
 	f.Fuzz(func(t *testing.T, b []byte) {
-		in, err := DecodeInner(b)
+		var in Inner
+		var err error
+		checkAlloc(t, "DecodeInner", b, func() { in, err = DecodeInner(b) })
+		checkAlloc(t, "general inner decoder", b, func() { _, _ = decodeInnerCBOR(b) })
 		if fi, ok := fastDecodeInner(b); ok {
 			si, serr := decodeInnerCBOR(b)
 			if serr != nil || !reflect.DeepEqual(fi, si) {
@@ -79,8 +128,10 @@ func FuzzParseRecord(f *testing.F) {
 	f.Add(appendRecord(nil, &b.Inner, 1, b.envBytes, b.innerBytes))
 	f.Add([]byte{1, 0xff})
 	f.Fuzz(func(t *testing.T, rec []byte) {
-		_, _, _, _ = parseRecord(rec)
-		_, _ = blockFromRecord(rec)
+		checkAlloc(t, "blockFromRecord", rec, func() {
+			_, _, _, _ = parseRecord(rec)
+			_, _ = blockFromRecord(rec)
+		})
 	})
 }
 

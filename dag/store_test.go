@@ -563,3 +563,214 @@ func TestPebbleStore(t *testing.T) {
 		t.Fatalf("blocks after reopen: %d", len(got))
 	}
 }
+
+// TestStagingFloodStaysBounded floods staging with orphans from several
+// peers into several DAGs: after every block, each scope (total, per DAG,
+// per peer) is within its block and byte quota. Oldest-first eviction per
+// peer and per DAG is TestStagingQuotaEvictsOldest; the total quota's
+// order is TestStagingTotalEvictsOldest.
+func TestStagingFloodStaysBounded(t *testing.T) {
+	opts := DefaultOptions()
+	opts.Staging = StagingLimits{
+		Total:   Quota{Blocks: 40, Bytes: 40 << 10},
+		PerDAG:  Quota{Blocks: 25, Bytes: 1 << 20},
+		PerPeer: Quota{Blocks: 1000, Bytes: 12 << 10},
+	}
+	s, _ := backends[0].openStore(t, opts)
+	cb := newChainBuilder(t)
+	missing := cb.block(testSigner(9), nil, "never delivered")
+	dags := []DAGID{"d1", "d2", "d3"}
+	peers := []string{"p1", "p2", "p3", "p4"}
+	type sent struct {
+		dag  DAGID
+		peer string
+		b    Block
+	}
+	var all []sent
+	for i := range 200 { // one block per author, so each waits only on missing
+		x := sent{dags[i%3], peers[(i/3)%4], cb.block(testSigner(byte(10+i)), refs(missing), "orphan")}
+		res, err := s.Add(context.Background(), x.dag, x.peer, x.b)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(res.Staged) != 1 {
+			t.Fatalf("orphan %d not staged: %+v", i, res)
+		}
+		all = append(all, x)
+		st := s.staging
+		st.mu.Lock()
+		check := func(name string, sc *stageScope, q Quota) {
+			if sc != nil && (sc.blocks > q.Blocks || sc.bytes > q.Bytes) {
+				t.Fatalf("after %d orphans %s holds %d blocks, %d bytes (quota %+v)", i+1, name, sc.blocks, sc.bytes, q)
+			}
+		}
+		check("total", &st.total, opts.Staging.Total)
+		for d, sc := range st.perDAG {
+			check(string(d), sc, opts.Staging.PerDAG)
+		}
+		for p, sc := range st.perPeer {
+			check(p, sc, opts.Staging.PerPeer)
+		}
+		if len(st.entries) != st.total.blocks {
+			t.Fatalf("%d entries, %d counted", len(st.entries), st.total.blocks)
+		}
+		st.mu.Unlock()
+	}
+	if last := all[len(all)-1]; !s.IsStaged(last.dag, last.b.CID) {
+		t.Fatal("the newest orphan was evicted")
+	}
+	if n, b := s.Staged(""); n == 0 || n > 40 || b > 40<<10 {
+		t.Fatalf("staging holds %d blocks, %d bytes", n, b)
+	}
+	// Delivering the missing parent commits exactly the survivors of d1.
+	want, _ := s.Staged("d1")
+	res := mustAdd(t, s, "d1", missing)
+	if len(res.Committed) != 1+want {
+		t.Fatalf("parent completed %d blocks, %d were staged", len(res.Committed)-1, want)
+	}
+}
+
+// TestEvidenceCapped: equivocations are always reported, but at most
+// MaxEvidencePerAuthor records per author are kept, across reopenings.
+func TestEvidenceCapped(t *testing.T) {
+	forBackends(t, func(t *testing.T, be backend) {
+		ctx := context.Background()
+		d, f := be.open(t)
+		opts := DefaultOptions()
+		opts.MaxEvidencePerAuthor = 3
+		s, _ := openWithFaults(d, f, opts)
+		cb := newChainBuilder(t)
+		chain := []Block{cb.block(testSigner(1), nil, "a1")}
+		for range 5 {
+			chain = append(chain, cb.block(testSigner(1), refs(chain[len(chain)-1]), "a"))
+		}
+		mustAdd(t, s, testDAG, chain...)
+		forks := func(body string) []Block {
+			var out []Block
+			for i := 1; i < len(chain); i++ { // a conflicting block at seq 2..6
+				fb := newChainBuilder(t)
+				fb.cipher = cb.cipher
+				fb.chains[chain[i].Inner.Author] = ChainState{Seq: uint64(i), Last: refOf(chain[i-1])}
+				out = append(out, fb.block(testSigner(1), refs(chain[i-1]), body))
+			}
+			return out
+		}
+		res, err := s.AddBatch(ctx, testDAG, "p", forks("fork")[:2])
+		if err != nil || len(res.Equivocations) != 2 {
+			t.Fatalf("equivocations %d, %v", len(res.Equivocations), err)
+		}
+		s2, _ := openWithFaults(d, f, opts)
+		res, err = s2.AddBatch(ctx, testDAG, "p", forks("fork again"))
+		if err != nil || len(res.Equivocations) != 5 {
+			t.Fatalf("equivocations after reopen %d, %v", len(res.Equivocations), err)
+		}
+		recs, err := s2.Equivocations(ctx, testDAG)
+		if err != nil || len(recs) != 3 {
+			t.Fatalf("%d evidence records kept (cap 3): %v", len(recs), err)
+		}
+	})
+}
+
+// TestMergeParentsDeterministic: the merge parents are the 16 oldest heads
+// in display order, whatever order the heads arrived in.
+func TestMergeParentsDeterministic(t *testing.T) {
+	cb := newChainBuilder(t)
+	root := cb.block(testSigner(1), nil, "r")
+	mid := cb.block(testSigner(2), refs(root), "m")
+	var heads []Block
+	for i := range 12 {
+		heads = append(heads, cb.block(testSigner(byte(10+i)), refs(root), "h2"))
+		heads = append(heads, cb.block(testSigner(byte(40+i)), refs(mid), "h3"))
+	}
+	want := refs(heads...)
+	slices.SortFunc(want, func(a, b Ref) int { return ComparePositions(Position{a.Height, a.CID}, Position{b.Height, b.CID}) })
+	want = want[:MaxParents]
+	for k := range 3 {
+		s, _ := newMapStore(t)
+		order := slices.Clone(heads)
+		if k > 0 {
+			slices.Reverse(order)
+		}
+		if k == 2 {
+			order = append(order[1:], order[0])
+		}
+		mustAdd(t, s, testDAG, root, mid)
+		mustAdd(t, s, testDAG, order...)
+		mp, err := s.MergeParents(context.Background(), testDAG)
+		if err != nil || !slices.Equal(mp, want) {
+			t.Fatalf("order %d: merge parents %v, want the 16 oldest %v (%v)", k, mp, want, err)
+		}
+		// mid is not a head: 12 heads of height 2 come first.
+		if mp[0].Height != 2 || mp[11].Height != 2 || mp[12].Height != 3 {
+			t.Fatalf("merge parents not oldest first: %v", mp)
+		}
+	}
+}
+
+// TestSizeAndParentCapsBoundary: exactly MaxParents parents and an inner
+// block of exactly MaxInnerSize bytes are accepted; one more is refused.
+func TestSizeAndParentCapsBoundary(t *testing.T) {
+	cb := newChainBuilder(t)
+	s, _ := newMapStore(t)
+	root := cb.block(testSigner(1), nil, "r")
+	var tips []Block
+	for i := range MaxParents + 1 {
+		tips = append(tips, cb.block(testSigner(byte(10+i)), refs(root), "t"))
+	}
+	mustAdd(t, s, testDAG, append([]Block{root}, tips...)...)
+	if res := mustAdd(t, s, testDAG, cb.block(testSigner(60), refs(tips[:MaxParents]...), "16")); len(res.Committed) != 1 {
+		t.Fatalf("16 parents not accepted: %+v", res)
+	}
+	if _, err := Build(BuildParams{Signer: testSigner(61), Sealer: cb.cipher, Parents: refs(tips...), Now: testEpoch}); !errors.Is(err, ErrTooManyParents) {
+		t.Fatalf("build with 17 parents: %v", err)
+	}
+	// Find the body length that makes the inner block exactly 64 KiB.
+	probe, err := Build(BuildParams{Signer: testSigner(62), Sealer: cb.cipher, Parents: refs(root), Body: make([]byte, 60<<10), Now: testEpoch})
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := 60<<10 + MaxInnerSize - len(probe.innerBytes)
+	fit, err := Build(BuildParams{Signer: testSigner(62), Sealer: cb.cipher, Parents: refs(root), Body: make([]byte, n), Now: testEpoch})
+	if err != nil || len(fit.innerBytes) != MaxInnerSize {
+		t.Fatalf("inner of %d bytes: %v", len(fit.innerBytes), err)
+	}
+	env, _ := fit.EnvelopeBytes()
+	if ob, err := OpenBlock(env, cb.cipher); err != nil || len(ob.innerBytes) != MaxInnerSize {
+		t.Fatalf("a 64 KiB block does not open: %v", err)
+	}
+	if res := mustAdd(t, s, testDAG, fit); len(res.Committed) != 1 {
+		t.Fatalf("64 KiB block not accepted: %+v", res)
+	}
+	if _, err := Build(BuildParams{Signer: testSigner(63), Sealer: cb.cipher, Parents: refs(root), Body: make([]byte, n+1), Now: testEpoch}); !errors.Is(err, ErrTooLarge) {
+		t.Fatalf("build of a 64 KiB + 1 inner block: %v", err)
+	}
+}
+
+// TestStagingTotalEvictsOldest: when only the store-wide quota binds, the
+// blocks still staged are exactly the newest ones, across DAGs and peers.
+func TestStagingTotalEvictsOldest(t *testing.T) {
+	opts := DefaultOptions()
+	opts.Staging.Total = Quota{Blocks: 7, Bytes: 1 << 20}
+	s, _ := backends[0].openStore(t, opts)
+	cb := newChainBuilder(t)
+	missing := cb.block(testSigner(9), nil, "never delivered")
+	type sent struct {
+		dag DAGID
+		c   cid.Cid
+	}
+	var all []sent
+	for i := range 30 {
+		dag := DAGID([]string{"d1", "d2"}[i%2])
+		b := cb.block(testSigner(byte(10+i)), refs(missing), "orphan")
+		res, err := s.Add(context.Background(), dag, []string{"p1", "p2", "p3"}[i%3], b)
+		if err != nil || len(res.Staged) != 1 || res.Evicted != min(1, max(0, i+1-7)) {
+			t.Fatalf("orphan %d: %+v %v", i, res, err)
+		}
+		all = append(all, sent{dag, b.CID})
+	}
+	for i, x := range all {
+		if got, want := s.IsStaged(x.dag, x.c), i >= len(all)-7; got != want {
+			t.Fatalf("orphan %d staged=%v, want %v", i, got, want)
+		}
+	}
+}
