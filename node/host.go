@@ -1,7 +1,11 @@
 package node
 
 import (
+	"errors"
 	"fmt"
+	"net"
+	"strings"
+	"syscall"
 	"time"
 
 	"github.com/libp2p/go-libp2p"
@@ -31,6 +35,9 @@ import (
 // connection manager. reg receives libp2p's own metrics (nil: none).
 func NewHost(cfg Config, key crypto.PrivKey, reg prometheus.Registerer) (host.Host, error) {
 	n := cfg.Network
+	if err := checkListenPorts(n.ListenAddrs); err != nil {
+		return nil, err
+	}
 
 	limits := rcmgr.DefaultLimits
 	libp2p.SetDefaultServiceLimits(&limits)
@@ -143,6 +150,72 @@ func NewHost(cfg Config, key crypto.PrivKey, reg prometheus.Registerer) (host.Ho
 		return nil, fmt.Errorf("start libp2p host: %w", err)
 	}
 	return h, nil
+}
+
+// checkListenPorts refuses a listen address whose fixed port is taken (or
+// not ours to take). libp2p itself starts as long as one address works,
+// only logging the others, and its TCP listeners share a port with any
+// process that set SO_REUSEPORT (another node on the same port): either
+// way the node would run without what the user configured. Addresses
+// that fail for other reasons (no IPv6 on the machine) are left to libp2p.
+func checkListenPorts(addrs []string) error {
+	for i, s := range addrs {
+		m, err := ma.NewMultiaddr(s)
+		if err != nil {
+			return fmt.Errorf("%w: network.listenAddrs[%d]: %q: %v", ErrConfig, i, s, err)
+		}
+		network, hostport, ok := listenSocket(m)
+		if !ok {
+			continue
+		}
+		if strings.HasPrefix(network, "tcp") {
+			var ln net.Listener
+			if ln, err = net.Listen(network, hostport); err == nil {
+				ln.Close()
+			}
+		} else {
+			var pc net.PacketConn
+			if pc, err = net.ListenPacket(network, hostport); err == nil {
+				pc.Close()
+			}
+		}
+		if errors.Is(err, syscall.EADDRINUSE) || errors.Is(err, syscall.EACCES) {
+			return fmt.Errorf("network.listenAddrs[%d] %s: port in use or not permitted: %w", i, s, err)
+		}
+	}
+	return nil
+}
+
+// listenSocket returns the socket a listen multiaddr binds first (an IP
+// and a TCP or UDP port), when the port is fixed. The network is tcp4,
+// tcp6, udp4 or udp6, as libp2p binds it (an IPv6 wildcard does not also
+// take the IPv4 port).
+func listenSocket(m ma.Multiaddr) (network, hostport string, ok bool) {
+	if len(m) < 2 {
+		return "", "", false
+	}
+	switch m[0].Code() {
+	case ma.P_IP4, ma.P_IP6:
+	default:
+		return "", "", false
+	}
+	switch m[1].Code() {
+	case ma.P_TCP:
+		network = "tcp"
+	case ma.P_UDP:
+		network = "udp"
+	default:
+		return "", "", false
+	}
+	if m[0].Code() == ma.P_IP4 {
+		network += "4"
+	} else {
+		network += "6"
+	}
+	if m[1].Value() == "0" {
+		return "", "", false
+	}
+	return network, net.JoinHostPort(m[0].Value(), m[1].Value()), true
 }
 
 func parsePeers(ss []string) ([]peer.AddrInfo, error) {

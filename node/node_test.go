@@ -3,6 +3,7 @@ package node
 import (
 	"context"
 	"crypto/ed25519"
+	"crypto/sha256"
 	"errors"
 	"io"
 	"net"
@@ -10,6 +11,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -108,14 +110,20 @@ func TestGossipsubValidatorStopsBadMessages(t *testing.T) {
 	connect(t, b.Host, c.Host)
 
 	const topic = "glitr-test-topic"
-	reject := func(_ context.Context, _ peer.ID, m *pubsub.Message) pubsub.ValidationResult {
-		if strings.HasPrefix(string(m.Data), "bad") {
-			return pubsub.ValidationReject
+	var cSawBad atomic.Bool // C's validator saw a bad message: B forwarded it
+	validator := func(n *Node) pubsub.ValidatorEx {
+		return func(_ context.Context, _ peer.ID, m *pubsub.Message) pubsub.ValidationResult {
+			if strings.HasPrefix(string(m.Data), "bad") {
+				if n == c {
+					cSawBad.Store(true)
+				}
+				return pubsub.ValidationReject
+			}
+			return pubsub.ValidationAccept
 		}
-		return pubsub.ValidationAccept
 	}
 	for _, n := range []*Node{b, c} {
-		if err := n.RegisterTopicValidator(topic, reject); err != nil {
+		if err := n.RegisterTopicValidator(topic, validator(n)); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -153,6 +161,14 @@ func TestGossipsubValidatorStopsBadMessages(t *testing.T) {
 		if string(m.Data) != "good block" {
 			t.Fatalf("%s received %q, want only the good block", name, m.Data)
 		}
+		// StrictNoSign without author: no signature, key, sender or
+		// sequence number on the wire, and the id is the hash of the bytes.
+		if m.Signature != nil || m.Key != nil || m.From != nil || m.Seqno != nil {
+			t.Fatalf("%s: message carries signature/key/from/seqno: %+v", name, m.Message)
+		}
+		if sum := sha256.Sum256(m.Data); m.ID != string(sum[:]) {
+			t.Fatalf("%s: message id %x is not SHA-256 of the bytes", name, m.ID)
+		}
 	}
 	// Nothing else arrives: the bad message was dropped, not delayed.
 	short, cancel2 := context.WithTimeout(context.Background(), 500*time.Millisecond)
@@ -162,6 +178,9 @@ func TestGossipsubValidatorStopsBadMessages(t *testing.T) {
 	}
 	if len(a.Host.Network().ConnsToPeer(c.Host.ID())) != 0 {
 		t.Fatal("test topology broken: A connected to C directly")
+	}
+	if cSawBad.Load() {
+		t.Fatal("B forwarded the rejected message to C")
 	}
 	// The validator also guards the node's own publishing.
 	if err := topics["b"].Publish(ctx, []byte("bad: own")); err == nil {
@@ -280,10 +299,12 @@ func TestStartRefusesBadDataDirectory(t *testing.T) {
 			t.Fatal(err)
 		}
 		defer ln.Close()
-		cfg := loopbackConfig(t, "/ip4/127.0.0.1/tcp/"+portOf(ln.Addr()))
+		// The other address is free: libp2p alone would start without
+		// the TCP listener and only log it.
+		cfg := loopbackConfig(t, "/ip4/127.0.0.1/udp/0/quic-v1", "/ip4/127.0.0.1/tcp/"+portOf(ln.Addr()))
 		dir, _ := Init(t.TempDir(), cfg)
-		if _, err := Start(ctx, dir, Options{}); err == nil {
-			t.Fatal("Start succeeded on a port in use")
+		if _, err := Start(ctx, dir, Options{}); err == nil || !strings.Contains(err.Error(), "network.listenAddrs[1]") {
+			t.Fatalf("Start = %v, want an error naming network.listenAddrs[1]", err)
 		}
 	})
 	t.Run("not initialized", func(t *testing.T) {
