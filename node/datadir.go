@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"strings"
 
+	pebbleds "github.com/ipfs/go-ds-pebble"
 	"github.com/libp2p/go-libp2p/core/crypto"
 	"golang.org/x/sys/unix"
 )
@@ -48,8 +49,8 @@ func DefaultDataDir() (string, error) {
 	return filepath.Join(base, "glitr"), nil
 }
 
-// Init creates a data directory: config, peer key and API token. It refuses
-// to touch a directory that already holds a config.
+// Init creates a data directory: config, peer key, API token and an empty
+// store. It refuses to touch a directory that already holds a config.
 func Init(path string, cfg Config) (DataDir, error) {
 	if err := cfg.Validate(); err != nil {
 		return DataDir{}, err
@@ -74,6 +75,14 @@ func Init(path string, cfg Config) (DataDir, error) {
 	}
 	if err := writeFileAtomic(d.file(TokenFile), []byte(rand.Text()+"\n"), 0o600); err != nil {
 		return DataDir{}, err
+	}
+	// An empty store, so the directory is complete before the first run.
+	st, err := pebbleds.NewDatastore(d.StorePath())
+	if err != nil {
+		return DataDir{}, fmt.Errorf("create store %s: %w", d.StorePath(), err)
+	}
+	if err := st.Close(); err != nil {
+		return DataDir{}, fmt.Errorf("create store %s: %w", d.StorePath(), err)
 	}
 	b, err := cfg.Marshal()
 	if err != nil {
