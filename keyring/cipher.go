@@ -260,6 +260,22 @@ func (c *Cipher) HasEpoch(id EpochID) bool {
 	return ok
 }
 
+// Sent reports the sending epoch and how many blocks this device has
+// sealed under it (its chain index there); ok is false without a sending
+// epoch. The node replaces an epoch that has carried many blocks.
+func (c *Cipher) Sent() (id EpochID, n uint32, ok bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.sending == nil {
+		return EpochID{}, 0, false
+	}
+	st := c.epochs[*c.sending]
+	if st == nil || st.chains[c.self] == nil {
+		return EpochID{}, 0, false
+	}
+	return *c.sending, st.chains[c.self].next, true
+}
+
 // SetSendingEpoch selects the epoch SealBlock uses (the node picks it with
 // SelectSendingEpoch). This device must be a member of it.
 func (c *Cipher) SetSendingEpoch(id EpochID) error {

@@ -642,3 +642,18 @@ func TestChainStepIsHMAC(t *testing.T) {
 		}
 	}
 }
+
+func TestSentCountsOwnBlocksInSendingEpoch(t *testing.T) {
+	ms := newMembers(t, 2)
+	if _, _, ok := ms[0].cipher.Sent(); ok {
+		t.Fatal("Sent reports an epoch before any is selected")
+	}
+	id := rotate(t, 100, ms[0], ms)
+	for i := range 3 {
+		got, n, ok := ms[0].cipher.Sent()
+		if !ok || got != id || n != uint32(i) {
+			t.Fatalf("after %d seals: Sent = %s, %d, %v", i, got, n, ok)
+		}
+		seal(t, ms[0], []byte("hello"))
+	}
+}

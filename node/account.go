@@ -131,13 +131,8 @@ func (c *Chat) deviceName() string {
 
 // ownPrekey is this device's current prekey, signed.
 func (c *Chat) ownPrekey() (keyring.SignedPrekey, error) {
-	c.idMu.Lock()
-	signed, err := c.id.Keyring.Device.SignPrekey(c.id.Keyring.Prekeys.Current())
-	c.idMu.Unlock()
-	if err != nil {
-		return keyring.SignedPrekey{}, err
-	}
-	return keyring.VerifyPrekey(signed)
+	_, v, err := c.currentPrekey()
+	return v, err
 }
 
 // commitAccount appends ops to the account DAG.

@@ -14,6 +14,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	ds "github.com/ipfs/go-datastore"
@@ -47,13 +48,17 @@ const MaxMessageText = crdt.MaxTextLen
 type Chat struct {
 	n       *Node
 	id      *Identity
-	idMu    sync.Mutex // guards id.Keyring (prekeys are not safe for concurrent use)
+	idMu    sync.Mutex // guards id.Keyring (prekeys are not safe for concurrent use) and spk
+	spk     signedPrekeyCache
 	store   *dag.Store
 	ds      ds.Batching
 	log     *slog.Logger
 	catchup *Catchup
 	events  *eventLog
 	now     func() time.Time
+	// clockSkew shifts now (tests of schedules measured in days); 0 in
+	// production.
+	clockSkew atomic.Int64
 
 	mu       sync.RWMutex
 	convs    map[string]*conversation // by hex conversation id
@@ -157,10 +162,10 @@ var (
 
 func newChat(n *Node, id *Identity, st *dag.Store, d ds.Batching) *Chat {
 	ctx, cancel := context.WithCancel(context.Background())
-	return &Chat{
+	c := &Chat{
 		n: n, id: id, store: st, ds: d, log: n.log.With("component", "chat"),
-		events: newEventLog(4096), now: time.Now,
-		convs: map[string]*conversation{}, bySync: map[string]*conversation{},
+		events: newEventLog(4096),
+		convs:  map[string]*conversation{}, bySync: map[string]*conversation{},
 		contacts:   map[keyring.AccountID]VerifiedCard{},
 		pairs:      map[keyring.AccountID][PairSecretSize]byte{},
 		ownDevs:    map[keyring.DeviceID]ownDevice{},
@@ -168,6 +173,8 @@ func newChat(n *Node, id *Identity, st *dag.Store, d ds.Batching) *Chat {
 		welcomedBy: map[string]peer.ID{},
 		ctx:        ctx, cancel: cancel,
 	}
+	c.now = func() time.Time { return time.Now().Add(time.Duration(c.clockSkew.Load())) }
+	return c
 }
 
 func (c *Chat) storeKey() []byte { return c.id.Keyring.Secrets[storeKeyName] }
@@ -401,7 +408,7 @@ func (c *Chat) AddContact(ctx context.Context, text string) (VerifiedCard, error
 	if err != nil {
 		return vc, err
 	}
-	if err := c.ds.Put(ctx, contactPrefix.ChildString(hex.EncodeToString(vc.Cert.Account[:])), raw); err != nil {
+	if err := c.ds.Put(ctx, contactKey(vc.Cert.Account), raw); err != nil {
 		return vc, err
 	}
 	c.mu.Lock()
@@ -432,13 +439,7 @@ func (c *Chat) CreateConversation(ctx context.Context, title string, members []k
 	if _, err := rand.Read(convID); err != nil {
 		return "", err
 	}
-	c.idMu.Lock()
-	ownPrekey, err := c.id.Keyring.Device.SignPrekey(c.id.Keyring.Prekeys.Current())
-	c.idMu.Unlock()
-	if err != nil {
-		return "", err
-	}
-	own, err := keyring.VerifyPrekey(ownPrekey)
+	_, own, err := c.currentPrekey()
 	if err != nil {
 		return "", err
 	}

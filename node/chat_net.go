@@ -744,6 +744,13 @@ func (c *Chat) onConnected(p peer.ID) {
 		}
 	}
 	c.mu.RUnlock()
+	if found {
+		c.wg.Go(func() {
+			if err := c.refreshCard(c.ctx, p); err != nil && c.ctx.Err() == nil {
+				c.log.Debug("card refresh", "peer", p.String(), "err", err)
+			}
+		})
+	}
 	for _, conv := range convs {
 		conv.mu.Lock()
 		member, _ := conv.state.IsMember(crdt.AccountID(acct))

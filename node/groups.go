@@ -25,16 +25,14 @@ import (
 // prekey, or nil when the conversation already has exactly that one.
 // conv.mu is held.
 func (c *Chat) ownAnnounce(conv *conversation) (crdt.Op, error) {
-	c.idMu.Lock()
-	signed, err := c.id.Keyring.Device.SignPrekey(c.id.Keyring.Prekeys.Current())
-	c.idMu.Unlock()
+	if conv.acct != nil {
+		return nil, nil // the account DAG records devices with DeviceAdd
+	}
+	signed, _, err := c.currentPrekey()
 	if err != nil {
 		return nil, err
 	}
 	self := crdt.AccountID(c.id.AccountID())
-	if conv.acct != nil {
-		return nil, nil // the account DAG records devices with DeviceAdd
-	}
 	for _, d := range conv.state.Devices(self) {
 		if d.Device == crdt.DeviceID(c.id.DeviceID()) && bytes.Equal(d.Prekey, signed) {
 			return nil, nil
@@ -410,19 +408,28 @@ func (c *Chat) SetInfo(ctx context.Context, hexID, title, mime string, avatar []
 	return nil
 }
 
-// maybeRotateAfterLeave: when a member left (removed itself) and the
-// current epoch is tainted, the remaining admin with the smallest device
-// id... every member rotates lazily: the first of them to send rotates.
-// conv.mu is not held.
+// ensureUsableEpoch rotates before a send when the conversation has no
+// usable epoch (every one is tainted: a member left, or an epoch was sealed
+// to a device removed concurrently) or when the current one is due for
+// replacement (keys.go). Members rotate lazily: the first of them to send
+// does, and the CRDT picks one of concurrent rotations. conv.mu is not
+// held.
 func (c *Chat) ensureUsableEpoch(ctx context.Context, conv *conversation) error {
 	conv.mu.Lock()
-	_, ok := conv.state.CurrentEpoch()
+	cur, ok := conv.state.CurrentEpoch()
 	member, _ := conv.state.IsMember(crdt.AccountID(c.id.AccountID()))
+	stale := ok && member && conv.acct == nil && c.epochStale(conv, cur)
 	conv.mu.Unlock()
-	if ok || !member {
+	if !member || (ok && !stale) {
 		return nil
 	}
 	_, err := c.rotate(ctx, conv, nil, nil, nil)
+	if err != nil && stale {
+		// The current epoch still works; send under it and try again at
+		// the next send.
+		c.log.Warn("replace a stale epoch", "conv", conv.hexID, "err", err)
+		return nil
+	}
 	return err
 }
 

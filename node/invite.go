@@ -266,9 +266,8 @@ func (c *Chat) newTokenLink(ctx context.Context, ttl time.Duration, prefix, macL
 }
 
 func (c *Chat) ownPrekeySigned() ([]byte, error) {
-	c.idMu.Lock()
-	defer c.idMu.Unlock()
-	return c.id.Keyring.Device.SignPrekey(c.id.Keyring.Prekeys.Current())
+	signed, _, err := c.currentPrekey()
+	return signed, err
 }
 
 func (c *Chat) putInvite(ctx context.Context, tid []byte, inv pendingInvite) error {
@@ -382,7 +381,7 @@ func (c *Chat) addVerifiedContact(ctx context.Context, vc VerifiedCard, name str
 	if err != nil {
 		return err
 	}
-	if err := c.ds.Put(ctx, contactPrefix.ChildString(hex.EncodeToString(vc.Cert.Account[:])), raw); err != nil {
+	if err := c.ds.Put(ctx, contactKey(vc.Cert.Account), raw); err != nil {
 		return err
 	}
 	c.mu.Lock()

@@ -248,6 +248,7 @@ func (n *Node) startChat(ctx context.Context, passphrase []byte) error {
 	n.Host.SetStreamHandler(LinkProtocol, c.handleLinkRequest)
 	n.Host.SetStreamHandler(RejoinProtocol, c.handleRejoin)
 	n.Host.SetStreamHandler(HistoryRequestProtocol, c.handleHistoryRequest)
+	n.Host.SetStreamHandler(CardProtocol, c.handleCardRequest)
 	c.startSignals()
 	c.mu.RLock()
 	for _, conv := range c.convs {
@@ -264,6 +265,7 @@ func (n *Node) startChat(ctx context.Context, passphrase []byte) error {
 	c.wg.Go(c.antiEntropy)
 	c.wg.Go(c.dialContacts)
 	c.wg.Go(c.rejoinLoop)
+	c.wg.Go(c.keyUpkeep)
 	// Rebuilding the CRDT states from the blocks leaves a lot of garbage
 	// behind; hand those pages back now rather than whenever the scavenger
 	// gets to them (a phone-sized budget matters more than a few ms here).

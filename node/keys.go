@@ -1,0 +1,314 @@
+package node
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"fmt"
+	"io"
+	"time"
+
+	ds "github.com/ipfs/go-datastore"
+	"github.com/libp2p/go-libp2p/core/network"
+	"github.com/libp2p/go-libp2p/core/peer"
+
+	"github.com/glitr-chat/glitr/crdt"
+	"github.com/glitr-chat/glitr/keyring"
+)
+
+// Key upkeep: the schedules that keep forward secrecy and post-compromise
+// security from decaying on a node that runs for months.
+//
+//   - Prekeys. A device's prekey is current for keyring.PrekeyRotationPeriod
+//     and its private part is kept for keyring.PrekeyGracePeriod after its
+//     successor appears; deleting it is what makes an epoch box recorded
+//     today unopenable by a thief next month. The node rotates and prunes
+//     while it runs (not only at start), announces the new prekey in every
+//     conversation it belongs to, and contacts refresh each other's cards
+//     (CardProtocol) whenever they connect, so new conversations and epochs
+//     are sealed to a prekey the device still holds.
+//   - Epochs. A conversation's epoch is replaced on the first send after it
+//     is EpochMaxAge old or after this device sealed EpochMaxSends blocks
+//     under it, as Megolm rotates its sessions. A thief of one device's key
+//     state reads at most that much once the device and its prekeys have
+//     moved on. The replacement is only made when it reaches every device
+//     the current epoch reaches: one whose prekey expired (a phone left in a
+//     drawer) would otherwise be locked out of the conversation. It comes
+//     back with a fresh prekey, and the next send rotates.
+
+const (
+	// EpochMaxAge is how long a conversation keeps one epoch.
+	EpochMaxAge = 7 * 24 * time.Hour
+	// EpochMaxSends is how many blocks this device seals under one epoch
+	// before the next send replaces it.
+	EpochMaxSends = 1000
+	// keyUpkeepEvery is how often a running node checks its prekey.
+	keyUpkeepEvery = time.Hour
+	// CardProtocol exchanges current contact cards between contacts.
+	CardProtocol = "/glitr/card/1.0.0"
+)
+
+// epochDue reports whether an epoch created at created, under which this
+// device sealed sent blocks, is due for replacement at now.
+func epochDue(created, now time.Time, sent uint32) bool {
+	return !now.Before(created.Add(EpochMaxAge)) || sent >= EpochMaxSends
+}
+
+// signedPrekeyCache holds this device's current prekey signed, so the
+// announcement check on every own block costs no signature.
+type signedPrekeyCache struct {
+	id       keyring.PrekeyID
+	signed   []byte
+	verified keyring.SignedPrekey
+}
+
+// currentPrekey returns this device's current prekey, signed and verified.
+func (c *Chat) currentPrekey() ([]byte, keyring.SignedPrekey, error) {
+	c.idMu.Lock()
+	defer c.idMu.Unlock()
+	cur := c.id.Keyring.Prekeys.Current()
+	if c.spk.signed != nil && c.spk.id == cur.ID() {
+		return c.spk.signed, c.spk.verified, nil
+	}
+	signed, err := c.id.Keyring.Device.SignPrekey(cur)
+	if err != nil {
+		return nil, keyring.SignedPrekey{}, err
+	}
+	v, err := keyring.VerifyPrekey(signed)
+	if err != nil {
+		return nil, keyring.SignedPrekey{}, err
+	}
+	c.spk = signedPrekeyCache{id: cur.ID(), signed: signed, verified: v}
+	return signed, v, nil
+}
+
+// keyUpkeep runs maintainKeys at start and then every keyUpkeepEvery.
+func (c *Chat) keyUpkeep() {
+	for {
+		if err := c.maintainKeys(c.ctx); err != nil && c.ctx.Err() == nil {
+			c.log.Warn("key upkeep", "err", err)
+		}
+		select {
+		case <-c.ctx.Done():
+			return
+		case <-time.After(keyUpkeepEvery):
+		}
+	}
+}
+
+// maintainKeys rotates this device's prekey when its period is over,
+// deletes replaced prekeys whose grace period ended, and announces the
+// current prekey in every conversation that does not have it yet.
+func (c *Chat) maintainKeys(ctx context.Context) error {
+	now := c.now()
+	c.idMu.Lock()
+	ring := c.id.Keyring.Prekeys
+	held := ring.Len()
+	rotated := false
+	if ring.NeedsRotation(now) {
+		if _, err := ring.Rotate(rand.Reader, now); err != nil {
+			c.idMu.Unlock()
+			return fmt.Errorf("rotate prekey: %w", err)
+		}
+		rotated = true
+	}
+	ring.Prune(now)
+	var err error
+	if rotated || ring.Len() != held {
+		err = c.id.save()
+	}
+	c.idMu.Unlock()
+	if err != nil {
+		return fmt.Errorf("save keyring after prekey upkeep: %w", err)
+	}
+	if rotated {
+		c.log.Info("prekey rotated")
+	}
+	return c.announcePrekey(ctx)
+}
+
+// announcePrekey commits this device's announcement, alone, in every
+// conversation it belongs to whose members do not have its current prekey.
+func (c *Chat) announcePrekey(ctx context.Context) error {
+	self := crdt.AccountID(c.id.AccountID())
+	c.mu.RLock()
+	convs := make([]*conversation, 0, len(c.convs))
+	for _, conv := range c.convs {
+		convs = append(convs, conv)
+	}
+	c.mu.RUnlock()
+	for _, conv := range convs {
+		conv.mu.Lock()
+		member, _ := conv.state.IsMember(self)
+		ann, err := c.ownAnnounce(conv)
+		_, _, sending := conv.cipher.Sent()
+		conv.mu.Unlock()
+		if err != nil {
+			return err
+		}
+		if !member || ann == nil || !sending {
+			continue
+		}
+		if _, err := c.commitOwn(ctx, conv, nil); err != nil {
+			return fmt.Errorf("announce prekey in %s: %w", conv.hexID, err)
+		}
+	}
+	return nil
+}
+
+// epochStale reports whether the conversation's current epoch is due for
+// replacement and a replacement would reach every device it reaches.
+// conv.mu is held.
+func (c *Chat) epochStale(conv *conversation, cur crdt.RotationView) bool {
+	r, err := keyring.VerifyRotation(cur.Payload)
+	if err != nil {
+		return false
+	}
+	var sent uint32
+	if id, n, ok := conv.cipher.Sent(); ok && id == r.Epoch {
+		sent = n
+	}
+	now := c.now()
+	if !epochDue(r.Created, now, sent) {
+		return false
+	}
+	_, next, err := c.memberRecipients(conv, nil, now)
+	if err != nil {
+		return false
+	}
+	reached := map[crdt.DeviceID]bool{}
+	for _, d := range next {
+		reached[d.Device] = true
+	}
+	for _, d := range cur.Recipients {
+		if reached[d.Device] {
+			continue
+		}
+		member, _ := conv.state.IsMember(d.Account)
+		_, revoked := conv.revoked[keyring.DeviceID(d.Device)]
+		if member && !revoked {
+			c.log.Debug("epoch replacement postponed: a member device has no current prekey", "conv", conv.hexID, "device", keyring.DeviceID(d.Device).String())
+			return false
+		}
+	}
+	return true
+}
+
+// refreshCard swaps current cards with a contact's device over
+// CardProtocol: ours goes out, theirs comes back and replaces the stored
+// one when its prekey is newer.
+func (c *Chat) refreshCard(ctx context.Context, p peer.ID) error {
+	mine, err := c.cardBytes()
+	if err != nil {
+		return err
+	}
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	s, err := c.n.Host.NewStream(ctx, p, CardProtocol)
+	if err != nil {
+		return err
+	}
+	defer s.Close()
+	_ = s.SetDeadline(time.Now().Add(10 * time.Second))
+	if _, err := s.Write(mine); err != nil {
+		s.Reset()
+		return err
+	}
+	if err := s.CloseWrite(); err != nil {
+		s.Reset()
+		return err
+	}
+	b, err := io.ReadAll(io.LimitReader(s, maxContactRequest+1))
+	if err != nil {
+		return fmt.Errorf("card from %s: %w", p, err)
+	}
+	if len(b) > maxContactRequest {
+		return fmt.Errorf("card from %s: %w: too long", p, ErrBadCard)
+	}
+	return c.takeCard(ctx, p, b)
+}
+
+// handleCardRequest answers a contact's card with ours. Anyone else gets
+// the stream reset: a card names the account, which strangers must not
+// learn from a peer id.
+func (c *Chat) handleCardRequest(s network.Stream) {
+	from := s.Conn().RemotePeer()
+	b, ok := c.readRequest(s, "card", 10*time.Second)
+	if !ok {
+		return
+	}
+	if err := c.takeCard(c.ctx, from, b); err != nil {
+		c.log.Debug("card refresh refused", "peer", from.String(), "err", err)
+		s.Reset()
+		return
+	}
+	mine, err := c.cardBytes()
+	if err != nil {
+		s.Reset()
+		return
+	}
+	if _, err := s.Write(mine); err != nil {
+		s.Reset()
+		return
+	}
+	_ = s.Close()
+}
+
+// cardBytes is this device's current card (without addresses: contacts
+// find those through discovery), CBOR-encoded.
+func (c *Chat) cardBytes() ([]byte, error) {
+	signed, _, err := c.currentPrekey()
+	if err != nil {
+		return nil, err
+	}
+	return canonicalEnc.Marshal(Card{Cert: c.id.Cert, Prekey: signed, Peer: []byte(c.n.Host.ID())})
+}
+
+// errNotThisContact refuses a card that is not the one stored contact's
+// device speaking for itself.
+var errNotThisContact = fmt.Errorf("%w: not from the contact's own device", ErrBadCard)
+
+// takeCard checks a card received from peer from and stores it when it
+// belongs to a contact (same account, device and peer as the stored card)
+// and carries a newer prekey.
+func (c *Chat) takeCard(ctx context.Context, from peer.ID, b []byte) error {
+	var card Card
+	if err := cardDec.Unmarshal(b, &card); err != nil {
+		return fmt.Errorf("%w: %w", ErrBadCard, err)
+	}
+	vc, err := verifyCard(card, c.now())
+	if err != nil {
+		return err
+	}
+	c.mu.RLock()
+	old, ok := c.contacts[vc.Cert.Account]
+	c.mu.RUnlock()
+	if !ok || vc.Peer.ID != from || old.Peer.ID != from || old.Cert.Device != vc.Cert.Device {
+		return errNotThisContact
+	}
+	if !vc.Prekey.Created.After(old.Prekey.Created) {
+		return nil
+	}
+	// Keep the addresses we know; the card carries none.
+	vc.raw.Addrs = old.raw.Addrs
+	vc.Peer.Addrs = old.Peer.Addrs
+	raw, err := canonicalEnc.Marshal(vc.raw)
+	if err != nil {
+		return err
+	}
+	if err := c.ds.Put(ctx, contactKey(vc.Cert.Account), raw); err != nil {
+		return err
+	}
+	c.mu.Lock()
+	if cur, ok := c.contacts[vc.Cert.Account]; ok && cur.Cert.Device == vc.Cert.Device && vc.Prekey.Created.After(cur.Prekey.Created) {
+		c.contacts[vc.Cert.Account] = vc
+	}
+	c.mu.Unlock()
+	c.log.Debug("contact card refreshed", "account", vc.Cert.Account.String()[:16])
+	return nil
+}
+
+// contactKey is where a contact's card is stored.
+func contactKey(a keyring.AccountID) ds.Key {
+	return contactPrefix.ChildString(hex.EncodeToString(a[:]))
+}

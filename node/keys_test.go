@@ -1,0 +1,272 @@
+package node
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"github.com/glitr-chat/glitr/crdt"
+	"github.com/glitr-chat/glitr/keyring"
+)
+
+func TestEpochDue(t *testing.T) {
+	t0 := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	cases := []struct {
+		age  time.Duration
+		sent uint32
+		due  bool
+	}{
+		{0, 0, false},
+		{EpochMaxAge - time.Second, EpochMaxSends - 1, false},
+		{EpochMaxAge, 0, true},
+		{time.Hour, EpochMaxSends, true},
+		{-time.Hour, 0, false}, // a rotation from a clock ahead of ours
+	}
+	for _, tc := range cases {
+		if got := epochDue(t0, t0.Add(tc.age), tc.sent); got != tc.due {
+			t.Errorf("age %v, %d sent: due = %v, want %v", tc.age, tc.sent, got, tc.due)
+		}
+	}
+}
+
+// advanceClocks moves every node's clock forward by d and joins the day's
+// gossip topics, as a node that ran through those days would have.
+func advanceClocks(d time.Duration, nodes ...*Node) {
+	for _, n := range nodes {
+		n.Chat.clockSkew.Add(int64(d))
+		n.Chat.mu.RLock()
+		for _, conv := range n.Chat.convs {
+			n.Chat.joinTopics(conv)
+		}
+		n.Chat.mu.RUnlock()
+	}
+}
+
+func sendingEpoch(t testing.TB, n *Node, id string) keyring.EpochID {
+	t.Helper()
+	conv, err := n.Chat.conversation(id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	e, _, ok := conv.cipher.Sent()
+	if !ok {
+		t.Fatal("no sending epoch")
+	}
+	return e
+}
+
+func currentPrekeyOf(n *Node) *keyring.Prekey {
+	n.Chat.idMu.Lock()
+	defer n.Chat.idMu.Unlock()
+	return n.Chat.id.Keyring.Prekeys.Current()
+}
+
+func holdsPrekey(n *Node, id keyring.PrekeyID) bool {
+	n.Chat.idMu.Lock()
+	defer n.Chat.idMu.Unlock()
+	_, ok := n.Chat.id.Keyring.Prekeys.Lookup(id)
+	return ok
+}
+
+// announcedPrekey is the prekey n's conversation records for device d.
+func announcedPrekey(t testing.TB, n *Node, id string, d keyring.DeviceID) []byte {
+	t.Helper()
+	conv, err := n.Chat.conversation(id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	conv.mu.Lock()
+	defer conv.mu.Unlock()
+	for _, m := range conv.state.Members() {
+		for _, dev := range conv.state.Devices(m.Account) {
+			if dev.Device == crdt.DeviceID(d) {
+				return dev.Prekey
+			}
+		}
+	}
+	return nil
+}
+
+// Weeks of a conversation's life, with the clocks moved forward: prekeys
+// rotate and are announced while the nodes run, contacts refresh each
+// other's cards, replaced prekeys are deleted after their grace period,
+// epochs are replaced once a week, and a replacement waits for a member
+// whose prekey ran out instead of locking it out.
+func TestPrekeyAndEpochUpkeep(t *testing.T) {
+	a, b := chatPair(t)
+	ctx := context.Background()
+	conv, err := a.CreateConversation(ctx, "", []string{accountOf(b)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitForConversation(t, b, conv.ID)
+	send := func(from, to *Node, text string) {
+		t.Helper()
+		if _, err := from.Send(ctx, conv.ID, text, ""); err != nil {
+			t.Fatal(err)
+		}
+		eventually(t, 15*time.Second, "the message "+text+" to arrive", func() bool {
+			for _, m := range messages(t, to, conv.ID) {
+				if m.Text == text {
+					return true
+				}
+			}
+			return false
+		})
+	}
+	send(a, b, "week 0")
+	first := sendingEpoch(t, a, conv.ID)
+	aDev := a.Chat.id.DeviceID()
+	old := currentPrekeyOf(a).ID()
+
+	// Eight days on: a's prekey is due. Upkeep rotates it and announces
+	// the new one in the conversation.
+	advanceClocks(8*24*time.Hour, a, b)
+	if err := a.Chat.maintainKeys(ctx); err != nil {
+		t.Fatal(err)
+	}
+	fresh := currentPrekeyOf(a).ID()
+	if fresh == old {
+		t.Fatal("the prekey was not rotated after its period")
+	}
+	if !holdsPrekey(a, old) {
+		t.Fatal("the replaced prekey was deleted before its grace period ended")
+	}
+	reloaded, err := loadIdentity(a.Dir, a.Chat.now(), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if reloaded.Keyring.Prekeys.Current().ID() != fresh {
+		t.Fatal("the rotated prekey was not saved in the keyring file")
+	}
+	signed, _, err := a.Chat.currentPrekey()
+	if err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 15*time.Second, "b to see a's new prekey announced", func() bool {
+		return string(announcedPrekey(t, b, conv.ID, aDev)) == string(signed)
+	})
+	// b refreshes a's card (what connecting does), and stores it.
+	if err := b.Chat.refreshCard(ctx, a.Host.ID()); err != nil {
+		t.Fatal(err)
+	}
+	b.Chat.mu.RLock()
+	card := b.Chat.contacts[a.Chat.id.AccountID()]
+	b.Chat.mu.RUnlock()
+	if card.Prekey.ID != fresh {
+		t.Fatalf("b's card of a has prekey %x, want the new %x", card.Prekey.ID, fresh)
+	}
+	stored, err := b.Chat.ds.Get(ctx, contactKey(a.Chat.id.AccountID()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if vc, err := verifyCard(mustDecodeCard(t, stored), time.Time{}); err != nil || vc.Prekey.ID != fresh {
+		t.Fatalf("stored card of a: prekey %x, err %v; want the new one", vc.Prekey.ID, err)
+	}
+	if err := b.Chat.maintainKeys(ctx); err != nil {
+		t.Fatal(err)
+	}
+
+	// Another eight days: a's first prekey is past its grace period and
+	// gone (forward secrecy of epoch boxes). b's first send replaces the
+	// two-week-old epoch, sealed to the prekeys a and b hold now, and a
+	// reads under it.
+	advanceClocks(8*24*time.Hour, a, b)
+	for _, n := range []*Node{a, b} {
+		if err := n.Chat.maintainKeys(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if holdsPrekey(a, old) {
+		t.Fatal("a still holds a prekey whose grace period ended")
+	}
+	send(b, a, "week 2")
+	second := sendingEpoch(t, b, conv.ID)
+	if second == first {
+		t.Fatal("the epoch was not replaced after EpochMaxAge")
+	}
+	eventually(t, 15*time.Second, "a to send under the new epoch", func() bool {
+		return sendingEpoch(t, a, conv.ID) == second
+	})
+	send(a, b, "week 2, reply")
+	if got := sendingEpoch(t, a, conv.ID); got != second {
+		t.Fatalf("a replaced a fresh epoch: %s", got)
+	}
+
+	// Fifteen days of silence from b, whose node is off: its announced
+	// prekey ran out. a's next send does not replace the stale epoch
+	// (which would lock b out); b still reads it.
+	advanceClocks(15*24*time.Hour, a, b)
+	if err := a.Chat.maintainKeys(ctx); err != nil {
+		t.Fatal(err)
+	}
+	send(a, b, "are you there?")
+	if got := sendingEpoch(t, a, conv.ID); got != second {
+		t.Fatal("the epoch was replaced although b has no current prekey: b would read nothing")
+	}
+	// b comes back: upkeep announces a fresh prekey, and a's next send
+	// replaces the epoch, which b opens.
+	if err := b.Chat.maintainKeys(ctx); err != nil {
+		t.Fatal(err)
+	}
+	bSigned, _, err := b.Chat.currentPrekey()
+	if err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 15*time.Second, "a to see b's fresh prekey", func() bool {
+		return string(announcedPrekey(t, a, conv.ID, b.Chat.id.DeviceID())) == string(bSigned)
+	})
+	send(a, b, "welcome back")
+	if got := sendingEpoch(t, a, conv.ID); got == second {
+		t.Fatal("the stale epoch was not replaced once b had a current prekey")
+	}
+}
+
+func mustDecodeCard(t testing.TB, b []byte) Card {
+	t.Helper()
+	var c Card
+	if err := cardDec.Unmarshal(b, &c); err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
+// A card exchange is answered only for a contact's own device: a stranger
+// learns nothing, and a card for another account is not taken.
+func TestCardRefreshOnlyBetweenContacts(t *testing.T) {
+	a, b := chatPair(t)
+	stranger := startTestNode(t, loopbackConfig(t))
+	ctx := context.Background()
+	connect(t, stranger.Host, a.Host)
+	if err := stranger.Chat.refreshCard(ctx, a.Host.ID()); err == nil {
+		t.Fatal("a answered a card request from a stranger")
+	}
+	// b presents the stranger's card: refused.
+	raw, err := stranger.Chat.cardBytes()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := a.Chat.takeCard(ctx, b.Host.ID(), raw); err == nil {
+		t.Fatal("a took a card that is not from the contact's own device")
+	}
+	// An old card is not taken over a newer one.
+	bCard, err := b.Chat.cardBytes()
+	if err != nil {
+		t.Fatal(err)
+	}
+	a.Chat.mu.RLock()
+	before := a.Chat.contacts[b.Chat.id.AccountID()].Prekey
+	a.Chat.mu.RUnlock()
+	if err := a.Chat.takeCard(ctx, b.Host.ID(), bCard); err != nil {
+		t.Fatal(err)
+	}
+	a.Chat.mu.RLock()
+	after := a.Chat.contacts[b.Chat.id.AccountID()].Prekey
+	a.Chat.mu.RUnlock()
+	if after.ID != before.ID {
+		t.Fatal("the same card changed the stored prekey")
+	}
+	if err := a.Chat.takeCard(ctx, b.Host.ID(), []byte{0xa1, 0x01}); err == nil {
+		t.Fatal("a malformed card was taken")
+	}
+}
