@@ -7,6 +7,8 @@ package node
 // B, after reaching A through R, ends up with a direct connection to A that
 // a stream can use without network.WithAllowLimitedConn. Every host is built
 // by NewHost from a Config, so the production host code is what is tested.
+// A third run checks AutoNAT with nothing forced: a node in a home learns it
+// is private, a node on the public net that it is public, from R's dial-backs.
 //
 // The role processes speak JSON lines on stdout, one per event. They exit
 // when their stdin closes, so a dying parent cannot leave them behind.
@@ -42,6 +44,7 @@ import (
 	"time"
 
 	"github.com/libp2p/go-libp2p/core/crypto"
+	"github.com/libp2p/go-libp2p/core/event"
 	"github.com/libp2p/go-libp2p/core/host"
 	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
@@ -58,6 +61,7 @@ const (
 	natlabEnvKey       = "GLITR_NATLAB_KEY"       // base64 of the marshalled private key
 	natlabEnvRelay     = "GLITR_NATLAB_RELAY"     // the relay's full multiaddr (a, b)
 	natlabEnvPeer      = "GLITR_NATLAB_PEER"      // A's peer id (b)
+	natlabEnvListen    = "GLITR_NATLAB_LISTEN"    // the listen multiaddr (detect)
 
 	// The lab's fixed addresses (see the netlab script). Fixed ports make
 	// the NAT mappings readable.
@@ -67,6 +71,11 @@ const (
 	natlabPortR   = 4001
 	natlabPortA   = 4002
 	natlabPortB   = 4003
+	// A node on the public net beside R (AutoNAT test), in a namespace of
+	// its own that the test adds to the lab: in R's namespace its dials to
+	// R would leave from R's own address.
+	natlabPublicIP = "198.51.100.9"
+	natlabPortP    = 4004
 
 	// natlabDirectTimeout bounds the upgrade from relayed to direct,
 	// counted from B's relayed connection (measured: well under a second).
@@ -84,6 +93,7 @@ type natlabEvent struct {
 	Conns  []natlabConn `json:"conns,omitempty"`
 	Millis float64      `json:"ms,omitempty"`
 	Tries  int          `json:"tries,omitempty"`
+	Reach  string       `json:"reach,omitempty"`
 	Err    string       `json:"err,omitempty"`
 }
 
@@ -196,6 +206,69 @@ func TestNATLab(t *testing.T) {
 	}
 	for _, tr := range []string{"quic", "tcp"} {
 		t.Run(tr, func(t *testing.T) { natlabRun(t, script, self, tr) })
+	}
+	t.Run("autonat", func(t *testing.T) { natlabAutoNAT(t, script, self) })
+}
+
+// natlabAutoNAT checks AutoNAT's verdicts with nothing forced: a node in a
+// NAT'd home learns it is private, a node on the public net that it is
+// public, both from R's dial-backs (R runs the AutoNAT service, as every
+// relay does). Over TCP: its dials leave from the listening port, so R
+// sees the node's own address.
+func natlabAutoNAT(t *testing.T, script, self string) {
+	prefix := fmt.Sprintf("gt%dn", os.Getpid())
+	if len(prefix) > 10 {
+		prefix = prefix[len(prefix)-10:]
+	}
+	netlab := func(args ...string) error {
+		out, err := exec.Command("bash", append([]string{script}, args...)...).CombinedOutput()
+		if err != nil {
+			return fmt.Errorf("netlab %s: %w\n%s", strings.Join(args, " "), err, out)
+		}
+		return nil
+	}
+	t.Cleanup(func() {
+		if err := netlab("down", prefix); err != nil {
+			t.Error(err)
+		}
+	})
+	var procs []*natlabProc
+	t.Cleanup(func() { natlabStop(t, procs) })
+	if err := netlab("up", prefix); err != nil {
+		t.Fatal(err)
+	}
+	natlabAddPublicHost(t, prefix, "p", natlabPublicIP)
+	spawn := func(role, ns string, env ...string) *natlabProc {
+		sk, _, err := crypto.GenerateEd25519Key(nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		kb, err := crypto.MarshalPrivateKey(sk)
+		if err != nil {
+			t.Fatal(err)
+		}
+		env = append(env, natlabEnvRole+"="+role, natlabEnvTransport+"=tcp", natlabEnvKey+"="+base64.StdEncoding.EncodeToString(kb))
+		p := natlabStart(t, role+"@"+ns, prefix+"-"+ns, self, env)
+		procs = append(procs, p)
+		return p
+	}
+	start := time.Now()
+	r := spawn("relay", "pub")
+	ev := r.await(t, 20*time.Second, "ready")
+	relayAddr := fmt.Sprintf("/ip4/%s/tcp/%d/p2p/%s", natlabRelayIP, natlabPortR, ev.Peer)
+	home := spawn("detect", "a", natlabEnvRelay+"="+relayAddr, fmt.Sprintf("%s=/ip4/0.0.0.0/tcp/%d", natlabEnvListen, natlabPortA))
+	public := spawn("detect", "p", natlabEnvRelay+"="+relayAddr, fmt.Sprintf("%s=/ip4/%s/tcp/%d", natlabEnvListen, natlabPublicIP, natlabPortP))
+	// A probe starts ~2 s after identify with R; a dial-back into the home
+	// fails only when R's dial times out (15 s).
+	for _, c := range []struct {
+		p    *natlabProc
+		want string
+	}{{public, network.ReachabilityPublic.String()}, {home, network.ReachabilityPrivate.String()}} {
+		ev := c.p.await(t, 45*time.Second, "reachability")
+		if ev.Reach != c.want {
+			t.Fatalf("%s: AutoNAT says %s, want %s", c.p.name, ev.Reach, c.want)
+		}
+		t.Logf("+%v %s: AutoNAT verdict %s", time.Since(start).Round(time.Millisecond), c.p.name, ev.Reach)
 	}
 }
 
@@ -515,6 +588,12 @@ func natlabRole(ctx context.Context, role string, emit func(natlabEvent)) error 
 			return err
 		}
 		cfg.Network.ListenAddrs = []string{natlabListenAddr(transport, natlabPortR)}
+	case "detect":
+		// Nothing forced: AutoNAT decides.
+		if cfg, err = DefaultConfig(ProfilePersonal); err != nil {
+			return err
+		}
+		cfg.Network.ListenAddrs = []string{os.Getenv(natlabEnvListen)}
 	case "a", "b":
 		if cfg, err = DefaultConfig(ProfilePersonal); err != nil {
 			return err
@@ -545,6 +624,8 @@ func natlabRole(ctx context.Context, role string, emit func(natlabEvent)) error 
 	switch role {
 	case "relay":
 		emit(natlabEvent{Event: "ready", Peer: h.ID().String(), Addrs: natlabStrings(h.Addrs())})
+	case "detect":
+		return natlabDetect(ctx, h, emit)
 	case "a":
 		h.SetStreamHandler(natlabEchoProto, func(s network.Stream) {
 			defer s.Close()
@@ -687,6 +768,77 @@ func natlabDialA(ctx context.Context, h host.Host, emit func(natlabEvent)) error
 	}
 	emit(ev)
 	return nil
+}
+
+// natlabAddPublicHost plugs a namespace PREFIX-name with address ip into
+// the lab's public net (netlab makes only R's); the test removes it.
+func natlabAddPublicHost(t *testing.T, prefix, name, ip string) {
+	ns, veth := prefix+"-"+name, prefix+"-"+name+"-w"
+	t.Cleanup(func() {
+		if out, err := exec.Command("ip", "netns", "del", ns).CombinedOutput(); err != nil {
+			t.Errorf("ip netns del %s: %v: %s", ns, err, out)
+		}
+	})
+	for _, args := range [][]string{
+		{"netns", "add", ns},
+		{"-n", ns, "link", "set", "lo", "up"},
+		{"link", "add", veth, "type", "veth", "peer", "name", prefix + "-" + name + "-p"},
+		{"link", "set", veth, "netns", ns},
+		{"link", "set", prefix + "-" + name + "-p", "netns", prefix + "-pub"},
+		{"-n", prefix + "-pub", "link", "set", prefix + "-" + name + "-p", "master", "br0"},
+		{"-n", prefix + "-pub", "link", "set", prefix + "-" + name + "-p", "up"},
+		{"-n", ns, "link", "set", veth, "up"},
+		{"-n", ns, "addr", "add", ip + "/24", "dev", veth},
+	} {
+		if out, err := exec.Command("ip", args...).CombinedOutput(); err != nil {
+			t.Fatalf("ip %s: %v: %s", strings.Join(args, " "), err, out)
+		}
+	}
+	// A bridge port passes traffic once it reaches the forwarding state.
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		out, _ := exec.Command("ip", "-n", prefix+"-pub", "-d", "link", "show", prefix+"-"+name+"-p").CombinedOutput()
+		if strings.Contains(string(out), "state forwarding") {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("bridge port %s-%s-p not forwarding: %s", prefix, name, out)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// natlabDetect connects to R and reports AutoNAT's first verdict.
+func natlabDetect(ctx context.Context, h host.Host, emit func(natlabEvent)) error {
+	sub, err := h.EventBus().Subscribe(new(event.EvtLocalReachabilityChanged))
+	if err != nil {
+		return err
+	}
+	defer sub.Close()
+	ri, err := peer.AddrInfoFromString(os.Getenv(natlabEnvRelay))
+	if err != nil {
+		return err
+	}
+	cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	err = h.Connect(cctx, *ri)
+	cancel()
+	if err != nil {
+		return fmt.Errorf("connect to relay: %w", err)
+	}
+	emit(natlabEvent{Event: "ready", Peer: h.ID().String(), Addrs: natlabStrings(h.Addrs())})
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case e := <-sub.Out():
+			r := e.(event.EvtLocalReachabilityChanged).Reachability
+			if r != network.ReachabilityUnknown {
+				emit(natlabEvent{Event: "reachability", Reach: r.String()})
+				<-ctx.Done()
+				return nil
+			}
+		}
+	}
 }
 
 func natlabClearBackoff(h host.Host, p peer.ID) {
