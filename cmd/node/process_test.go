@@ -42,7 +42,7 @@ func TestMain(m *testing.M) {
 }
 
 // glitrBinary builds cmd/node once per test run.
-func glitrBinary(t *testing.T) string {
+func glitrBinary(t testing.TB) string {
 	t.Helper()
 	binOnce.Do(func() {
 		if binDir, binErr = os.MkdirTemp("", "glitr-bin"); binErr != nil {
@@ -62,7 +62,7 @@ func glitrBinary(t *testing.T) string {
 
 // initLoopback initializes a personal data directory whose every port is
 // chosen by the kernel (loopback only), and returns its path.
-func initLoopback(t *testing.T, bin string, extra ...string) string {
+func initLoopback(t testing.TB, bin string, extra ...string) string {
 	t.Helper()
 	data := filepath.Join(t.TempDir(), "node")
 	args := append([]string{"--data", data, "init", "--loopback", "--api", "127.0.0.1:0"}, extra...)
@@ -75,7 +75,7 @@ func initLoopback(t *testing.T, bin string, extra ...string) string {
 	return data
 }
 
-func editConfig(t *testing.T, data string, edit func(*node.Config)) {
+func editConfig(t testing.TB, data string, edit func(*node.Config)) {
 	t.Helper()
 	path := filepath.Join(data, node.ConfigFile)
 	cfg, err := node.LoadConfig(path)
@@ -118,7 +118,7 @@ func (b *syncBuffer) String() string {
 }
 
 // startProc starts the binary and waits for the banner's login URL line.
-func startProc(t *testing.T, bin string, args ...string) *glitrProc {
+func startProc(t testing.TB, bin string, args ...string) *glitrProc {
 	t.Helper()
 	p := &glitrProc{cmd: exec.Command(bin, args...), stderr: &syncBuffer{}, done: make(chan struct{})}
 	p.cmd.Stderr = p.stderr
