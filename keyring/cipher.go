@@ -5,9 +5,11 @@ import (
 	"cmp"
 	"crypto/cipher"
 	"crypto/sha256"
+	"encoding"
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"hash"
 	"io"
 	"math"
 	"math/bits"
@@ -135,35 +137,64 @@ func chainStart(secret, conv []byte, d DeviceID) [KeySize]byte {
 
 // chainStep returns the message key of ck's index and advances ck in place:
 // mk = HMAC-SHA256(ck, 0x01), ck' = HMAC-SHA256(ck, 0x02), as Signal's
-// symmetric ratchet. It is the hot path of opening a block, so the HMAC is
-// written out over sha256.Sum256 on the stack (RFC 2104 with a 32-byte key):
-// no allocation, and the golden sender-chain vectors pin it to crypto/hmac.
+// symmetric ratchet. It is the hot path of opening a block, so the two
+// HMACs (RFC 2104, a 32-byte key zero-padded to the 64-byte block) share
+// the compressions of the padded keys: the hash state after each padded
+// key is saved and restored (encoding.BinaryAppender), 6 SHA-256
+// compressions instead of 8, and nothing is allocated. TestChainStepIsHMAC
+// and the golden sender-chain vectors pin it to crypto/hmac.
 func chainStep(ck *[KeySize]byte) [KeySize]byte {
 	const blockSize = 64
-	// HMAC(k, m) = H((k ⊕ opad) ‖ H((k ⊕ ipad) ‖ m)), the key zero-padded
-	// to the block size; both messages share the padded keys.
-	var ipad [blockSize + 1]byte
-	var opad [blockSize + sha256.Size]byte
-	for i := range blockSize {
-		ipad[i], opad[i] = 0x36, 0x5c
+	var pad [blockSize]byte
+	for i := range pad {
+		pad[i] = 0x36
 	}
 	for i, k := range ck {
-		ipad[i] ^= k
-		opad[i] ^= k
+		pad[i] ^= k
 	}
-	ipad[blockSize] = 1
-	inner1 := sha256.Sum256(ipad[:])
-	ipad[blockSize] = 2
-	inner2 := sha256.Sum256(ipad[:])
-	copy(opad[blockSize:], inner1[:])
-	mk := sha256.Sum256(opad[:])
-	copy(opad[blockSize:], inner2[:])
-	*ck = sha256.Sum256(opad[:])
-	wipe(ipad[:])
-	wipe(opad[:])
+	var state [128]byte
+	var inner1, inner2, mk [sha256.Size]byte
+	d := sha256.New()
+	d.Write(pad[:])
+	saved := appendHashState(d, state[:0])
+	d.Write([]byte{1})
+	d.Sum(inner1[:0])
+	restoreHashState(d, saved)
+	d.Write([]byte{2})
+	d.Sum(inner2[:0])
+
+	for i := range pad {
+		pad[i] ^= 0x36 ^ 0x5c
+	}
+	d.Reset()
+	d.Write(pad[:])
+	saved = appendHashState(d, state[:0])
+	d.Write(inner1[:])
+	d.Sum(mk[:0])
+	restoreHashState(d, saved)
+	d.Write(inner2[:])
+	d.Sum(ck[:0])
+	wipe(pad[:])
+	wipe(state[:])
 	wipe(inner1[:])
 	wipe(inner2[:])
 	return mk
+}
+
+// appendHashState and restoreHashState save and restore a SHA-256 state;
+// crypto/sha256 implements both interfaces, so neither can fail.
+func appendHashState(d hash.Hash, dst []byte) []byte {
+	b, err := d.(encoding.BinaryAppender).AppendBinary(dst)
+	if err != nil {
+		panic(err)
+	}
+	return b
+}
+
+func restoreHashState(d hash.Hash, state []byte) {
+	if err := d.(encoding.BinaryUnmarshaler).UnmarshalBinary(state); err != nil {
+		panic(err)
+	}
 }
 
 func newEpochState(id EpochID, hk, exporter [KeySize]byte, members []DeviceID) (*epochState, error) {
