@@ -388,7 +388,7 @@ func TestRelayServesMetrics(t *testing.T) {
 	}
 	defer res.Body.Close()
 	body, _ := io.ReadAll(res.Body)
-	for _, want := range []string{"glitr_build_info", "glitr_connected_peers 1", "libp2p_rcmgr_", "go_goroutines"} {
+	for _, want := range []string{"glitr_build_info", "glitr_connected_peers 1", "libp2p_rcmgr_", "libp2p_swarm_", "libp2p_identify_", "libp2p_relaysvc_", "libp2p_autonat_", "go_goroutines"} {
 		if !strings.Contains(string(body), want) {
 			t.Errorf("metrics lack %q", want)
 		}
