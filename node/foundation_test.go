@@ -17,6 +17,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -24,8 +25,10 @@ import (
 	dht "github.com/libp2p/go-libp2p-kad-dht"
 	"github.com/libp2p/go-libp2p/core/crypto"
 	"github.com/libp2p/go-libp2p/core/network"
+	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/libp2p/go-libp2p/p2p/host/autonat"
 	rcmgr "github.com/libp2p/go-libp2p/p2p/host/resource-manager"
+	ma "github.com/multiformats/go-multiaddr"
 
 	"github.com/glitr-chat/glitr/webui"
 )
@@ -324,4 +327,83 @@ func pebbleStore(dir string) error {
 		}
 	}
 	return fmt.Errorf("%s: no MANIFEST in %d entries", dir, len(entries))
+}
+
+// The relay service applies relay.limitDataBytes from its config: with a
+// limit of 1 MiB a 64 KiB stream crosses the relay; with 8 KiB it does not
+// (the relayed connection's own handshakes and identify use part of it).
+// 64 KiB is below relay v2's default of 128 KiB, so ignoring the config
+// would fail the second case.
+func TestFoundationRelayAppliesConfiguredLimit(t *testing.T) {
+	const sent = 64 << 10
+	for _, c := range []struct {
+		limit   int64
+		crosses bool
+	}{{1 << 20, true}, {8 << 10, false}} {
+		t.Run(fmt.Sprint(c.limit), func(t *testing.T) {
+			n := relayedBytes(t, c.limit, sent)
+			if crossed := n == sent; crossed != c.crosses {
+				t.Fatalf("limit %d: %d of %d bytes crossed the relay", c.limit, n, sent)
+			}
+		})
+	}
+}
+
+// relayedBytes sends size bytes from B to A through a relay whose config
+// sets relay.limitDataBytes to limit, and returns how many A received
+// within a few seconds.
+func relayedBytes(t *testing.T, limit int64, size int) int64 {
+	rcfg, err := DefaultConfig(ProfileRelay)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rcfg.Network.ListenAddrs = []string{"/ip4/127.0.0.1/tcp/0"}
+	rcfg.Relay.LimitDataBytes = limit
+	r := newTestHost(t, rcfg)
+	relayAddr := r.Addrs()[0].String() + "/p2p/" + r.ID().String()
+
+	acfg := loopbackConfig(t)
+	acfg.Network.ListenAddrs = nil
+	acfg.Network.Relays = []string{relayAddr}
+	acfg.Network.Reachability = "private"
+	a := newTestHost(t, acfg)
+	var received atomic.Int64
+	a.SetStreamHandler(echoProto, func(s network.Stream) {
+		defer s.Close()
+		buf := make([]byte, 4096)
+		for {
+			n, err := s.Read(buf)
+			received.Add(int64(n))
+			if err != nil {
+				return
+			}
+		}
+	})
+
+	b := newTestHost(t, loopbackConfig(t))
+	circuit, err := ma.NewMultiaddr(relayAddr + "/p2p-circuit")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	eventually(t, 20*time.Second, "a connection through the relay", func() bool {
+		b.Peerstore().ClearAddrs(a.ID())
+		dctx, dcancel := context.WithTimeout(ctx, 2*time.Second)
+		defer dcancel()
+		return b.Connect(dctx, peer.AddrInfo{ID: a.ID(), Addrs: []ma.Multiaddr{circuit}}) == nil
+	})
+	s, err := b.NewStream(network.WithAllowLimitedConn(ctx, "glitr-test"), a.ID(), echoProto)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Reset()
+	_ = s.SetWriteDeadline(time.Now().Add(5 * time.Second))
+	_, _ = s.Write(make([]byte, size))
+	_ = s.CloseWrite()
+	deadline := time.Now().Add(3 * time.Second)
+	for received.Load() < int64(size) && time.Now().Before(deadline) {
+		time.Sleep(20 * time.Millisecond)
+	}
+	return received.Load()
 }
