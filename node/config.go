@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"slices"
 	"strings"
 	"time"
 
@@ -246,8 +247,12 @@ func (c Config) Validate() error {
 		return bad("network.listenAddrs", "a relay needs at least one listen address")
 	}
 	for i, s := range n.ListenAddrs {
-		if _, err := ma.NewMultiaddr(s); err != nil {
+		m, err := ma.NewMultiaddr(s)
+		if err != nil {
 			return bad(fmt.Sprintf("network.listenAddrs[%d]", i), "%q: %v", s, err)
+		}
+		if !listenable(m) {
+			return bad(fmt.Sprintf("network.listenAddrs[%d]", i), "%q: no transport listens there; use /ip4|ip6/<ip>/ followed by tcp/<port>, udp/<port>/quic-v1, udp/<port>/quic-v1/webtransport or udp/<port>/webrtc-direct", s)
 		}
 	}
 	for i, s := range n.AnnounceAddrs {
@@ -310,6 +315,30 @@ func (c Config) Validate() error {
 		}
 	}
 	return nil
+}
+
+// listenable reports whether one of the node's transports (TCP, QUIC-v1,
+// WebTransport, WebRTC-direct) can listen on m. libp2p would start without
+// such an address and only log it, silently dropping the user's setting.
+func listenable(m ma.Multiaddr) bool {
+	if len(m) < 2 || (m[0].Code() != ma.P_IP4 && m[0].Code() != ma.P_IP6) {
+		return false
+	}
+	var rest []int
+	for _, c := range m[1:] {
+		rest = append(rest, c.Code())
+	}
+	for _, shape := range [][]int{
+		{ma.P_TCP},
+		{ma.P_UDP, ma.P_QUIC_V1},
+		{ma.P_UDP, ma.P_QUIC_V1, ma.P_WEBTRANSPORT},
+		{ma.P_UDP, ma.P_WEBRTC_DIRECT},
+	} {
+		if slices.Equal(rest, shape) {
+			return true
+		}
+	}
+	return false
 }
 
 func validateHostPort(s string, loopbackOnly bool) error {

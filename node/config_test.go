@@ -53,6 +53,12 @@ func TestParseConfigNamesTheBadField(t *testing.T) {
 		{"invalid listen multiaddr", edit(func(m map[string]any) {
 			net(m)["listenAddrs"] = []string{"/ip4/127.0.0.1/tcp/0", "/ip4/999.1.1.1/tcp/1"}
 		}), "network.listenAddrs[1]"},
+		{"listen address no transport serves", edit(func(m map[string]any) {
+			net(m)["listenAddrs"] = []string{"/ip4/127.0.0.1/tcp/0", "/ip4/127.0.0.1/udp/4001/quic"}
+		}), "network.listenAddrs[1]"},
+		{"listen address with a peer id", edit(func(m map[string]any) {
+			net(m)["listenAddrs"] = []string{"/ip4/127.0.0.1/tcp/4001/p2p/12D3KooWLxrtvAhxBmWp5kxvFvvZxEVUW9GDXgXhbXGZCZHLnqdu"}
+		}), "network.listenAddrs[0]"},
 		{"bootstrap without peer id", edit(func(m map[string]any) { net(m)["bootstrapPeers"] = []string{"/ip4/127.0.0.1/tcp/4001"} }), "network.bootstrapPeers[0]"},
 		{"relay garbage", edit(func(m map[string]any) { net(m)["relays"] = []string{"relay.example"} }), "network.relays[0]"},
 		{"wrong type", edit(func(m map[string]any) { net(m)["connHigh"] = "lots" }), "network.connHigh"},
