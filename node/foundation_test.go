@@ -6,11 +6,13 @@ package node
 // metrics off for personal nodes, AutoNAT service on relays.
 
 import (
+	"bytes"
 	"context"
 	"crypto/rand"
 	"encoding/json"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"net/http"
 	"os"
@@ -198,6 +200,18 @@ func TestFoundationResourceManagerScaledToMachine(t *testing.T) {
 	}
 	if got.GetMemoryLimit() >= auto.GetMemoryLimit() {
 		t.Fatalf("a 64 MB cap (%d) is not below the machine-scaled limit (%d)", got.GetMemoryLimit(), auto.GetMemoryLimit())
+	}
+
+	// A relay's connection manager trims at 2048 connections: the
+	// resource manager admits that many (and keeps its memory limit).
+	rcfg, _ := DefaultConfig(ProfileRelay)
+	rcfg.Network.ListenAddrs = []string{"/ip4/127.0.0.1/tcp/0"}
+	relay := systemLimit(rcfg)
+	if relay.GetConnTotalLimit() < rcfg.Network.ConnHigh || relay.GetConnLimit(network.DirInbound) < rcfg.Network.ConnHigh {
+		t.Fatalf("relay: system connection limit %d (inbound %d) below connHigh %d", relay.GetConnTotalLimit(), relay.GetConnLimit(network.DirInbound), rcfg.Network.ConnHigh)
+	}
+	if relay.GetMemoryLimit() != auto.GetMemoryLimit() {
+		t.Fatalf("relay: memory limit %d, want the machine-scaled %d", relay.GetMemoryLimit(), auto.GetMemoryLimit())
 	}
 }
 
@@ -406,4 +420,49 @@ func relayedBytes(t *testing.T, limit int64, size int) int64 {
 		time.Sleep(20 * time.Millisecond)
 	}
 	return received.Load()
+}
+
+// libp2p's records reach the node's handler from warn up (RouteLibp2pLogs),
+// keeping the attributes libp2p adds.
+func TestFoundationLibp2pLogsKeepTheNodeFormat(t *testing.T) {
+	var buf bytes.Buffer
+	h := minLevelHandler{slog.NewJSONHandler(&buf, &slog.HandlerOptions{Level: slog.LevelDebug}), slog.LevelWarn}
+	log := slog.New(h.WithAttrs([]slog.Attr{slog.String("logger", "swarm2")}))
+	log.Info("dialing")
+	log.Warn("listening failed", "on", "/ip4/127.0.0.1/tcp/1")
+	var rec map[string]any
+	if err := json.Unmarshal(buf.Bytes(), &rec); err != nil {
+		t.Fatalf("want exactly one JSON record, got %q: %v", buf.String(), err)
+	}
+	if rec["msg"] != "listening failed" || rec["logger"] != "swarm2" || rec["level"] != "WARN" {
+		t.Fatalf("record %v", rec)
+	}
+}
+
+// checkListening matches the configured listen addresses with the host's
+// listeners: resolved port 0 and certificate hashes match, a missing
+// listener is named.
+func TestFoundationCheckListening(t *testing.T) {
+	have := []ma.Multiaddr{
+		ma.StringCast("/ip4/127.0.0.1/tcp/41234"),
+		ma.StringCast("/ip4/0.0.0.0/udp/4101/quic-v1"),
+		ma.StringCast("/ip4/0.0.0.0/udp/4101/quic-v1/webtransport/certhash/uEiA4q_1fkCvXYLruP4vQooHunC8JFxFAwnNzwd-JrTjPJg/certhash/uEiCcw53iqMBBdNDy4Dy0d7xi36hsCZb3X6rTVEsmd6E2cA"),
+		ma.StringCast("/ip4/0.0.0.0/udp/4102/webrtc-direct/certhash/uEiAeVgv4hx9KfJeYYJ4y4uf_ir0Vu_ax5Oj9g5rBXmP1sw"),
+	}
+	ok := []string{"/ip4/127.0.0.1/tcp/0", "/ip4/0.0.0.0/udp/4101/quic-v1", "/ip4/0.0.0.0/udp/4101/quic-v1/webtransport", "/ip4/0.0.0.0/udp/4102/webrtc-direct"}
+	if err := checkListening(ok, have); err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []struct {
+		want  []string
+		field string
+	}{
+		{[]string{"/ip4/127.0.0.1/tcp/0", "/ip4/127.0.0.1/tcp/4101"}, "network.listenAddrs[1]"},
+		{[]string{"/ip4/0.0.0.0/udp/4103/webrtc-direct"}, "network.listenAddrs[0]"},
+		{[]string{"/ip4/0.0.0.0/udp/4101/quic-v1", "/ip4/0.0.0.0/udp/0/quic-v1/webtransport", "/ip4/0.0.0.0/tcp/0"}, "network.listenAddrs[2]"},
+	} {
+		if err := checkListening(c.want, have); err == nil || !strings.Contains(err.Error(), c.field) {
+			t.Fatalf("checkListening(%v) = %v, want an error naming %s", c.want, err, c.field)
+		}
+	}
 }

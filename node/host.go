@@ -1,9 +1,12 @@
 package node
 
 import (
+	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net"
+	"slices"
 	"strings"
 	"syscall"
 	"time"
@@ -12,6 +15,7 @@ import (
 	"github.com/libp2p/go-libp2p/core/crypto"
 	"github.com/libp2p/go-libp2p/core/host"
 	"github.com/libp2p/go-libp2p/core/peer"
+	"github.com/libp2p/go-libp2p/gologshim"
 	"github.com/libp2p/go-libp2p/p2p/host/autorelay"
 	rcmgr "github.com/libp2p/go-libp2p/p2p/host/resource-manager"
 	"github.com/libp2p/go-libp2p/p2p/muxer/yamux"
@@ -55,6 +59,19 @@ func NewHost(cfg Config, key crypto.PrivKey, reg prometheus.Registerer) (host.Ho
 	} else {
 		concrete = limits.AutoScale()
 	}
+	// The connection manager trims at connHigh; a resource manager that
+	// refuses connections below that makes the water marks moot (a relay's
+	// 2048 is above what libp2p scales to on most machines: 504 on 24 GiB).
+	// Only the connection counts are raised: memory and descriptor limits
+	// still hold.
+	p := concrete.ToPartialLimitConfig()
+	want := rcmgr.LimitVal(n.ConnHigh + n.ConnHigh/4)
+	for _, v := range []*rcmgr.LimitVal{&p.System.Conns, &p.System.ConnsInbound, &p.System.ConnsOutbound} {
+		if *v != rcmgr.Unlimited && *v < want {
+			*v = want
+		}
+	}
+	concrete = p.Build(concrete)
 	rmOpts := []rcmgr.Option{}
 	if reg != nil {
 		rcmgr.MustRegisterWith(reg)
@@ -149,7 +166,58 @@ func NewHost(cfg Config, key crypto.PrivKey, reg prometheus.Registerer) (host.Ho
 	if err != nil {
 		return nil, fmt.Errorf("start libp2p host: %w", err)
 	}
+	if err := checkListening(n.ListenAddrs, h.Network().ListenAddresses()); err != nil {
+		h.Close()
+		return nil, err
+	}
 	return h, nil
+}
+
+// checkListening refuses a host that did not get a listener for every
+// configured address (libp2p starts as long as one works, and logs the
+// rest as warnings): two transports on one UDP port, an IP the machine
+// does not have. IPv6 addresses are let go on a machine without IPv6, so
+// the default config runs there.
+func checkListening(want []string, have []ma.Multiaddr) error {
+	noIPv6 := false
+	if ln, err := net.Listen("tcp6", "[::1]:0"); err != nil {
+		noIPv6 = true
+	} else {
+		ln.Close()
+	}
+	for i, s := range want {
+		w, err := ma.NewMultiaddr(s)
+		if err != nil {
+			return fmt.Errorf("%w: network.listenAddrs[%d]: %q: %v", ErrConfig, i, s, err)
+		}
+		if noIPv6 && w[0].Code() == ma.P_IP6 {
+			continue
+		}
+		if !slices.ContainsFunc(have, func(l ma.Multiaddr) bool { return listensOn(l, w) }) {
+			return fmt.Errorf("network.listenAddrs[%d] %s: could not listen there (another transport on the same port? an address this machine does not have?)", i, s)
+		}
+	}
+	return nil
+}
+
+// listensOn reports whether listener address l serves configured address
+// w: the same components, certificate hashes aside, and any port where w
+// asked for port 0.
+func listensOn(l, w ma.Multiaddr) bool {
+	l = slices.DeleteFunc(slices.Clone(l), func(c ma.Component) bool { return c.Code() == ma.P_CERTHASH })
+	if len(l) != len(w) {
+		return false
+	}
+	for i := range w {
+		if l[i].Code() != w[i].Code() {
+			return false
+		}
+		port := w[i].Code() == ma.P_TCP || w[i].Code() == ma.P_UDP
+		if l[i].Value() != w[i].Value() && !(port && w[i].Value() == "0") {
+			return false
+		}
+	}
+	return true
 }
 
 // checkListenPorts refuses a listen address whose fixed port is taken (or
@@ -179,8 +247,11 @@ func checkListenPorts(addrs []string) error {
 				pc.Close()
 			}
 		}
-		if errors.Is(err, syscall.EADDRINUSE) || errors.Is(err, syscall.EACCES) {
+		switch {
+		case errors.Is(err, syscall.EADDRINUSE), errors.Is(err, syscall.EACCES):
 			return fmt.Errorf("network.listenAddrs[%d] %s: port in use or not permitted: %w", i, s, err)
+		case errors.Is(err, syscall.EADDRNOTAVAIL):
+			return fmt.Errorf("network.listenAddrs[%d] %s: this machine has no such address: %w", i, s, err)
 		}
 	}
 	return nil
@@ -216,6 +287,34 @@ func listenSocket(m ma.Multiaddr) (network, hostport string, ok bool) {
 		return "", "", false
 	}
 	return network, net.JoinHostPort(m[0].Value(), m[1].Value()), true
+}
+
+// RouteLibp2pLogs sends libp2p's own log records at level min and above
+// through h, so they share the node's format (text or JSON). Call it before
+// the first host starts: libp2p binds each of its loggers to a handler once,
+// for the whole process. Without it libp2p writes its errors to stderr in
+// its own format (level set by GOLOG_LOG_LEVEL).
+func RouteLibp2pLogs(h slog.Handler, min slog.Level) {
+	gologshim.SetDefaultHandler(minLevelHandler{h, min})
+}
+
+// minLevelHandler drops records below min: libp2p's debug and info records
+// are many and for libp2p's developers.
+type minLevelHandler struct {
+	slog.Handler
+	min slog.Level
+}
+
+func (h minLevelHandler) Enabled(ctx context.Context, l slog.Level) bool {
+	return l >= h.min && h.Handler.Enabled(ctx, l)
+}
+
+func (h minLevelHandler) WithAttrs(as []slog.Attr) slog.Handler {
+	return minLevelHandler{h.Handler.WithAttrs(as), h.min}
+}
+
+func (h minLevelHandler) WithGroup(name string) slog.Handler {
+	return minLevelHandler{h.Handler.WithGroup(name), h.min}
 }
 
 func parsePeers(ss []string) ([]peer.AddrInfo, error) {

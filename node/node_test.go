@@ -307,6 +307,13 @@ func TestStartRefusesBadDataDirectory(t *testing.T) {
 			t.Fatalf("Start = %v, want an error naming network.listenAddrs[1]", err)
 		}
 	})
+	t.Run("listen address not on this machine", func(t *testing.T) {
+		cfg := loopbackConfig(t, "/ip4/127.0.0.1/tcp/0", "/ip4/203.0.113.77/tcp/4999")
+		dir, _ := Init(t.TempDir(), cfg)
+		if _, err := Start(ctx, dir, Options{}); err == nil || !strings.Contains(err.Error(), "network.listenAddrs[1]") {
+			t.Fatalf("Start = %v, want an error naming network.listenAddrs[1]", err)
+		}
+	})
 	t.Run("not initialized", func(t *testing.T) {
 		if _, err := Open(t.TempDir()); !errors.Is(err, ErrNotInitialized) {
 			t.Fatalf("Open = %v, want ErrNotInitialized", err)

@@ -6,7 +6,9 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net/http"
+	"os"
 	"strconv"
 	"strings"
 	"time"
@@ -110,6 +112,11 @@ func serve(ctx context.Context, g *globals, profile string) error {
 	log, err := g.logger()
 	if err != nil {
 		return err
+	}
+	if bridgeLibp2pLogs && os.Getenv("GOLOG_LOG_LEVEL") == "" {
+		var lvl slog.Level
+		_ = lvl.UnmarshalText([]byte(g.logLevel)) // checked by g.logger
+		node.RouteLibp2pLogs(log.Handler(), max(lvl, slog.LevelWarn))
 	}
 	path, err := g.dataDir()
 	if err != nil {

@@ -103,6 +103,7 @@ type exitError struct{ code int }
 func (e exitError) Error() string { return fmt.Sprintf("exit %d", e.code) }
 
 func main() {
+	bridgeLibp2pLogs = true
 	err := run(context.Background(), os.Args[1:], os.Stdout, os.Stderr)
 	var ee exitError
 	switch {
@@ -138,6 +139,12 @@ func (g *globals) logger() (*slog.Logger, error) {
 	}
 	return nil, fmt.Errorf("--log-format %q: want text or json", g.logFormat)
 }
+
+// bridgeLibp2pLogs sends libp2p's own log records through the node's
+// logger, so --log-format applies to every line. Only the real process sets
+// it: libp2p binds each of its loggers to the handler once, process-wide,
+// which in-process tests running several nodes must not share.
+var bridgeLibp2pLogs bool
 
 func (g *globals) dataDir() (string, error) {
 	if g.data != "" {
