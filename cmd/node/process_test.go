@@ -517,3 +517,65 @@ func pebbleStore(dir string) error {
 	}
 	return fmt.Errorf("%s: no MANIFEST in %d entries", dir, len(entries))
 }
+
+// `glitr relay`: a relay data directory starts only with `relay`, serves
+// Prometheus metrics with libp2p's collectors, takes a personal node that
+// bootstraps through it, and stops on SIGTERM within the budget.
+func TestProcessRelay(t *testing.T) {
+	bin := glitrBinary(t)
+	data := filepath.Join(t.TempDir(), "relay")
+	if out, err := exec.Command(bin, "--data", data, "init", "--profile", "relay", "--loopback", "--api", "127.0.0.1:0").CombinedOutput(); err != nil {
+		t.Fatalf("init: %v\n%s", err, out)
+	}
+	editConfig(t, data, func(c *node.Config) {
+		c.Network.ListenAddrs = []string{"/ip4/127.0.0.1/udp/0/quic-v1", "/ip4/127.0.0.1/tcp/0"}
+		c.Metrics.Listen = "127.0.0.1:0"
+	})
+	if out, err := exec.Command(bin, "--data", data, "run").CombinedOutput(); err == nil || !strings.Contains(string(out), "glitr relay") {
+		t.Fatalf("run on a relay directory: %v\n%s", err, out)
+	}
+	p := startProc(t, bin, "--data", data, "--log-format", "json", "relay")
+	if !strings.HasPrefix(p.banner[0], "Glitr relay node ") {
+		t.Fatalf("banner %q", p.banner)
+	}
+	var metrics string
+	for _, l := range strings.Split(p.stderr.String(), "\n") {
+		var rec struct{ Msg, Addr string }
+		if json.Unmarshal([]byte(l), &rec) == nil && rec.Msg == "metrics endpoint" {
+			metrics = rec.Addr
+		}
+	}
+	st, err := status(data)
+	if err != nil {
+		t.Fatal(err)
+	}
+	peerData := initLoopback(t, bin, "--bootstrap", st.Addrs[0], "--relay", st.Addrs[0])
+	startProc(t, bin, "--data", peerData, "--log-level", "error", "run")
+	deadline := time.Now().Add(15 * time.Second)
+	for {
+		if st, err = status(data); err == nil && len(st.ConnectedPeers) == 1 && st.Reachability == "Public" {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("relay status %+v, %v; want one peer and reachability Public", st, err)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	res, err := http.Get(metrics)
+	if err != nil {
+		t.Fatalf("metrics endpoint %q: %v", metrics, err)
+	}
+	body, _ := io.ReadAll(res.Body)
+	res.Body.Close()
+	for _, want := range []string{"glitr_connected_peers 1", "libp2p_relaysvc_", "libp2p_rcmgr_"} {
+		if !strings.Contains(string(body), want) {
+			t.Fatalf("metrics lack %q", want)
+		}
+	}
+	start := time.Now()
+	_ = p.cmd.Process.Signal(syscall.SIGTERM)
+	<-p.done
+	if took := time.Since(start); took > 2*time.Second || p.cmd.ProcessState.ExitCode() != 0 {
+		t.Fatalf("relay stopped in %v with exit code %d", took, p.cmd.ProcessState.ExitCode())
+	}
+}
