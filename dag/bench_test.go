@@ -77,14 +77,22 @@ func openPebble(b *testing.B) *pebbleds.Datastore {
 // with pebble's default options.
 func BenchmarkStoreCommitPebble(b *testing.B) { benchCommitPebble(b) }
 
+// BenchmarkStoreCommitPebbleMemtable32 is BenchmarkStoreCommitPebble with
+// 32 MiB memtables: a 5,000-block batch fits in the memtable, but 100,000
+// blocks need three flushes, and writes stall while one runs.
+func BenchmarkStoreCommitPebbleMemtable32(b *testing.B) {
+	benchCommitPebble(b, pebbleds.WithPebbleOpts(&pebble.Options{MemTableSize: 32 << 20}))
+}
+
 // BenchmarkStoreCommitPebbleMemtable64 is BenchmarkStoreCommitPebble with
-// 64 MiB memtables: a 5,000-block batch (about 3.4 MB) then fits in the
-// memtable instead of exceeding pebble's large-batch threshold (half the
-// 4 MiB default memtable), which makes every batch its own L0 flush, and
-// the random CID index keys in every flushed table make them overlap, so
-// most of the data is compacted again while the commits run.
+// PebbleOptions (64 MiB memtables). With the default 4 MiB memtable, a
+// 5,000-block batch (about 5 MB) exceeds pebble's large-batch threshold
+// (half the memtable), which makes every batch its own L0 flush, and the
+// random CID index keys in every flushed table make them overlap, so most
+// of the data is compacted again while the commits run. With 64 MiB the
+// batches land in the memtable and 100,000 blocks need one flush.
 func BenchmarkStoreCommitPebbleMemtable64(b *testing.B) {
-	benchCommitPebble(b, pebbleds.WithPebbleOpts(&pebble.Options{MemTableSize: 64 << 20}))
+	benchCommitPebble(b, pebbleds.WithPebbleOpts(PebbleOptions()))
 }
 
 func benchCommitPebble(b *testing.B, opts ...pebbleds.Option) {

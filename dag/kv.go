@@ -253,6 +253,18 @@ func (k *pebbleKV) syncWAL() error {
 	return nil
 }
 
+// PebbleOptions returns the pebble options a database holding a block
+// store is tuned for: 64 MiB memtables. A catch-up batch of 5,000 blocks
+// (about 5 MB with its index keys) then lands in the memtable instead of
+// exceeding pebble's large-batch threshold (half the memtable, 2 MiB by
+// default), which would make every batch its own L0 flush; and a
+// 100,000-block catch-up needs one flush instead of three, with no write
+// stall while a flush runs (docs/benchmarks.md has the figures). Pebble
+// starts with a 256 KiB memtable and doubles it only under write load, so
+// an idle node does not pay for the size; a burst may hold two full
+// memtables. Callers may set further fields on the result.
+func PebbleOptions() *pebble.Options { return &pebble.Options{MemTableSize: 64 << 20} }
+
 // pebbleFastPath detects a go-ds-pebble datastore, bare or under one
 // namespace (keytransform prefix), and returns the fast-path backend over
 // its pebble database with the equivalent key prefix.

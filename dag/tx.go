@@ -185,8 +185,12 @@ func (t *tx) offerOne(b *Block, from string) (committed bool, err error) {
 		} else if l = in.Prev; !l.Defined() {
 			break
 		}
-		r, ok, err := t.lookup(l)
-		if err != nil {
+		var r Ref
+		var ok bool
+		if l == tip.Last.CID && l.Defined() {
+			// Prev of the author's next block: the tip, known without a read.
+			r, ok = tip.Last, true
+		} else if r, ok, err = t.lookup(l); err != nil {
 			return false, err
 		}
 		if !ok {
