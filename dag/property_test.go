@@ -120,7 +120,8 @@ func mustVec(t tb, s *Store) map[DeviceID]uint64 {
 	return v
 }
 
-// Any delivery order, with duplicates, yields the same store.
+// Any delivery order, with duplicates, yields the same store, and the
+// store is downward-closed after every block.
 func TestAnyDeliveryOrderConverges(t *testing.T) {
 	rapid.Check(t, func(t *rapid.T) {
 		cb := newChainBuilder(t)
@@ -133,6 +134,7 @@ func TestAnyDeliveryOrderConverges(t *testing.T) {
 			if _, err := s.Add(context.Background(), testDAG, "p", blocks[i]); err != nil {
 				t.Fatal(err)
 			}
+			checkDownwardClosed(t, s)
 		}
 		mustAdd(t, s, testDAG, blocks...) // fill whatever the random order skipped
 		if !slices.Equal(headCIDs(t, s, testDAG), headCIDs(t, ref, testDAG)) || !slices.Equal(allCIDs(t, s, testDAG), allCIDs(t, ref, testDAG)) {
@@ -142,6 +144,29 @@ func TestAnyDeliveryOrderConverges(t *testing.T) {
 			t.Fatalf("%d blocks left in staging", n)
 		}
 	})
+}
+
+// checkDownwardClosed fails unless every committed block's links are
+// committed (invariant I1) and its height and Lamport clock are those its
+// links give (I2).
+func checkDownwardClosed(t *rapid.T, s *Store) {
+	ctx := context.Background()
+	for b, err := range s.Blocks(ctx, testDAG, Position{}, false) {
+		if err != nil {
+			t.Fatal(err)
+		}
+		var h, l uint64
+		for _, c := range b.Inner.Links() {
+			p, err := s.Get(ctx, testDAG, c)
+			if err != nil {
+				t.Fatalf("block %s committed before its link %s: %v", b.CID, c, err)
+			}
+			h, l = max(h, p.Inner.Height), max(l, p.Inner.Lamport)
+		}
+		if b.Inner.Height != h+1 || b.Inner.Lamport != l+1 {
+			t.Fatalf("block %s committed with height %d lamport %d, links give %d and %d", b.CID, b.Inner.Height, b.Inner.Lamport, h+1, l+1)
+		}
+	}
 }
 
 func TestPlanVerification(t *testing.T) {
