@@ -34,6 +34,7 @@ func exampleText(t tb) string {
 	_, b := exampleBlocks(t)
 	var sb strings.Builder
 	fmt.Fprintf(&sb, "cid: %s\n", b.CID)
+	fmt.Fprintf(&sb, "cid-bytes: %s\n", hex.EncodeToString(b.CID.Bytes()))
 	fmt.Fprintf(&sb, "envelope: %s\n", hex.EncodeToString(b.envBytes))
 	fmt.Fprintf(&sb, "inner: %s\n", hex.EncodeToString(b.innerBytes))
 	fmt.Fprintf(&sb, "signing-message: %s\n", mustHex(SigningMessage(b.Inner)))
