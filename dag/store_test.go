@@ -774,3 +774,48 @@ func TestStagingTotalEvictsOldest(t *testing.T) {
 		}
 	}
 }
+
+// TestStagedForgedHeightRejected: a block staged for a missing parent is
+// validated when the parent arrives, and a forged height is refused then
+// (wire heights are never trusted, staged or not).
+func TestStagedForgedHeightRejected(t *testing.T) {
+	forBackends(t, func(t *testing.T, be backend) {
+		s, _ := be.store(t)
+		cb := newChainBuilder(t)
+		root := cb.block(testSigner(1), nil, "root")
+		mid := cb.block(testSigner(2), refs(root), "mid")
+		child := cb.block(testSigner(3), refs(mid), "child")
+		child.Inner.Height = 7 // links give 3
+		msg, err := SigningMessage(child.Inner)
+		if err != nil {
+			t.Fatal(err)
+		}
+		child.Inner.Sig, _ = testSigner(3).Sign(msg)
+		inner, err := EncodeInner(child.Inner)
+		if err != nil {
+			t.Fatal(err)
+		}
+		sealed, _ := cb.cipher.Seal(inner)
+		env, _ := EncodeEnvelope(Envelope{Version: EnvelopeVersion, Epoch: sealed.Epoch, Nonce: sealed.Nonce, Ciphertext: sealed.Ciphertext})
+		forged, err := OpenBlock(env, cb.cipher)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if res, err := s.Add(context.Background(), testDAG, "p", forged); err != nil || len(res.Staged) != 1 {
+			t.Fatalf("forged child not staged: %+v %v", res, err)
+		}
+		res, err := s.AddBatch(context.Background(), testDAG, "p", []Block{root, mid})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(res.Committed) != 2 || len(res.Rejected) != 1 || !errors.Is(res.Rejected[0].Err, ErrBadHeight) || res.Rejected[0].CID != forged.CID {
+			t.Fatalf("staged forged block: %+v", res)
+		}
+		if n, _ := s.Staged(testDAG); n != 0 {
+			t.Fatalf("%d blocks left in staging", n)
+		}
+		if h := headCIDs(t, s, testDAG); !slices.Equal(h, []cid.Cid{mid.CID}) {
+			t.Fatalf("heads %v", h)
+		}
+	})
+}
