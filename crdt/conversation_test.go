@@ -305,8 +305,15 @@ func TestReceiptsAndStatus(t *testing.T) {
 func TestAuthorityFromOwnPast(t *testing.T) {
 	w, g := group(t)
 	grant := w.emit(dev(1), SetAdmin{acct(2), true})
-	add := w.emit(dev(2), AddMember{acct(4)}) // B has not seen the grant
-	for _, order := range [][]Event{{g, grant, add}, {g, add, grant}} {
+	// B has not seen the grant. Its add sits higher than the grant, so
+	// the replay (in height order) meets the grant first: only judging
+	// the add by its own past keeps the grant out.
+	msg := w.emit(dev(2), Message{Text: "before adding"})
+	add := w.emit(dev(2), AddMember{acct(4)})
+	if add.Height <= grant.Height {
+		t.Fatal("test setup: the add must be higher than the grant")
+	}
+	for _, order := range [][]Event{{g, grant, msg, add}, {g, msg, add, grant}} {
 		c := NewConversation()
 		deliver(t, c, order)
 		if _, admin := c.IsMember(acct(2)); !admin {

@@ -29,7 +29,17 @@ func allocated(fn func()) uint64 {
 // a length claimed by untrusted bytes must never be trusted for sizing.
 func checkAlloc(t *testing.T, what string, b []byte, fn func()) {
 	t.Helper()
-	if n := allocated(fn); n > allocBound(len(b)) {
+	// One-off costs are not the input's doing: the CBOR library builds a
+	// type's decoder on first use, and the heap counter advances by a
+	// whole span when an allocation refills the allocator's per-P cache
+	// (once per size class after each GC cycle). They do not repeat right
+	// away; an allocation sized by the input does. So the least of three
+	// measurements counts.
+	n := allocated(fn)
+	for i := 0; i < 2 && n > allocBound(len(b)); i++ {
+		n = min(n, allocated(fn))
+	}
+	if n > allocBound(len(b)) {
 		t.Fatalf("%s allocated %d bytes for %d input bytes", what, n, len(b))
 	}
 }
