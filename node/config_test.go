@@ -126,3 +126,39 @@ func TestExampleConfigsLoad(t *testing.T) {
 		}
 	}
 }
+
+// Whatever the file holds, ParseConfig returns a config or an error, never
+// panics; a config it accepts is valid and survives a round trip.
+func FuzzParseConfig(f *testing.F) {
+	for _, p := range []string{ProfilePersonal, ProfileRelay} {
+		c, _ := DefaultConfig(p)
+		b, _ := c.Marshal()
+		f.Add(b)
+	}
+	for _, name := range []string{"personal.json", "relay.json"} {
+		if b, err := os.ReadFile("../configs/" + name); err == nil {
+			f.Add(b)
+		}
+	}
+	f.Add([]byte(`{"profile":"personal","network":null}`))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		c, err := ParseConfig(b)
+		if err != nil {
+			if !errors.Is(err, ErrConfig) {
+				t.Fatalf("error %v is not ErrConfig", err)
+			}
+			return
+		}
+		if err := c.Validate(); err != nil {
+			t.Fatalf("accepted an invalid config: %v", err)
+		}
+		out, err := c.Marshal()
+		if err != nil {
+			t.Fatal(err)
+		}
+		back, err := ParseConfig(out)
+		if err != nil || !reflect.DeepEqual(back, c) {
+			t.Fatalf("round trip: %v", err)
+		}
+	})
+}
