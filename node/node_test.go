@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -383,8 +384,12 @@ func TestRelayServesMetrics(t *testing.T) {
 	cfg.API.Listen = "127.0.0.1:0"
 	cfg.Metrics.Listen = "127.0.0.1:0"
 	r := startTestNode(t, cfg)
-	if r.Chat != nil || r.PubSub != nil {
+	if r.Chat != nil || r.PubSub != nil || r.Store != nil {
 		t.Fatal("a relay keeps no chat state")
+	}
+	// A DHT server from the start: it answers /glitr/kad/1.0.0.
+	if !slices.Contains(r.Host.Mux().Protocols(), protocol.DHTProtocol) {
+		t.Fatalf("relay does not serve %s", protocol.DHTProtocol)
 	}
 	peer := startTestNode(t, loopbackConfig(t))
 	connect(t, peer.Host, r.Host)
