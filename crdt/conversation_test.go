@@ -103,6 +103,33 @@ func TestConcurrentEditsLWW(t *testing.T) {
 			t.Fatalf("got %q want %q", v.Text, want)
 		}
 	}
+	// Lamport decides before anything else: an edit whose device wrote
+	// more in between carries the higher clock and wins, from either
+	// device, in either order.
+	for _, late := range []DeviceID{dev(1), dev(9)} {
+		w := newWorld(t)
+		w.device(dev(1), acct(1))
+		w.device(dev(9), acct(1))
+		m := w.emit(dev(1), Message{Text: "x"})
+		w.sync(dev(9), dev(1))
+		early := dev(1)
+		if late == dev(1) {
+			early = dev(9)
+		}
+		e1 := w.emit(early, Edit{msgOf(m, 0), "lower clock"})
+		w.emit(late, Message{Text: "y"})
+		e2 := w.emit(late, Edit{msgOf(m, 0), "higher clock"})
+		if e2.Lamport <= e1.Lamport {
+			t.Fatal("test setup: clocks")
+		}
+		for _, order := range [][]Event{w.all, {w.all[0], w.all[2], w.all[3], w.all[1]}} {
+			c := NewConversation()
+			deliver(t, c, order)
+			if v, _ := c.Message(msgOf(m, 0)); v.Text != "higher clock" {
+				t.Fatalf("late device %x: got %q, want the edit with the higher Lamport clock", late[:1], v.Text)
+			}
+		}
+	}
 }
 
 func TestReactionsAddWins(t *testing.T) {
@@ -370,6 +397,25 @@ func TestTitleAndAvatarLWW(t *testing.T) {
 		_, av := c.Avatar()
 		if c.Title() != winner || len(av) != 1 || av[0] != data {
 			t.Fatalf("title %q avatar %v, want %q and %d", c.Title(), av, winner, data)
+		}
+	}
+	// A higher Lamport clock wins over a concurrent write, whatever the
+	// device and CID order.
+	for _, late := range []DeviceID{dev(1), dev(2)} {
+		w, g := group(t)
+		early := dev(2)
+		if late == dev(2) {
+			early = dev(1)
+		}
+		e := w.emit(early, SetTitle{"lower clock"})
+		m := w.emit(late, Message{Text: "x"})
+		l := w.emit(late, SetTitle{"higher clock"})
+		for _, order := range [][]Event{{g, e, m, l}, {g, m, l, e}} {
+			c := NewConversation()
+			deliver(t, c, order)
+			if c.Title() != "higher clock" {
+				t.Fatalf("late device %x: title %q, want the higher Lamport clock", late[:1], c.Title())
+			}
 		}
 	}
 	// The loser writes again after seeing both: its new value wins.
