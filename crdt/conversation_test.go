@@ -138,18 +138,23 @@ func TestReactionsAddWins(t *testing.T) {
 	w.device(dev(9), acct(1))
 	m := w.emit(dev(1), Message{Text: "x"})
 	id := msgOf(m, 0)
-	w.emit(dev(1), ReactionAdd{id, "👍"})
+	add := w.emit(dev(1), ReactionAdd{id, "👍"})
 	w.sync(dev(9), dev(1))
-	w.emit(dev(9), ReactionRemove{id, "👍"}) // observed the add: removes it
-	w.emit(dev(1), ReactionAdd{id, "👍"})    // concurrent re-add: survives
-	c := applyAll(t, w)
-	v, _ := c.Message(id)
-	if len(v.Reactions) != 1 || v.Reactions[0].Emoji != "👍" {
-		t.Fatalf("reactions %+v", v.Reactions)
+	rm := w.emit(dev(9), ReactionRemove{id, "👍"}) // observed the add: removes it
+	readd := w.emit(dev(1), ReactionAdd{id, "👍"}) // concurrent re-add: survives
+	// Either order: a replica that applies the re-add before the remove
+	// must keep it too.
+	for _, order := range [][]Event{{m, add, rm, readd}, {m, add, readd, rm}} {
+		c := NewConversation()
+		deliver(t, c, order)
+		v, _ := c.Message(id)
+		if len(v.Reactions) != 1 || v.Reactions[0].Emoji != "👍" || len(v.Reactions[0].Accounts) != 1 {
+			t.Fatalf("reactions %+v", v.Reactions)
+		}
 	}
 	w.sync(dev(9), dev(1))
 	w.emit(dev(9), ReactionRemove{id, "👍"})
-	c = applyAll(t, w)
+	c := applyAll(t, w)
 	if v, _ := c.Message(id); len(v.Reactions) != 0 {
 		t.Fatalf("reactions after remove %+v", v.Reactions)
 	}
