@@ -217,7 +217,7 @@ func TestNATLab(t *testing.T) {
 // natlabAutoNAT checks AutoNAT's verdicts with nothing forced: a node in a
 // NAT'd home learns it is private, a node on the public net that it is
 // public, both from R's dial-backs (R runs the AutoNAT service, as every
-// relay does). Over TCP: its dials leave from the listening port, so R
+// relay does); the home node then takes a reservation on R (AutoRelay). Over TCP: its dials leave from the listening port, so R
 // sees the node's own address.
 func natlabAutoNAT(t *testing.T, script, self string) {
 	prefix := fmt.Sprintf("gt%dn", os.Getpid())
@@ -274,6 +274,13 @@ func natlabAutoNAT(t *testing.T, script, self string) {
 		}
 		t.Logf("+%v %s: AutoNAT verdict %s", time.Since(start).Round(time.Millisecond), c.p.name, ev.Reach)
 	}
+	// The home node, told it is private, reserves a slot on the relay of
+	// its config (AutoRelay), nothing forced.
+	ev = home.await(t, 20*time.Second, "circuit", "nocircuit")
+	if ev.Event == "nocircuit" {
+		t.Fatalf("%s: no circuit address within 15 s of the private verdict: %v", home.name, ev.Addrs)
+	}
+	t.Logf("+%v %s: AutoRelay reservation: %v", time.Since(start).Round(time.Millisecond), home.name, ev.Addrs)
 }
 
 func natlabRun(t *testing.T, script, self, transport string) {
@@ -598,6 +605,7 @@ func natlabRole(ctx context.Context, role string, emit func(natlabEvent)) error 
 			return err
 		}
 		cfg.Network.ListenAddrs = []string{os.Getenv(natlabEnvListen)}
+		cfg.Network.Relays = []string{os.Getenv(natlabEnvRelay)}
 	case "a", "b":
 		if cfg, err = DefaultConfig(ProfilePersonal); err != nil {
 			return err
@@ -836,11 +844,27 @@ func natlabDetect(ctx context.Context, h host.Host, emit func(natlabEvent)) erro
 			return nil
 		case e := <-sub.Out():
 			r := e.(event.EvtLocalReachabilityChanged).Reachability
-			if r != network.ReachabilityUnknown {
-				emit(natlabEvent{Event: "reachability", Reach: r.String()})
-				<-ctx.Done()
-				return nil
+			if r == network.ReachabilityUnknown {
+				continue
 			}
+			emit(natlabEvent{Event: "reachability", Reach: r.String()})
+			if r == network.ReachabilityPrivate {
+				// AutoRelay acts on the verdict: a reservation on the
+				// configured relay, shown as a circuit address.
+				hasCircuit := func() bool {
+					return slices.ContainsFunc(h.Addrs(), func(a ma.Multiaddr) bool {
+						_, err := a.ValueForProtocol(ma.P_CIRCUIT)
+						return err == nil
+					})
+				}
+				if natlabPoll(ctx, 15*time.Second, hasCircuit) == nil {
+					emit(natlabEvent{Event: "circuit", Addrs: natlabStrings(h.Addrs())})
+				} else {
+					emit(natlabEvent{Event: "nocircuit", Addrs: natlabStrings(h.Addrs())})
+				}
+			}
+			<-ctx.Done()
+			return nil
 		}
 	}
 }
