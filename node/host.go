@@ -174,10 +174,9 @@ func NewHost(cfg Config, key crypto.PrivKey, reg prometheus.Registerer) (host.Ho
 }
 
 // checkListening refuses a host that did not get a listener for every
-// configured address (libp2p starts as long as one works, and logs the
-// rest as warnings): two transports on one UDP port, an IP the machine
-// does not have. IPv6 addresses are let go on a machine without IPv6, so
-// the default config runs there.
+// configured address: libp2p starts as long as one works and only logs the
+// rest. IPv6 addresses are let go on a machine without IPv6, so the default
+// config runs there.
 func checkListening(want []string, have []ma.Multiaddr) error {
 	noIPv6 := false
 	if ln, err := net.Listen("tcp6", "[::1]:0"); err != nil {
@@ -220,12 +219,13 @@ func listensOn(l, w ma.Multiaddr) bool {
 	return true
 }
 
-// checkListenPorts refuses a listen address whose fixed port is taken (or
-// not ours to take). libp2p itself starts as long as one address works,
-// only logging the others, and its TCP listeners share a port with any
-// process that set SO_REUSEPORT (another node on the same port): either
-// way the node would run without what the user configured. Addresses
-// that fail for other reasons (no IPv6 on the machine) are left to libp2p.
+// checkListenPorts refuses, before libp2p starts, a listen address whose
+// fixed port is taken (or not ours to take) or whose IP the machine does
+// not have, with the reason. It matters beyond the message: libp2p's TCP
+// listeners share a port with any process that set SO_REUSEPORT (another
+// node on the same port), so checkListening alone would not notice.
+// Other failures (no IPv6 on the machine) are left to libp2p and
+// checkListening.
 func checkListenPorts(addrs []string) error {
 	for i, s := range addrs {
 		m, err := ma.NewMultiaddr(s)
