@@ -75,7 +75,9 @@ type Sealed struct {
 
 // Sealer encrypts an encoded inner block. The implementation (keyring)
 // binds the envelope header (EnvelopeVersion, epoch id, nonce) as
-// associated data and pads the plaintext before encryption.
+// associated data and pads the plaintext before encryption. Build copies
+// the ciphertext into the envelope bytes and keeps no reference to it, so
+// a Sealer may hand out the same buffer for every block.
 type Sealer interface {
 	Seal(inner []byte) (Sealed, error)
 }

@@ -95,5 +95,8 @@ func Build(p BuildParams) (Block, error) {
 	if err != nil {
 		return Block{}, fmt.Errorf("build block: %w", err)
 	}
+	// The block keeps the ciphertext inside its envelope bytes, not the
+	// sealer's buffer, which the sealer may reuse for the next block.
+	env.Ciphertext = envelopeCiphertext(envBytes, len(env.Ciphertext))
 	return Block{CID: EnvelopeCID(envBytes), Envelope: env, Inner: in, envBytes: envBytes, innerBytes: innerBytes}, nil
 }

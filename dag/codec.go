@@ -189,6 +189,24 @@ func EncodeEnvelope(e Envelope) ([]byte, error) {
 	return b, nil
 }
 
+// envelopeCiphertext returns the n-byte ciphertext inside envelope bytes
+// that EncodeEnvelope produced: the canonical map's first entry, "c"
+// (0xa4 0x61 'c', then the byte-string head).
+func envelopeCiphertext(b []byte, n int) []byte {
+	head := 3
+	switch {
+	case n < 24:
+		head++
+	case n < 1<<8:
+		head += 2
+	case n < 1<<16:
+		head += 3
+	default:
+		head += 5
+	}
+	return b[head : head+n : head+n]
+}
+
 // DecodeEnvelope decodes untrusted envelope bytes. It accepts only the
 // canonical encoding, so that a block has exactly one CID.
 func DecodeEnvelope(b []byte) (Envelope, error) {

@@ -383,15 +383,24 @@ func unpad(p []byte) ([]byte, error) {
 // block under the next message key of this device's chain; both use the
 // envelope nonce and authenticate the envelope fields and conversation id.
 func (c *Cipher) SealBlock(inner []byte) (epoch, nonce, ciphertext []byte, err error) {
+	return c.SealBlockTo(nil, inner)
+}
+
+// SealBlockTo is SealBlock writing the ciphertext into buf's storage when
+// its capacity suffices (the returned ciphertext then aliases buf; nothing
+// of buf's old contents survives), and into a new buffer otherwise. A
+// caller that copies the ciphertext away (dag.Build does, into the envelope
+// bytes) can reuse one buffer for every block.
+func (c *Cipher) SealBlockTo(buf, inner []byte) (epoch, nonce, ciphertext []byte, err error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.sending == nil {
 		return nil, nil, nil, ErrNoSendingEpoch
 	}
-	return c.sealAsLocked(*c.sending, c.self, inner)
+	return c.sealAsLocked(*c.sending, c.self, inner, buf)
 }
 
-func (c *Cipher) sealAsLocked(id EpochID, sender DeviceID, inner []byte) (epoch, nonce, ciphertext []byte, err error) {
+func (c *Cipher) sealAsLocked(id EpochID, sender DeviceID, inner, buf []byte) (epoch, nonce, ciphertext []byte, err error) {
 	if len(inner) > MaxInnerSize {
 		return nil, nil, nil, fmt.Errorf("seal: %w: %d bytes", ErrTooLarge, len(inner))
 	}
@@ -423,11 +432,18 @@ func (c *Cipher) sealAsLocked(id EpochID, sender DeviceID, inner []byte) (epoch,
 	copy(hdr, sender[:])
 	binary.BigEndian.PutUint32(hdr[32:], index)
 	plen := padLen(len(inner) + 1)
-	ct := make([]byte, headerSealSize+plen+TagSize)
+	size := headerSealSize + plen + TagSize
+	var ct []byte
+	if cap(buf) >= size {
+		ct = buf[:size]
+	} else {
+		ct = make([]byte, size)
+	}
 	st.header.Seal(ct[:0], nonce, hdr, ad)
 	padded := ct[headerSealSize : headerSealSize+plen]
 	copy(padded, inner)
 	padded[len(inner)] = 0x80
+	clear(padded[len(inner)+1:])
 	body, err := chacha20poly1305.NewX(mk[:])
 	if err != nil {
 		return nil, nil, nil, fmt.Errorf("seal: %w", err)

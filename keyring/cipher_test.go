@@ -657,3 +657,32 @@ func TestSentCountsOwnBlocksInSendingEpoch(t *testing.T) {
 		seal(t, ms[0], []byte("hello"))
 	}
 }
+
+// SealBlockTo reuses a dirty buffer: the envelopes open to what was sealed
+// (no byte of an earlier, longer block leaks into the padding), and the
+// ciphertext lives in the caller's buffer.
+func TestSealBlockToReusesBuffer(t *testing.T) {
+	ms := newMembers(t, 2)
+	rotate(t, 100, ms[0], ms)
+	buf := bytes.Repeat([]byte{0xee}, 8<<10)
+	for _, msg := range [][]byte{bytes.Repeat([]byte("long "), 1000), []byte("short"), {}} {
+		e, n, ct, err := ms[0].cipher.SealBlockTo(buf, msg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if &ct[0] != &buf[0] {
+			t.Fatal("the ciphertext is not in the caller's buffer")
+		}
+		got, _, err := ms[1].cipher.OpenBlock(e, n, slices.Clone(ct))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !bytes.Equal(got, msg) {
+			t.Fatalf("opened %d bytes, sealed %d", len(got), len(msg))
+		}
+	}
+	_, _, ct, err := ms[0].cipher.SealBlockTo(make([]byte, 0, 10), []byte("x"))
+	if err != nil || len(ct) < MinPaddedSize {
+		t.Fatalf("a too small buffer: %d bytes, %v", len(ct), err)
+	}
+}

@@ -133,6 +133,7 @@ type conversation struct {
 	receipt          *time.Timer
 	lastSync         map[peer.ID]time.Time
 	lastMerge        time.Time // when this device last emitted a merge block
+	sealBuf          []byte    // reused by convSealer for every own block
 	// lastHistoryRequest: when this device last asked another of its
 	// devices for this conversation's history (history.go).
 	lastHistoryRequest time.Time
@@ -527,10 +528,13 @@ type convSealer struct {
 }
 
 func (s convSealer) Seal(inner []byte) (dag.Sealed, error) {
-	epoch, nonce, ct, err := s.conv.cipher.SealBlock(inner)
+	// dag.Build copies the ciphertext into the envelope bytes, so one
+	// buffer per conversation serves every block (conv.mu is held).
+	epoch, nonce, ct, err := s.conv.cipher.SealBlockTo(s.conv.sealBuf, inner)
 	if err != nil {
 		return dag.Sealed{}, err
 	}
+	s.conv.sealBuf = ct
 	// The advanced chain is on disk before the block is committed.
 	if err := s.c.persistKeys(s.ctx, s.conv, true); err != nil {
 		return dag.Sealed{}, err
