@@ -233,7 +233,7 @@ func (n *Node) startChat(ctx context.Context, passphrase []byte) error {
 		c.discovery, err = NewDiscovery(n.Host, n.DHT,
 			DiscoverySelf{Account: id.AccountID(), Device: id.Keyring.Device},
 			c.discoveryContacts,
-			DiscoveryOptions{Logger: n.log.With("component", "discovery"), KeepLoopback: loopbackOnly(n.Config.Network.ListenAddrs)})
+			DiscoveryOptions{Logger: n.log, KeepLoopback: loopbackOnly(n.Config.Network.ListenAddrs)})
 		if err != nil {
 			return fmt.Errorf("discovery: %w", err)
 		}
