@@ -560,21 +560,30 @@ func (s blockSigner) Sign(msg []byte) ([]byte, error) {
 // commitOwn builds, persists and applies one of this device's blocks, then
 // publishes it. conv.mu must not be held.
 func (c *Chat) commitOwn(ctx context.Context, conv *conversation, ops []crdt.Op) (dag.Block, error) {
+	blk, _, err := c.commitOwnAt(ctx, conv, ops)
+	return blk, err
+}
+
+// commitOwnAt is commitOwn that also reports the index of ops[0] in the
+// block: this device's announcement may go first.
+func (c *Chat) commitOwnAt(ctx context.Context, conv *conversation, ops []crdt.Op) (dag.Block, int, error) {
 	if c.revokedSelf.Load() {
-		return dag.Block{}, ErrDeviceRevoked
+		return dag.Block{}, 0, ErrDeviceRevoked
 	}
 	conv.mu.Lock()
 	// Members seal new epochs to the prekey this device announced.
+	at := 0
 	if ann, err := c.ownAnnounce(conv); err != nil {
 		conv.mu.Unlock()
-		return dag.Block{}, err
+		return dag.Block{}, 0, err
 	} else if ann != nil {
 		ops = append([]crdt.Op{ann}, ops...)
+		at = 1
 	}
 	body, err := crdt.EncodeOps(ops)
 	if err != nil {
 		conv.mu.Unlock()
-		return dag.Block{}, err
+		return dag.Block{}, 0, err
 	}
 	blk, err := c.store.Append(ctx, conv.dagID, dag.Author{
 		Signer: blockSigner{c.id.Keyring.Device},
@@ -583,7 +592,7 @@ func (c *Chat) commitOwn(ctx context.Context, conv *conversation, ops []crdt.Op)
 	}, body, c.now())
 	if err != nil {
 		conv.mu.Unlock()
-		return dag.Block{}, fmt.Errorf("commit block: %w", err)
+		return dag.Block{}, 0, fmt.Errorf("commit block: %w", err)
 	}
 	ev, _ := conv.event(blk)
 	if err := conv.apply(ev); err != nil {
@@ -595,7 +604,7 @@ func (c *Chat) commitOwn(ctx context.Context, conv *conversation, ops []crdt.Op)
 	c.noteRevocations(conv, []crdt.Event{ev})
 	conv.mu.Unlock()
 	c.publish(conv, blk)
-	return blk, nil
+	return blk, at, nil
 }
 
 // publish gossips a block on today's topic. With no peer on the topic the
@@ -663,11 +672,11 @@ func (c *Chat) Send(ctx context.Context, hexID, text string, replyTo *crdt.MsgID
 	if err := c.ensureUsableEpoch(ctx, conv); err != nil {
 		return crdt.MsgID{}, err
 	}
-	blk, err := c.commitOwn(ctx, conv, []crdt.Op{crdt.Message{Text: text, ReplyTo: replyTo}})
+	blk, at, err := c.commitOwnAt(ctx, conv, []crdt.Op{crdt.Message{Text: text, ReplyTo: replyTo}})
 	if err != nil {
 		return crdt.MsgID{}, err
 	}
-	id := crdt.MsgID{Event: blk.CID}
+	id := crdt.MsgID{Event: blk.CID, Index: uint16(at)}
 	c.events.publish(Event{Kind: "message", Conversation: hexID, Message: id.String()})
 	return id, nil
 }

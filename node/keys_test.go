@@ -270,3 +270,31 @@ func TestCardRefreshOnlyBetweenContacts(t *testing.T) {
 		t.Fatal("a malformed card was taken")
 	}
 }
+
+// The first message a device writes in a conversation shares its block
+// with the device's prekey announcement; the id Send returns must still
+// name the message (it named the announcement, and the API answered with
+// an empty message).
+func TestFirstSendReturnsItsMessage(t *testing.T) {
+	a := startTestNode(t, loopbackConfig(t))
+	b := startTestNode(t, loopbackConfig(t))
+	setUpAccounts(t, map[*Node]string{a: "Ada", b: "Bo"})
+	conv := befriend(t, a, b)
+	ctx := context.Background()
+	for _, n := range []*Node{b, a} {
+		eventually(t, 15*time.Second, "the conversation to be usable", func() bool {
+			_, err := n.Chat.conversation(conv)
+			return err == nil
+		})
+		m, err := n.Send(ctx, conv, "first words", "")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if m.Text != "first words" || !m.Mine || m.Status == "" {
+			t.Fatalf("Send answered %+v", m)
+		}
+		if _, err := n.Send(ctx, conv, "a reply", m.ID); err != nil {
+			t.Fatalf("replying to the id Send returned: %v", err)
+		}
+	}
+}
