@@ -126,12 +126,7 @@ func (n *Node) Conversations(ctx context.Context) ([]webui.Conversation, error) 
 	if err != nil {
 		return nil, err
 	}
-	c.mu.RLock()
-	convs := make([]*conversation, 0, len(c.convs))
-	for _, conv := range c.convs {
-		convs = append(convs, conv)
-	}
-	c.mu.RUnlock()
+	convs := c.conversationList()
 	out := make([]webui.Conversation, 0, len(convs))
 	for _, conv := range convs {
 		out = append(out, c.summary(conv))

@@ -364,6 +364,18 @@ func (c *Chat) register(conv *conversation) {
 	c.mu.Unlock()
 }
 
+// conversationList is a snapshot of the conversations (not the account
+// DAG), for loops that must not hold c.mu.
+func (c *Chat) conversationList() []*conversation {
+	c.mu.RLock()
+	defer c.mu.RUnlock()
+	convs := make([]*conversation, 0, len(c.convs))
+	for _, conv := range c.convs {
+		convs = append(convs, conv)
+	}
+	return convs
+}
+
 func (c *Chat) conversation(hexID string) (*conversation, error) {
 	c.mu.RLock()
 	defer c.mu.RUnlock()
@@ -405,11 +417,7 @@ func (c *Chat) AddContact(ctx context.Context, text string) (VerifiedCard, error
 	if vc.Cert.Account == c.id.AccountID() {
 		return vc, fmt.Errorf("%w: that is your own card", ErrBadCard)
 	}
-	raw, err := canonicalEnc.Marshal(vc.raw)
-	if err != nil {
-		return vc, err
-	}
-	if err := c.ds.Put(ctx, contactKey(vc.Cert.Account), raw); err != nil {
+	if err := c.putContactCard(ctx, vc); err != nil {
 		return vc, err
 	}
 	c.mu.Lock()

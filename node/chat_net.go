@@ -770,12 +770,7 @@ func (c *Chat) antiEntropy() {
 			return
 		case <-time.After(30*time.Second + mrand.N(30*time.Second)):
 		}
-		c.mu.RLock()
-		convs := make([]*conversation, 0, len(c.convs))
-		for _, conv := range c.convs {
-			convs = append(convs, conv)
-		}
-		c.mu.RUnlock()
+		convs := c.conversationList()
 		for _, conv := range convs {
 			c.joinTopics(conv) // the day may have changed
 			if err := c.maybeMerge(c.ctx, conv); err != nil && c.ctx.Err() == nil {

@@ -377,11 +377,7 @@ func (c *Chat) discoveryContacts() []DiscoveryContact {
 
 // addVerifiedContact stores a contact and records it in the account DAG.
 func (c *Chat) addVerifiedContact(ctx context.Context, vc VerifiedCard, name string) error {
-	raw, err := canonicalEnc.Marshal(vc.raw)
-	if err != nil {
-		return err
-	}
-	if err := c.ds.Put(ctx, contactKey(vc.Cert.Account), raw); err != nil {
+	if err := c.putContactCard(ctx, vc); err != nil {
 		return err
 	}
 	c.mu.Lock()

@@ -131,12 +131,7 @@ func (c *Chat) maintainKeys(ctx context.Context) error {
 // conversation it belongs to whose members do not have its current prekey.
 func (c *Chat) announcePrekey(ctx context.Context) error {
 	self := crdt.AccountID(c.id.AccountID())
-	c.mu.RLock()
-	convs := make([]*conversation, 0, len(c.convs))
-	for _, conv := range c.convs {
-		convs = append(convs, conv)
-	}
-	c.mu.RUnlock()
+	convs := c.conversationList()
 	for _, conv := range convs {
 		conv.mu.Lock()
 		member, _ := conv.state.IsMember(self)
@@ -292,11 +287,7 @@ func (c *Chat) takeCard(ctx context.Context, from peer.ID, b []byte) error {
 	// Keep the addresses we know; the card carries none.
 	vc.raw.Addrs = old.raw.Addrs
 	vc.Peer.Addrs = old.Peer.Addrs
-	raw, err := canonicalEnc.Marshal(vc.raw)
-	if err != nil {
-		return err
-	}
-	if err := c.ds.Put(ctx, contactKey(vc.Cert.Account), raw); err != nil {
+	if err := c.putContactCard(ctx, vc); err != nil {
 		return err
 	}
 	c.mu.Lock()
@@ -306,6 +297,15 @@ func (c *Chat) takeCard(ctx context.Context, from peer.ID, b []byte) error {
 	c.mu.Unlock()
 	c.log.Debug("contact card refreshed", "account", vc.Cert.Account.String()[:16])
 	return nil
+}
+
+// putContactCard stores a contact's card.
+func (c *Chat) putContactCard(ctx context.Context, vc VerifiedCard) error {
+	raw, err := canonicalEnc.Marshal(vc.raw)
+	if err != nil {
+		return err
+	}
+	return c.ds.Put(ctx, contactKey(vc.Cert.Account), raw)
 }
 
 // contactKey is where a contact's card is stored.

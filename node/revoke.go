@@ -195,12 +195,7 @@ func (c *Chat) seenOwnDevice(d keyring.DeviceID) bool {
 // conversations.
 func (c *Chat) conversationDevices() []crdt.DeviceCert {
 	self := crdt.AccountID(c.id.AccountID())
-	c.mu.RLock()
-	convs := make([]*conversation, 0, len(c.convs))
-	for _, conv := range c.convs {
-		convs = append(convs, conv)
-	}
-	c.mu.RUnlock()
+	convs := c.conversationList()
 	var out []crdt.DeviceCert
 	for _, conv := range convs {
 		conv.mu.Lock()
