@@ -418,6 +418,7 @@ func FuzzDecodeReconMessage(f *testing.F) {
 	}
 	f.Add([]byte{1, 0, 0, 2, 1, 1, 7, 1, 1, 9, 0})
 	f.Fuzz(func(t *testing.T, wire []byte) {
+		checkAlloc(t, "DecodeReconMessage", wire, func() { _, _ = DecodeReconMessage(wire) })
 		m, err := DecodeReconMessage(wire)
 		if err != nil {
 			if !errors.Is(err, ErrReconProtocol) {

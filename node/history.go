@@ -130,9 +130,14 @@ func readHistoryFrame(r *bufio.Reader) (historyFrame, error) {
 	if n > maxHistoryFrame {
 		return f, fmt.Errorf("%w: history frame of %d bytes", ErrBadPeer, n)
 	}
-	b := make([]byte, n)
-	if _, err := io.ReadFull(r, b); err != nil {
+	// Read what arrives rather than allocate what the peer declared: a
+	// three-byte prefix must not cost 4 MiB.
+	b, err := io.ReadAll(io.LimitReader(r, int64(n)))
+	if err != nil {
 		return f, err
+	}
+	if uint64(len(b)) != n {
+		return f, io.ErrUnexpectedEOF
 	}
 	if err := historyDec.Unmarshal(b, &f); err != nil {
 		return f, fmt.Errorf("%w: history frame: %w", ErrBadPeer, err)
