@@ -137,6 +137,11 @@ type conversation struct {
 	// lastHistoryRequest: when this device last asked another of its
 	// devices for this conversation's history (history.go).
 	lastHistoryRequest time.Time
+	// historyAsked is the peer asked for the history and not done
+	// streaming it, historyAskedAt when: its stream is accepted for
+	// historyAnswerWait.
+	historyAsked   peer.ID
+	historyAskedAt time.Time
 	// healPending: a rotation for devices the epoch misses is scheduled.
 	healPending bool
 	// confirmPending: a delivery check is scheduled (confirmDelivery).

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"slices"
 	"time"
 
 	"github.com/fxamacker/cbor/v2"
@@ -37,36 +38,99 @@ const (
 	maxHistoryBlocks = 1 << 22 // blocks of one transfer
 )
 
-// HistoryRequestProtocol asks another device of this account for a
-// conversation's history: a block sealed under an epoch this device never
-// got (a message written concurrently with the rotation that added it)
-// can only be read through a device that opened it.
+// HistoryRequestProtocol asks a device that holds a conversation's
+// history to stream it: a block sealed under an epoch this device never got
+// (a message written concurrently with the rotation that added it) can
+// only be read through a device that opened it. Another device of this
+// account is asked first, then the member who welcomed this device, then
+// any connected member; each answers only a current member.
 const HistoryRequestProtocol = "/glitr/history-request/1.0.0"
 
-// historyRequestEvery spaces a device's history requests per conversation.
-const historyRequestEvery = 20 * time.Second
+// historyRequestEvery spaces a device's history requests per conversation;
+// while one is answered (up to historyAnswerWait) no other is made.
+const historyRequestEvery = 3 * time.Second
 
-// requestHistory asks a connected device of this account to stream conv's
-// history here (at most once per historyRequestEvery).
+// historyAnswerWait is how long a history stream is accepted from a member
+// this device asked for it.
+const historyAnswerWait = 2 * time.Minute
+
+// requestHistory asks a connected device that holds conv's history to
+// stream it here, unless a request is being answered or was made less than
+// historyRequestEvery ago.
 func (c *Chat) requestHistory(conv *conversation) {
 	conv.mu.Lock()
-	if time.Since(conv.lastHistoryRequest) < historyRequestEvery {
+	answering := conv.historyAsked != "" && time.Since(conv.historyAskedAt) < historyAnswerWait
+	if answering || time.Since(conv.lastHistoryRequest) < historyRequestEvery {
 		conv.mu.Unlock()
 		return
 	}
 	conv.lastHistoryRequest = time.Now()
 	conv.mu.Unlock()
-	for _, p := range c.ownDevicePeers() {
+	for _, p := range c.historySources(conv) {
 		if c.n.Host.Network().Connectedness(p) != network.Connected {
 			continue
 		}
+		conv.mu.Lock()
+		conv.historyAsked, conv.historyAskedAt = p, time.Now()
+		conv.mu.Unlock()
 		ctx, cancel := context.WithTimeout(c.ctx, 10*time.Second)
 		err := c.askHistory(ctx, p, conv.id)
 		cancel()
 		if err == nil {
 			return
 		}
+		c.historyAnswered(conv, p)
 	}
+}
+
+// historySources lists, in the order to ask them, the peers that may hold
+// conv's history: this account's other devices, the member that welcomed
+// this device, then the other members this device knows a peer of.
+func (c *Chat) historySources(conv *conversation) []peer.ID {
+	out := c.ownDevicePeers()
+	c.mu.RLock()
+	welcomer, ok := c.welcomedBy[string(conv.id)]
+	c.mu.RUnlock()
+	if ok && !slices.Contains(out, welcomer) {
+		out = append(out, welcomer)
+	}
+	for _, p := range c.memberPeers(conv) {
+		if !slices.Contains(out, p) {
+			out = append(out, p)
+		}
+	}
+	return out
+}
+
+// historyAnswered ends the wait for p's history stream.
+func (c *Chat) historyAnswered(conv *conversation, p peer.ID) {
+	conv.mu.Lock()
+	if conv.historyAsked == p {
+		conv.historyAsked = ""
+	}
+	conv.mu.Unlock()
+}
+
+// isMemberPeer reports whether p is the peer of a contact that is a
+// current member of conv.
+func (c *Chat) isMemberPeer(conv *conversation, p peer.ID) bool {
+	c.mu.RLock()
+	var acct keyring.AccountID
+	found := false
+	for a, vc := range c.contacts {
+		if vc.Peer.ID == p {
+			acct, found = a, true
+			break
+		}
+	}
+	c.mu.RUnlock()
+	if !found {
+		return false
+	}
+	conv.mu.Lock()
+	defer conv.mu.Unlock()
+	member, _ := conv.state.IsMember(crdt.AccountID(acct))
+	return member
 }
 
 func (c *Chat) askHistory(ctx context.Context, p peer.ID, conv []byte) error {
@@ -74,19 +138,22 @@ func (c *Chat) askHistory(ctx context.Context, p peer.ID, conv []byte) error {
 }
 
 // handleHistoryRequest streams a conversation's history to another device
-// of this account that asks for it.
+// of this account, or to a contact that is a current member (an added
+// member gets the history anyway; this hands over what it could not open).
 func (c *Chat) handleHistoryRequest(s network.Stream) {
 	defer s.Close()
 	from := s.Conn().RemotePeer()
-	if !c.isOwnDevicePeer(from) {
+	own := c.isOwnDevicePeer(from)
+	if !own && !c.allowContactRequest(from) {
 		s.Reset()
+		c.n.Penalize(from, 5, "history requests over the rate limit")
 		return
 	}
 	_ = s.SetDeadline(time.Now().Add(10 * time.Second))
 	id := make([]byte, 17)
 	n, _ := io.ReadFull(s, id)
 	conv, err := c.conversationByID(id[:n])
-	if err != nil || n != 16 {
+	if err != nil || n != 16 || (!own && !c.isMemberPeer(conv, from)) {
 		s.Reset()
 		return
 	}
@@ -229,11 +296,18 @@ func (c *Chat) handleHistory(s network.Stream) {
 	c.mu.RLock()
 	welcomer := c.welcomedBy[string(first.Conversation)]
 	c.mu.RUnlock()
-	if err != nil || (welcomer != from && !c.isOwnDevicePeer(from)) {
+	asked := false
+	if err == nil {
+		conv.mu.Lock()
+		asked = conv.historyAsked == from && time.Since(conv.historyAskedAt) < historyAnswerWait
+		conv.mu.Unlock()
+	}
+	if err != nil || (welcomer != from && !asked && !c.isOwnDevicePeer(from)) {
 		c.log.Info("history refused", "peer", from.String(), "err", errHistoryRefused)
 		s.Reset()
 		return
 	}
+	defer c.historyAnswered(conv, from)
 	total := 0
 	f := first
 	for len(f.Blocks) > 0 {
