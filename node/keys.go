@@ -130,6 +130,9 @@ func (c *Chat) maintainKeys(ctx context.Context) error {
 // announcePrekey commits this device's announcement, alone, in every
 // conversation it belongs to whose members do not have its current prekey.
 func (c *Chat) announcePrekey(ctx context.Context) error {
+	if c.revokedSelf.Load() {
+		return nil // a revoked device writes nothing more
+	}
 	self := crdt.AccountID(c.id.AccountID())
 	convs := c.conversationList()
 	for _, conv := range convs {
