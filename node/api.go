@@ -48,7 +48,7 @@ func apiErr(err error) error {
 		return fmt.Errorf("%w: %w", webui.ErrLocked, err)
 	case errors.Is(err, errNoChat):
 		return fmt.Errorf("%w: %w", webui.ErrUnavailable, err)
-	case errors.Is(err, ErrAccountExists), errors.Is(err, ErrRecoveryShown), errors.Is(err, ErrNotSynced):
+	case errors.Is(err, ErrAccountExists), errors.Is(err, ErrRecoveryShown), errors.Is(err, ErrNotSynced), errors.Is(err, ErrContactKeyExpired):
 		return fmt.Errorf("%w: %w", webui.ErrConflict, err)
 	case errors.Is(err, keyring.ErrWrongPassphrase):
 		return fmt.Errorf("%w: %w", webui.ErrWrongPassphrase, err)

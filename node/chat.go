@@ -445,6 +445,10 @@ func (c *Chat) CreateConversation(ctx context.Context, title string, members []k
 			c.mu.RUnlock()
 			return "", fmt.Errorf("%w: %x", ErrNotContact, a[:8])
 		}
+		if err := usableCard(vc, now); err != nil {
+			c.mu.RUnlock()
+			return "", err
+		}
 		cards = append(cards, vc)
 	}
 	c.mu.RUnlock()

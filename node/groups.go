@@ -329,6 +329,9 @@ func (c *Chat) AddMember(ctx context.Context, hexID string, account keyring.Acco
 	if !ok {
 		return fmt.Errorf("%w: %s", ErrNotContact, account.String()[:16])
 	}
+	if err := usableCard(vc, c.now()); err != nil {
+		return err
+	}
 	conv.mu.Lock()
 	already, _ := conv.state.IsMember(crdt.AccountID(account))
 	conv.mu.Unlock()

@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"io"
 	"time"
@@ -47,6 +48,20 @@ const (
 	// CardProtocol exchanges current contact cards between contacts.
 	CardProtocol = "/glitr/card/1.0.0"
 )
+
+// ErrContactKeyExpired reports a contact whose stored prekey is past its
+// validity: nothing can be sealed to it until the two devices meet (they
+// swap current cards on connecting) or the contact writes in a shared
+// conversation.
+var ErrContactKeyExpired = errors.New("the contact's key has expired: it is renewed the next time you are both online")
+
+// usableCard checks that a contact's card can receive an epoch now.
+func usableCard(vc VerifiedCard, now time.Time) error {
+	if err := vc.Prekey.ValidAt(now); err != nil {
+		return fmt.Errorf("%w (%s): %w", ErrContactKeyExpired, vc.Cert.Account.String()[:16], err)
+	}
+	return nil
+}
 
 // epochDue reports whether an epoch created at created, under which this
 // device sealed sent blocks, is due for replacement at now.
@@ -274,7 +289,9 @@ func (c *Chat) takeCard(ctx context.Context, from peer.ID, b []byte) error {
 	if err := cardDec.Unmarshal(b, &card); err != nil {
 		return fmt.Errorf("%w: %w", ErrBadCard, err)
 	}
-	vc, err := verifyCard(card, c.now())
+	// Signatures first (who is speaking); a card whose prekey is out of
+	// date still identifies the contact, it is just not taken.
+	vc, err := verifyCard(card, time.Time{})
 	if err != nil {
 		return err
 	}
@@ -284,7 +301,8 @@ func (c *Chat) takeCard(ctx context.Context, from peer.ID, b []byte) error {
 	if !ok || vc.Peer.ID != from || old.Peer.ID != from || old.Cert.Device != vc.Cert.Device {
 		return errNotThisContact
 	}
-	if !vc.Prekey.Created.After(old.Prekey.Created) {
+	now := c.now()
+	if !vc.Prekey.Created.After(old.Prekey.Created) || vc.Prekey.ValidAt(now) != nil || vc.Cert.ValidAt(now) != nil {
 		return nil
 	}
 	// Keep the addresses we know; the card carries none.

@@ -2,11 +2,13 @@ package node
 
 import (
 	"context"
+	"errors"
 	"testing"
 	"time"
 
 	"github.com/glitr-chat/glitr/crdt"
 	"github.com/glitr-chat/glitr/keyring"
+	"github.com/glitr-chat/glitr/webui"
 )
 
 func TestEpochDue(t *testing.T) {
@@ -297,4 +299,32 @@ func TestFirstSendReturnsItsMessage(t *testing.T) {
 			t.Fatalf("replying to the id Send returned: %v", err)
 		}
 	}
+}
+
+// A contact not met for longer than a prekey lives cannot be sealed to: the
+// user gets a clear error (409 through the API), and once the devices meet
+// and swap cards the conversation starts.
+func TestExpiredContactKey(t *testing.T) {
+	a, b := chatPair(t)
+	ctx := context.Background()
+	advanceClocks(15*24*time.Hour, a, b)
+	_, err := a.CreateConversation(ctx, "", []string{accountOf(b)})
+	if !errors.Is(err, ErrContactKeyExpired) || !errors.Is(err, webui.ErrConflict) {
+		t.Fatalf("a conversation with a contact whose key expired: %v", err)
+	}
+	// Both nodes run: upkeep renews their prekeys, and they meet.
+	for _, n := range []*Node{a, b} {
+		if err := n.Chat.maintainKeys(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+	connect(t, a.Host, b.Host)
+	if err := a.Chat.refreshCard(ctx, b.Host.ID()); err != nil {
+		t.Fatal(err)
+	}
+	conv, err := a.CreateConversation(ctx, "", []string{accountOf(b)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitForConversation(t, b, conv.ID)
 }
