@@ -91,7 +91,9 @@ func FuzzParseCard(f *testing.F) {
 }
 
 func FuzzParseTokenLink(f *testing.F) {
-	p := invitePayload{V: 1, Card: fuzzCard(f), Name: "Ada", Expires: fuzzNow.Add(time.Hour).Unix(), Token: bytes.Repeat([]byte{7}, inviteTokenLen)}
+	card := fuzzCard(f)
+	card.Prekey, card.Addrs = nil, nil // links carry neither
+	p := invitePayload{V: tokenLinkVersion, Card: card, Name: "Ada", Expires: fuzzNow.Add(time.Hour).Unix(), Token: bytes.Repeat([]byte{7}, inviteTokenLen)}
 	for _, kind := range []tokenLinkKind{linkKind, {word: "invite", prefix: InviteLinkPrefix, alt: altInviteLinkPrefix, macLabel: "invite-mac"}} {
 		q := p
 		mac, err := q.macWith(kind.macLabel)

@@ -197,13 +197,9 @@ func ParseCard(s string, now time.Time) (VerifiedCard, error) {
 }
 
 func verifyCard(c Card, now time.Time) (VerifiedCard, error) {
-	vc := VerifiedCard{raw: c}
-	var err error
-	if vc.Cert, err = keyring.VerifyCertificate(c.Cert); err != nil {
-		return vc, fmt.Errorf("%w: certificate: %w", ErrBadCard, err)
-	}
-	if err := vc.Cert.ValidAt(now); err != nil && !now.IsZero() {
-		return vc, fmt.Errorf("%w: certificate: %w", ErrBadCard, err)
+	vc, err := verifyCardIdentity(c, now)
+	if err != nil {
+		return vc, err
 	}
 	if vc.Prekey, err = keyring.VerifyPrekey(c.Prekey); err != nil {
 		return vc, fmt.Errorf("%w: prekey: %w", ErrBadCard, err)
@@ -213,6 +209,20 @@ func verifyCard(c Card, now time.Time) (VerifiedCard, error) {
 	}
 	if err := vc.Prekey.ValidAt(now); err != nil && !now.IsZero() {
 		return vc, fmt.Errorf("%w: prekey: %w", ErrBadCard, err)
+	}
+	return vc, nil
+}
+
+// verifyCardIdentity checks a card's certificate (at now, unless zero),
+// peer id and addresses, not its prekey: who the card speaks for.
+func verifyCardIdentity(c Card, now time.Time) (VerifiedCard, error) {
+	vc := VerifiedCard{raw: c}
+	var err error
+	if vc.Cert, err = keyring.VerifyCertificate(c.Cert); err != nil {
+		return vc, fmt.Errorf("%w: certificate: %w", ErrBadCard, err)
+	}
+	if err := vc.Cert.ValidAt(now); err != nil && !now.IsZero() {
+		return vc, fmt.Errorf("%w: certificate: %w", ErrBadCard, err)
 	}
 	if vc.Peer.ID, err = peer.IDFromBytes(c.Peer); err != nil {
 		return vc, fmt.Errorf("%w: peer id: %w", ErrBadCard, err)

@@ -2,6 +2,7 @@ package node
 
 import (
 	"bufio"
+	"bytes"
 
 	"context"
 	"crypto/hkdf"
@@ -28,12 +29,15 @@ import (
 	"github.com/glitr-chat/glitr/protocol"
 )
 
-// Invites. An invite link carries the inviter's card (account, certified
-// device, signed prekey, peer id — no addresses), the display name, an
-// expiry and a one-time 32-byte token, all bound by a MAC keyed from the
-// token, so a link altered in transit is refused by the acceptor. Accepting
-// finds the inviter through the private DHT (peer routing) and sends a
-// contact request on ContactProtocol: the token's public id and an HPKE box
+// Invites. An invite link carries the inviter's certified device and peer
+// id (no prekey, no addresses: about 500 characters, a QR code a phone
+// reads at arm's length), the display name, an expiry and a one-time
+// 32-byte token, all bound by a MAC keyed from the token, so a link altered
+// in transit is refused by the acceptor. Accepting finds the inviter
+// through the private DHT (peer routing), fetches its signed prekey with
+// the token's public id (TokenCardProtocol: the prekey must be signed by
+// the device the link certifies), and sends a contact request on
+// ContactProtocol: the token's public id and an HPKE box
 // sealed to the inviter's prekey holding the acceptor's card, name, a fresh
 // pair secret (for rendezvous) and a proof of the token. The inviter looks
 // the id up before any public-key work (an unknown id costs a map lookup
@@ -43,6 +47,14 @@ import (
 
 // ContactProtocol carries contact requests made from invites.
 const ContactProtocol = "/glitr/contact/1.0.0"
+
+// TokenCardProtocol hands this device's current card (with its signed
+// prekey) to whoever names a pending invite or link code by its token id.
+const TokenCardProtocol = "/glitr/token-card/1.0.0"
+
+// tokenLinkVersion is the payload version of invite links and link codes:
+// 2 leaves the prekey out of the link (fetched on TokenCardProtocol).
+const tokenLinkVersion = 2
 
 // Invite link prefixes: the web+ scheme is what browsers let a PWA handle.
 const (
@@ -190,7 +202,7 @@ func parseTokenLink(link string, now time.Time, k tokenLinkKind) (ParsedInvite, 
 	if err := cardDec.Unmarshal(b, &p); err != nil {
 		return pi, fmt.Errorf("%w: %w", k.invalid, err)
 	}
-	if p.V != 1 || len(p.Token) != inviteTokenLen || len(p.MAC) != sha256.Size {
+	if p.V != tokenLinkVersion || len(p.Token) != inviteTokenLen || len(p.MAC) != sha256.Size || len(p.Card.Prekey) != 0 || len(p.Card.Addrs) != 0 {
 		return pi, fmt.Errorf("%w: malformed", k.invalid)
 	}
 	want, err := p.macWith(k.macLabel)
@@ -200,7 +212,7 @@ func parseTokenLink(link string, now time.Time, k tokenLinkKind) (ParsedInvite, 
 	if !hmac.Equal(want, p.MAC) {
 		return pi, fmt.Errorf("%w: the link was altered", k.invalid)
 	}
-	if pi.Card, err = verifyCard(p.Card, now); err != nil {
+	if pi.Card, err = verifyCardIdentity(p.Card, now); err != nil {
 		return pi, fmt.Errorf("%w: %w", k.invalid, err)
 	}
 	if err := checkName(p.Name); err != nil {
@@ -239,21 +251,19 @@ func (c *Chat) newTokenLink(ctx context.Context, ttl time.Duration, prefix, macL
 	if _, err := rand.Read(token); err != nil {
 		return Invite{}, err
 	}
-	signed, err := c.ownPrekeySigned()
-	if err != nil {
-		return Invite{}, err
-	}
 	expires := c.now().Add(ttl).Truncate(time.Second)
 	p := invitePayload{
-		V:       1,
-		Card:    Card{Cert: c.id.Cert, Prekey: signed, Peer: []byte(c.n.Host.ID())},
+		V:       tokenLinkVersion,
+		Card:    Card{Cert: c.id.Cert, Peer: []byte(c.n.Host.ID())},
 		Name:    c.accountSnapshot().name,
 		Expires: expires.Unix(),
 		Token:   token,
 	}
-	if p.MAC, err = p.macWith(macLabel); err != nil {
+	mac, err := p.macWith(macLabel)
+	if err != nil {
 		return Invite{}, err
 	}
+	p.MAC = mac
 	b, err := canonicalEnc.Marshal(p)
 	if err != nil {
 		return Invite{}, err
@@ -426,6 +436,10 @@ func (c *Chat) AcceptInvite(ctx context.Context, link string) (keyring.AccountID
 	if inviter == c.id.AccountID() {
 		return inviter, "", fmt.Errorf("%w: that is your own invite", ErrInviteInvalid)
 	}
+	tid := tokenID(pi.token)
+	if pi.Card, err = c.fetchTokenCard(ctx, pi.Card, tid, "the inviter", ErrInviteInvalid); err != nil {
+		return inviter, "", err
+	}
 	secret := make([]byte, 32)
 	if _, err := rand.Read(secret); err != nil {
 		return inviter, "", err
@@ -434,7 +448,6 @@ func (c *Chat) AcceptInvite(ctx context.Context, link string) (keyring.AccountID
 	if err != nil {
 		return inviter, "", err
 	}
-	tid := tokenID(pi.token)
 	proof, err := requestProof(pi.token, tid, myCard, secret)
 	if err != nil {
 		return inviter, "", err
@@ -679,4 +692,77 @@ func (c *Chat) contactName(a keyring.AccountID) string {
 	c.mu.RLock()
 	defer c.mu.RUnlock()
 	return c.contacts[a].Cert.Name
+}
+
+// fetchTokenCard reaches the device a link names and asks, with the token
+// id, for its current card. The answer must speak for the very device the
+// link certifies (same certificate, same peer), and its prekey must be
+// signed by that device and valid now: the link authenticates the prekey.
+func (c *Chat) fetchTokenCard(ctx context.Context, linked VerifiedCard, tid []byte, who string, invalid error) (VerifiedCard, error) {
+	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	p := linked.Peer.ID
+	if err := c.reach(ctx, p, who); err != nil {
+		return linked, err
+	}
+	s, err := c.n.Host.NewStream(network.WithAllowLimitedConn(ctx, "glitr-token-card"), p, TokenCardProtocol)
+	if err != nil {
+		return linked, fmt.Errorf("ask %s for its key: %w", who, err)
+	}
+	defer s.Close()
+	_ = s.SetDeadline(time.Now().Add(30 * time.Second))
+	if _, err := s.Write(tid); err != nil {
+		s.Reset()
+		return linked, err
+	}
+	if err := s.CloseWrite(); err != nil {
+		return linked, err
+	}
+	b, err := io.ReadAll(io.LimitReader(s, maxContactRequest+1))
+	if err != nil || len(b) == 0 {
+		return linked, fmt.Errorf("%w: %s did not answer (the code is unknown to it, or was revoked)", invalid, who)
+	}
+	var card Card
+	if len(b) > maxContactRequest || cardDec.Unmarshal(b, &card) != nil {
+		return linked, fmt.Errorf("%w: %s sent a malformed card", ErrBadPeer, who)
+	}
+	vc, err := verifyCard(card, c.now())
+	if err != nil {
+		return linked, fmt.Errorf("%w: %s's card: %w", ErrBadPeer, who, err)
+	}
+	if !bytes.Equal(card.Cert, linked.raw.Cert) || vc.Peer.ID != p {
+		return linked, fmt.Errorf("%w: %s answered with another device's card", ErrBadPeer, who)
+	}
+	vc.raw.Addrs, vc.Peer.Addrs = nil, nil
+	return vc, nil
+}
+
+// handleTokenCard answers a token id of a pending invite or link code with
+// this device's current card. An unknown id gets the stream reset: no
+// public-key work and nothing learnt.
+func (c *Chat) handleTokenCard(s network.Stream) {
+	b, ok := c.readRequest(s, "token card", 10*time.Second)
+	if !ok {
+		return
+	}
+	if len(b) != 16 {
+		s.Reset()
+		return
+	}
+	_, invite := c.getPending(c.ctx, invitePrefix, b)
+	_, link := c.getPending(c.ctx, linkPrefix, b)
+	if !invite && !link {
+		s.Reset()
+		return
+	}
+	out, err := c.cardBytes()
+	if err != nil {
+		s.Reset()
+		return
+	}
+	if _, err := s.Write(out); err != nil {
+		s.Reset()
+		return
+	}
+	_ = s.Close()
 }

@@ -314,3 +314,53 @@ func befriend(t testing.TB, inviter, accepter *Node) string {
 	}
 	return conv
 }
+
+// Invite links and link codes carry no prekey: short enough for a QR code
+// a phone reads at arm's length. The prekey comes from the inviter, keyed
+// by the token id, and must belong to the device the link certifies.
+func TestCompactInviteAndTokenCard(t *testing.T) {
+	a := startTestNode(t, loopbackConfig(t))
+	b := startTestNode(t, loopbackConfig(t))
+	setUpAccounts(t, map[*Node]string{a: "Ada", b: "Bo"})
+	ctx := context.Background()
+	inv, err := a.Chat.CreateInvite(ctx, time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(inv.Link) > 600 {
+		t.Fatalf("invite link of %d characters", len(inv.Link))
+	}
+	t.Logf("invite link: %d characters", len(inv.Link))
+	pi, err := ParseInvite(inv.Link, b.Chat.now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	connect(t, b.Host, a.Host)
+	tid := tokenID(pi.token)
+	full, err := b.Chat.fetchTokenCard(ctx, pi.Card, tid, "the inviter", ErrInviteInvalid)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if full.Prekey.Device != pi.Card.Cert.Device {
+		t.Fatal("the fetched prekey is not the linked device's")
+	}
+	// An unknown token id gets nothing.
+	if _, err := b.Chat.fetchTokenCard(ctx, pi.Card, make([]byte, 16), "the inviter", ErrInviteInvalid); !errors.Is(err, ErrInviteInvalid) {
+		t.Fatalf("unknown token id: %v", err)
+	}
+	// A peer answering for another device than the link certifies is
+	// caught: the link names b's device at a's peer.
+	bInv, err := b.Chat.CreateInvite(ctx, time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	bpi, err := ParseInvite(bInv.Link, a.Chat.now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	forged := bpi.Card
+	forged.Peer.ID = a.Host.ID()
+	if _, err := b.Chat.fetchTokenCard(ctx, forged, tid, "the inviter", ErrInviteInvalid); !errors.Is(err, ErrBadPeer) {
+		t.Fatalf("a card for another device than the link's: %v", err)
+	}
+}

@@ -450,6 +450,9 @@ func (n *Node) link(ctx context.Context, code string) error {
 		return ErrNotFresh
 	}
 	tid := tokenID(pl.token)
+	if pl.Card, err = c.fetchTokenCard(ctx, pl.Card, tid, "the other device", ErrLinkInvalid); err != nil {
+		return err
+	}
 	prekey, err := c.ownPrekeySigned()
 	if err != nil {
 		return err

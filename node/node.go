@@ -249,6 +249,7 @@ func (n *Node) startChat(ctx context.Context, passphrase []byte) error {
 	n.Host.SetStreamHandler(RejoinProtocol, c.handleRejoin)
 	n.Host.SetStreamHandler(HistoryRequestProtocol, c.handleHistoryRequest)
 	n.Host.SetStreamHandler(CardProtocol, c.handleCardRequest)
+	n.Host.SetStreamHandler(TokenCardProtocol, c.handleTokenCard)
 	c.startSignals()
 	c.mu.RLock()
 	for _, conv := range c.convs {
