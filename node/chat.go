@@ -231,8 +231,32 @@ func (c *Chat) load(ctx context.Context) error {
 			return nil
 		}
 		c.register(conv)
+		c.installMissedEpochs(conv)
 		return nil
 	})
+}
+
+// installMissedEpochs installs the epochs sealed to this device whose
+// rotations are committed but were not installed, and sends under the
+// current one: a crash between the commit of a rotation block and its
+// installation would otherwise leave the conversation's current epoch
+// unopenable, and this device writing under a replaced one, until the
+// next rotation.
+func (c *Chat) installMissedEpochs(conv *conversation) {
+	conv.mu.Lock()
+	defer conv.mu.Unlock()
+	cur, ok := conv.state.CurrentEpoch()
+	if !ok {
+		return
+	}
+	r, err := keyring.VerifyRotation(cur.Payload)
+	if err != nil {
+		return
+	}
+	if sending, _, ok := conv.cipher.Sent(); ok && sending == r.Epoch {
+		return
+	}
+	c.noteRotations(conv)
 }
 
 func (c *Chat) each(ctx context.Context, prefix ds.Key, fn func(k string, v []byte) error) error {
@@ -577,13 +601,15 @@ func (s blockSigner) Sign(msg []byte) ([]byte, error) {
 // commitOwn builds, persists and applies one of this device's blocks, then
 // publishes it. conv.mu must not be held.
 func (c *Chat) commitOwn(ctx context.Context, conv *conversation, ops []crdt.Op) (dag.Block, error) {
-	blk, _, err := c.commitOwnAt(ctx, conv, ops)
+	blk, _, err := c.commitOwnAt(ctx, conv, ops, false)
 	return blk, err
 }
 
 // commitOwnAt is commitOwn that also reports the index of ops[0] in the
-// block: this device's announcement may go first.
-func (c *Chat) commitOwnAt(ctx context.Context, conv *conversation, ops []crdt.Op) (dag.Block, int, error) {
+// block: this device's announcement may go first. With announceOnly (and
+// no ops) it commits only that announcement, and nothing when it is not
+// needed (another block made it meanwhile).
+func (c *Chat) commitOwnAt(ctx context.Context, conv *conversation, ops []crdt.Op, announceOnly bool) (dag.Block, int, error) {
 	if c.revokedSelf.Load() {
 		return dag.Block{}, 0, ErrDeviceRevoked
 	}
@@ -596,6 +622,10 @@ func (c *Chat) commitOwnAt(ctx context.Context, conv *conversation, ops []crdt.O
 	} else if ann != nil {
 		ops = append([]crdt.Op{ann}, ops...)
 		at = 1
+	}
+	if announceOnly && at == 0 {
+		conv.mu.Unlock()
+		return dag.Block{}, 0, nil
 	}
 	body, err := crdt.EncodeOps(ops)
 	if err != nil {
@@ -689,7 +719,7 @@ func (c *Chat) Send(ctx context.Context, hexID, text string, replyTo *crdt.MsgID
 	if err := c.ensureUsableEpoch(ctx, conv); err != nil {
 		return crdt.MsgID{}, err
 	}
-	blk, at, err := c.commitOwnAt(ctx, conv, []crdt.Op{crdt.Message{Text: text, ReplyTo: replyTo}})
+	blk, at, err := c.commitOwnAt(ctx, conv, []crdt.Op{crdt.Message{Text: text, ReplyTo: replyTo}}, false)
 	if err != nil {
 		return crdt.MsgID{}, err
 	}

@@ -888,6 +888,16 @@ func (c *Chat) handleWelcome(s network.Stream) {
 	_, _ = s.Write([]byte{1})
 }
 
+// syncThenAnnounce fetches a just-welcomed conversation from the peer that
+// welcomed this device, then announces this device's prekey there at once,
+// so members that do not know it as a contact can seal epochs to it.
+func (c *Chat) syncThenAnnounce(conv *conversation, from peer.ID) {
+	c.syncWith(c.ctx, conv, from)
+	if err := c.announcePrekeyIn(c.ctx, conv); err != nil {
+		c.log.Debug("announce prekey", "conv", conv.hexID, "err", err)
+	}
+}
+
 func (c *Chat) acceptWelcome(ctx context.Context, from peer.ID, b []byte) error {
 	var w Welcome
 	if err := cardDec.Unmarshal(b, &w); err != nil {
@@ -945,13 +955,13 @@ func (c *Chat) acceptWelcome(ctx context.Context, from peer.ID, b []byte) error 
 			c.setAccount(conv)
 			c.joinTopics(conv)
 			c.events.publish(Event{Kind: "account"})
-			c.wg.Go(func() { c.syncWith(c.ctx, conv, from) })
+			c.wg.Go(func() { c.syncThenAnnounce(conv, from) })
 			return nil
 		}
 		c.register(conv)
 		c.joinTopics(conv)
 		c.events.publish(Event{Kind: "conversation", Conversation: hexID})
-		c.wg.Go(func() { c.syncWith(c.ctx, conv, from) })
+		c.wg.Go(func() { c.syncThenAnnounce(conv, from) })
 		_ = now
 		return nil
 	}

@@ -234,6 +234,20 @@ func faultKillWhileCatchingUp(t *testing.T, bin string) {
 	conv := faultCreate(t, a, b)
 	faultWaitConversation(t, b, conv)
 	b.stop(t)
+	// B's data directory is snapshotted below and restored for every
+	// attempt. A block B published during an attempt and lost with the
+	// restore would be written again differently (an equivocation, as
+	// from a device restored from a disk image): B announces its prekey
+	// right after joining, so wait until that announcement is in the
+	// snapshot and attempts have nothing of their own to publish.
+	for try := 0; !faultAnnounced(t, b.dir, conv); try++ {
+		if try == 10 {
+			t.Fatal("B never announced its prekey in the conversation")
+		}
+		b.start(t)
+		time.Sleep(300 * time.Millisecond)
+		b.stop(t)
+	}
 
 	// A writes while B is down, with a few concurrent requests (sends are
 	// serialized by the node; the concurrency hides the HTTP round trips).
@@ -715,6 +729,22 @@ type offlineNode struct {
 	c    *Chat
 	db   *pebbleds.Datastore
 	lock *Lock
+}
+
+// faultAnnounced reports whether the stopped node at dir has announced its
+// current prekey in conversation id.
+func faultAnnounced(t *testing.T, dir, id string) bool {
+	t.Helper()
+	off := openOffline(t, dir)
+	defer off.close(t)
+	conv, err := off.c.conversation(id)
+	if err != nil {
+		return false
+	}
+	conv.mu.Lock()
+	defer conv.mu.Unlock()
+	ann, err := off.c.ownAnnounce(conv)
+	return err == nil && ann == nil
 }
 
 func openOffline(t *testing.T, path string) *offlineNode {

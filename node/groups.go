@@ -95,6 +95,10 @@ func (c *Chat) noteRotations(conv *conversation) (installed bool) {
 		if err := c.persistKeys(c.ctx, conv, true); err != nil {
 			c.log.Error("persist key state", "conv", conv.hexID, "err", err)
 		}
+		// A device that just got a key of a conversation announces its
+		// prekey there at once (if it has not yet), so members that do
+		// not know it as a contact can seal the next epochs to it.
+		c.wg.Go(func() { c.announcePrekeyIn(c.ctx, conv) })
 	}
 	c.maybeHealEpoch(conv)
 	return installed

@@ -381,7 +381,13 @@ func (c *Chat) ingestHistory(ctx context.Context, conv *conversation, from peer.
 		return err
 	}
 	if len(added.Rejected) > 0 || len(added.Equivocations) > 0 {
-		return fmt.Errorf("%w: history with %d invalid blocks, %d equivocations", ErrBadPeer, len(added.Rejected), len(added.Equivocations))
+		var first error
+		if len(added.Equivocations) > 0 {
+			first = added.Equivocations[0]
+		} else {
+			first = added.Rejected[0].Err
+		}
+		return fmt.Errorf("%w: history with %d invalid blocks, %d equivocations (first: %w)", ErrBadPeer, len(added.Rejected), len(added.Equivocations), first)
 	}
 	events := make([]crdt.Event, 0, len(added.Committed))
 	for _, b := range added.Committed {

@@ -148,23 +148,31 @@ func (c *Chat) announcePrekey(ctx context.Context) error {
 	if c.revokedSelf.Load() {
 		return nil // a revoked device writes nothing more
 	}
-	self := crdt.AccountID(c.id.AccountID())
 	convs := c.conversationList()
 	for _, conv := range convs {
-		conv.mu.Lock()
-		member, _ := conv.state.IsMember(self)
-		ann, err := c.ownAnnounce(conv)
-		_, _, sending := conv.cipher.Sent()
-		conv.mu.Unlock()
-		if err != nil {
+		if err := c.announcePrekeyIn(ctx, conv); err != nil {
 			return err
 		}
-		if !member || ann == nil || !sending {
-			continue
-		}
-		if _, err := c.commitOwn(ctx, conv, nil); err != nil {
-			return fmt.Errorf("announce prekey in %s: %w", conv.hexID, err)
-		}
+	}
+	return nil
+}
+
+// announcePrekeyIn commits this device's announcement, alone, in conv if
+// this device is a member that can write there and conv lacks it.
+func (c *Chat) announcePrekeyIn(ctx context.Context, conv *conversation) error {
+	if c.revokedSelf.Load() {
+		return nil
+	}
+	conv.mu.Lock()
+	member, _ := conv.state.IsMember(crdt.AccountID(c.id.AccountID()))
+	ann, err := c.ownAnnounce(conv)
+	_, _, sending := conv.cipher.Sent()
+	conv.mu.Unlock()
+	if err != nil || !member || ann == nil || !sending {
+		return err
+	}
+	if _, _, err := c.commitOwnAt(ctx, conv, nil, true); err != nil && ctx.Err() == nil {
+		return fmt.Errorf("announce prekey in %s: %w", conv.hexID, err)
 	}
 	return nil
 }
