@@ -1078,14 +1078,16 @@ func TestCatchupReconcileDivergedStores(t *testing.T) {
 // shortfall starts reconciliation, which brings the rest.
 func TestCatchupReconcileVectorShortfall(t *testing.T) {
 	a, b := newReconSide(t, CatchupOptions{}), newReconSide(t, CatchupOptions{})
-	connect(t, a.h, b.h)
 	var envs [][]byte
 	for i := range 100 {
 		envs = append(envs, setEnv(uint64(1+i), fmt.Sprintf("bob-%d", i)))
 	}
 	b.st.add(envs...)
+	b.st.mu.Lock()
 	b.st.hello.Vector = map[string]uint64{fakeAuthor("bob"): 100}
 	b.st.missing = func(protocol.Hello) [][]byte { return envs[:60] }
+	b.st.mu.Unlock()
+	connect(t, a.h, b.h)
 	st, err := a.c.Sync(syncCtx(t), b.h.ID(), []byte("conv"))
 	if err != nil {
 		t.Fatal(err)

@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"io"
 	mrand "math/rand/v2"
+	"slices"
 	"time"
 
 	"github.com/ipfs/go-cid"
@@ -134,11 +135,15 @@ func (c *Chat) validator(conv *conversation) pubsub.ValidatorEx {
 		switch {
 		case errors.Is(err, errDuplicate):
 			return pubsub.ValidationIgnore
-		case errors.Is(err, errUnknownEpoch):
-			// An epoch we have not received yet, or one we never will
-			// (a message written concurrently with the rotation that
-			// added this device): another of our devices may hold it.
+		case errors.Is(err, errEpochWithheld):
+			// An epoch we never will get (a message written
+			// concurrently with the rotation that added this device):
+			// a device that opened it hands the history over.
 			c.wg.Go(func() { c.requestHistory(conv) })
+			return pubsub.ValidationIgnore
+		case errors.Is(err, errUnknownEpoch):
+			// An epoch whose rotation has not arrived yet: catch up.
+			c.wg.Go(func() { c.syncWith(c.ctx, conv, m.ReceivedFrom) })
 			return pubsub.ValidationIgnore
 		case errors.Is(err, errAhead):
 			c.wg.Go(func() { c.syncWith(c.ctx, conv, m.ReceivedFrom) })
@@ -177,6 +182,14 @@ var (
 	errRevokedBlock = errors.New("block written by a device after its revocation")
 	errDuplicate    = errors.New("block already held")
 	errUnknownEpoch = errors.New("block sealed under an epoch this device does not hold")
+	// errEpochArrived: a batch met a block under an epoch that a rotation
+	// earlier in the same batch sealed to this device; the epoch is now
+	// installed and a new session fetches the rest.
+	errEpochArrived = errors.New("block sealed under an epoch that arrived in the same batch")
+	// errEpochWithheld: the block's epoch comes from a rotation this
+	// device holds but that was not sealed to it (written concurrently
+	// with its addition): only a device that opened the block can help.
+	errEpochWithheld = errors.New("block sealed under an epoch that was not sealed to this device")
 )
 
 type ingestResult struct {
@@ -211,6 +224,9 @@ func (c *Chat) ingest(ctx context.Context, conv *conversation, from peer.ID, env
 		scratch *keyring.Cipher
 		// scratchOpened counts the envelopes the scratch state opened.
 		scratchOpened int
+		// unknownEpoch is the epoch of the block that stopped the pass
+		// for want of its key.
+		unknownEpoch []byte
 	)
 	if !live {
 		state, err := conv.cipher.MarshalBinary()
@@ -300,6 +316,7 @@ func (c *Chat) ingest(ctx context.Context, conv *conversation, from peer.ID, env
 				continue
 			case errors.Is(err, keyring.ErrUnknownEpoch):
 				openErr = fmt.Errorf("%w: %w", errUnknownEpoch, err)
+				unknownEpoch = sealed.Epoch
 			case errors.Is(err, keyring.ErrReplay):
 				res.duplicates++
 				continue
@@ -397,7 +414,7 @@ func (c *Chat) ingest(ctx context.Context, conv *conversation, from peer.ID, env
 	blocks = kept
 	if len(blocks) == 0 {
 		if openErr != nil {
-			return res, openErr
+			return res, c.classifyUnknownEpoch(conv, openErr, unknownEpoch)
 		}
 		if res.duplicates > 0 && res.notReady == 0 {
 			return res, errDuplicate
@@ -475,6 +492,7 @@ func (c *Chat) ingest(ctx context.Context, conv *conversation, from peer.ID, env
 		// before it was installed: fetch them again.
 		c.wg.Go(func() { c.syncWith(c.ctx, conv, from) })
 	}
+	err = c.classifyUnknownEpoch(conv, err, unknownEpoch)
 	if len(events) > 0 {
 		c.events.publish(Event{Kind: "state", Conversation: conv.hexID})
 	}
@@ -482,6 +500,45 @@ func (c *Chat) ingest(ctx context.Context, conv *conversation, from peer.ID, env
 		c.wg.Go(func() { c.scheduleDeliveryReceipt(conv) })
 	}
 	return res, err
+}
+
+// classifyUnknownEpoch refines an ingest error caused by a block under an
+// epoch this device does not hold: errEpochArrived when a rotation in the
+// same batch has installed it since, errEpochWithheld when its rotation is
+// here but was not sealed to this device. conv.mu is held.
+func (c *Chat) classifyUnknownEpoch(conv *conversation, err error, epoch []byte) error {
+	if !errors.Is(err, errUnknownEpoch) || len(epoch) != keyring.EpochIDSize {
+		return err
+	}
+	if conv.cipher.HasEpoch(keyring.EpochID(epoch)) {
+		// Not a key this device lacks (nobody needs to hand over the
+		// history): the batch crossed a rotation.
+		return errEpochArrived
+	}
+	if c.epochWithheld(conv, epoch) {
+		return fmt.Errorf("%w: %w", errEpochWithheld, err)
+	}
+	return err
+}
+
+// epochWithheld reports whether epoch is that of a rotation in conv's
+// state that was not sealed to this device. Only such rotations are
+// verified (usually none), so a flood of made-up epoch ids costs nothing.
+// conv.mu is held.
+func (c *Chat) epochWithheld(conv *conversation, epoch []byte) bool {
+	if len(epoch) != keyring.EpochIDSize {
+		return false
+	}
+	self := crdt.DeviceID(c.id.DeviceID())
+	for _, rv := range conv.state.Rotations() {
+		if slices.ContainsFunc(rv.Recipients, func(r crdt.Recipient) bool { return r.Device == self }) {
+			continue
+		}
+		if r, err := keyring.VerifyRotation(rv.Payload); err == nil && r.Epoch == keyring.EpochID(epoch) {
+			return true
+		}
+	}
+	return false
 }
 
 type openerFunc func(dag.Sealed) ([]byte, error)
@@ -558,9 +615,9 @@ func (c *Chat) Ingest(ctx context.Context, from peer.ID, syncID []byte, envs [][
 		return ErrNoConversation
 	}
 	res, err := c.ingest(ctx, conv, from, envs, false)
-	if errors.Is(err, errUnknownEpoch) {
-		// Written under an epoch this device never got: another device
-		// of the account that opened it can hand it over.
+	if errors.Is(err, errEpochWithheld) {
+		// Written under an epoch this device never got: a device that
+		// opened it can hand it over.
 		c.wg.Go(func() { c.requestHistory(conv) })
 	}
 	c.log.Debug("catch-up batch", "conv", conv.hexID, "blocks", len(envs), "committed", res.committed, "notReady", res.notReady, "duplicates", res.duplicates, "err", err)
