@@ -4,13 +4,14 @@ import (
 	"bytes"
 	"errors"
 	"reflect"
-	"runtime/metrics"
 	"slices"
 	"strings"
 	"testing"
 
 	"github.com/ipfs/go-cid"
 	"github.com/multiformats/go-multihash"
+
+	"github.com/glitr-chat/glitr/internal/alloccheck"
 )
 
 func testCID(s string) cid.Cid {
@@ -251,49 +252,14 @@ func TestDecodeOpsFastPath(t *testing.T) {
 	}
 }
 
-// allocBound is what decoding n untrusted bytes may allocate: a small
-// multiple of the input plus slack for the allocator, whose byte counter
-// advances a span (up to a few KiB) at a time. Decoded ops are Go values
-// (interfaces, strings, slices), hence a larger factor than dag's.
-func allocBound(n int) uint64 { return 32*uint64(n) + 256<<10 }
-
-var heapAllocs = []metrics.Sample{{Name: "/gc/heap/allocs:bytes"}}
-
-func allocated(fn func()) uint64 {
-	metrics.Read(heapAllocs)
-	before := heapAllocs[0].Value.Uint64()
-	fn()
-	metrics.Read(heapAllocs)
-	return heapAllocs[0].Value.Uint64() - before
-}
-
-// checkAlloc fails when fn, decoding b, allocates beyond allocBound: a
-// count or length claimed by untrusted bytes must never size a buffer.
+// checkAlloc fails when fn, decoding b, allocates beyond a small multiple
+// of b: a count or length claimed by untrusted bytes must never size a
+// buffer. Decoded ops are Go values (interfaces, strings, slices), hence a
+// larger factor than dag's.
 func checkAlloc(t *testing.T, what string, b []byte, fn func()) {
 	t.Helper()
-	// One-off costs are not the input's doing: the CBOR library builds a
-	// type's decoder on first use, and the heap counter advances by a
-	// whole span when an allocation refills the allocator's per-P cache
-	// (once per size class after each GC cycle). They do not repeat right
-	// away; an allocation sized by the input does. So the least of three
-	// measurements counts.
-	n := allocated(fn)
-	for i := 0; i < 2 && n > allocBound(len(b)); i++ {
-		n = min(n, allocated(fn))
-	}
-	if n > allocBound(len(b)) {
-		t.Fatalf("%s allocated %d bytes for %d input bytes", what, n, len(b))
-	}
+	alloccheck.Check(t, what, b, 32, fn)
 }
-
-// TestAllocCheckWorks: the check catches an allocation sized by a claim.
-func TestAllocCheckWorks(t *testing.T) {
-	if n := allocated(func() { sink = make([]Op, 1<<20) }); n <= allocBound(16) {
-		t.Fatalf("a large allocation measured as %d bytes", n)
-	}
-}
-
-var sink []Op
 
 // FuzzDecodeOps: untrusted bodies never panic nor allocate beyond a small
 // multiple of their size; the fast path agrees with the reference decoder

@@ -3,45 +3,19 @@ package dag
 import (
 	"bytes"
 	"reflect"
-	"runtime/metrics"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/glitr-chat/glitr/internal/alloccheck"
 )
 
-// allocBound is what a decoder may allocate for n input bytes: a small
-// multiple of the input plus slack for the allocator, whose byte counter
-// advances a span (up to a few KiB) at a time.
-func allocBound(n int) uint64 { return 8*uint64(n) + 256<<10 }
-
-var heapAllocs = []metrics.Sample{{Name: "/gc/heap/allocs:bytes"}}
-
-// allocated returns how many heap bytes fn allocated.
-func allocated(fn func()) uint64 {
-	metrics.Read(heapAllocs)
-	before := heapAllocs[0].Value.Uint64()
-	fn()
-	metrics.Read(heapAllocs)
-	return heapAllocs[0].Value.Uint64() - before
-}
-
-// checkAlloc fails when decoding b with fn allocates beyond allocBound:
-// a length claimed by untrusted bytes must never be trusted for sizing.
+// checkAlloc fails when decoding b with fn allocates beyond a small
+// multiple of b: a length claimed by untrusted bytes must never be trusted
+// for sizing.
 func checkAlloc(t *testing.T, what string, b []byte, fn func()) {
 	t.Helper()
-	// One-off costs are not the input's doing: the CBOR library builds a
-	// type's decoder on first use, and the heap counter advances by a
-	// whole span when an allocation refills the allocator's per-P cache
-	// (once per size class after each GC cycle). They do not repeat right
-	// away; an allocation sized by the input does. So the least of three
-	// measurements counts.
-	n := allocated(fn)
-	for i := 0; i < 2 && n > allocBound(len(b)); i++ {
-		n = min(n, allocated(fn))
-	}
-	if n > allocBound(len(b)) {
-		t.Fatalf("%s allocated %d bytes for %d input bytes", what, n, len(b))
-	}
+	alloccheck.Check(t, what, b, 8, fn)
 }
 
 func fuzzSeeds(f *testing.F, inner bool) {
@@ -65,17 +39,6 @@ func fuzzSeeds(f *testing.F, inner bool) {
 	f.Add([]byte{0xaa, 0x61, 'a', 0x58, 0x20})
 	f.Add([]byte{0xa9, 0x61, 'p', 0x9b, 0x00, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff})
 }
-
-// TestAllocCheckWorks: the allocation check catches a decoder that sizes
-// a buffer from an untrusted length.
-func TestAllocCheckWorks(t *testing.T) {
-	claimed := 1 << 24
-	if n := allocated(func() { sink = make([]byte, claimed) }); n <= allocBound(16) {
-		t.Fatalf("a %d-byte allocation measured as %d bytes", claimed, n)
-	}
-}
-
-var sink []byte
 
 // FuzzDecodeEnvelope: untrusted envelopes never panic nor allocate beyond
 // a small multiple of their size, and whatever decodes re-encodes to the

@@ -11,6 +11,7 @@ import (
 	"github.com/libp2p/go-libp2p/core/crypto"
 	"github.com/libp2p/go-libp2p/core/peer"
 
+	"github.com/glitr-chat/glitr/internal/alloccheck"
 	"github.com/glitr-chat/glitr/keyring"
 )
 
@@ -145,6 +146,7 @@ func FuzzReadHistoryFrame(f *testing.F) {
 	f.Add([]byte{0xff, 0xff, 0xff, 0xff, 0x7f})
 	f.Add([]byte{0})
 	f.Fuzz(func(t *testing.T, b []byte) {
+		alloccheck.Check(t, "readHistoryFrame", b, 16, func() { _, _ = readHistoryFrame(bufio.NewReader(bytes.NewReader(b))) })
 		r := bufio.NewReader(bytes.NewReader(b))
 		for range 4 {
 			fr, err := readHistoryFrame(r)
