@@ -65,12 +65,7 @@ func TestAddedMemberReadsConcurrentBlock(t *testing.T) {
 	// block it cannot open, and asks a for the history.
 	eventually(t, 30*time.Second, "x to read the message written concurrently with its addition", func() bool {
 		x.Chat.syncWith(ctx, xc, a2.Host.ID())
-		for _, m := range messages(t, x, conv.ID) {
-			if m.Text == "written while a was away" {
-				return true
-			}
-		}
-		return false
+		return hasMessage(t, x, conv.ID, "written while a was away")
 	})
 	eventually(t, 15*time.Second, "equal state hashes", func() bool {
 		return stateHash(t, x, conv.ID) == stateHash(t, a2, conv.ID)

@@ -3,6 +3,7 @@ package node
 import (
 	"context"
 	"errors"
+	"slices"
 	"testing"
 	"time"
 
@@ -95,25 +96,15 @@ func announcedPrekey(t testing.TB, n *Node, id string, d keyring.DeviceID) []byt
 // epochs are replaced once a week, and a replacement waits for a member
 // whose prekey ran out instead of locking it out.
 func TestPrekeyAndEpochUpkeep(t *testing.T) {
-	a, b := chatPair(t)
+	a, b, conv := pairConversation(t)
 	ctx := context.Background()
-	conv, err := a.CreateConversation(ctx, "", []string{accountOf(b)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	waitForConversation(t, b, conv.ID)
 	send := func(from, to *Node, text string) {
 		t.Helper()
 		if _, err := from.Send(ctx, conv.ID, text, ""); err != nil {
 			t.Fatal(err)
 		}
 		eventually(t, 15*time.Second, "the message "+text+" to arrive", func() bool {
-			for _, m := range messages(t, to, conv.ID) {
-				if m.Text == text {
-					return true
-				}
-			}
-			return false
+			return hasMessage(t, to, conv.ID, text)
 		})
 	}
 	send(a, b, "week 0")
@@ -334,13 +325,8 @@ func TestExpiredContactKey(t *testing.T) {
 // key state) is repaired at the next start: the device sends under the
 // current epoch again and reads what is written under it.
 func TestMissedEpochInstalledAtStart(t *testing.T) {
-	a, b := chatPair(t)
+	a, b, conv := pairConversation(t)
 	ctx := context.Background()
-	conv, err := a.CreateConversation(ctx, "", []string{accountOf(b)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	waitForConversation(t, b, conv.ID)
 	bc, err := b.Chat.conversation(conv.ID)
 	if err != nil {
 		t.Fatal(err)
@@ -379,11 +365,25 @@ func TestMissedEpochInstalledAtStart(t *testing.T) {
 		t.Fatal(err)
 	}
 	eventually(t, 15*time.Second, "b to read a's message", func() bool {
-		for _, m := range messages(t, b2, conv.ID) {
-			if m.Text == "still there?" {
-				return true
-			}
-		}
-		return false
+		return hasMessage(t, b2, conv.ID, "still there?")
 	})
+}
+
+// pairConversation makes two nodes that hold each other's cards and a
+// conversation between them that both hold.
+func pairConversation(t testing.TB) (a, b *Node, conv webui.Conversation) {
+	t.Helper()
+	a, b = chatPair(t)
+	conv, err := a.CreateConversation(context.Background(), "", []string{accountOf(b)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitForConversation(t, b, conv.ID)
+	return a, b, conv
+}
+
+// hasMessage reports whether n shows a message with text in conversation id.
+func hasMessage(t testing.TB, n *Node, id, text string) bool {
+	t.Helper()
+	return slices.ContainsFunc(messages(t, n, id), func(m webui.Message) bool { return m.Text == text })
 }
