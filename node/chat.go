@@ -17,6 +17,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/ipfs/go-cid"
 	ds "github.com/ipfs/go-datastore"
 	"github.com/ipfs/go-datastore/query"
 	pubsub "github.com/libp2p/go-libp2p-pubsub"
@@ -134,6 +135,12 @@ type conversation struct {
 	lastSync         map[peer.ID]time.Time
 	lastMerge        time.Time // when this device last emitted a merge block
 	sealBuf          []byte    // reused by convSealer for every own block
+	// The current rotation (event, op) as last verified by epochStale,
+	// with its epoch and creation time.
+	curRotation     cid.Cid
+	curRotationOp   uint16
+	curEpoch        keyring.EpochID
+	curEpochCreated time.Time
 	// lastHistoryRequest: when this device last asked another of its
 	// devices for this conversation's history (history.go).
 	lastHistoryRequest time.Time

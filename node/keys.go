@@ -181,16 +181,22 @@ func (c *Chat) announcePrekeyIn(ctx context.Context, conv *conversation) error {
 // replacement and a replacement would reach every device it reaches.
 // conv.mu is held.
 func (c *Chat) epochStale(conv *conversation, cur crdt.RotationView) bool {
-	r, err := keyring.VerifyRotation(cur.Payload)
-	if err != nil {
-		return false
+	// Every send asks; the rotation's signature is checked once per
+	// current rotation, not per message.
+	if !conv.curRotation.Equals(cur.Event) || conv.curRotationOp != cur.Op {
+		r, err := keyring.VerifyRotation(cur.Payload)
+		if err != nil {
+			return false
+		}
+		conv.curRotation, conv.curRotationOp = cur.Event, cur.Op
+		conv.curEpoch, conv.curEpochCreated = r.Epoch, r.Created
 	}
 	var sent uint32
-	if id, n, ok := conv.cipher.Sent(); ok && id == r.Epoch {
+	if id, n, ok := conv.cipher.Sent(); ok && id == conv.curEpoch {
 		sent = n
 	}
 	now := c.now()
-	if !epochDue(r.Created, now, sent) {
+	if !epochDue(conv.curEpochCreated, now, sent) {
 		return false
 	}
 	_, next, err := c.memberRecipients(conv, nil, now)
