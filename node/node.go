@@ -296,6 +296,14 @@ func (n *Node) chatService() *Chat {
 // APIAddr is the host:port the local API listens on.
 func (n *Node) APIAddr() string { return n.apiAddr }
 
+// MetricsURL is the Prometheus endpoint's URL, or "" when metrics are off.
+func (n *Node) MetricsURL() string {
+	if n.metricsAddr == "" {
+		return ""
+	}
+	return "http://" + n.metricsAddr + "/metrics"
+}
+
 func (n *Node) startAPI(token string) error {
 	ln, err := net.Listen("tcp", n.Config.API.Listen)
 	if err != nil {
@@ -324,7 +332,7 @@ func (n *Node) startMetrics() error {
 	mux.Handle("GET /metrics", promhttp.HandlerFor(n.Metrics, promhttp.HandlerOpts{}))
 	n.metrics = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
 	n.metricsAddr = ln.Addr().String()
-	n.log.Info("metrics endpoint", "addr", "http://"+n.metricsAddr+"/metrics")
+	n.log.Info("metrics endpoint", "addr", n.MetricsURL())
 	n.wg.Go(func() {
 		if err := n.metrics.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
 			n.log.Error("metrics server stopped", "err", err)

@@ -168,6 +168,9 @@ func printBanner(w io.Writer, n *node.Node) {
 	for _, a := range st.Addrs {
 		fmt.Fprintln(w, "  "+a)
 	}
+	if u := n.MetricsURL(); u != "" {
+		fmt.Fprintf(w, "Metrics: %s\n", u)
+	}
 	token, err := n.Dir.Token()
 	if err == nil {
 		fmt.Fprintf(w, "Open the browser UI: %s\n", webui.LoginURL(n.APIAddr(), token))

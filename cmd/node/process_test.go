@@ -538,12 +538,16 @@ func TestProcessRelay(t *testing.T) {
 	if !strings.HasPrefix(p.banner[0], "Glitr relay node ") {
 		t.Fatalf("banner %q", p.banner)
 	}
+	// The banner on stdout names the endpoint; the JSON log line on stderr
+	// may still be on its way when the banner's last line arrives.
 	var metrics string
-	for _, l := range strings.Split(p.stderr.String(), "\n") {
-		var rec struct{ Msg, Addr string }
-		if json.Unmarshal([]byte(l), &rec) == nil && rec.Msg == "metrics endpoint" {
-			metrics = rec.Addr
+	for _, l := range p.banner {
+		if u, ok := strings.CutPrefix(l, "Metrics: "); ok {
+			metrics = u
 		}
+	}
+	if !strings.HasPrefix(metrics, "http://127.0.0.1:") {
+		t.Fatalf("banner names no metrics endpoint on loopback: %q", p.banner)
 	}
 	st, err := status(data)
 	if err != nil {
