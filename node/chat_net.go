@@ -194,6 +194,17 @@ var (
 
 type ingestResult struct {
 	committed, staged, duplicates, notReady, revoked int
+	// rest is the index of the first envelope the pass did not reach
+	// (len(envs) when it read them all).
+	rest int
+}
+
+func (r *ingestResult) add(o ingestResult) {
+	r.committed += o.committed
+	r.staged += o.staged
+	r.duplicates += o.duplicates
+	r.notReady += o.notReady
+	r.revoked += o.revoked
 }
 
 // ingest opens, authenticates, commits and applies envelopes from a peer.
@@ -205,7 +216,7 @@ type ingestResult struct {
 // member who forges envelopes in another member's name cannot burn that
 // member's keys, and a batch still costs one signature per author.
 func (c *Chat) ingest(ctx context.Context, conv *conversation, from peer.ID, envs [][]byte, live bool) (ingestResult, error) {
-	var res ingestResult
+	res := ingestResult{rest: len(envs)}
 	conv.mu.Lock()
 	defer conv.mu.Unlock()
 
@@ -245,7 +256,7 @@ func (c *Chat) ingest(ctx context.Context, conv *conversation, from peer.ID, env
 	if err != nil {
 		return res, err
 	}
-	for _, env := range envs {
+	for i, env := range envs {
 		if live {
 			id := dag.EnvelopeCID(env)
 			if has, err := c.store.Has(ctx, conv.dagID, id); err != nil {
@@ -317,6 +328,7 @@ func (c *Chat) ingest(ctx context.Context, conv *conversation, from peer.ID, env
 			case errors.Is(err, keyring.ErrUnknownEpoch):
 				openErr = fmt.Errorf("%w: %w", errUnknownEpoch, err)
 				unknownEpoch = sealed.Epoch
+				res.rest = i
 			case errors.Is(err, keyring.ErrReplay):
 				res.duplicates++
 				continue
@@ -615,6 +627,19 @@ func (c *Chat) Ingest(ctx context.Context, from peer.ID, syncID []byte, envs [][
 		return ErrNoConversation
 	}
 	res, err := c.ingest(ctx, conv, from, envs, false)
+	// The batch crossed a rotation: what came before the first block under
+	// the new epoch is in, and committing it installed the epoch. The rest
+	// is taken at once, instead of failing the session and catching up
+	// again (at least a second per rotation crossed, a retry backoff
+	// soon after, for a device that was away for several epochs). Each
+	// round installs an epoch, so the rounds are bounded by the batch.
+	for rounds, n := 0, len(envs); errors.Is(err, errEpochArrived) && res.rest < len(envs) && rounds < n; rounds++ {
+		envs = envs[res.rest:]
+		var more ingestResult
+		more, err = c.ingest(ctx, conv, from, envs, false)
+		res.add(more)
+		res.rest = more.rest
+	}
 	if errors.Is(err, errEpochWithheld) {
 		// Written under an epoch this device never got: a device that
 		// opened it can hand it over.

@@ -3,6 +3,7 @@ package node
 import (
 	"context"
 	"encoding/hex"
+	"fmt"
 	"testing"
 	"time"
 
@@ -115,6 +116,73 @@ func stateHash(t testing.TB, n *Node, id string) [32]byte {
 
 // B is offline while A writes; when B comes back (on new ports, with the
 // same data directory) it catches up, and A's offline messages reach it.
+// A device that was away while the conversation went through several
+// epochs catches up without a failed session: each batch that crosses a
+// rotation is taken whole (the rotation installs the epoch the rest of the
+// batch is sealed under). It used to fail the session at every rotation
+// crossed and wait at least a second, then a growing backoff, for the next.
+func TestCatchUpAcrossRotations(t *testing.T) {
+	a, b, conv := pairConversation(t)
+	ctx := context.Background()
+	ac, err := a.Chat.conversation(conv.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	bdir := b.Dir
+	if err := b.Close(); err != nil {
+		t.Fatal(err)
+	}
+	const epochs = 8
+	for i := range epochs {
+		if _, err := a.Chat.rotate(ctx, ac, nil, nil, nil); err != nil {
+			t.Fatal(err)
+		}
+		for j := range 3 {
+			if _, err := a.Send(ctx, conv.ID, fmt.Sprintf("epoch %d message %d", i, j), ""); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	b2, err := Start(ctx, bdir, Options{Logger: testLogger(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b2.Close()
+	eventually(t, 30*time.Second, "b to catch up across the rotations", func() bool {
+		return len(messages(t, b2, conv.ID)) == epochs*3
+	})
+	if n := catchupSessions(t, b2, "error"); n != 0 {
+		t.Fatalf("%v catch-up sessions failed (%v ended well)", n, catchupSessions(t, b2, "ok"))
+	}
+	if sendingEpoch(t, b2, conv.ID) != sendingEpoch(t, a, conv.ID) {
+		t.Fatal("b does not send under a's current epoch")
+	}
+}
+
+// catchupSessions reads n's count of catch-up sessions (both roles) with
+// the given outcome from its metrics.
+func catchupSessions(t testing.TB, n *Node, outcome string) float64 {
+	t.Helper()
+	mfs, err := n.Metrics.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var sum float64
+	for _, mf := range mfs {
+		if mf.GetName() != "glitr_catchup_sessions_total" {
+			continue
+		}
+		for _, m := range mf.GetMetric() {
+			for _, l := range m.GetLabel() {
+				if l.GetName() == "outcome" && l.GetValue() == outcome {
+					sum += m.GetCounter().GetValue()
+				}
+			}
+		}
+	}
+	return sum
+}
+
 func TestCatchUpAfterOffline(t *testing.T) {
 	a, b := chatPair(t)
 	ctx := context.Background()
