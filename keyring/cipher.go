@@ -38,6 +38,9 @@ const (
 	// MaxEpochs caps the epochs a cipher holds; the oldest installed is
 	// dropped first (never the sending epoch).
 	MaxEpochs = 32
+	// MaxDroppedEpochs caps the record of dropped epochs (evicted or
+	// deleted) that Install refuses to bring back.
+	MaxDroppedEpochs = 64
 
 	headerPlainSize = 32 + 4
 	headerSealSize  = headerPlainSize + TagSize
@@ -72,6 +75,10 @@ var (
 	ErrTooManySkipped = errors.New("keyring: too many skipped messages")
 	// ErrChainExhausted reports a sending chain at its last index; rotate.
 	ErrChainExhausted = errors.New("keyring: sending chain exhausted")
+	// ErrEpochDropped reports an Install of an epoch this cipher dropped:
+	// installing it again would re-derive its chains from their first key,
+	// and with them the message keys it had used and deleted.
+	ErrEpochDropped = errors.New("keyring: epoch was dropped and is not reinstalled")
 	// ErrTooLarge reports an inner block above MaxInnerSize.
 	ErrTooLarge = errors.New("keyring: inner block too large")
 )
@@ -113,6 +120,7 @@ type Cipher struct {
 	rand    io.Reader
 	epochs  map[EpochID]*epochState
 	order   []EpochID // install order, oldest first
+	dropped []EpochID // the last MaxDroppedEpochs dropped, oldest first
 	sending *EpochID
 	skipSeq uint64
 	nskip   int
@@ -207,7 +215,10 @@ func newEpochState(id EpochID, hk, exporter [KeySize]byte, members []DeviceID) (
 
 // Install adds an opened epoch and wipes its secret. Installing an epoch
 // twice is a no-op. When the cipher holds MaxEpochs, the oldest installed
-// epoch other than the sending one is dropped.
+// epoch other than the sending one is dropped. An epoch among the last
+// MaxDroppedEpochs dropped is refused with ErrEpochDropped: its chains
+// would restart at their first key, so message keys already used and
+// deleted (forward secrecy) would be derivable again.
 func (c *Cipher) Install(e *Epoch) error {
 	if !bytes.Equal(e.Conversation, c.conv) {
 		return fmt.Errorf("install epoch %s: %w: other conversation", e.ID, ErrMalformed)
@@ -217,6 +228,10 @@ func (c *Cipher) Install(e *Epoch) error {
 	if _, ok := c.epochs[e.ID]; ok {
 		wipe(e.secret[:])
 		return nil
+	}
+	if slices.Contains(c.dropped, e.ID) {
+		wipe(e.secret[:])
+		return fmt.Errorf("install epoch %s: %w", e.ID, ErrEpochDropped)
 	}
 	hk := kdf(labelHeaderKey, e.secret[:], c.conv)
 	exp := kdf(labelExporter, e.secret[:], c.conv)
@@ -247,6 +262,10 @@ func (c *Cipher) dropEpochLocked(id EpochID) {
 	}
 	delete(c.epochs, id)
 	c.order = slices.DeleteFunc(c.order, func(x EpochID) bool { return x == id })
+	c.dropped = append(c.dropped, id)
+	if n := len(c.dropped) - MaxDroppedEpochs; n > 0 {
+		c.dropped = slices.Delete(c.dropped, 0, n)
+	}
 }
 
 // Adopt replaces c's key state with from's (a copy made with
@@ -265,8 +284,8 @@ func (c *Cipher) Adopt(from *Cipher) error {
 	if !bytes.Equal(c.conv, from.conv) || c.self != from.self {
 		return fmt.Errorf("adopt key state: %w: another conversation or device", ErrMalformed)
 	}
-	c.epochs, c.order, c.sending, c.skipSeq, c.nskip = from.epochs, from.order, from.sending, from.skipSeq, from.nskip
-	from.epochs, from.order, from.sending = nil, nil, nil
+	c.epochs, c.order, c.dropped, c.sending, c.skipSeq, c.nskip = from.epochs, from.order, from.dropped, from.sending, from.skipSeq, from.nskip
+	from.epochs, from.order, from.dropped, from.sending = nil, nil, nil, nil
 	return nil
 }
 
@@ -281,6 +300,14 @@ func (c *Cipher) DropEpoch(id EpochID) {
 			c.sending = nil
 		}
 	}
+}
+
+// WasDropped reports whether epoch id is among the last MaxDroppedEpochs
+// the cipher dropped, which Install refuses.
+func (c *Cipher) WasDropped(id EpochID) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return slices.Contains(c.dropped, id)
 }
 
 // HasEpoch reports whether the cipher holds epoch id.
@@ -654,6 +681,7 @@ type epochWire struct {
 	Chains    []chainWire // one per member, sorted by device
 }
 
+// cipherWire is the key state, version 2: version 1 lacked Dropped.
 type cipherWire struct {
 	_       struct{} `cbor:",toarray"`
 	V       uint8
@@ -662,7 +690,22 @@ type cipherWire struct {
 	Sending []byte // empty or an epoch id
 	SkipSeq uint64
 	Epochs  []epochWire // install order
+	Dropped [][]byte    // epoch ids, oldest first
 }
+
+// cipherWireV1 is the key state as version 1 wrote it; it reads as a state
+// that has dropped nothing.
+type cipherWireV1 struct {
+	_       struct{} `cbor:",toarray"`
+	V       uint8
+	Conv    []byte
+	Self    []byte
+	Sending []byte
+	SkipSeq uint64
+	Epochs  []epochWire
+}
+
+const cipherStateVersion = 2
 
 // maxCipherState bounds the serialized state: 32 epochs × 512 members ×
 // ≈ 80 bytes, plus 2,000 skipped keys.
@@ -676,7 +719,10 @@ func (c *Cipher) MarshalBinary() ([]byte, error) {
 	defer c.mu.Unlock()
 	// Empty lists are written as empty arrays, never null: one encoding
 	// per state (UnmarshalCipher refuses null).
-	w := cipherWire{V: 1, Conv: c.conv, Self: c.self[:], SkipSeq: c.skipSeq, Sending: []byte{}, Epochs: []epochWire{}}
+	w := cipherWire{V: cipherStateVersion, Conv: c.conv, Self: c.self[:], SkipSeq: c.skipSeq, Sending: []byte{}, Epochs: []epochWire{}, Dropped: [][]byte{}}
+	for _, id := range c.dropped {
+		w.Dropped = append(w.Dropped, slices.Clone(id[:]))
+	}
 	if c.sending != nil {
 		w.Sending = c.sending[:]
 	}
@@ -705,7 +751,12 @@ func UnmarshalCipher(b []byte, rand io.Reader) (*Cipher, error) {
 	}
 	var w cipherWire
 	if err := unmarshalStrict(b, &w); err != nil {
-		return nil, fmt.Errorf("cipher state: %w", err)
+		// A version 1 state (one field fewer) is read as it was written.
+		var v1 cipherWireV1
+		if unmarshalStrict(b, &v1) != nil || v1.V != 1 {
+			return nil, fmt.Errorf("cipher state: %w", err)
+		}
+		w = cipherWire{V: cipherStateVersion, Conv: v1.Conv, Self: v1.Self, Sending: v1.Sending, SkipSeq: v1.SkipSeq, Epochs: v1.Epochs, Dropped: [][]byte{}}
 	}
 	c, err := w.build(rand)
 	if err != nil {
@@ -715,7 +766,7 @@ func UnmarshalCipher(b []byte, rand io.Reader) (*Cipher, error) {
 }
 
 func (w *cipherWire) build(rand io.Reader) (*Cipher, error) {
-	if w.V != 1 {
+	if w.V != cipherStateVersion {
 		return nil, fmt.Errorf("%w: %d", ErrUnsupportedVersion, w.V)
 	}
 	if err := checkLen("self", w.Self, 32); err != nil {
@@ -726,7 +777,7 @@ func (w *cipherWire) build(rand io.Reader) (*Cipher, error) {
 		return nil, err
 	}
 	c.skipSeq = w.SkipSeq
-	if w.Epochs == nil || w.Sending == nil {
+	if w.Epochs == nil || w.Sending == nil || w.Dropped == nil {
 		return nil, fmt.Errorf("%w: null where a list is expected", ErrMalformed)
 	}
 	if len(w.Epochs) > MaxEpochs {
@@ -797,6 +848,19 @@ func (w *cipherWire) build(rand io.Reader) (*Cipher, error) {
 		}
 		c.epochs[id] = st
 		c.order = append(c.order, id)
+	}
+	if len(w.Dropped) > MaxDroppedEpochs {
+		return nil, fmt.Errorf("%w: %d dropped epochs", ErrMalformed, len(w.Dropped))
+	}
+	for _, d := range w.Dropped {
+		if err := checkLen("dropped epoch id", d, EpochIDSize); err != nil {
+			return nil, err
+		}
+		id := EpochID(d)
+		if _, held := c.epochs[id]; held || slices.Contains(c.dropped, id) {
+			return nil, fmt.Errorf("%w: dropped epoch %s held or listed twice", ErrMalformed, id)
+		}
+		c.dropped = append(c.dropped, id)
 	}
 	switch len(w.Sending) {
 	case 0:

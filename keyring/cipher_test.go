@@ -686,3 +686,119 @@ func TestSealBlockToReusesBuffer(t *testing.T) {
 		t.Fatalf("a too small buffer: %d bytes, %v", len(ct), err)
 	}
 }
+
+// An epoch the cipher dropped (evicted past MaxEpochs, or deleted) is not
+// installed again from its rotation, before or after persistence: its
+// chains would restart at their first key, and a block whose message key
+// was used and deleted would open again (forward secrecy lost).
+func TestDroppedEpochNotReinstalled(t *testing.T) {
+	ms := newMembers(t, 2)
+	parts, ep, err := NewRotation(detRand(7), ms[0].dev, RotationParams{Conversation: testConv, Recipients: []SignedPrekey{ms[0].signed, ms[1].signed}, Created: t0})
+	if err != nil {
+		t.Fatal(err)
+	}
+	first := ep.ID
+	if err := ms[0].cipher.Install(ep); err != nil {
+		t.Fatal(err)
+	}
+	if err := ms[1].cipher.Install(openFromParts(t, parts, ms[1])); err != nil {
+		t.Fatal(err)
+	}
+	if err := ms[0].cipher.SetSendingEpoch(first); err != nil {
+		t.Fatal(err)
+	}
+	env := seal(t, ms[0], []byte("read once"))
+	if _, _, err := ms[1].cipher.OpenBlock(env.epoch, env.nonce, env.ct); err != nil {
+		t.Fatal(err)
+	}
+	for i := range MaxEpochs {
+		rotate(t, uint64(300+i), ms[0], ms)
+	}
+	c := ms[1].cipher
+	if c.HasEpoch(first) || !c.WasDropped(first) {
+		t.Fatalf("after %d more epochs: held %v, recorded as dropped %v", MaxEpochs, c.HasEpoch(first), c.WasDropped(first))
+	}
+	reinstall := func(c *Cipher) {
+		t.Helper()
+		if err := c.Install(openFromParts(t, parts, ms[1])); !errors.Is(err, ErrEpochDropped) {
+			t.Fatalf("reinstalling a dropped epoch: %v, want ErrEpochDropped", err)
+		}
+		if _, _, err := c.OpenBlock(env.epoch, env.nonce, env.ct); !errors.Is(err, ErrUnknownEpoch) {
+			t.Fatalf("a block whose key was used opens again after a reinstall: %v", err)
+		}
+	}
+	reinstall(c)
+	state, err := c.MarshalBinary()
+	if err != nil {
+		t.Fatal(err)
+	}
+	restored, err := UnmarshalCipher(state, detRand(1))
+	if err != nil {
+		t.Fatal(err)
+	}
+	reinstall(restored)
+
+	// The record is bounded: the oldest drops are forgotten first.
+	for i := range MaxDroppedEpochs {
+		rotate(t, uint64(400+i), ms[0], ms)
+	}
+	if len(c.dropped) != MaxDroppedEpochs || c.WasDropped(first) || len(c.order) != MaxEpochs {
+		t.Fatalf("record of %d dropped (first still there: %v), %d held", len(c.dropped), c.WasDropped(first), len(c.order))
+	}
+	// DropEpoch records too.
+	last := c.order[len(c.order)-1]
+	c.DropEpoch(last)
+	if !c.WasDropped(last) || c.dropped[len(c.dropped)-1] != last {
+		t.Fatal("DropEpoch left no record")
+	}
+}
+
+// A key state written by version 1 (no record of dropped epochs) still
+// reads, as a state that has dropped nothing, and is written back as
+// version 2; a version 2 state with a malformed record is refused.
+func TestCipherStateVersion1(t *testing.T) {
+	ms := newMembers(t, 2)
+	for i := range MaxEpochs + 2 {
+		rotate(t, uint64(500+i), ms[0], ms)
+	}
+	state, err := ms[1].cipher.MarshalBinary()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var w cipherWire
+	if err := unmarshalStrict(state, &w); err != nil || w.V != 2 || len(w.Dropped) != 2 {
+		t.Fatalf("state version %d with %d dropped: %v", w.V, len(w.Dropped), err)
+	}
+	v1, err := marshal(cipherWireV1{V: 1, Conv: w.Conv, Self: w.Self, Sending: w.Sending, SkipSeq: w.SkipSeq, Epochs: w.Epochs})
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := UnmarshalCipher(v1, detRand(1))
+	if err != nil {
+		t.Fatalf("version 1 state: %v", err)
+	}
+	if len(c.dropped) != 0 || len(c.order) != MaxEpochs {
+		t.Fatalf("version 1 state read with %d dropped, %d epochs", len(c.dropped), len(c.order))
+	}
+	for name, mutate := range map[string]func(w *cipherWire){
+		"a held epoch":     func(w *cipherWire) { w.Dropped = append(w.Dropped, w.Epochs[0].ID) },
+		"twice":            func(w *cipherWire) { w.Dropped = append(w.Dropped, w.Dropped[0]) },
+		"short id":         func(w *cipherWire) { w.Dropped[0] = w.Dropped[0][:8] },
+		"null":             func(w *cipherWire) { w.Dropped = nil },
+		"too many":         func(w *cipherWire) { w.Dropped = make([][]byte, MaxDroppedEpochs+1) },
+		"version 1 with 7": func(w *cipherWire) { w.V = 1 },
+	} {
+		var m cipherWire
+		if err := unmarshalStrict(state, &m); err != nil {
+			t.Fatal(err)
+		}
+		mutate(&m)
+		b, err := marshal(m)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := UnmarshalCipher(b, detRand(1)); err == nil {
+			t.Errorf("%s: accepted", name)
+		}
+	}
+}

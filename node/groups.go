@@ -58,17 +58,32 @@ func hasRotationOps(events []crdt.Event) bool {
 // noteRotations installs the epochs sealed to this device and switches
 // sending to the CRDT's current epoch. conv.mu is held. It reports whether
 // an epoch was installed (blocks under it may have been refused before).
+//
+// Only the newest keyring.MaxEpochs rotations sealed to this device are
+// considered, oldest first: the cipher holds no more, and an older one was
+// dropped to make room. Rotations are in (Lamport, CID, op) order, which a
+// new arrival does not change, so a rotation that left that window never
+// comes back into it; one dropped inside it (installed out of that order)
+// is on the cipher's record and is not installed again either, since that
+// would restart its chains and re-derive message keys already used.
 func (c *Chat) noteRotations(conv *conversation) (installed bool) {
 	if conv.acct != nil {
 		return false
 	}
 	self := c.id.DeviceID()
-	for _, rv := range conv.state.Rotations() {
+	rots := conv.state.Rotations()
+	window := make([]keyring.Rotation, 0, keyring.MaxEpochs)
+	for i := len(rots) - 1; i >= 0 && len(window) < keyring.MaxEpochs; i-- {
+		rv := rots[i]
 		r, err := keyring.VerifyRotation(rv.Payload)
-		if err != nil || !bytes.Equal(r.Conversation, conv.id) || r.Rotator != keyring.DeviceID(rv.Device) {
+		if err != nil || !bytes.Equal(r.Conversation, conv.id) || r.Rotator != keyring.DeviceID(rv.Device) || !r.HasBoxFor(self) {
 			continue
 		}
-		if conv.cipher.HasEpoch(r.Epoch) || !r.HasBoxFor(self) {
+		window = append(window, r)
+	}
+	for i := len(window) - 1; i >= 0; i-- {
+		r := window[i]
+		if conv.cipher.HasEpoch(r.Epoch) || conv.cipher.WasDropped(r.Epoch) {
 			continue
 		}
 		c.idMu.Lock()

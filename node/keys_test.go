@@ -1,7 +1,9 @@
 package node
 
 import (
+	"bytes"
 	"context"
+	"crypto/rand"
 	"errors"
 	"slices"
 	"testing"
@@ -338,9 +340,17 @@ func TestMissedEpochInstalledAtStart(t *testing.T) {
 		return ok
 	})
 	cur := sendingEpoch(t, b, conv.ID)
+	// The crash: the key state on disk never got the epoch (b holds no
+	// other). Dropping it would not do: a dropped epoch is on the key
+	// state's record and is never installed again.
 	bc.mu.Lock()
-	bc.cipher.DropEpoch(cur)
-	err = b.Chat.persistKeys(ctx, bc, true)
+	empty, err := keyring.NewCipher(bc.id, b.Chat.id.DeviceID(), rand.Reader)
+	if err == nil {
+		err = bc.cipher.Adopt(empty)
+	}
+	if err == nil {
+		err = b.Chat.persistKeys(ctx, bc, true)
+	}
 	bc.mu.Unlock()
 	if err != nil {
 		t.Fatal(err)
@@ -357,8 +367,8 @@ func TestMissedEpochInstalledAtStart(t *testing.T) {
 	if got := sendingEpoch(t, b2, conv.ID); got != cur {
 		t.Fatalf("after the restart b sends under %s, want the current epoch %s", got, cur)
 	}
-	// (b wrote under the epoch before it was dropped, which the crash
-	// cannot do: the reinstalled chain starts over, so only reading is
+	// (b wrote under the epoch before the simulated crash, which a real
+	// one cannot do: the installed chain starts over, so only reading is
 	// checked here.)
 	connect(t, b2.Host, a.Host)
 	if _, err := a.Send(ctx, conv.ID, "still there?", ""); err != nil {
@@ -386,4 +396,65 @@ func pairConversation(t testing.TB) (a, b *Node, conv webui.Conversation) {
 func hasMessage(t testing.TB, n *Node, id, text string) bool {
 	t.Helper()
 	return slices.ContainsFunc(messages(t, n, id), func(m webui.Message) bool { return m.Text == text })
+}
+
+// A conversation that has seen more epochs than a cipher holds: each
+// device keeps the newest keyring.MaxEpochs and never installs an older
+// one again. A reinstalled epoch restarts its chains at their first key,
+// so message keys already used and deleted would be derivable again, and
+// every later note of the rotations would churn through the old epochs.
+func TestOldEpochsNotReinstalled(t *testing.T) {
+	a, b, conv := pairConversation(t)
+	ctx := context.Background()
+	ac, err := a.Chat.conversation(conv.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range keyring.MaxEpochs + keyring.MaxDroppedEpochs + 2 {
+		if _, err := a.Chat.rotate(ctx, ac, nil, nil, nil); err != nil {
+			t.Fatalf("rotation %d: %v", i, err)
+		}
+	}
+	if _, err := a.Send(ctx, conv.ID, "after the rotations", ""); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 15*time.Second, "the message after the rotations", func() bool {
+		return hasMessage(t, b, conv.ID, "after the rotations")
+	})
+	for _, n := range []*Node{a, b} {
+		cv, err := n.Chat.conversation(conv.ID)
+		if err != nil {
+			t.Fatal(err)
+		}
+		cv.mu.Lock()
+		var newest []keyring.EpochID // the newest MaxEpochs, oldest first
+		for _, rv := range cv.state.Rotations() {
+			r, err := keyring.VerifyRotation(rv.Payload)
+			if err == nil && r.HasBoxFor(n.Chat.id.DeviceID()) {
+				newest = append(newest, r.Epoch)
+			}
+		}
+		if len(newest) < keyring.MaxEpochs+keyring.MaxDroppedEpochs+2 {
+			cv.mu.Unlock()
+			t.Fatalf("%d rotations sealed to the device, want at least %d", len(newest), keyring.MaxEpochs+keyring.MaxDroppedEpochs+2)
+		}
+		older, newest := newest[:len(newest)-keyring.MaxEpochs], newest[len(newest)-keyring.MaxEpochs:]
+		before, _ := cv.cipher.MarshalBinary()
+		again := n.Chat.noteRotations(cv)
+		after, _ := cv.cipher.MarshalBinary()
+		cv.mu.Unlock()
+		if again || !bytes.Equal(before, after) {
+			t.Fatalf("noting the same rotations again installed an epoch (%v) or changed the key state (%v)", again, !bytes.Equal(before, after))
+		}
+		for i, id := range newest {
+			if !cv.cipher.HasEpoch(id) {
+				t.Fatalf("newest epoch %d of %d not held", i, len(newest))
+			}
+		}
+		for i, id := range older {
+			if cv.cipher.HasEpoch(id) {
+				t.Fatalf("epoch %d, older than the newest %d, held", i, keyring.MaxEpochs)
+			}
+		}
+	}
 }
