@@ -50,7 +50,7 @@ func newDHTPeer(t testing.TB, sk crypto.PrivKey, mode dht.ModeOpt, boot ...peer.
 			t.Fatal(err)
 		}
 	}
-	h, err := NewHost(loopbackConfig(t), sk, nil)
+	h, err := NewHost(loopbackConfig(t), sk, nil, nil)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -226,7 +226,7 @@ func TestFoundationPublicIPFSDHTCannotJoin(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ipfsHost, err := NewHost(loopbackConfig(t), sk, nil)
+	ipfsHost, err := NewHost(loopbackConfig(t), sk, nil, nil)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -37,7 +37,7 @@ func newTestHost(t testing.TB, cfg Config) host.Host {
 	if err != nil {
 		t.Fatal(err)
 	}
-	h, err := NewHost(cfg, sk, nil)
+	h, err := NewHost(cfg, sk, nil, nil)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/libp2p/go-libp2p"
+	coreconnmgr "github.com/libp2p/go-libp2p/core/connmgr"
 	"github.com/libp2p/go-libp2p/core/crypto"
 	"github.com/libp2p/go-libp2p/core/host"
 	"github.com/libp2p/go-libp2p/core/peer"
@@ -36,8 +37,9 @@ import (
 // WebRTC-direct and WebTransport; Noise and yamux; circuit relay v2 (client
 // always, service when configured); AutoRelay over the configured relays;
 // DCUtR hole punching; AutoNAT; a resource manager scaled to the machine; a
-// connection manager. reg receives libp2p's own metrics (nil: none).
-func NewHost(cfg Config, key crypto.PrivKey, reg prometheus.Registerer) (host.Host, error) {
+// connection manager. reg receives libp2p's own metrics (nil: none); gater
+// vets every dial and every incoming connection (nil: all are allowed).
+func NewHost(cfg Config, key crypto.PrivKey, reg prometheus.Registerer, gater coreconnmgr.ConnectionGater) (host.Host, error) {
 	n := cfg.Network
 	if err := checkListenPorts(n.ListenAddrs); err != nil {
 		return nil, err
@@ -102,6 +104,9 @@ func NewHost(cfg Config, key crypto.PrivKey, reg prometheus.Registerer) (host.Ho
 		libp2p.ResourceManager(rm),
 		libp2p.ConnectionManager(cm),
 		libp2p.EnableRelay(),
+	}
+	if gater != nil {
+		opts = append(opts, libp2p.ConnectionGater(gater))
 	}
 	if len(n.ListenAddrs) == 0 {
 		opts = append(opts, libp2p.NoListenAddrs)

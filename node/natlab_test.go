@@ -627,7 +627,7 @@ func natlabRole(ctx context.Context, role string, emit func(natlabEvent)) error 
 	if err := cfg.Validate(); err != nil {
 		return err
 	}
-	h, err := NewHost(cfg, key, nil)
+	h, err := NewHost(cfg, key, nil, nil)
 	if err != nil {
 		return err
 	}

@@ -134,9 +134,19 @@ func Start(ctx context.Context, dir DataDir, opts Options) (_ *Node, err error) 
 	if n.Config.Metrics.Enabled {
 		reg = n.Metrics
 	}
-	if n.Host, err = NewHost(n.Config, key, reg); err != nil {
+	if n.Host, err = NewHost(n.Config, key, reg, graylistGater{n.pen}); err != nil {
 		return nil, err
 	}
+	// The gater checks a connection before the swarm adds it; one that
+	// passed just before its peer crossed the threshold is added after
+	// Penalize's ClosePeer has run. Close it here instead.
+	n.Host.Network().Notify(&network.NotifyBundle{
+		ConnectedF: func(_ network.Network, c network.Conn) {
+			if n.pen.graylisted(c.RemotePeer()) {
+				_ = c.Close()
+			}
+		},
+	})
 	n.registerMetrics()
 	n.watchReachability(bg)
 
@@ -443,7 +453,8 @@ func (n *Node) decayPenalties(ctx context.Context) {
 
 // Penalize lowers a peer's gossipsub score for misbehaviour (a bad block, a
 // flood, a malformed frame). Past the graylist threshold its gossip is
-// ignored and the connection is closed.
+// ignored, the connection is closed and the host refuses the peer (see
+// graylistGater) until its penalty decays.
 func (n *Node) Penalize(p peer.ID, amount float64, reason string) {
 	total := n.pen.add(p, amount)
 	n.log.Warn("peer penalized", "peer", p.String(), "reason", reason, "penalty", total)

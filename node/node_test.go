@@ -18,6 +18,7 @@ import (
 
 	ds "github.com/ipfs/go-datastore"
 	pubsub "github.com/libp2p/go-libp2p-pubsub"
+	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
 
 	"github.com/glitr-chat/glitr/protocol"
@@ -372,6 +373,43 @@ func TestPenalizeDisconnectsPersistentOffender(t *testing.T) {
 	eventually(t, 5*time.Second, "disconnect", func() bool {
 		return len(a.Host.Network().ConnsToPeer(b.Host.ID())) == 0
 	})
+}
+
+// A graylisted peer stays cut off until its penalty decays: whoever dials
+// (the offender itself, or the penalizing node's discovery, catch-up or
+// DHT) must not restore the connection Penalize closed.
+func TestGraylistedPeerStaysCutOff(t *testing.T) {
+	a := startTestNode(t, loopbackConfig(t))
+	b := startTestNode(t, loopbackConfig(t))
+	connect(t, a.Host, b.Host)
+	a.Penalize(b.Host.ID(), -scoreThresholds.GraylistThreshold, "test: bad blocks")
+	eventually(t, 5*time.Second, "disconnect on both sides", func() bool {
+		return len(a.Host.Network().ConnsToPeer(b.Host.ID())) == 0 &&
+			len(b.Host.Network().ConnsToPeer(a.Host.ID())) == 0
+	})
+	var admitted atomic.Int32
+	a.Host.Network().Notify(&network.NotifyBundle{ConnectedF: func(_ network.Network, c network.Conn) {
+		if c.RemotePeer() == b.Host.ID() {
+			admitted.Add(1)
+		}
+	}})
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	// The offender's dial may complete on its side (a QUIC client is done
+	// with the handshake before the server has checked it), but a closes
+	// it without adding it.
+	_ = b.Host.Connect(ctx, addrInfo(a.Host))
+	if err := a.Host.Connect(ctx, addrInfo(b.Host)); err == nil {
+		t.Error("the node dialed the peer it graylisted")
+	}
+	eventually(t, 5*time.Second, "the offender's connection closed", func() bool {
+		return len(b.Host.Network().ConnsToPeer(a.Host.ID())) == 0
+	})
+	if n := admitted.Load(); n != 0 {
+		t.Errorf("the graylisted peer was let in %d times", n)
+	}
+	a.pen.decay() // half the threshold: let back in
+	connect(t, a.Host, b.Host)
 }
 
 // A relay serves Prometheus metrics: libp2p's collectors and ours.

@@ -46,6 +46,12 @@ func (p *penalties) get(id peer.ID) float64 {
 	return -p.score[id]
 }
 
+// graylisted reports whether id's penalty puts it past the graylist
+// threshold, where gossipsub ignores it and the host refuses it.
+func (p *penalties) graylisted(id peer.ID) bool {
+	return p.get(id) <= scoreThresholds.GraylistThreshold
+}
+
 // decay halves every penalty, so a peer that misbehaved once recovers.
 func (p *penalties) decay() {
 	p.mu.Lock()
