@@ -812,6 +812,15 @@ func TestHostileMember(t *testing.T) {
 			return penaltyOf(h.b, mID) >= -scoreThresholds.GraylistThreshold &&
 				h.b.Host.Network().Connectedness(mID) != network.Connected
 		})
+		// It stays cut off: a redial (M's own, or a DHT query on either
+		// side, which used to undo the disconnect at once) is refused.
+		dctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		_ = h.m.Host.Connect(dctx, addrInfo(h.b.Host))
+		_ = h.b.Host.Connect(dctx, addrInfo(h.m.Host))
+		cancel()
+		if c := h.b.Host.Network().Connectedness(mID); c == network.Connected {
+			t.Errorf("B let graylisted M back in")
+		}
 		h.honestFlows(t)
 	})
 
