@@ -105,17 +105,12 @@ func TestTwoNodesChat(t *testing.T) {
 }
 
 func stateHash(t testing.TB, n *Node, id string) [32]byte {
-	conv, err := n.Chat.conversation(id)
-	if err != nil {
-		t.Fatal(err)
-	}
+	conv := convOf(t, n, id)
 	conv.mu.Lock()
 	defer conv.mu.Unlock()
 	return conv.state.StateHash()
 }
 
-// B is offline while A writes; when B comes back (on new ports, with the
-// same data directory) it catches up, and A's offline messages reach it.
 // A device that was away while the conversation went through several
 // epochs catches up without a failed session: each batch that crosses a
 // rotation is taken whole (the rotation installs the epoch the rest of the
@@ -124,10 +119,7 @@ func stateHash(t testing.TB, n *Node, id string) [32]byte {
 func TestCatchUpAcrossRotations(t *testing.T) {
 	a, b, conv := pairConversation(t)
 	ctx := context.Background()
-	ac, err := a.Chat.conversation(conv.ID)
-	if err != nil {
-		t.Fatal(err)
-	}
+	ac := convOf(t, a, conv.ID)
 	bdir := b.Dir
 	if err := b.Close(); err != nil {
 		t.Fatal(err)
@@ -183,6 +175,8 @@ func catchupSessions(t testing.TB, n *Node, outcome string) float64 {
 	return sum
 }
 
+// B is offline while A writes; when B comes back (on new ports, with the
+// same data directory) it catches up, and A's offline messages reach it.
 func TestCatchUpAfterOffline(t *testing.T) {
 	a, b := chatPair(t)
 	ctx := context.Background()

@@ -57,10 +57,7 @@ func TestAddedMemberReadsConcurrentBlock(t *testing.T) {
 	defer b2.Close()
 	connect(t, b2.Host, a2.Host)
 	eventually(t, 15*time.Second, "a to get b's message", func() bool { return len(messages(t, a2, conv.ID)) == 2 })
-	xc, err := x.Chat.conversation(conv.ID)
-	if err != nil {
-		t.Fatal(err)
-	}
+	xc := convOf(t, x, conv.ID)
 	// What anti-entropy does within a minute: x syncs with a, gets the
 	// block it cannot open, and asks a for the history.
 	eventually(t, 30*time.Second, "x to read the message written concurrently with its addition", func() bool {
@@ -76,10 +73,7 @@ func TestAddedMemberReadsConcurrentBlock(t *testing.T) {
 	stranger := startTestNode(t, loopbackConfig(t))
 	introduce(t, a2, stranger)
 	connect(t, stranger.Host, a2.Host)
-	ac, err := a2.Chat.conversation(conv.ID)
-	if err != nil {
-		t.Fatal(err)
-	}
+	ac := convOf(t, a2, conv.ID)
 	if err := stranger.Chat.askHistory(ctx, a2.Host.ID(), ac.id); err == nil {
 		t.Fatal("a non-member was promised the history")
 	}

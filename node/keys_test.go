@@ -49,10 +49,7 @@ func advanceClocks(d time.Duration, nodes ...*Node) {
 
 func sendingEpoch(t testing.TB, n *Node, id string) keyring.EpochID {
 	t.Helper()
-	conv, err := n.Chat.conversation(id)
-	if err != nil {
-		t.Fatal(err)
-	}
+	conv := convOf(t, n, id)
 	e, _, ok := conv.cipher.Sent()
 	if !ok {
 		t.Fatal("no sending epoch")
@@ -76,10 +73,7 @@ func holdsPrekey(n *Node, id keyring.PrekeyID) bool {
 // announcedPrekey is the prekey n's conversation records for device d.
 func announcedPrekey(t testing.TB, n *Node, id string, d keyring.DeviceID) []byte {
 	t.Helper()
-	conv, err := n.Chat.conversation(id)
-	if err != nil {
-		t.Fatal(err)
-	}
+	conv := convOf(t, n, id)
 	conv.mu.Lock()
 	defer conv.mu.Unlock()
 	for _, m := range conv.state.Members() {
@@ -329,10 +323,7 @@ func TestExpiredContactKey(t *testing.T) {
 func TestMissedEpochInstalledAtStart(t *testing.T) {
 	a, b, conv := pairConversation(t)
 	ctx := context.Background()
-	bc, err := b.Chat.conversation(conv.ID)
-	if err != nil {
-		t.Fatal(err)
-	}
+	bc := convOf(t, b, conv.ID)
 	eventually(t, 15*time.Second, "b to hold the rotation of the first epoch", func() bool {
 		bc.mu.Lock()
 		defer bc.mu.Unlock()
@@ -406,10 +397,7 @@ func hasMessage(t testing.TB, n *Node, id, text string) bool {
 func TestOldEpochsNotReinstalled(t *testing.T) {
 	a, b, conv := pairConversation(t)
 	ctx := context.Background()
-	ac, err := a.Chat.conversation(conv.ID)
-	if err != nil {
-		t.Fatal(err)
-	}
+	ac := convOf(t, a, conv.ID)
 	for i := range keyring.MaxEpochs + keyring.MaxDroppedEpochs + 2 {
 		if _, err := a.Chat.rotate(ctx, ac, nil, nil, nil); err != nil {
 			t.Fatalf("rotation %d: %v", i, err)
@@ -422,10 +410,7 @@ func TestOldEpochsNotReinstalled(t *testing.T) {
 		return hasMessage(t, b, conv.ID, "after the rotations")
 	})
 	for _, n := range []*Node{a, b} {
-		cv, err := n.Chat.conversation(conv.ID)
-		if err != nil {
-			t.Fatal(err)
-		}
+		cv := convOf(t, n, conv.ID)
 		cv.mu.Lock()
 		var newest []keyring.EpochID // the newest MaxEpochs, oldest first
 		for _, rv := range cv.state.Rotations() {
