@@ -28,6 +28,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -338,7 +339,16 @@ func partStop(t testing.TB, procs []*partProc) {
 		})
 	}
 	wg.Wait()
-	if t.Failed() || os.Getenv("GLITR_PARTITION_OUTPUT") == "1" {
+	// GLITR_PARTITION_OUTPUT=DIR writes the processes' logs to DIR/A.log…
+	// (a benchmark's log is cut after a few lines); =1 logs them.
+	out := os.Getenv("GLITR_PARTITION_OUTPUT")
+	if out != "" && out != "1" {
+		for _, p := range procs {
+			if err := os.WriteFile(filepath.Join(out, p.name+".log"), []byte(p.output.String()), 0o644); err != nil {
+				t.Error(err)
+			}
+		}
+	} else if t.Failed() || out == "1" {
 		for _, p := range procs {
 			t.Logf("--- output of %s (exit: %v) ---\n%s", p.name, p.err, p.output.String())
 		}
@@ -724,20 +734,25 @@ type partPage struct {
 }
 
 func partTexts(ctx context.Context, n *Node, conv string) (partPage, error) {
-	p, err := n.Messages(ctx, conv, 0, 100000)
-	if err != nil {
-		return partPage{}, err
-	}
 	var out partPage
 	seen := map[string]bool{}
-	for _, m := range p.Messages {
-		if seen[m.Text] {
-			out.dups++
+	for after := -1; ; {
+		p, err := n.MessagePage(ctx, conv, webui.MessageQuery{After: strconv.Itoa(after), Limit: webui.MaxPageLimit})
+		if err != nil {
+			return partPage{}, err
 		}
-		seen[m.Text] = true
-		out.texts = append(out.texts, m.Text)
+		for _, m := range p.Messages {
+			if seen[m.Text] {
+				out.dups++
+			}
+			seen[m.Text] = true
+			out.texts = append(out.texts, m.Text)
+		}
+		if len(p.Messages) == 0 || p.After >= p.Total-1 {
+			return out, nil
+		}
+		after = p.After
 	}
-	return out, nil
 }
 
 func partWaitConv(ctx context.Context, n *Node, conv string) error {
