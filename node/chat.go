@@ -88,6 +88,11 @@ type Chat struct {
 	// handed to gossipsub.
 	onPublish func(dag.Block)
 
+	// links probes member links after writes and re-dials lost ones;
+	// gossipSync spaces the catch-ups gossip asks for (chat_net.go).
+	links      linkKeeper
+	gossipSync gossipSyncs
+
 	statsMu  sync.Mutex
 	sessions []CatchupStats // recent catch-up sessions, newest last (bounded)
 
@@ -738,6 +743,7 @@ func (c *Chat) publish(conv *conversation, blk dag.Block) {
 	if c.onPublish != nil {
 		c.onPublish(blk)
 	}
+	c.checkLinks(conv)
 	if err := jt.topic.Publish(ctx, env); err != nil {
 		c.log.Debug("publish", "conv", conv.hexID, "err", err)
 		return

@@ -2,6 +2,7 @@ package node
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
@@ -9,14 +10,21 @@ import (
 	"fmt"
 	"io"
 	mrand "math/rand/v2"
+	"os"
 	"slices"
+	"sync"
 	"time"
 
 	"github.com/ipfs/go-cid"
 	pubsub "github.com/libp2p/go-libp2p-pubsub"
+	"github.com/libp2p/go-libp2p/core/event"
 	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
 	libp2pprotocol "github.com/libp2p/go-libp2p/core/protocol"
+	"github.com/libp2p/go-libp2p/p2p/net/swarm"
+	"github.com/libp2p/go-libp2p/p2p/protocol/ping"
+	ma "github.com/multiformats/go-multiaddr"
+	msmux "github.com/multiformats/go-multistream"
 
 	"github.com/glitr-chat/glitr/crdt"
 	"github.com/glitr-chat/glitr/dag"
@@ -143,10 +151,10 @@ func (c *Chat) validator(conv *conversation) pubsub.ValidatorEx {
 			return pubsub.ValidationIgnore
 		case errors.Is(err, errUnknownEpoch):
 			// An epoch whose rotation has not arrived yet: catch up.
-			c.wg.Go(func() { c.syncWith(c.ctx, conv, m.ReceivedFrom) })
+			c.syncOnGossip(conv, m.ReceivedFrom)
 			return pubsub.ValidationIgnore
 		case errors.Is(err, errAhead):
-			c.wg.Go(func() { c.syncWith(c.ctx, conv, m.ReceivedFrom) })
+			c.syncOnGossip(conv, m.ReceivedFrom)
 			return pubsub.ValidationIgnore
 		case errors.Is(err, ErrBadPeer):
 			c.n.Penalize(from, 20, err.Error())
@@ -160,12 +168,12 @@ func (c *Chat) validator(conv *conversation) pubsub.ValidatorEx {
 		if res.notReady > 0 {
 			// Links missing: the block keeps its key and comes again,
 			// in order, with the catch-up this starts.
-			c.wg.Go(func() { c.syncWith(c.ctx, conv, m.ReceivedFrom) })
+			c.syncOnGossip(conv, m.ReceivedFrom)
 			return pubsub.ValidationIgnore
 		}
 		if res.staged > 0 {
 			// Parents missing: one catch-up with the forwarder fills the gap.
-			c.wg.Go(func() { c.syncWith(c.ctx, conv, m.ReceivedFrom) })
+			c.syncOnGossip(conv, m.ReceivedFrom)
 		}
 		return pubsub.ValidationAccept
 	}
@@ -675,10 +683,11 @@ func (c *Chat) syncWith(ctx context.Context, conv *conversation, p peer.ID) {
 	if p == c.n.Host.ID() {
 		return
 	}
-	conv.mu.Lock()
-	if wait := syncInterval - time.Since(conv.lastSync[p]); wait > 0 {
+	if wait := c.claimSync(conv, p); wait > 0 {
 		// Too soon after the last session: run once more when the
 		// interval is over (coalescing further requests), never drop it.
+		conv.mu.Lock()
+		defer conv.mu.Unlock()
 		if !conv.syncPending[p] {
 			conv.syncPending[p] = true
 			c.wg.Go(func() {
@@ -694,11 +703,26 @@ func (c *Chat) syncWith(ctx context.Context, conv *conversation, p peer.ID) {
 				}
 			})
 		}
-		conv.mu.Unlock()
 		return
 	}
+	c.runSync(ctx, conv, p)
+}
+
+// claimSync reserves a session with p: it returns 0 when one may start now
+// (and records it as started), else how long until one may.
+func (c *Chat) claimSync(conv *conversation, p peer.ID) time.Duration {
+	conv.mu.Lock()
+	defer conv.mu.Unlock()
+	if wait := syncInterval - time.Since(conv.lastSync[p]); wait > 0 {
+		return wait
+	}
 	conv.lastSync[p] = time.Now()
-	conv.mu.Unlock()
+	return 0
+}
+
+// runSync runs the session claimSync reserved, and schedules the retries
+// of one that failed.
+func (c *Chat) runSync(ctx context.Context, conv *conversation, p peer.ID) CatchupStats {
 	ctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
 	defer cancel()
 	st, err := c.catchup.Sync(ctx, p, conv.syncID)
@@ -712,7 +736,7 @@ func (c *Chat) syncWith(ctx context.Context, conv *conversation, p peer.ID) {
 	conv.mu.Unlock()
 	if err != nil {
 		if ctx.Err() != nil {
-			return
+			return st
 		}
 		c.log.Debug("catch-up", "conv", conv.hexID, "peer", p.String(), "err", err)
 		// A session that failed (often on a connection that died under
@@ -733,9 +757,116 @@ func (c *Chat) syncWith(ctx context.Context, conv *conversation, p peer.ID) {
 				}
 			})
 		}
-		return
+		return st
 	}
 	c.log.Debug("caught up", "conv", conv.hexID, "peer", p.String(), "received", st.BlocksRecv, "sent", st.BlocksSent, "took", st.Duration)
+	return st
+}
+
+// gossipHushMax bounds how far apart syncOnGossip spaces the sessions with
+// a peer whose gossip keeps asking for catch-ups that bring nothing.
+const gossipHushMax = time.Minute
+
+// gossipSyncs spaces the catch-ups gossip asks for, per conversation and
+// forwarding peer. The zero value is ready.
+type gossipSyncs struct {
+	mu sync.Mutex
+	m  map[gossipKey]*gossipSync
+}
+
+type gossipKey struct {
+	conv *conversation
+	peer peer.ID
+}
+
+type gossipSync struct {
+	// hush is the least time between two sessions: none at first, then
+	// from a second, doubling up to gossipHushMax, while they bring
+	// nothing.
+	hush time.Duration
+	last time.Time
+	// running: a session is scheduled or running; again: another was
+	// asked for meanwhile (it runs after, at most one).
+	running, again bool
+}
+
+// syncOnGossip starts the catch-up a gossiped block asks for (its parents
+// or the blocks before it in its author's chain are missing, or its epoch
+// is) with the peer that forwarded it: at once, and coalesced and spaced
+// like every session with that peer (syncWith). A session that brought
+// nothing doubles the spacing of the next one asked for by that peer's
+// gossip: anyone connected can publish on a topic it has seen announced,
+// and envelopes under a made-up epoch cannot be told from real ones until
+// the epoch arrives, so a peer that sends junk gets at most one session per
+// gossipHushMax. The validator calls it, so it does not block.
+func (c *Chat) syncOnGossip(conv *conversation, p peer.ID) {
+	g := &c.gossipSync
+	k := gossipKey{conv, p}
+	g.mu.Lock()
+	if g.m == nil {
+		g.m = map[gossipKey]*gossipSync{}
+	}
+	st := g.m[k]
+	if st == nil {
+		st = &gossipSync{}
+		g.m[k] = st
+	}
+	if st.running {
+		st.again = true
+		g.mu.Unlock()
+		return
+	}
+	st.running = true
+	g.mu.Unlock()
+	started := c.wg.Go(func() {
+		defer func() {
+			g.mu.Lock()
+			st.running = false
+			if st.hush == 0 {
+				delete(g.m, k)
+			}
+			g.mu.Unlock()
+		}()
+		for {
+			g.mu.Lock()
+			wait := st.hush - time.Since(st.last)
+			st.again = false
+			g.mu.Unlock()
+			// Past the hush, the session is claimed here rather than left
+			// to syncWith, which would schedule one of its own.
+			for {
+				if wait <= 0 {
+					if wait = c.claimSync(conv, p); wait <= 0 {
+						break
+					}
+				}
+				select {
+				case <-c.ctx.Done():
+					return
+				case <-time.After(wait):
+				}
+				wait = 0
+			}
+			res := c.runSync(c.ctx, conv, p)
+			g.mu.Lock()
+			st.last = time.Now()
+			if res.BlocksRecv > 0 {
+				st.hush = 0
+			} else {
+				st.hush = min(max(2*st.hush, time.Second), gossipHushMax)
+			}
+			again := st.again
+			g.mu.Unlock()
+			if !again || c.ctx.Err() != nil {
+				return
+			}
+		}
+	})
+	if !started {
+		g.mu.Lock()
+		st.running = false
+		g.mu.Unlock()
+	}
 }
 
 // maybeMerge emits an empty block when the conversation has more heads
@@ -790,13 +921,45 @@ func (c *Chat) memberPeers(conv *conversation) []peer.ID {
 
 // onConnected starts a catch-up with a contact that just connected, for
 // every conversation it is a member of (the side with the smaller peer id
-// starts it: sessions are symmetric).
+// starts it: sessions are symmetric). A second connection to a peer is a
+// hint that the first one died without either side noticing (the peer
+// found it dead and dialled again): the older ones are probed, and one
+// that does not answer is closed, so that new streams (gossip, catch-up)
+// take the new connection. A member coming back also makes the re-dial
+// loops of the others try at once: the network may be back for them too.
 func (c *Chat) onConnected(p peer.ID) {
+	_, member := c.dialTarget(p)
+	if member {
+		c.links.wakeAll()
+		if len(c.n.Host.Network().ConnsToPeer(p)) > 1 {
+			c.wg.Go(func() { c.probeLink(c.ctx, p) })
+		}
+	}
 	if c.n.Host.ID() > p {
 		return
 	}
+	if member && !c.isOwnDevicePeer(p) {
+		c.wg.Go(func() {
+			if err := c.refreshCard(c.ctx, p); err != nil && c.ctx.Err() == nil {
+				c.log.Debug("card refresh", "peer", p.String(), "err", err)
+			}
+		})
+	}
+	c.syncAllWith(p)
+}
+
+// syncAllWith starts a catch-up with p for every conversation it shares
+// with this device: all of them for another device of this account, the
+// ones a contact is a member of.
+func (c *Chat) syncAllWith(p peer.ID) {
+	for _, conv := range c.convsWith(p) {
+		c.wg.Go(func() { c.syncFresh(conv, p) })
+	}
+}
+
+// convsWith lists the conversations p takes part in.
+func (c *Chat) convsWith(p peer.ID) []*conversation {
 	if c.isOwnDevicePeer(p) {
-		// Another device of this account: everything is shared.
 		c.mu.RLock()
 		convs := make([]*conversation, 0, len(c.convs)+1)
 		if c.account != nil {
@@ -806,10 +969,7 @@ func (c *Chat) onConnected(p peer.ID) {
 			convs = append(convs, conv)
 		}
 		c.mu.RUnlock()
-		for _, conv := range convs {
-			c.wg.Go(func() { c.syncWith(c.ctx, conv, p) })
-		}
-		return
+		return convs
 	}
 	c.mu.RLock()
 	var acct keyring.AccountID
@@ -826,21 +986,24 @@ func (c *Chat) onConnected(p peer.ID) {
 		}
 	}
 	c.mu.RUnlock()
-	if found {
-		c.wg.Go(func() {
-			if err := c.refreshCard(c.ctx, p); err != nil && c.ctx.Err() == nil {
-				c.log.Debug("card refresh", "peer", p.String(), "err", err)
-			}
-		})
-	}
-	for _, conv := range convs {
+	return slices.DeleteFunc(convs, func(conv *conversation) bool {
 		conv.mu.Lock()
+		defer conv.mu.Unlock()
 		member, _ := conv.state.IsMember(crdt.AccountID(acct))
-		conv.mu.Unlock()
-		if member {
-			c.wg.Go(func() { c.syncWith(c.ctx, conv, p) })
-		}
+		return !member
+	})
+}
+
+// syncFresh is syncWith for a connection that just came up: when the last
+// session with p failed (it ran on the connection that died), the spacing
+// since that session does not hold this one back.
+func (c *Chat) syncFresh(conv *conversation, p peer.ID) {
+	conv.mu.Lock()
+	if conv.syncFailures[p] > 0 {
+		delete(conv.lastSync, p)
 	}
+	conv.mu.Unlock()
+	c.syncWith(c.ctx, conv, p)
 }
 
 // antiEntropy syncs every conversation with one random member peer every
@@ -1123,6 +1286,7 @@ func (c *Chat) isContactDevice(d keyring.DeviceID) bool {
 // contacts whose addresses changed goes through the DHT: see the rendezvous
 // records in protocol/.)
 func (c *Chat) dialContacts() {
+	c.wg.Go(c.keepLinks)
 	for {
 		c.mu.RLock()
 		var peers []peer.AddrInfo
@@ -1134,7 +1298,7 @@ func (c *Chat) dialContacts() {
 			peers = append(peers, peer.AddrInfo{ID: p})
 		}
 		for _, p := range peers {
-			if c.n.Host.Network().Connectedness(p.ID) == network.Connected {
+			if c.n.Host.Network().Connectedness(p.ID) == network.Connected || c.links.redialing(p.ID) {
 				continue
 			}
 			ctx, cancel := context.WithTimeout(c.ctx, 10*time.Second)
@@ -1145,6 +1309,466 @@ func (c *Chat) dialContacts() {
 		case <-c.ctx.Done():
 			return
 		case <-time.After(5*time.Second + mrand.N(5*time.Second)):
+		}
+	}
+}
+
+// ---- Dead and healed links (docs/sync.md §11, "Partitions") ----
+//
+// A link that dies upstream closes nothing: libp2p keeps the connection
+// (QUIC's idle timeout is 30 s, yamux's keep-alive 30 s) and whatever is
+// written to it waits in the transport's retransmission queue, whose timer
+// doubles at every loss (QUIC's PTO from about 30 ms on a LAN, TCP's RTO
+// from 200 ms). When the link comes back, the next retransmission can be as
+// far away as the partition is long, and no connection event starts a
+// catch-up. So a node probes a member's link after it writes (the only
+// time a dead link costs anything), closes a connection that does not
+// answer, and re-dials on a short, bounded schedule: a fresh connection has
+// no backoff, and the connection event starts the catch-up.
+
+const (
+	// linkProbeSpacing is the least time between two probes of one peer;
+	// probes asked for in between are coalesced into one at its end.
+	linkProbeSpacing = time.Second
+	// linkProbeMin and linkProbeMax bound how long a probe waits for the
+	// answer: four round trips (the peer's latency as libp2p measured it)
+	// plus a second, so that a loaded but working link is not cut.
+	linkProbeMin = 1500 * time.Millisecond
+	linkProbeMax = 5 * time.Second
+	// A lost member is re-dialled every redialFastPeriod for
+	// redialFastWindow (a partition that heals within it is found within
+	// a period by each end: a few QUIC Initial packets per attempt, about
+	// 3 KB/s per lost peer), then on a period doubling up to
+	// redialMaxPeriod; after redialWindow the loop ends and dialContacts'
+	// 5-10 s rounds are left. Most attempts dial only the peer's direct
+	// QUIC addresses (one handshake, one connection); every
+	// redialFullEvery-th dials them all (TCP, for a network that blocks
+	// UDP). libp2p's limit on the rate of new connections per address
+	// counted dials too and allowed only 16 before one every 5 s: it is
+	// kept for inbound connections only (host.go, inboundRateLimited).
+	redialFastPeriod  = 800 * time.Millisecond
+	redialFastWindow  = time.Minute
+	redialFullEvery   = 7
+	redialFirstPeriod = time.Second
+	redialMaxPeriod   = 8 * time.Second
+	redialWindow      = 3 * time.Minute
+	// redialDialMin and redialDialMax bound one dial attempt: three round
+	// trips plus 0.4 s. QUIC retransmits its first handshake packet after
+	// 200 ms, so an attempt sends two; with the fast period a healed link
+	// is found within 0.6 s by each end.
+	redialDialMin = 500 * time.Millisecond
+	redialDialMax = 5 * time.Second
+)
+
+// linkKeeper holds the probe and re-dial state of peers. The zero value is
+// ready; mu guards everything.
+type linkKeeper struct {
+	mu     sync.Mutex
+	probes map[peer.ID]*linkProbe
+	lost   map[peer.ID]*lostLink
+	// wake is closed (and replaced) to make every re-dial loop try at
+	// once: a member came back or the local addresses changed.
+	wake chan struct{}
+}
+
+type linkProbe struct {
+	last    time.Time
+	running bool
+	again   bool // asked for while running: probe once more
+}
+
+// lostLink is a member peer being re-dialled.
+type lostLink struct {
+	since time.Time
+	// dead: a probe found the link dead (not a peer that left), so a heal
+	// is likely soon and the loop dials at once rather than after a period.
+	dead bool
+}
+
+// wakeCh returns the channel the next wake-up closes. l.mu is held.
+func (l *linkKeeper) wakeCh() chan struct{} {
+	if l.wake == nil {
+		l.wake = make(chan struct{})
+	}
+	return l.wake
+}
+
+// redialing reports whether a re-dial loop owns p (dialContacts leaves it
+// alone: its dials would spend the same budget).
+func (l *linkKeeper) redialing(p peer.ID) bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.lost[p] != nil
+}
+
+// wakeAll makes every re-dial loop try now.
+func (l *linkKeeper) wakeAll() {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.wake != nil && len(l.lost) > 0 {
+		close(l.wake)
+		l.wake = nil
+	}
+}
+
+// peerRTT is libp2p's latency estimate for p (from identify and pings),
+// or def when it has none.
+func (c *Chat) peerRTT(p peer.ID, def time.Duration) time.Duration {
+	if rtt := c.n.Host.Peerstore().LatencyEWMA(p); rtt > 0 {
+		return rtt
+	}
+	return def
+}
+
+// checkLinks probes the links to the conversation's peers after this
+// device wrote to them (called on publish).
+func (c *Chat) checkLinks(conv *conversation) {
+	peers := c.memberPeers(conv)
+	conv.mu.Lock()
+	if jt := conv.topics[conv.topicName(c.now())]; jt != nil {
+		peers = append(peers, jt.topic.ListPeers()...)
+	}
+	conv.mu.Unlock()
+	slices.Sort(peers)
+	for _, p := range slices.Compact(peers) {
+		c.probeSoon(p)
+	}
+}
+
+// probeSoon probes p's link now, or at the end of linkProbeSpacing after
+// the last probe (one probe then, however many were asked for).
+func (c *Chat) probeSoon(p peer.ID) {
+	l := &c.links
+	l.mu.Lock()
+	if l.probes == nil {
+		l.probes = map[peer.ID]*linkProbe{}
+	}
+	st := l.probes[p]
+	if st == nil {
+		st = &linkProbe{}
+		l.probes[p] = st
+	}
+	if st.running {
+		st.again = true
+		l.mu.Unlock()
+		return
+	}
+	st.running = true
+	wait := linkProbeSpacing - time.Since(st.last)
+	l.mu.Unlock()
+	started := c.wg.Go(func() {
+		for {
+			if wait > 0 {
+				select {
+				case <-c.ctx.Done():
+				case <-time.After(wait):
+				}
+			}
+			l.mu.Lock()
+			st.last, st.again = time.Now(), false
+			l.mu.Unlock()
+			if c.ctx.Err() == nil {
+				c.probeLink(c.ctx, p)
+			}
+			l.mu.Lock()
+			if !st.again || c.ctx.Err() != nil {
+				st.running = false
+				if !st.again && c.n.Host.Network().Connectedness(p) != network.Connected {
+					delete(l.probes, p)
+				}
+				l.mu.Unlock()
+				return
+			}
+			l.mu.Unlock()
+			wait = linkProbeSpacing
+		}
+	})
+	if !started {
+		l.mu.Lock()
+		st.running = false
+		l.mu.Unlock()
+	}
+}
+
+// probeLink pings p over each of its connections at once and closes those
+// that do not answer in time; a peer left without a connection is
+// re-dialled. It reports whether any connection answered. Each connection
+// is probed on its own: after a heal the peer's new connection is the best
+// one for new streams, while gossipsub's stream can still sit on the dead
+// one. Limited (relayed) connections are left out: a ping a second would
+// spend their relay's data budget, and the relay ends them itself.
+func (c *Chat) probeLink(ctx context.Context, p peer.ID) bool {
+	conns := slices.DeleteFunc(c.n.Host.Network().ConnsToPeer(p), func(conn network.Conn) bool { return conn.Stat().Limited })
+	if len(conns) == 0 {
+		return false
+	}
+	timeout := min(max(4*c.peerRTT(p, 0)+time.Second, linkProbeMin), linkProbeMax)
+	silent := make([]bool, len(conns))
+	var wg sync.WaitGroup
+	for i, conn := range conns {
+		wg.Go(func() {
+			err := c.ping(ctx, conn, timeout)
+			// Only silence counts: a reset or a refusal is an answer (the
+			// peer allows two ping streams at a time).
+			silent[i] = err != nil && ctx.Err() == nil && errors.Is(err, context.DeadlineExceeded)
+			if err != nil && !silent[i] {
+				c.log.Debug("link probe", "peer", p.String(), "err", err)
+			}
+		})
+	}
+	wg.Wait()
+	var dead []network.Conn
+	for i, conn := range conns {
+		if silent[i] && !conn.IsClosed() {
+			c.log.Debug("link dead: closing the connection", "peer", p.String(), "transport", conn.ConnState().Transport,
+				"age", time.Since(conn.Stat().Opened).Round(time.Millisecond).String())
+			dead = append(dead, conn)
+		}
+	}
+	if len(dead) == len(conns) {
+		// Marked before the close, so that the disconnection finds the
+		// fast re-dial state.
+		c.linkLost(p, true)
+	}
+	for _, conn := range dead {
+		_ = conn.Close()
+	}
+	return len(dead) < len(conns)
+}
+
+// ping runs one libp2p ping (/ipfs/ping/1.0.0) with the peer over conn,
+// within timeout (an error wrapping context.DeadlineExceeded when the
+// answer does not come).
+func (c *Chat) ping(ctx context.Context, conn network.Conn, timeout time.Duration) error {
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	s, err := conn.NewStream(ctx)
+	if err != nil {
+		return err
+	}
+	deadline, _ := ctx.Deadline()
+	_ = s.SetDeadline(deadline)
+	if err := s.SetProtocol(ping.ID); err != nil {
+		s.Reset()
+		return err
+	}
+	if err := s.Scope().SetService(ping.ServiceName); err != nil {
+		s.Reset()
+		return err
+	}
+	// Lazy negotiation: the protocol header travels with the ping, so a
+	// probe costs one round trip.
+	rw := msmux.NewMSSelect(s, ping.ID)
+	buf := make([]byte, 2*ping.PingSize)
+	_, _ = rand.Read(buf[:ping.PingSize])
+	_, err = rw.Write(buf[:ping.PingSize])
+	if err == nil {
+		_, err = io.ReadFull(rw, buf[ping.PingSize:])
+	}
+	if err != nil {
+		s.Reset()
+		if errors.Is(err, os.ErrDeadlineExceeded) || ctx.Err() != nil {
+			return fmt.Errorf("ping: %w", context.DeadlineExceeded)
+		}
+		return err
+	}
+	_ = s.Close()
+	if !bytes.Equal(buf[:ping.PingSize], buf[ping.PingSize:]) {
+		return errors.New("ping answered with other bytes")
+	}
+	return nil
+}
+
+// dialTarget reports whether p is a peer dialContacts keeps a connection
+// to (a contact's or one of this account's devices), with the addresses
+// its card gave.
+func (c *Chat) dialTarget(p peer.ID) (peer.AddrInfo, bool) {
+	c.mu.RLock()
+	for _, vc := range c.contacts {
+		if vc.Peer.ID == p {
+			c.mu.RUnlock()
+			return vc.Peer, true
+		}
+	}
+	c.mu.RUnlock()
+	if c.isOwnDevicePeer(p) {
+		return peer.AddrInfo{ID: p}, true
+	}
+	return peer.AddrInfo{}, false
+}
+
+// linkLost starts re-dialling p (once; dead only makes it faster).
+func (c *Chat) linkLost(p peer.ID, dead bool) {
+	if c.ctx.Err() != nil {
+		return
+	}
+	if _, ok := c.dialTarget(p); !ok && !dead {
+		return // not a peer we keep a connection to
+	}
+	l := &c.links
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.lost == nil {
+		l.lost = map[peer.ID]*lostLink{}
+	}
+	if ll := l.lost[p]; ll != nil {
+		if dead && !ll.dead {
+			ll.dead = true
+			ll.since = time.Now()
+		}
+		return
+	}
+	ll := &lostLink{since: time.Now(), dead: dead}
+	l.lost[p] = ll
+	if !c.wg.Go(func() { c.redial(p, ll) }) {
+		delete(l.lost, p)
+	}
+}
+
+// redial dials p until it is connected again, on the schedule of the
+// redial constants, and starts the catch-ups a connection event starts.
+func (c *Chat) redial(p peer.ID, ll *lostLink) {
+	l := &c.links
+	defer func() {
+		l.mu.Lock()
+		if l.lost[p] == ll {
+			delete(l.lost, p)
+		}
+		l.mu.Unlock()
+	}()
+	defer func() {
+		if sw, ok := c.n.Host.Network().(*swarm.Swarm); ok {
+			sw.Backoff().Clear(p) // the addresses quicOnly left out
+		}
+	}()
+	l.mu.Lock()
+	dead := ll.dead
+	l.mu.Unlock()
+	period := redialFirstPeriod
+	next := time.Now().Add(redialJitter(period))
+	if dead {
+		next = time.Now() // the probe has just failed: the link died a while ago
+	}
+	for attempts := 0; ; attempts++ {
+		l.mu.Lock()
+		wake := l.wakeCh()
+		since := time.Since(ll.since)
+		if ll.dead && !dead {
+			// A probe found the link dead meanwhile.
+			dead, attempts, next = true, 0, time.Now()
+		}
+		l.mu.Unlock()
+		select {
+		case <-c.ctx.Done():
+			return
+		case <-wake:
+		case <-time.After(time.Until(next)):
+		}
+		if c.n.Host.Network().Connectedness(p) == network.Connected {
+			return // the peer dialled us, or another dial got there
+		}
+		if since > redialWindow || c.n.pen.graylisted(p) {
+			return
+		}
+		ai, ok := c.dialTarget(p)
+		if !ok {
+			ai = peer.AddrInfo{ID: p} // a member met on a topic: the peerstore's addresses
+		}
+		// The swarm's own backoff (5 s and growing, per peer) would refuse
+		// the dial: this loop is the backoff. It also serves to leave the
+		// addresses other than QUIC out of most attempts.
+		if sw, ok := c.n.Host.Network().(*swarm.Swarm); ok {
+			sw.Backoff().Clear(p)
+			if attempts%redialFullEvery != redialFullEvery-1 {
+				c.quicOnly(sw, p, ai.Addrs)
+			}
+		}
+		started := time.Now()
+		timeout := min(max(3*c.peerRTT(p, 0)+400*time.Millisecond, redialDialMin), redialDialMax)
+		ctx, cancel := context.WithTimeout(c.ctx, timeout)
+		err := c.n.Host.Connect(ctx, ai)
+		cancel()
+		if err == nil {
+			c.log.Debug("link back", "peer", p.String(), "after", time.Since(ll.since).Round(time.Millisecond).String(), "attempts", attempts+1)
+			if c.n.Host.ID() > p {
+				// onConnected leaves the session to the other side,
+				// which may still be writing to the dead connection.
+				c.syncAllWith(p)
+			}
+			return
+		}
+		c.log.Debug("re-dial", "peer", p.String(), "attempt", attempts+1, "err", err)
+		if time.Since(ll.since) < redialFastWindow {
+			period = redialFastPeriod
+		} else {
+			period = min(2*period, redialMaxPeriod)
+		}
+		next = started.Add(redialJitter(period))
+	}
+}
+
+// quicOnly puts p's addresses other than direct QUIC ones in the swarm's
+// dial backoff, when it has a direct QUIC one, so that the next dial makes
+// one connection attempt instead of one per transport.
+func (c *Chat) quicOnly(sw *swarm.Swarm, p peer.ID, extra []ma.Multiaddr) {
+	addrs := append(c.n.Host.Peerstore().Addrs(p), extra...)
+	isQUIC := func(a ma.Multiaddr) bool {
+		quic := false
+		for _, c := range a {
+			switch c.Code() {
+			case ma.P_QUIC_V1:
+				quic = true
+			case ma.P_WEBTRANSPORT, ma.P_CIRCUIT, ma.P_WEBRTC_DIRECT:
+				return false
+			}
+		}
+		return quic
+	}
+	if !slices.ContainsFunc(addrs, isQUIC) {
+		return
+	}
+	for _, a := range addrs {
+		if !isQUIC(a) {
+			sw.Backoff().AddBackoff(p, a)
+		}
+	}
+}
+
+// redialJitter spreads d by ±10%, so that the loops for several peers (and
+// the two ends of a link) do not dial in step: any one getting through
+// wakes the others.
+func redialJitter(d time.Duration) time.Duration {
+	return d - d/10 + mrand.N(d/5+1)
+}
+
+// keepLinks watches for lost member links and local network changes. It
+// runs as long as the chat service.
+func (c *Chat) keepLinks() {
+	nb := &network.NotifyBundle{DisconnectedF: func(_ network.Network, conn network.Conn) {
+		p := conn.RemotePeer()
+		if c.n.Host.Network().Connectedness(p) != network.Connected {
+			c.linkLost(p, false)
+		}
+	}}
+	c.n.Host.Network().Notify(nb)
+	defer c.n.Host.Network().StopNotify(nb)
+	sub, err := c.n.Host.EventBus().Subscribe(new(event.EvtLocalAddressesUpdated))
+	if err != nil {
+		c.log.Warn("subscribe to address changes", "err", err)
+		<-c.ctx.Done()
+		return
+	}
+	defer sub.Close()
+	for {
+		select {
+		case <-c.ctx.Done():
+			return
+		case <-sub.Out():
+			// A new or lost address: the network changed (another Wi-Fi, a
+			// mobile network, an interface back up). Lost members may be
+			// reachable again; identify pushes the new addresses to those
+			// still connected.
+			c.links.wakeAll()
 		}
 	}
 }

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"net/netip"
 	"slices"
 	"strings"
 	"syscall"
@@ -15,6 +16,7 @@ import (
 	coreconnmgr "github.com/libp2p/go-libp2p/core/connmgr"
 	"github.com/libp2p/go-libp2p/core/crypto"
 	"github.com/libp2p/go-libp2p/core/host"
+	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/libp2p/go-libp2p/gologshim"
 	"github.com/libp2p/go-libp2p/p2p/host/autorelay"
@@ -27,7 +29,9 @@ import (
 	"github.com/libp2p/go-libp2p/p2p/transport/tcp"
 	webrtc "github.com/libp2p/go-libp2p/p2p/transport/webrtc"
 	webtransport "github.com/libp2p/go-libp2p/p2p/transport/webtransport"
+	"github.com/libp2p/go-libp2p/x/rate"
 	ma "github.com/multiformats/go-multiaddr"
+	manet "github.com/multiformats/go-multiaddr/net"
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/glitr-chat/glitr/protocol"
@@ -83,10 +87,15 @@ func NewHost(cfg Config, key crypto.PrivKey, reg prometheus.Registerer, gater co
 		}
 		rmOpts = append(rmOpts, rcmgr.WithTraceReporter(str))
 	}
-	rm, err := rcmgr.NewResourceManager(rcmgr.NewFixedLimiter(concrete), rmOpts...)
+	// The rate of new connections is limited for inbound ones only (see
+	// inboundRateLimited); libp2p's own limiter, which counts dials too, is
+	// turned off.
+	rmOpts = append(rmOpts, rcmgr.WithConnRateLimiters(&rate.Limiter{}))
+	inner, err := rcmgr.NewResourceManager(rcmgr.NewFixedLimiter(concrete), rmOpts...)
 	if err != nil {
 		return nil, fmt.Errorf("resource manager: %w", err)
 	}
+	rm := newInboundRateLimited(inner)
 	cm, err := connmgr.NewConnManager(n.ConnLow, n.ConnHigh, connmgr.WithGracePeriod(time.Duration(n.ConnGrace)))
 	if err != nil {
 		return nil, fmt.Errorf("connection manager: %w", err)
@@ -338,4 +347,48 @@ func parsePeers(ss []string) ([]peer.AddrInfo, error) {
 		out = append(out, *ai)
 	}
 	return out, nil
+}
+
+// inboundRateLimited limits the rate of new inbound connections per
+// address block, as libp2p's resource manager does by default (an IPv4
+// address or IPv6 /56: a burst of 16, then one every 5 s; an IPv6 /48: 80,
+// then two a second; loopback: no limit), and leaves dials alone. libp2p's
+// limiter counts every dial attempt as well, so a node re-dialling a member
+// whose link died (chat_net.go, "Dead and healed links") ran out of it
+// after 16 attempts and could then try only every 5 s, which is what a
+// partition's heal waited for. How often this node dials is its own
+// decision, bounded by its dial loops.
+type inboundRateLimited struct {
+	network.ResourceManager
+	limiter *rate.Limiter
+}
+
+func newInboundRateLimited(rm network.ResourceManager) *inboundRateLimited {
+	perAddress := rate.Limit{RPS: 0.2, Burst: 16}
+	return &inboundRateLimited{ResourceManager: rm, limiter: &rate.Limiter{
+		NetworkPrefixLimits: []rate.PrefixLimit{
+			{Prefix: netip.MustParsePrefix("127.0.0.0/8")},
+			{Prefix: netip.MustParsePrefix("::1/128")},
+		},
+		SubnetRateLimiter: rate.SubnetLimiter{
+			IPv4SubnetLimits: []rate.SubnetLimit{{PrefixLength: 32, Limit: perAddress}},
+			IPv6SubnetLimits: []rate.SubnetLimit{
+				{PrefixLength: 56, Limit: perAddress},
+				{PrefixLength: 48, Limit: rate.Limit{RPS: 0.5, Burst: 80}},
+			},
+			GracePeriod: time.Minute,
+		},
+	}}
+}
+
+// OpenConnection refuses an inbound connection over its address's rate.
+func (r *inboundRateLimited) OpenConnection(dir network.Direction, usefd bool, endpoint ma.Multiaddr) (network.ConnManagementScope, error) {
+	if dir == network.DirInbound {
+		if ip, err := manet.ToIP(endpoint); err == nil {
+			if addr, ok := netip.AddrFromSlice(ip); ok && !r.limiter.Allow(addr.Unmap()) {
+				return nil, errors.New("rate limit exceeded")
+			}
+		}
+	}
+	return r.ResourceManager.OpenConnection(dir, usefd, endpoint)
 }
