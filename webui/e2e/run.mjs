@@ -43,6 +43,19 @@ async function step(name, fn) {
   }
 }
 
+// check is a step whose failure is counted but does not stop the run, for
+// findings (like accessibility violations) that leave the app usable.
+async function check(name, fn) {
+  const s = Date.now();
+  try {
+    await fn();
+    log(`ok   ${name} (${Date.now() - s} ms)`);
+  } catch (e) {
+    failures++;
+    log(`FAIL ${name}: ${e.message || e}`);
+  }
+}
+
 function assert(cond, msg) { if (!cond) throw new Error('assertion failed: ' + msg); }
 
 function freePort() {
@@ -106,6 +119,33 @@ class Node {
       body: body === undefined ? undefined : JSON.stringify(body),
     }).then(async (r) => { if (!r.ok) throw new Error(`${method} ${path}: ${r.status} ${await r.text()}`); return r.status === 204 ? null : r.json(); });
   }
+}
+
+// axe-core goes into the page through page.evaluate (CDP's
+// Runtime.evaluate), which the page's CSP does not govern: a <script> tag
+// would be refused (script-src 'self'), and so would eval from the page.
+// The app's own CSP stays in force for everything else during the pass.
+const axeSource = readFileSync(join(webui, 'node_modules', 'axe-core', 'axe.min.js'), 'utf8');
+const axeScreens = [];
+// axeCheck runs axe on the page as it is, in the light and the dark
+// theme (the app follows the system's), and fails on any violation,
+// whatever its impact.
+async function axeCheck(page, screen) {
+  await check(`axe: ${screen}, light and dark`, async () => {
+    const found = [];
+    for (const scheme of ['light', 'dark']) {
+      await page.emulateMedia({ colorScheme: scheme });
+      if (!(await page.evaluate(() => typeof window.axe === 'object'))) await page.evaluate(axeSource);
+      // Let transitions and the theme settle before colours are measured.
+      await page.evaluate(() => new Promise((r) => requestAnimationFrame(() => requestAnimationFrame(r))));
+      const v = await page.evaluate(async () => (await window.axe.run(document, { resultTypes: ['violations'] })).violations
+        .map((x) => `${x.id} (${x.impact}, ${x.nodes.length}): ` + x.nodes.slice(0, 3).map((n) => n.target.join(' ') + ' — ' + (n.failureSummary || '').split('\n').slice(1, 2).join('').trim()).join('; ')));
+      for (const x of v) found.push(`[${scheme}] ${x}`);
+    }
+    await page.emulateMedia({ colorScheme: null });
+    axeScreens.push(screen);
+    assert(found.length === 0, `${found.length} violation(s) on ${screen}:\n  ` + found.join('\n  '));
+  });
 }
 
 const shot = (page, name) => page.screenshot({ path: join(out, name + '.png') });
@@ -178,12 +218,28 @@ try {
     await pa.goto(a.origin + '/login?token=' + a.token);
     await pa.getByLabel('Display name').waitFor();
     await shot(pa, 'onboarding');
+    await axeCheck(pa, 'onboarding');
     await Promise.all([onboard(pa, a, 'Alice'), onboard(pb, b, 'Bob', 'correct horse battery')]); // Bob's keys under a passphrase
     rmSync(join(out, 'x.png'), { force: true });
   });
 
+  await step('empty start screen: an "Invite someone" button, no unnamed icon', async () => {
+    for (const p of [pa, pb]) {
+      await p.getByRole('link', { name: 'Invite someone' }).waitFor(); // the pane on a desktop, the list on a phone
+      const bare = await p.evaluate(() => [
+        ...[...document.querySelectorAll('svg')].filter((el) => el.getAttribute('aria-hidden') !== 'true' && !el.getAttribute('aria-label')),
+        ...[...document.querySelectorAll('.icon-btn')].filter((el) => el.getClientRects().length && !(el.getAttribute('aria-label') && el.title)),
+      ].map((el) => el.outerHTML.slice(0, 80)));
+      assert(bare.length === 0, 'icons without a name or a tooltip: ' + bare.join(' '));
+    }
+    await pa.getByRole('heading', { name: 'Start your first chat' }).waitFor();
+    await shot(pa, 'empty-start');
+    await shot(pb, 'empty-start-phone');
+  });
+  await axeCheck(pa, 'empty start screen');
+
   await step('invite by link: create (link + QR), paste, accept', async () => {
-    await pa.goto(a.origin + '/#/invite');
+    await pa.getByRole('link', { name: 'Invite someone' }).click();
     await pa.getByRole('button', { name: 'Create invite link' }).click();
     const link = await pa.getByLabel('Invite link', { exact: true }).inputValue();
     assert(/^(web\+)?glitr:invite\//.test(link), 'invite link: ' + link.slice(0, 40));
@@ -191,7 +247,8 @@ try {
     await qr.waitFor();
     await pa.waitForFunction(() => document.querySelector('img.qr')?.naturalWidth > 0);
     await shot(pa, 'invite');
-    await pb.goto(b.origin + '/#/invite');
+    await axeCheck(pa, 'invite');
+    await pb.getByRole('link', { name: 'Invite someone' }).click();
     await pb.getByLabel('Paste an invite link').fill(link);
     await pb.getByRole('button', { name: 'Accept' }).click();
     await pb.waitForURL(/#\/c\//, { timeout: 30000 });
@@ -231,6 +288,7 @@ try {
     await alice.locator('summary').click();
     assert((await alice.locator('.safety').innerText()).replace(/\s/g, '') === sn.replace(/\s/g, ''), 'both sides show the same safety number');
     await shot(pa, 'contacts');
+    await axeCheck(pa, 'contacts');
     await bob.getByRole('button', { name: 'Message' }).click();
     await composer(pa).waitFor();
   });
@@ -246,6 +304,7 @@ try {
     assert(await item.locator('.badge').innerText() === '1', 'one unread');
     await waitStatus(pa, 'Hello Bob', ['delivered']);
     await shot(pb, 'conversation-list-phone');
+    await axeCheck(pb, 'chat list (phone)');
     await item.click();
     await msg(pb, 'Hello Bob').waitFor();
     await waitStatus(pa, 'Hello Bob', ['read']);
@@ -309,6 +368,14 @@ try {
     await shot(pa, 'conversation');
     await shot(pb, 'conversation-phone');
   });
+  await axeCheck(pa, 'conversation');
+  await axeCheck(pb, 'conversation (phone)');
+  await step('1:1 details', async () => {
+    await pa.getByRole('button', { name: 'Details' }).click();
+    await pa.getByRole('region', { name: 'Details' }).waitFor();
+    await shot(pa, 'direct-details');
+  });
+  await axeCheck(pa, '1:1 details');
 
   await step('groups: create with a title, members, rename', async () => {
     await pa.goto(a.origin + '/#/new');
@@ -322,6 +389,7 @@ try {
     await details.getByText('(admin)').waitFor();
     await details.getByText('Bob').waitFor();
     await shot(pa, 'group-details');
+    await axeCheck(pa, 'group details');
     await details.getByLabel('Title').fill('Team Rocket');
     await details.getByRole('button', { name: 'Save' }).click();
     await pa.getByRole('heading', { name: 'Team Rocket' }).waitFor();
@@ -496,6 +564,8 @@ try {
     await pa.getByLabel('Theme').selectOption('dark');
     await pa.waitForFunction(() => document.documentElement.dataset.theme === 'dark');
     await shot(pa, 'settings-dark');
+    await pa.getByLabel('Theme').selectOption('system');
+    await axeCheck(pa, 'settings');
     await pa.getByLabel('Language').selectOption('de');
     await pa.getByRole('heading', { name: 'Einstellungen' }).waitFor();
     await pa.getByLabel('Sprache').selectOption('en');
@@ -566,6 +636,7 @@ try {
     const other = pa.locator('li.device', { hasNotText: 'This device' });
     await other.getByText(/online/).waitFor({ timeout: 30000 });
     await shot(pa, 'devices');
+    await axeCheck(pa, 'devices');
     pa.once('dialog', (d) => d.accept());
     await other.getByRole('button', { name: /^Revoke / }).click();
     await other.locator('.tag', { hasText: 'Revoked' }).waitFor({ timeout: 20000 });
@@ -583,7 +654,7 @@ try {
   await step('accessibility: every control has a name; keyboard reaches the composer', async () => {
     for (const path of ['/#/', '/#/settings', '/#/invite', '/#/contacts', '/#/new/group']) {
       await pa.goto(a.origin + path);
-      await pa.locator(path === '/#/' ? '.empty-pane' : 'main .bar').waitFor();
+      await pa.locator(path === '/#/' ? '.empty-pane' : '.detail .bar').waitFor();
       const bad = await unnamed(pa);
       assert(bad.length === 0, `${path}: controls without a name: ${bad.join(' ')}`);
     }

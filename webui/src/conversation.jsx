@@ -343,7 +343,7 @@ function MessageView({ msg, prev, first, unreadHere, group, hideRead, contacts, 
     const qp = model.byId.get(msg.replyTo);
     const q = qp !== undefined ? model.msgs.get(qp) : null;
     quote = (
-      <button class="quote" onClick={() => qp !== undefined && onQuote(qp)} aria-label={t('reply')}>
+      <button class="quote" onClick={() => qp !== undefined && onQuote(qp)} title={t('showOriginal')}>
         <strong>{q ? (q.mine ? t('you') : nameOf(q.author, contacts, account)) : '…'}</strong>
         <span>{q ? (q.deleted ? t('deleted') : q.text) : ''}</span>
       </button>

@@ -180,9 +180,9 @@ function App() {
     return () => convListeners.current.delete(fn);
   }, []);
 
-  if (boot === 'loading') return <div class="center" role="status">{t('loading')}</div>;
-  if (boot === 'unauth') return <div class="center"><p>{t('loginNeeded')}</p></div>;
-  if (boot === 'offline') return <div class="center"><p role="alert">{bootError}</p><button onClick={() => { setBoot('loading'); loadAccount(); }}>{t('retry')}</button></div>;
+  if (boot === 'loading') return <main class="center"><h1 class="sr-only">{t('appName')}</h1><p role="status">{t('loading')}</p></main>;
+  if (boot === 'unauth') return <main class="center"><h1 class="sr-only">{t('appName')}</h1><p>{t('loginNeeded')}</p></main>;
+  if (boot === 'offline') return <main class="center"><h1 class="sr-only">{t('appName')}</h1><p role="alert">{bootError}</p><button onClick={() => { setBoot('loading'); loadAccount(); }}>{t('retry')}</button></main>;
   if (boot === 'new') return <Onboarding onDone={loadAccount} />;
   if (boot === 'locked') return <Unlock onDone={loadAccount} />;
   if (boot === 'revoked') return <Revoked />;
@@ -199,11 +199,15 @@ function App() {
     case 'invite': main = <Invite {...ctx} />; break;
     case 'contacts': main = <Contacts {...ctx} />; break;
     case 'new': main = <NewChat {...ctx} group={route.arg === 'group'} />; break;
-    default: main = <div class="empty-pane"><p>{t('pickChat')}</p></div>;
+    default: main = <EmptyPane hasChats={!!convs?.length} />;
   }
 
+  // One main landmark holds the whole app (at phone width the list and the
+  // pane take turns, and either must be inside it); its h1 names the app,
+  // the list and the pane have h2 titles.
   return (
-    <div class={'app' + (detail ? ' show-detail' : '')}>
+    <main class={'app' + (detail ? ' show-detail' : '')}>
+      <h1 class="sr-only">{t('appName')}</h1>
       {conn !== 'online' && (
         <div class={'banner ' + conn} role="status" aria-live="polite">
           {conn === 'offline' || conn === 'unauthorized' ? t('offline') : t('connecting')}
@@ -212,7 +216,7 @@ function App() {
       <nav class="sidebar" aria-label={t('chats')}>
         <header class="bar">
           <Avatar name={account?.name || '?'} src={account?.avatar} />
-          <h1>{t('chats')}</h1>
+          <h2 class="bar-heading">{t('chats')}</h2>
           <a class="icon-btn" href="#/new" aria-label={t('newChat')} title={t('newChat')}><Icon name="compose" /></a>
           <a class="icon-btn" href="#/invite" aria-label={t('invite')} title={t('invite')}><Icon name="invite" /></a>
           <a class="icon-btn" href="#/contacts" aria-label={t('contacts')} title={t('contacts')}><Icon name="contacts" /></a>
@@ -223,8 +227,22 @@ function App() {
         </div>
         <ConvList convs={convs} query={query} openId={openId} contacts={contacts} account={account} typing={typing} />
       </nav>
-      <main class="detail" aria-live="off">{main}</main>
-    </div>
+      <div class="detail">{main}</div>
+    </main>
+  );
+}
+
+// EmptyPane is the start screen's right-hand side: a way on for someone
+// with no chat yet, a hint otherwise.
+function EmptyPane({ hasChats }) {
+  return (
+    <section class="empty-pane" aria-labelledby="h-empty">
+      <div class="stack empty-start">
+        <h2 id="h-empty">{hasChats ? t('pickChatTitle') : t('startTitle')}</h2>
+        <p>{hasChats ? t('pickChat') : t('startText')}</p>
+        <a class="button primary" href="#/invite">{t('inviteSomeone')}</a>
+      </div>
+    </section>
   );
 }
 
@@ -242,7 +260,16 @@ function ConvList({ convs, query, openId, contacts, account, typing }) {
     if (items && !listMarked) { listMarked = true; performance.mark('glitr-list-rendered'); }
   }, [items]);
   if (!items) return <p class="muted pad" role="status">{t('loading')}</p>;
-  if (!items.length) return <p class="muted pad">{convs.length ? t('noMatches') : t('noChats')}</p>;
+  if (!items.length) {
+    if (convs.length) return <p class="muted pad">{t('noMatches')}</p>;
+    // At phone width the list is the whole start screen: the way on is here.
+    return (
+      <div class="pad stack">
+        <p class="muted">{t('noChats')}</p>
+        <a class="button primary narrow-only" href="#/invite">{t('inviteSomeone')}</a>
+      </div>
+    );
+  }
   const now = Date.now();
   return (
     <ul class="conv-list" role="list">
