@@ -197,9 +197,23 @@ try {
     p.on('console', (m) => { if (/Content Security Policy/i.test(m.text())) { failures++; log(`CSP violation (${n}): ${m.text()}`); } });
   }
 
-  const onboard = async (page, node, name, passphrase) => {
+  const onboard = async (page, node, name, passphrase, mistype) => {
     await page.goto(node.origin + '/login?token=' + node.token);
     await page.getByLabel('Display name').fill(name);
+    if (mistype) {
+      // A mistyped repeat, then no passphrase after all: the hidden repeat
+      // field must not keep its old value and block the account.
+      await page.getByLabel('Passphrase (optional)').fill('one thing');
+      await page.getByLabel('Repeat passphrase').fill('another thing');
+      await page.getByRole('button', { name: 'Create account' }).click();
+      await page.getByRole('alert').filter({ hasText: 'The passphrases differ.' }).waitFor();
+      await page.getByLabel('Passphrase (optional)').fill('');
+      assert(await page.getByLabel('Repeat passphrase').count() === 0, 'the repeat field goes with the passphrase');
+      assert(await page.getByRole('alert').count() === 0, 'the mismatch message goes too');
+      await page.getByLabel('Passphrase (optional)').fill('x');
+      assert(await page.getByLabel('Repeat passphrase').inputValue() === '', 'the repeat field comes back empty');
+      await page.getByLabel('Passphrase (optional)').fill('');
+    }
     if (passphrase) {
       await page.getByLabel('Passphrase (optional)').fill(passphrase);
       await page.getByLabel('Repeat passphrase').fill(passphrase);
@@ -213,13 +227,13 @@ try {
     await page.getByRole('button', { name: 'Continue' }).click();
     await page.getByRole('heading', { name: 'Chats' }).waitFor();
   };
-  await step('onboarding: create both accounts', async () => {
+  await step('onboarding: create both accounts (Alice after a mistyped passphrase repeat)', async () => {
     await shot(pa, 'x'); // warm-up
     await pa.goto(a.origin + '/login?token=' + a.token);
     await pa.getByLabel('Display name').waitFor();
     await shot(pa, 'onboarding');
     await axeCheck(pa, 'onboarding');
-    await Promise.all([onboard(pa, a, 'Alice'), onboard(pb, b, 'Bob', 'correct horse battery')]); // Bob's keys under a passphrase
+    await Promise.all([onboard(pa, a, 'Alice', '', true), onboard(pb, b, 'Bob', 'correct horse battery')]); // Bob's keys under a passphrase
     rmSync(join(out, 'x.png'), { force: true });
   });
 

@@ -48,9 +48,18 @@ export function Onboarding({ onDone }) {
       </main>
     );
   }
+  // The repeat field exists only while there is a passphrase: emptying the
+  // passphrase empties the repeat too, or a hidden old value would keep
+  // the two from matching.
+  const onPass = (e) => {
+    const v = e.currentTarget.value;
+    setPass(v);
+    if (!v) setPass2('');
+    setError('');
+  };
   const submit = (e) => {
     e.preventDefault();
-    if (pass !== pass2) { setError(t('passphraseMismatch')); return; }
+    if (pass && pass !== pass2) { setError(t('passphraseMismatch')); return; }
     run(async () => {
       const r = await post('/account', { name, passphrase: pass });
       setWords(r.recoveryWords || []);
@@ -62,9 +71,9 @@ export function Onboarding({ onDone }) {
       <p class="muted">{t('welcomeText')}</p>
       <form onSubmit={submit} class="stack">
         <label>{t('displayName')}<input required maxLength={128} value={name} onInput={(e) => setName(e.currentTarget.value)} autoFocus autocomplete="nickname" /></label>
-        <label>{t('passphraseOptional')}<input type="password" value={pass} onInput={(e) => setPass(e.currentTarget.value)} autocomplete="new-password" aria-describedby="pass-hint" /></label>
+        <label>{t('passphraseOptional')}<input type="password" value={pass} onInput={onPass} autocomplete="new-password" aria-describedby="pass-hint" /></label>
         <p id="pass-hint" class="muted small">{t('passphraseHint')}</p>
-        {pass && <label>{t('passphraseRepeat')}<input type="password" value={pass2} onInput={(e) => setPass2(e.currentTarget.value)} autocomplete="new-password" /></label>}
+        {pass && <label>{t('passphraseRepeat')}<input type="password" value={pass2} onInput={(e) => { setPass2(e.currentTarget.value); setError(''); }} autocomplete="new-password" /></label>}
         <ErrorLine error={error} />
         <button class="primary" type="submit" disabled={busy || !name.trim()}>{t('createAccount')}</button>
       </form>
