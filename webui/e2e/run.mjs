@@ -370,6 +370,48 @@ try {
     await msg(pa, 'Hello Bob, edited').locator('.chip', { hasText: '👍' }).waitFor();
   });
 
+  await step('message actions: beside or above the bubble, never over it; a tap elsewhere and Esc close them', async () => {
+    const overlap = (x, y) => x.x < y.x + y.width && y.x < x.x + x.width && x.y < y.y + y.height && y.y < x.y + x.height;
+    const bar = (p, text) => msg(p, text).locator('.actions');
+    const bars = (p) => p.locator('.msg .actions:visible');
+    const geometry = async (p, text, where) => {
+      const bubble = await msg(p, text).locator('.bubble').boundingBox();
+      const box = await bar(p, text).boundingBox();
+      assert(box, `${where}: the bar shows`);
+      assert(!overlap(box, bubble), `${where}: the bar ${JSON.stringify(box)} covers the bubble ${JSON.stringify(bubble)}`);
+      const view = p.viewportSize();
+      assert(box.x >= 0 && box.x + box.width <= view.width && box.y >= 0 && box.y + box.height <= view.height, `${where}: the bar is in the window: ${JSON.stringify(box)}`);
+    };
+    // Desktop: the bar follows the pointer; with the reaction picker open too.
+    for (const text of ['Hello Bob, edited', 'Hi Alice']) {
+      await msg(pa, text).hover();
+      await geometry(pa, text, `desktop, "${text}"`);
+      await bar(pa, text).getByRole('button', { name: 'React', exact: true }).click();
+      await bar(pa, text).getByRole('button', { name: 'React with 👍' }).waitFor();
+      await geometry(pa, text, `desktop, "${text}", picker open`);
+      await pa.keyboard.press('Escape');
+      assert(await bars(pa).count() === 0, 'Esc closes the bar (desktop)');
+    }
+    await shot(pa, 'message-actions');
+    // Phone: a tap shows the bar of that message only, until a tap
+    // elsewhere or Esc.
+    for (const text of ['Hello Bob, edited', 'Hi Alice']) {
+      await msg(pb, text).locator('.bubble > p.text').click();
+      await geometry(pb, text, `phone, "${text}"`);
+      await bar(pb, text).getByRole('button', { name: 'React', exact: true }).click();
+      await bar(pb, text).getByRole('button', { name: 'React with 👍' }).waitFor();
+      await geometry(pb, text, `phone, "${text}", picker open`);
+      await shot(pb, 'message-actions-phone');
+    }
+    assert(await bars(pb).count() === 1 && await bar(pb, 'Hi Alice').isVisible(), 'one bar, on the last tapped message');
+    await pb.locator('.conversation .bar-title h2').click();
+    assert(await bars(pb).count() === 0, 'a tap elsewhere closes the bar');
+    await msg(pb, 'Hello Bob, edited').locator('.bubble > p.text').click();
+    await bar(pb, 'Hello Bob, edited').waitFor();
+    await pb.keyboard.press('Escape');
+    assert(await bars(pb).count() === 0, 'Esc closes the bar (phone)');
+  });
+
   await step('delete for everyone', async () => {
     await composer(pa).fill('to be deleted');
     await composer(pa).press('Enter');

@@ -87,6 +87,31 @@ export function Conversation(props) {
   const pendingScroll = useRef(null);
   const firstUnread = useRef(-1);
   const composerRef = useRef(null);
+  // The message whose action bar is showing: {id, how, picker}. "hover"
+  // ends when the pointer leaves, "focus" when focus leaves; a tap stays
+  // until a tap elsewhere or Esc (on a touch screen nothing else ends it).
+  const [active, setActive] = useState(null);
+  const activeRef = useRef(active);
+  activeRef.current = active;
+  const activate = useCallback((msgId, how) => setActive((a) => {
+    if (a && a.id === msgId && (how !== 'tap' || a.how === 'tap')) return a;
+    return { id: msgId, how, picker: a && a.id === msgId ? a.picker : false };
+  }), []);
+  const deactivate = useCallback((msgId, how) => setActive((a) => (a && a.id === msgId && a.how === how && !a.picker ? null : a)), []);
+  const togglePicker = useCallback((msgId) => setActive((a) => ({ id: msgId, how: 'tap', picker: !(a && a.id === msgId && a.picker) })), []);
+  useEffect(() => {
+    const down = (e) => { if (activeRef.current && !e.target.closest?.('.msg.active')) setActive(null); };
+    const key = (e) => {
+      if (e.key !== 'Escape' || !activeRef.current || e.defaultPrevented) return;
+      // Focus in the bar goes back to its message, not to the page (first:
+      // that focus would otherwise show the bar again).
+      document.activeElement?.closest?.('.msg.active')?.focus();
+      setActive(null);
+    };
+    document.addEventListener('pointerdown', down, true);
+    document.addEventListener('keydown', key);
+    return () => { document.removeEventListener('pointerdown', down, true); document.removeEventListener('keydown', key); };
+  }, []);
 
   const fetchPage = useCallback(async (before, limit) => {
     const key = before + ':' + limit;
@@ -252,9 +277,10 @@ export function Conversation(props) {
     const mine = msg.reactions?.find((r) => r.emoji === emoji)?.accounts?.includes(account?.account);
     return act(() => post(`/conversations/${enc(id)}/reactions`, { message: msg.id, emoji, remove: !!mine }));
   };
-  const remove = (msg) => { if (confirm(t('deleteConfirm'))) act(() => del(`/conversations/${enc(id)}/messages/${msg.id}`)); };
-  const startEdit = (msg) => { setReplyTo(null); setEditing(msg); composerRef.current?.focus(); };
-  const startReply = (msg) => { setEditing(null); setReplyTo(msg); composerRef.current?.focus(); };
+  const remove = (msg) => { setActive(null); if (confirm(t('deleteConfirm'))) act(() => del(`/conversations/${enc(id)}/messages/${msg.id}`)); };
+  const startEdit = (msg) => { setActive(null); setReplyTo(null); setEditing(msg); composerRef.current?.focus(); };
+  const startReply = (msg) => { setActive(null); setEditing(null); setReplyTo(msg); composerRef.current?.focus(); };
+  const pickReaction = (msg, emoji) => { setActive(null); react(msg, emoji); };
 
   if (!conv && convs) return <div class="empty-pane"><BackLink /><p>{t('pickChat')}</p></div>;
   const title = conv ? displayTitle(conv, contacts, account) : '…';
@@ -276,11 +302,12 @@ export function Conversation(props) {
     const msg = m.msgs.get(i);
     const prev = i > 0 ? m.msgs.get(i - 1) : null;
     rows.push(
-      <div class="row" data-i={i} key={msg ? msg.id : 'p' + i} style={`transform:translateY(${pad + m.offsets[i]}px)`}>
+      <div class={'row' + (msg && active?.id === msg.id ? ' active' : '')} data-i={i} key={msg ? msg.id : 'p' + i} style={`transform:translateY(${pad + m.offsets[i]}px)`}>
         {msg ? (
           <MessageRow msg={msg} prev={prev} first={i === 0} unreadHere={i === firstUnread.current} group={others.length > 1} hideRead={!props.prefs.readReceipts}
             contacts={contacts} account={account} model={m} onReply={startReply} onEdit={startEdit} onDelete={remove}
-            onReact={react} onQuote={scrollToPos} />
+            onReact={react} onPick={pickReaction} onQuote={scrollToPos} active={active?.id === msg.id ? active : null}
+            onActivate={activate} onDeactivate={deactivate} onTogglePicker={togglePicker} />
         ) : <div class="placeholder" aria-hidden="true">{t('loadingMessage')}</div>}
       </div>
     );
@@ -319,7 +346,7 @@ const statusLabel = { sending: 'statusSending', sent: 'statusSent', delivered: '
 class MessageRow extends Component {
   shouldComponentUpdate(n) {
     const p = this.props;
-    if (n.msg !== p.msg || n.hideRead !== p.hideRead || n.first !== p.first || n.unreadHere !== p.unreadHere || n.group !== p.group || n.contacts !== p.contacts || n.account !== p.account) return true;
+    if (n.msg !== p.msg || n.active !== p.active || n.hideRead !== p.hideRead || n.first !== p.first || n.unreadHere !== p.unreadHere || n.group !== p.group || n.contacts !== p.contacts || n.account !== p.account) return true;
     if ((n.prev && n.prev.time) !== (p.prev && p.prev.time) || (n.prev && n.prev.author) !== (p.prev && p.prev.author)) return true;
     // A quoted message that arrived later changes the quote.
     return !!n.msg.replyTo && n.model.byId.get(n.msg.replyTo) !== this.quotePos;
@@ -330,10 +357,12 @@ class MessageRow extends Component {
   }
 }
 
-function MessageView({ msg, prev, first, unreadHere, group, hideRead, contacts, account, model, onReply, onEdit, onDelete, onReact, onQuote }) {
+function MessageView({ msg, prev, first, unreadHere, group, hideRead, contacts, account, model, onReply, onEdit, onDelete, onReact, onPick, onQuote, active, onActivate, onDeactivate, onTogglePicker }) {
   // As in Signal: who sends no read receipts sees none.
   const status = hideRead && msg.status === 'read' ? 'delivered' : msg.status;
-  const [picker, setPicker] = useState(false);
+  const picker = !!active?.picker;
+  const msgRef = useRef(null), barRef = useRef(null);
+  useLayoutEffect(() => { if (active && barRef.current) placeBar(msgRef.current, barRef.current, msg.mine); }, [active, msg]);
   const day = new Date(msg.time).toDateString();
   const newDay = first || (prev && new Date(prev.time).toDateString() !== day);
   const author = msg.mine ? t('you') : nameOf(msg.author || '', contacts, account);
@@ -354,7 +383,9 @@ function MessageView({ msg, prev, first, unreadHere, group, hideRead, contacts, 
     <>
       {newDay && <div class="day" role="separator"><span>{dayLabel(msg.time)}</span></div>}
       {unreadHere && <div class="unread-divider" role="separator"><span>{t('unreadDivider')}</span></div>}
-      <div class={'msg' + (msg.mine ? ' mine' : '') + (msg.deleted ? ' deleted' : '')} tabIndex={0} data-id={msg.id}>
+      <div class={'msg' + (msg.mine ? ' mine' : '') + (msg.deleted ? ' deleted' : '') + (active ? ' active' : '')} tabIndex={0} data-id={msg.id} ref={msgRef}
+        onMouseEnter={() => onActivate(msg.id, 'hover')} onMouseLeave={() => onDeactivate(msg.id, 'hover')} onClick={() => onActivate(msg.id, 'tap')}
+        onfocusin={() => onActivate(msg.id, 'focus')} onfocusout={(e) => { if (!e.currentTarget.contains(e.relatedTarget)) onDeactivate(msg.id, 'focus'); }}>
         <div class="bubble">
           {showAuthor && <div class="author">{author}</div>}
           {quote}
@@ -383,22 +414,46 @@ function MessageView({ msg, prev, first, unreadHere, group, hideRead, contacts, 
             })}
           </div>
         )}
-        {!msg.deleted && !pending && (
-          <div class="actions">
-            <button class="icon-btn" aria-label={t('reply')} title={t('reply')} onClick={() => onReply(msg)}><Icon name="reply" /></button>
-            <button class="icon-btn" aria-label={t('react')} title={t('react')} aria-expanded={picker} onClick={() => setPicker(!picker)}><Icon name="react" /></button>
-            {msg.mine && <button class="icon-btn" aria-label={t('edit')} title={t('edit')} onClick={() => onEdit(msg)}><Icon name="edit" /></button>}
-            {msg.mine && <button class="icon-btn" aria-label={t('delete')} title={t('delete')} onClick={() => onDelete(msg)}><Icon name="trash" /></button>}
+        {active && !msg.deleted && !pending && (
+          <div class="actions" role="toolbar" aria-label={t('messageActions')} ref={barRef} onClick={(e) => e.stopPropagation()}>
+            {!picker && <button class="icon-btn" aria-label={t('reply')} title={t('reply')} onClick={() => onReply(msg)}><Icon name="reply" /></button>}
+            <button class="icon-btn" aria-label={t('react')} title={t('react')} aria-expanded={picker} onClick={() => onTogglePicker(msg.id)}><Icon name="react" /></button>
             {picker && (
               <div class="picker" role="group" aria-label={t('react')}>
-                {QUICK.map((e) => <button key={e} aria-label={t('reactWith', { emoji: e })} onClick={() => { setPicker(false); onReact(msg, e); }}>{e}</button>)}
+                {QUICK.map((e) => <button key={e} aria-label={t('reactWith', { emoji: e })} onClick={() => onPick(msg, e)}>{e}</button>)}
               </div>
             )}
+            {!picker && msg.mine && <button class="icon-btn" aria-label={t('edit')} title={t('edit')} onClick={() => onEdit(msg)}><Icon name="edit" /></button>}
+            {!picker && msg.mine && <button class="icon-btn" aria-label={t('delete')} title={t('delete')} onClick={() => onDelete(msg)}><Icon name="trash" /></button>}
           </div>
         )}
       </div>
     </>
   );
+}
+
+// placeBar puts a message's action bar where it hides none of the bubble:
+// beside it when the row has room (left of an own message, right of
+// another's), else above it, or below it when the bubble is at the top
+// of the visible list. Coordinates are relative to the message element.
+function placeBar(el, bar, mine) {
+  const bubble = el.querySelector('.bubble');
+  if (!bubble) return;
+  const m = el.getBoundingClientRect(), b = bubble.getBoundingClientRect();
+  const view = (el.closest('.scroller') || document.documentElement).getBoundingClientRect();
+  const w = bar.offsetWidth, h = bar.offsetHeight, gap = 6;
+  let left = mine ? b.left - gap - w : b.right + gap;
+  let top = b.top;
+  if (left < m.left || left + w > m.right) {
+    left = Math.max(m.left, Math.min(mine ? b.right - w : b.left, m.right - w));
+    top = b.top - gap - h;
+    if (top < view.top) {
+      const below = el.querySelector('.reactions') || bubble;
+      top = below.getBoundingClientRect().bottom + gap;
+    }
+  }
+  bar.style.left = `${left - m.left}px`;
+  bar.style.top = `${top - m.top}px`;
 }
 
 function Composer({ convId, onSend, replyTo, editing, onCancel, replyName, inputRef }) {
