@@ -412,6 +412,26 @@ try {
     assert(await bars(pb).count() === 0, 'Esc closes the bar (phone)');
   });
 
+  await step('emoji: colour emoji fonts named before the generic family; emoji-only messages enlarged', async () => {
+    await composer(pa).fill('🎉👍🏽');
+    await composer(pa).press('Enter');
+    await composer(pa).fill('party 🎉');
+    await composer(pa).press('Enter');
+    await msg(pb, 'party 🎉').waitFor();
+    const big = await msg(pb, '🎉👍🏽').locator('.text').evaluate((el) => ({ cls: el.className, size: parseFloat(getComputedStyle(el).fontSize) }));
+    const plain = await msg(pb, 'party 🎉').locator('.text').evaluate((el) => ({ cls: el.className, size: parseFloat(getComputedStyle(el).fontSize) }));
+    assert(big.cls.includes('emoji-only') && big.size >= 28, 'an emoji-only message is large: ' + JSON.stringify(big));
+    assert(!plain.cls.includes('emoji-only') && plain.size < 20, 'text with an emoji is not: ' + JSON.stringify(plain));
+    const stacks = await pb.evaluate(() => Object.fromEntries([['text', '.msg .text'], ['emoji-only', '.text.emoji-only'], ['reaction', '.chip'], ['preview', 'body']]
+      .map(([k, sel]) => [k, getComputedStyle(document.querySelector(sel)).fontFamily])));
+    for (const [k, f] of Object.entries(stacks)) {
+      for (const font of ['Apple Color Emoji', 'Segoe UI Emoji', 'Noto Color Emoji']) assert(f.includes(font), `${k} font stack names ${font}: ${f}`);
+      const generic = f.search(/(^|,)\s*sans-serif/);
+      assert(generic < 0 || f.indexOf('Noto Color Emoji') < generic, `${k}: emoji fonts before the generic family: ${f}`);
+    }
+    await shot(pb, 'emoji-phone');
+  });
+
   await step('delete for everyone', async () => {
     await composer(pa).fill('to be deleted');
     await composer(pa).press('Enter');

@@ -2,7 +2,7 @@ import { Component } from 'preact';
 import { useState, useEffect, useRef, useLayoutEffect, useCallback } from 'preact/hooks';
 import { get, post, put, del } from './api.js';
 import { t } from './i18n.js';
-import { Avatar, BackLink, Icon, clock, dayLabel, displayTitle, nameOf } from './ui.jsx';
+import { Avatar, BackLink, Icon, clock, dayLabel, displayTitle, nameOf, emojiOnly } from './ui.jsx';
 import { ConvDetails } from './screens.jsx';
 
 const PAGE = 100;
@@ -389,7 +389,7 @@ function MessageView({ msg, prev, first, unreadHere, group, hideRead, contacts, 
         <div class="bubble">
           {showAuthor && <div class="author">{author}</div>}
           {quote}
-          {msg.deleted ? <p class="text muted"><em>{t('deleted')}</em></p> : <p class="text">{msg.text}</p>}
+          {msg.deleted ? <p class="text muted"><em>{t('deleted')}</em></p> : <p class={'text' + (emojiOnly(msg.text) ? ' emoji-only' : '')}>{msg.text}</p>}
           <div class="meta">
             {msg.edited && !msg.deleted && <span class="edited">{t('edited')}</span>}
             <time dateTime={msg.time}>{clock(msg.time)}</time>

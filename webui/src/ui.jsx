@@ -18,6 +18,22 @@ export function displayTitle(c, contacts, account) {
 }
 
 
+const graphemes = typeof Intl !== 'undefined' && Intl.Segmenter ? new Intl.Segmenter('en', { granularity: 'grapheme' }) : null;
+const pictograph = /^(?:\p{Extended_Pictographic}|\p{Regional_Indicator}|[#*0-9]\uFE0F?\u20E3)/u;
+
+// emojiOnly tells whether a text is one to three emoji and nothing else
+// (white space aside): such a message is shown large. A grapheme is one
+// emoji however many code points it takes (skin tones, ZWJ families, flags).
+export function emojiOnly(text) {
+  const s = (text || '').replace(/\s+/g, '');
+  if (!s || s.length > 48 || !graphemes) return false;
+  let n = 0;
+  for (const { segment } of graphemes.segment(s)) {
+    if (!pictograph.test(segment) || ++n > 3) return false;
+  }
+  return true;
+}
+
 export function Avatar({ name, src, size }) {
   const n = name || '?';
   let h = 0;
