@@ -476,6 +476,40 @@ try {
     await composer(pa).waitFor();
   });
 
+  await step('notifications: off until the browser grants them, asked on the first enable, off when blocked', async () => {
+    // Headless Chromium answers permission requests by itself: a stand-in
+    // Notification records the request and gives the answer we choose.
+    await pb.evaluate(() => {
+      window.__perm = 'default';
+      window.__asked = 0;
+      window.Notification = class {
+        static get permission() { return window.__perm; }
+        static requestPermission() { window.__asked++; window.__perm = 'granted'; return Promise.resolve('granted'); }
+      };
+    });
+    const back = pb.url();
+    await pb.goto(b.origin + '/#/settings');
+    const sw = pb.getByRole('switch', { name: /^Notifications/ });
+    await sw.waitFor();
+    assert(!(await sw.isChecked()), 'the switch is off while the browser was never asked');
+    assert(await pb.evaluate(() => window.__asked) === 0, 'nothing asked before the user enables it');
+    await sw.click();
+    await pb.waitForFunction(() => window.__asked === 1);
+    for (let i = 0; i < 50 && !(await sw.isChecked()); i++) await sleep(100);
+    assert(await sw.isChecked(), 'on once the browser grants');
+    for (let i = 0; i < 50 && !(await b.api('GET', '/preferences')).notifications; i++) await sleep(100);
+    assert((await b.api('GET', '/preferences')).notifications === true, 'the preference is stored');
+    // The browser blocks them later: the switch says so, and is off.
+    await pb.evaluate(() => { window.__perm = 'denied'; });
+    await pb.goto(b.origin + '/#/contacts');
+    await pb.goto(b.origin + '/#/settings');
+    await pb.getByText(/^Blocked by the browser/).waitFor();
+    assert(!(await sw.isChecked()), 'off while the browser blocks them');
+    await shot(pb, 'notifications-blocked-phone');
+    await pb.evaluate(() => { window.__perm = 'granted'; });
+    await pb.goto(back);
+  });
+
   await step('notifications for messages that arrive while the tab is hidden', async () => {
     // Headless tabs are never hidden and have no notification centre:
     // hide the tab and record Notification calls.

@@ -27,7 +27,7 @@ function first(key, path) {
   return p || get(path);
 }
 
-const defaultPrefs = { theme: 'system', language: '', notifications: true, showPresence: true, readReceipts: true };
+const defaultPrefs = { theme: 'system', language: '', notifications: false, showPresence: true, readReceipts: true };
 
 function parseRoute() {
   const h = location.hash.replace(/^#\/?/, '');

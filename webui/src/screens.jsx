@@ -120,6 +120,21 @@ function Page({ title, children }) {
   );
 }
 
+// usePermission follows the browser's notification permission: "granted",
+// "denied", "default" (never asked) or "unsupported".
+function usePermission() {
+  const read = () => ('Notification' in window ? Notification.permission : 'unsupported');
+  const [state, set] = useState(read);
+  useEffect(() => {
+    let status;
+    const on = () => set(read());
+    navigator.permissions?.query({ name: 'notifications' }).then((st) => { status = st; st.addEventListener('change', on); }).catch(() => {});
+    addEventListener('focus', on);
+    return () => { status?.removeEventListener('change', on); removeEventListener('focus', on); };
+  }, []);
+  return { state, set };
+}
+
 // resizeAvatar turns a picked image into a small square JPEG data URL.
 async function resizeAvatar(file) {
   const bmp = await createImageBitmap(file);
@@ -135,14 +150,13 @@ export function Settings({ account, prefs, setPrefs, reloadAccount, onConvEvent 
   const [avatar, setAvatar] = useState(account?.avatar || '');
   const [saved, setSaved] = useState('');
   const { busy, error, run } = useAsync();
-  const notifAllowed = !('Notification' in window) || Notification.permission !== 'denied';
+  const perm = usePermission();
   // Preferences apply at once (the control reflects the click) and roll
   // back if the node refuses them.
   const savePrefs = (patch) => run(async () => {
     const before = prefs, next = { ...prefs, ...patch };
     setPrefs(next);
     try {
-      if (patch.notifications && 'Notification' in window && Notification.permission === 'default') await Notification.requestPermission();
       await put('/preferences', next);
       setSaved(t('saved'));
     } catch (e) {
@@ -154,12 +168,24 @@ export function Settings({ account, prefs, setPrefs, reloadAccount, onConvEvent 
     e.preventDefault();
     run(async () => { await put('/profile', { name, avatar }); await reloadAccount(); setSaved(t('saved')); });
   };
-  const toggle = (key, label, text) => (
+  const toggle = (key, label, text, checked = !!prefs[key], onChange = (v) => savePrefs({ [key]: v }), disabled = false) => (
     <label class="toggle">
-      <input type="checkbox" role="switch" checked={!!prefs[key]} onChange={(e) => savePrefs({ [key]: e.currentTarget.checked })} aria-describedby={key + '-text'} />
+      <input type="checkbox" role="switch" checked={checked} disabled={disabled} onChange={(e) => onChange(e.currentTarget.checked)} aria-describedby={key + '-text'} />
       <span><strong>{label}</strong><span id={key + '-text'} class="muted small">{text}</span></span>
     </label>
   );
+  // Notifications are on only when the preference is on and the browser
+  // grants them; the first enable asks the browser, and a refusal leaves
+  // the preference off.
+  const setNotifications = async (on) => {
+    if (on && perm.state !== 'granted') {
+      const answer = await Promise.resolve(Notification.requestPermission()).catch(() => 'denied');
+      perm.set(answer);
+      if (answer !== 'granted') { savePrefs({ notifications: false }); return; }
+    }
+    savePrefs({ notifications: on });
+  };
+  const notifText = { denied: t('notificationsDenied'), unsupported: t('notificationsUnsupported') }[perm.state] || t('notificationsText');
   return (
     <Page title={t('settings')}>
       <form class="stack section" onSubmit={saveProfile} aria-labelledby="h-profile">
@@ -190,7 +216,8 @@ export function Settings({ account, prefs, setPrefs, reloadAccount, onConvEvent 
       </div>
       <div class="stack section">
         <h3>{t('notifications')}</h3>
-        {toggle('notifications', t('notifications'), notifAllowed ? t('notificationsText') : t('notificationsDenied'))}
+        {toggle('notifications', t('notifications'), notifText, !!prefs.notifications && perm.state === 'granted', setNotifications,
+          perm.state === 'denied' || perm.state === 'unsupported')}
       </div>
       <div class="stack section">
         <h3>{t('privacy')}</h3>
