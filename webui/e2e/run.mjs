@@ -324,7 +324,14 @@ try {
     await waitStatus(pa, 'Hello Bob', ['read']);
   });
 
-  await step('composer: Shift+Enter makes a newline, Enter sends', async () => {
+  await step('composer: Shift+Enter makes a newline, Enter sends; the open chat shows no unread badge', async () => {
+    // Alice has the chat open: what arrives there is read, and the list
+    // never shows a badge on it.
+    await pa.evaluate(() => {
+      window.__badge = false;
+      const seen = () => { if (document.querySelector('.conv-item.active .badge')) window.__badge = true; };
+      new MutationObserver(seen).observe(document.body, { subtree: true, childList: true, characterData: true });
+    });
     await composer(pb).click();
     await composer(pb).type('line one');
     await composer(pb).press('Shift+Enter');
@@ -333,6 +340,10 @@ try {
     await composer(pb).press('Enter');
     await msg(pa, /line two/).waitFor();
     assert((await msg(pa, /line two/).locator('.text').innerText()).includes('\n'), 'the newline arrives');
+    for (let i = 0; i < 50 && (await a.api('GET', '/conversations')).some((c) => c.unread > 0); i++) await sleep(100);
+    assert((await a.api('GET', '/conversations')).every((c) => c.unread === 0), 'read on Alice\'s node');
+    await sleep(500);
+    assert(!(await pa.evaluate(() => window.__badge)), 'no unread badge on the open chat');
   });
 
   await step('typing indicator', async () => {

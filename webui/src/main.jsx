@@ -271,6 +271,9 @@ function ConvList({ convs, query, openId, contacts, account, typing }) {
     );
   }
   const now = Date.now();
+  // The open chat, when visible, is being read: what arrives there is
+  // marked read at once, and a badge would only flash until then.
+  const visible = document.visibilityState === 'visible';
   return (
     <ul class="conv-list" role="list">
       {items.map(({ c, title }) => {
@@ -286,7 +289,7 @@ function ConvList({ convs, query, openId, contacts, account, typing }) {
                 <span class="conv-top"><span class="conv-title">{title}</span>{lm && <time class="muted small">{shortTime(lm.time)}</time>}</span>
                 <span class="conv-bottom">
                   <span class="conv-preview">{preview}</span>
-                  {c.unread > 0 && <span class="badge" aria-label={t('unreadCount', { n: c.unread })}>{c.unread}</span>}
+                  {c.unread > 0 && !(c.id === openId && visible) && <span class="badge" aria-label={t('unreadCount', { n: c.unread })}>{c.unread}</span>}
                 </span>
               </span>
             </a>
