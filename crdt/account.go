@@ -27,6 +27,7 @@ type Account struct {
 	convs        map[string]*convRec
 	devAdds      map[DeviceID]opRef
 	readMarks    map[string]Position
+	blocked      map[AccountID]opRef
 }
 
 type contactRec struct{ name, verif, status opRef }
@@ -48,6 +49,7 @@ func (a *Account) resetDerived() {
 	a.convs = map[string]*convRec{}
 	a.devAdds = map[DeviceID]opRef{}
 	a.readMarks = map[string]Position{}
+	a.blocked = map[AccountID]opRef{}
 }
 
 // Apply merges one event; see Conversation.Apply for the contract.
@@ -254,6 +256,12 @@ func (a *Account) reduce(i int32) {
 				cur = noRef
 			}
 			a.devAdds[op.Device] = a.max(cur, ref)
+		case ContactBlock:
+			cur, ok := a.blocked[op.Account]
+			if !ok {
+				cur = noRef
+			}
+			a.blocked[op.Account] = a.max(cur, ref)
 		case ReadMark:
 			k := string(op.Conversation)
 			a.readMarks[k] = a.readMarks[k].Merge(op.Position)
@@ -350,6 +358,24 @@ func (a *Account) Conversations() []ConversationEntry {
 	return out
 }
 
+// Blocked reports whether the account blocked acct.
+func (a *Account) Blocked(acct AccountID) bool {
+	r, ok := a.blocked[acct]
+	return ok && a.op(r).(ContactBlock).Blocked
+}
+
+// BlockedAccounts returns the blocked accounts, sorted.
+func (a *Account) BlockedAccounts() []AccountID {
+	var out []AccountID
+	for id := range a.blocked {
+		if a.Blocked(id) {
+			out = append(out, id)
+		}
+	}
+	slices.SortFunc(out, func(x, y AccountID) int { return bytes.Compare(x[:], y[:]) })
+	return out
+}
+
 // AccountDevice is a device of the account.
 type AccountDevice struct {
 	Device  DeviceID
@@ -436,6 +462,11 @@ func (a *Account) StateHash() [32]byte {
 	for _, k := range rk {
 		w.str(k)
 		w.position(a.readMarks[k])
+	}
+	bl := a.BlockedAccounts()
+	w.uint(uint64(len(bl)))
+	for _, b := range bl {
+		w.bytes(b[:])
 	}
 	return w.sum()
 }

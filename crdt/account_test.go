@@ -57,6 +57,27 @@ func TestAccountLWWAndReadMarks(t *testing.T) {
 	}
 }
 
+// TestContactBlock: blocks are LWW per account and survive in the state
+// hash; a later unblock wins over an earlier block.
+func TestContactBlock(t *testing.T) {
+	w := accountWorld(t)
+	w.emit(dev(1), ContactBlock{Account: acct(5), Blocked: true}, ContactBlock{Account: acct(6), Blocked: true})
+	a := applyAccount(t, w.all)
+	if !a.Blocked(acct(5)) || !a.Blocked(acct(6)) || a.Blocked(acct(7)) {
+		t.Fatalf("blocked %v", a.BlockedAccounts())
+	}
+	before := a.StateHash()
+	w.sync(dev(2), dev(1))
+	w.emit(dev(2), ContactBlock{Account: acct(6)})
+	a = applyAccount(t, w.all)
+	if got := a.BlockedAccounts(); len(got) != 1 || got[0] != acct(5) {
+		t.Fatalf("after unblocking 6: %v", got)
+	}
+	if a.StateHash() == before {
+		t.Fatal("state hash unchanged by an unblock")
+	}
+}
+
 func reverse(es []Event) []Event {
 	out := make([]Event, len(es))
 	for i, e := range es {
@@ -147,7 +168,7 @@ func TestPropertyAccountConvergence(t *testing.T) {
 			}
 			var op Op
 			b := rapid.Bool().Draw(t, "flag")
-			switch rapid.IntRange(0, 5).Draw(t, "op") {
+			switch rapid.IntRange(0, 6).Draw(t, "op") {
 			case 0:
 				op = SetPreference{rapid.SampledFrom([]string{"a", "b"}).Draw(t, "k"), rapid.StringMatching(`[a-z]{0,3}`).Draw(t, "v")}
 			case 1:
@@ -166,6 +187,8 @@ func TestPropertyAccountConvergence(t *testing.T) {
 					st = ContactRemoved
 				}
 				op = ContactUpdate{Account: acct(4), Status: &st}
+			case 6:
+				op = ContactBlock{Account: acct(byte(rapid.IntRange(4, 5).Draw(t, "blocked"))), Blocked: b}
 			}
 			if op != nil {
 				w.emit(d, op)

@@ -34,12 +34,14 @@ func allOps() []Op {
 		Rotation{Payload: []byte{9}, Recipients: []Recipient{{Account: acct(1), Device: dev(1)}}},
 		DeviceAnnounce{Account: acct(1), Device: dev(1), Cert: []byte{7}, Prekey: []byte{8}},
 		DeviceRevoked{Revocation: []byte{6, 5}},
+		MemberProfile{"Alice"}, MemberProfile{},
 		ProfileName{"me"}, ProfileAvatar{Mime: "image/jpeg", Data: []byte{3}},
 		SetPreference{"theme", "dark"}, SetPreference{Key: "lang"},
 		ContactUpdate{Account: acct(4), Name: &name, Verification: &v, Status: &st},
 		ConversationUpdate{ID: []byte{1, 2}, Type: &kind, Archived: &arch},
 		DeviceAdd{dev(5), "laptop", []byte{8}}, DeviceRevoke{Device: dev(5), Cutoff: 4},
 		ReadMark{[]byte{1}, pos},
+		ContactBlock{Account: acct(6), Blocked: true}, ContactBlock{Account: acct(6)},
 		Unknown{K: 999, Raw: []byte{0x82, 0x01, 0x02}},
 	}
 }

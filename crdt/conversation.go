@@ -24,6 +24,7 @@ type Conversation struct {
 	read      map[int32]Position
 	rotations []opRef
 	devices   map[devKey]opRef // winning DeviceAnnounce per (account, device)
+	names     map[int32]opRef  // winning MemberProfile by account index
 	dirty     bool
 }
 
@@ -71,6 +72,7 @@ func (c *Conversation) resetDerived() {
 	c.read = make(map[int32]Position)
 	c.rotations = c.rotations[:0]
 	c.devices = make(map[devKey]opRef)
+	c.names = make(map[int32]opRef)
 }
 
 // Apply merges one event. All parents must have been applied
@@ -281,6 +283,12 @@ func (c *Conversation) reduce(i int32) {
 			c.avatar = c.lwwMax(c.avatar, ref)
 		case Rotation:
 			c.rotations = append(c.rotations, ref)
+		case MemberProfile:
+			cur, ok := c.names[e.acct]
+			if !ok {
+				cur = noRef
+			}
+			c.names[e.acct] = c.lwwMax(cur, ref)
 		case DeviceAnnounce:
 			key := devKey{c.g.internAcct(op.Account), op.Device}
 			cur, ok := c.devices[key]

@@ -203,6 +203,64 @@ func TestNonMemberIgnored(t *testing.T) {
 	}
 }
 
+// TestDirect: two accounts and no title is a direct chat; a title or a
+// third account ever added makes a group, even after that account left.
+func TestDirect(t *testing.T) {
+	w := newWorld(t)
+	w.device(dev(1), acct(1))
+	w.device(dev(2), acct(2))
+	w.emit(dev(1), AddMember{acct(2)})
+	if !applyAll(t, w).Direct() {
+		t.Fatal("a two-account conversation without title is not direct")
+	}
+	w.emit(dev(1), AddMember{acct(3)})
+	w.emit(dev(1), RemoveMember{acct(3)})
+	c := applyAll(t, w)
+	if c.Direct() || len(c.Members()) != 2 {
+		t.Fatalf("direct %v with %d members after a third account came and went", c.Direct(), len(c.Members()))
+	}
+	if g, _ := group(t); applyAll(t, g).Direct() {
+		t.Fatal("a group of three is direct")
+	}
+	w = newWorld(t)
+	w.device(dev(1), acct(1))
+	w.emit(dev(1), AddMember{acct(2)}, SetTitle{"us"})
+	if applyAll(t, w).Direct() {
+		t.Fatal("a titled conversation is direct")
+	}
+}
+
+// TestMemberNames: each member publishes its own name (LWW per account);
+// a non-member's claim and another account's op change nothing.
+func TestMemberNames(t *testing.T) {
+	w, g := group(t)
+	w.device(dev(7), acct(7))
+	w.sync(dev(7), dev(1))
+	w.emit(dev(2), MemberProfile{"Bea"})
+	w.emit(dev(3), MemberProfile{"Cy"})
+	w.emit(dev(7), MemberProfile{"Mallory"}) // not a member
+	w.emit(dev(2), MemberProfile{"Beatrice"})
+	c := applyAll(t, w)
+	if got := c.MemberName(acct(2)); got != "Beatrice" {
+		t.Fatalf("B's name %q, want the later claim", got)
+	}
+	if got := c.MemberName(acct(3)); got != "Cy" {
+		t.Fatalf("C's name %q", got)
+	}
+	if got := c.MemberName(acct(7)); got != "" {
+		t.Fatalf("a non-member's name took effect: %q", got)
+	}
+	if got := c.MemberName(acct(1)); got != "" {
+		t.Fatalf("A published no name, got %q", got)
+	}
+	// Order of delivery does not matter.
+	r := NewConversation()
+	deliver(t, r, append([]Event{g}, reverse(w.all[1:])...))
+	if r.StateHash() != c.StateHash() || r.MemberName(acct(2)) != "Beatrice" {
+		t.Fatalf("order changed the names: %q", r.MemberName(acct(2)))
+	}
+}
+
 func TestRemoveWinsOverConcurrentAdd(t *testing.T) {
 	w, _ := group(t)
 	w.emit(dev(1), SetAdmin{acct(2), true})
@@ -463,6 +521,7 @@ func TestStateHashSensitive(t *testing.T) {
 		{"prekey", func() {
 			w.emit(dev(1), DeviceAnnounce{Account: acct(1), Device: dev(1), Cert: []byte{1}, Prekey: []byte{2}})
 		}},
+		{"member name", func() { w.emit(dev(2), MemberProfile{"Bea"}) }},
 		{"delete", func() { w.emit(dev(1), Delete{id}) }},
 	}
 	for _, s := range steps {

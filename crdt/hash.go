@@ -83,7 +83,7 @@ func (w *hasher) sum() (out [32]byte) {
 // and unless deleted: current text, edited flag, reply-to, reactions by
 // emoji with their accounts); delivered and read positions per account;
 // rotations (id, op, tainted) and the current epoch; announced device
-// certificates and prekeys. Replicas that applied the same set of events
+// certificates and prekeys; member display names. Replicas that applied the same set of events
 // have equal hashes, whatever the order and duplicates of delivery.
 func (c *Conversation) StateHash() [32]byte {
 	w := newHasher("glitr/v1/crdt/conversation-state")
@@ -177,6 +177,21 @@ func (c *Conversation) StateHash() [32]byte {
 		w.bytes(d.Device[:])
 		w.bytes(d.Cert)
 		w.bytes(d.Prekey)
+	}
+
+	type name struct {
+		acct AccountID
+		name string
+	}
+	var ns []name
+	for a, r := range c.names {
+		ns = append(ns, name{c.g.accts[a], c.g.events[r.ev].ops[r.op].(MemberProfile).Name})
+	}
+	slices.SortFunc(ns, func(x, y name) int { return bytes.Compare(x.acct[:], y.acct[:]) })
+	w.uint(uint64(len(ns)))
+	for _, n := range ns {
+		w.bytes(n.acct[:])
+		w.str(n.name)
 	}
 	return w.sum()
 }

@@ -26,6 +26,7 @@ const (
 	KindRotation       OpKind = 12
 	KindDeviceAnnounce OpKind = 13
 	KindDeviceRevoked  OpKind = 14
+	KindMemberProfile  OpKind = 15
 )
 
 // Account op kinds.
@@ -38,6 +39,7 @@ const (
 	KindDeviceAdd     OpKind = 37
 	KindDeviceRevoke  OpKind = 38
 	KindReadMark      OpKind = 39
+	KindContactBlock  OpKind = 40
 )
 
 // Op is one operation carried in an event body. The concrete types below
@@ -148,6 +150,14 @@ type DeviceRevoked struct {
 	Revocation []byte `cbor:"r"`
 }
 
+// MemberProfile publishes the author account's display name in one
+// conversation (LWW per account), so members who are not its contacts see
+// a name instead of a key. It is the author's own claim: nobody vouches
+// for it, and the UI shows it as not verified.
+type MemberProfile struct {
+	Name string `cbor:"n"`
+}
+
 // ProfileName sets the account's display name (LWW).
 type ProfileName struct {
 	Name string `cbor:"n"`
@@ -185,6 +195,15 @@ type ContactUpdate struct {
 	Name         *string   `cbor:"n,omitempty"`
 	Verification *uint8    `cbor:"v,omitempty"`
 	Status       *uint8    `cbor:"s,omitempty"`
+}
+
+// ContactBlock blocks (Blocked) or unblocks an account (LWW per account).
+// It is an op of its own, not a ContactUpdate field, so that devices that
+// do not know it keep and ignore it (unknown fields of a known op are
+// refused).
+type ContactBlock struct {
+	Account AccountID `cbor:"a"`
+	Blocked bool      `cbor:"b,omitempty"`
 }
 
 // Conversation kinds.
@@ -246,6 +265,7 @@ func (SetAdmin) Kind() OpKind           { return KindSetAdmin }
 func (Rotation) Kind() OpKind           { return KindRotation }
 func (DeviceAnnounce) Kind() OpKind     { return KindDeviceAnnounce }
 func (DeviceRevoked) Kind() OpKind      { return KindDeviceRevoked }
+func (MemberProfile) Kind() OpKind      { return KindMemberProfile }
 func (ProfileName) Kind() OpKind        { return KindProfileName }
 func (ProfileAvatar) Kind() OpKind      { return KindProfileAvatar }
 func (SetPreference) Kind() OpKind      { return KindPreference }
@@ -254,6 +274,7 @@ func (ConversationUpdate) Kind() OpKind { return KindConversation }
 func (DeviceAdd) Kind() OpKind          { return KindDeviceAdd }
 func (DeviceRevoke) Kind() OpKind       { return KindDeviceRevoke }
 func (ReadMark) Kind() OpKind           { return KindReadMark }
+func (ContactBlock) Kind() OpKind       { return KindContactBlock }
 
 // Kind returns the unknown kind number.
 func (u Unknown) Kind() OpKind { return u.K }
@@ -366,6 +387,8 @@ func (o DeviceRevoked) validate() error {
 	return nil
 }
 
+func (o MemberProfile) validate() error { return checkText("member name", o.Name, MaxTitleLen, false) }
+func (ContactBlock) validate() error    { return nil }
 func (o ProfileName) validate() error   { return checkText("profile name", o.Name, MaxTitleLen, false) }
 func (o ProfileAvatar) validate() error { return checkBlob(o.Mime, o.Data) }
 
@@ -471,6 +494,8 @@ func decodeKnown(k OpKind, raw []byte) (op Op, ok bool, err error) {
 		return decodeAs[DeviceAnnounce](raw)
 	case KindDeviceRevoked:
 		return decodeAs[DeviceRevoked](raw)
+	case KindMemberProfile:
+		return decodeAs[MemberProfile](raw)
 	case KindProfileName:
 		return decodeAs[ProfileName](raw)
 	case KindProfileAvatar:
@@ -487,10 +512,12 @@ func decodeKnown(k OpKind, raw []byte) (op Op, ok bool, err error) {
 		return decodeAs[DeviceRevoke](raw)
 	case KindReadMark:
 		return decodeAs[ReadMark](raw)
+	case KindContactBlock:
+		return decodeAs[ContactBlock](raw)
 	}
 	return nil, false, nil
 }
 
 func knownKind(k OpKind) bool {
-	return (k >= KindMessage && k <= KindDeviceRevoked) || (k >= KindProfileName && k <= KindReadMark)
+	return (k >= KindMessage && k <= KindMemberProfile) || (k >= KindProfileName && k <= KindContactBlock)
 }

@@ -78,10 +78,13 @@ func randomHistory(t *rapid.T) *world {
 		case 10:
 			op = SetAdmin{target, rapid.Bool().Draw(t, "admin")}
 		case 11:
-			if rapid.Bool().Draw(t, "rot") {
+			switch rapid.IntRange(0, 2).Draw(t, "ctl") {
+			case 0:
 				op = Rotation{Payload: []byte{1}, Recipients: []Recipient{{Account: target}}}
-			} else {
+			case 1:
 				op = SetTitle{rapid.StringMatching(`[a-z]{0,4}`).Draw(t, "title")}
+			case 2:
+				op = MemberProfile{rapid.StringMatching(`[a-z]{0,4}`).Draw(t, "name")}
 			}
 		}
 		if op == nil {

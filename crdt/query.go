@@ -45,6 +45,41 @@ func (c *Conversation) Title() string {
 	return c.g.events[c.title.ev].ops[c.title.op].(SetTitle).Title
 }
 
+// Direct reports whether the conversation is a one-to-one chat: it has no
+// title, and in all its history one account besides the creator was ever
+// added. Adding a third account makes it a group for good.
+func (c *Conversation) Direct() bool {
+	if c.Title() != "" || c.g.root < 0 {
+		return false
+	}
+	creator := c.g.events[c.g.root].acct
+	other := int32(-1)
+	for _, o := range c.m.valid {
+		if o.kind != memAdd || o.target == creator {
+			continue
+		}
+		if other >= 0 && other != o.target {
+			return false
+		}
+		other = o.target
+	}
+	return other >= 0
+}
+
+// MemberName returns the display name account a published in the
+// conversation ("" if none). It is a's own claim.
+func (c *Conversation) MemberName(a AccountID) string {
+	i, ok := c.g.acctIdx[a]
+	if !ok {
+		return ""
+	}
+	r, ok := c.names[i]
+	if !ok {
+		return ""
+	}
+	return c.g.events[r.ev].ops[r.op].(MemberProfile).Name
+}
+
 // Avatar returns the current avatar (empty data if unset). The slice is
 // shared with the state: do not modify it.
 func (c *Conversation) Avatar() (mime string, data []byte) {

@@ -19,6 +19,7 @@ import (
 //	/v/<dag>/<pack7(author)>                 → author tip: seq, height, lamport, cid
 //	/e/<dag>/<pack7(author,seq)>             → equivocation evidence
 //	/n/<dag>                                 → committed block count (uvarint)
+//	/a/<dag>/<pack7(key)>                    → CID of the own block appended under an idempotency key
 //
 // <dag> is the DAG's local number packed into 4 bytes (28 bits), <bucket>
 // is height>>bucketBits packed into 8 bytes (56 bits) and low is the low
@@ -152,6 +153,11 @@ func evidenceKey(dst []byte, num uint32, a DeviceID, seq uint64) []byte {
 }
 
 func countKey(dst []byte, num uint32) []byte { return appendDAGPrefix(dst, 'n', num) }
+
+func onceKey(dst []byte, num uint32, key []byte) []byte {
+	dst = append(appendDAGPrefix(dst, 'a', num), '/')
+	return pack7(dst, key)
+}
 
 // lastComponent returns the part of a key after its last '/'.
 func lastComponent(k []byte) []byte {

@@ -343,11 +343,73 @@ type Author struct {
 // a crash can never make the device publish two blocks with one sequence
 // number.
 func (s *Store) Append(ctx context.Context, dag DAGID, au Author, body []byte, now time.Time) (Block, error) {
+	b, _, err := s.AppendOnce(ctx, dag, nil, au, body, now)
+	return b, err
+}
+
+// MaxOnceKey bounds an idempotency key of AppendOnce.
+const MaxOnceKey = 128
+
+// AppendOnce is Append under an idempotency key: the key is committed with
+// the block in the same atomic write, and a later AppendOnce with the same
+// key in dag returns the block made then (created false) instead of
+// building another. So a caller that retries after a lost answer or a
+// crash, at any point, makes the block exactly once. A nil key is Append.
+func (s *Store) AppendOnce(ctx context.Context, dag DAGID, key []byte, au Author, body []byte, now time.Time) (b Block, created bool, err error) {
+	if len(key) > MaxOnceKey {
+		return Block{}, false, fmt.Errorf("append: idempotency key of %d bytes > %d", len(key), MaxOnceKey)
+	}
 	st, err := s.lockDAG(ctx, dag)
 	if err != nil {
-		return Block{}, err
+		return Block{}, false, err
 	}
 	defer st.mu.Unlock()
+	if key != nil && st.persisted {
+		c, err := s.onceLookup(ctx, st.num, key)
+		if err == nil {
+			rec, err := s.getRecord(ctx, st.num, c)
+			if err != nil {
+				return Block{}, false, fmt.Errorf("append: block %s of the idempotency key: %w", c, err)
+			}
+			b, err := blockFromRecord(rec)
+			return b, false, err
+		}
+		if !errors.Is(err, ErrNotFound) {
+			return Block{}, false, err
+		}
+	}
+	b, err = s.appendLocked(ctx, st, key, au, body, now)
+	return b, err == nil, err
+}
+
+// Once returns the CID of the block appended under key, or ErrNotFound.
+func (s *Store) Once(ctx context.Context, dag DAGID, key []byte) (cid.Cid, error) {
+	num, ok, _, _, _, err := s.snapshot(ctx, dag)
+	if err != nil {
+		return cid.Undef, err
+	}
+	if !ok {
+		return cid.Undef, ErrNotFound
+	}
+	return s.onceLookup(ctx, num, key)
+}
+
+func (s *Store) onceLookup(ctx context.Context, num uint32, key []byte) (cid.Cid, error) {
+	v, err := s.kv.get(ctx, onceKey(nil, num, key))
+	if errors.Is(err, errKVNotFound) {
+		return cid.Undef, ErrNotFound
+	}
+	if err != nil {
+		return cid.Undef, fmt.Errorf("idempotency key: %w", err)
+	}
+	c, err := cid.Cast(v)
+	if err != nil {
+		return cid.Undef, fmt.Errorf("%w: idempotency key names no CID: %w", errBadRecord, err)
+	}
+	return c, nil
+}
+
+func (s *Store) appendLocked(ctx context.Context, st *dagState, key []byte, au Author, body []byte, now time.Time) (Block, error) {
 	if au.Signer == nil {
 		return Block{}, errors.New("append: nil signer")
 	}
@@ -369,6 +431,9 @@ func (s *Store) Append(ctx context.Context, dag DAGID, au Author, body []byte, n
 		return Block{}, fmt.Errorf("append: %w", err)
 	}
 	t := s.newTx(ctx, st, 1, len(b.envBytes)+len(b.innerBytes))
+	if key != nil {
+		t.once, t.onceCID = key, b.CID
+	}
 	if err := t.offer(&b, ""); err != nil {
 		t.abort()
 		return Block{}, fmt.Errorf("append: %w", err)

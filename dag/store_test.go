@@ -390,6 +390,55 @@ func testAppendNeverReusesSeq(t *testing.T, be backend) {
 	}
 }
 
+func TestAppendOnce(t *testing.T) { forBackends(t, testAppendOnce) }
+
+// testAppendOnce: a key makes one block whatever the retries, across a
+// failed commit (nothing made, the retry makes it) and a reopen; another
+// key or no key makes a new block.
+func testAppendOnce(t *testing.T, be backend) {
+	d, fds := be.open(t)
+	ctx := context.Background()
+	s, _ := openWithFaults(d, fds, DefaultOptions())
+	au := Author{Signer: testSigner(1), Sealer: newTestCipher(1), Cert: []byte("cert")}
+	if _, err := s.Once(ctx, testDAG, []byte("k1")); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("key before any block: %v", err)
+	}
+	fds.fail = true
+	if _, _, err := s.AppendOnce(ctx, testDAG, []byte("k1"), au, []byte("one"), testEpoch); err == nil {
+		t.Fatal("append succeeded despite a failed commit")
+	}
+	fds.fail = false
+	b1, created, err := s.AppendOnce(ctx, testDAG, []byte("k1"), au, []byte("one"), testEpoch)
+	if err != nil || !created {
+		t.Fatalf("first append: created %v, %v", created, err)
+	}
+	again, created, err := s.AppendOnce(ctx, testDAG, []byte("k1"), au, []byte("one, retried"), testEpoch)
+	if err != nil || created || again.CID != b1.CID || string(again.Inner.Body) != "one" {
+		t.Fatalf("retry: created %v, %v, body %q", created, err, again.Inner.Body)
+	}
+	b2, created, err := s.AppendOnce(ctx, testDAG, []byte("k2"), au, []byte("two"), testEpoch)
+	if err != nil || !created || b2.Inner.Seq != 2 {
+		t.Fatalf("another key: created %v seq %d, %v", created, b2.Inner.Seq, err)
+	}
+	if _, err := s.Append(ctx, testDAG, au, []byte("three"), testEpoch); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := s.AppendOnce(ctx, testDAG, make([]byte, MaxOnceKey+1), au, []byte("x"), testEpoch); err == nil {
+		t.Fatal("an oversized key was taken")
+	}
+	s2, _ := openWithFaults(d, fds, DefaultOptions())
+	if c, err := s2.Once(ctx, testDAG, []byte("k1")); err != nil || c != b1.CID {
+		t.Fatalf("after reopen: %v %v", c, err)
+	}
+	again, created, err = s2.AppendOnce(ctx, testDAG, []byte("k2"), au, []byte("two, retried"), testEpoch)
+	if err != nil || created || again.CID != b2.CID {
+		t.Fatalf("retry after reopen: created %v, %v", created, err)
+	}
+	if n, _ := s2.Count(ctx, testDAG); n != 3 {
+		t.Fatalf("%d blocks, want 3", n)
+	}
+}
+
 func TestReopenPreservesEverything(t *testing.T) { forBackends(t, testReopenPreservesEverything) }
 
 func testReopenPreservesEverything(t *testing.T, be backend) {

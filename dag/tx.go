@@ -46,6 +46,8 @@ type tx struct {
 	evidence  map[DeviceID]int
 	maxHeight uint64
 	taken     []*stagedEntry // removed from staging; restaged on abort
+	once      []byte         // AppendOnce: idempotency key of the block
+	onceCID   cid.Cid
 	buf       []byte
 	kbuf      []byte
 	res       AddResult
@@ -397,6 +399,11 @@ func (t *tx) commit(sync bool) error {
 		t.kbuf = vectorKey(t.kbuf[:0], t.num, a)
 		t.buf = appendTip(t.buf[:0], v)
 		if err := put(t.kbuf, t.buf); err != nil {
+			return t.fail(err)
+		}
+	}
+	if t.once != nil {
+		if err := put(onceKey(t.kbuf[:0], t.num, t.once), t.onceCID.Bytes()); err != nil {
 			return t.fail(err)
 		}
 	}

@@ -158,13 +158,20 @@ type accountView struct {
 	contacts   map[keyring.AccountID]crdt.Contact
 	convs      map[string]crdt.ConversationEntry
 	devices    []crdt.AccountDevice
+	blocked    map[keyring.AccountID]bool
+	// cards holds the contacts whose cards this node verified (Chat.contacts).
+	cards map[keyring.AccountID]bool
 }
 
 func (c *Chat) accountSnapshot() accountView {
 	c.mu.RLock()
 	conv := c.account
+	cards := make(map[keyring.AccountID]bool, len(c.contacts))
+	for a := range c.contacts {
+		cards[a] = true
+	}
 	c.mu.RUnlock()
-	v := accountView{prefs: map[string]string{}, contacts: map[keyring.AccountID]crdt.Contact{}, convs: map[string]crdt.ConversationEntry{}}
+	v := accountView{prefs: map[string]string{}, contacts: map[keyring.AccountID]crdt.Contact{}, convs: map[string]crdt.ConversationEntry{}, blocked: map[keyring.AccountID]bool{}, cards: cards}
 	if conv == nil {
 		return v
 	}
@@ -179,6 +186,9 @@ func (c *Chat) accountSnapshot() accountView {
 		v.convs[hex.EncodeToString(e.ID)] = e
 	}
 	v.devices = conv.acct.Devices()
+	for _, b := range conv.acct.BlockedAccounts() {
+		v.blocked[keyring.AccountID(b)] = true
+	}
 	return v
 }
 
@@ -188,7 +198,9 @@ func (v accountView) preferences() Preferences {
 		p.Theme = t
 	}
 	p.Language = v.prefs[prefLanguage]
-	p.Notifications = v.prefs[prefNotifications] != "off"
+	// Off until the user turns them on: the browser asks for permission
+	// then, and not before.
+	p.Notifications = v.prefs[prefNotifications] == "on"
 	p.ShowPresence = v.prefs[prefPresence] != "off"
 	p.ReadReceipts = v.prefs[prefReadReceipts] != "off"
 	return p

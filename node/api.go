@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 
@@ -30,28 +31,64 @@ func (n *Node) chat() (*Chat, error) {
 	return c, nil
 }
 
+// apiErrors maps the node's errors to the API's: the status (a webui
+// sentinel) and the code the browser translates. The first match wins, so
+// specific errors come before the general ones they may wrap.
+var apiErrors = []struct {
+	err    error
+	status error
+	code   string
+}{
+	{ErrNoConversation, webui.ErrNotFound, webui.CodeNoConversation},
+	{ErrNoMessage, webui.ErrNotFound, webui.CodeNoMessage},
+	{ErrBadCard, webui.ErrBadRequest, webui.CodeBadCard},
+	{ErrNotContact, webui.ErrBadRequest, webui.CodeNotContact},
+	{ErrEmptyMessage, webui.ErrBadRequest, webui.CodeMessageEmpty},
+	{ErrMessageTooLong, webui.ErrBadRequest, webui.CodeMessageTooLong},
+	{ErrBadEmoji, webui.ErrBadRequest, webui.CodeBadEmoji},
+	{ErrMessageDeleted, webui.ErrBadRequest, webui.CodeMessageDeleted},
+	{ErrInviteInvalid, webui.ErrBadRequest, webui.CodeInviteInvalid},
+	{ErrInviteExpired, webui.ErrBadRequest, webui.CodeInviteExpired},
+	{ErrInviteUsed, webui.ErrBadRequest, webui.CodeInviteUsed},
+	{ErrLinkInvalid, webui.ErrBadRequest, webui.CodeLinkInvalid},
+	{ErrLinkExpired, webui.ErrBadRequest, webui.CodeLinkExpired},
+	{ErrLinkUsed, webui.ErrBadRequest, webui.CodeLinkUsed},
+	{ErrNotOwnDevice, webui.ErrBadRequest, webui.CodeBadRequest},
+	{ErrNoRecoveryKey, webui.ErrBadRequest, webui.CodeBadRequest},
+	{keyring.ErrRecoveryWordCount, webui.ErrBadRequest, webui.CodeWrongRecoveryWords},
+	{keyring.ErrRecoveryUnknownWord, webui.ErrBadRequest, webui.CodeWrongRecoveryWords},
+	{keyring.ErrRecoveryChecksum, webui.ErrBadRequest, webui.CodeWrongRecoveryWords},
+	{keyring.ErrWrongRecoveryKey, webui.ErrBadRequest, webui.CodeWrongRecoveryWords},
+	{keyring.ErrBackupTampered, webui.ErrBadRequest, webui.CodeBackupInvalid},
+	{keyring.ErrMalformed, webui.ErrBadRequest, webui.CodeBackupInvalid},
+	{keyring.ErrUnsupportedVersion, webui.ErrBadRequest, webui.CodeBackupInvalid},
+	{ErrBadInput, webui.ErrBadRequest, webui.CodeBadRequest},
+	{ErrNotYourMessage, webui.ErrForbidden, webui.CodeNotYourMessage},
+	{ErrNotConvMember, webui.ErrForbidden, webui.CodeNotMember},
+	{ErrNotAdmin, webui.ErrForbidden, webui.CodeNotAdmin},
+	{ErrNotMember, webui.ErrForbidden, webui.CodeNotMember},
+	{ErrDeviceRevoked, webui.ErrForbidden, webui.CodeDeviceRevoked},
+	{ErrAccountLocked, webui.ErrLocked, webui.CodeLocked},
+	{errNoChat, webui.ErrUnavailable, webui.CodeUnavailable},
+	{ErrAccountExists, webui.ErrConflict, webui.CodeAccountExists},
+	{ErrRecoveryShown, webui.ErrConflict, webui.CodeRecoveryShown},
+	{ErrNotSynced, webui.ErrConflict, webui.CodeNotSynced},
+	{ErrContactKeyExpired, webui.ErrConflict, webui.CodeContactKeyExpired},
+	{ErrContactBlocked, webui.ErrConflict, webui.CodeContactBlocked},
+	{ErrNotFresh, webui.ErrConflict, webui.CodeNotFresh},
+	{keyring.ErrWrongPassphrase, webui.ErrWrongPassphrase, webui.CodeWrongPassphrase},
+}
+
+// apiErr wraps err with the API status and code of the first node error
+// it is; other errors are internal (500).
 func apiErr(err error) error {
-	switch {
-	case err == nil:
-		return nil
-	case errors.Is(err, ErrNoConversation):
-		return fmt.Errorf("%w: %w", webui.ErrNotFound, err)
-	case errors.Is(err, ErrBadCard), errors.Is(err, ErrNotContact), errors.Is(err, ErrEmptyMessage), errors.Is(err, ErrMessageTooLong),
-		errors.Is(err, ErrBadEmoji), errors.Is(err, ErrMessageDeleted), errors.Is(err, ErrBadInput),
-		errors.Is(err, ErrInviteInvalid), errors.Is(err, ErrInviteExpired), errors.Is(err, ErrInviteUsed):
-		return fmt.Errorf("%w: %w", webui.ErrBadRequest, err)
-	case errors.Is(err, ErrNoMessage):
-		return fmt.Errorf("%w: %w", webui.ErrNotFound, err)
-	case errors.Is(err, ErrNotYourMessage), errors.Is(err, ErrNotConvMember), errors.Is(err, ErrNotAdmin), errors.Is(err, ErrNotMember), errors.Is(err, ErrDeviceRevoked):
-		return fmt.Errorf("%w: %w", webui.ErrForbidden, err)
-	case errors.Is(err, ErrAccountLocked):
-		return fmt.Errorf("%w: %w", webui.ErrLocked, err)
-	case errors.Is(err, errNoChat):
-		return fmt.Errorf("%w: %w", webui.ErrUnavailable, err)
-	case errors.Is(err, ErrAccountExists), errors.Is(err, ErrRecoveryShown), errors.Is(err, ErrNotSynced), errors.Is(err, ErrContactKeyExpired):
-		return fmt.Errorf("%w: %w", webui.ErrConflict, err)
-	case errors.Is(err, keyring.ErrWrongPassphrase):
-		return fmt.Errorf("%w: %w", webui.ErrWrongPassphrase, err)
+	if err == nil || webui.ErrorCode(err) != "" {
+		return err
+	}
+	for _, e := range apiErrors {
+		if errors.Is(err, e.err) {
+			return webui.WithCode(e.code, fmt.Errorf("%w: %w", e.status, err))
+		}
 	}
 	return err
 }
@@ -87,6 +124,7 @@ func withAccountView(v accountView, w webui.Contact, a keyring.AccountID) webui.
 		w.Verified = ct.Verification == crdt.Verified
 		w.KeyChanged = ct.Verification == crdt.KeyChanged
 	}
+	w.Blocked = v.blocked[a]
 	return w
 }
 
@@ -128,8 +166,9 @@ func (n *Node) Conversations(ctx context.Context) ([]webui.Conversation, error) 
 	}
 	convs := c.conversationList()
 	out := make([]webui.Conversation, 0, len(convs))
+	av := c.accountSnapshot()
 	for _, conv := range convs {
-		out = append(out, c.summary(conv))
+		out = append(out, c.summary(conv, av))
 	}
 	// Most recent activity first.
 	slices.SortFunc(out, func(a, b webui.Conversation) int {
@@ -148,19 +187,43 @@ func (n *Node) Conversations(ctx context.Context) ([]webui.Conversation, error) 
 	return out, nil
 }
 
-func (c *Chat) summary(conv *conversation) webui.Conversation {
+// summary describes conv for the list, with what the account DAG (av)
+// knows of it and its members.
+func (c *Chat) summary(conv *conversation, av accountView) webui.Conversation {
+	local := c.localRead(conv.hexID) // before conv.mu: it locks the account DAG
+	self := crdt.AccountID(c.id.AccountID())
 	conv.mu.Lock()
 	defer conv.mu.Unlock()
-	self := crdt.AccountID(c.id.AccountID())
-	s := webui.Conversation{ID: conv.hexID, Title: conv.state.Title(), Messages: conv.state.Len()}
+	s := webui.Conversation{ID: conv.hexID, Kind: webui.KindGroup, Title: conv.state.Title(), Messages: conv.state.Len()}
+	s.Muted = av.convs[conv.hexID].Muted
+	direct := conv.state.Direct()
+	if direct {
+		s.Kind = webui.KindDirect
+	}
 	for _, m := range conv.state.Members() {
-		s.Members = append(s.Members, webui.Member{Account: hex.EncodeToString(m.Account[:]), Admin: m.Admin, Self: m.Account == self})
+		a := keyring.AccountID(m.Account)
+		wm := webui.Member{Account: hex.EncodeToString(m.Account[:]), Admin: m.Admin, Self: m.Account == self}
+		switch ct := av.contacts[a]; {
+		case wm.Self:
+			wm.Name = av.name
+		case av.cards[a]:
+			wm.Contact, wm.Name, wm.Verified = true, ct.Name, ct.Verification == crdt.Verified
+		}
+		if wm.Name == "" {
+			wm.Name = conv.state.MemberName(m.Account)
+		}
+		if direct && !wm.Self && av.blocked[a] {
+			s.Blocked = true
+		}
+		s.Members = append(s.Members, wm)
 	}
 	_, read := conv.state.Receipts(self)
-	if local := c.localRead(conv.hexID); local != nil {
+	if local != nil {
 		read = local
 	}
-	s.Unread = conv.state.UnreadCount(self, read)
+	if !s.Blocked {
+		s.Unread = conv.state.UnreadCount(self, read)
+	}
 	if n := conv.state.Len(); n > 0 {
 		m := c.messageView(conv, conv.state.At(n-1), n-1)
 		s.LastMessage = &m
@@ -175,6 +238,9 @@ func (c *Chat) messageView(conv *conversation, v crdt.MessageView, pos int) webu
 		ID: v.ID.String(), Position: pos, Author: hex.EncodeToString(v.Author[:]),
 		Mine: v.Author == self, Time: time.UnixMilli(v.Time), Text: v.Text,
 		Edited: v.Edited, Deleted: v.Deleted,
+	}
+	if v.Device == crdt.DeviceID(c.id.DeviceID()) {
+		m.ClientID = c.clientID(v.ID)
 	}
 	if v.ReplyTo != nil {
 		m.ReplyTo = v.ReplyTo.String()
@@ -228,7 +294,7 @@ func (n *Node) CreateConversation(ctx context.Context, title string, members []s
 	if err != nil {
 		return webui.Conversation{}, apiErr(err)
 	}
-	return c.summary(conv), nil
+	return c.summary(conv, c.accountSnapshot()), nil
 }
 
 func parseAccount(s string) (keyring.AccountID, error) {
@@ -241,8 +307,14 @@ func parseAccount(s string) (keyring.AccountID, error) {
 	return a, nil
 }
 
-// Messages implements webui.ChatBackend.
+// Messages returns the page of up to limit messages before position
+// before (0: the newest).
 func (n *Node) Messages(ctx context.Context, id string, before, limit int) (webui.MessagePage, error) {
+	return n.MessagePage(ctx, id, webui.MessageQuery{Before: strconv.Itoa(before), Limit: limit})
+}
+
+// MessagePage implements webui.ChatBackend.
+func (n *Node) MessagePage(ctx context.Context, id string, q webui.MessageQuery) (webui.MessagePage, error) {
 	c, err := n.chat()
 	if err != nil {
 		return webui.MessagePage{}, err
@@ -251,19 +323,62 @@ func (n *Node) Messages(ctx context.Context, id string, before, limit int) (webu
 	if err != nil {
 		return webui.MessagePage{}, apiErr(err)
 	}
+	if q.Limit == 0 {
+		q.Limit = webui.DefaultPageLimit
+	}
+	if q.Limit < 1 || q.Limit > webui.MaxPageLimit {
+		return webui.MessagePage{}, webui.WithCode(webui.CodeBadLimit, fmt.Errorf("%w: limit %d is not from 1 to %d", webui.ErrBadRequest, q.Limit, webui.MaxPageLimit))
+	}
 	conv.mu.Lock()
 	defer conv.mu.Unlock()
 	total := conv.state.Len()
-	if before <= 0 || before > total {
-		before = total
+	var from, to int
+	if q.After != "" {
+		p, err := cursorPosition(conv, q.After, -1)
+		if err != nil {
+			return webui.MessagePage{}, err
+		}
+		from = min(p+1, total)
+		to = min(from+q.Limit, total)
+	} else {
+		to = total
+		if q.Before != "" {
+			p, err := cursorPosition(conv, q.Before, 0)
+			if err != nil {
+				return webui.MessagePage{}, err
+			}
+			// before=0 (nothing could be older than position 0) and a
+			// position past the end both ask for the newest page.
+			if p > 0 && p < total {
+				to = p
+			}
+		}
+		from = max(to-q.Limit, 0)
 	}
-	views := conv.state.Page(before, limit)
-	p := webui.MessagePage{Messages: make([]webui.Message, 0, len(views)), Total: total}
-	first := before - len(views)
-	for i, v := range views {
-		p.Messages = append(p.Messages, c.messageView(conv, v, first+i))
+	p := webui.MessagePage{Messages: make([]webui.Message, 0, to-from), Total: total, Before: from, After: to - 1}
+	for i := from; i < to; i++ {
+		p.Messages = append(p.Messages, c.messageView(conv, conv.state.At(i), i))
 	}
-	p.Before = first
+	return p, nil
+}
+
+// cursorPosition reads a page cursor: a display position (at least min)
+// or a message id, whose position it returns. conv.mu is held.
+func cursorPosition(conv *conversation, s string, min int) (int, error) {
+	if p, err := strconv.Atoi(s); err == nil {
+		if p < min {
+			return 0, fmt.Errorf("%w: cursor %d is below %d", webui.ErrBadRequest, p, min)
+		}
+		return p, nil
+	}
+	mid, err := parseMsgID(s)
+	if err != nil {
+		return 0, err
+	}
+	p, ok := conv.state.Position(mid)
+	if !ok {
+		return 0, apiErr(fmt.Errorf("%w: cursor %s", ErrNoMessage, s))
+	}
 	return p, nil
 }
 
@@ -290,33 +405,60 @@ func (c *Chat) resolve(id string) (*conversation, error) {
 	return found, nil
 }
 
-// Send implements webui.ChatBackend.
+// Send posts a text message (replyTo: a message id, or "").
 func (n *Node) Send(ctx context.Context, id, text, replyTo string) (webui.Message, error) {
+	m, _, err := n.PostMessage(ctx, id, webui.SendRequest{Text: text, ReplyTo: replyTo})
+	return m, err
+}
+
+// PostMessage implements webui.ChatBackend.
+func (n *Node) PostMessage(ctx context.Context, id string, req webui.SendRequest) (webui.Message, bool, error) {
 	c, err := n.chat()
 	if err != nil {
-		return webui.Message{}, err
+		return webui.Message{}, false, err
 	}
 	conv, err := c.resolve(id)
 	if err != nil {
-		return webui.Message{}, apiErr(err)
+		return webui.Message{}, false, apiErr(err)
 	}
 	var reply *crdt.MsgID
-	if replyTo != "" {
-		m, err := parseMsgID(replyTo)
+	if req.ReplyTo != "" {
+		m, err := parseMsgID(req.ReplyTo)
 		if err != nil {
-			return webui.Message{}, err
+			return webui.Message{}, false, err
 		}
 		reply = &m
 	}
-	mid, err := c.Send(ctx, conv.hexID, text, reply)
+	mid, created, err := c.SendOnce(ctx, conv.hexID, req.Text, reply, req.ClientID)
 	if err != nil {
-		return webui.Message{}, apiErr(err)
+		return webui.Message{}, false, apiErr(err)
 	}
 	conv.mu.Lock()
 	defer conv.mu.Unlock()
 	pos, _ := conv.state.Position(mid)
 	v, _ := conv.state.Message(mid)
-	return c.messageView(conv, v, pos), nil
+	return c.messageView(conv, v, pos), created, nil
+}
+
+// SetConversationSettings implements webui.ChatBackend.
+func (n *Node) SetConversationSettings(ctx context.Context, id string, s webui.ConversationSettings) error {
+	c, err := n.chat()
+	if err != nil {
+		return err
+	}
+	conv, err := c.resolve(id)
+	if err != nil {
+		return apiErr(err)
+	}
+	if s.Muted == nil {
+		return nil
+	}
+	muted := *s.Muted
+	if err := c.commitAccount(ctx, crdt.ConversationUpdate{ID: conv.id, Muted: &muted}); err != nil {
+		return apiErr(err)
+	}
+	c.events.publish(Event{Kind: "state", Conversation: conv.hexID})
+	return nil
 }
 
 // parseMsgID reads the "<cid>/<index>" or "<cid>" form of a message id.
@@ -347,7 +489,7 @@ func (n *Node) MarkRead(ctx context.Context, id string) error {
 	if err != nil {
 		return apiErr(err)
 	}
-	if prefs, err := n.Preferences(ctx); err == nil && !prefs.ReadReceipts {
+	if prefs, err := n.Preferences(ctx); (err == nil && !prefs.ReadReceipts) || c.blockedDirect(conv) {
 		// No read receipt leaves this node; the position stays local.
 		// It goes to the account DAG: this account's other devices
 		// learn it, and it survives a restart.
@@ -552,6 +694,10 @@ func (p peopleAPI) AcceptInvite(ctx context.Context, link string) (string, strin
 
 func (p peopleAPI) VerifyContact(ctx context.Context, account string, verified bool) error {
 	return apiErr(p.n.VerifyContact(ctx, account, verified))
+}
+
+func (p peopleAPI) BlockContact(ctx context.Context, account string, blocked bool) error {
+	return apiErr(p.n.BlockContact(ctx, account, blocked))
 }
 
 func (p peopleAPI) AddMember(ctx context.Context, conv, account string) error {

@@ -3,7 +3,6 @@ package node
 import (
 	"context"
 	"encoding/hex"
-	"errors"
 	"fmt"
 
 	"github.com/glitr-chat/glitr/keyring"
@@ -18,21 +17,8 @@ var (
 	_ webui.BackupBackend  = (*Node)(nil)
 )
 
-func devicesErr(err error) error {
-	switch {
-	case err == nil:
-		return nil
-	case errors.Is(err, ErrLinkInvalid), errors.Is(err, ErrLinkExpired), errors.Is(err, ErrLinkUsed), errors.Is(err, ErrNotOwnDevice), errors.Is(err, ErrBadInput), errors.Is(err, ErrNoRecoveryKey):
-		return fmt.Errorf("%w: %w", webui.ErrBadRequest, err)
-	case errors.Is(err, ErrNotFresh):
-		return fmt.Errorf("%w: %w", webui.ErrConflict, err)
-	case errors.Is(err, ErrDeviceRevoked):
-		return fmt.Errorf("%w: %w", webui.ErrForbidden, err)
-	case errors.Is(err, ErrAccountLocked):
-		return fmt.Errorf("%w: %w", webui.ErrLocked, err)
-	}
-	return err
-}
+// devicesErr is apiErr: one table maps every node error.
+func devicesErr(err error) error { return apiErr(err) }
 
 // Devices implements webui.DevicesBackend.
 func (n *Node) Devices(ctx context.Context) ([]webui.Device, error) {

@@ -90,6 +90,11 @@ type Chat struct {
 
 	statsMu  sync.Mutex
 	sessions []CatchupStats // recent catch-up sessions, newest last (bounded)
+
+	// Client ids of recent sends (SendOnce), for message views.
+	clientMu    sync.Mutex
+	clientIDs   map[crdt.MsgID]string
+	clientOrder []crdt.MsgID
 }
 
 // recordSession keeps the stats of recent catch-up sessions for the status
@@ -617,36 +622,63 @@ func (c *Chat) commitOwn(ctx context.Context, conv *conversation, ops []crdt.Op)
 // no ops) it commits only that announcement, and nothing when it is not
 // needed (another block made it meanwhile).
 func (c *Chat) commitOwnAt(ctx context.Context, conv *conversation, ops []crdt.Op, announceOnly bool) (dag.Block, int, error) {
+	blk, at, _, err := c.commitOwnOnce(ctx, conv, ops, announceOnly, nil)
+	return blk, at, err
+}
+
+// commitOwnOnce is commitOwnAt under an idempotency key (nil: none): when
+// a block was committed under key before, it returns that block (created
+// false) and commits nothing; at is then the index of the block's first
+// message.
+func (c *Chat) commitOwnOnce(ctx context.Context, conv *conversation, ops []crdt.Op, announceOnly bool, key []byte) (blk dag.Block, at int, created bool, err error) {
 	if c.revokedSelf.Load() {
-		return dag.Block{}, 0, ErrDeviceRevoked
+		return dag.Block{}, 0, false, ErrDeviceRevoked
+	}
+	var name string
+	if conv.acct == nil {
+		name = c.profileName() // before conv.mu: it locks the account DAG
 	}
 	conv.mu.Lock()
-	// Members seal new epochs to the prekey this device announced.
-	at := 0
+	// Members seal new epochs to the prekey this device announced, and
+	// show the name this account published.
+	var pre []crdt.Op
 	if ann, err := c.ownAnnounce(conv); err != nil {
 		conv.mu.Unlock()
-		return dag.Block{}, 0, err
+		return dag.Block{}, 0, false, err
 	} else if ann != nil {
-		ops = append([]crdt.Op{ann}, ops...)
-		at = 1
+		pre = append(pre, ann)
+	}
+	if p := ownProfile(conv, crdt.AccountID(c.id.AccountID()), name); p != nil {
+		pre = append(pre, p)
+	}
+	at = len(pre)
+	if at > 0 {
+		ops = append(pre, ops...)
 	}
 	if announceOnly && at == 0 {
 		conv.mu.Unlock()
-		return dag.Block{}, 0, nil
+		return dag.Block{}, 0, false, nil
 	}
 	body, err := crdt.EncodeOps(ops)
 	if err != nil {
 		conv.mu.Unlock()
-		return dag.Block{}, 0, err
+		return dag.Block{}, 0, false, err
 	}
-	blk, err := c.store.Append(ctx, conv.dagID, dag.Author{
+	blk, created, err = c.store.AppendOnce(ctx, conv.dagID, key, dag.Author{
 		Signer: blockSigner{c.id.Keyring.Device},
 		Sealer: convSealer{c: c, conv: conv, ctx: ctx},
 		Cert:   c.id.Cert,
 	}, body, c.now())
+	if err == nil && !created {
+		// Made by an earlier call under key: applied and published then
+		// (or, after a crash, at the next start and by catch-up).
+		conv.mu.Unlock()
+		at, err = firstMessage(conv, blk)
+		return blk, at, false, err
+	}
 	if err != nil {
 		conv.mu.Unlock()
-		return dag.Block{}, 0, fmt.Errorf("commit block: %w", err)
+		return dag.Block{}, 0, false, fmt.Errorf("commit block: %w", err)
 	}
 	ev, _ := conv.event(blk)
 	if err := conv.apply(ev); err != nil {
@@ -658,7 +690,21 @@ func (c *Chat) commitOwnAt(ctx context.Context, conv *conversation, ops []crdt.O
 	c.noteRevocations(conv, []crdt.Event{ev})
 	conv.mu.Unlock()
 	c.publish(conv, blk)
-	return blk, at, nil
+	return blk, at, true, nil
+}
+
+// firstMessage is the index of the first message op of blk.
+func firstMessage(conv *conversation, blk dag.Block) (int, error) {
+	ev, err := conv.event(blk)
+	if err != nil {
+		return 0, fmt.Errorf("block %s: %w", blk.CID, err)
+	}
+	for i, op := range ev.Ops {
+		if _, ok := op.(crdt.Message); ok {
+			return i, nil
+		}
+	}
+	return 0, fmt.Errorf("block %s holds no message", blk.CID)
 }
 
 // publish gossips a block on today's topic. With no peer on the topic the
@@ -710,29 +756,102 @@ func (c *Chat) publish(conv *conversation, blk dag.Block) {
 
 // Send posts a text message.
 func (c *Chat) Send(ctx context.Context, hexID, text string, replyTo *crdt.MsgID) (crdt.MsgID, error) {
-	if strings.TrimSpace(text) == "" {
-		return crdt.MsgID{}, ErrEmptyMessage
-	}
-	if len(text) > MaxMessageText {
-		return crdt.MsgID{}, fmt.Errorf("%w: %d bytes > %d", ErrMessageTooLong, len(text), MaxMessageText)
-	}
+	id, _, err := c.SendOnce(ctx, hexID, text, replyTo, "")
+	return id, err
+}
+
+// sendKey is the idempotency key of a send under a client id.
+func sendKey(clientID string) []byte { return []byte("send/" + clientID) }
+
+// SendOnce posts a text message under a client id ("": none, as Send).
+// The id is committed with the message's block, so a second SendOnce with
+// it in the conversation returns the first one's message (created false)
+// and posts nothing: a client can retry a send whose answer it lost, or
+// that a crash of either side interrupted, without making a duplicate.
+func (c *Chat) SendOnce(ctx context.Context, hexID, text string, replyTo *crdt.MsgID, clientID string) (id crdt.MsgID, created bool, err error) {
 	conv, err := c.conversation(hexID)
 	if err != nil {
-		return crdt.MsgID{}, err
+		return crdt.MsgID{}, false, err
+	}
+	var key []byte
+	if clientID != "" {
+		key = sendKey(clientID)
+		// The usual retry: answered at once, before the checks below
+		// (which may wait for a conversation still arriving).
+		if cid, err := c.store.Once(ctx, conv.dagID, key); err == nil {
+			blk, err := c.store.Get(ctx, conv.dagID, cid)
+			if err != nil {
+				return crdt.MsgID{}, false, err
+			}
+			at, err := firstMessage(conv, blk)
+			if err != nil {
+				return crdt.MsgID{}, false, err
+			}
+			id = crdt.MsgID{Event: blk.CID, Index: uint16(at)}
+			c.rememberClientID(id, clientID)
+			return id, false, nil
+		} else if !errors.Is(err, dag.ErrNotFound) {
+			return crdt.MsgID{}, false, err
+		}
+	}
+	if strings.TrimSpace(text) == "" {
+		return crdt.MsgID{}, false, ErrEmptyMessage
+	}
+	if c.blockedDirect(conv) {
+		return crdt.MsgID{}, false, ErrContactBlocked
+	}
+	if len(text) > MaxMessageText {
+		return crdt.MsgID{}, false, fmt.Errorf("%w: %d bytes > %d", ErrMessageTooLong, len(text), MaxMessageText)
 	}
 	if err := c.requireSynced(ctx, conv); err != nil {
-		return crdt.MsgID{}, err
+		return crdt.MsgID{}, false, err
 	}
 	if err := c.ensureUsableEpoch(ctx, conv); err != nil {
-		return crdt.MsgID{}, err
+		return crdt.MsgID{}, false, err
 	}
-	blk, at, err := c.commitOwnAt(ctx, conv, []crdt.Op{crdt.Message{Text: text, ReplyTo: replyTo}}, false)
+	blk, at, created, err := c.commitOwnOnce(ctx, conv, []crdt.Op{crdt.Message{Text: text, ReplyTo: replyTo}}, false, key)
 	if err != nil {
-		return crdt.MsgID{}, err
+		return crdt.MsgID{}, false, err
 	}
-	id := crdt.MsgID{Event: blk.CID, Index: uint16(at)}
-	c.events.publish(Event{Kind: "message", Conversation: hexID, Message: id.String()})
-	return id, nil
+	id = crdt.MsgID{Event: blk.CID, Index: uint16(at)}
+	if clientID != "" {
+		c.rememberClientID(id, clientID)
+	}
+	if created {
+		c.events.publish(Event{Kind: "message", Conversation: hexID, Message: id.String()})
+	}
+	return id, created, nil
+}
+
+// recentClientIDs bounds the client ids of recent sends that message views
+// show (the store keeps the id-to-message direction for good).
+const recentClientIDs = 4096
+
+// rememberClientID notes the client id of a message sent from this node,
+// for the message views: the client that sent it recognises its message
+// in a page without waiting for the answer to its send.
+func (c *Chat) rememberClientID(id crdt.MsgID, clientID string) {
+	c.clientMu.Lock()
+	defer c.clientMu.Unlock()
+	if c.clientIDs == nil {
+		c.clientIDs = make(map[crdt.MsgID]string)
+	}
+	if _, ok := c.clientIDs[id]; ok {
+		return
+	}
+	if len(c.clientOrder) >= recentClientIDs {
+		delete(c.clientIDs, c.clientOrder[0])
+		c.clientOrder = c.clientOrder[1:]
+	}
+	c.clientIDs[id] = clientID
+	c.clientOrder = append(c.clientOrder, id)
+}
+
+// clientID is the client id of a recent send of id ("" if none).
+func (c *Chat) clientID(id crdt.MsgID) string {
+	c.clientMu.Lock()
+	defer c.clientMu.Unlock()
+	return c.clientIDs[id]
 }
 
 // confirmAfter is how long after publishing one of its blocks a device
@@ -848,6 +967,9 @@ func (c *Chat) scheduleDeliveryReceipt(conv *conversation) {
 		conv.mu.Lock()
 		conv.receipt = nil
 		conv.mu.Unlock()
+		if c.blockedDirect(conv) {
+			return // a blocked contact learns nothing of what arrived
+		}
 		pos, err := c.position(c.ctx, conv)
 		if err != nil || c.ctx.Err() != nil {
 			return

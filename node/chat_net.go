@@ -1006,6 +1006,9 @@ func (c *Chat) acceptWelcome(ctx context.Context, from peer.ID, b []byte) error 
 		if !c.isContactDevice(r.Rotator) {
 			return ErrNotContact
 		}
+		if c.blockedDevice(r.Rotator) {
+			return ErrContactBlocked // no new conversations from a blocked contact
+		}
 		if !r.HasBoxFor(c.id.DeviceID()) {
 			continue
 		}

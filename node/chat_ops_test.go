@@ -151,7 +151,6 @@ func TestPresenceFollowsPreference(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	connect(t, a.Host, b.Host)
 	prefs, err := a.Preferences(ctx)
 	if err != nil {
 		t.Fatal(err)
@@ -161,7 +160,8 @@ func TestPresenceFollowsPreference(t *testing.T) {
 		t.Fatal(err)
 	}
 	sigs := b.SubscribeSignals(ctx)
-	a.Chat.signals() // starts a's heartbeat
+	connect(t, a.Host, b.Host) // a greets connecting contacts only when ShowPresence is on
+	a.Chat.signals()           // starts a's heartbeat
 	if s, ok := recvSignal(sigs, "presence", 1500*time.Millisecond); ok {
 		t.Fatalf("presence sent while ShowPresence is off: %+v", s)
 	}

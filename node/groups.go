@@ -41,6 +41,29 @@ func (c *Chat) ownAnnounce(conv *conversation) (crdt.Op, error) {
 	return crdt.DeviceAnnounce{Account: self, Device: crdt.DeviceID(c.id.DeviceID()), Cert: c.id.Cert, Prekey: signed}, nil
 }
 
+// ownProfile is the MemberProfile op that publishes name in conv, or nil
+// when conv shows it already (or there is no name). conv.mu is held.
+func ownProfile(conv *conversation, self crdt.AccountID, name string) crdt.Op {
+	if conv.acct != nil || name == "" || conv.state.MemberName(self) == name {
+		return nil
+	}
+	return crdt.MemberProfile{Name: name}
+}
+
+// profileName is this account's display name ("" if none yet).
+func (c *Chat) profileName() string {
+	c.mu.RLock()
+	acct := c.account
+	c.mu.RUnlock()
+	if acct == nil {
+		return ""
+	}
+	acct.mu.Lock()
+	defer acct.mu.Unlock()
+	name, _, _ := acct.acct.Profile()
+	return name
+}
+
 // hasRotationOps reports whether events carry rotations or membership
 // changes, the only ops that can change which epoch to use.
 func hasRotationOps(events []crdt.Event) bool {

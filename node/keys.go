@@ -157,18 +157,22 @@ func (c *Chat) announcePrekey(ctx context.Context) error {
 	return nil
 }
 
-// announcePrekeyIn commits this device's announcement, alone, in conv if
-// this device is a member that can write there and conv lacks it.
+// announcePrekeyIn commits this device's announcement and this account's
+// display name, alone, in conv if this device is a member that can write
+// there and conv lacks either.
 func (c *Chat) announcePrekeyIn(ctx context.Context, conv *conversation) error {
 	if c.revokedSelf.Load() {
 		return nil
 	}
+	name := c.profileName()
+	self := crdt.AccountID(c.id.AccountID())
 	conv.mu.Lock()
-	member, _ := conv.state.IsMember(crdt.AccountID(c.id.AccountID()))
+	member, _ := conv.state.IsMember(self)
 	ann, err := c.ownAnnounce(conv)
+	profile := ownProfile(conv, self, name)
 	_, _, sending := conv.cipher.Sent()
 	conv.mu.Unlock()
-	if err != nil || !member || ann == nil || !sending {
+	if err != nil || !member || (ann == nil && profile == nil) || !sending {
 		return err
 	}
 	if _, _, err := c.commitOwnAt(ctx, conv, nil, true); err != nil && ctx.Err() == nil {

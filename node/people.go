@@ -59,14 +59,14 @@ type AccountInfo struct {
 type Preferences struct {
 	Theme         string // "system", "light" or "dark"
 	Language      string // BCP 47 tag of a UI language, "" = browser's
-	Notifications bool
-	ShowPresence  bool // send online / last-seen signals to contacts
-	ReadReceipts  bool // send read receipts
+	Notifications bool   // desktop notifications (off until the user turns them on)
+	ShowPresence  bool   // send online / last-seen signals to contacts
+	ReadReceipts  bool   // send read receipts
 }
 
 // DefaultPreferences are what a new account starts with.
 func DefaultPreferences() Preferences {
-	return Preferences{Theme: "system", Notifications: true, ShowPresence: true, ReadReceipts: true}
+	return Preferences{Theme: "system", ShowPresence: true, ReadReceipts: true}
 }
 
 // Invite is a one-time contact invitation.
@@ -218,7 +218,20 @@ func (n *Node) SetProfile(ctx context.Context, name, avatar string) error {
 	if len(ops) == 0 {
 		return nil
 	}
-	return c.commitAccount(ctx, ops...)
+	if err := c.commitAccount(ctx, ops...); err != nil {
+		return err
+	}
+	if name != v.name {
+		// Members who are not contacts see the new name too.
+		c.wg.Go(func() {
+			for _, conv := range c.conversationList() {
+				if err := c.announcePrekeyIn(c.ctx, conv); err != nil && c.ctx.Err() == nil {
+					c.log.Debug("publish the new name", "conv", conv.hexID, "err", err)
+				}
+			}
+		})
+	}
+	return nil
 }
 
 // Preferences returns the account's preferences.

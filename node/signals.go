@@ -75,7 +75,10 @@ type signals struct {
 	subs       map[chan webui.Signal]struct{}
 	lastTyping map[string]time.Time // by conversation: last typing signal sent
 	seen       map[keyring.AccountID]time.Time
-	buckets    map[peer.ID]*bucket
+	// gone marks contacts reported offline since their last heartbeat
+	// (their connection closed, or the heartbeat lapsed).
+	gone    map[keyring.AccountID]bool
+	buckets map[peer.ID]*bucket
 }
 
 type bucket struct {
@@ -95,11 +98,87 @@ func (c *Chat) startSignals() {
 		subs:       map[chan webui.Signal]struct{}{},
 		lastTyping: map[string]time.Time{},
 		seen:       map[keyring.AccountID]time.Time{},
+		gone:       map[keyring.AccountID]bool{},
 		buckets:    map[peer.ID]*bucket{},
 	}
 	c.sig = s
 	c.n.Host.SetStreamHandler(SignalProtocol, s.handle)
+	// A contact whose last connection closes is offline at once, not
+	// presenceTTL later; one that connects hears of us at once, not at
+	// our next heartbeat.
+	notify := &network.NotifyBundle{
+		ConnectedF: func(_ network.Network, cn network.Conn) {
+			p := cn.RemotePeer()
+			c.wg.Go(func() { s.greet(c.ctx, p) })
+		},
+		DisconnectedF: func(nw network.Network, cn network.Conn) {
+			p := cn.RemotePeer()
+			c.wg.Go(func() {
+				if nw.Connectedness(p) != network.Connected {
+					s.lost(p)
+				}
+			})
+		},
+	}
+	c.n.Host.Network().Notify(notify)
+	c.wg.Go(func() {
+		<-c.ctx.Done()
+		c.n.Host.Network().StopNotify(notify)
+	})
 	c.wg.Go(func() { s.heartbeat(c.ctx) })
+}
+
+var presenceWire, _ = canonicalEnc.Marshal(signalWire{Kind: "presence"})
+
+// greet sends a presence signal to a contact that just connected (when
+// ShowPresence is on and the contact is not blocked).
+func (s *signals) greet(ctx context.Context, p peer.ID) {
+	a, ok := s.contactOf(p)
+	if !ok || s.c.isBlocked(a) {
+		return
+	}
+	if prefs, err := s.n.Preferences(ctx); err != nil || !prefs.ShowPresence {
+		return
+	}
+	s.send(ctx, p, presenceWire)
+}
+
+// lost reports a contact offline once its peer has no connection left.
+func (s *signals) lost(p peer.ID) {
+	a, ok := s.contactOf(p)
+	if !ok {
+		return
+	}
+	s.markGone(a)
+}
+
+// markGone reports a contact offline, once, if it was online.
+func (s *signals) markGone(a keyring.AccountID) {
+	s.mu.Lock()
+	t, seen := s.seen[a]
+	if !seen || s.gone[a] {
+		s.mu.Unlock()
+		return
+	}
+	s.gone[a] = true
+	s.mu.Unlock()
+	ts := t
+	s.emit(webui.Signal{Kind: "presence", Account: hex.EncodeToString(a[:]), Online: false, LastSeen: &ts})
+}
+
+// sweep reports offline the contacts whose heartbeat lapsed.
+func (s *signals) sweep(now time.Time) {
+	s.mu.Lock()
+	var lapsed []keyring.AccountID
+	for a, t := range s.seen {
+		if !s.gone[a] && now.Sub(t) >= presenceTTL {
+			lapsed = append(lapsed, a)
+		}
+	}
+	s.mu.Unlock()
+	for _, a := range lapsed {
+		s.markGone(a)
+	}
 }
 
 func (s *signals) subscribe(ctx context.Context) <-chan webui.Signal {
@@ -186,6 +265,9 @@ func (s *signals) typing(ctx context.Context, conv *conversation) error {
 		return err
 	}
 	for _, p := range s.c.memberPeers(conv) {
+		if a, ok := s.contactOf(p); ok && s.c.isBlocked(a) {
+			continue
+		}
 		s.c.wg.Go(func() { s.send(s.c.ctx, p, w) })
 	}
 	return nil
@@ -246,13 +328,14 @@ func (s *signals) handle(st network.Stream) {
 		return
 	}
 	acct, ok := s.contactOf(from)
-	if !ok {
-		return // signals only from contacts
+	if !ok || s.c.isBlocked(acct) {
+		return // signals only from contacts, and none from a blocked one
 	}
 	switch w.Kind {
 	case "presence":
 		s.mu.Lock()
 		s.seen[acct] = now
+		delete(s.gone, acct)
 		s.mu.Unlock()
 		ts := now
 		s.emit(webui.Signal{Kind: "presence", Account: hex.EncodeToString(acct[:]), Online: true, LastSeen: &ts})
@@ -295,21 +378,25 @@ func (s *signals) contactOf(p peer.ID) (keyring.AccountID, bool) {
 // heartbeat announces presence to connected contacts while ShowPresence is
 // on; with it off, nothing at all is sent.
 func (s *signals) heartbeat(ctx context.Context) {
-	w, _ := canonicalEnc.Marshal(signalWire{Kind: "presence"})
+	w := presenceWire
 	t := time.NewTicker(presenceEvery)
 	defer t.Stop()
 	for {
 		if prefs, err := s.n.Preferences(ctx); err == nil && prefs.ShowPresence {
 			s.c.mu.RLock()
 			var peers []peer.ID
-			for _, vc := range s.c.contacts {
+			var accts []keyring.AccountID
+			for a, vc := range s.c.contacts {
 				if s.n.Host.Network().Connectedness(vc.Peer.ID) == network.Connected {
 					peers = append(peers, vc.Peer.ID)
+					accts = append(accts, a)
 				}
 			}
 			s.c.mu.RUnlock()
-			for _, p := range peers {
-				s.send(ctx, p, w)
+			for i, p := range peers {
+				if !s.c.isBlocked(accts[i]) {
+					s.send(ctx, p, w)
+				}
 			}
 		}
 		select {
@@ -317,6 +404,7 @@ func (s *signals) heartbeat(ctx context.Context) {
 			return
 		case <-t.C:
 		}
+		s.sweep(s.c.now())
 	}
 }
 
@@ -328,7 +416,7 @@ func (s *signals) presence() map[string]webui.Presence {
 	out := map[string]webui.Presence{}
 	for a, t := range s.seen {
 		ts := t
-		out[hex.EncodeToString(a[:])] = webui.Presence{Online: now.Sub(t) < presenceTTL, LastSeen: &ts}
+		out[hex.EncodeToString(a[:])] = webui.Presence{Online: !s.gone[a] && now.Sub(t) < presenceTTL, LastSeen: &ts}
 	}
 	return out
 }

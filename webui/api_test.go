@@ -166,13 +166,19 @@ func (fakePeople) InviteQR(link, format string) ([]byte, error) {
 func (fakePeople) AcceptInvite(_ context.Context, link string) (string, string, error) {
 	switch link {
 	case "glitr:invite/used":
-		return "", "", fmt.Errorf("%w: invite was already used", ErrBadRequest)
+		return "", "", WithCode(CodeInviteUsed, fmt.Errorf("%w: invite was already used", ErrBadRequest))
 	case "glitr:invite/good":
 		return "aa", "c1", nil
 	}
 	return "", "", fmt.Errorf("%w: invite is not valid", ErrBadRequest)
 }
 func (fakePeople) VerifyContact(_ context.Context, account string, _ bool) error {
+	if account != "aa" {
+		return fmt.Errorf("%w: not a contact", ErrNotFound)
+	}
+	return nil
+}
+func (fakePeople) BlockContact(_ context.Context, account string, _ bool) error {
 	if account != "aa" {
 		return fmt.Errorf("%w: not a contact", ErrNotFound)
 	}
@@ -207,66 +213,84 @@ func TestEveryEndpoint(t *testing.T) {
 	type tc struct {
 		method, path, body string
 		want               int
+		code               string // for errors: the code the body must carry ("": the status's own)
 	}
 	ok := []tc{
-		{"GET", "/api/v1/status", "", 200},
-		{"GET", "/api/v1/card", "", 200},
-		{"GET", "/api/v1/contacts", "", 200},
-		{"POST", "/api/v1/contacts", `{"card":"glitr-card:ok"}`, 201},
-		{"GET", "/api/v1/conversations", "", 200},
-		{"GET", "/api/v1/conversations/c1/messages?before=5&limit=20", "", 200},
-		{"POST", "/api/v1/conversations/c1/messages", `{"text":"hi","replyTo":"bafy/0"}`, 201},
-		{"PUT", "/api/v1/conversations/c1/messages/bafy/0", `{"text":"edited"}`, 200},
-		{"DELETE", "/api/v1/conversations/c1/messages/bafy/0", "", 204},
-		{"POST", "/api/v1/conversations/c1/reactions", `{"message":"theirs","emoji":"👍"}`, 204},
-		{"POST", "/api/v1/conversations/c1/reactions", `{"message":"bafy/0","emoji":"👍","remove":true}`, 204},
-		{"POST", "/api/v1/conversations/c1/read", `{}`, 204},
-		{"POST", "/api/v1/conversations/c1/typing", `{}`, 204},
-		{"GET", "/api/v1/presence", "", 200},
-		{"GET", "/api/v1/events?since=0&wait=10ms", "", 200},
-		{"GET", "/api/v1/account", "", 200},
-		{"POST", "/api/v1/unlock", `{"passphrase":"right"}`, 204},
-		{"GET", "/api/v1/preferences", "", 200},
-		{"PUT", "/api/v1/preferences", `{"theme":"dark","language":"de","notifications":true,"showPresence":false,"readReceipts":false}`, 204},
-		{"POST", "/api/v1/invites", `{"ttl":"24h"}`, 201},
-		{"POST", "/api/v1/invites", `{}`, 201},
-		{"GET", "/api/v1/invites/qr?link=glitr:invite/abc", "", 200},
-		{"POST", "/api/v1/invites/accept", `{"link":" glitr:invite/good "}`, 200},
-		{"PUT", "/api/v1/contacts/aa/verified", `{"verified":true}`, 204},
-		{"POST", "/api/v1/conversations/c1/members", `{"account":"bb"}`, 204},
-		{"DELETE", "/api/v1/conversations/c1/members/bb", "", 204},
-		{"POST", "/api/v1/conversations/c1/leave", `{}`, 204},
-		{"PUT", "/api/v1/conversations/c1", `{"title":"Team"}`, 204},
+		{"GET", "/api/v1/status", "", 200, ""},
+		{"GET", "/api/v1/card", "", 200, ""},
+		{"GET", "/api/v1/contacts", "", 200, ""},
+		{"POST", "/api/v1/contacts", `{"card":"glitr-card:ok"}`, 201, ""},
+		{"GET", "/api/v1/conversations", "", 200, ""},
+		{"GET", "/api/v1/conversations/c1/messages?before=5&limit=20", "", 200, ""},
+		{"GET", "/api/v1/conversations/c1/messages?after=bafy/0&limit=500", "", 200, ""},
+		{"GET", "/api/v1/conversations/c1/messages", "", 200, ""},
+		{"POST", "/api/v1/conversations/c1/messages", `{"text":"hi","replyTo":"bafy/0"}`, 201, ""},
+		{"POST", "/api/v1/conversations/c1/messages", `{"text":"hi","clientId":"0123456789abcdef-new"}`, 201, ""},
+		{"POST", "/api/v1/conversations/c1/messages", `{"text":"hi","clientId":"` + repeatedClientID + `"}`, 200, ""},
+		{"PUT", "/api/v1/conversations/c1/settings", `{"muted":true}`, 204, ""},
+		{"PUT", "/api/v1/contacts/aa/block", `{"blocked":true}`, 204, ""},
+		{"PUT", "/api/v1/conversations/c1/messages/bafy/0", `{"text":"edited"}`, 200, ""},
+		{"DELETE", "/api/v1/conversations/c1/messages/bafy/0", "", 204, ""},
+		{"POST", "/api/v1/conversations/c1/reactions", `{"message":"theirs","emoji":"👍"}`, 204, ""},
+		{"POST", "/api/v1/conversations/c1/reactions", `{"message":"bafy/0","emoji":"👍","remove":true}`, 204, ""},
+		{"POST", "/api/v1/conversations/c1/read", `{}`, 204, ""},
+		{"POST", "/api/v1/conversations/c1/typing", `{}`, 204, ""},
+		{"GET", "/api/v1/presence", "", 200, ""},
+		{"GET", "/api/v1/events?since=0&wait=10ms", "", 200, ""},
+		{"GET", "/api/v1/account", "", 200, ""},
+		{"POST", "/api/v1/unlock", `{"passphrase":"right"}`, 204, ""},
+		{"GET", "/api/v1/preferences", "", 200, ""},
+		{"PUT", "/api/v1/preferences", `{"theme":"dark","language":"de","notifications":true,"showPresence":false,"readReceipts":false}`, 204, ""},
+		{"POST", "/api/v1/invites", `{"ttl":"24h"}`, 201, ""},
+		{"POST", "/api/v1/invites", `{}`, 201, ""},
+		{"GET", "/api/v1/invites/qr?link=glitr:invite/abc", "", 200, ""},
+		{"POST", "/api/v1/invites/accept", `{"link":" glitr:invite/good "}`, 200, ""},
+		{"PUT", "/api/v1/contacts/aa/verified", `{"verified":true}`, 204, ""},
+		{"POST", "/api/v1/conversations/c1/members", `{"account":"bb"}`, 204, ""},
+		{"DELETE", "/api/v1/conversations/c1/members/bb", "", 204, ""},
+		{"POST", "/api/v1/conversations/c1/leave", `{}`, 204, ""},
+		{"PUT", "/api/v1/conversations/c1", `{"title":"Team"}`, 204, ""},
 	}
 	bad := []tc{
-		{"PUT", "/api/v1/conversations/c1/messages/theirs", `{"text":"x"}`, 403},
-		{"PUT", "/api/v1/conversations/c1/messages/nope/0", `{"text":"x"}`, 404},
-		{"PUT", "/api/v1/conversations/c9/messages/bafy/0", `{"text":"x"}`, 404},
-		{"DELETE", "/api/v1/conversations/c1/messages/theirs", "", 403},
-		{"POST", "/api/v1/conversations/c1/reactions", `{"message":"bafy/0"}`, 400},
-		{"POST", "/api/v1/conversations/c1/reactions", `{"message":"bafy/0","emoji":"not an emoji"}`, 400},
-		{"POST", "/api/v1/conversations/c9/typing", `{}`, 404},
-		{"POST", "/api/v1/account", `{"name":"Ann"}`, 409},
-		{"POST", "/api/v1/account", `{"name":"  "}`, 400},
-		{"POST", "/api/v1/account", `{"name":"` + strings.Repeat("n", 129) + `"}`, 400},
-		{"POST", "/api/v1/unlock", `{"passphrase":"wrong"}`, 403},
-		{"POST", "/api/v1/unlock", `{"passphrase":""}`, 400},
-		{"PUT", "/api/v1/profile", `{"name":"Ann"}`, 423},
-		{"PUT", "/api/v1/profile", `{"name":"Ann","avatar":"javascript:alert(1)"}`, 400},
-		{"PUT", "/api/v1/profile", `{"name":"Ann","avatar":"data:image/png;base64,` + strings.Repeat("A", maxAvatarLen) + `"}`, 400},
-		{"PUT", "/api/v1/preferences", `{"theme":"neon"}`, 400},
-		{"PUT", "/api/v1/preferences", `{"theme":"dark","extra":1}`, 400},
-		{"POST", "/api/v1/invites", `{"ttl":"forever"}`, 400},
-		{"POST", "/api/v1/invites", `{"ttl":"-1h"}`, 400},
-		{"GET", "/api/v1/invites/qr", "", 400},
-		{"POST", "/api/v1/invites/accept", `{"link":"glitr:invite/used"}`, 400},
-		{"POST", "/api/v1/invites/accept", `{"link":"nonsense"}`, 400},
-		{"POST", "/api/v1/invites/accept", `{"link":""}`, 400},
-		{"PUT", "/api/v1/contacts/zz/verified", `{"verified":true}`, 404},
-		{"POST", "/api/v1/conversations/c2/members", `{"account":"bb"}`, 403},
-		{"POST", "/api/v1/conversations/c1/members", `{}`, 400},
-		{"PUT", "/api/v1/conversations/c1", `{"title":"` + strings.Repeat("t", 129) + `"}`, 400},
-		{"GET", "/api/v1/ws?since=abc", "", 400},
+		{"PUT", "/api/v1/conversations/c1/messages/theirs", `{"text":"x"}`, 403, ""},
+		{"PUT", "/api/v1/conversations/c1/messages/nope/0", `{"text":"x"}`, 404, ""},
+		{"PUT", "/api/v1/conversations/c9/messages/bafy/0", `{"text":"x"}`, 404, ""},
+		{"DELETE", "/api/v1/conversations/c1/messages/theirs", "", 403, ""},
+		{"POST", "/api/v1/conversations/c1/reactions", `{"message":"bafy/0"}`, 400, ""},
+		{"POST", "/api/v1/conversations/c1/reactions", `{"message":"bafy/0","emoji":"not an emoji"}`, 400, ""},
+		{"POST", "/api/v1/conversations/c9/typing", `{}`, 404, ""},
+		{"POST", "/api/v1/account", `{"name":"Ann"}`, 409, ""},
+		{"POST", "/api/v1/account", `{"name":"  "}`, 400, ""},
+		{"POST", "/api/v1/account", `{"name":"` + strings.Repeat("n", 129) + `"}`, 400, ""},
+		{"POST", "/api/v1/unlock", `{"passphrase":"wrong"}`, 403, CodeWrongPassphrase},
+		{"POST", "/api/v1/unlock", `{"passphrase":""}`, 400, ""},
+		{"PUT", "/api/v1/profile", `{"name":"Ann"}`, 423, ""},
+		{"PUT", "/api/v1/profile", `{"name":"Ann","avatar":"javascript:alert(1)"}`, 400, ""},
+		{"PUT", "/api/v1/profile", `{"name":"Ann","avatar":"data:image/png;base64,` + strings.Repeat("A", maxAvatarLen) + `"}`, 400, ""},
+		{"PUT", "/api/v1/preferences", `{"theme":"neon"}`, 400, ""},
+		{"PUT", "/api/v1/preferences", `{"theme":"dark","extra":1}`, 400, CodeBadJSON},
+		{"POST", "/api/v1/invites", `{"ttl":"forever"}`, 400, ""},
+		{"POST", "/api/v1/invites", `{"ttl":"-1h"}`, 400, ""},
+		{"GET", "/api/v1/invites/qr", "", 400, ""},
+		{"POST", "/api/v1/invites/accept", `{"link":"glitr:invite/used"}`, 400, CodeInviteUsed},
+		{"POST", "/api/v1/invites/accept", `{"link":"nonsense"}`, 400, ""},
+		{"POST", "/api/v1/invites/accept", `{"link":""}`, 400, ""},
+		{"PUT", "/api/v1/contacts/zz/verified", `{"verified":true}`, 404, ""},
+		{"POST", "/api/v1/conversations/c2/members", `{"account":"bb"}`, 403, ""},
+		{"POST", "/api/v1/conversations/c1/members", `{}`, 400, ""},
+		{"PUT", "/api/v1/conversations/c1", `{"title":"` + strings.Repeat("t", 129) + `"}`, 400, ""},
+		{"GET", "/api/v1/ws?since=abc", "", 400, ""},
+		{"GET", "/api/v1/conversations/c1/messages?limit=501", "", 400, CodeBadLimit},
+		{"GET", "/api/v1/conversations/c1/messages?limit=0", "", 400, CodeBadLimit},
+		{"GET", "/api/v1/conversations/c1/messages?limit=many", "", 400, CodeBadLimit},
+		{"GET", "/api/v1/conversations/c1/messages?before=3&after=1", "", 400, ""},
+		{"POST", "/api/v1/conversations/c1/messages", `{"text":"hi","clientId":"short"}`, 400, ""},
+		{"POST", "/api/v1/conversations/c1/messages", `{"text":"hi","clientId":"0123456789abcdef/../x"}`, 400, ""},
+		{"POST", "/api/v1/conversations/c1/messages", `{"text":"` + strings.Repeat("x", maxRequestBody) + `"}`, 413, CodeTooLarge},
+		{"POST", "/api/v1/conversations/c1/messages", `{"text":`, 400, CodeBadJSON},
+		{"PUT", "/api/v1/conversations/c9/settings", `{"muted":true}`, 404, ""},
+		{"PUT", "/api/v1/conversations/c1/settings", `{"pinned":true}`, 400, CodeBadJSON},
+		{"PUT", "/api/v1/contacts/zz/block", `{"blocked":true}`, 404, ""},
 	}
 	run := func(c tc, mod func(*http.Request)) *http.Response {
 		w := do(t, h, c.method, c.path, func(r *http.Request) {
@@ -287,6 +311,13 @@ func TestEveryEndpoint(t *testing.T) {
 			var e apiError
 			if err := json.NewDecoder(res.Body).Decode(&e); err != nil || e.Error == "" {
 				t.Errorf("%s %s: error without a JSON message", c.method, c.path)
+			}
+			want := c.code
+			if want == "" {
+				want = statusCodes[c.want]
+			}
+			if e.Code != want {
+				t.Errorf("%s %s: code %q, want %q", c.method, c.path, e.Code, want)
 			}
 		}
 	}
@@ -561,6 +592,13 @@ func TestEmbeddedApp(t *testing.T) {
 	}
 	if err := json.Unmarshal(do(t, h, "GET", "/manifest.webmanifest", nil).Body.Bytes(), &man); err != nil || man.Display != "standalone" || len(man.Icons) < 2 {
 		t.Fatalf("manifest %+v: %v", man, err)
+	}
+	// No directory of the bundle is listed, under any spelling.
+	for _, dir := range []string{"/assets/", "/assets", "/assets//", "/./assets/", "/assets/../assets/"} {
+		w := do(t, h, "GET", dir, nil)
+		if w.Code == 200 || strings.Contains(w.Body.String(), ".js") {
+			t.Errorf("GET %s: %d, lists the directory: %.200s", dir, w.Code, w.Body)
+		}
 	}
 	// The service worker must not cache API answers.
 	if sw := do(t, h, "GET", "/sw.js", nil).Body.String(); !strings.Contains(sw, "api") || strings.Contains(sw, "runtimeCaching") {

@@ -2,29 +2,11 @@ package webui
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
-	"io"
+	"fmt"
 	"net/http"
 	"strconv"
 	"time"
-)
-
-// Errors a Backend wraps so the API can answer with the right status.
-var (
-	ErrNotFound    = errors.New("not found")
-	ErrBadRequest  = errors.New("bad request")
-	ErrUnavailable = errors.New("not available on this node")
-	// ErrForbidden: allowed for someone, not for this account (not an
-	// admin, not the author of the message).
-	ErrForbidden = errors.New("forbidden")
-	// ErrLocked: the account is locked; unlock it with the passphrase.
-	ErrLocked = errors.New("account locked")
-	// ErrConflict: the request contradicts the state (account already
-	// set up, recovery words already shown).
-	ErrConflict = errors.New("conflict")
-	// ErrWrongPassphrase: the passphrase does not open the keyring.
-	ErrWrongPassphrase = errors.New("wrong passphrase")
 )
 
 // Contact is a person this node can start conversations with.
@@ -41,6 +23,9 @@ type Contact struct {
 	// another account key (a reinstall without backup, or an impostor);
 	// show a loud warning until the users verify the safety number.
 	KeyChanged bool `json:"keyChanged,omitempty"`
+	// Blocked: the user blocked this contact (no typing, presence or
+	// receipts either way, no new conversations from them).
+	Blocked bool `json:"blocked"`
 }
 
 // Member is a conversation member.
@@ -48,6 +33,14 @@ type Member struct {
 	Account string `json:"account"`
 	Admin   bool   `json:"admin"`
 	Self    bool   `json:"self"`
+	// Name is the contact's name for a contact, else the display name
+	// the member published in the conversation ("" when none yet): a
+	// claim of theirs, not verified by this account.
+	Name string `json:"name"`
+	// Contact: the member is one of this account's contacts.
+	Contact bool `json:"contact"`
+	// Verified: a contact whose safety number the user verified.
+	Verified bool `json:"verified"`
 }
 
 // Reaction is an emoji and who reacted with it.
@@ -70,12 +63,57 @@ type Message struct {
 	Reactions []Reaction `json:"reactions,omitempty"`
 	// Status of an own message: sending, sent, delivered or read.
 	Status string `json:"status,omitempty"`
+	// ClientID is the id the client chose when it sent this message from
+	// this node (see SendRequest).
+	ClientID string `json:"clientId,omitempty"`
 }
+
+// SendRequest is a message to post.
+type SendRequest struct {
+	Text    string
+	ReplyTo string
+	// ClientID, when set, makes the send idempotent: a second send with
+	// the same ClientID in the conversation returns the first one's
+	// message instead of posting another (a client retrying after a lost
+	// answer or a restart of either side).
+	ClientID string
+}
+
+// Limits of a client id: long enough for a random UUID, short enough to
+// keep the node's record of them small.
+const (
+	minClientIDLen = 16
+	maxClientIDLen = 64
+)
+
+// validClientID: 16-64 characters of [A-Za-z0-9_-].
+func validClientID(s string) bool {
+	if len(s) < minClientIDLen || len(s) > maxClientIDLen {
+		return false
+	}
+	for _, r := range s {
+		if !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '-' || r == '_') {
+			return false
+		}
+	}
+	return true
+}
+
+// Conversation kinds.
+const (
+	KindDirect = "direct"
+	KindGroup  = "group"
+)
 
 // Conversation summarises a conversation for the list.
 type Conversation struct {
-	ID          string   `json:"id"`
-	Title       string   `json:"title"`
+	ID    string `json:"id"`
+	Kind  string `json:"kind"` // KindDirect or KindGroup
+	Title string `json:"title"`
+	// Muted: the user muted the conversation (no notifications).
+	Muted bool `json:"muted"`
+	// Blocked (direct conversations): the other account is blocked.
+	Blocked     bool     `json:"blocked,omitempty"`
 	Members     []Member `json:"members"`
 	Messages    int      `json:"messages"`
 	Unread      int      `json:"unread"`
@@ -85,9 +123,35 @@ type Conversation struct {
 // MessagePage is a page of messages, oldest first.
 type MessagePage struct {
 	Messages []Message `json:"messages"`
-	// Before is the cursor for the previous (older) page; 0 when there is none.
+	// Before is the position of the first message of the page: the
+	// cursor for the older page (before=Before); 0 when there is none.
 	Before int `json:"before"`
-	Total  int `json:"total"`
+	// After is the position of the last message of the page: the cursor
+	// for the newer page (after=After). With no messages, the position
+	// the page would have started at, minus one.
+	After int `json:"after"`
+	Total int `json:"total"`
+}
+
+// MessageQuery selects a page of messages. Before and After are cursors:
+// a display position or a message id ("" for none). With Before, the page
+// holds the Limit messages just before it; with After, the Limit messages
+// just after it; with neither, the newest Limit messages.
+type MessageQuery struct {
+	Before, After string
+	Limit         int
+}
+
+// Limits of a page of messages.
+const (
+	DefaultPageLimit = 50
+	MaxPageLimit     = 500
+)
+
+// ConversationSettings are this account's own settings of a conversation;
+// nil fields are left as they are.
+type ConversationSettings struct {
+	Muted *bool `json:"muted"`
 }
 
 // Event is a change notification; clients refetch what changed.
@@ -113,8 +177,13 @@ type ChatBackend interface {
 	Contacts(ctx context.Context) ([]Contact, error)
 	Conversations(ctx context.Context) ([]Conversation, error)
 	CreateConversation(ctx context.Context, title string, members []string) (Conversation, error)
-	Messages(ctx context.Context, conv string, before, limit int) (MessagePage, error)
-	Send(ctx context.Context, conv, text, replyTo string) (Message, error)
+	MessagePage(ctx context.Context, conv string, q MessageQuery) (MessagePage, error)
+	// PostMessage posts a message; created is false when req.ClientID
+	// named a message sent before, which is returned instead.
+	PostMessage(ctx context.Context, conv string, req SendRequest) (m Message, created bool, err error)
+	// SetConversationSettings changes this account's settings of a
+	// conversation.
+	SetConversationSettings(ctx context.Context, conv string, s ConversationSettings) error
 	MarkRead(ctx context.Context, conv string) error
 	// Edit replaces the text of one of this account's messages.
 	Edit(ctx context.Context, conv, msg, text string) (Message, error)
@@ -196,24 +265,49 @@ func (s *Server) registerChat(api *http.ServeMux) {
 		replyStatus(w, http.StatusCreated, c, err)
 	})
 	api.HandleFunc("GET /api/v1/conversations/{id}/messages", func(w http.ResponseWriter, r *http.Request) {
-		before, _ := strconv.Atoi(r.URL.Query().Get("before"))
-		limit, err := strconv.Atoi(r.URL.Query().Get("limit"))
-		if err != nil || limit <= 0 || limit > 500 {
-			limit = 50
+		q := r.URL.Query()
+		mq := MessageQuery{Before: q.Get("before"), After: q.Get("after"), Limit: DefaultPageLimit}
+		if mq.Before != "" && mq.After != "" {
+			writeError(w, http.StatusBadRequest, "give before or after, not both")
+			return
 		}
-		p, err := b.Messages(r.Context(), r.PathValue("id"), before, limit)
+		if l := q.Get("limit"); l != "" {
+			n, err := strconv.Atoi(l)
+			if err != nil || n < 1 || n > MaxPageLimit {
+				writeCodedError(w, http.StatusBadRequest, CodeBadLimit, fmt.Sprintf("limit must be a number from 1 to %d (page through longer histories with before= or after=)", MaxPageLimit))
+				return
+			}
+			mq.Limit = n
+		}
+		p, err := b.MessagePage(r.Context(), r.PathValue("id"), mq)
 		reply(w, p, err)
 	})
 	api.HandleFunc("POST /api/v1/conversations/{id}/messages", func(w http.ResponseWriter, r *http.Request) {
 		var req struct {
-			Text    string `json:"text"`
-			ReplyTo string `json:"replyTo"`
+			Text     string `json:"text"`
+			ReplyTo  string `json:"replyTo"`
+			ClientID string `json:"clientId"`
 		}
 		if !decode(w, r, &req) {
 			return
 		}
-		m, err := b.Send(r.Context(), r.PathValue("id"), req.Text, req.ReplyTo)
-		replyStatus(w, http.StatusCreated, m, err)
+		if req.ClientID != "" && !validClientID(req.ClientID) {
+			writeError(w, http.StatusBadRequest, "clientId must be 16 to 64 characters of A-Z, a-z, 0-9, - and _")
+			return
+		}
+		m, created, err := b.PostMessage(r.Context(), r.PathValue("id"), SendRequest{Text: req.Text, ReplyTo: req.ReplyTo, ClientID: req.ClientID})
+		status := http.StatusCreated
+		if !created {
+			status = http.StatusOK
+		}
+		replyStatus(w, status, m, err)
+	})
+	api.HandleFunc("PUT /api/v1/conversations/{id}/settings", func(w http.ResponseWriter, r *http.Request) {
+		var req ConversationSettings
+		if !decode(w, r, &req) {
+			return
+		}
+		replyStatus(w, http.StatusNoContent, nil, b.SetConversationSettings(r.Context(), r.PathValue("id"), req))
 	})
 	api.HandleFunc("POST /api/v1/conversations/{id}/read", func(w http.ResponseWriter, r *http.Request) {
 		err := b.MarkRead(r.Context(), r.PathValue("id"))
@@ -272,49 +366,4 @@ func (s *Server) registerChat(api *http.ServeMux) {
 		}
 		reply(w, batch, err)
 	})
-}
-
-func decode(w http.ResponseWriter, r *http.Request, v any) bool {
-	return decodeLimit(w, r, v, maxRequestBody)
-}
-
-// decodeLimit reads one JSON value of at most limit bytes into v, refusing
-// unknown fields and trailing data.
-func decodeLimit(w http.ResponseWriter, r *http.Request, v any, limit int64) bool {
-	dec := json.NewDecoder(io.LimitReader(r.Body, limit))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(v); err != nil {
-		writeError(w, http.StatusBadRequest, "invalid JSON body: "+err.Error())
-		return false
-	}
-	return true
-}
-
-func reply(w http.ResponseWriter, v any, err error) { replyStatus(w, http.StatusOK, v, err) }
-
-func replyStatus(w http.ResponseWriter, code int, v any, err error) {
-	switch {
-	case errors.Is(err, ErrNotFound):
-		writeError(w, http.StatusNotFound, err.Error())
-	case errors.Is(err, ErrBadRequest):
-		writeError(w, http.StatusBadRequest, err.Error())
-	case errors.Is(err, ErrUnavailable):
-		writeError(w, http.StatusNotImplemented, err.Error())
-	case errors.Is(err, ErrForbidden), errors.Is(err, ErrWrongPassphrase):
-		writeError(w, http.StatusForbidden, err.Error())
-	case errors.Is(err, ErrLocked):
-		writeError(w, http.StatusLocked, err.Error())
-	case errors.Is(err, ErrConflict):
-		writeError(w, http.StatusConflict, err.Error())
-	case errors.Is(err, context.Canceled):
-		writeError(w, http.StatusServiceUnavailable, "request cancelled")
-	case err != nil:
-		// Internal errors are logged by the backend; the message names the
-		// operation, never secrets.
-		writeError(w, http.StatusInternalServerError, err.Error())
-	case code == http.StatusNoContent:
-		w.WriteHeader(code)
-	default:
-		writeJSON(w, code, v)
-	}
 }

@@ -45,6 +45,9 @@ type PeopleBackend interface {
 	InviteQR(link, format string) ([]byte, error)
 	AcceptInvite(ctx context.Context, link string) (account, conversation string, err error)
 	VerifyContact(ctx context.Context, account string, verified bool) error
+	// BlockContact blocks (or unblocks) a contact: no typing, presence or
+	// receipts either way, and no new conversations started by them.
+	BlockContact(ctx context.Context, account string, blocked bool) error
 	AddMember(ctx context.Context, conv, account string) error
 	RemoveMember(ctx context.Context, conv, account string) error
 	Leave(ctx context.Context, conv string) error
@@ -204,6 +207,16 @@ func (s *Server) registerPeople(api *http.ServeMux) {
 			return
 		}
 		err := p.VerifyContact(r.Context(), r.PathValue("account"), req.Verified)
+		replyStatus(w, http.StatusNoContent, nil, err)
+	})
+	api.HandleFunc("PUT /api/v1/contacts/{account}/block", func(w http.ResponseWriter, r *http.Request) {
+		var req struct {
+			Blocked bool `json:"blocked"`
+		}
+		if !decode(w, r, &req) {
+			return
+		}
+		err := p.BlockContact(r.Context(), r.PathValue("account"), req.Blocked)
 		replyStatus(w, http.StatusNoContent, nil, err)
 	})
 	api.HandleFunc("POST /api/v1/conversations/{id}/members", func(w http.ResponseWriter, r *http.Request) {

@@ -12,13 +12,13 @@ import (
 	"crypto/sha256"
 	"crypto/subtle"
 	"encoding/base64"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io/fs"
 	"log/slog"
 	"net"
 	"net/http"
+	"path"
 	"strconv"
 	"strings"
 	"time"
@@ -208,18 +208,18 @@ func (s *Server) guard(next http.Handler) http.Handler {
 		h.Set("Cross-Origin-Resource-Policy", "same-origin")
 		h.Set("Content-Security-Policy", contentSecurityPolicy)
 		if !s.hosts[strings.ToLower(r.Host)] {
-			writeError(w, http.StatusForbidden, "forbidden host")
+			writeCodedError(w, http.StatusForbidden, CodeForbiddenHost, "forbidden host")
 			return
 		}
 		if o := r.Header.Get("Origin"); o != "" && !s.origins[strings.ToLower(o)] {
-			writeError(w, http.StatusForbidden, "forbidden origin")
+			writeCodedError(w, http.StatusForbidden, CodeForbiddenOrigin, "forbidden origin")
 			return
 		}
 		// A cross-site subresource request carries no Origin on some
 		// GETs; Fetch Metadata still names it. Navigations (a user
 		// clicking the login link) are fine.
 		if r.Header.Get("Sec-Fetch-Site") == "cross-site" && r.Header.Get("Sec-Fetch-Mode") != "navigate" {
-			writeError(w, http.StatusForbidden, "forbidden cross-site request")
+			writeCodedError(w, http.StatusForbidden, CodeForbiddenOrigin, "forbidden cross-site request")
 			return
 		}
 		next.ServeHTTP(w, r)
@@ -289,6 +289,12 @@ func (s *Server) static() http.Handler {
 			writeError(w, http.StatusMethodNotAllowed, "method not allowed")
 			return
 		}
+		if r.URL.Path != "/" && s.isDir(r.URL.Path) {
+			// No directory listings: the bundle's file names are not
+			// anybody's business, and nothing links to a directory.
+			writeError(w, http.StatusNotFound, "not found")
+			return
+		}
 		if strings.HasPrefix(r.URL.Path, "/assets/") {
 			w.Header().Set("Cache-Control", "public, max-age=31536000, immutable")
 		} else {
@@ -298,16 +304,12 @@ func (s *Server) static() http.Handler {
 	})
 }
 
-type apiError struct {
-	Error string `json:"error"`
-}
-
-func writeError(w http.ResponseWriter, code int, msg string) {
-	writeJSON(w, code, apiError{Error: msg})
-}
-
-func writeJSON(w http.ResponseWriter, code int, v any) {
-	w.Header().Set("Content-Type", "application/json; charset=utf-8")
-	w.WriteHeader(code)
-	_ = json.NewEncoder(w).Encode(v)
+// isDir reports whether the URL path names a directory of the embedded UI.
+func (s *Server) isDir(urlPath string) bool {
+	name := strings.Trim(path.Clean("/"+urlPath), "/")
+	if name == "" {
+		return true
+	}
+	fi, err := fs.Stat(s.ui, name)
+	return err == nil && fi.IsDir()
 }

@@ -168,14 +168,28 @@ func (fakeBackend) Conversations(context.Context) ([]Conversation, error) {
 func (fakeBackend) CreateConversation(context.Context, string, []string) (Conversation, error) {
 	return Conversation{}, ErrUnavailable
 }
-func (fakeBackend) Messages(_ context.Context, conv string, before, limit int) (MessagePage, error) {
+func (fakeBackend) MessagePage(_ context.Context, conv string, q MessageQuery) (MessagePage, error) {
 	if conv != "c1" {
 		return MessagePage{}, fmt.Errorf("%w: no such conversation", ErrNotFound)
 	}
+	if q.Limit < 1 || q.Limit > MaxPageLimit {
+		return MessagePage{}, fmt.Errorf("backend got limit %d", q.Limit)
+	}
 	return MessagePage{Messages: []Message{{ID: "m", Text: "hi"}}, Total: 1}, nil
 }
-func (fakeBackend) Send(_ context.Context, conv, text, _ string) (Message, error) {
-	return Message{ID: "m2", Text: text, Mine: true, Status: "sending"}, nil
+
+// repeatedClientID is a client id the fake has seen before.
+const repeatedClientID = "0123456789abcdef-seen"
+
+func (fakeBackend) PostMessage(_ context.Context, conv string, req SendRequest) (Message, bool, error) {
+	m := Message{ID: "m2", Text: req.Text, Mine: true, Status: "sending", ClientID: req.ClientID}
+	return m, req.ClientID != repeatedClientID, nil
+}
+func (fakeBackend) SetConversationSettings(_ context.Context, conv string, s ConversationSettings) error {
+	if conv != "c1" {
+		return fmt.Errorf("%w: no such conversation", ErrNotFound)
+	}
+	return nil
 }
 func (fakeBackend) MarkRead(context.Context, string) error { return nil }
 
@@ -208,7 +222,8 @@ func TestChatEndpoints(t *testing.T) {
 		{"POST", "/api/v1/conversations", body(`{"members":["aa"]}`), http.StatusNotImplemented},
 		{"POST", "/api/v1/conversations/c1/read", body(`{}`), http.StatusNoContent},
 		{"GET", "/api/v1/events?since=0&wait=10ms", bearer, http.StatusOK},
-		{"POST", "/api/v1/conversations/c1/messages", body(`{"text":"` + strings.Repeat("x", maxRequestBody) + `"}`), http.StatusBadRequest},
+		{"POST", "/api/v1/conversations/c1/messages", body(`{"text":"` + strings.Repeat("x", maxRequestBody) + `"}`), http.StatusRequestEntityTooLarge},
+		{"POST", "/api/v1/conversations/c1/messages", body(`{"text":"a"} {"text":"b"}`), http.StatusBadRequest},
 	}
 	for _, c := range cases {
 		w := do(t, h, c.method, c.path, c.mod)

@@ -2,9 +2,12 @@ package main
 
 import (
 	"bytes"
+	"cmp"
 	"context"
+	"crypto/rand"
 	"encoding/json"
 	"errors"
+	"flag"
 	"fmt"
 	"io"
 	"net/http"
@@ -55,7 +58,7 @@ func (c *client) doRaw(ctx context.Context, method, path string, body io.Reader)
 	}
 	res, err := c.http.Do(req)
 	if err != nil {
-		return nil, fmt.Errorf("cannot reach the node at %s (is `glitr run` running?): %w", c.base, err)
+		return nil, &unreachableError{base: c.base, err: err}
 	}
 	defer res.Body.Close()
 	raw, err := io.ReadAll(io.LimitReader(res.Body, 64<<20))
@@ -72,6 +75,19 @@ func (c *client) doRaw(ctx context.Context, method, path string, body io.Reader)
 	return raw, nil
 }
 
+// unreachableError: a request got no answer (the node is not running, or
+// the connection broke before it answered).
+type unreachableError struct {
+	base string
+	err  error
+}
+
+func (e *unreachableError) Error() string {
+	return fmt.Sprintf("cannot reach the node at %s (is `glitr run` running?): %v", e.base, e.err)
+}
+
+func (e *unreachableError) Unwrap() error { return e.err }
+
 func short(hex string) string {
 	if len(hex) > 12 {
 		return hex[:12]
@@ -79,41 +95,36 @@ func short(hex string) string {
 	return hex
 }
 
-func cmdCard(ctx context.Context, g *globals, args []string) error {
-	fs := newFlagSet(g, "card", "card")
-	if err := parseFlags(fs, args); err != nil {
-		return err
+// chatCommands talk to the running node's conversations.
+func chatCommands() []command {
+	const g = "Chat"
+	return []command{
+		{name: "card", synopsis: "card", summary: "print this device's contact card (give it to a contact)", group: g, api: true, setup: noFlags(runCard)},
+		{name: "contact add", synopsis: "contact add CARD", summary: "add a contact from their card", group: g, minArgs: 1, maxArgs: 1, api: true, setup: noFlags(runContactAdd)},
+		{name: "contacts", synopsis: "contacts", summary: "list contacts with their safety numbers", group: g, api: true, setup: noFlags(runContacts)},
+		{name: "chat new", synopsis: "chat new [--title T] ACCOUNT...", summary: "start a conversation with contacts", group: g, minArgs: 1, maxArgs: -1, api: true, setup: setupChatNew},
+		{name: "chats", synopsis: "chats", summary: "list conversations", group: g, api: true, setup: noFlags(runChats)},
+		{name: "send", synopsis: "send [--reply-to ID] CONV TEXT...", summary: "send a message (CONV: an id or a unique prefix)", group: g, minArgs: 2, maxArgs: -1, textFrom: 1, api: true, setup: setupSend},
+		{name: "log", synopsis: "log [-n N] [--follow] CONV", summary: "show the newest N messages (-n 0: all), then follow", group: g, minArgs: 1, maxArgs: 1, api: true, setup: setupLog},
+		{name: "read", synopsis: "read CONV", summary: "mark a conversation read (sends a read receipt)", group: g, minArgs: 1, maxArgs: 1, api: true, setup: noFlags(runRead)},
 	}
-	c, err := newClient(g)
-	if err != nil {
-		return err
-	}
+}
+
+func runCard(ctx context.Context, x *call) error {
 	var out struct{ Card string }
-	if err := c.get(ctx, "/api/v1/card", &out); err != nil {
+	if err := x.api.get(ctx, "/api/v1/card", &out); err != nil {
 		return err
 	}
-	fmt.Fprintln(g.stdout, out.Card)
+	fmt.Fprintln(x.g.stdout, out.Card)
 	return nil
 }
 
-func cmdContact(ctx context.Context, g *globals, args []string) error {
-	if len(args) < 2 || args[0] != "add" {
-		fmt.Fprintln(g.stderr, "Usage: glitr contact add CARD")
-		return exitError{2}
-	}
-	fs := newFlagSet(g, "contact add", "contact add CARD")
-	if err := fs.Parse(args[2:]); err != nil {
-		return exitError{2}
-	}
-	c, err := newClient(g)
-	if err != nil {
-		return err
-	}
+func runContactAdd(ctx context.Context, x *call) error {
 	var ct webui.Contact
-	if err := c.post(ctx, "/api/v1/contacts", map[string]string{"card": args[1]}, &ct); err != nil {
+	if err := x.api.post(ctx, "/api/v1/contacts", map[string]string{"card": x.arg(0)}, &ct); err != nil {
 		return err
 	}
-	fmt.Fprintf(g.stdout, "added %s (%s)\naccount %s\nsafety number %s\n", ct.Name, short(ct.Account), ct.Account, groupDigits(ct.SafetyNumber))
+	fmt.Fprintf(x.g.stdout, "added %s (%s)\naccount %s\nsafety number %s\n", ct.Name, short(ct.Account), ct.Account, groupDigits(ct.SafetyNumber))
 	return nil
 }
 
@@ -127,62 +138,36 @@ func groupDigits(s string) string {
 	return strings.Join(append(parts, s), " ")
 }
 
-func cmdContacts(ctx context.Context, g *globals, args []string) error {
-	fs := newFlagSet(g, "contacts", "contacts")
-	if err := parseFlags(fs, args); err != nil {
-		return err
-	}
-	c, err := newClient(g)
-	if err != nil {
-		return err
-	}
+func runContacts(ctx context.Context, x *call) error {
 	var cs []webui.Contact
-	if err := c.get(ctx, "/api/v1/contacts", &cs); err != nil {
+	if err := x.api.get(ctx, "/api/v1/contacts", &cs); err != nil {
 		return err
 	}
 	for _, ct := range cs {
-		fmt.Fprintf(g.stdout, "%s  %-20s  safety number %s\n", ct.Account, ct.Name, groupDigits(ct.SafetyNumber))
+		extra := ""
+		if ct.Blocked {
+			extra = "  (blocked)"
+		}
+		fmt.Fprintf(x.g.stdout, "%s  %-20s  safety number %s%s\n", ct.Account, ct.Name, groupDigits(ct.SafetyNumber), extra)
 	}
 	return nil
 }
 
-func cmdChat(ctx context.Context, g *globals, args []string) error {
-	if len(args) == 0 || args[0] != "new" {
-		fmt.Fprintln(g.stderr, "Usage: glitr chat new [--title T] ACCOUNT...")
-		return exitError{2}
-	}
-	fs := newFlagSet(g, "chat new", "chat new [--title T] ACCOUNT...")
+func setupChatNew(fs *flag.FlagSet) runFunc {
 	title := fs.String("title", "", "conversation title")
-	if err := fs.Parse(args[1:]); err != nil {
-		return exitError{2}
+	return func(ctx context.Context, x *call) error {
+		var conv webui.Conversation
+		if err := x.api.post(ctx, "/api/v1/conversations", map[string]any{"title": *title, "members": x.args}, &conv); err != nil {
+			return err
+		}
+		fmt.Fprintln(x.g.stdout, conv.ID)
+		return nil
 	}
-	if fs.NArg() == 0 {
-		fmt.Fprintln(g.stderr, "name at least one contact's account (see `glitr contacts`)")
-		return exitError{2}
-	}
-	c, err := newClient(g)
-	if err != nil {
-		return err
-	}
-	var conv webui.Conversation
-	if err := c.post(ctx, "/api/v1/conversations", map[string]any{"title": *title, "members": fs.Args()}, &conv); err != nil {
-		return err
-	}
-	fmt.Fprintln(g.stdout, conv.ID)
-	return nil
 }
 
-func cmdChats(ctx context.Context, g *globals, args []string) error {
-	fs := newFlagSet(g, "chats", "chats")
-	if err := parseFlags(fs, args); err != nil {
-		return err
-	}
-	c, err := newClient(g)
-	if err != nil {
-		return err
-	}
+func runChats(ctx context.Context, x *call) error {
 	var cs []webui.Conversation
-	if err := c.get(ctx, "/api/v1/conversations", &cs); err != nil {
+	if err := x.api.get(ctx, "/api/v1/conversations", &cs); err != nil {
 		return err
 	}
 	for _, cv := range cs {
@@ -191,7 +176,7 @@ func cmdChats(ctx context.Context, g *globals, args []string) error {
 			var others []string
 			for _, m := range cv.Members {
 				if !m.Self {
-					others = append(others, short(m.Account))
+					others = append(others, cmp.Or(m.Name, short(m.Account)))
 				}
 			}
 			title = "with " + strings.Join(others, ", ")
@@ -200,7 +185,7 @@ func cmdChats(ctx context.Context, g *globals, args []string) error {
 		if cv.LastMessage != nil {
 			last = oneLine(cv.LastMessage.Text, 40)
 		}
-		fmt.Fprintf(g.stdout, "%s  %-24s  %4d msgs  %3d unread  %s\n", cv.ID, oneLine(title, 24), cv.Messages, cv.Unread, last)
+		fmt.Fprintf(x.g.stdout, "%s  %-24s  %4d msgs  %3d unread  %s\n", cv.ID, oneLine(title, 24), cv.Messages, cv.Unread, last)
 	}
 	return nil
 }
@@ -213,63 +198,87 @@ func oneLine(s string, n int) string {
 	return s
 }
 
-func cmdSend(ctx context.Context, g *globals, args []string) error {
-	fs := newFlagSet(g, "send", "send [--reply-to ID] CONVERSATION TEXT...")
+func setupSend(fs *flag.FlagSet) runFunc {
 	replyTo := fs.String("reply-to", "", "id of the message this one answers")
-	if err := fs.Parse(args); err != nil {
-		return exitError{2}
-	}
-	if fs.NArg() < 2 {
-		fs.Usage()
-		return exitError{2}
-	}
-	c, err := newClient(g)
-	if err != nil {
-		return err
-	}
-	var m webui.Message
-	text := strings.Join(fs.Args()[1:], " ")
-	if err := c.post(ctx, "/api/v1/conversations/"+url.PathEscape(fs.Arg(0))+"/messages", map[string]string{"text": text, "replyTo": *replyTo}, &m); err != nil {
-		return err
-	}
-	fmt.Fprintf(g.stdout, "%s %s\n", m.ID, m.Status)
-	return nil
-}
-
-func cmdLog(ctx context.Context, g *globals, args []string) error {
-	fs := newFlagSet(g, "log", "log [-n N] [--follow] CONVERSATION")
-	n := fs.Int("n", 20, "number of most recent messages")
-	follow := fs.Bool("follow", false, "keep printing new messages")
-	if err := fs.Parse(args); err != nil {
-		return exitError{2}
-	}
-	if fs.NArg() != 1 {
-		fs.Usage()
-		return exitError{2}
-	}
-	c, err := newClient(g)
-	if err != nil {
-		return err
-	}
-	c.http.Timeout = 0
-	conv := url.PathEscape(fs.Arg(0))
-	var page webui.MessagePage
-	if err := c.get(ctx, fmt.Sprintf("/api/v1/conversations/%s/messages?limit=%d", conv, *n), &page); err != nil {
-		return err
-	}
-	for _, m := range page.Messages {
-		printMessage(g.stdout, m)
-	}
-	if !*follow {
+	return func(ctx context.Context, x *call) error {
+		// A client id makes the send idempotent: the client retries a
+		// send whose answer it lost (a timeout) without a duplicate.
+		req := map[string]string{"text": x.text(1), "replyTo": *replyTo, "clientId": rand.Text()}
+		var m webui.Message
+		path := "/api/v1/conversations/" + url.PathEscape(x.arg(0)) + "/messages"
+		err := x.api.post(ctx, path, req, &m)
+		var lost *unreachableError
+		if errors.As(err, &lost) && ctx.Err() == nil {
+			// The answer may be what was lost: once more, the same id.
+			time.Sleep(time.Second)
+			err = x.api.post(ctx, path, req, &m)
+		}
+		if err != nil {
+			return err
+		}
+		fmt.Fprintf(x.g.stdout, "%s %s\n", m.ID, m.Status)
 		return nil
 	}
+}
+
+// logPage is the page size `log` reads history in (the API's maximum).
+const logPage = webui.MaxPageLimit
+
+func setupLog(fs *flag.FlagSet) runFunc {
+	n := fs.Int("n", 20, "how many of the newest messages to print (0: the whole history)")
+	follow := fs.Bool("follow", false, "keep printing new messages")
+	return func(ctx context.Context, x *call) error {
+		if *n < 0 {
+			return x.usageError(fmt.Sprintf("-n %d: give a count of messages, or 0 for all", *n))
+		}
+		x.api.http.Timeout = 0
+		conv := "/api/v1/conversations/" + url.PathEscape(x.arg(0)) + "/messages"
+		// Page backwards from the newest until n messages (or the start).
+		var msgs []webui.Message
+		total := 0
+		q := ""
+		for {
+			limit := logPage
+			if *n > 0 {
+				limit = min(logPage, *n-len(msgs))
+			}
+			var page webui.MessagePage
+			if err := x.api.get(ctx, fmt.Sprintf("%s?limit=%d%s", conv, limit, q), &page); err != nil {
+				return err
+			}
+			if total == 0 {
+				total = page.Total
+			}
+			msgs = append(page.Messages, msgs...)
+			if len(page.Messages) == 0 || page.Before == 0 || (*n > 0 && len(msgs) >= *n) {
+				break
+			}
+			// By id: a message merged in meanwhile does not shift the cursor.
+			q = "&before=" + url.QueryEscape(page.Messages[0].ID)
+		}
+		for _, m := range msgs {
+			printMessage(x.g.stdout, m)
+		}
+		if !*follow {
+			return nil
+		}
+		return followLog(ctx, x, conv, msgs)
+	}
+}
+
+// followLog prints the messages that come after the last one shown, as
+// events announce them, until SIGINT or SIGTERM.
+func followLog(ctx context.Context, x *call, conv string, shown []webui.Message) error {
 	ctx, stop := signalContext(ctx)
 	defer stop()
-	shown := page.Total
+	after := "-1"
+	if len(shown) > 0 {
+		after = shown[len(shown)-1].ID
+	}
 	var cursor uint64
 	for ctx.Err() == nil {
 		var batch webui.EventBatch
-		if err := c.get(ctx, fmt.Sprintf("/api/v1/events?since=%d&wait=25s", cursor), &batch); err != nil {
+		if err := x.api.get(ctx, fmt.Sprintf("/api/v1/events?since=%d&wait=25s", cursor), &batch); err != nil {
 			if ctx.Err() != nil {
 				return nil
 			}
@@ -279,18 +288,22 @@ func cmdLog(ctx context.Context, g *globals, args []string) error {
 		for _, e := range batch.Events {
 			cursor = max(cursor, e.Seq)
 		}
-		if len(batch.Events) == 0 {
-			continue
-		}
-		if err := c.get(ctx, fmt.Sprintf("/api/v1/conversations/%s/messages?limit=500", conv), &page); err != nil {
-			continue
-		}
-		for _, m := range page.Messages {
-			if m.Position >= shown {
-				printMessage(g.stdout, m)
+		for len(batch.Events) > 0 {
+			var page webui.MessagePage
+			if err := x.api.get(ctx, fmt.Sprintf("%s?limit=%d&after=%s", conv, logPage, url.QueryEscape(after)), &page); err != nil {
+				break
 			}
+			for _, m := range page.Messages {
+				printMessage(x.g.stdout, m)
+			}
+			if len(page.Messages) < logPage {
+				if len(page.Messages) > 0 {
+					after = page.Messages[len(page.Messages)-1].ID
+				}
+				break
+			}
+			after = page.Messages[len(page.Messages)-1].ID
 		}
-		shown = max(shown, page.Total)
 	}
 	return nil
 }
@@ -314,15 +327,6 @@ func printMessage(w io.Writer, m webui.Message) {
 	fmt.Fprintf(w, "%s  %-12s  %s%s\n", m.Time.Local().Format("2006-01-02 15:04"), who, text, extra)
 }
 
-func cmdRead(ctx context.Context, g *globals, args []string) error {
-	fs := newFlagSet(g, "read", "read CONVERSATION")
-	if err := fs.Parse(args); err != nil || fs.NArg() != 1 {
-		fs.Usage()
-		return exitError{2}
-	}
-	c, err := newClient(g)
-	if err != nil {
-		return err
-	}
-	return c.post(ctx, "/api/v1/conversations/"+url.PathEscape(fs.Arg(0))+"/read", struct{}{}, nil)
+func runRead(ctx context.Context, x *call) error {
+	return x.api.post(ctx, "/api/v1/conversations/"+url.PathEscape(x.arg(0))+"/read", struct{}{}, nil)
 }

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -252,5 +253,66 @@ func TestBackupAndRestoreThroughTheCLI(t *testing.T) {
 	}
 	if _, err := restore(strings.Join(words, " ")); err == nil {
 		t.Fatal("a node in use accepted a restore")
+	}
+}
+
+// A history longer than a page is read whole with `log CONV -n N` (the
+// flag after the conversation), and usage errors are precise.
+func TestLogReadsWholeHistory(t *testing.T) {
+	root := t.TempDir()
+	alice, bob := filepath.Join(root, "alice"), filepath.Join(root, "bob")
+	startCLINode(t, alice)
+	startCLINode(t, bob)
+	glitr(t, "--data", alice, "contact", "add", strings.TrimSpace(glitr(t, "--data", bob, "card")))
+	bobAccount := strings.Fields(glitr(t, "--data", alice, "contacts"))[0]
+	conv := strings.TrimSpace(glitr(t, "--data", alice, "chat", "new", bobAccount, "--title", "long"))
+	const total = 1234 // three pages of the API's 500
+	c, err := newClient(&globals{data: alice})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range total {
+		if err := c.post(context.Background(), "/api/v1/conversations/"+conv+"/messages", map[string]string{"text": fmt.Sprintf("line %04d", i)}, nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	lines := func(out string) []string { return strings.Split(strings.TrimRight(out, "\n"), "\n") }
+	for _, tc := range []struct {
+		args  []string
+		first int // index of the first message printed
+	}{
+		{[]string{"log", conv, "-n", "0"}, 0},
+		{[]string{"log", conv[:8], "-n", "1100"}, total - 1100},
+		{[]string{"log", "-n", "1234", conv}, 0},
+		{[]string{"log", conv, "-n", "99999"}, 0},
+		{[]string{"log", conv}, total - 20},
+	} {
+		got := lines(glitr(t, append([]string{"--data", alice}, tc.args...)...))
+		if len(got) != total-tc.first {
+			t.Fatalf("glitr %v: %d lines, want %d", tc.args, len(got), total-tc.first)
+		}
+		for i, l := range got {
+			if !strings.Contains(l, fmt.Sprintf("line %04d", tc.first+i)) {
+				t.Fatalf("glitr %v: line %d is %q", tc.args, i, l)
+			}
+		}
+	}
+	// A text that looks like a flag goes after "--"; words after the text
+	// has begun are text.
+	glitr(t, "--data", alice, "send", conv, "--", "-5", "degrees")
+	glitr(t, "--data", alice, "send", conv, "it", "is", "-5")
+	got := lines(glitr(t, "--data", alice, "log", conv, "-n", "2"))
+	if len(got) != 2 || !strings.Contains(got[0], "-5 degrees") || !strings.Contains(got[1], "it is -5") {
+		t.Fatalf("texts with dashes: %q", got)
+	}
+	var ee exitError
+	for _, bad := range [][]string{
+		{"log"}, {"log", conv, conv}, {"log", conv, "-n", "-1"}, {"log", conv, "-x"},
+		{"group"}, {"group", "frobnicate"}, {"send", conv},
+	} {
+		var out, errb bytes.Buffer
+		if err := run(context.Background(), append([]string{"--data", alice}, bad...), &out, &errb); !errors.As(err, &ee) || ee.code != 2 || errb.Len() == 0 {
+			t.Errorf("glitr %v: %v, stderr %q", bad, err, errb.String())
+		}
 	}
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"flag"
 	"fmt"
 	"io"
 	"log/slog"
@@ -25,8 +26,23 @@ type stringList []string
 func (s *stringList) String() string     { return strings.Join(*s, ",") }
 func (s *stringList) Set(v string) error { *s = append(*s, v); return nil }
 
-func cmdInit(ctx context.Context, g *globals, args []string) error {
-	fs := newFlagSet(g, "init", "init [--profile personal|relay] [flags]")
+// nodeCommands run a node or ask the running one about itself.
+func nodeCommands() []command {
+	return []command{
+		{name: "init", synopsis: "init [--profile personal|relay] [flags]", summary: "create a data directory (config, peer key, API token, store)", setup: setupInit},
+		{name: "run", synopsis: "run", summary: "start the personal chat node and its local web UI", setup: noFlags(func(ctx context.Context, x *call) error {
+			return serve(ctx, x.g, node.ProfilePersonal)
+		})},
+		{name: "relay", synopsis: "relay", summary: "start a relay/bootstrap node (no chat state)", setup: noFlags(func(ctx context.Context, x *call) error {
+			return serve(ctx, x.g, node.ProfileRelay)
+		})},
+		{name: "status", synopsis: "status [--json]", summary: "show the running node's status", api: true, setup: setupStatus},
+		{name: "id", synopsis: "id [--addrs]", summary: "print the running node's peer ID (and addresses)", api: true, setup: setupID},
+		{name: "version", synopsis: "version", summary: "print the version of this binary and of the running node", setup: noFlags(runVersion)},
+	}
+}
+
+func setupInit(fs *flag.FlagSet) runFunc {
 	profile := fs.String("profile", node.ProfilePersonal, "personal (a chat node) or relay (a relay/bootstrap node)")
 	port := fs.Int("port", 0, "libp2p port for every transport (0: the profile's default)")
 	api := fs.String("api", "", "host:port of the local API (default: the profile's, 127.0.0.1:7878 for personal)")
@@ -35,40 +51,39 @@ func cmdInit(ctx context.Context, g *globals, args []string) error {
 	var boot, relays stringList
 	fs.Var(&boot, "bootstrap", "bootstrap peer multiaddr with /p2p/<id> (repeatable)")
 	fs.Var(&relays, "relay", "relay multiaddr with /p2p/<id> for AutoRelay (repeatable)")
-	if err := parseFlags(fs, args); err != nil {
-		return err
-	}
-	dir, err := g.dataDir()
-	if err != nil {
-		return err
-	}
-	cfg, err := node.DefaultConfig(*profile)
-	if err != nil {
-		return err
-	}
-	if *port != 0 || *loopback {
-		if *port < 0 || *port > 65534 {
-			return fmt.Errorf("--port %d: must be 1..65534", *port)
+	return func(ctx context.Context, x *call) error {
+		dir, err := x.g.dataDir()
+		if err != nil {
+			return err
 		}
-		p := *port
-		if p == 0 {
-			p = map[string]int{node.ProfilePersonal: 4101, node.ProfileRelay: 4001}[*profile]
+		cfg, err := node.DefaultConfig(*profile)
+		if err != nil {
+			return err
 		}
-		cfg.Network.ListenAddrs = portAddrs(p, *loopback)
-	}
-	if *api != "" {
-		cfg.API.Listen = *api
-	}
-	cfg.Network.BootstrapPeers = append(cfg.Network.BootstrapPeers, boot...)
-	cfg.Network.Relays = append(cfg.Network.Relays, relays...)
-	if _, err := node.Init(dir, cfg); err != nil {
-		if *ifMissing && errors.Is(err, node.ErrAlreadyInit) {
-			return nil
+		if *port != 0 || *loopback {
+			if *port < 0 || *port > 65534 {
+				return fmt.Errorf("--port %d: must be 1..65534", *port)
+			}
+			p := *port
+			if p == 0 {
+				p = map[string]int{node.ProfilePersonal: 4101, node.ProfileRelay: 4001}[*profile]
+			}
+			cfg.Network.ListenAddrs = portAddrs(p, *loopback)
 		}
-		return err
+		if *api != "" {
+			cfg.API.Listen = *api
+		}
+		cfg.Network.BootstrapPeers = append(cfg.Network.BootstrapPeers, boot...)
+		cfg.Network.Relays = append(cfg.Network.Relays, relays...)
+		if _, err := node.Init(dir, cfg); err != nil {
+			if *ifMissing && errors.Is(err, node.ErrAlreadyInit) {
+				return nil
+			}
+			return err
+		}
+		fmt.Fprintf(x.g.stdout, "initialized %s node in %s\n", *profile, dir)
+		return nil
 	}
-	fmt.Fprintf(g.stdout, "initialized %s node in %s\n", *profile, dir)
-	return nil
 }
 
 // portAddrs lists the listen addresses of every transport on one port
@@ -89,22 +104,6 @@ func portAddrs(port int, loopback bool) []string {
 		addrs = append(addrs, "/ip6/::/udp/"+p+"/quic-v1", "/ip6/::/tcp/"+p)
 	}
 	return addrs
-}
-
-func cmdRun(ctx context.Context, g *globals, args []string) error {
-	fs := newFlagSet(g, "run", "run [flags]")
-	if err := parseFlags(fs, args); err != nil {
-		return err
-	}
-	return serve(ctx, g, node.ProfilePersonal)
-}
-
-func cmdRelay(ctx context.Context, g *globals, args []string) error {
-	fs := newFlagSet(g, "relay", "relay [flags]")
-	if err := parseFlags(fs, args); err != nil {
-		return err
-	}
-	return serve(ctx, g, node.ProfileRelay)
 }
 
 // serve runs a node until SIGINT or SIGTERM.
@@ -209,72 +208,58 @@ func (c *client) get(ctx context.Context, path string, out any) error {
 	return c.do(ctx, http.MethodGet, path, nil, out)
 }
 
-// fetchStatus asks the running node for its status.
-func fetchStatus(ctx context.Context, g *globals) (webui.Status, error) {
-	var st webui.Status
-	c, err := newClient(g)
-	if err != nil {
-		return st, err
-	}
-	return st, c.get(ctx, "/api/v1/status", &st)
-}
-
-func cmdStatus(ctx context.Context, g *globals, args []string) error {
-	fs := newFlagSet(g, "status", "status [--json]")
+func setupStatus(fs *flag.FlagSet) runFunc {
 	asJSON := fs.Bool("json", false, "print the raw JSON")
-	if err := parseFlags(fs, args); err != nil {
-		return err
-	}
-	st, err := fetchStatus(ctx, g)
-	if err != nil {
-		return err
-	}
-	if *asJSON {
-		enc := json.NewEncoder(g.stdout)
-		enc.SetIndent("", "  ")
-		return enc.Encode(st)
-	}
-	w := g.stdout
-	fmt.Fprintf(w, "Peer ID:       %s\n", st.PeerID)
-	fmt.Fprintf(w, "Profile:       %s\n", st.Profile)
-	fmt.Fprintf(w, "Version:       %s\n", st.Version)
-	fmt.Fprintf(w, "Uptime:        %s\n", (time.Duration(st.UptimeSeconds) * time.Second).String())
-	fmt.Fprintf(w, "Reachability:  %s\n", st.Reachability)
-	fmt.Fprintf(w, "Peers:         %d connected, %d in the DHT routing table\n", len(st.ConnectedPeers), st.DHTPeers)
-	fmt.Fprintln(w, "Addresses:")
-	for _, a := range st.Addrs {
-		fmt.Fprintln(w, "  "+a)
-	}
-	return nil
-}
-
-func cmdID(ctx context.Context, g *globals, args []string) error {
-	fs := newFlagSet(g, "id", "id [--addrs]")
-	addrs := fs.Bool("addrs", false, "also print the full addresses, one per line")
-	if err := parseFlags(fs, args); err != nil {
-		return err
-	}
-	st, err := fetchStatus(ctx, g)
-	if err != nil {
-		return err
-	}
-	fmt.Fprintln(g.stdout, st.PeerID)
-	if *addrs {
-		for _, a := range st.Addrs {
-			fmt.Fprintln(g.stdout, a)
+	return func(ctx context.Context, x *call) error {
+		var st webui.Status
+		if err := x.api.get(ctx, "/api/v1/status", &st); err != nil {
+			return err
 		}
+		if *asJSON {
+			enc := json.NewEncoder(x.g.stdout)
+			enc.SetIndent("", "  ")
+			return enc.Encode(st)
+		}
+		w := x.g.stdout
+		fmt.Fprintf(w, "Peer ID:       %s\n", st.PeerID)
+		fmt.Fprintf(w, "Profile:       %s\n", st.Profile)
+		fmt.Fprintf(w, "Version:       %s\n", st.Version)
+		fmt.Fprintf(w, "Uptime:        %s\n", (time.Duration(st.UptimeSeconds) * time.Second).String())
+		fmt.Fprintf(w, "Reachability:  %s\n", st.Reachability)
+		fmt.Fprintf(w, "Peers:         %d connected, %d in the DHT routing table\n", len(st.ConnectedPeers), st.DHTPeers)
+		fmt.Fprintln(w, "Addresses:")
+		for _, a := range st.Addrs {
+			fmt.Fprintln(w, "  "+a)
+		}
+		return nil
 	}
-	return nil
 }
 
-func cmdVersion(ctx context.Context, g *globals, args []string) error {
-	fs := newFlagSet(g, "version", "version")
-	if err := parseFlags(fs, args); err != nil {
-		return err
+func setupID(fs *flag.FlagSet) runFunc {
+	addrs := fs.Bool("addrs", false, "also print the full addresses, one per line")
+	return func(ctx context.Context, x *call) error {
+		var st webui.Status
+		if err := x.api.get(ctx, "/api/v1/status", &st); err != nil {
+			return err
+		}
+		fmt.Fprintln(x.g.stdout, st.PeerID)
+		if *addrs {
+			for _, a := range st.Addrs {
+				fmt.Fprintln(x.g.stdout, a)
+			}
+		}
+		return nil
 	}
-	fmt.Fprintf(g.stdout, "glitr %s\n", buildVersion())
-	if st, err := fetchStatus(ctx, g); err == nil {
-		fmt.Fprintf(g.stdout, "running node: %s\n", st.Version)
+}
+
+// runVersion also names the running node's version when one answers.
+func runVersion(ctx context.Context, x *call) error {
+	fmt.Fprintf(x.g.stdout, "glitr %s\n", buildVersion())
+	if c, err := newClient(x.g); err == nil {
+		var st webui.Status
+		if c.get(ctx, "/api/v1/status", &st) == nil {
+			fmt.Fprintf(x.g.stdout, "running node: %s\n", st.Version)
+		}
 	}
 	return nil
 }

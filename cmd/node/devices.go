@@ -13,17 +13,23 @@ import (
 
 // Device commands: the device list, link codes, linking, revocation.
 
-func cmdDevices(ctx context.Context, g *globals, args []string) error {
-	fs := newFlagSet(g, "devices", "devices")
-	if err := parseFlags(fs, args); err != nil {
-		return err
+// deviceCommands: the device list, link codes, linking, revocation,
+// backup and restore.
+func deviceCommands() []command {
+	const g = "Devices"
+	return []command{
+		{name: "devices", synopsis: "devices", summary: "list this account's devices", group: g, api: true, setup: noFlags(runDevices)},
+		{name: "device link-code", synopsis: "device link-code", summary: "print a one-time code that links a new device (10 minutes)", group: g, api: true, setup: noFlags(runLinkCode)},
+		{name: "link", synopsis: "link CODE", summary: "on a fresh node: become a device of the code's account", group: g, minArgs: 1, maxArgs: 1, api: true, setup: noFlags(runLink)},
+		{name: "device revoke", synopsis: "device revoke DEVICE", summary: "remove a device: it reads nothing new, its messages are refused", group: g, minArgs: 1, maxArgs: 1, api: true, setup: noFlags(runRevoke)},
+		{name: "backup", synopsis: "backup FILE", summary: "write an encrypted backup (account key, contacts, conversations)", group: g, minArgs: 1, maxArgs: 1, api: true, setup: noFlags(runBackup)},
+		{name: "restore", synopsis: "restore FILE", summary: "on a fresh node: bring the account back (24 words on stdin)", group: g, minArgs: 1, maxArgs: 1, api: true, setup: noFlags(runRestore)},
 	}
-	c, err := newClient(g)
-	if err != nil {
-		return err
-	}
+}
+
+func runDevices(ctx context.Context, x *call) error {
 	var ds []webui.Device
-	if err := c.get(ctx, "/api/v1/devices", &ds); err != nil {
+	if err := x.api.get(ctx, "/api/v1/devices", &ds); err != nil {
 		return err
 	}
 	for _, d := range ds {
@@ -36,114 +42,62 @@ func cmdDevices(ctx context.Context, g *globals, args []string) error {
 		case d.Online:
 			state = "online"
 		}
-		fmt.Fprintf(g.stdout, "%s  %-20s added %s  %s\n", d.Device, d.Name, d.Added.Local().Format(time.DateOnly), state)
+		fmt.Fprintf(x.g.stdout, "%s  %-20s added %s  %s\n", d.Device, d.Name, d.Added.Local().Format(time.DateOnly), state)
 	}
 	return nil
 }
 
-func cmdDevice(ctx context.Context, g *globals, args []string) error {
-	const use = "Usage: glitr device link-code | revoke DEVICE"
-	if len(args) == 0 {
-		fmt.Fprintln(g.stderr, use)
-		return exitError{2}
-	}
-	fs := newFlagSet(g, "device "+args[0], "device "+args[0])
-	if err := fs.Parse(args[1:]); err != nil {
-		return exitError{2}
-	}
-	c, err := newClient(g)
-	if err != nil {
+func runLinkCode(ctx context.Context, x *call) error {
+	var code webui.Invite
+	if err := x.api.post(ctx, "/api/v1/devices/link-code", map[string]string{}, &code); err != nil {
 		return err
 	}
-	switch {
-	case args[0] == "link-code" && fs.NArg() == 0:
-		var code webui.Invite
-		if err := c.post(ctx, "/api/v1/devices/link-code", map[string]string{}, &code); err != nil {
-			return err
-		}
-		fmt.Fprintln(g.stdout, code.Link)
-		fmt.Fprintf(g.stderr, "one-time code, valid until %s; on the new device (a fresh node) run: glitr link CODE\n", code.Expires.Local().Format(time.TimeOnly))
-		return nil
-	case args[0] == "revoke" && fs.NArg() == 1:
-		if err := c.do(ctx, http.MethodDelete, "/api/v1/devices/"+url.PathEscape(fs.Arg(0)), nil, nil); err != nil {
-			return err
-		}
-		fmt.Fprintln(g.stdout, "revoked: it reads nothing sent from now on, and its new messages are refused")
-		return nil
-	}
-	fmt.Fprintln(g.stderr, use)
-	return exitError{2}
-}
-
-func cmdLink(ctx context.Context, g *globals, args []string) error {
-	fs := newFlagSet(g, "link", "link CODE")
-	if err := fs.Parse(args); err != nil {
-		return exitError{2}
-	}
-	if fs.NArg() != 1 {
-		fs.Usage()
-		return exitError{2}
-	}
-	c, err := newClient(g)
-	if err != nil {
-		return err
-	}
-	if err := c.post(ctx, "/api/v1/link", map[string]string{"code": fs.Arg(0)}, nil); err != nil {
-		return err
-	}
-	fmt.Fprintln(g.stdout, "linked: this node is now a device of that account; conversations and their history are arriving")
+	fmt.Fprintln(x.g.stdout, code.Link)
+	fmt.Fprintf(x.g.stderr, "one-time code, valid until %s; on the new device (a fresh node) run: glitr link CODE\n", code.Expires.Local().Format(time.TimeOnly))
 	return nil
 }
 
-func cmdBackup(ctx context.Context, g *globals, args []string) error {
-	fs := newFlagSet(g, "backup", "backup FILE")
-	if err := fs.Parse(args); err != nil {
-		return exitError{2}
-	}
-	if fs.NArg() != 1 {
-		fs.Usage()
-		return exitError{2}
-	}
-	c, err := newClient(g)
-	if err != nil {
+func runRevoke(ctx context.Context, x *call) error {
+	if err := x.api.do(ctx, http.MethodDelete, "/api/v1/devices/"+url.PathEscape(x.arg(0)), nil, nil); err != nil {
 		return err
 	}
-	data, err := c.raw(ctx, "/api/v1/backup")
-	if err != nil {
-		return err
-	}
-	if err := writeFileExclusive(fs.Arg(0), data); err != nil {
-		return err
-	}
-	fmt.Fprintf(g.stdout, "backup written to %s (%d bytes), encrypted under your 24 recovery words\n", fs.Arg(0), len(data))
+	fmt.Fprintln(x.g.stdout, "revoked: it reads nothing sent from now on, and its new messages are refused")
 	return nil
 }
 
-func cmdRestore(ctx context.Context, g *globals, args []string) error {
-	fs := newFlagSet(g, "restore", "restore FILE  (the 24 recovery words on standard input)")
-	if err := fs.Parse(args); err != nil {
-		return exitError{2}
+func runLink(ctx context.Context, x *call) error {
+	if err := x.api.post(ctx, "/api/v1/link", map[string]string{"code": x.arg(0)}, nil); err != nil {
+		return err
 	}
-	if fs.NArg() != 1 {
-		fs.Usage()
-		return exitError{2}
-	}
-	data, err := os.ReadFile(fs.Arg(0))
+	fmt.Fprintln(x.g.stdout, "linked: this node is now a device of that account; conversations and their history are arriving")
+	return nil
+}
+
+func runBackup(ctx context.Context, x *call) error {
+	data, err := x.api.raw(ctx, "/api/v1/backup")
 	if err != nil {
 		return err
 	}
-	words, err := readLine(g)
+	if err := writeFileExclusive(x.arg(0), data); err != nil {
+		return err
+	}
+	fmt.Fprintf(x.g.stdout, "backup written to %s (%d bytes), encrypted under your 24 recovery words\n", x.arg(0), len(data))
+	return nil
+}
+
+func runRestore(ctx context.Context, x *call) error {
+	data, err := os.ReadFile(x.arg(0))
+	if err != nil {
+		return err
+	}
+	words, err := readLine(x.g)
 	if err != nil {
 		return fmt.Errorf("the 24 recovery words go on standard input: %w", err)
 	}
-	c, err := newClient(g)
-	if err != nil {
+	if err := x.api.post(ctx, "/api/v1/restore", map[string]any{"words": words, "backup": data}, nil); err != nil {
 		return err
 	}
-	if err := c.post(ctx, "/api/v1/restore", map[string]any{"words": words, "backup": data}, nil); err != nil {
-		return err
-	}
-	fmt.Fprintln(g.stdout, "restored: same account, contacts and conversations; history is coming back from your contacts (revoke lost devices with `glitr devices` and `glitr device revoke`)")
+	fmt.Fprintln(x.g.stdout, "restored: same account, contacts and conversations; history is coming back from your contacts (revoke lost devices with `glitr devices` and `glitr device revoke`)")
 	return nil
 }
 

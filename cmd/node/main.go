@@ -49,54 +49,6 @@ func buildVersion() string {
 	return "dev"
 }
 
-const usage = `glitr — a decentralized, end-to-end encrypted chat node
-
-Usage:
-  glitr [global flags] <command> [flags]
-
-Commands:
-  init      create a data directory (config, peer key, API token, store)
-  run       start the personal chat node and its local web UI
-  relay     start a relay/bootstrap node (no chat state)
-  status    show the running node's status
-  id        print the running node's peer ID and addresses
-  version   print the version of this binary and of the running node
-
-Chat (through the running node's local API):
-  card                 print this device's contact card (give it to a contact)
-  contact add CARD     add a contact from their card
-  contacts             list contacts with their safety numbers
-  chat new ACCOUNT...  start a conversation with contacts (--title T)
-  chats                list conversations
-  send CONV TEXT...    send a message (CONV: an id or a unique prefix)
-  log CONV             show recent messages (-n N, --follow)
-  read CONV            mark a conversation read (sends a read receipt)
-
-People:
-  account setup --name N   finish setting up a new account (prints the recovery words once;
-                           --passphrase-stdin protects the keyring with a passphrase)
-  unlock                   unlock a passphrase-protected node (passphrase on standard input)
-  invite                   print a one-time invite link (--ttl D, --qr FILE.png|FILE.svg)
-  accept LINK              accept an invite: the inviter becomes a contact, with a 1:1 chat
-  group create ACCOUNT...  start a group (--title T); group add|remove CONV ACCOUNT,
-                           group leave CONV, group title CONV TITLE
-
-Devices:
-  devices                  list this account's devices
-  device link-code         print a one-time code that links a new device (10 minutes)
-  link CODE                on a fresh node: become a device of the code's account
-  device revoke DEVICE     remove a device: it reads nothing new, its messages are refused
-  backup FILE              write an encrypted backup (account key, contacts, conversations)
-  restore FILE             on a fresh node: bring the account back (24 words on stdin)
-
-Global flags:
-  --data DIR          data directory (default $GLITR_DATA or the user config dir)
-  --log-level LEVEL   debug, info, warn or error (default info)
-  --log-format FMT    text or json (default text)
-
-Run 'glitr <command> -h' for a command's flags.
-`
-
 // exitError carries a process exit code.
 type exitError struct{ code int }
 
@@ -167,7 +119,7 @@ func runIO(ctx context.Context, args []string, stdin io.Reader, stdout, stderr i
 	g := &globals{stdin: stdin, stdout: stdout, stderr: stderr}
 	fs := flag.NewFlagSet("glitr", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	fs.Usage = func() { fmt.Fprint(stderr, usage) }
+	fs.Usage = func() { printUsage(stderr, commands()) }
 	fs.StringVar(&g.data, "data", "", "data directory")
 	fs.StringVar(&g.logLevel, "log-level", "info", "log level")
 	fs.StringVar(&g.logFormat, "log-format", "text", "log format")
@@ -177,43 +129,14 @@ func runIO(ctx context.Context, args []string, stdin io.Reader, stdout, stderr i
 		}
 		return exitError{2}
 	}
-	if fs.NArg() == 0 {
+	if fs.NArg() == 0 || fs.Arg(0) == "help" {
 		fs.Usage()
-		return exitError{2}
+		if fs.NArg() == 0 {
+			return exitError{2}
+		}
+		return nil
 	}
-	cmd, rest := fs.Arg(0), fs.Args()[1:]
-	commands := map[string]func(context.Context, *globals, []string) error{
-		"init":     cmdInit,
-		"run":      cmdRun,
-		"relay":    cmdRelay,
-		"status":   cmdStatus,
-		"id":       cmdID,
-		"version":  cmdVersion,
-		"card":     cmdCard,
-		"contact":  cmdContact,
-		"contacts": cmdContacts,
-		"chat":     cmdChat,
-		"chats":    cmdChats,
-		"send":     cmdSend,
-		"log":      cmdLog,
-		"read":     cmdRead,
-		"account":  cmdAccount,
-		"unlock":   cmdUnlock,
-		"invite":   cmdInvite,
-		"accept":   cmdAccept,
-		"group":    cmdGroup,
-		"devices":  cmdDevices,
-		"device":   cmdDevice,
-		"link":     cmdLink,
-		"backup":   cmdBackup,
-		"restore":  cmdRestore,
-	}
-	f, ok := commands[cmd]
-	if !ok {
-		fmt.Fprintf(stderr, "glitr: unknown command %q\n\n%s", cmd, usage)
-		return exitError{2}
-	}
-	return f(ctx, g, rest)
+	return dispatch(ctx, g, fs.Args())
 }
 
 // newFlagSet makes a subcommand's flag set that also accepts the global
@@ -229,20 +152,6 @@ func newFlagSet(g *globals, name, synopsis string) *flag.FlagSet {
 		fs.PrintDefaults()
 	}
 	return fs
-}
-
-func parseFlags(fs *flag.FlagSet, args []string) error {
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return exitError{0}
-		}
-		return exitError{2}
-	}
-	if fs.NArg() > 0 {
-		fmt.Fprintf(fs.Output(), "unexpected arguments: %s\n", strings.Join(fs.Args(), " "))
-		return exitError{2}
-	}
-	return nil
 }
 
 // signalContext is cancelled by SIGINT or SIGTERM.
