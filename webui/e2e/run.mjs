@@ -148,16 +148,34 @@ async function axeCheck(page, screen) {
   });
 }
 
+// The error codes of the API contract (docs/webui.md); the UI translates
+// each, and "offline" for a node that does not answer.
+const apiErrorCodes = ['bad_request', 'bad_json', 'too_large', 'bad_limit', 'unauthorized', 'forbidden', 'forbidden_host',
+  'forbidden_origin', 'not_found', 'method_not_allowed', 'conflict', 'no_conversation', 'no_message', 'not_contact', 'not_admin',
+  'not_member', 'not_your_message', 'message_empty', 'message_too_long', 'message_deleted', 'bad_emoji', 'bad_card',
+  'invite_invalid', 'invite_expired', 'invite_used', 'link_invalid', 'link_expired', 'link_used', 'not_fresh',
+  'contact_key_expired', 'contact_blocked', 'account_exists', 'recovery_shown', 'not_synced', 'locked', 'wrong_passphrase',
+  'wrong_recovery_words', 'backup_invalid', 'device_revoked', 'unavailable', 'cancelled', 'internal', 'offline'];
+
+// inView: the element's box lies inside the window.
+async function inView(loc) {
+  const box = await loc.boundingBox();
+  const vp = loc.page().viewportSize();
+  return !!box && box.y >= 0 && box.y + box.height <= vp.height && box.x >= 0 && box.x + box.width <= vp.width;
+}
+
 const shot = (page, name) => page.screenshot({ path: join(out, name + '.png') });
 const args = ['--headless', '--no-sandbox', '--disable-gpu', '--disable-background-networking', '--host-resolver-rules=MAP rebind.test 127.0.0.1'];
 
-let browser, ctxA, ctxB, a, b, c, bootNode;
+let browser, ctxA, ctxB, a, b, c, carol, bootNode;
 try {
-  await step('message catalogue: every language has every string', async () => {
+  await step('message catalogue: every language has every string, and a message for every API error code', async () => {
     const { _catalogue: cat } = await import('../src/i18n.js');
     for (const [lang, msgs] of Object.entries(cat)) {
       const missing = Object.keys(cat.en).filter((k) => !msgs[k]);
       assert(missing.length === 0, `${lang} lacks ${missing.join(', ')}`);
+      const codes = apiErrorCodes.filter((c) => !msgs['err_' + c]);
+      assert(codes.length === 0, `${lang} has no message for the error codes ${codes.join(', ')}`);
     }
     // No string is written into the UI around the catalogue.
     for (const f of readdirSync(join(webui, 'src')).filter((n) => n.endsWith('.jsx'))) {
@@ -266,11 +284,38 @@ try {
     await pb.getByLabel('Paste an invite link').fill(link);
     await pb.getByRole('button', { name: 'Accept' }).click();
     await pb.waitForURL(/#\/c\//, { timeout: 30000 });
-    // Using the link twice fails with a precise error.
-    await pb.goto(b.origin + '/#/invite');
-    await pb.getByLabel('Paste an invite link').fill(link);
-    await pb.getByRole('button', { name: 'Accept' }).click();
-    await pb.getByRole('alert').waitFor();
+    // Using the link twice fails with a precise error, in the user's
+    // language, where the user looks: next to the button, in the window
+    // (a desktop-sized one, with a QR code of Bob's own above it).
+    await pb.setViewportSize({ width: 1280, height: 800 });
+    const acceptFails = async (link, want) => {
+      await pb.goto(b.origin + '/#/invite');
+      await pb.getByRole('button', { name: /^(Create invite link|Einladungslink erstellen)$/ }).click();
+      await pb.locator('img.qr').waitFor();
+      await pb.getByLabel(/^(Paste an invite link|Einladungslink einfügen)$/).fill(link);
+      await pb.getByRole('button', { name: /^(Accept|Annehmen)$/ }).click();
+      const alert = pb.getByRole('alert');
+      await alert.waitFor();
+      const text = await alert.innerText();
+      assert(text === want, `the error reads "${text}", want "${want}"`);
+      assert(await inView(alert), 'the error is in the window: ' + JSON.stringify(await alert.boundingBox()));
+      const form = await pb.locator('form', { has: pb.getByRole('button', { name: /^(Accept|Annehmen)$/ }) }).boundingBox();
+      const box = await alert.boundingBox();
+      assert(box.y >= form.y && box.y <= form.y + form.height + 4, 'the error is at the form that failed');
+    };
+    await acceptFails(link, 'This invite link was already used. Ask for a new one.');
+    await shot(pb, 'invite-used');
+    const prefsB = await b.api('GET', '/preferences');
+    await b.api('PUT', '/preferences', { ...prefsB, language: 'de' });
+    await pb.reload();
+    // In German, and with a link that is no invite at all (the node that
+    // made this one may no longer answer for it: then it is invalid, no
+    // longer "used").
+    await acceptFails('glitr:invite/kaputt', 'Das ist kein gültiger Einladungslink. Prüfe, ob du ihn ganz eingefügt hast.');
+    await b.api('PUT', '/preferences', prefsB);
+    await pb.reload();
+    await pb.getByRole('heading', { name: 'Invite someone' }).waitFor();
+    await pb.setViewportSize({ width: 390, height: 760 });
     await pa.goto(a.origin + '/#/');
     await pa.locator('.conv-item', { hasText: 'Bob' }).waitFor({ timeout: 20000 });
   });
@@ -457,12 +502,41 @@ try {
   });
   await axeCheck(pa, 'conversation');
   await axeCheck(pb, 'conversation (phone)');
-  await step('1:1 details', async () => {
+  await step('1:1 details: the contact, safety number, mute and block; no group controls', async () => {
     await pa.getByRole('button', { name: 'Details' }).click();
-    await pa.getByRole('region', { name: 'Details' }).waitFor();
+    const details = pa.getByRole('region', { name: 'Details' });
+    await details.waitFor();
+    await details.getByRole('heading', { name: 'Bob' }).waitFor();
+    await details.getByText('not verified').waitFor();
+    for (const [what, n] of [['a title field', details.getByLabel('Title')], ['an admin mark', details.getByText('(admin)')],
+      ['a Remove button', details.getByRole('button', { name: /^Remove/ })], ['Add member', details.getByText('Add member')], ['a members list', details.getByText('Members')]]) {
+      assert(await n.count() === 0, `a 1:1 chat's details show no ${what}`);
+    }
+    await details.getByText('Safety number').click();
+    assert((await details.locator('.safety').innerText()).replace(/\s/g, '').length === 60, 'the safety number');
     await shot(pa, 'direct-details');
   });
   await axeCheck(pa, '1:1 details');
+  await step('1:1 details: mute, then block and unblock', async () => {
+    const details = pa.getByRole('region', { name: 'Details' });
+    const conv = () => a.api('GET', '/conversations').then((cs) => cs.find((c) => c.kind === 'direct'));
+    await details.getByRole('switch', { name: /^Mute/ }).click();
+    for (let i = 0; i < 50 && !(await conv()).muted; i++) await sleep(100);
+    assert((await conv()).muted, 'muted on the node');
+    await pa.locator('.conv-item.active').getByRole('img', { name: 'Muted' }).waitFor();
+    await details.getByRole('switch', { name: /^Mute/ }).click();
+    for (let i = 0; i < 50 && (await conv()).muted; i++) await sleep(100);
+    assert(!(await conv()).muted, 'unmuted');
+    pa.once('dialog', (d) => d.accept());
+    await details.getByRole('button', { name: 'Block Bob' }).click();
+    await pa.getByText('You blocked Bob.', { exact: false }).waitFor();
+    assert(await composer(pa).count() === 0, 'a blocked chat has no composer');
+    assert((await a.api('GET', '/contacts')).find((c) => c.name === 'Bob').blocked, 'blocked on the node');
+    await shot(pa, 'direct-blocked');
+    await pa.locator('.blocked-notice').getByRole('button', { name: 'Unblock Bob' }).click();
+    await composer(pa).waitFor();
+    assert(!(await a.api('GET', '/contacts')).find((c) => c.name === 'Bob').blocked, 'unblocked');
+  });
 
   await step('groups: create with a title, members, rename', async () => {
     await pa.goto(a.origin + '/#/new');
@@ -482,6 +556,35 @@ try {
     await pa.getByRole('heading', { name: 'Team Rocket' }).waitFor();
     for (let i = 0; i < 100 && !(await b.api('GET', '/conversations')).some((c) => c.title === 'Team Rocket'); i++) await sleep(100);
     assert((await b.api('GET', '/conversations')).some((c) => c.title === 'Team Rocket' && c.members.length === 2), 'Bob sees the renamed group');
+    await pa.goto(a.origin + '/#/');
+    await pa.locator('.conv-item', { hasText: 'Bob' }).click();
+    await composer(pa).waitFor();
+  });
+
+  await step('a group member who is not a contact: the name they publish, marked not verified', async () => {
+    // Carol is Bob's contact, not Alice's; Bob puts both in a group.
+    carol = new Node('carol', join(tmp, 'glitr'), { bootstrap: bootNode.addr });
+    await carol.up();
+    await carol.api('POST', '/account', { name: 'Carol', passphrase: '' });
+    await carol.api('POST', '/invites/accept', { link: (await b.api('POST', '/invites', {})).link });
+    const carolAcct = (await carol.api('GET', '/account')).account;
+    const aliceAcct = (await a.api('GET', '/account')).account;
+    for (let i = 0; i < 100 && !(await b.api('GET', '/contacts')).some((x) => x.account === carolAcct); i++) await sleep(100);
+    const g = await b.api('POST', '/conversations', { title: 'Garden club', members: [aliceAcct, carolAcct] });
+    for (let i = 0; i < 150 && !(await carol.api('GET', '/conversations')).some((x) => x.id === g.id); i++) await sleep(100);
+    await carol.api('POST', `/conversations/${g.id}/messages`, { text: 'hello from Carol' });
+    await pa.goto(a.origin + '/#/c/' + g.id);
+    const m = msg(pa, 'hello from Carol');
+    await m.waitFor({ timeout: 30000 });
+    await m.locator('.author', { hasText: /^Carol$/ }).waitFor({ timeout: 10000 });
+    await pa.locator('.bar-title p', { hasText: /^(Bob, Carol|Carol, Bob)$/ }).waitFor();
+    await pa.getByRole('button', { name: 'Details' }).click();
+    const row = pa.getByRole('region', { name: 'Details' }).locator('li.member', { hasText: 'Carol' });
+    await row.getByText('not verified').waitFor();
+    const bobRow = pa.getByRole('region', { name: 'Details' }).locator('li.member', { hasText: 'Bob' });
+    assert(await bobRow.getByText('not verified').count() === 0, 'a contact is not marked');
+    assert(!/[0-9a-f]{8}/.test(await pa.getByRole('region', { name: 'Details' }).innerText()), 'no hex ids');
+    await shot(pa, 'group-details-non-contact');
     await pa.goto(a.origin + '/#/');
     await pa.locator('.conv-item', { hasText: 'Bob' }).click();
     await composer(pa).waitFor();
@@ -539,9 +642,30 @@ try {
     await pb.goBack();
   });
 
-  await step('offline recipient: stop Bob, send, restart, see delivery', async () => {
+  await step('presence: "online" lapses 75 s after the last heartbeat, also on the contacts screen', async () => {
+    const subtitle = pa.locator('.conversation .bar-title p');
+    await subtitle.filter({ hasText: /^online$/ }).waitFor({ timeout: 40000 });
+    // The page's clock jumps 80 s ahead: no heartbeat came in that time.
+    await pa.evaluate(() => { window.__now = Date.now; const skew = 80000; Date.now = () => window.__now() + skew; });
+    try {
+      await pa.goto(a.origin + '/#/contacts');
+      const bob = pa.locator('li.contact', { hasText: 'Bob' });
+      await bob.getByText(/^last seen /).waitFor({ timeout: 5000 });
+      await pa.goBack();
+      await subtitle.filter({ hasText: /^last seen / }).waitFor({ timeout: 5000 });
+    } finally {
+      await pa.evaluate(() => { Date.now = window.__now; });
+    }
+    await pa.goto(a.origin + '/#/contacts');
+    await pa.goBack();
+    await subtitle.filter({ hasText: /^online$/ }).waitFor({ timeout: 5000 });
+  });
+
+  await step('offline recipient: stop Bob (shown offline at once), send, restart, see delivery', async () => {
     await b.stop();
     await pb.getByRole('status').filter({ hasText: 'Offline' }).waitFor({ timeout: 10000 });
+    // Alice's node says Bob went offline: no waiting for the 75 s.
+    await pa.locator('.conversation .bar-title p').filter({ hasText: /^last seen / }).waitFor({ timeout: 15000 });
     await shot(pb, 'offline-banner');
     await composer(pa).fill('while you were away');
     await composer(pa).press('Enter');
@@ -577,8 +701,9 @@ try {
     await msg(pb, 'unread 1').waitFor();
     const box = await divider.boundingBox(), view = await pb.locator('.scroller').boundingBox();
     assert(box.y >= view.y && box.y < view.y + view.height, 'the first unread is in view');
-    for (let i = 0; i < 50 && (await b.api('GET', '/conversations')).some((c) => c.unread > 0); i++) await sleep(100);
-    assert((await b.api('GET', '/conversations')).every((c) => c.unread === 0), 'read on Bob\'s node');
+    const direct = async () => (await b.api('GET', '/conversations')).find((c) => c.id === convUrl.split('#/c/')[1]);
+    for (let i = 0; i < 50 && (await direct()).unread > 0; i++) await sleep(100);
+    assert((await direct()).unread === 0, 'read on Bob\'s node');
     await sleep(2500);
     assert(await statusOf(pa, 'unread 30') === 'delivered', 'no read receipt left Bob\'s node');
     // ...and, as in Signal, Bob sees no read marks either: his message
@@ -851,7 +976,7 @@ try {
   log('figures', JSON.stringify(figures));
   await ctxA?.close().catch(() => {});
   await browser?.close().catch(() => {});
-  for (const n of [a, b, c, bootNode]) if (n?.proc && n.proc.exitCode === null) n.proc.kill('SIGKILL');
+  for (const n of [a, b, c, carol, bootNode]) if (n?.proc && n.proc.exitCode === null) n.proc.kill('SIGKILL');
   rmSync(tmp, { recursive: true, force: true });
 }
 

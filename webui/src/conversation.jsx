@@ -1,9 +1,9 @@
 import { Component } from 'preact';
-import { useState, useEffect, useRef, useLayoutEffect, useCallback } from 'preact/hooks';
+import { useState, useEffect, useRef, useLayoutEffect, useCallback, useMemo } from 'preact/hooks';
 import { get, post, put, del } from './api.js';
 import { t } from './i18n.js';
-import { Avatar, BackLink, Icon, clock, dayLabel, displayTitle, nameOf, emojiOnly } from './ui.jsx';
-import { ConvDetails } from './screens.jsx';
+import { Avatar, BackLink, ErrorLine, Icon, clock, dayLabel, displayTitle, nameOf, emojiOnly, isDirect, presenceText } from './ui.jsx';
+import { ConvDetails, setBlocked } from './screens.jsx';
 
 const PAGE = 100;
 const EST = 60; // estimated row height (px) until a row is measured
@@ -68,6 +68,11 @@ class Model {
 export function Conversation(props) {
   const { id, convs, contacts, account, presence, typing, onConvEvent, loadConvs } = props;
   const conv = convs?.find((c) => c.id === id);
+  // What rows need of the conversation to name authors (a new object only
+  // when a member's name changes, so rows do not re-render on every list
+  // refetch).
+  const namesKey = (conv?.members || []).map((x) => x.account + ':' + x.name).join(',');
+  const names = useMemo(() => ({ members: conv?.members || [] }), [namesKey]);
   const model = useRef(null);
   if (!model.current) model.current = new Model();
   const m = model.current;
@@ -78,7 +83,7 @@ export function Conversation(props) {
   const [replyTo, setReplyTo] = useState(null);
   const [editing, setEditing] = useState(null);
   const [showDetails, setShowDetails] = useState(false);
-  const [error, setError] = useState('');
+  const [error, setError] = useState(null);
   const [atBottom, setAtBottom] = useState(true);
   const [loaded, setLoaded] = useState(false);
   const scroller = useRef(null);
@@ -139,7 +144,7 @@ export function Conversation(props) {
       else pendingScroll.current = 'bottom';
       setLoaded(true);
       performance.mark('glitr-conversation-loaded');
-    }).catch((e) => setError(e.message));
+    }).catch((e) => setError(e));
     return () => { live = false; };
   }, [id]);
 
@@ -245,7 +250,7 @@ export function Conversation(props) {
   const jumpToLatest = () => { stick.current = true; pendingScroll.current = 'bottom'; bump(); };
 
   const send = async (text) => {
-    setError('');
+    setError(null);
     try {
       if (editing) {
         const msg = await put(`/conversations/${enc(id)}/messages/${editing.id}`, { text });
@@ -266,13 +271,13 @@ export function Conversation(props) {
       bump();
       return true;
     } catch (e) {
-      setError(t('error', { msg: e.message }));
+      setError(e);
       refresh();
       return false;
     }
   };
 
-  const act = async (fn) => { setError(''); try { await fn(); refresh(); } catch (e) { setError(t('error', { msg: e.message })); } };
+  const act = async (fn) => { setError(null); try { await fn(); refresh(); } catch (e) { setError(e); } };
   const react = (msg, emoji) => {
     const mine = msg.reactions?.find((r) => r.emoji === emoji)?.accounts?.includes(account?.account);
     return act(() => post(`/conversations/${enc(id)}/reactions`, { message: msg.id, emoji, remove: !!mine }));
@@ -285,17 +290,16 @@ export function Conversation(props) {
   if (!conv && convs) return <div class="empty-pane"><BackLink /><p>{t('pickChat')}</p></div>;
   const title = conv ? displayTitle(conv, contacts, account) : '…';
   const others = (conv?.members || []).filter((x) => !x.self);
-  let subtitle = others.length > 1 ? others.map((x) => nameOf(x.account, contacts, account)).join(', ') : '';
-  if (others.length === 1) {
-    const p = presence[others[0].account];
-    if (p?.online && (!p.lastSeen || Date.now() - new Date(p.lastSeen) < 75000)) subtitle = t('online');
-    else if (p?.lastSeen) subtitle = t('lastSeen', { time: clock(p.lastSeen) });
-  }
+  const direct = conv ? isDirect(conv) : others.length === 1;
+  const blocked = direct && !!conv?.blocked;
+  let subtitle = !direct ? others.map((x) => nameOf(x.account, contacts, account, conv)).join(', ') : '';
+  if (direct && others.length) subtitle = blocked ? t('blocked') : presenceText(presence[others[0].account]);
   const now = Date.now();
   const typers = Object.entries(typing[id] || {}).filter(([a, until]) => until > now && a !== account?.account);
 
   m.layout();
   const pad = Math.max(0, viewH - m.height());
+  const otherName = others.length ? nameOf(others[0].account, contacts, account, conv) : '';
   const [s, e] = range;
   const rows = [];
   for (let i = s; i < e; i++) {
@@ -305,7 +309,7 @@ export function Conversation(props) {
       <div class={'row' + (msg && active?.id === msg.id ? ' active' : '')} data-i={i} key={msg ? msg.id : 'p' + i} style={`transform:translateY(${pad + m.offsets[i]}px)`}>
         {msg ? (
           <MessageRow msg={msg} prev={prev} first={i === 0} unreadHere={i === firstUnread.current} group={others.length > 1} hideRead={!props.prefs.readReceipts}
-            contacts={contacts} account={account} model={m} onReply={startReply} onEdit={startEdit} onDelete={remove}
+            contacts={contacts} account={account} names={names} model={m} onReply={startReply} onEdit={startEdit} onDelete={remove}
             onReact={react} onPick={pickReaction} onQuote={scrollToPos} active={active?.id === msg.id ? active : null}
             onActivate={activate} onDeactivate={deactivate} onTogglePicker={togglePicker} />
         ) : <div class="placeholder" aria-hidden="true">{t('loadingMessage')}</div>}
@@ -329,11 +333,18 @@ export function Conversation(props) {
         <div class="rows" ref={rowsRef} style={`height:${pad + m.height()}px`}>{rows}</div>
       </div>
       {!atBottom && <button class="jump" onClick={jumpToLatest} aria-label={t('jumpToLatest')}><Icon name="down" /></button>}
-      <div class="typing muted small" aria-live="polite">{typers.length ? t('typing', { name: nameOf(typers[0][0], contacts, account) }) : ''}</div>
-      {error && <p class="error" role="alert">{error}</p>}
-      <Composer key={editing ? 'edit:' + editing.id : 'new'} inputRef={composerRef} convId={id} onSend={send}
-        replyTo={replyTo} editing={editing} onCancel={() => { setReplyTo(null); setEditing(null); }}
-        replyName={replyTo ? (replyTo.mine ? t('you') : nameOf(replyTo.author, contacts, account)) : ''} />
+      <div class="typing muted small" aria-live="polite">{typers.length ? t('typing', { name: nameOf(typers[0][0], contacts, account, conv) }) : ''}</div>
+      <ErrorLine error={error} />
+      {blocked ? (
+        <div class="blocked-notice">
+          <p>{t('blockedNotice', { name: otherName })}</p>
+          <button onClick={() => act(() => setBlocked(others[0].account, otherName, false, props.loadContacts, loadConvs))}>{t('unblockName', { name: otherName })}</button>
+        </div>
+      ) : (
+        <Composer key={editing ? 'edit:' + editing.id : 'new'} inputRef={composerRef} convId={id} onSend={send}
+          replyTo={replyTo} editing={editing} onCancel={() => { setReplyTo(null); setEditing(null); }}
+          replyName={replyTo ? (replyTo.mine ? t('you') : nameOf(replyTo.author, contacts, account, conv)) : ''} />
+      )}
     </section>
   );
 }
@@ -346,7 +357,7 @@ const statusLabel = { sending: 'statusSending', sent: 'statusSent', delivered: '
 class MessageRow extends Component {
   shouldComponentUpdate(n) {
     const p = this.props;
-    if (n.msg !== p.msg || n.active !== p.active || n.hideRead !== p.hideRead || n.first !== p.first || n.unreadHere !== p.unreadHere || n.group !== p.group || n.contacts !== p.contacts || n.account !== p.account) return true;
+    if (n.msg !== p.msg || n.active !== p.active || n.hideRead !== p.hideRead || n.first !== p.first || n.unreadHere !== p.unreadHere || n.group !== p.group || n.contacts !== p.contacts || n.account !== p.account || n.names !== p.names) return true;
     if ((n.prev && n.prev.time) !== (p.prev && p.prev.time) || (n.prev && n.prev.author) !== (p.prev && p.prev.author)) return true;
     // A quoted message that arrived later changes the quote.
     return !!n.msg.replyTo && n.model.byId.get(n.msg.replyTo) !== this.quotePos;
@@ -357,7 +368,7 @@ class MessageRow extends Component {
   }
 }
 
-function MessageView({ msg, prev, first, unreadHere, group, hideRead, contacts, account, model, onReply, onEdit, onDelete, onReact, onPick, onQuote, active, onActivate, onDeactivate, onTogglePicker }) {
+function MessageView({ msg, prev, first, unreadHere, group, hideRead, contacts, account, names, model, onReply, onEdit, onDelete, onReact, onPick, onQuote, active, onActivate, onDeactivate, onTogglePicker }) {
   // As in Signal: who sends no read receipts sees none.
   const status = hideRead && msg.status === 'read' ? 'delivered' : msg.status;
   const picker = !!active?.picker;
@@ -365,7 +376,7 @@ function MessageView({ msg, prev, first, unreadHere, group, hideRead, contacts, 
   useLayoutEffect(() => { if (active && barRef.current) placeBar(msgRef.current, barRef.current, msg.mine); }, [active, msg]);
   const day = new Date(msg.time).toDateString();
   const newDay = first || (prev && new Date(prev.time).toDateString() !== day);
-  const author = msg.mine ? t('you') : nameOf(msg.author || '', contacts, account);
+  const author = msg.mine ? t('you') : nameOf(msg.author || '', contacts, account, names);
   const showAuthor = group && !msg.mine && (!prev || prev.author !== msg.author || newDay);
   let quote = null;
   if (msg.replyTo) {
@@ -373,7 +384,7 @@ function MessageView({ msg, prev, first, unreadHere, group, hideRead, contacts, 
     const q = qp !== undefined ? model.msgs.get(qp) : null;
     quote = (
       <button class="quote" onClick={() => qp !== undefined && onQuote(qp)} title={t('showOriginal')}>
-        <strong>{q ? (q.mine ? t('you') : nameOf(q.author, contacts, account)) : '…'}</strong>
+        <strong>{q ? (q.mine ? t('you') : nameOf(q.author, contacts, account, names)) : '…'}</strong>
         <span>{q ? (q.deleted ? t('deleted') : q.text) : ''}</span>
       </button>
     );

@@ -6,7 +6,7 @@ import { t, setLanguage } from './i18n.js';
 import { Conversation } from './conversation.jsx';
 import { Onboarding, Unlock, Settings, Invite, Contacts, NewChat } from './screens.jsx';
 import { Revoked } from './devices.jsx';
-import { Avatar, Icon, shortTime, displayTitle, nameOf } from './ui.jsx';
+import { Avatar, Icon, shortTime, displayTitle, nameOf, isOnline, ONLINE_MS } from './ui.jsx';
 import './style.css';
 
 registerSW({ immediate: true });
@@ -100,7 +100,7 @@ function App() {
     if (document.hidden && prefsRef.current.notifications && 'Notification' in window && Notification.permission === 'granted') {
       for (const c of cs) {
         const before = prevUnread.current[c.id] ?? 0;
-        if (c.unread > before) new Notification(displayTitle(c, contactsRef.current, account), { body: t('newMessage'), tag: c.id });
+        if (c.unread > before && !c.muted) new Notification(displayTitle(c, contactsRef.current, account), { body: t('newMessage'), tag: c.id });
       }
     }
     prevUnread.current = Object.fromEntries(cs.map((c) => [c.id, c.unread]));
@@ -136,7 +136,12 @@ function App() {
     if (boot !== 'ready') return;
     first('prefs', '/preferences').then((p) => setPrefs({ ...defaultPrefs, ...p })).catch(() => {});
     loadConvs().catch(() => {});
-    get('/presence').then(setPresence).catch(() => {});
+    // The node's answer says who is online now; their last heartbeat
+    // (lastSeen) starts the time "online" lasts without another.
+    get('/presence').then((all) => {
+      const now = Date.now();
+      setPresence(Object.fromEntries(Object.entries(all || {}).map(([k, p]) => [k, { ...p, at: p.lastSeen ? Math.min(now, Date.parse(p.lastSeen)) : now }])));
+    }).catch(() => {});
     const stream = new EventStream((f) => {
       switch (f.kind) {
         case 'resync': case 'resumed': case 'gap':
@@ -150,7 +155,7 @@ function App() {
           setTimeout(() => setTyping((tp) => ({ ...tp })), 6100);
           break;
         case 'presence':
-          setPresence((p) => ({ ...p, [f.account]: { online: f.online, lastSeen: f.lastSeen } }));
+          setPresence((p) => ({ ...p, [f.account]: { online: !!f.online, lastSeen: f.lastSeen || p[f.account]?.lastSeen, at: Date.now() } }));
           break;
         case 'account': case 'devices':
           // This device may have been removed by another one.
@@ -174,6 +179,16 @@ function App() {
   }, [boot]);
 
   useEffect(() => { applyTheme(prefs.theme); setLang(setLanguage(prefs.language)); }, [prefs.theme, prefs.language]);
+
+  // "Online" lapses by itself when no heartbeat came for ONLINE_MS: render
+  // again when the next one does.
+  useEffect(() => {
+    const now = Date.now();
+    const left = Object.values(presence).filter((p) => isOnline(p, now)).map((p) => p.at + ONLINE_MS - now);
+    if (!left.length) return;
+    const tm = setTimeout(() => setPresence((p) => ({ ...p })), Math.min(...left) + 50);
+    return () => clearTimeout(tm);
+  }, [presence]);
 
   const onConvEvent = useCallback((fn) => {
     convListeners.current.add(fn);
@@ -280,13 +295,17 @@ function ConvList({ convs, query, openId, contacts, account, typing }) {
         const lm = c.lastMessage;
         const typers = Object.entries(typing[c.id] || {}).filter(([, until]) => until > now);
         let preview = lm ? (lm.deleted ? t('deleted') : (lm.mine ? t('you') + ': ' : '') + lm.text) : '';
-        if (typers.length) preview = t('typing', { name: nameOf(typers[0][0], contacts, account) });
+        if (typers.length) preview = t('typing', { name: nameOf(typers[0][0], contacts, account, c) });
         return (
           <li key={c.id}>
             <a href={'#/c/' + c.id} class={'conv-item' + (c.id === openId ? ' active' : '')} aria-current={c.id === openId ? 'page' : undefined}>
               <Avatar name={title} />
               <span class="conv-main">
-                <span class="conv-top"><span class="conv-title">{title}</span>{lm && <time class="muted small">{shortTime(lm.time)}</time>}</span>
+                <span class="conv-top">
+                  <span class="conv-title">{title}</span>
+                  {c.muted && <span class="conv-muted" role="img" aria-label={t('mutedChat')} title={t('mutedChat')}><Icon name="muted" /></span>}
+                  {lm && <time class="muted small">{shortTime(lm.time)}</time>}
+                </span>
                 <span class="conv-bottom">
                   <span class="conv-preview">{preview}</span>
                   {c.unread > 0 && !(c.id === openId && visible) && <span class="badge" aria-label={t('unreadCount', { n: c.unread })}>{c.unread}</span>}
