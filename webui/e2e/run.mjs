@@ -961,6 +961,130 @@ try {
     await pa.locator('.conv-item').first().waitFor({ timeout: 15000 });
   });
 
+  // bobGot lists the texts Bob's node has in the 1:1 chat, oldest first.
+  const bobGot = async () => {
+    const conv = (await b.api('GET', '/conversations')).find((x) => x.kind === 'direct');
+    return (await b.api('GET', `/conversations/${conv.id}/messages?limit=500`)).messages.map((x) => x.text);
+  };
+  const waitBobGot = async (texts, timeout = 30000) => {
+    const end = Date.now() + timeout;
+    let got;
+    while (Date.now() < end) {
+      got = await bobGot();
+      if (texts.every((x) => got.includes(x))) return got;
+      await sleep(200);
+    }
+    throw new Error(`Bob lacks ${texts.filter((x) => !got.includes(x))}`);
+  };
+  const once = (got, texts) => {
+    for (const x of texts) assert(got.filter((y) => y === x).length === 1, `"${x}" arrived ${got.filter((y) => y === x).length} times`);
+    const at = texts.map((x) => got.indexOf(x));
+    assert(at.every((p, i) => i === 0 || p > at[i - 1]), 'in the order they were written: ' + at.join(','));
+  };
+  const sendA = async (text) => { await composer(pa).fill(text); await composer(pa).press('Enter'); };
+  const noAlert = async (p) => {
+    const alerts = await p.getByRole('alert').allInnerTexts();
+    assert(alerts.length === 0, 'no error on screen: ' + alerts.join(' | '));
+  };
+  const posts = '**/api/v1/conversations/*/messages';
+  // outboxSize counts what the page's outbox (IndexedDB) still holds.
+  const outboxSize = (p) => p.evaluate(() => new Promise((res) => {
+    const r = indexedDB.open('glitr', 1);
+    r.onupgradeneeded = () => r.result.createObjectStore('outbox', { keyPath: 'clientId' });
+    r.onsuccess = () => { const q = r.result.transaction('outbox').objectStore('outbox').count(); q.onsuccess = () => { r.result.close(); res(q.result); }; };
+    r.onerror = () => res(-1);
+  }));
+  const outboxEmpty = async (p) => {
+    for (let i = 0; i < 50 && (await outboxSize(p)) !== 0; i++) await sleep(100);
+    assert(await outboxSize(p) === 0, 'the outbox is empty: ' + await outboxSize(p));
+  };
+
+  await step('outbox: an answer lost on the way is sent again, and arrives once', async () => {
+    await pa.goto(a.origin + '/#/');
+    await pa.locator('.conv-item', { hasText: 'Bob' }).click();
+    await composer(pa).waitFor();
+    let lost = 0;
+    await pa.route(posts, async (route) => {
+      if (route.request().method() !== 'POST' || lost) return route.fallback();
+      lost++;
+      await route.fetch(); // the node takes the message; its answer never arrives
+      await route.abort('connectionreset');
+    });
+    await sendA('answer lost');
+    await msg(pa, 'answer lost').waitFor();
+    await waitStatus(pa, 'answer lost', ['sent', 'delivered', 'read'], 20000);
+    await pa.unroute(posts);
+    assert(lost === 1, 'the first answer was dropped');
+    once(await waitBobGot(['answer lost']), ['answer lost']);
+    assert(await msg(pa, 'answer lost').count() === 1 && await pa.locator('.msg.pending').count() === 0, 'one message on Alice\'s screen, nothing pending');
+    await outboxEmpty(pa);
+    await noAlert(pa);
+  });
+
+  await step('outbox: a refusal shows "not sent" with the reason, Retry and Discard', async () => {
+    // A code this UI does not know: the generic message with the node's text.
+    await pa.route(posts, (route) => (route.request().method() === 'POST'
+      ? route.fulfill({ status: 400, contentType: 'application/json', body: JSON.stringify({ error: 'a brand-new refusal', code: 'brand_new' }) })
+      : route.fallback()));
+    await sendA('refused once');
+    await msg(pa, 'refused once').locator('.send-failed').getByText('Not sent: Something went wrong: a brand-new refusal').waitFor();
+    assert(await statusOf(pa, 'refused once') === 'failed', 'marked failed');
+    await pa.unroute(posts);
+    await msg(pa, 'refused once').getByRole('button', { name: 'Retry' }).click();
+    await waitStatus(pa, 'refused once', ['sent', 'delivered', 'read']);
+    // A refusal the node means: the translated reason.
+    await sendA('é'.repeat(9000)); // 18000 bytes: over the node's 16 KiB
+    const long = pa.locator('.msg.pending', { has: pa.locator('.send-failed') });
+    await long.getByText('Not sent: The message is too long.').waitFor();
+    await shot(pa, 'outbox-failed');
+    await long.getByRole('button', { name: 'Discard' }).click();
+    await long.waitFor({ state: 'detached' });
+    once(await waitBobGot(['refused once']), ['refused once']);
+    await outboxEmpty(pa);
+  });
+
+  await step('outbox: a node that is shutting down (503) keeps the message queued, over a reload', async () => {
+    await pa.route(posts, (route) => (route.request().method() === 'POST'
+      ? route.fulfill({ status: 503, contentType: 'application/json', body: JSON.stringify({ error: 'shutting down', code: 'cancelled' }) })
+      : route.fallback()));
+    await sendA('waits for the node');
+    await sleep(1500);
+    assert(await statusOf(pa, 'waits for the node') === 'sending', 'still sending');
+    await noAlert(pa);
+    await pa.reload();
+    await msg(pa, 'waits for the node').waitFor();
+    assert(await statusOf(pa, 'waits for the node') === 'sending', 'still sending after the reload');
+    const last = await pa.locator('.row .msg').last().getAttribute('data-client-id');
+    assert(last && await msg(pa, 'waits for the node').getAttribute('data-client-id') === last, 'at the end of the conversation');
+    await pa.unroute(posts);
+    await pa.evaluate(() => dispatchEvent(new Event('online'))); // what the browser says when the network is back
+    await waitStatus(pa, 'waits for the node', ['sent', 'delivered', 'read']);
+    once(await waitBobGot(['waits for the node']), ['waits for the node']);
+    await outboxEmpty(pa);
+  });
+
+  await step('outbox: three messages while the node is down, a reload, the node back: each arrives once, in order', async () => {
+    const texts = ['queued one', 'queued two', 'queued three'];
+    await a.stop();
+    await pa.getByRole('status').filter({ hasText: 'Offline' }).waitFor({ timeout: 10000 });
+    for (const x of texts) await sendA(x);
+    const pending = pa.locator('.msg.pending .bubble > p.text');
+    for (let i = 0; i < 50 && (await pending.count()) < 3; i++) await sleep(100);
+    assert(JSON.stringify(await pending.allInnerTexts()) === JSON.stringify(texts), 'three "sending" bubbles in order: ' + await pending.allInnerTexts());
+    for (const x of texts) assert(await statusOf(pa, x) === 'sending', x + ' is sending');
+    await noAlert(pa);
+    await shot(pa, 'outbox-offline');
+    await pa.reload();
+    await pa.getByText('Cannot reach your Glitr node').waitFor({ timeout: 10000 });
+    await a.start();
+    await composer(pa).waitFor({ timeout: 20000 });
+    for (const x of texts) await waitStatus(pa, x, ['sent', 'delivered', 'read'], 30000);
+    once(await waitBobGot(texts), texts);
+    assert(await pa.locator('.msg.pending').count() === 0, 'no "sending" bubble left');
+    await outboxEmpty(pa);
+    await noAlert(pa);
+  });
+
   await step('bundle size', async () => {
     const dir = join(webui, 'dist', 'assets');
     let total = 0;

@@ -2,8 +2,9 @@ import { Component } from 'preact';
 import { useState, useEffect, useRef, useLayoutEffect, useCallback, useMemo } from 'preact/hooks';
 import { get, post, put, del } from './api.js';
 import { t } from './i18n.js';
-import { Avatar, BackLink, ErrorLine, Icon, clock, dayLabel, displayTitle, nameOf, emojiOnly, isDirect, presenceText } from './ui.jsx';
+import { Avatar, BackLink, ErrorLine, Icon, clock, dayLabel, displayTitle, nameOf, emojiOnly, errorText, isDirect, presenceText } from './ui.jsx';
 import { ConvDetails, setBlocked } from './screens.jsx';
+import * as outbox from './outbox.js';
 
 const PAGE = 100;
 const EST = 60; // estimated row height (px) until a row is measured
@@ -24,12 +25,18 @@ function lowerBound(a, n, x) {
 // Model holds a window of a conversation's messages by display position,
 // their measured heights and the prefix sums the virtual list positions
 // rows with. Only the rows near the viewport are in the DOM, so a 100k
-// message conversation costs what a 30 message one does.
+// message conversation costs what a 30 message one does. The node's
+// messages take positions 0..serverTotal-1; the outbox's entries of the
+// conversation follow them as "sending" rows, until a loaded message
+// carries their clientId.
 class Model {
   constructor() {
     this.total = 0;
+    this.serverTotal = 0;
     this.msgs = new Map();
     this.byId = new Map();
+    this.clientIds = new Set();
+    this.pendingPos = [];
     this.heights = new Float32Array(0);
     this.offsets = new Float64Array(1);
     this.dirty = true;
@@ -52,6 +59,27 @@ class Model {
     if (old && old.id !== m.id) this.byId.delete(old.id);
     this.msgs.set(m.position, m);
     this.byId.set(m.id, m.position);
+    if (m.pending) return;
+    if (m.clientId) this.clientIds.add(m.clientId);
+    if (m.position >= this.serverTotal) this.serverTotal = m.position + 1;
+  }
+  // syncPending lays the outbox's entries out after the node's messages.
+  syncPending(entries) {
+    for (const p of this.pendingPos) {
+      const x = this.msgs.get(p);
+      if (x && x.pending) { this.msgs.delete(p); this.byId.delete(x.id); }
+    }
+    this.pendingPos = [];
+    const shown = entries.filter((e) => !this.clientIds.has(e.clientId));
+    this.setTotal(this.serverTotal + shown.length);
+    shown.forEach((e, i) => {
+      const position = this.serverTotal + i;
+      this.put({
+        id: 'pending:' + e.clientId, position, pending: true, clientId: e.clientId, mine: true, text: e.text, time: e.time,
+        replyTo: e.replyTo || undefined, status: e.state === 'failed' ? 'failed' : 'sending', error: e.error,
+      });
+      this.pendingPos.push(position);
+    });
   }
   layout() {
     if (!this.dirty) return;
@@ -124,8 +152,11 @@ export function Conversation(props) {
     m.loading.add(key);
     try {
       const p = await get(`/conversations/${enc(id)}/messages?before=${before}&limit=${limit}`);
-      m.setTotal(p.total);
+      m.serverTotal = p.total;
+      m.setTotal(Math.max(m.total, p.total));
       for (const msg of p.messages) m.put(msg);
+      outbox.seen(p.messages.filter((x) => x.clientId).map((x) => x.clientId));
+      m.syncPending(outbox.pending(id));
       bump();
       return p;
     } finally {
@@ -146,6 +177,18 @@ export function Conversation(props) {
       performance.mark('glitr-conversation-loaded');
     }).catch((e) => setError(e));
     return () => { live = false; };
+  }, [id]);
+
+  // The outbox: its entries show as "sending" rows at the end; one the
+  // node took is replaced by the message it became.
+  useEffect(() => {
+    m.syncPending(outbox.pending(id));
+    bump();
+    return outbox.subscribe((ev) => {
+      if (ev.kind === 'sent' && ev.entry.conv === id) { m.put(ev.message); refresh(); }
+      m.syncPending(outbox.pending(id));
+      bump();
+    });
   }, [id]);
 
   // Events: refetch the newest page and what is on screen. A burst of
@@ -249,25 +292,21 @@ export function Conversation(props) {
   const scrollToPos = (pos) => { stick.current = false; pendingScroll.current = pos; bump(); };
   const jumpToLatest = () => { stick.current = true; pendingScroll.current = 'bottom'; bump(); };
 
+  // A new message goes to the outbox, which sends it now or when the node
+  // is back; an edit needs the node now.
   const send = async (text) => {
     setError(null);
+    if (!editing) {
+      const r = replyTo;
+      setReplyTo(null);
+      stick.current = true;
+      await outbox.enqueue({ conv: id, text, replyTo: r ? r.id : '' });
+      return true;
+    }
     try {
-      if (editing) {
-        const msg = await put(`/conversations/${enc(id)}/messages/${editing.id}`, { text });
-        m.put(msg);
-        setEditing(null);
-      } else {
-        const pos = m.total;
-        m.setTotal(pos + 1);
-        m.put({ id: 'pending:' + pos, position: pos, mine: true, text, time: new Date().toISOString(), status: 'sending', replyTo: replyTo?.id });
-        stick.current = true;
-        bump();
-        const r = replyTo;
-        setReplyTo(null);
-        const msg = await post(`/conversations/${enc(id)}/messages`, { text, replyTo: r ? r.id : '' });
-        m.put(msg);
-        refresh();
-      }
+      const msg = await put(`/conversations/${enc(id)}/messages/${editing.id}`, { text });
+      m.put(msg);
+      setEditing(null);
       bump();
       return true;
     } catch (e) {
@@ -349,8 +388,8 @@ export function Conversation(props) {
   );
 }
 
-const statusIcon = { sending: '◷', sent: '✓', delivered: '✓✓', read: '✓✓' };
-const statusLabel = { sending: 'statusSending', sent: 'statusSent', delivered: 'statusDelivered', read: 'statusRead' };
+const statusIcon = { sending: '◷', sent: '✓', delivered: '✓✓', read: '✓✓', failed: '!' };
+const statusLabel = { sending: 'statusSending', sent: 'statusSent', delivered: 'statusDelivered', read: 'statusRead', failed: 'statusFailed' };
 
 // MessageRow re-renders only when what it shows changed: scrolling
 // re-renders the list every frame, and most rows stay the same.
@@ -389,12 +428,12 @@ function MessageView({ msg, prev, first, unreadHere, group, hideRead, contacts, 
       </button>
     );
   }
-  const pending = msg.id.startsWith('pending:');
+  const pending = !!msg.pending;
   return (
     <>
       {newDay && <div class="day" role="separator"><span>{dayLabel(msg.time)}</span></div>}
       {unreadHere && <div class="unread-divider" role="separator"><span>{t('unreadDivider')}</span></div>}
-      <div class={'msg' + (msg.mine ? ' mine' : '') + (msg.deleted ? ' deleted' : '') + (active ? ' active' : '')} tabIndex={0} data-id={msg.id} ref={msgRef}
+      <div class={'msg' + (msg.mine ? ' mine' : '') + (msg.deleted ? ' deleted' : '') + (active ? ' active' : '') + (pending ? ' pending' : '')} tabIndex={0} data-id={msg.id} data-client-id={msg.clientId} ref={msgRef}
         onMouseEnter={() => onActivate(msg.id, 'hover')} onMouseLeave={() => onDeactivate(msg.id, 'hover')} onClick={() => onActivate(msg.id, 'tap')}
         onfocusin={() => onActivate(msg.id, 'focus')} onfocusout={(e) => { if (!e.currentTarget.contains(e.relatedTarget)) onDeactivate(msg.id, 'focus'); }}>
         <div class="bubble">
@@ -411,6 +450,13 @@ function MessageView({ msg, prev, first, unreadHere, group, hideRead, contacts, 
             )}
           </div>
         </div>
+        {status === 'failed' && (
+          <div class="send-failed small">
+            <span class="error" role="alert">{t('sendFailed', { reason: errorText(msg.error) })}</span>
+            <button onClick={() => outbox.retry(msg.clientId)}>{t('retry')}</button>
+            <button onClick={() => outbox.discard(msg.clientId)}>{t('discard')}</button>
+          </div>
+        )}
         {msg.reactions?.length > 0 && (
           <div class="reactions">
             {msg.reactions.map((r) => {

@@ -6,6 +6,7 @@ import { t, setLanguage } from './i18n.js';
 import { Conversation } from './conversation.jsx';
 import { Onboarding, Unlock, Settings, Invite, Contacts, NewChat } from './screens.jsx';
 import { Revoked } from './devices.jsx';
+import * as outbox from './outbox.js';
 import { Avatar, Icon, shortTime, displayTitle, nameOf, isOnline, ONLINE_MS } from './ui.jsx';
 import './style.css';
 
@@ -104,6 +105,7 @@ function App() {
       }
     }
     prevUnread.current = Object.fromEntries(cs.map((c) => [c.id, c.unread]));
+    outbox.seen(cs.map((c) => c.lastMessage?.clientId).filter(Boolean));
     setConvs(cs);
     // A message from a typist ends its "typing…" (the signal said "until
     // 6 s after it arrived"; a newer message from the same account wins).
@@ -131,9 +133,11 @@ function App() {
     refreshTimer.current = setTimeout(() => { refreshTimer.current = null; loadConvs().catch(() => {}); }, 100);
   }, [loadConvs]);
 
-  // Once ready: fetch state and open the event stream.
+  // Once ready: fetch state, send what the outbox holds, open the event
+  // stream (every (re)connection sends the outbox again).
   useEffect(() => {
     if (boot !== 'ready') return;
+    outbox.start(account?.account || '');
     first('prefs', '/preferences').then((p) => setPrefs({ ...defaultPrefs, ...p })).catch(() => {});
     loadConvs().catch(() => {});
     // The node's answer says who is online now; their last heartbeat
@@ -146,6 +150,7 @@ function App() {
       switch (f.kind) {
         case 'resync': case 'resumed': case 'gap':
           if (f.kind !== 'resync') loadAccount(); // the node may have restarted locked
+          outbox.flush();
           loadConvs().catch(() => {});
           loadContacts().catch(() => {});
           for (const l of convListeners.current) l(f);
