@@ -43,6 +43,8 @@ type Config struct {
 	API APIConfig `json:"api"`
 	// Metrics configures the Prometheus endpoint.
 	Metrics MetricsConfig `json:"metrics"`
+	// Memory bounds the process's heap (memory.go).
+	Memory MemoryConfig `json:"memory"`
 }
 
 // NetworkConfig configures transports, addresses and connection limits.
@@ -286,6 +288,9 @@ func (c Config) Validate() error {
 	}
 	if n.MaxFileDescriptors < 0 || (n.MaxFileDescriptors > 0 && n.MaxFileDescriptors < 64) {
 		return bad("network.maxFileDescriptors", "%d: use 0 (scale to the machine) or at least 64", n.MaxFileDescriptors)
+	}
+	if m := c.Memory.SoftLimitMB; m < -1 || (m > 0 && m < 64) {
+		return bad("memory.softLimitMB", "%d: use 0 (the default, %d MiB), -1 (no limit) or at least 64", m, DefaultSoftLimitMB)
 	}
 	switch c.DHT.Mode {
 	case "auto", "client", "server":

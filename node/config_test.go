@@ -70,6 +70,8 @@ func TestParseConfigNamesTheBadField(t *testing.T) {
 		{"API on the LAN", edit(func(m map[string]any) { m["api"] = map[string]any{"listen": "0.0.0.0:7878"} }), "api.listen"},
 		{"API without port", edit(func(m map[string]any) { m["api"] = map[string]any{"listen": "127.0.0.1"} }), "api.listen"},
 		{"tiny memory cap", edit(func(m map[string]any) { net(m)["maxMemoryMB"] = 3 }), "network.maxMemoryMB"},
+		{"tiny soft memory limit", edit(func(m map[string]any) { m["memory"] = map[string]any{"softLimitMB": 16} }), "memory.softLimitMB"},
+		{"negative soft memory limit", edit(func(m map[string]any) { m["memory"] = map[string]any{"softLimitMB": -2} }), "memory.softLimitMB"},
 		{"relay service without reservations", edit(func(m map[string]any) {
 			m["relay"] = map[string]any{"service": true, "maxCircuits": 1, "reservationTTL": "1h"}
 		}), "relay.maxReservations"},
@@ -161,4 +163,29 @@ func FuzzParseConfig(f *testing.F) {
 			t.Fatalf("round trip: %v", err)
 		}
 	})
+}
+
+// TestMemoryLimitFollowsLiveHeap: the floor holds while the live heap is
+// small; above it the limit leaves at least a quarter (and 32 MiB) of room,
+// so the collector never runs back to back.
+func TestMemoryLimitFollowsLiveHeap(t *testing.T) {
+	const mib = 1 << 20
+	floor := int64(160 * mib)
+	for _, c := range []struct{ live, want int64 }{
+		{0, floor},
+		{40 * mib, floor},
+		{128 * mib, floor},
+		{140 * mib, 175 * mib},
+		{400 * mib, 500 * mib},
+		{100 * mib, floor},
+	} {
+		if got := memoryLimitFor(floor, c.live); got != c.want {
+			t.Errorf("live %d MiB: limit %d MiB, want %d", c.live/mib, got/mib, c.want/mib)
+		}
+	}
+	for live := int64(0); live < 1<<30; live += 7 * mib {
+		if got := memoryLimitFor(floor, live); got < live+32*mib || got < live*5/4 {
+			t.Fatalf("live %d MiB: limit %d MiB leaves too little room", live/mib, got/mib)
+		}
+	}
 }

@@ -138,6 +138,7 @@ func serve(ctx context.Context, g *globals, profile string) error {
 	}
 	ctx, stop := signalContext(ctx)
 	defer stop()
+	node.GuardMemory(ctx, cfg.Memory, log) // process-wide, so here and not in node.Start
 	n, err := node.Start(ctx, dir, node.Options{Logger: log, Version: buildVersion()})
 	if err != nil {
 		return err

@@ -2,7 +2,9 @@ package main
 
 import (
 	"bytes"
+	"context"
 	"fmt"
+	"io"
 	"net/http"
 	"os"
 	"os/exec"
@@ -11,6 +13,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/glitr-chat/glitr/webui"
 )
 
 func statusOK(data string) bool {
@@ -103,15 +107,96 @@ func BenchmarkIdleRSS(b *testing.B) {
 }
 
 func rssMB(pid int) (float64, error) {
+	rss, _, err := procMemMB(pid)
+	return rss, err
+}
+
+// BenchmarkSendRSS: resident memory of a personal node (the real binary)
+// that sends 20,000 messages through its HTTP API to a contact's node
+// (1,000 under -short), one request at a time as the browser does.
+// Reported: RSS right after the sends and its peak (VmHWM) for the sender,
+// the receiver's RSS, and the API sends per second.
+func BenchmarkSendRSS(b *testing.B) {
+	bin := glitrBinary(b)
+	n := 20000
+	if testing.Short() {
+		n = 1000
+	}
+	for b.Loop() {
+		sender, receiver := initLoopback(b, bin), initLoopback(b, bin)
+		ps := startProc(b, bin, "--data", sender, "--log-level", "warn", "run")
+		pr := startProc(b, bin, "--data", receiver, "--log-level", "warn", "run")
+		card := func(data string) string {
+			var out bytes.Buffer
+			if err := run(context.Background(), []string{"--data", data, "card"}, &out, io.Discard); err != nil {
+				b.Fatal(err)
+			}
+			return strings.TrimSpace(out.String())
+		}
+		if err := run(context.Background(), []string{"--data", sender, "contact", "add", card(receiver)}, io.Discard, io.Discard); err != nil {
+			b.Fatal(err)
+		}
+		if err := run(context.Background(), []string{"--data", receiver, "contact", "add", card(sender)}, io.Discard, io.Discard); err != nil {
+			b.Fatal(err)
+		}
+		c, err := newClient(&globals{data: sender})
+		if err != nil {
+			b.Fatal(err)
+		}
+		var cs []webui.Contact
+		if err := c.get(context.Background(), "/api/v1/contacts", &cs); err != nil || len(cs) != 1 {
+			b.Fatalf("contacts %v: %v", cs, err)
+		}
+		var conv webui.Conversation
+		if err := c.post(context.Background(), "/api/v1/conversations", map[string]any{"members": []string{cs[0].Account}}, &conv); err != nil {
+			b.Fatal(err)
+		}
+		start := time.Now()
+		for i := range n {
+			text := fmt.Sprintf("message %d with some text to make it realistic, about eighty bytes long.", i)
+			if err := c.post(context.Background(), "/api/v1/conversations/"+conv.ID+"/messages", map[string]string{"text": text}, nil); err != nil {
+				b.Fatal(err)
+			}
+		}
+		took := time.Since(start)
+		rss, hwm, err := procMemMB(ps.cmd.Process.Pid)
+		if err != nil {
+			b.Fatal(err)
+		}
+		rrss, _, err := procMemMB(pr.cmd.Process.Pid)
+		if err != nil {
+			b.Fatal(err)
+		}
+		b.ReportMetric(float64(n)/took.Seconds(), "sends/s")
+		b.ReportMetric(rss, "sender-RSS-MB")
+		b.ReportMetric(hwm, "sender-peak-MB")
+		b.ReportMetric(rrss, "receiver-RSS-MB")
+	}
+}
+
+// procMemMB reads a process's VmRSS and VmHWM (its peak RSS) in MB.
+func procMemMB(pid int) (rss, hwm float64, err error) {
 	raw, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
 	if err != nil {
-		return 0, err
+		return 0, 0, err
 	}
 	for _, line := range bytes.Split(raw, []byte("\n")) {
-		if f := strings.Fields(string(line)); len(f) >= 2 && f[0] == "VmRSS:" {
-			kb, err := strconv.Atoi(f[1])
-			return float64(kb) / 1024, err
+		f := strings.Fields(string(line))
+		if len(f) < 2 || (f[0] != "VmRSS:" && f[0] != "VmHWM:") {
+			continue
+		}
+		kb, err := strconv.Atoi(f[1])
+		if err != nil {
+			return 0, 0, err
+		}
+		if f[0] == "VmRSS:" {
+			rss = float64(kb) / 1024
+		} else {
+			hwm = float64(kb) / 1024
 		}
 	}
-	return 0, fmt.Errorf("no VmRSS for pid %d", pid)
+	if rss == 0 {
+		return 0, 0, fmt.Errorf("no VmRSS for pid %d", pid)
+	}
+	return rss, hwm, nil
 }
