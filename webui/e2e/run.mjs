@@ -43,6 +43,19 @@ async function step(name, fn) {
   }
 }
 
+// check is a step whose failure is counted but does not stop the run, for
+// findings (like accessibility violations) that leave the app usable.
+async function check(name, fn) {
+  const s = Date.now();
+  try {
+    await fn();
+    log(`ok   ${name} (${Date.now() - s} ms)`);
+  } catch (e) {
+    failures++;
+    log(`FAIL ${name}: ${e.message || e}`);
+  }
+}
+
 function assert(cond, msg) { if (!cond) throw new Error('assertion failed: ' + msg); }
 
 function freePort() {
@@ -108,16 +121,61 @@ class Node {
   }
 }
 
+// axe-core goes into the page through page.evaluate (CDP's
+// Runtime.evaluate), which the page's CSP does not govern: a <script> tag
+// would be refused (script-src 'self'), and so would eval from the page.
+// The app's own CSP stays in force for everything else during the pass.
+const axeSource = readFileSync(join(webui, 'node_modules', 'axe-core', 'axe.min.js'), 'utf8');
+const axeScreens = [];
+// axeCheck runs axe on the page as it is, in the light and the dark
+// theme (the app follows the system's), and fails on any violation,
+// whatever its impact.
+async function axeCheck(page, screen) {
+  await check(`axe: ${screen}, light and dark`, async () => {
+    const found = [];
+    for (const scheme of ['light', 'dark']) {
+      await page.emulateMedia({ colorScheme: scheme });
+      if (!(await page.evaluate(() => typeof window.axe === 'object'))) await page.evaluate(axeSource);
+      // Let transitions and the theme settle before colours are measured.
+      await page.evaluate(() => new Promise((r) => requestAnimationFrame(() => requestAnimationFrame(r))));
+      const v = await page.evaluate(async () => (await window.axe.run(document, { resultTypes: ['violations'] })).violations
+        .map((x) => `${x.id} (${x.impact}, ${x.nodes.length}): ` + x.nodes.slice(0, 3).map((n) => n.target.join(' ') + ' — ' + (n.failureSummary || '').split('\n').slice(1, 2).join('').trim()).join('; ')));
+      for (const x of v) found.push(`[${scheme}] ${x}`);
+    }
+    await page.emulateMedia({ colorScheme: null });
+    axeScreens.push(screen);
+    assert(found.length === 0, `${found.length} violation(s) on ${screen}:\n  ` + found.join('\n  '));
+  });
+}
+
+// The error codes of the API contract (docs/webui.md); the UI translates
+// each, and "offline" for a node that does not answer.
+const apiErrorCodes = ['bad_request', 'bad_json', 'too_large', 'bad_limit', 'unauthorized', 'forbidden', 'forbidden_host',
+  'forbidden_origin', 'not_found', 'method_not_allowed', 'conflict', 'no_conversation', 'no_message', 'not_contact', 'not_admin',
+  'not_member', 'not_your_message', 'message_empty', 'message_too_long', 'message_deleted', 'bad_emoji', 'bad_card',
+  'invite_invalid', 'invite_expired', 'invite_used', 'link_invalid', 'link_expired', 'link_used', 'not_fresh',
+  'contact_key_expired', 'contact_blocked', 'account_exists', 'recovery_shown', 'not_synced', 'locked', 'wrong_passphrase',
+  'wrong_recovery_words', 'backup_invalid', 'device_revoked', 'unavailable', 'cancelled', 'internal', 'offline'];
+
+// inView: the element's box lies inside the window.
+async function inView(loc) {
+  const box = await loc.boundingBox();
+  const vp = loc.page().viewportSize();
+  return !!box && box.y >= 0 && box.y + box.height <= vp.height && box.x >= 0 && box.x + box.width <= vp.width;
+}
+
 const shot = (page, name) => page.screenshot({ path: join(out, name + '.png') });
 const args = ['--headless', '--no-sandbox', '--disable-gpu', '--disable-background-networking', '--host-resolver-rules=MAP rebind.test 127.0.0.1'];
 
-let browser, ctxA, ctxB, a, b, c, bootNode;
+let browser, ctxA, ctxB, a, b, c, carol, bootNode;
 try {
-  await step('message catalogue: every language has every string', async () => {
+  await step('message catalogue: every language has every string, and a message for every API error code', async () => {
     const { _catalogue: cat } = await import('../src/i18n.js');
     for (const [lang, msgs] of Object.entries(cat)) {
       const missing = Object.keys(cat.en).filter((k) => !msgs[k]);
       assert(missing.length === 0, `${lang} lacks ${missing.join(', ')}`);
+      const codes = apiErrorCodes.filter((c) => !msgs['err_' + c]);
+      assert(codes.length === 0, `${lang} has no message for the error codes ${codes.join(', ')}`);
     }
     // No string is written into the UI around the catalogue.
     for (const f of readdirSync(join(webui, 'src')).filter((n) => n.endsWith('.jsx'))) {
@@ -157,9 +215,23 @@ try {
     p.on('console', (m) => { if (/Content Security Policy/i.test(m.text())) { failures++; log(`CSP violation (${n}): ${m.text()}`); } });
   }
 
-  const onboard = async (page, node, name, passphrase) => {
+  const onboard = async (page, node, name, passphrase, mistype) => {
     await page.goto(node.origin + '/login?token=' + node.token);
     await page.getByLabel('Display name').fill(name);
+    if (mistype) {
+      // A mistyped repeat, then no passphrase after all: the hidden repeat
+      // field must not keep its old value and block the account.
+      await page.getByLabel('Passphrase (optional)').fill('one thing');
+      await page.getByLabel('Repeat passphrase').fill('another thing');
+      await page.getByRole('button', { name: 'Create account' }).click();
+      await page.getByRole('alert').filter({ hasText: 'The passphrases differ.' }).waitFor();
+      await page.getByLabel('Passphrase (optional)').fill('');
+      assert(await page.getByLabel('Repeat passphrase').count() === 0, 'the repeat field goes with the passphrase');
+      assert(await page.getByRole('alert').count() === 0, 'the mismatch message goes too');
+      await page.getByLabel('Passphrase (optional)').fill('x');
+      assert(await page.getByLabel('Repeat passphrase').inputValue() === '', 'the repeat field comes back empty');
+      await page.getByLabel('Passphrase (optional)').fill('');
+    }
     if (passphrase) {
       await page.getByLabel('Passphrase (optional)').fill(passphrase);
       await page.getByLabel('Repeat passphrase').fill(passphrase);
@@ -173,17 +245,33 @@ try {
     await page.getByRole('button', { name: 'Continue' }).click();
     await page.getByRole('heading', { name: 'Chats' }).waitFor();
   };
-  await step('onboarding: create both accounts', async () => {
+  await step('onboarding: create both accounts (Alice after a mistyped passphrase repeat)', async () => {
     await shot(pa, 'x'); // warm-up
     await pa.goto(a.origin + '/login?token=' + a.token);
     await pa.getByLabel('Display name').waitFor();
     await shot(pa, 'onboarding');
-    await Promise.all([onboard(pa, a, 'Alice'), onboard(pb, b, 'Bob', 'correct horse battery')]); // Bob's keys under a passphrase
+    await axeCheck(pa, 'onboarding');
+    await Promise.all([onboard(pa, a, 'Alice', '', true), onboard(pb, b, 'Bob', 'correct horse battery')]); // Bob's keys under a passphrase
     rmSync(join(out, 'x.png'), { force: true });
   });
 
+  await step('empty start screen: an "Invite someone" button, no unnamed icon', async () => {
+    for (const p of [pa, pb]) {
+      await p.getByRole('link', { name: 'Invite someone' }).waitFor(); // the pane on a desktop, the list on a phone
+      const bare = await p.evaluate(() => [
+        ...[...document.querySelectorAll('svg')].filter((el) => el.getAttribute('aria-hidden') !== 'true' && !el.getAttribute('aria-label')),
+        ...[...document.querySelectorAll('.icon-btn')].filter((el) => el.getClientRects().length && !(el.getAttribute('aria-label') && el.title)),
+      ].map((el) => el.outerHTML.slice(0, 80)));
+      assert(bare.length === 0, 'icons without a name or a tooltip: ' + bare.join(' '));
+    }
+    await pa.getByRole('heading', { name: 'Start your first chat' }).waitFor();
+    await shot(pa, 'empty-start');
+    await shot(pb, 'empty-start-phone');
+  });
+  await axeCheck(pa, 'empty start screen');
+
   await step('invite by link: create (link + QR), paste, accept', async () => {
-    await pa.goto(a.origin + '/#/invite');
+    await pa.getByRole('link', { name: 'Invite someone' }).click();
     await pa.getByRole('button', { name: 'Create invite link' }).click();
     const link = await pa.getByLabel('Invite link', { exact: true }).inputValue();
     assert(/^(web\+)?glitr:invite\//.test(link), 'invite link: ' + link.slice(0, 40));
@@ -191,15 +279,43 @@ try {
     await qr.waitFor();
     await pa.waitForFunction(() => document.querySelector('img.qr')?.naturalWidth > 0);
     await shot(pa, 'invite');
-    await pb.goto(b.origin + '/#/invite');
+    await axeCheck(pa, 'invite');
+    await pb.getByRole('link', { name: 'Invite someone' }).click();
     await pb.getByLabel('Paste an invite link').fill(link);
     await pb.getByRole('button', { name: 'Accept' }).click();
     await pb.waitForURL(/#\/c\//, { timeout: 30000 });
-    // Using the link twice fails with a precise error.
-    await pb.goto(b.origin + '/#/invite');
-    await pb.getByLabel('Paste an invite link').fill(link);
-    await pb.getByRole('button', { name: 'Accept' }).click();
-    await pb.getByRole('alert').waitFor();
+    // Using the link twice fails with a precise error, in the user's
+    // language, where the user looks: next to the button, in the window
+    // (a desktop-sized one, with a QR code of Bob's own above it).
+    await pb.setViewportSize({ width: 1280, height: 800 });
+    const acceptFails = async (link, want) => {
+      await pb.goto(b.origin + '/#/invite');
+      await pb.getByRole('button', { name: /^(Create invite link|Einladungslink erstellen)$/ }).click();
+      await pb.locator('img.qr').waitFor();
+      await pb.getByLabel(/^(Paste an invite link|Einladungslink einfügen)$/).fill(link);
+      await pb.getByRole('button', { name: /^(Accept|Annehmen)$/ }).click();
+      const alert = pb.getByRole('alert');
+      await alert.waitFor();
+      const text = await alert.innerText();
+      assert(text === want, `the error reads "${text}", want "${want}"`);
+      assert(await inView(alert), 'the error is in the window: ' + JSON.stringify(await alert.boundingBox()));
+      const form = await pb.locator('form', { has: pb.getByRole('button', { name: /^(Accept|Annehmen)$/ }) }).boundingBox();
+      const box = await alert.boundingBox();
+      assert(box.y >= form.y && box.y <= form.y + form.height + 4, 'the error is at the form that failed');
+    };
+    await acceptFails(link, 'This invite link was already used. Ask for a new one.');
+    await shot(pb, 'invite-used');
+    const prefsB = await b.api('GET', '/preferences');
+    await b.api('PUT', '/preferences', { ...prefsB, language: 'de' });
+    await pb.reload();
+    // In German, and with a link that is no invite at all (the node that
+    // made this one may no longer answer for it: then it is invalid, no
+    // longer "used").
+    await acceptFails('glitr:invite/kaputt', 'Das ist kein gültiger Einladungslink. Prüfe, ob du ihn ganz eingefügt hast.');
+    await b.api('PUT', '/preferences', prefsB);
+    await pb.reload();
+    await pb.getByRole('heading', { name: 'Invite someone' }).waitFor();
+    await pb.setViewportSize({ width: 390, height: 760 });
     await pa.goto(a.origin + '/#/');
     await pa.locator('.conv-item', { hasText: 'Bob' }).waitFor({ timeout: 20000 });
   });
@@ -231,6 +347,7 @@ try {
     await alice.locator('summary').click();
     assert((await alice.locator('.safety').innerText()).replace(/\s/g, '') === sn.replace(/\s/g, ''), 'both sides show the same safety number');
     await shot(pa, 'contacts');
+    await axeCheck(pa, 'contacts');
     await bob.getByRole('button', { name: 'Message' }).click();
     await composer(pa).waitFor();
   });
@@ -246,12 +363,20 @@ try {
     assert(await item.locator('.badge').innerText() === '1', 'one unread');
     await waitStatus(pa, 'Hello Bob', ['delivered']);
     await shot(pb, 'conversation-list-phone');
+    await axeCheck(pb, 'chat list (phone)');
     await item.click();
     await msg(pb, 'Hello Bob').waitFor();
     await waitStatus(pa, 'Hello Bob', ['read']);
   });
 
-  await step('composer: Shift+Enter makes a newline, Enter sends', async () => {
+  await step('composer: Shift+Enter makes a newline, Enter sends; the open chat shows no unread badge', async () => {
+    // Alice has the chat open: what arrives there is read, and the list
+    // never shows a badge on it.
+    await pa.evaluate(() => {
+      window.__badge = false;
+      const seen = () => { if (document.querySelector('.conv-item.active .badge')) window.__badge = true; };
+      new MutationObserver(seen).observe(document.body, { subtree: true, childList: true, characterData: true });
+    });
     await composer(pb).click();
     await composer(pb).type('line one');
     await composer(pb).press('Shift+Enter');
@@ -260,6 +385,10 @@ try {
     await composer(pb).press('Enter');
     await msg(pa, /line two/).waitFor();
     assert((await msg(pa, /line two/).locator('.text').innerText()).includes('\n'), 'the newline arrives');
+    for (let i = 0; i < 50 && (await a.api('GET', '/conversations')).some((c) => c.unread > 0); i++) await sleep(100);
+    assert((await a.api('GET', '/conversations')).every((c) => c.unread === 0), 'read on Alice\'s node');
+    await sleep(500);
+    assert(!(await pa.evaluate(() => window.__badge)), 'no unread badge on the open chat');
   });
 
   await step('typing indicator', async () => {
@@ -297,6 +426,68 @@ try {
     await msg(pa, 'Hello Bob, edited').locator('.chip', { hasText: '👍' }).waitFor();
   });
 
+  await step('message actions: beside or above the bubble, never over it; a tap elsewhere and Esc close them', async () => {
+    const overlap = (x, y) => x.x < y.x + y.width && y.x < x.x + x.width && x.y < y.y + y.height && y.y < x.y + x.height;
+    const bar = (p, text) => msg(p, text).locator('.actions');
+    const bars = (p) => p.locator('.msg .actions:visible');
+    const geometry = async (p, text, where) => {
+      const bubble = await msg(p, text).locator('.bubble').boundingBox();
+      const box = await bar(p, text).boundingBox();
+      assert(box, `${where}: the bar shows`);
+      assert(!overlap(box, bubble), `${where}: the bar ${JSON.stringify(box)} covers the bubble ${JSON.stringify(bubble)}`);
+      const view = p.viewportSize();
+      assert(box.x >= 0 && box.x + box.width <= view.width && box.y >= 0 && box.y + box.height <= view.height, `${where}: the bar is in the window: ${JSON.stringify(box)}`);
+    };
+    // Desktop: the bar follows the pointer; with the reaction picker open too.
+    for (const text of ['Hello Bob, edited', 'Hi Alice']) {
+      await msg(pa, text).hover();
+      await geometry(pa, text, `desktop, "${text}"`);
+      await bar(pa, text).getByRole('button', { name: 'React', exact: true }).click();
+      await bar(pa, text).getByRole('button', { name: 'React with 👍' }).waitFor();
+      await geometry(pa, text, `desktop, "${text}", picker open`);
+      await pa.keyboard.press('Escape');
+      assert(await bars(pa).count() === 0, 'Esc closes the bar (desktop)');
+    }
+    await shot(pa, 'message-actions');
+    // Phone: a tap shows the bar of that message only, until a tap
+    // elsewhere or Esc.
+    for (const text of ['Hello Bob, edited', 'Hi Alice']) {
+      await msg(pb, text).locator('.bubble > p.text').click();
+      await geometry(pb, text, `phone, "${text}"`);
+      await bar(pb, text).getByRole('button', { name: 'React', exact: true }).click();
+      await bar(pb, text).getByRole('button', { name: 'React with 👍' }).waitFor();
+      await geometry(pb, text, `phone, "${text}", picker open`);
+      await shot(pb, 'message-actions-phone');
+    }
+    assert(await bars(pb).count() === 1 && await bar(pb, 'Hi Alice').isVisible(), 'one bar, on the last tapped message');
+    await pb.locator('.conversation .bar-title h2').click();
+    assert(await bars(pb).count() === 0, 'a tap elsewhere closes the bar');
+    await msg(pb, 'Hello Bob, edited').locator('.bubble > p.text').click();
+    await bar(pb, 'Hello Bob, edited').waitFor();
+    await pb.keyboard.press('Escape');
+    assert(await bars(pb).count() === 0, 'Esc closes the bar (phone)');
+  });
+
+  await step('emoji: colour emoji fonts named before the generic family; emoji-only messages enlarged', async () => {
+    await composer(pa).fill('🎉👍🏽');
+    await composer(pa).press('Enter');
+    await composer(pa).fill('party 🎉');
+    await composer(pa).press('Enter');
+    await msg(pb, 'party 🎉').waitFor();
+    const big = await msg(pb, '🎉👍🏽').locator('.text').evaluate((el) => ({ cls: el.className, size: parseFloat(getComputedStyle(el).fontSize) }));
+    const plain = await msg(pb, 'party 🎉').locator('.text').evaluate((el) => ({ cls: el.className, size: parseFloat(getComputedStyle(el).fontSize) }));
+    assert(big.cls.includes('emoji-only') && big.size >= 28, 'an emoji-only message is large: ' + JSON.stringify(big));
+    assert(!plain.cls.includes('emoji-only') && plain.size < 20, 'text with an emoji is not: ' + JSON.stringify(plain));
+    const stacks = await pb.evaluate(() => Object.fromEntries([['text', '.msg .text'], ['emoji-only', '.text.emoji-only'], ['reaction', '.chip'], ['preview', 'body']]
+      .map(([k, sel]) => [k, getComputedStyle(document.querySelector(sel)).fontFamily])));
+    for (const [k, f] of Object.entries(stacks)) {
+      for (const font of ['Apple Color Emoji', 'Segoe UI Emoji', 'Noto Color Emoji']) assert(f.includes(font), `${k} font stack names ${font}: ${f}`);
+      const generic = f.search(/(^|,)\s*sans-serif/);
+      assert(generic < 0 || f.indexOf('Noto Color Emoji') < generic, `${k}: emoji fonts before the generic family: ${f}`);
+    }
+    await shot(pb, 'emoji-phone');
+  });
+
   await step('delete for everyone', async () => {
     await composer(pa).fill('to be deleted');
     await composer(pa).press('Enter');
@@ -308,6 +499,43 @@ try {
     await pb.locator('.scroller').getByText('This message was deleted.').waitFor();
     await shot(pa, 'conversation');
     await shot(pb, 'conversation-phone');
+  });
+  await axeCheck(pa, 'conversation');
+  await axeCheck(pb, 'conversation (phone)');
+  await step('1:1 details: the contact, safety number, mute and block; no group controls', async () => {
+    await pa.getByRole('button', { name: 'Details' }).click();
+    const details = pa.getByRole('region', { name: 'Details' });
+    await details.waitFor();
+    await details.getByRole('heading', { name: 'Bob' }).waitFor();
+    await details.getByText('not verified').waitFor();
+    for (const [what, n] of [['a title field', details.getByLabel('Title')], ['an admin mark', details.getByText('(admin)')],
+      ['a Remove button', details.getByRole('button', { name: /^Remove/ })], ['Add member', details.getByText('Add member')], ['a members list', details.getByText('Members')]]) {
+      assert(await n.count() === 0, `a 1:1 chat's details show no ${what}`);
+    }
+    await details.getByText('Safety number').click();
+    assert((await details.locator('.safety').innerText()).replace(/\s/g, '').length === 60, 'the safety number');
+    await shot(pa, 'direct-details');
+  });
+  await axeCheck(pa, '1:1 details');
+  await step('1:1 details: mute, then block and unblock', async () => {
+    const details = pa.getByRole('region', { name: 'Details' });
+    const conv = () => a.api('GET', '/conversations').then((cs) => cs.find((c) => c.kind === 'direct'));
+    await details.getByRole('switch', { name: /^Mute/ }).click();
+    for (let i = 0; i < 50 && !(await conv()).muted; i++) await sleep(100);
+    assert((await conv()).muted, 'muted on the node');
+    await pa.locator('.conv-item.active').getByRole('img', { name: 'Muted' }).waitFor();
+    await details.getByRole('switch', { name: /^Mute/ }).click();
+    for (let i = 0; i < 50 && (await conv()).muted; i++) await sleep(100);
+    assert(!(await conv()).muted, 'unmuted');
+    pa.once('dialog', (d) => d.accept());
+    await details.getByRole('button', { name: 'Block Bob' }).click();
+    await pa.getByText('You blocked Bob.', { exact: false }).waitFor();
+    assert(await composer(pa).count() === 0, 'a blocked chat has no composer');
+    assert((await a.api('GET', '/contacts')).find((c) => c.name === 'Bob').blocked, 'blocked on the node');
+    await shot(pa, 'direct-blocked');
+    await pa.locator('.blocked-notice').getByRole('button', { name: 'Unblock Bob' }).click();
+    await composer(pa).waitFor();
+    assert(!(await a.api('GET', '/contacts')).find((c) => c.name === 'Bob').blocked, 'unblocked');
   });
 
   await step('groups: create with a title, members, rename', async () => {
@@ -322,6 +550,7 @@ try {
     await details.getByText('(admin)').waitFor();
     await details.getByText('Bob').waitFor();
     await shot(pa, 'group-details');
+    await axeCheck(pa, 'group details');
     await details.getByLabel('Title').fill('Team Rocket');
     await details.getByRole('button', { name: 'Save' }).click();
     await pa.getByRole('heading', { name: 'Team Rocket' }).waitFor();
@@ -330,6 +559,69 @@ try {
     await pa.goto(a.origin + '/#/');
     await pa.locator('.conv-item', { hasText: 'Bob' }).click();
     await composer(pa).waitFor();
+  });
+
+  await step('a group member who is not a contact: the name they publish, marked not verified', async () => {
+    // Carol is Bob's contact, not Alice's; Bob puts both in a group.
+    carol = new Node('carol', join(tmp, 'glitr'), { bootstrap: bootNode.addr });
+    await carol.up();
+    await carol.api('POST', '/account', { name: 'Carol', passphrase: '' });
+    await carol.api('POST', '/invites/accept', { link: (await b.api('POST', '/invites', {})).link });
+    const carolAcct = (await carol.api('GET', '/account')).account;
+    const aliceAcct = (await a.api('GET', '/account')).account;
+    for (let i = 0; i < 100 && !(await b.api('GET', '/contacts')).some((x) => x.account === carolAcct); i++) await sleep(100);
+    const g = await b.api('POST', '/conversations', { title: 'Garden club', members: [aliceAcct, carolAcct] });
+    for (let i = 0; i < 150 && !(await carol.api('GET', '/conversations')).some((x) => x.id === g.id); i++) await sleep(100);
+    await carol.api('POST', `/conversations/${g.id}/messages`, { text: 'hello from Carol' });
+    await pa.goto(a.origin + '/#/c/' + g.id);
+    const m = msg(pa, 'hello from Carol');
+    await m.waitFor({ timeout: 30000 });
+    await m.locator('.author', { hasText: /^Carol$/ }).waitFor({ timeout: 10000 });
+    await pa.locator('.bar-title p', { hasText: /^(Bob, Carol|Carol, Bob)$/ }).waitFor();
+    await pa.getByRole('button', { name: 'Details' }).click();
+    const row = pa.getByRole('region', { name: 'Details' }).locator('li.member', { hasText: 'Carol' });
+    await row.getByText('not verified').waitFor();
+    const bobRow = pa.getByRole('region', { name: 'Details' }).locator('li.member', { hasText: 'Bob' });
+    assert(await bobRow.getByText('not verified').count() === 0, 'a contact is not marked');
+    assert(!/[0-9a-f]{8}/.test(await pa.getByRole('region', { name: 'Details' }).innerText()), 'no hex ids');
+    await shot(pa, 'group-details-non-contact');
+    await pa.goto(a.origin + '/#/');
+    await pa.locator('.conv-item', { hasText: 'Bob' }).click();
+    await composer(pa).waitFor();
+  });
+
+  await step('notifications: off until the browser grants them, asked on the first enable, off when blocked', async () => {
+    // Headless Chromium answers permission requests by itself: a stand-in
+    // Notification records the request and gives the answer we choose.
+    await pb.evaluate(() => {
+      window.__perm = 'default';
+      window.__asked = 0;
+      window.Notification = class {
+        static get permission() { return window.__perm; }
+        static requestPermission() { window.__asked++; window.__perm = 'granted'; return Promise.resolve('granted'); }
+      };
+    });
+    const back = pb.url();
+    await pb.goto(b.origin + '/#/settings');
+    const sw = pb.getByRole('switch', { name: /^Notifications/ });
+    await sw.waitFor();
+    assert(!(await sw.isChecked()), 'the switch is off while the browser was never asked');
+    assert(await pb.evaluate(() => window.__asked) === 0, 'nothing asked before the user enables it');
+    await sw.click();
+    await pb.waitForFunction(() => window.__asked === 1);
+    for (let i = 0; i < 50 && !(await sw.isChecked()); i++) await sleep(100);
+    assert(await sw.isChecked(), 'on once the browser grants');
+    for (let i = 0; i < 50 && !(await b.api('GET', '/preferences')).notifications; i++) await sleep(100);
+    assert((await b.api('GET', '/preferences')).notifications === true, 'the preference is stored');
+    // The browser blocks them later: the switch says so, and is off.
+    await pb.evaluate(() => { window.__perm = 'denied'; });
+    await pb.goto(b.origin + '/#/contacts');
+    await pb.goto(b.origin + '/#/settings');
+    await pb.getByText(/^Blocked by the browser/).waitFor();
+    assert(!(await sw.isChecked()), 'off while the browser blocks them');
+    await shot(pb, 'notifications-blocked-phone');
+    await pb.evaluate(() => { window.__perm = 'granted'; });
+    await pb.goto(back);
   });
 
   await step('notifications for messages that arrive while the tab is hidden', async () => {
@@ -350,9 +642,30 @@ try {
     await pb.goBack();
   });
 
-  await step('offline recipient: stop Bob, send, restart, see delivery', async () => {
+  await step('presence: "online" lapses 75 s after the last heartbeat, also on the contacts screen', async () => {
+    const subtitle = pa.locator('.conversation .bar-title p');
+    await subtitle.filter({ hasText: /^online$/ }).waitFor({ timeout: 40000 });
+    // The page's clock jumps 80 s ahead: no heartbeat came in that time.
+    await pa.evaluate(() => { window.__now = Date.now; const skew = 80000; Date.now = () => window.__now() + skew; });
+    try {
+      await pa.goto(a.origin + '/#/contacts');
+      const bob = pa.locator('li.contact', { hasText: 'Bob' });
+      await bob.getByText(/^last seen /).waitFor({ timeout: 5000 });
+      await pa.goBack();
+      await subtitle.filter({ hasText: /^last seen / }).waitFor({ timeout: 5000 });
+    } finally {
+      await pa.evaluate(() => { Date.now = window.__now; });
+    }
+    await pa.goto(a.origin + '/#/contacts');
+    await pa.goBack();
+    await subtitle.filter({ hasText: /^online$/ }).waitFor({ timeout: 5000 });
+  });
+
+  await step('offline recipient: stop Bob (shown offline at once), send, restart, see delivery', async () => {
     await b.stop();
     await pb.getByRole('status').filter({ hasText: 'Offline' }).waitFor({ timeout: 10000 });
+    // Alice's node says Bob went offline: no waiting for the 75 s.
+    await pa.locator('.conversation .bar-title p').filter({ hasText: /^last seen / }).waitFor({ timeout: 15000 });
     await shot(pb, 'offline-banner');
     await composer(pa).fill('while you were away');
     await composer(pa).press('Enter');
@@ -388,8 +701,9 @@ try {
     await msg(pb, 'unread 1').waitFor();
     const box = await divider.boundingBox(), view = await pb.locator('.scroller').boundingBox();
     assert(box.y >= view.y && box.y < view.y + view.height, 'the first unread is in view');
-    for (let i = 0; i < 50 && (await b.api('GET', '/conversations')).some((c) => c.unread > 0); i++) await sleep(100);
-    assert((await b.api('GET', '/conversations')).every((c) => c.unread === 0), 'read on Bob\'s node');
+    const direct = async () => (await b.api('GET', '/conversations')).find((c) => c.id === convUrl.split('#/c/')[1]);
+    for (let i = 0; i < 50 && (await direct()).unread > 0; i++) await sleep(100);
+    assert((await direct()).unread === 0, 'read on Bob\'s node');
     await sleep(2500);
     assert(await statusOf(pa, 'unread 30') === 'delivered', 'no read receipt left Bob\'s node');
     // ...and, as in Signal, Bob sees no read marks either: his message
@@ -496,6 +810,8 @@ try {
     await pa.getByLabel('Theme').selectOption('dark');
     await pa.waitForFunction(() => document.documentElement.dataset.theme === 'dark');
     await shot(pa, 'settings-dark');
+    await pa.getByLabel('Theme').selectOption('system');
+    await axeCheck(pa, 'settings');
     await pa.getByLabel('Language').selectOption('de');
     await pa.getByRole('heading', { name: 'Einstellungen' }).waitFor();
     await pa.getByLabel('Sprache').selectOption('en');
@@ -566,6 +882,7 @@ try {
     const other = pa.locator('li.device', { hasNotText: 'This device' });
     await other.getByText(/online/).waitFor({ timeout: 30000 });
     await shot(pa, 'devices');
+    await axeCheck(pa, 'devices');
     pa.once('dialog', (d) => d.accept());
     await other.getByRole('button', { name: /^Revoke / }).click();
     await other.locator('.tag', { hasText: 'Revoked' }).waitFor({ timeout: 20000 });
@@ -583,7 +900,7 @@ try {
   await step('accessibility: every control has a name; keyboard reaches the composer', async () => {
     for (const path of ['/#/', '/#/settings', '/#/invite', '/#/contacts', '/#/new/group']) {
       await pa.goto(a.origin + path);
-      await pa.locator(path === '/#/' ? '.empty-pane' : 'main .bar').waitFor();
+      await pa.locator(path === '/#/' ? '.empty-pane' : '.detail .bar').waitFor();
       const bad = await unnamed(pa);
       assert(bad.length === 0, `${path}: controls without a name: ${bad.join(' ')}`);
     }
@@ -644,6 +961,130 @@ try {
     await pa.locator('.conv-item').first().waitFor({ timeout: 15000 });
   });
 
+  // bobGot lists the texts Bob's node has in the 1:1 chat, oldest first.
+  const bobGot = async () => {
+    const conv = (await b.api('GET', '/conversations')).find((x) => x.kind === 'direct');
+    return (await b.api('GET', `/conversations/${conv.id}/messages?limit=500`)).messages.map((x) => x.text);
+  };
+  const waitBobGot = async (texts, timeout = 30000) => {
+    const end = Date.now() + timeout;
+    let got;
+    while (Date.now() < end) {
+      got = await bobGot();
+      if (texts.every((x) => got.includes(x))) return got;
+      await sleep(200);
+    }
+    throw new Error(`Bob lacks ${texts.filter((x) => !got.includes(x))}`);
+  };
+  const once = (got, texts) => {
+    for (const x of texts) assert(got.filter((y) => y === x).length === 1, `"${x}" arrived ${got.filter((y) => y === x).length} times`);
+    const at = texts.map((x) => got.indexOf(x));
+    assert(at.every((p, i) => i === 0 || p > at[i - 1]), 'in the order they were written: ' + at.join(','));
+  };
+  const sendA = async (text) => { await composer(pa).fill(text); await composer(pa).press('Enter'); };
+  const noAlert = async (p) => {
+    const alerts = await p.getByRole('alert').allInnerTexts();
+    assert(alerts.length === 0, 'no error on screen: ' + alerts.join(' | '));
+  };
+  const posts = '**/api/v1/conversations/*/messages';
+  // outboxSize counts what the page's outbox (IndexedDB) still holds.
+  const outboxSize = (p) => p.evaluate(() => new Promise((res) => {
+    const r = indexedDB.open('glitr', 1);
+    r.onupgradeneeded = () => r.result.createObjectStore('outbox', { keyPath: 'clientId' });
+    r.onsuccess = () => { const q = r.result.transaction('outbox').objectStore('outbox').count(); q.onsuccess = () => { r.result.close(); res(q.result); }; };
+    r.onerror = () => res(-1);
+  }));
+  const outboxEmpty = async (p) => {
+    for (let i = 0; i < 50 && (await outboxSize(p)) !== 0; i++) await sleep(100);
+    assert(await outboxSize(p) === 0, 'the outbox is empty: ' + await outboxSize(p));
+  };
+
+  await step('outbox: an answer lost on the way is sent again, and arrives once', async () => {
+    await pa.goto(a.origin + '/#/');
+    await pa.locator('.conv-item', { hasText: 'Bob' }).click();
+    await composer(pa).waitFor();
+    let lost = 0;
+    await pa.route(posts, async (route) => {
+      if (route.request().method() !== 'POST' || lost) return route.fallback();
+      lost++;
+      await route.fetch(); // the node takes the message; its answer never arrives
+      await route.abort('connectionreset');
+    });
+    await sendA('answer lost');
+    await msg(pa, 'answer lost').waitFor();
+    await waitStatus(pa, 'answer lost', ['sent', 'delivered', 'read'], 20000);
+    await pa.unroute(posts);
+    assert(lost === 1, 'the first answer was dropped');
+    once(await waitBobGot(['answer lost']), ['answer lost']);
+    assert(await msg(pa, 'answer lost').count() === 1 && await pa.locator('.msg.pending').count() === 0, 'one message on Alice\'s screen, nothing pending');
+    await outboxEmpty(pa);
+    await noAlert(pa);
+  });
+
+  await step('outbox: a refusal shows "not sent" with the reason, Retry and Discard', async () => {
+    // A code this UI does not know: the generic message with the node's text.
+    await pa.route(posts, (route) => (route.request().method() === 'POST'
+      ? route.fulfill({ status: 400, contentType: 'application/json', body: JSON.stringify({ error: 'a brand-new refusal', code: 'brand_new' }) })
+      : route.fallback()));
+    await sendA('refused once');
+    await msg(pa, 'refused once').locator('.send-failed').getByText('Not sent: Something went wrong: a brand-new refusal').waitFor();
+    assert(await statusOf(pa, 'refused once') === 'failed', 'marked failed');
+    await pa.unroute(posts);
+    await msg(pa, 'refused once').getByRole('button', { name: 'Retry' }).click();
+    await waitStatus(pa, 'refused once', ['sent', 'delivered', 'read']);
+    // A refusal the node means: the translated reason.
+    await sendA('é'.repeat(9000)); // 18000 bytes: over the node's 16 KiB
+    const long = pa.locator('.msg.pending', { has: pa.locator('.send-failed') });
+    await long.getByText('Not sent: The message is too long.').waitFor();
+    await shot(pa, 'outbox-failed');
+    await long.getByRole('button', { name: 'Discard' }).click();
+    await long.waitFor({ state: 'detached' });
+    once(await waitBobGot(['refused once']), ['refused once']);
+    await outboxEmpty(pa);
+  });
+
+  await step('outbox: a node that is shutting down (503) keeps the message queued, over a reload', async () => {
+    await pa.route(posts, (route) => (route.request().method() === 'POST'
+      ? route.fulfill({ status: 503, contentType: 'application/json', body: JSON.stringify({ error: 'shutting down', code: 'cancelled' }) })
+      : route.fallback()));
+    await sendA('waits for the node');
+    await sleep(1500);
+    assert(await statusOf(pa, 'waits for the node') === 'sending', 'still sending');
+    await noAlert(pa);
+    await pa.reload();
+    await msg(pa, 'waits for the node').waitFor();
+    assert(await statusOf(pa, 'waits for the node') === 'sending', 'still sending after the reload');
+    const last = await pa.locator('.row .msg').last().getAttribute('data-client-id');
+    assert(last && await msg(pa, 'waits for the node').getAttribute('data-client-id') === last, 'at the end of the conversation');
+    await pa.unroute(posts);
+    await pa.evaluate(() => dispatchEvent(new Event('online'))); // what the browser says when the network is back
+    await waitStatus(pa, 'waits for the node', ['sent', 'delivered', 'read']);
+    once(await waitBobGot(['waits for the node']), ['waits for the node']);
+    await outboxEmpty(pa);
+  });
+
+  await step('outbox: three messages while the node is down, a reload, the node back: each arrives once, in order', async () => {
+    const texts = ['queued one', 'queued two', 'queued three'];
+    await a.stop();
+    await pa.getByRole('status').filter({ hasText: 'Offline' }).waitFor({ timeout: 10000 });
+    for (const x of texts) await sendA(x);
+    const pending = pa.locator('.msg.pending .bubble > p.text');
+    for (let i = 0; i < 50 && (await pending.count()) < 3; i++) await sleep(100);
+    assert(JSON.stringify(await pending.allInnerTexts()) === JSON.stringify(texts), 'three "sending" bubbles in order: ' + await pending.allInnerTexts());
+    for (const x of texts) assert(await statusOf(pa, x) === 'sending', x + ' is sending');
+    await noAlert(pa);
+    await shot(pa, 'outbox-offline');
+    await pa.reload();
+    await pa.getByText('Cannot reach your Glitr node').waitFor({ timeout: 10000 });
+    await a.start();
+    await composer(pa).waitFor({ timeout: 20000 });
+    for (const x of texts) await waitStatus(pa, x, ['sent', 'delivered', 'read'], 30000);
+    once(await waitBobGot(texts), texts);
+    assert(await pa.locator('.msg.pending').count() === 0, 'no "sending" bubble left');
+    await outboxEmpty(pa);
+    await noAlert(pa);
+  });
+
   await step('bundle size', async () => {
     const dir = join(webui, 'dist', 'assets');
     let total = 0;
@@ -659,7 +1100,7 @@ try {
   log('figures', JSON.stringify(figures));
   await ctxA?.close().catch(() => {});
   await browser?.close().catch(() => {});
-  for (const n of [a, b, c, bootNode]) if (n?.proc && n.proc.exitCode === null) n.proc.kill('SIGKILL');
+  for (const n of [a, b, c, carol, bootNode]) if (n?.proc && n.proc.exitCode === null) n.proc.kill('SIGKILL');
   rmSync(tmp, { recursive: true, force: true });
 }
 

@@ -1,11 +1,19 @@
 // The node's JSON API and its WebSocket event stream.
 
+// APIError is a failed request: status 0 and code "offline" when the node
+// did not answer at all, else the node's status and its error code (the
+// UI translates the code; message is the node's English text).
 export class APIError extends Error {
-  constructor(status, message) {
+  constructor(status, message, code) {
     super(message);
     this.status = status;
+    this.code = code || '';
   }
 }
+
+// A status without a JSON error body (a proxy's 502, say) still gets a
+// code, as the node would give it.
+const statusCode = { 400: 'bad_request', 401: 'unauthorized', 403: 'forbidden', 404: 'not_found', 409: 'conflict', 413: 'too_large', 423: 'locked', 501: 'unavailable', 503: 'cancelled' };
 
 export async function api(method, path, body) {
   const init = { method, credentials: 'same-origin', cache: 'no-store', headers: {} };
@@ -17,11 +25,19 @@ export async function api(method, path, body) {
   try {
     res = await fetch('/api/v1' + path, init);
   } catch (e) {
-    throw new APIError(0, 'offline');
+    throw new APIError(0, 'offline', 'offline');
   }
+  return answer(res);
+}
+
+// answer reads a response: its JSON (null for 204), or an APIError.
+export async function answer(res) {
   if (res.status === 204) return null;
   const data = await res.json().catch(() => null);
-  if (!res.ok) throw new APIError(res.status, (data && data.error) || res.statusText);
+  if (!res.ok) {
+    const code = (data && data.code) || statusCode[res.status] || (res.status >= 500 ? 'internal' : 'bad_request');
+    throw new APIError(res.status, (data && data.error) || res.statusText, code);
+  }
   return data;
 }
 

@@ -1,9 +1,10 @@
 import { Component } from 'preact';
-import { useState, useEffect, useRef, useLayoutEffect, useCallback } from 'preact/hooks';
+import { useState, useEffect, useRef, useLayoutEffect, useCallback, useMemo } from 'preact/hooks';
 import { get, post, put, del } from './api.js';
 import { t } from './i18n.js';
-import { Avatar, BackLink, Icon, clock, dayLabel, displayTitle, nameOf } from './ui.jsx';
-import { ConvDetails } from './screens.jsx';
+import { Avatar, BackLink, ErrorLine, Icon, clock, dayLabel, displayTitle, nameOf, emojiOnly, errorText, isDirect, presenceText } from './ui.jsx';
+import { ConvDetails, setBlocked } from './screens.jsx';
+import * as outbox from './outbox.js';
 
 const PAGE = 100;
 const EST = 60; // estimated row height (px) until a row is measured
@@ -24,12 +25,18 @@ function lowerBound(a, n, x) {
 // Model holds a window of a conversation's messages by display position,
 // their measured heights and the prefix sums the virtual list positions
 // rows with. Only the rows near the viewport are in the DOM, so a 100k
-// message conversation costs what a 30 message one does.
+// message conversation costs what a 30 message one does. The node's
+// messages take positions 0..serverTotal-1; the outbox's entries of the
+// conversation follow them as "sending" rows, until a loaded message
+// carries their clientId.
 class Model {
   constructor() {
     this.total = 0;
+    this.serverTotal = 0;
     this.msgs = new Map();
     this.byId = new Map();
+    this.clientIds = new Set();
+    this.pendingPos = [];
     this.heights = new Float32Array(0);
     this.offsets = new Float64Array(1);
     this.dirty = true;
@@ -52,6 +59,27 @@ class Model {
     if (old && old.id !== m.id) this.byId.delete(old.id);
     this.msgs.set(m.position, m);
     this.byId.set(m.id, m.position);
+    if (m.pending) return;
+    if (m.clientId) this.clientIds.add(m.clientId);
+    if (m.position >= this.serverTotal) this.serverTotal = m.position + 1;
+  }
+  // syncPending lays the outbox's entries out after the node's messages.
+  syncPending(entries) {
+    for (const p of this.pendingPos) {
+      const x = this.msgs.get(p);
+      if (x && x.pending) { this.msgs.delete(p); this.byId.delete(x.id); }
+    }
+    this.pendingPos = [];
+    const shown = entries.filter((e) => !this.clientIds.has(e.clientId));
+    this.setTotal(this.serverTotal + shown.length);
+    shown.forEach((e, i) => {
+      const position = this.serverTotal + i;
+      this.put({
+        id: 'pending:' + e.clientId, position, pending: true, clientId: e.clientId, mine: true, text: e.text, time: e.time,
+        replyTo: e.replyTo || undefined, status: e.state === 'failed' ? 'failed' : 'sending', error: e.error,
+      });
+      this.pendingPos.push(position);
+    });
   }
   layout() {
     if (!this.dirty) return;
@@ -68,6 +96,11 @@ class Model {
 export function Conversation(props) {
   const { id, convs, contacts, account, presence, typing, onConvEvent, loadConvs } = props;
   const conv = convs?.find((c) => c.id === id);
+  // What rows need of the conversation to name authors (a new object only
+  // when a member's name changes, so rows do not re-render on every list
+  // refetch).
+  const namesKey = (conv?.members || []).map((x) => x.account + ':' + x.name).join(',');
+  const names = useMemo(() => ({ members: conv?.members || [] }), [namesKey]);
   const model = useRef(null);
   if (!model.current) model.current = new Model();
   const m = model.current;
@@ -78,7 +111,7 @@ export function Conversation(props) {
   const [replyTo, setReplyTo] = useState(null);
   const [editing, setEditing] = useState(null);
   const [showDetails, setShowDetails] = useState(false);
-  const [error, setError] = useState('');
+  const [error, setError] = useState(null);
   const [atBottom, setAtBottom] = useState(true);
   const [loaded, setLoaded] = useState(false);
   const scroller = useRef(null);
@@ -87,6 +120,31 @@ export function Conversation(props) {
   const pendingScroll = useRef(null);
   const firstUnread = useRef(-1);
   const composerRef = useRef(null);
+  // The message whose action bar is showing: {id, how, picker}. "hover"
+  // ends when the pointer leaves, "focus" when focus leaves; a tap stays
+  // until a tap elsewhere or Esc (on a touch screen nothing else ends it).
+  const [active, setActive] = useState(null);
+  const activeRef = useRef(active);
+  activeRef.current = active;
+  const activate = useCallback((msgId, how) => setActive((a) => {
+    if (a && a.id === msgId && (how !== 'tap' || a.how === 'tap')) return a;
+    return { id: msgId, how, picker: a && a.id === msgId ? a.picker : false };
+  }), []);
+  const deactivate = useCallback((msgId, how) => setActive((a) => (a && a.id === msgId && a.how === how && !a.picker ? null : a)), []);
+  const togglePicker = useCallback((msgId) => setActive((a) => ({ id: msgId, how: 'tap', picker: !(a && a.id === msgId && a.picker) })), []);
+  useEffect(() => {
+    const down = (e) => { if (activeRef.current && !e.target.closest?.('.msg.active')) setActive(null); };
+    const key = (e) => {
+      if (e.key !== 'Escape' || !activeRef.current || e.defaultPrevented) return;
+      // Focus in the bar goes back to its message, not to the page (first:
+      // that focus would otherwise show the bar again).
+      document.activeElement?.closest?.('.msg.active')?.focus();
+      setActive(null);
+    };
+    document.addEventListener('pointerdown', down, true);
+    document.addEventListener('keydown', key);
+    return () => { document.removeEventListener('pointerdown', down, true); document.removeEventListener('keydown', key); };
+  }, []);
 
   const fetchPage = useCallback(async (before, limit) => {
     const key = before + ':' + limit;
@@ -94,8 +152,11 @@ export function Conversation(props) {
     m.loading.add(key);
     try {
       const p = await get(`/conversations/${enc(id)}/messages?before=${before}&limit=${limit}`);
-      m.setTotal(p.total);
+      m.serverTotal = p.total;
+      m.setTotal(Math.max(m.total, p.total));
       for (const msg of p.messages) m.put(msg);
+      outbox.seen(p.messages.filter((x) => x.clientId).map((x) => x.clientId));
+      m.syncPending(outbox.pending(id));
       bump();
       return p;
     } finally {
@@ -114,8 +175,20 @@ export function Conversation(props) {
       else pendingScroll.current = 'bottom';
       setLoaded(true);
       performance.mark('glitr-conversation-loaded');
-    }).catch((e) => setError(e.message));
+    }).catch((e) => setError(e));
     return () => { live = false; };
+  }, [id]);
+
+  // The outbox: its entries show as "sending" rows at the end; one the
+  // node took is replaced by the message it became.
+  useEffect(() => {
+    m.syncPending(outbox.pending(id));
+    bump();
+    return outbox.subscribe((ev) => {
+      if (ev.kind === 'sent' && ev.entry.conv === id) { m.put(ev.message); refresh(); }
+      m.syncPending(outbox.pending(id));
+      bump();
+    });
   }, [id]);
 
   // Events: refetch the newest page and what is on screen. A burst of
@@ -219,68 +292,65 @@ export function Conversation(props) {
   const scrollToPos = (pos) => { stick.current = false; pendingScroll.current = pos; bump(); };
   const jumpToLatest = () => { stick.current = true; pendingScroll.current = 'bottom'; bump(); };
 
+  // A new message goes to the outbox, which sends it now or when the node
+  // is back; an edit needs the node now.
   const send = async (text) => {
-    setError('');
+    setError(null);
+    if (!editing) {
+      const r = replyTo;
+      setReplyTo(null);
+      stick.current = true;
+      await outbox.enqueue({ conv: id, text, replyTo: r ? r.id : '' });
+      return true;
+    }
     try {
-      if (editing) {
-        const msg = await put(`/conversations/${enc(id)}/messages/${editing.id}`, { text });
-        m.put(msg);
-        setEditing(null);
-      } else {
-        const pos = m.total;
-        m.setTotal(pos + 1);
-        m.put({ id: 'pending:' + pos, position: pos, mine: true, text, time: new Date().toISOString(), status: 'sending', replyTo: replyTo?.id });
-        stick.current = true;
-        bump();
-        const r = replyTo;
-        setReplyTo(null);
-        const msg = await post(`/conversations/${enc(id)}/messages`, { text, replyTo: r ? r.id : '' });
-        m.put(msg);
-        refresh();
-      }
+      const msg = await put(`/conversations/${enc(id)}/messages/${editing.id}`, { text });
+      m.put(msg);
+      setEditing(null);
       bump();
       return true;
     } catch (e) {
-      setError(t('error', { msg: e.message }));
+      setError(e);
       refresh();
       return false;
     }
   };
 
-  const act = async (fn) => { setError(''); try { await fn(); refresh(); } catch (e) { setError(t('error', { msg: e.message })); } };
+  const act = async (fn) => { setError(null); try { await fn(); refresh(); } catch (e) { setError(e); } };
   const react = (msg, emoji) => {
     const mine = msg.reactions?.find((r) => r.emoji === emoji)?.accounts?.includes(account?.account);
     return act(() => post(`/conversations/${enc(id)}/reactions`, { message: msg.id, emoji, remove: !!mine }));
   };
-  const remove = (msg) => { if (confirm(t('deleteConfirm'))) act(() => del(`/conversations/${enc(id)}/messages/${msg.id}`)); };
-  const startEdit = (msg) => { setReplyTo(null); setEditing(msg); composerRef.current?.focus(); };
-  const startReply = (msg) => { setEditing(null); setReplyTo(msg); composerRef.current?.focus(); };
+  const remove = (msg) => { setActive(null); if (confirm(t('deleteConfirm'))) act(() => del(`/conversations/${enc(id)}/messages/${msg.id}`)); };
+  const startEdit = (msg) => { setActive(null); setReplyTo(null); setEditing(msg); composerRef.current?.focus(); };
+  const startReply = (msg) => { setActive(null); setEditing(null); setReplyTo(msg); composerRef.current?.focus(); };
+  const pickReaction = (msg, emoji) => { setActive(null); react(msg, emoji); };
 
   if (!conv && convs) return <div class="empty-pane"><BackLink /><p>{t('pickChat')}</p></div>;
   const title = conv ? displayTitle(conv, contacts, account) : '…';
   const others = (conv?.members || []).filter((x) => !x.self);
-  let subtitle = others.length > 1 ? others.map((x) => nameOf(x.account, contacts, account)).join(', ') : '';
-  if (others.length === 1) {
-    const p = presence[others[0].account];
-    if (p?.online && (!p.lastSeen || Date.now() - new Date(p.lastSeen) < 75000)) subtitle = t('online');
-    else if (p?.lastSeen) subtitle = t('lastSeen', { time: clock(p.lastSeen) });
-  }
+  const direct = conv ? isDirect(conv) : others.length === 1;
+  const blocked = direct && !!conv?.blocked;
+  let subtitle = !direct ? others.map((x) => nameOf(x.account, contacts, account, conv)).join(', ') : '';
+  if (direct && others.length) subtitle = blocked ? t('blocked') : presenceText(presence[others[0].account]);
   const now = Date.now();
   const typers = Object.entries(typing[id] || {}).filter(([a, until]) => until > now && a !== account?.account);
 
   m.layout();
   const pad = Math.max(0, viewH - m.height());
+  const otherName = others.length ? nameOf(others[0].account, contacts, account, conv) : '';
   const [s, e] = range;
   const rows = [];
   for (let i = s; i < e; i++) {
     const msg = m.msgs.get(i);
     const prev = i > 0 ? m.msgs.get(i - 1) : null;
     rows.push(
-      <div class="row" data-i={i} key={msg ? msg.id : 'p' + i} style={`transform:translateY(${pad + m.offsets[i]}px)`}>
+      <div class={'row' + (msg && active?.id === msg.id ? ' active' : '')} data-i={i} key={msg ? msg.id : 'p' + i} style={`transform:translateY(${pad + m.offsets[i]}px)`}>
         {msg ? (
           <MessageRow msg={msg} prev={prev} first={i === 0} unreadHere={i === firstUnread.current} group={others.length > 1} hideRead={!props.prefs.readReceipts}
-            contacts={contacts} account={account} model={m} onReply={startReply} onEdit={startEdit} onDelete={remove}
-            onReact={react} onQuote={scrollToPos} />
+            contacts={contacts} account={account} names={names} model={m} onReply={startReply} onEdit={startEdit} onDelete={remove}
+            onReact={react} onPick={pickReaction} onQuote={scrollToPos} active={active?.id === msg.id ? active : null}
+            onActivate={activate} onDeactivate={deactivate} onTogglePicker={togglePicker} />
         ) : <div class="placeholder" aria-hidden="true">{t('loadingMessage')}</div>}
       </div>
     );
@@ -302,24 +372,31 @@ export function Conversation(props) {
         <div class="rows" ref={rowsRef} style={`height:${pad + m.height()}px`}>{rows}</div>
       </div>
       {!atBottom && <button class="jump" onClick={jumpToLatest} aria-label={t('jumpToLatest')}><Icon name="down" /></button>}
-      <div class="typing muted small" aria-live="polite">{typers.length ? t('typing', { name: nameOf(typers[0][0], contacts, account) }) : ''}</div>
-      {error && <p class="error" role="alert">{error}</p>}
-      <Composer key={editing ? 'edit:' + editing.id : 'new'} inputRef={composerRef} convId={id} onSend={send}
-        replyTo={replyTo} editing={editing} onCancel={() => { setReplyTo(null); setEditing(null); }}
-        replyName={replyTo ? (replyTo.mine ? t('you') : nameOf(replyTo.author, contacts, account)) : ''} />
+      <div class="typing muted small" aria-live="polite">{typers.length ? t('typing', { name: nameOf(typers[0][0], contacts, account, conv) }) : ''}</div>
+      <ErrorLine error={error} />
+      {blocked ? (
+        <div class="blocked-notice">
+          <p>{t('blockedNotice', { name: otherName })}</p>
+          <button onClick={() => act(() => setBlocked(others[0].account, otherName, false, props.loadContacts, loadConvs))}>{t('unblockName', { name: otherName })}</button>
+        </div>
+      ) : (
+        <Composer key={editing ? 'edit:' + editing.id : 'new'} inputRef={composerRef} convId={id} onSend={send}
+          replyTo={replyTo} editing={editing} onCancel={() => { setReplyTo(null); setEditing(null); }}
+          replyName={replyTo ? (replyTo.mine ? t('you') : nameOf(replyTo.author, contacts, account, conv)) : ''} />
+      )}
     </section>
   );
 }
 
-const statusIcon = { sending: '◷', sent: '✓', delivered: '✓✓', read: '✓✓' };
-const statusLabel = { sending: 'statusSending', sent: 'statusSent', delivered: 'statusDelivered', read: 'statusRead' };
+const statusIcon = { sending: '◷', sent: '✓', delivered: '✓✓', read: '✓✓', failed: '!' };
+const statusLabel = { sending: 'statusSending', sent: 'statusSent', delivered: 'statusDelivered', read: 'statusRead', failed: 'statusFailed' };
 
 // MessageRow re-renders only when what it shows changed: scrolling
 // re-renders the list every frame, and most rows stay the same.
 class MessageRow extends Component {
   shouldComponentUpdate(n) {
     const p = this.props;
-    if (n.msg !== p.msg || n.hideRead !== p.hideRead || n.first !== p.first || n.unreadHere !== p.unreadHere || n.group !== p.group || n.contacts !== p.contacts || n.account !== p.account) return true;
+    if (n.msg !== p.msg || n.active !== p.active || n.hideRead !== p.hideRead || n.first !== p.first || n.unreadHere !== p.unreadHere || n.group !== p.group || n.contacts !== p.contacts || n.account !== p.account || n.names !== p.names) return true;
     if ((n.prev && n.prev.time) !== (p.prev && p.prev.time) || (n.prev && n.prev.author) !== (p.prev && p.prev.author)) return true;
     // A quoted message that arrived later changes the quote.
     return !!n.msg.replyTo && n.model.byId.get(n.msg.replyTo) !== this.quotePos;
@@ -330,35 +407,39 @@ class MessageRow extends Component {
   }
 }
 
-function MessageView({ msg, prev, first, unreadHere, group, hideRead, contacts, account, model, onReply, onEdit, onDelete, onReact, onQuote }) {
+function MessageView({ msg, prev, first, unreadHere, group, hideRead, contacts, account, names, model, onReply, onEdit, onDelete, onReact, onPick, onQuote, active, onActivate, onDeactivate, onTogglePicker }) {
   // As in Signal: who sends no read receipts sees none.
   const status = hideRead && msg.status === 'read' ? 'delivered' : msg.status;
-  const [picker, setPicker] = useState(false);
+  const picker = !!active?.picker;
+  const msgRef = useRef(null), barRef = useRef(null);
+  useLayoutEffect(() => { if (active && barRef.current) placeBar(msgRef.current, barRef.current, msg.mine); }, [active, msg]);
   const day = new Date(msg.time).toDateString();
   const newDay = first || (prev && new Date(prev.time).toDateString() !== day);
-  const author = msg.mine ? t('you') : nameOf(msg.author || '', contacts, account);
+  const author = msg.mine ? t('you') : nameOf(msg.author || '', contacts, account, names);
   const showAuthor = group && !msg.mine && (!prev || prev.author !== msg.author || newDay);
   let quote = null;
   if (msg.replyTo) {
     const qp = model.byId.get(msg.replyTo);
     const q = qp !== undefined ? model.msgs.get(qp) : null;
     quote = (
-      <button class="quote" onClick={() => qp !== undefined && onQuote(qp)} aria-label={t('reply')}>
-        <strong>{q ? (q.mine ? t('you') : nameOf(q.author, contacts, account)) : '…'}</strong>
+      <button class="quote" onClick={() => qp !== undefined && onQuote(qp)} title={t('showOriginal')}>
+        <strong>{q ? (q.mine ? t('you') : nameOf(q.author, contacts, account, names)) : '…'}</strong>
         <span>{q ? (q.deleted ? t('deleted') : q.text) : ''}</span>
       </button>
     );
   }
-  const pending = msg.id.startsWith('pending:');
+  const pending = !!msg.pending;
   return (
     <>
       {newDay && <div class="day" role="separator"><span>{dayLabel(msg.time)}</span></div>}
       {unreadHere && <div class="unread-divider" role="separator"><span>{t('unreadDivider')}</span></div>}
-      <div class={'msg' + (msg.mine ? ' mine' : '') + (msg.deleted ? ' deleted' : '')} tabIndex={0} data-id={msg.id}>
+      <div class={'msg' + (msg.mine ? ' mine' : '') + (msg.deleted ? ' deleted' : '') + (active ? ' active' : '') + (pending ? ' pending' : '')} tabIndex={0} data-id={msg.id} data-client-id={msg.clientId} ref={msgRef}
+        onMouseEnter={() => onActivate(msg.id, 'hover')} onMouseLeave={() => onDeactivate(msg.id, 'hover')} onClick={() => onActivate(msg.id, 'tap')}
+        onfocusin={() => onActivate(msg.id, 'focus')} onfocusout={(e) => { if (!e.currentTarget.contains(e.relatedTarget)) onDeactivate(msg.id, 'focus'); }}>
         <div class="bubble">
           {showAuthor && <div class="author">{author}</div>}
           {quote}
-          {msg.deleted ? <p class="text muted"><em>{t('deleted')}</em></p> : <p class="text">{msg.text}</p>}
+          {msg.deleted ? <p class="text muted"><em>{t('deleted')}</em></p> : <p class={'text' + (emojiOnly(msg.text) ? ' emoji-only' : '')}>{msg.text}</p>}
           <div class="meta">
             {msg.edited && !msg.deleted && <span class="edited">{t('edited')}</span>}
             <time dateTime={msg.time}>{clock(msg.time)}</time>
@@ -369,6 +450,13 @@ function MessageView({ msg, prev, first, unreadHere, group, hideRead, contacts, 
             )}
           </div>
         </div>
+        {status === 'failed' && (
+          <div class="send-failed small">
+            <span class="error" role="alert">{t('sendFailed', { reason: errorText(msg.error) })}</span>
+            <button onClick={() => outbox.retry(msg.clientId)}>{t('retry')}</button>
+            <button onClick={() => outbox.discard(msg.clientId)}>{t('discard')}</button>
+          </div>
+        )}
         {msg.reactions?.length > 0 && (
           <div class="reactions">
             {msg.reactions.map((r) => {
@@ -383,22 +471,46 @@ function MessageView({ msg, prev, first, unreadHere, group, hideRead, contacts, 
             })}
           </div>
         )}
-        {!msg.deleted && !pending && (
-          <div class="actions">
-            <button class="icon-btn" aria-label={t('reply')} title={t('reply')} onClick={() => onReply(msg)}><Icon name="reply" /></button>
-            <button class="icon-btn" aria-label={t('react')} title={t('react')} aria-expanded={picker} onClick={() => setPicker(!picker)}><Icon name="react" /></button>
-            {msg.mine && <button class="icon-btn" aria-label={t('edit')} title={t('edit')} onClick={() => onEdit(msg)}><Icon name="edit" /></button>}
-            {msg.mine && <button class="icon-btn" aria-label={t('delete')} title={t('delete')} onClick={() => onDelete(msg)}><Icon name="trash" /></button>}
+        {active && !msg.deleted && !pending && (
+          <div class="actions" role="toolbar" aria-label={t('messageActions')} ref={barRef} onClick={(e) => e.stopPropagation()}>
+            {!picker && <button class="icon-btn" aria-label={t('reply')} title={t('reply')} onClick={() => onReply(msg)}><Icon name="reply" /></button>}
+            <button class="icon-btn" aria-label={t('react')} title={t('react')} aria-expanded={picker} onClick={() => onTogglePicker(msg.id)}><Icon name="react" /></button>
             {picker && (
               <div class="picker" role="group" aria-label={t('react')}>
-                {QUICK.map((e) => <button key={e} aria-label={t('reactWith', { emoji: e })} onClick={() => { setPicker(false); onReact(msg, e); }}>{e}</button>)}
+                {QUICK.map((e) => <button key={e} aria-label={t('reactWith', { emoji: e })} onClick={() => onPick(msg, e)}>{e}</button>)}
               </div>
             )}
+            {!picker && msg.mine && <button class="icon-btn" aria-label={t('edit')} title={t('edit')} onClick={() => onEdit(msg)}><Icon name="edit" /></button>}
+            {!picker && msg.mine && <button class="icon-btn" aria-label={t('delete')} title={t('delete')} onClick={() => onDelete(msg)}><Icon name="trash" /></button>}
           </div>
         )}
       </div>
     </>
   );
+}
+
+// placeBar puts a message's action bar where it hides none of the bubble:
+// beside it when the row has room (left of an own message, right of
+// another's), else above it, or below it when the bubble is at the top
+// of the visible list. Coordinates are relative to the message element.
+function placeBar(el, bar, mine) {
+  const bubble = el.querySelector('.bubble');
+  if (!bubble) return;
+  const m = el.getBoundingClientRect(), b = bubble.getBoundingClientRect();
+  const view = (el.closest('.scroller') || document.documentElement).getBoundingClientRect();
+  const w = bar.offsetWidth, h = bar.offsetHeight, gap = 6;
+  let left = mine ? b.left - gap - w : b.right + gap;
+  let top = b.top;
+  if (left < m.left || left + w > m.right) {
+    left = Math.max(m.left, Math.min(mine ? b.right - w : b.left, m.right - w));
+    top = b.top - gap - h;
+    if (top < view.top) {
+      const below = el.querySelector('.reactions') || bubble;
+      top = below.getBoundingClientRect().bottom + gap;
+    }
+  }
+  bar.style.left = `${left - m.left}px`;
+  bar.style.top = `${top - m.top}px`;
 }
 
 function Composer({ convId, onSend, replyTo, editing, onCancel, replyName, inputRef }) {

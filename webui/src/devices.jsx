@@ -2,9 +2,9 @@
 // backup download, linking or restoring a fresh node, and the screen of a
 // removed device.
 import { useState, useEffect, useCallback } from 'preact/hooks';
-import { get, post, del } from './api.js';
+import { get, post, del, answer, APIError } from './api.js';
 import { t, language } from './i18n.js';
-import { CopyButton } from './ui.jsx';
+import { CopyButton, ErrorLine } from './ui.jsx';
 
 const enc = encodeURIComponent;
 
@@ -17,13 +17,9 @@ function useRun() {
   const [error, setError] = useState('');
   const run = async (fn) => {
     setBusy(true); setError('');
-    try { return await fn(); } catch (e) { setError(e.message || String(e)); } finally { setBusy(false); }
+    try { return await fn(); } catch (e) { setError(e); } finally { setBusy(false); }
   };
   return { busy, error, run };
-}
-
-function ErrorLine({ error }) {
-  return error ? <p class="error" role="alert">{t('error', { msg: error })}</p> : null;
 }
 
 const deviceName = (d) => d.name || d.device.slice(0, 8);
@@ -89,8 +85,8 @@ export function BackupSection() {
   const download = () => run(async () => {
     setNote('');
     let res;
-    try { res = await fetch('/api/v1/backup', { credentials: 'same-origin', cache: 'no-store' }); } catch { throw new Error(t('offline')); }
-    if (!res.ok) throw new Error((await res.json().catch(() => null))?.error || res.statusText);
+    try { res = await fetch('/api/v1/backup', { credentials: 'same-origin', cache: 'no-store' }); } catch { throw new APIError(0, 'offline', 'offline'); }
+    if (!res.ok) await answer(res);
     const blob = await res.blob();
     const url = URL.createObjectURL(blob);
     const a = document.createElement('a');

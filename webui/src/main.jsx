@@ -6,7 +6,8 @@ import { t, setLanguage } from './i18n.js';
 import { Conversation } from './conversation.jsx';
 import { Onboarding, Unlock, Settings, Invite, Contacts, NewChat } from './screens.jsx';
 import { Revoked } from './devices.jsx';
-import { Avatar, Icon, shortTime, displayTitle, nameOf } from './ui.jsx';
+import * as outbox from './outbox.js';
+import { Avatar, Icon, shortTime, displayTitle, nameOf, isOnline, ONLINE_MS } from './ui.jsx';
 import './style.css';
 
 registerSW({ immediate: true });
@@ -27,7 +28,7 @@ function first(key, path) {
   return p || get(path);
 }
 
-const defaultPrefs = { theme: 'system', language: '', notifications: true, showPresence: true, readReceipts: true };
+const defaultPrefs = { theme: 'system', language: '', notifications: false, showPresence: true, readReceipts: true };
 
 function parseRoute() {
   const h = location.hash.replace(/^#\/?/, '');
@@ -100,10 +101,11 @@ function App() {
     if (document.hidden && prefsRef.current.notifications && 'Notification' in window && Notification.permission === 'granted') {
       for (const c of cs) {
         const before = prevUnread.current[c.id] ?? 0;
-        if (c.unread > before) new Notification(displayTitle(c, contactsRef.current, account), { body: t('newMessage'), tag: c.id });
+        if (c.unread > before && !c.muted) new Notification(displayTitle(c, contactsRef.current, account), { body: t('newMessage'), tag: c.id });
       }
     }
     prevUnread.current = Object.fromEntries(cs.map((c) => [c.id, c.unread]));
+    outbox.seen(cs.map((c) => c.lastMessage?.clientId).filter(Boolean));
     setConvs(cs);
     // A message from a typist ends its "typing…" (the signal said "until
     // 6 s after it arrived"; a newer message from the same account wins).
@@ -131,16 +133,24 @@ function App() {
     refreshTimer.current = setTimeout(() => { refreshTimer.current = null; loadConvs().catch(() => {}); }, 100);
   }, [loadConvs]);
 
-  // Once ready: fetch state and open the event stream.
+  // Once ready: fetch state, send what the outbox holds, open the event
+  // stream (every (re)connection sends the outbox again).
   useEffect(() => {
     if (boot !== 'ready') return;
+    outbox.start(account?.account || '');
     first('prefs', '/preferences').then((p) => setPrefs({ ...defaultPrefs, ...p })).catch(() => {});
     loadConvs().catch(() => {});
-    get('/presence').then(setPresence).catch(() => {});
+    // The node's answer says who is online now; their last heartbeat
+    // (lastSeen) starts the time "online" lasts without another.
+    get('/presence').then((all) => {
+      const now = Date.now();
+      setPresence(Object.fromEntries(Object.entries(all || {}).map(([k, p]) => [k, { ...p, at: p.lastSeen ? Math.min(now, Date.parse(p.lastSeen)) : now }])));
+    }).catch(() => {});
     const stream = new EventStream((f) => {
       switch (f.kind) {
         case 'resync': case 'resumed': case 'gap':
           if (f.kind !== 'resync') loadAccount(); // the node may have restarted locked
+          outbox.flush();
           loadConvs().catch(() => {});
           loadContacts().catch(() => {});
           for (const l of convListeners.current) l(f);
@@ -150,7 +160,7 @@ function App() {
           setTimeout(() => setTyping((tp) => ({ ...tp })), 6100);
           break;
         case 'presence':
-          setPresence((p) => ({ ...p, [f.account]: { online: f.online, lastSeen: f.lastSeen } }));
+          setPresence((p) => ({ ...p, [f.account]: { online: !!f.online, lastSeen: f.lastSeen || p[f.account]?.lastSeen, at: Date.now() } }));
           break;
         case 'account': case 'devices':
           // This device may have been removed by another one.
@@ -175,14 +185,24 @@ function App() {
 
   useEffect(() => { applyTheme(prefs.theme); setLang(setLanguage(prefs.language)); }, [prefs.theme, prefs.language]);
 
+  // "Online" lapses by itself when no heartbeat came for ONLINE_MS: render
+  // again when the next one does.
+  useEffect(() => {
+    const now = Date.now();
+    const left = Object.values(presence).filter((p) => isOnline(p, now)).map((p) => p.at + ONLINE_MS - now);
+    if (!left.length) return;
+    const tm = setTimeout(() => setPresence((p) => ({ ...p })), Math.min(...left) + 50);
+    return () => clearTimeout(tm);
+  }, [presence]);
+
   const onConvEvent = useCallback((fn) => {
     convListeners.current.add(fn);
     return () => convListeners.current.delete(fn);
   }, []);
 
-  if (boot === 'loading') return <div class="center" role="status">{t('loading')}</div>;
-  if (boot === 'unauth') return <div class="center"><p>{t('loginNeeded')}</p></div>;
-  if (boot === 'offline') return <div class="center"><p role="alert">{bootError}</p><button onClick={() => { setBoot('loading'); loadAccount(); }}>{t('retry')}</button></div>;
+  if (boot === 'loading') return <main class="center"><h1 class="sr-only">{t('appName')}</h1><p role="status">{t('loading')}</p></main>;
+  if (boot === 'unauth') return <main class="center"><h1 class="sr-only">{t('appName')}</h1><p>{t('loginNeeded')}</p></main>;
+  if (boot === 'offline') return <main class="center"><h1 class="sr-only">{t('appName')}</h1><p role="alert">{bootError}</p><button onClick={() => { setBoot('loading'); loadAccount(); }}>{t('retry')}</button></main>;
   if (boot === 'new') return <Onboarding onDone={loadAccount} />;
   if (boot === 'locked') return <Unlock onDone={loadAccount} />;
   if (boot === 'revoked') return <Revoked />;
@@ -199,11 +219,15 @@ function App() {
     case 'invite': main = <Invite {...ctx} />; break;
     case 'contacts': main = <Contacts {...ctx} />; break;
     case 'new': main = <NewChat {...ctx} group={route.arg === 'group'} />; break;
-    default: main = <div class="empty-pane"><p>{t('pickChat')}</p></div>;
+    default: main = <EmptyPane hasChats={!!convs?.length} />;
   }
 
+  // One main landmark holds the whole app (at phone width the list and the
+  // pane take turns, and either must be inside it); its h1 names the app,
+  // the list and the pane have h2 titles.
   return (
-    <div class={'app' + (detail ? ' show-detail' : '')}>
+    <main class={'app' + (detail ? ' show-detail' : '')}>
+      <h1 class="sr-only">{t('appName')}</h1>
       {conn !== 'online' && (
         <div class={'banner ' + conn} role="status" aria-live="polite">
           {conn === 'offline' || conn === 'unauthorized' ? t('offline') : t('connecting')}
@@ -212,7 +236,7 @@ function App() {
       <nav class="sidebar" aria-label={t('chats')}>
         <header class="bar">
           <Avatar name={account?.name || '?'} src={account?.avatar} />
-          <h1>{t('chats')}</h1>
+          <h2 class="bar-heading">{t('chats')}</h2>
           <a class="icon-btn" href="#/new" aria-label={t('newChat')} title={t('newChat')}><Icon name="compose" /></a>
           <a class="icon-btn" href="#/invite" aria-label={t('invite')} title={t('invite')}><Icon name="invite" /></a>
           <a class="icon-btn" href="#/contacts" aria-label={t('contacts')} title={t('contacts')}><Icon name="contacts" /></a>
@@ -223,8 +247,22 @@ function App() {
         </div>
         <ConvList convs={convs} query={query} openId={openId} contacts={contacts} account={account} typing={typing} />
       </nav>
-      <main class="detail" aria-live="off">{main}</main>
-    </div>
+      <div class="detail">{main}</div>
+    </main>
+  );
+}
+
+// EmptyPane is the start screen's right-hand side: a way on for someone
+// with no chat yet, a hint otherwise.
+function EmptyPane({ hasChats }) {
+  return (
+    <section class="empty-pane" aria-labelledby="h-empty">
+      <div class="stack empty-start">
+        <h2 id="h-empty">{hasChats ? t('pickChatTitle') : t('startTitle')}</h2>
+        <p>{hasChats ? t('pickChat') : t('startText')}</p>
+        <a class="button primary" href="#/invite">{t('inviteSomeone')}</a>
+      </div>
+    </section>
   );
 }
 
@@ -242,24 +280,40 @@ function ConvList({ convs, query, openId, contacts, account, typing }) {
     if (items && !listMarked) { listMarked = true; performance.mark('glitr-list-rendered'); }
   }, [items]);
   if (!items) return <p class="muted pad" role="status">{t('loading')}</p>;
-  if (!items.length) return <p class="muted pad">{convs.length ? t('noMatches') : t('noChats')}</p>;
+  if (!items.length) {
+    if (convs.length) return <p class="muted pad">{t('noMatches')}</p>;
+    // At phone width the list is the whole start screen: the way on is here.
+    return (
+      <div class="pad stack">
+        <p class="muted">{t('noChats')}</p>
+        <a class="button primary narrow-only" href="#/invite">{t('inviteSomeone')}</a>
+      </div>
+    );
+  }
   const now = Date.now();
+  // The open chat, when visible, is being read: what arrives there is
+  // marked read at once, and a badge would only flash until then.
+  const visible = document.visibilityState === 'visible';
   return (
     <ul class="conv-list" role="list">
       {items.map(({ c, title }) => {
         const lm = c.lastMessage;
         const typers = Object.entries(typing[c.id] || {}).filter(([, until]) => until > now);
         let preview = lm ? (lm.deleted ? t('deleted') : (lm.mine ? t('you') + ': ' : '') + lm.text) : '';
-        if (typers.length) preview = t('typing', { name: nameOf(typers[0][0], contacts, account) });
+        if (typers.length) preview = t('typing', { name: nameOf(typers[0][0], contacts, account, c) });
         return (
           <li key={c.id}>
             <a href={'#/c/' + c.id} class={'conv-item' + (c.id === openId ? ' active' : '')} aria-current={c.id === openId ? 'page' : undefined}>
               <Avatar name={title} />
               <span class="conv-main">
-                <span class="conv-top"><span class="conv-title">{title}</span>{lm && <time class="muted small">{shortTime(lm.time)}</time>}</span>
+                <span class="conv-top">
+                  <span class="conv-title">{title}</span>
+                  {c.muted && <span class="conv-muted" role="img" aria-label={t('mutedChat')} title={t('mutedChat')}><Icon name="muted" /></span>}
+                  {lm && <time class="muted small">{shortTime(lm.time)}</time>}
+                </span>
                 <span class="conv-bottom">
                   <span class="conv-preview">{preview}</span>
-                  {c.unread > 0 && <span class="badge" aria-label={t('unreadCount', { n: c.unread })}>{c.unread}</span>}
+                  {c.unread > 0 && !(c.id === openId && visible) && <span class="badge" aria-label={t('unreadCount', { n: c.unread })}>{c.unread}</span>}
                 </span>
               </span>
             </a>

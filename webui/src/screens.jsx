@@ -1,23 +1,24 @@
 import { useState, useEffect } from 'preact/hooks';
 import { get, post, put, del } from './api.js';
 import { t, languages } from './i18n.js';
-import { Avatar, BackLink, CopyButton, go, nameOf, clock } from './ui.jsx';
+import { Avatar, BackLink, CopyButton, ErrorLine, go, nameOf, presenceText, isDirect } from './ui.jsx';
 import { DevicesSection, BackupSection, LinkForm, RestoreForm } from './devices.jsx';
 
 const enc = encodeURIComponent;
 
+// useAsync runs an action with a busy flag and keeps its error. An action
+// names where it was started (run(fn, where)): errorAt(where) is the error
+// only there, so a screen shows it next to the control that failed.
 function useAsync() {
   const [busy, setBusy] = useState(false);
-  const [error, setError] = useState('');
-  const run = async (fn) => {
-    setBusy(true); setError('');
-    try { return await fn(); } catch (e) { setError(e.message || String(e)); } finally { setBusy(false); }
+  const [state, setState] = useState({ error: null, at: '' });
+  const run = async (fn, at = '') => {
+    setBusy(true); setState({ error: null, at });
+    try { return await fn(); } catch (e) { setState({ error: e, at }); } finally { setBusy(false); }
   };
-  return { busy, error, setError, run };
-}
-
-function ErrorLine({ error }) {
-  return error ? <p class="error" role="alert">{t('error', { msg: error })}</p> : null;
+  const setError = (error, at = '') => setState({ error: error || null, at });
+  const errorAt = (at) => (state.at === at ? state.error : null);
+  return { busy, error: state.error, setError, run, errorAt };
 }
 
 export function Onboarding({ onDone }) {
@@ -48,9 +49,18 @@ export function Onboarding({ onDone }) {
       </main>
     );
   }
+  // The repeat field exists only while there is a passphrase: emptying the
+  // passphrase empties the repeat too, or a hidden old value would keep
+  // the two from matching.
+  const onPass = (e) => {
+    const v = e.currentTarget.value;
+    setPass(v);
+    if (!v) setPass2('');
+    setError('');
+  };
   const submit = (e) => {
     e.preventDefault();
-    if (pass !== pass2) { setError(t('passphraseMismatch')); return; }
+    if (pass && pass !== pass2) { setError(t('passphraseMismatch')); return; }
     run(async () => {
       const r = await post('/account', { name, passphrase: pass });
       setWords(r.recoveryWords || []);
@@ -62,9 +72,9 @@ export function Onboarding({ onDone }) {
       <p class="muted">{t('welcomeText')}</p>
       <form onSubmit={submit} class="stack">
         <label>{t('displayName')}<input required maxLength={128} value={name} onInput={(e) => setName(e.currentTarget.value)} autoFocus autocomplete="nickname" /></label>
-        <label>{t('passphraseOptional')}<input type="password" value={pass} onInput={(e) => setPass(e.currentTarget.value)} autocomplete="new-password" aria-describedby="pass-hint" /></label>
+        <label>{t('passphraseOptional')}<input type="password" value={pass} onInput={onPass} autocomplete="new-password" aria-describedby="pass-hint" /></label>
         <p id="pass-hint" class="muted small">{t('passphraseHint')}</p>
-        {pass && <label>{t('passphraseRepeat')}<input type="password" value={pass2} onInput={(e) => setPass2(e.currentTarget.value)} autocomplete="new-password" /></label>}
+        {pass && <label>{t('passphraseRepeat')}<input type="password" value={pass2} onInput={(e) => { setPass2(e.currentTarget.value); setError(''); }} autocomplete="new-password" /></label>}
         <ErrorLine error={error} />
         <button class="primary" type="submit" disabled={busy || !name.trim()}>{t('createAccount')}</button>
       </form>
@@ -83,10 +93,7 @@ export function Unlock({ onDone }) {
   const submit = (e) => {
     e.preventDefault();
     run(async () => {
-      try { await post('/unlock', { passphrase: pass }); } catch (err) {
-        if (err.status === 403) throw new Error(t('wrongPassphrase'));
-        throw err;
-      }
+      await post('/unlock', { passphrase: pass });
       onDone();
     });
   };
@@ -111,6 +118,21 @@ function Page({ title, children }) {
   );
 }
 
+// usePermission follows the browser's notification permission: "granted",
+// "denied", "default" (never asked) or "unsupported".
+function usePermission() {
+  const read = () => ('Notification' in window ? Notification.permission : 'unsupported');
+  const [state, set] = useState(read);
+  useEffect(() => {
+    let status;
+    const on = () => set(read());
+    navigator.permissions?.query({ name: 'notifications' }).then((st) => { status = st; st.addEventListener('change', on); }).catch(() => {});
+    addEventListener('focus', on);
+    return () => { status?.removeEventListener('change', on); removeEventListener('focus', on); };
+  }, []);
+  return { state, set };
+}
+
 // resizeAvatar turns a picked image into a small square JPEG data URL.
 async function resizeAvatar(file) {
   const bmp = await createImageBitmap(file);
@@ -125,32 +147,43 @@ export function Settings({ account, prefs, setPrefs, reloadAccount, onConvEvent 
   const [name, setName] = useState(account?.name || '');
   const [avatar, setAvatar] = useState(account?.avatar || '');
   const [saved, setSaved] = useState('');
-  const { busy, error, run } = useAsync();
-  const notifAllowed = !('Notification' in window) || Notification.permission !== 'denied';
+  const { busy, run, errorAt } = useAsync();
+  const perm = usePermission();
   // Preferences apply at once (the control reflects the click) and roll
   // back if the node refuses them.
-  const savePrefs = (patch) => run(async () => {
+  const savePrefs = (patch, at) => run(async () => {
     const before = prefs, next = { ...prefs, ...patch };
     setPrefs(next);
     try {
-      if (patch.notifications && 'Notification' in window && Notification.permission === 'default') await Notification.requestPermission();
       await put('/preferences', next);
       setSaved(t('saved'));
     } catch (e) {
       setPrefs(before);
       throw e;
     }
-  });
+  }, at);
   const saveProfile = (e) => {
     e.preventDefault();
-    run(async () => { await put('/profile', { name, avatar }); await reloadAccount(); setSaved(t('saved')); });
+    run(async () => { await put('/profile', { name, avatar }); await reloadAccount(); setSaved(t('saved')); }, 'profile');
   };
-  const toggle = (key, label, text) => (
+  const toggle = (key, label, text, checked = !!prefs[key], onChange = (v) => savePrefs({ [key]: v }, 'privacy'), disabled = false) => (
     <label class="toggle">
-      <input type="checkbox" role="switch" checked={!!prefs[key]} onChange={(e) => savePrefs({ [key]: e.currentTarget.checked })} aria-describedby={key + '-text'} />
+      <input type="checkbox" role="switch" checked={checked} disabled={disabled} onChange={(e) => onChange(e.currentTarget.checked)} aria-describedby={key + '-text'} />
       <span><strong>{label}</strong><span id={key + '-text'} class="muted small">{text}</span></span>
     </label>
   );
+  // Notifications are on only when the preference is on and the browser
+  // grants them; the first enable asks the browser, and a refusal leaves
+  // the preference off.
+  const setNotifications = async (on) => {
+    if (on && perm.state !== 'granted') {
+      const answer = await Promise.resolve(Notification.requestPermission()).catch(() => 'denied');
+      perm.set(answer);
+      if (answer !== 'granted') { savePrefs({ notifications: false }, 'notifications'); return; }
+    }
+    savePrefs({ notifications: on }, 'notifications');
+  };
+  const notifText = { denied: t('notificationsDenied'), unsupported: t('notificationsUnsupported') }[perm.state] || t('notificationsText');
   return (
     <Page title={t('settings')}>
       <form class="stack section" onSubmit={saveProfile} aria-labelledby="h-profile">
@@ -162,31 +195,36 @@ export function Settings({ account, prefs, setPrefs, reloadAccount, onConvEvent 
         </div>
         <label>{t('displayName')}<input required maxLength={128} value={name} onInput={(e) => setName(e.currentTarget.value)} /></label>
         <button class="primary" type="submit" disabled={busy}>{t('save')}</button>
+        <ErrorLine error={errorAt('profile')} />
       </form>
       <div class="stack section">
         <h3>{t('appearance')}</h3>
         <label>{t('theme')}
-          <select value={prefs.theme} onChange={(e) => savePrefs({ theme: e.currentTarget.value })}>
+          <select value={prefs.theme} onChange={(e) => savePrefs({ theme: e.currentTarget.value }, 'appearance')}>
             <option value="system">{t('themeSystem')}</option>
             <option value="light">{t('themeLight')}</option>
             <option value="dark">{t('themeDark')}</option>
           </select>
         </label>
         <label>{t('language')}
-          <select value={prefs.language} onChange={(e) => savePrefs({ language: e.currentTarget.value })}>
+          <select value={prefs.language} onChange={(e) => savePrefs({ language: e.currentTarget.value }, 'appearance')}>
             <option value="">{t('languageAuto')}</option>
             {Object.entries(languages).map(([k, v]) => <option key={k} value={k}>{v}</option>)}
           </select>
         </label>
+        <ErrorLine error={errorAt('appearance')} />
       </div>
       <div class="stack section">
         <h3>{t('notifications')}</h3>
-        {toggle('notifications', t('notifications'), notifAllowed ? t('notificationsText') : t('notificationsDenied'))}
+        {toggle('notifications', t('notifications'), notifText, !!prefs.notifications && perm.state === 'granted', setNotifications,
+          perm.state === 'denied' || perm.state === 'unsupported')}
+        <ErrorLine error={errorAt('notifications')} />
       </div>
       <div class="stack section">
         <h3>{t('privacy')}</h3>
         {toggle('showPresence', t('showPresence'), t('showPresenceText'))}
         {toggle('readReceipts', t('readReceipts'), t('readReceiptsText'))}
+        <ErrorLine error={errorAt('privacy')} />
       </div>
       <DevicesSection onConvEvent={onConvEvent} />
       <BackupSection />
@@ -196,7 +234,6 @@ export function Settings({ account, prefs, setPrefs, reloadAccount, onConvEvent 
         <button onClick={async () => { await fetch('/logout', { method: 'POST' }).catch(() => {}); location.reload(); }}>{t('logout')}</button>
       </div>
       <p role="status" class="muted small">{saved}</p>
-      <ErrorLine error={error} />
     </Page>
   );
 }
@@ -207,7 +244,7 @@ export function Invite({ loadContacts, loadConvs }) {
   const [card, setCard] = useState('');
   const [theirs, setTheirs] = useState('');
   const [note, setNote] = useState('');
-  const { busy, error, run } = useAsync();
+  const { busy, run, errorAt } = useAsync();
   useEffect(() => { get('/card').then((r) => setCard(r.card)).catch(() => {}); }, []);
   const accept = (e) => {
     e.preventDefault();
@@ -215,7 +252,7 @@ export function Invite({ loadContacts, loadConvs }) {
       const r = await post('/invites/accept', { link });
       await loadContacts(); await loadConvs();
       go(r.conversation ? 'c/' + r.conversation : 'contacts');
-    });
+    }, 'accept');
   };
   const addCard = (e) => {
     e.preventDefault();
@@ -224,13 +261,14 @@ export function Invite({ loadContacts, loadConvs }) {
       setTheirs('');
       setNote(t('contactAdded', { name: c.name }));
       await loadContacts();
-    });
+    }, 'card');
   };
   return (
     <Page title={t('inviteTitle')}>
       <div class="stack section">
         <p>{t('inviteText')}</p>
-        <button class="primary" disabled={busy} onClick={() => run(async () => setInvite(await post('/invites', {})))}>{t('createInvite')}</button>
+        <button class="primary" disabled={busy} onClick={() => run(async () => setInvite(await post('/invites', {})), 'create')}>{t('createInvite')}</button>
+        <ErrorLine error={errorAt('create')} />
         {invite && (
           <div class="stack">
             <label>{t('inviteLink')}<input readOnly value={invite.link} onFocus={(e) => e.currentTarget.select()} /></label>
@@ -243,6 +281,7 @@ export function Invite({ loadContacts, loadConvs }) {
         <h3>{t('acceptTitle')}</h3>
         <label>{t('acceptLink')}<input value={link} onInput={(e) => setLink(e.currentTarget.value)} placeholder="glitr:invite/…" /></label>
         <button type="submit" disabled={busy || !link.trim()}>{t('accept')}</button>
+        <ErrorLine error={errorAt('accept')} />
       </form>
       <form class="stack section" onSubmit={addCard}>
         <h3>{t('cardTitle')}</h3>
@@ -251,9 +290,9 @@ export function Invite({ loadContacts, loadConvs }) {
         <CopyButton text={card} />
         <label>{t('theirCard')}<textarea rows={3} value={theirs} onInput={(e) => setTheirs(e.currentTarget.value)} /></label>
         <button type="submit" disabled={busy || !theirs.trim()}>{t('addContact')}</button>
+        <ErrorLine error={errorAt('card')} />
         <p role="status" class="muted small">{note}</p>
       </form>
-      <ErrorLine error={error} />
     </Page>
   );
 }
@@ -261,7 +300,7 @@ export function Invite({ loadContacts, loadConvs }) {
 // openDirect opens the 1:1 conversation with a contact, creating it when
 // there is none yet.
 export async function openDirect(acct, convs, loadConvs) {
-  const existing = (convs || []).find((c) => !c.title && c.members.length === 2 && c.members.some((m) => m.account === acct));
+  const existing = (convs || []).find((c) => isDirect(c) && c.members.some((m) => m.account === acct));
   if (existing) { go('c/' + existing.id); return; }
   const c = await post('/conversations', { title: '', members: [acct] });
   await loadConvs();
@@ -271,7 +310,7 @@ export async function openDirect(acct, convs, loadConvs) {
 function safetyGroups(n) { return (n || '').match(/.{1,5}/g) || []; }
 
 export function Contacts({ contacts, presence, convs, loadConvs, loadContacts }) {
-  const { busy, error, run } = useAsync();
+  const { busy, run, errorAt } = useAsync();
   return (
     <Page title={t('contacts')}>
       {!contacts.length && <p class="muted">{t('noContacts')} <a href="#/invite">{t('invite')}</a></p>}
@@ -285,23 +324,31 @@ export function Contacts({ contacts, presence, convs, loadConvs, loadContacts })
                 <div class="grow">
                   <strong>{c.name}</strong>
                   {c.verified && <span class="verified"> ✔ {t('verified')}</span>}
+                  {c.blocked && <span class="tag danger">{t('blocked')}</span>}
                   {c.keyChanged && <p class="error small" role="alert">{t('keyChanged')}</p>}
-                  <div class="muted small">{p?.online ? t('online') : p?.lastSeen ? t('lastSeen', { time: clock(p.lastSeen) }) : ''}</div>
+                  <div class="muted small">{c.blocked ? '' : presenceText(p)}</div>
                 </div>
-                <button disabled={busy} onClick={() => run(() => openDirect(c.account, convs, loadConvs))}>{t('message')}</button>
+                <button disabled={busy} onClick={() => run(() => openDirect(c.account, convs, loadConvs), c.account)}>{t('message')}</button>
               </div>
-              <details>
-                <summary>{t('safetyNumber')}</summary>
-                <p class="muted small">{t('safetyHint')}</p>
-                <p class="safety" aria-label={t('safetyNumber')}>{safetyGroups(c.safetyNumber).map((g, i) => <span key={i}>{g}</span>)}</p>
-                <label class="check"><input type="checkbox" checked={!!c.verified} onChange={(e) => { const v = e.currentTarget.checked; run(async () => { await put(`/contacts/${c.account}/verified`, { verified: v }); await loadContacts(); }); }} /> {t('markVerified')}</label>
-              </details>
+              <SafetyNumber contact={c} run={(fn) => run(fn, c.account)} loadContacts={loadContacts} />
+              <ErrorLine error={errorAt(c.account)} />
             </li>
           );
         })}
       </ul>
-      <ErrorLine error={error} />
     </Page>
+  );
+}
+
+// SafetyNumber shows a contact's safety number and the "verified" mark.
+function SafetyNumber({ contact: c, run, loadContacts, open }) {
+  return (
+    <details open={open}>
+      <summary>{t('safetyNumber')}</summary>
+      <p class="muted small">{t('safetyHint')}</p>
+      <p class="safety" aria-label={t('safetyNumber')}>{safetyGroups(c.safetyNumber).map((g, i) => <span key={i}>{g}</span>)}</p>
+      <label class="check"><input type="checkbox" checked={!!c.verified} onChange={(e) => { const v = e.currentTarget.checked; run(async () => { await put(`/contacts/${c.account}/verified`, { verified: v }); await loadContacts(); }); }} /> {t('markVerified')}</label>
+    </details>
   );
 }
 
@@ -341,31 +388,98 @@ export function NewChat({ contacts, convs, loadConvs, group }) {
   );
 }
 
-export function ConvDetails({ conv, contacts, account, loadConvs, onClose }) {
+// ConvDetails is the details panel of a conversation: for a 1:1 chat the
+// contact (name, verified or not, safety number), mute and block; for a
+// group its title, members (add and remove for admins), mute and leave.
+export function ConvDetails(props) {
+  return isDirect(props.conv) ? <DirectDetails {...props} /> : <GroupDetails {...props} />;
+}
+
+function MuteSwitch({ conv, loadConvs, run, busy }) {
+  const set = (muted) => run(async () => { await put(`/conversations/${enc(conv.id)}/settings`, { muted }); await loadConvs(); });
+  return (
+    <label class="toggle">
+      <input type="checkbox" role="switch" checked={!!conv.muted} disabled={busy} onChange={(e) => set(e.currentTarget.checked)} aria-describedby={'mute-' + conv.id} />
+      <span><strong>{t('mute')}</strong><span id={'mute-' + conv.id} class="muted small">{t('muteText')}</span></span>
+    </label>
+  );
+}
+
+// setBlocked blocks or unblocks a contact (asking first before a block).
+export async function setBlocked(acct, name, blocked, loadContacts, loadConvs) {
+  if (blocked && !confirm(t('blockConfirm', { name }))) return;
+  await put(`/contacts/${enc(acct)}/block`, { blocked });
+  await Promise.all([loadContacts(), loadConvs()]);
+}
+
+function DirectDetails({ conv, contacts, account, presence, loadConvs, loadContacts, onClose }) {
+  const { busy, run, errorAt } = useAsync();
+  const other = conv.members.find((m) => !m.self) || conv.members[0];
+  const contact = contacts.find((c) => c.account === other.account);
+  const name = nameOf(other.account, contacts, account, conv);
+  const verified = contact ? contact.verified : other.verified;
+  const blocked = conv.blocked ?? contact?.blocked;
+  return (
+    <div class="details section" role="region" aria-label={t('details')}>
+      <div class="row-flex">
+        <Avatar name={name} />
+        <div class="grow">
+          <h3>{name}</h3>
+          <div class="small">
+            {verified ? <span class="verified">✔ {t('verified')}</span> : <span class="muted">{t('notVerified')}</span>}
+            {blocked && <span class="tag danger">{t('blocked')}</span>}
+            {!blocked && presenceText(presence[other.account]) && <span class="muted">{' · '}{presenceText(presence[other.account])}</span>}
+          </div>
+        </div>
+      </div>
+      {contact && <SafetyNumber contact={contact} run={(fn) => run(fn, 'safety')} loadContacts={loadContacts} />}
+      <ErrorLine error={errorAt('safety')} />
+      <MuteSwitch conv={conv} loadConvs={loadConvs} run={(fn) => run(fn, 'mute')} busy={busy} />
+      <ErrorLine error={errorAt('mute')} />
+      <div class="row-flex">
+        <button class={blocked ? '' : 'danger'} disabled={busy} onClick={() => run(() => setBlocked(other.account, name, !blocked, loadContacts, loadConvs), 'block')}>
+          {blocked ? t('unblockName', { name }) : t('blockName', { name })}
+        </button>
+        <button onClick={onClose}>{t('close')}</button>
+      </div>
+      <ErrorLine error={errorAt('block')} />
+    </div>
+  );
+}
+
+function GroupDetails({ conv, contacts, account, loadConvs, onClose }) {
   const [title, setTitle] = useState(conv.title || '');
   const [add, setAdd] = useState('');
-  const { busy, error, run } = useAsync();
+  const { busy, run, errorAt } = useAsync();
   const me = conv.members.find((m) => m.self);
-  const candidates = contacts.filter((c) => !conv.members.some((m) => m.account === c.account));
+  const candidates = contacts.filter((c) => !c.blocked && !conv.members.some((m) => m.account === c.account));
   const path = `/conversations/${enc(conv.id)}`;
   return (
     <div class="details section" role="region" aria-label={t('details')}>
-      <form class="row-flex" onSubmit={(e) => { e.preventDefault(); run(async () => { await put(path, { title, avatar: '' }); await loadConvs(); }); }}>
+      <form class="row-flex" onSubmit={(e) => { e.preventDefault(); run(async () => { await put(path, { title, avatar: '' }); await loadConvs(); }, 'title'); }}>
         <label class="grow">{t('title')}<input value={title} maxLength={128} onInput={(e) => setTitle(e.currentTarget.value)} /></label>
         <button type="submit" disabled={busy}>{t('save')}</button>
       </form>
+      <ErrorLine error={errorAt('title')} />
       <h3>{t('members')}</h3>
-      <ul class="plain">
-        {conv.members.map((m) => (
-          <li key={m.account} class="row-flex">
-            <Avatar name={nameOf(m.account, contacts, account)} />
-            <span class="grow">{m.self ? t('you') : nameOf(m.account, contacts, account)} {m.admin && <span class="muted small">({t('admin')})</span>}</span>
-            {me?.admin && !m.self && <button disabled={busy} onClick={() => run(async () => { await del(`${path}/members/${m.account}`); await loadConvs(); })}>{t('remove')}</button>}
-          </li>
-        ))}
+      <ul class="plain members">
+        {conv.members.map((m) => {
+          const name = m.self ? t('you') : nameOf(m.account, contacts, account, conv);
+          return (
+            <li key={m.account} class="row-flex member">
+              <Avatar name={nameOf(m.account, contacts, account, conv)} />
+              <span class="grow">
+                {name} {m.admin && <span class="muted small">({t('admin')})</span>}
+                {!m.self && (m.verified ? <span class="verified small"> ✔ {t('verified')}</span> : !m.contact && <span class="tag">{t('notVerified')}</span>)}
+              </span>
+              {me?.admin && !m.self && <button disabled={busy} aria-label={t('removeName', { name })} onClick={() => run(async () => { await del(`${path}/members/${m.account}`); await loadConvs(); }, 'members')}>{t('remove')}</button>}
+            </li>
+          );
+        })}
       </ul>
+      <ErrorLine error={errorAt('members')} />
       {me?.admin && candidates.length > 0 && (
-        <form class="row-flex" onSubmit={(e) => { e.preventDefault(); run(async () => { await post(`${path}/members`, { account: add }); setAdd(''); await loadConvs(); }); }}>
+        <form class="row-flex" onSubmit={(e) => { e.preventDefault(); run(async () => { await post(`${path}/members`, { account: add }); setAdd(''); await loadConvs(); }, 'add'); }}>
           <label class="grow">{t('addMember')}
             <select value={add} onChange={(e) => setAdd(e.currentTarget.value)}>
               <option value="">—</option>
@@ -375,11 +489,14 @@ export function ConvDetails({ conv, contacts, account, loadConvs, onClose }) {
           <button type="submit" disabled={busy || !add}>{t('addMember')}</button>
         </form>
       )}
+      <ErrorLine error={errorAt('add')} />
+      <MuteSwitch conv={conv} loadConvs={loadConvs} run={(fn) => run(fn, 'mute')} busy={busy} />
+      <ErrorLine error={errorAt('mute')} />
       <div class="row-flex">
-        <button class="danger" disabled={busy} onClick={() => { if (confirm(t('leaveConfirm'))) run(async () => { await post(`${path}/leave`); await loadConvs(); go(''); }); }}>{t('leave')}</button>
+        <button class="danger" disabled={busy} onClick={() => { if (confirm(t('leaveConfirm'))) run(async () => { await post(`${path}/leave`); await loadConvs(); go(''); }, 'leave'); }}>{t('leave')}</button>
         <button onClick={onClose}>{t('close')}</button>
       </div>
-      <ErrorLine error={error} />
+      <ErrorLine error={errorAt('leave')} />
     </div>
   );
 }

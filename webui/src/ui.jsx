@@ -1,11 +1,18 @@
-import { t, language } from './i18n.js';
+import { useEffect, useRef } from 'preact/hooks';
+import { t, has, language } from './i18n.js';
 
 export function go(path) { location.hash = '#/' + path; }
 
-export function nameOf(acct, contacts, account) {
+// nameOf names an account: the user, a contact by the name the user knows
+// them by, another member by the display name they published in the
+// conversation (their claim: the UI marks them "not verified"), else the
+// start of the account key.
+export function nameOf(acct, contacts, account, conv) {
   if (account && acct === account.account) return account.name || t('you');
   const c = contacts.find((x) => x.account === acct);
-  return c ? c.name : acct.slice(0, 8);
+  if (c) return c.name;
+  const m = conv?.members?.find((x) => x.account === acct);
+  return m?.name || acct.slice(0, 8);
 }
 
 // displayTitle: the title, or for an untitled conversation the names of
@@ -14,9 +21,47 @@ export function displayTitle(c, contacts, account) {
   if (c.title) return c.title;
   const others = (c.members || []).filter((m) => !m.self);
   if (!others.length) return t('you');
-  return others.map((m) => nameOf(m.account, contacts, account)).join(', ');
+  return others.map((m) => nameOf(m.account, contacts, account, c)).join(', ');
 }
 
+// isDirect: a 1:1 chat (nodes before conversation kinds: untitled, two members).
+export function isDirect(c) {
+  return c.kind ? c.kind === 'direct' : !c.title && (c.members || []).length === 2;
+}
+
+// A contact is online while its last sign of life is younger than this.
+// The node sends a heartbeat every 30 s and says when a contact goes
+// offline; the UI also lets "online" lapse by itself, in case that word
+// never comes (the node itself stopped, say).
+export const ONLINE_MS = 75000;
+
+// isOnline reads a presence entry {online, lastSeen, at}; at is when this
+// browser last heard that the contact is online.
+export function isOnline(p, now = Date.now()) {
+  return !!p && !!p.online && now - (p.at || 0) < ONLINE_MS;
+}
+
+export function presenceText(p, now) {
+  if (isOnline(p, now)) return t('online');
+  if (p?.lastSeen) return t('lastSeen', { time: clock(p.lastSeen) });
+  return '';
+}
+
+const graphemes = typeof Intl !== 'undefined' && Intl.Segmenter ? new Intl.Segmenter('en', { granularity: 'grapheme' }) : null;
+const pictograph = /^(?:\p{Extended_Pictographic}|\p{Regional_Indicator}|[#*0-9]\uFE0F?\u20E3)/u;
+
+// emojiOnly tells whether a text is one to three emoji and nothing else
+// (white space aside): such a message is shown large. A grapheme is one
+// emoji however many code points it takes (skin tones, ZWJ families, flags).
+export function emojiOnly(text) {
+  const s = (text || '').replace(/\s+/g, '');
+  if (!s || s.length > 48 || !graphemes) return false;
+  let n = 0;
+  for (const { segment } of graphemes.segment(s)) {
+    if (!pictograph.test(segment) || ++n > 3) return false;
+  }
+  return true;
+}
 
 export function Avatar({ name, src, size }) {
   const n = name || '?';
@@ -56,6 +101,24 @@ export function CopyButton({ text }) {
   return <button type="button" onClick={onClick}>{t('copy')}</button>;
 }
 
+// errorText is what the user reads for an error: the translation of the
+// node's error code, or for a code this UI does not know (a newer node)
+// the generic message with the node's English text.
+export function errorText(e) {
+  if (!e) return '';
+  if (typeof e === 'string') return e; // already the user's language
+  if (e.code && has('err_' + e.code)) return t('err_' + e.code);
+  return t('errUnknown', { msg: e.message || String(e) });
+}
+
+// ErrorLine shows an error where it is rendered, which is next to the
+// control that failed: announced (role=alert) and scrolled into view.
+export function ErrorLine({ error }) {
+  const ref = useRef(null);
+  useEffect(() => { if (error && ref.current) ref.current.scrollIntoView({ block: 'nearest' }); }, [error]);
+  return error ? <p class="error" role="alert" ref={ref}>{errorText(error)}</p> : null;
+}
+
 export function BackLink() {
   return <a class="icon-btn back" href="#/" aria-label={t('back')}><Icon name="back" /></a>;
 }
@@ -76,6 +139,7 @@ const paths = {
   back: 'M15 5l-7 7 7 7',
   close: 'M6 6l12 12M18 6 6 18',
   down: 'M6 9l6 6 6-6',
+  muted: 'M9 18.5a3 3 0 0 0 6 0M6 16h12l-1.5-2.5V10a4.5 4.5 0 0 0-7.6-3.3M7.5 10v3.5L6 16M4 4l16 16',
 };
 
 export function Icon({ name }) {
