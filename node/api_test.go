@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/glitr-chat/glitr/internal/testsupport"
 	"github.com/glitr-chat/glitr/webui"
 )
 
@@ -17,7 +18,7 @@ func restartTestNode(t testing.TB, n *Node) *Node {
 	if err := n.Close(); err != nil {
 		t.Fatal(err)
 	}
-	r, err := Start(context.Background(), dir, Options{Version: "test", Logger: testLogger(t)})
+	r, err := Start(context.Background(), dir, Options{Version: "test", Logger: testsupport.Logger(t)})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -58,7 +59,7 @@ func TestSendOnce(t *testing.T) {
 	if ms := messages(t, a, conv.ID); countText(ms, "exactly once") != 1 || ms[len(ms)-1].ClientID != id {
 		t.Fatalf("sender holds %d copies; last message's client id %q", countText(ms, "exactly once"), ms[len(ms)-1].ClientID)
 	}
-	eventually(t, 10*time.Second, "b to receive the message", func() bool {
+	testsupport.Eventually(t, 10*time.Second, "b to receive the message", func() bool {
 		return countText(messages(t, b, conv.ID), "exactly once") == 1
 	})
 
@@ -206,11 +207,11 @@ func TestMemberNamesAndKinds(t *testing.T) {
 	}
 	waitForConversation(t, b, group.ID)
 	waitForConversation(t, c, group.ID)
-	connect(t, b.Host, c.Host)
+	testsupport.Connect(t, b.Host, c.Host)
 	if _, err := c.Send(ctx, group.ID, "hello from Cy", ""); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, 15*time.Second, "b to see c's published name", func() bool {
+	testsupport.Eventually(t, 15*time.Second, "b to see c's published name", func() bool {
 		m, ok := memberOf(summaryOf(t, b, group.ID), accountOf(c))
 		return ok && m.Name == "Cy" && !m.Contact && !m.Verified
 	})
@@ -223,11 +224,11 @@ func TestMemberNamesAndKinds(t *testing.T) {
 	if err := c.SetProfile(ctx, "Cyrus", ""); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, 15*time.Second, "b to see c's new name", func() bool {
+	testsupport.Eventually(t, 15*time.Second, "b to see c's new name", func() bool {
 		m, _ := memberOf(summaryOf(t, b, group.ID), accountOf(c))
 		return m.Name == "Cyrus"
 	})
-	eventually(t, 15*time.Second, "b to see the direct chat", func() bool {
+	testsupport.Eventually(t, 15*time.Second, "b to see the direct chat", func() bool {
 		return summaryOf(t, b, direct.ID).Kind == webui.KindDirect
 	})
 }
@@ -249,7 +250,7 @@ func TestMuteAndBlock(t *testing.T) {
 		t.Fatal(err)
 	}
 	waitForConversation(t, a, conv.ID)
-	eventually(t, 10*time.Second, "a to apply the genesis", func() bool {
+	testsupport.Eventually(t, 10*time.Second, "a to apply the genesis", func() bool {
 		return summaryOf(t, a, conv.ID).Kind == webui.KindDirect
 	})
 	yes := true
@@ -277,7 +278,7 @@ func TestMuteAndBlock(t *testing.T) {
 	if _, err := b.Send(ctx, conv.ID, "are you there?", ""); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, 10*time.Second, "a to store b's message", func() bool {
+	testsupport.Eventually(t, 10*time.Second, "a to store b's message", func() bool {
 		return countText(messages(t, a, conv.ID), "are you there?") == 1
 	})
 	if s := summaryOf(t, a, conv.ID); s.Unread != 0 {
@@ -337,7 +338,7 @@ func TestPresenceGoesOffline(t *testing.T) {
 		}
 	}
 	sigs := a.SubscribeSignals(ctx)
-	connect(t, a.Host, b.Host)
+	testsupport.Connect(t, a.Host, b.Host)
 	if s, ok := recvSignal(sigs, "presence", 10*time.Second); !ok || !s.Online || s.Account != accountOf(b) {
 		t.Fatalf("online signal on connect: %+v (%v)", s, ok)
 	}

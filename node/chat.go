@@ -26,11 +26,17 @@ import (
 	"github.com/glitr-chat/glitr/crdt"
 	"github.com/glitr-chat/glitr/dag"
 	"github.com/glitr-chat/glitr/keyring"
+	"github.com/glitr-chat/glitr/node/catchup"
 	"github.com/glitr-chat/glitr/protocol"
 )
 
 // Errors the API maps to HTTP statuses.
 var (
+	// ErrBadPeer marks an error caused by what a peer sent: the catch-up
+	// engine penalises the peer for it, and so do the gossip validator and
+	// the history transfer.
+	ErrBadPeer = catchup.ErrBadPeer
+
 	ErrNoConversation = errors.New("no such conversation")
 	ErrNotContact     = errors.New("not a contact: add their card first")
 	ErrEmptyMessage   = errors.New("message is empty")
@@ -54,7 +60,7 @@ type Chat struct {
 	store   *dag.Store
 	ds      ds.Batching
 	log     *slog.Logger
-	catchup *Catchup
+	catchup *catchup.Engine
 	events  *eventLog
 	now     func() time.Time
 	// clockSkew shifts now (tests of schedules measured in days); 0 in
@@ -94,7 +100,7 @@ type Chat struct {
 	gossipSync gossipSyncs
 
 	statsMu  sync.Mutex
-	sessions []CatchupStats // recent catch-up sessions, newest last (bounded)
+	sessions []catchup.Stats // recent catch-up sessions, newest last (bounded)
 
 	// Client ids of recent sends (SendOnce), for message views.
 	clientMu    sync.Mutex
@@ -104,7 +110,7 @@ type Chat struct {
 
 // recordSession keeps the stats of recent catch-up sessions for the status
 // report and benchmarks.
-func (c *Chat) recordSession(st CatchupStats) {
+func (c *Chat) recordSession(st catchup.Stats) {
 	c.statsMu.Lock()
 	defer c.statsMu.Unlock()
 	c.sessions = append(c.sessions, st)
@@ -114,7 +120,7 @@ func (c *Chat) recordSession(st CatchupStats) {
 }
 
 // RecentSessions returns the stats of recent catch-up sessions.
-func (c *Chat) RecentSessions() []CatchupStats {
+func (c *Chat) RecentSessions() []catchup.Stats {
 	c.statsMu.Lock()
 	defer c.statsMu.Unlock()
 	return slices.Clone(c.sessions)

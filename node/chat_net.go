@@ -29,6 +29,7 @@ import (
 	"github.com/glitr-chat/glitr/crdt"
 	"github.com/glitr-chat/glitr/dag"
 	"github.com/glitr-chat/glitr/keyring"
+	"github.com/glitr-chat/glitr/node/catchup"
 	"github.com/glitr-chat/glitr/protocol"
 )
 
@@ -565,7 +566,7 @@ type openerFunc func(dag.Sealed) ([]byte, error)
 
 func (f openerFunc) Open(s dag.Sealed) ([]byte, error) { return f(s) }
 
-// Summary implements CatchupSource.
+// Summary implements catchup.Source.
 func (c *Chat) Summary(ctx context.Context, syncID []byte) (protocol.Hello, bool, error) {
 	c.mu.RLock()
 	conv := c.bySync[string(syncID)]
@@ -596,7 +597,7 @@ func (c *Chat) Summary(ctx context.Context, syncID []byte) (protocol.Hello, bool
 	return h, true, err
 }
 
-// Missing implements CatchupSource.
+// Missing implements catchup.Source.
 func (c *Chat) Missing(ctx context.Context, syncID []byte, theirs protocol.Hello, fn func(env []byte) error) error {
 	c.mu.RLock()
 	conv := c.bySync[string(syncID)]
@@ -626,7 +627,7 @@ func (c *Chat) Missing(ctx context.Context, syncID []byte, theirs protocol.Hello
 	return c.store.MissingFunc(ctx, conv.dagID, heads, vec, func(_ cid.Cid, env []byte) error { return fn(env) })
 }
 
-// Ingest implements CatchupSink.
+// Ingest implements catchup.Sink.
 func (c *Chat) Ingest(ctx context.Context, from peer.ID, syncID []byte, envs [][]byte) error {
 	c.mu.RLock()
 	conv := c.bySync[string(syncID)]
@@ -722,7 +723,7 @@ func (c *Chat) claimSync(conv *conversation, p peer.ID) time.Duration {
 
 // runSync runs the session claimSync reserved, and schedules the retries
 // of one that failed.
-func (c *Chat) runSync(ctx context.Context, conv *conversation, p peer.ID) CatchupStats {
+func (c *Chat) runSync(ctx context.Context, conv *conversation, p peer.ID) catchup.Stats {
 	ctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
 	defer cancel()
 	st, err := c.catchup.Sync(ctx, p, conv.syncID)
@@ -744,7 +745,7 @@ func (c *Chat) runSync(ctx context.Context, conv *conversation, p peer.ID) Catch
 		// with backoff while the peer stays connected; the periodic
 		// anti-entropy pass is too far away for a node that just
 		// reconnected.
-		if failures <= maxSyncRetries && !errors.Is(err, ErrCatchupUnknown) {
+		if failures <= maxSyncRetries && !errors.Is(err, catchup.ErrUnknown) {
 			delay := syncInterval << (failures - 1)
 			c.wg.Go(func() {
 				select {

@@ -21,6 +21,7 @@ import (
 	ma "github.com/multiformats/go-multiaddr"
 	"golang.org/x/crypto/chacha20poly1305"
 
+	"github.com/glitr-chat/glitr/internal/testsupport"
 	"github.com/glitr-chat/glitr/keyring"
 	"github.com/glitr-chat/glitr/protocol"
 )
@@ -82,7 +83,7 @@ func dhtNet(t testing.TB) []*dhtPeer {
 	s0 := newDHTPeer(t, nil, dht.ModeServer)
 	servers := []*dhtPeer{s0, newDHTPeer(t, nil, dht.ModeServer, s0.info()), newDHTPeer(t, nil, dht.ModeServer, s0.info())}
 	for _, s := range servers {
-		eventually(t, 15*time.Second, "server routing tables", func() bool { return s.d.RoutingTable().Size() >= 2 })
+		testsupport.Eventually(t, 15*time.Second, "server routing tables", func() bool { return s.d.RoutingTable().Size() >= 2 })
 	}
 	return servers
 }
@@ -93,7 +94,7 @@ func dhtNet(t testing.TB) []*dhtPeer {
 func newDHTClient(t testing.TB, sk crypto.PrivKey, servers []*dhtPeer) *dhtPeer {
 	t.Helper()
 	c := newDHTPeer(t, sk, dht.ModeClient, servers[0].info())
-	eventually(t, 15*time.Second, "client routing table", func() bool { return c.d.RoutingTable().Size() >= 1 })
+	testsupport.Eventually(t, 15*time.Second, "client routing table", func() bool { return c.d.RoutingTable().Size() >= 1 })
 	return c
 }
 
@@ -132,7 +133,7 @@ func randomSecret(t testing.TB) [PairSecretSize]byte {
 // fastDiscovery are options for loopback tests: quick retries and passes.
 func fastDiscovery(t testing.TB) DiscoveryOptions {
 	return DiscoveryOptions{
-		Logger:            testLogger(t),
+		Logger:            testsupport.Logger(t),
 		RetryMin:          100 * time.Millisecond,
 		AddrDebounce:      50 * time.Millisecond,
 		ReconnectInterval: 300 * time.Millisecond,
@@ -187,7 +188,7 @@ func TestDiscoveryFindThroughDHT(t *testing.T) {
 	defer cancel()
 	var found []peer.AddrInfo
 	start := time.Now()
-	eventually(t, 15*time.Second, "B to find A", func() bool {
+	testsupport.Eventually(t, 15*time.Second, "B to find A", func() bool {
 		var err error
 		found, err = db.Find(ctx, alice.contact(secret, pa.h.ID()))
 		return err == nil
@@ -252,12 +253,12 @@ func TestDiscoveryRediscoveryAfterRestart(t *testing.T) {
 	pubOnly.NoReconnect = true
 	da := startDiscovery(t, pa, alice.self(), []DiscoveryContact{bob.contact(secret, "")}, pubOnly)
 	startDiscovery(t, pb, bob.self(), []DiscoveryContact{alice.contact(secret, pa.h.ID())}, fastDiscovery(t))
-	eventually(t, 20*time.Second, "B to reach A", func() bool { return pb.h.Network().Connectedness(pa.h.ID()) == network.Connected })
+	testsupport.Eventually(t, 20*time.Second, "B to reach A", func() bool { return pb.h.Network().Connectedness(pa.h.ID()) == network.Connected })
 
 	oldAddrs := pa.h.Addrs()
 	da.Close()
 	pa.close()
-	eventually(t, 10*time.Second, "B to see A gone", func() bool { return pb.h.Network().Connectedness(pa.h.ID()) != network.Connected })
+	testsupport.Eventually(t, 10*time.Second, "B to see A gone", func() bool { return pb.h.Network().Connectedness(pa.h.ID()) != network.Connected })
 
 	start := time.Now()
 	pa2 := newDHTClient(t, sk, servers)
@@ -271,7 +272,7 @@ func TestDiscoveryRediscoveryAfterRestart(t *testing.T) {
 	}
 	startDiscovery(t, pa2, alice.self(), []DiscoveryContact{bob.contact(secret, "")}, pubOnly)
 	var conn network.Conn
-	eventually(t, bound, "B to reach A again", func() bool {
+	testsupport.Eventually(t, bound, "B to reach A again", func() bool {
 		for _, c := range pb.h.Network().ConnsToPeer(pa2.h.ID()) {
 			if slices.ContainsFunc(pa2.h.Addrs(), c.RemoteMultiaddr().Equal) {
 				conn = c

@@ -32,6 +32,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/glitr-chat/glitr/dag"
+	"github.com/glitr-chat/glitr/node/catchup"
 	"github.com/glitr-chat/glitr/protocol"
 	"github.com/glitr-chat/glitr/webui"
 )
@@ -219,10 +220,10 @@ func (n *Node) startChat(ctx context.Context, passphrase []byte) error {
 		n.Metrics.MustRegister(n.catchupSessions, n.catchupBlocksIn, n.catchupBytesIn)
 	})
 	sessions, blocksIn, bytesIn := n.catchupSessions, n.catchupBlocksIn, n.catchupBytesIn
-	c.catchup = NewCatchup(n.Host, c, c, CatchupOptions{
+	c.catchup = catchup.New(n.Host, c, c, catchup.Options{
 		Penalize: n.Penalize,
 		Logger:   n.log,
-		OnSession: func(p peer.ID, initiator bool, st CatchupStats, err error) {
+		OnSession: func(p peer.ID, initiator bool, st catchup.Stats, err error) {
 			role, outcome := "responder", "ok"
 			if initiator {
 				role = "initiator"

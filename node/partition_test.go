@@ -45,6 +45,7 @@ import (
 	"github.com/libp2p/go-libp2p/p2p/protocol/ping"
 
 	"github.com/glitr-chat/glitr/dag"
+	"github.com/glitr-chat/glitr/internal/testsupport"
 	"github.com/glitr-chat/glitr/protocol"
 	"github.com/glitr-chat/glitr/webui"
 )
@@ -629,10 +630,10 @@ func TestGossipGapStartsCatchUp(t *testing.T) {
 	if _, err := a.Send(ctx, conv.ID, "before", ""); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, 20*time.Second, "the first message at B", func() bool { return hasMessage(t, b, conv.ID, "before") })
+	testsupport.Eventually(t, 20*time.Second, "the first message at B", func() bool { return hasMessage(t, b, conv.ID, "before") })
 	bconv := convOf(t, b, conv.ID)
 	name := bconv.topicName(b.Chat.now())
-	eventually(t, 10*time.Second, "A and B on each other's topic", func() bool {
+	testsupport.Eventually(t, 10*time.Second, "A and B on each other's topic", func() bool {
 		bconv.mu.Lock()
 		jt := bconv.topics[name]
 		bconv.mu.Unlock()
@@ -673,7 +674,7 @@ func TestGossipGapStartsCatchUp(t *testing.T) {
 	if _, err := a.Send(ctx, conv.ID, "after", ""); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, 20*time.Second, "both messages at B", func() bool {
+	testsupport.Eventually(t, 20*time.Second, "both messages at B", func() bool {
 		return hasMessage(t, b, conv.ID, "lost") && hasMessage(t, b, conv.ID, "after")
 	})
 	took := time.Since(sent)
@@ -697,7 +698,7 @@ func TestGossipJunkSessionsBounded(t *testing.T) {
 			if s.Conn().RemotePeer() == h.b.Host.ID() {
 				toM.Add(1)
 			}
-			h.m.Chat.catchup.handle(s)
+			h.m.Chat.catchup.Handle(s)
 		})
 	}
 	junk := func() []byte {

@@ -1,4 +1,10 @@
-package node
+// Package catchup is the catch-up sync engine: it brings one DAG up to date
+// between two peers in one round trip (docs/sync.md), over
+// /glitr/sync/1.0.0 and 1.1.0 streams, within the bounds of §4 and with the
+// penalties of §5. It knows nothing of blocks, keys or conversations: the
+// caller's Source summarises and enumerates a DAG by its sync id, and its
+// Sink decodes, verifies and commits what a peer sends.
+package catchup
 
 import (
 	"bufio"
@@ -27,16 +33,16 @@ import (
 // Done{Sent} and closes its write side, while concurrently reading and
 // ingesting what the other sends. One round trip, whatever the DAG's depth.
 //
-// The engine knows nothing about blocks, keys or CRDTs: a CatchupSource
-// summarises and enumerates, a CatchupSink decodes, verifies and commits.
+// The engine knows nothing about blocks, keys or CRDTs: a Source
+// summarises and enumerates, a Sink decodes, verifies and commits.
 //
 // Version 1.1.0 adds a fallback for stores the vectors cannot describe:
 // when the initiator still lacks some of the responder's heads after the
 // exchange, it opens range-based set reconciliation on the same stream
 // (dag.Reconciler), and then each side ships the blocks the other lacks.
 
-// CatchupSource answers for the DAGs this node holds.
-type CatchupSource interface {
+// Source answers for the DAGs this node holds.
+type Source interface {
 	// Summary returns this node's Hello for the DAG named by syncID.
 	// ok is false when the node does not hold that DAG.
 	Summary(ctx context.Context, syncID []byte) (h protocol.Hello, ok bool, err error)
@@ -47,11 +53,11 @@ type CatchupSource interface {
 	Missing(ctx context.Context, syncID []byte, theirs protocol.Hello, fn func(env []byte) error) error
 }
 
-// CatchupReconciler is what a CatchupSource needs for the reconciliation
+// Reconciler is what a Source needs for the reconciliation
 // fallback (protocol 1.1.0). A source without it still serves 1.1.0
 // sessions but never starts reconciliation, and answers a peer that does
 // with Error "unavailable".
-type CatchupReconciler interface {
+type Reconciler interface {
 	// ReconSet returns the blocks held for syncID as a reconciliation set
 	// (a snapshot, which the engine does not modify).
 	ReconSet(ctx context.Context, syncID []byte) (*dag.ReconSet, error)
@@ -64,7 +70,7 @@ type CatchupReconciler interface {
 	Envelopes(ctx context.Context, syncID []byte, items []dag.ReconItem, fn func(env []byte) error) error
 }
 
-// CatchupSink takes in what a peer sends. Ingest decodes, opens, verifies,
+// Sink takes in what a peer sends. Ingest decodes, opens, verifies,
 // commits and applies one batch; an error means the peer sent something bad
 // (the session aborts and the peer is penalised) — wrap ErrBadPeer for that,
 // other errors are local failures (abort without penalty).
@@ -72,7 +78,7 @@ type CatchupReconciler interface {
 // Ingest is called from one goroutine per session, but sessions with
 // different peers (or for different DAGs) run concurrently. The sink may
 // keep the envelope slices: they are not reused by the engine.
-type CatchupSink interface {
+type Sink interface {
 	Ingest(ctx context.Context, from peer.ID, syncID []byte, envelopes [][]byte) error
 }
 
@@ -80,42 +86,35 @@ type CatchupSink interface {
 var (
 	// ErrBadPeer marks a peer that broke the protocol or sent bad data.
 	ErrBadPeer = errors.New("catch-up: peer misbehaved")
-	// ErrCatchupUnknown: the peer does not hold the DAG (or will not say).
-	ErrCatchupUnknown = errors.New("catch-up: peer does not hold this conversation")
-	// ErrCatchupBusy: too many sessions, ours or the peer's; retry later.
-	ErrCatchupBusy = errors.New("catch-up: too many sessions")
-	// ErrCatchupTimeout: the peer was idle too long or the session ran
+	// ErrUnknown: the peer does not hold the DAG (or will not say).
+	ErrUnknown = errors.New("catch-up: peer does not hold this conversation")
+	// ErrBusy: too many sessions, ours or the peer's; retry later.
+	ErrBusy = errors.New("catch-up: too many sessions")
+	// ErrTimeout: the peer was idle too long or the session ran
 	// past its deadline.
-	ErrCatchupTimeout = errors.New("catch-up: timed out")
-	// ErrCatchupClosed: the engine was closed.
-	ErrCatchupClosed = errors.New("catch-up: engine closed")
-	// ErrCatchupTruncated: the stream ended before the peer's Done. Not
+	ErrTimeout = errors.New("catch-up: timed out")
+	// ErrClosed: the engine was closed.
+	ErrClosed = errors.New("catch-up: engine closed")
+	// ErrTruncated: the stream ended before the peer's Done. Not
 	// an offence: a relay ends a used-up circuit the same way.
-	ErrCatchupTruncated = errors.New("catch-up: stream ended before done")
+	ErrTruncated = errors.New("catch-up: stream ended before done")
 )
 
 // Protocol limits every implementation must honour (docs/sync.md §4). A
 // sender never sends more blocks in a session than the receiver's bound,
-// min(CatchupMaxBlocks, expected+CatchupSlack), where expected follows
+// min(MaxBlocks, expected+Slack), where expected follows
 // from the two Hellos; a receiver accepts at least that much.
 const (
-	// CatchupSlack is how many blocks beyond what the Hellos imply a
+	// Slack is how many blocks beyond what the Hellos imply a
 	// sender may send: blocks committed between its Summary and its scan.
-	CatchupSlack = 256
-	// CatchupMaxBlocks caps the blocks sent in one session; the rest
+	Slack = 256
+	// MaxBlocks caps the blocks sent in one session; the rest
 	// follows in the next session.
-	CatchupMaxBlocks = 1 << 20
+	MaxBlocks = 1 << 20
 )
 
-// Error frame reasons (docs/sync.md §3).
-const (
-	catchupReasonUnknown     = "unknown"
-	catchupReasonBusy        = "busy"
-	catchupReasonUnavailable = "unavailable"
-)
-
-// CatchupStats describes one session from one side.
-type CatchupStats struct {
+// Stats describes one session from one side.
+type Stats struct {
 	// RoundTrips counts the times this side waited for the peer before
 	// data could flow: 1 for the fast path, plus one per reconciliation
 	// message it sent that needed an answer.
@@ -138,8 +137,8 @@ type CatchupStats struct {
 	ReconMessages int
 }
 
-// CatchupOptions tune the engine. Zero values take the defaults noted.
-type CatchupOptions struct {
+// Options tune the engine. Zero values take the defaults noted.
+type Options struct {
 	// Penalize is called when a peer misbehaves (the node wires it to
 	// Node.Penalize). Nil: no penalties.
 	Penalize func(p peer.ID, amount float64, reason string)
@@ -157,7 +156,7 @@ type CatchupOptions struct {
 	// direction (default 2).
 	MaxSessionsPerPeer int
 	// MaxBlocksPerSession caps the blocks accepted from a peer in one
-	// session (default CatchupMaxBlocks). Lowering it below the protocol
+	// session (default MaxBlocks). Lowering it below the protocol
 	// value makes well-behaved peers look hostile; tests only.
 	MaxBlocksPerSession uint64
 	// FrameBytes is the target size of a Blocks frame (default and
@@ -172,7 +171,7 @@ type CatchupOptions struct {
 	LimitedBudget int64
 	// OnSession, if set, is called after every session, inbound and
 	// outbound, with its stats and outcome (for metrics and logs).
-	OnSession func(p peer.ID, initiator bool, st CatchupStats, err error)
+	OnSession func(p peer.ID, initiator bool, st Stats, err error)
 	// Logger receives debug and warning logs (nil: discard).
 	Logger *slog.Logger
 	// ReconTimeout caps the reconciliation rounds of a session, before
@@ -185,7 +184,7 @@ type CatchupOptions struct {
 	forceLimited bool
 }
 
-func (o *CatchupOptions) defaults() {
+func (o *Options) defaults() {
 	if o.Penalty == 0 {
 		o.Penalty = 20
 	}
@@ -202,7 +201,7 @@ func (o *CatchupOptions) defaults() {
 		o.MaxSessionsPerPeer = 2
 	}
 	if o.MaxBlocksPerSession == 0 {
-		o.MaxBlocksPerSession = CatchupMaxBlocks
+		o.MaxBlocksPerSession = MaxBlocks
 	}
 	if o.FrameBytes <= 0 || o.FrameBytes > protocol.MaxSyncFrame {
 		o.FrameBytes = protocol.MaxSyncFrame
@@ -218,13 +217,13 @@ func (o *CatchupOptions) defaults() {
 	}
 }
 
-// Catchup is the catch-up session engine. It serves SyncProtocol streams
+// Engine is the catch-up session engine. It serves SyncProtocol streams
 // and runs sessions it initiates with Sync.
-type Catchup struct {
+type Engine struct {
 	h    host.Host
-	src  CatchupSource
-	sink CatchupSink
-	opts CatchupOptions
+	src  Source
+	sink Sink
+	opts Options
 	log  *slog.Logger
 
 	in, out *sessionLimiter
@@ -241,11 +240,11 @@ type Catchup struct {
 	wg     sync.WaitGroup
 }
 
-// NewCatchup registers the stream handler on h (protocol.SyncProtocol) and returns the engine; Close unregisters.
-func NewCatchup(h host.Host, src CatchupSource, sink CatchupSink, opts CatchupOptions) *Catchup {
+// New registers the stream handler on h (protocol.SyncProtocol) and returns the engine; Close unregisters.
+func New(h host.Host, src Source, sink Sink, opts Options) *Engine {
 	opts.defaults()
 	base, cancel := context.WithCancel(context.Background())
-	c := &Catchup{
+	c := &Engine{
 		h: h, src: src, sink: sink, opts: opts, log: opts.Logger,
 		in:   newSessionLimiter(opts.MaxSessions, opts.MaxSessionsPerPeer),
 		out:  newSessionLimiter(opts.MaxSessions, opts.MaxSessionsPerPeer),
@@ -258,14 +257,14 @@ func NewCatchup(h host.Host, src CatchupSource, sink CatchupSink, opts CatchupOp
 		c.budgetMu.Unlock()
 	}}
 	h.Network().Notify(c.notifiee)
-	h.SetStreamHandler(protocol.SyncProtocol, c.handle)
-	h.SetStreamHandler(protocol.SyncProtocolRecon, c.handle)
+	h.SetStreamHandler(protocol.SyncProtocol, c.Handle)
+	h.SetStreamHandler(protocol.SyncProtocolRecon, c.Handle)
 	return c
 }
 
 // Close unregisters the stream handler, aborts running sessions and waits
 // for them to end.
-func (c *Catchup) Close() error {
+func (c *Engine) Close() error {
 	c.mu.Lock()
 	if c.closed {
 		c.mu.Unlock()
@@ -283,7 +282,7 @@ func (c *Catchup) Close() error {
 
 // begin registers a session with the wait group unless the engine is
 // closed.
-func (c *Catchup) begin() bool {
+func (c *Engine) begin() bool {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.closed {
@@ -294,16 +293,16 @@ func (c *Catchup) begin() bool {
 }
 
 // Sync runs one session as the initiator with peer p for syncID.
-func (c *Catchup) Sync(ctx context.Context, p peer.ID, syncID []byte) (st CatchupStats, err error) {
+func (c *Engine) Sync(ctx context.Context, p peer.ID, syncID []byte) (st Stats, err error) {
 	if len(syncID) == 0 || len(syncID) > protocol.MaxSyncIDLen {
 		return st, fmt.Errorf("catch-up: sync id of %d bytes", len(syncID))
 	}
 	if !c.begin() {
-		return st, ErrCatchupClosed
+		return st, ErrClosed
 	}
 	defer c.wg.Done()
 	if !c.out.acquire(p) {
-		return st, ErrCatchupBusy
+		return st, ErrBusy
 	}
 	defer c.out.release(p)
 
@@ -365,7 +364,7 @@ func (c *Catchup) Sync(ctx context.Context, p peer.ID, syncID []byte) (st Catchu
 // the responder sent fewer blocks than its vector claims. Limited
 // connections never reconcile: their byte budget is for blocks.
 func (ss *session) gap(theirs protocol.Hello) bool {
-	rec, ok := ss.c.src.(CatchupReconciler)
+	rec, ok := ss.c.src.(Reconciler)
 	if !ok || ss.limited {
 		return false
 	}
@@ -377,8 +376,17 @@ func (ss *session) gap(theirs protocol.Hello) bool {
 	return lacking > 0 || ss.shortfall
 }
 
-// handle serves one inbound session as the responder.
-func (c *Catchup) handle(s network.Stream) {
+// InboundSessions is how many sessions p opened that are still being
+// served.
+func (c *Engine) InboundSessions(p peer.ID) int {
+	c.in.mu.Lock()
+	defer c.in.mu.Unlock()
+	return c.in.byPeer[p]
+}
+
+// Handle serves one inbound session as the responder: the stream handler
+// New sets for both protocol versions.
+func (c *Engine) Handle(s network.Stream) {
 	p := s.Conn().RemotePeer()
 	if !c.begin() {
 		_ = s.Reset()
@@ -389,7 +397,7 @@ func (c *Catchup) handle(s network.Stream) {
 		// Say so briefly, so the initiator can retry later.
 		_ = s.SetWriteDeadline(time.Now().Add(time.Second))
 		bw := bufio.NewWriterSize(s, 64)
-		if _, err := protocol.NewFrameWriter(bw).Write(protocol.Frame{Kind: protocol.FrameError, Error: catchupReasonBusy}); err == nil && bw.Flush() == nil {
+		if _, err := protocol.NewFrameWriter(bw).Write(protocol.Frame{Kind: protocol.FrameError, Error: protocol.SyncReasonBusy}); err == nil && bw.Flush() == nil {
 			_ = s.Close()
 		} else {
 			_ = s.Reset()
@@ -421,16 +429,16 @@ func (c *Catchup) handle(s network.Stream) {
 	ss.syncID = theirs.SyncID
 	mine, ok, err := c.src.Summary(ss.ctx, theirs.SyncID)
 	if err != nil || !ok {
-		reason := catchupReasonUnknown
+		reason := protocol.SyncReasonUnknown
 		if err != nil {
 			c.log.Warn("catch-up: summary failed", "peer", p.String(), "err", err)
-			reason = catchupReasonUnavailable
+			reason = protocol.SyncReasonUnavailable
 		}
 		if werr := ss.write(protocol.Frame{Kind: protocol.FrameError, Error: reason}, true); werr == nil {
 			ss.closeOnEnd = true
 		}
 		if err == nil {
-			err = ErrCatchupUnknown
+			err = ErrUnknown
 		}
 		return
 	}
@@ -460,7 +468,7 @@ func (c *Catchup) handle(s network.Stream) {
 }
 
 // charge counts n bytes sent on limited connection conn.
-func (c *Catchup) charge(conn string, n int64) {
+func (c *Engine) charge(conn string, n int64) {
 	c.budgetMu.Lock()
 	c.spent[conn] += n
 	c.budgetMu.Unlock()
@@ -468,7 +476,7 @@ func (c *Catchup) charge(conn string, n int64) {
 
 // tryCharge charges n bytes to conn if that leaves keep bytes of the
 // budget (for the Done frame).
-func (c *Catchup) tryCharge(conn string, n, keep int64) bool {
+func (c *Engine) tryCharge(conn string, n, keep int64) bool {
 	c.budgetMu.Lock()
 	defer c.budgetMu.Unlock()
 	if c.spent[conn]+n+keep > c.opts.LimitedBudget {
@@ -478,7 +486,7 @@ func (c *Catchup) tryCharge(conn string, n, keep int64) bool {
 	return true
 }
 
-func (c *Catchup) report(p peer.ID, initiator bool, st CatchupStats, err error) {
+func (c *Engine) report(p peer.ID, initiator bool, st Stats, err error) {
 	if err != nil {
 		c.log.Debug("catch-up session failed", "peer", p.String(), "initiator", initiator, "err", err)
 	}
@@ -489,10 +497,10 @@ func (c *Catchup) report(p peer.ID, initiator bool, st CatchupStats, err error) 
 
 func remoteError(reason string) error {
 	switch reason {
-	case catchupReasonUnknown:
-		return ErrCatchupUnknown
-	case catchupReasonBusy:
-		return ErrCatchupBusy
+	case protocol.SyncReasonUnknown:
+		return ErrUnknown
+	case protocol.SyncReasonBusy:
+		return ErrBusy
 	default:
 		return fmt.Errorf("catch-up: peer gave up: %q", reason)
 	}
@@ -500,7 +508,7 @@ func remoteError(reason string) error {
 
 // session is one catch-up exchange on one stream, from one side.
 type session struct {
-	c         *Catchup
+	c         *Engine
 	s         network.Stream
 	p         peer.ID
 	syncID    []byte
@@ -524,7 +532,7 @@ type session struct {
 	// st's send-side fields belong to whoever writes (the handshake, then
 	// the sender goroutine), the receive side to whoever reads; stats()
 	// reads them once both have ended.
-	st         CatchupStats
+	st         Stats
 	closeOnEnd bool
 
 	// Sender state: the Blocks frame being filled. The arena holds copies
@@ -538,7 +546,7 @@ type session struct {
 	penalized bool
 }
 
-func (c *Catchup) newSession(parent context.Context, s network.Stream, syncID []byte, initiator bool) *session {
+func (c *Engine) newSession(parent context.Context, s network.Stream, syncID []byte, initiator bool) *session {
 	ctx, cancel := context.WithCancelCause(parent)
 	ss := &session{
 		c: c, s: s, p: s.Conn().RemotePeer(), syncID: syncID, initiator: initiator,
@@ -549,8 +557,8 @@ func (c *Catchup) newSession(parent context.Context, s network.Stream, syncID []
 	}
 	ss.st.Limited = ss.limited
 	d := c.opts.SessionTimeout
-	ss.stopTimer = time.AfterFunc(d, func() { cancel(fmt.Errorf("%w: session ran over %s", ErrCatchupTimeout, d)) })
-	base := context.AfterFunc(c.base, func() { cancel(ErrCatchupClosed) })
+	ss.stopTimer = time.AfterFunc(d, func() { cancel(fmt.Errorf("%w: session ran over %s", ErrTimeout, d)) })
+	base := context.AfterFunc(c.base, func() { cancel(ErrClosed) })
 	// Cancelling the session (any failure, the deadline, Close) resets
 	// the stream, which unblocks every read and write at once.
 	reset := context.AfterFunc(ctx, func() { _ = s.Reset() })
@@ -605,19 +613,19 @@ func (ss *session) classify(err error) error {
 	switch {
 	case err == nil:
 		return nil
-	case errors.Is(err, ErrBadPeer), errors.Is(err, ErrCatchupTimeout):
+	case errors.Is(err, ErrBadPeer), errors.Is(err, ErrTimeout):
 		return err
 	case errors.Is(err, protocol.ErrBadFrame):
 		return fmt.Errorf("%w: %w", ErrBadPeer, err)
 	case errors.Is(err, io.EOF), errors.Is(err, io.ErrUnexpectedEOF):
-		return ErrCatchupTruncated
+		return ErrTruncated
 	case errors.Is(err, os.ErrDeadlineExceeded), errors.As(err, &te) && te.Timeout():
-		return fmt.Errorf("%w: peer idle for %s", ErrCatchupTimeout, ss.c.opts.IdleTimeout)
+		return fmt.Errorf("%w: peer idle for %s", ErrTimeout, ss.c.opts.IdleTimeout)
 	}
 	return err
 }
 
-func (ss *session) stats() CatchupStats { return ss.st }
+func (ss *session) stats() Stats { return ss.st }
 
 // read reads one frame, giving the peer IdleTimeout to send it.
 func (ss *session) read() (protocol.Frame, error) {
@@ -653,8 +661,8 @@ func (ss *session) write(f protocol.Frame, flush bool) error {
 // peer lacks while reading and ingesting what it sends.
 func (ss *session) run(mine, theirs protocol.Hello, have bool) error {
 	// What we accept from the peer, and what the peer will accept from us.
-	bound := blockBound(mine, theirs, CatchupSlack, ss.c.opts.MaxBlocksPerSession)
-	sendCap := blockBound(theirs, mine, CatchupSlack, CatchupMaxBlocks)
+	bound := blockBound(mine, theirs, Slack, ss.c.opts.MaxBlocksPerSession)
+	sendCap := blockBound(theirs, mine, Slack, MaxBlocks)
 	expected := expectedBlocks(mine, theirs)
 	scan := func(fn func(env []byte) error) error {
 		if !have {
@@ -719,21 +727,21 @@ func (ss *session) exchange(scan func(fn func(env []byte) error) error, bound, s
 // the responder passes the Reconcile frame that opened it.
 func (ss *session) reconcile(first *protocol.Frame) error {
 	ss.st.Reconciled = true
-	rec, ok := ss.c.src.(CatchupReconciler)
+	rec, ok := ss.c.src.(Reconciler)
 	if !ok {
-		if err := ss.write(protocol.Frame{Kind: protocol.FrameError, Error: catchupReasonUnavailable}, true); err != nil {
+		if err := ss.write(protocol.Frame{Kind: protocol.FrameError, Error: protocol.SyncReasonUnavailable}, true); err != nil {
 			return ss.failed(err)
 		}
 		return nil
 	}
 	d := ss.c.opts.ReconTimeout
-	timer := time.AfterFunc(d, func() { ss.cancel(fmt.Errorf("%w: reconciliation ran over %s", ErrCatchupTimeout, d)) })
+	timer := time.AfterFunc(d, func() { ss.cancel(fmt.Errorf("%w: reconciliation ran over %s", ErrTimeout, d)) })
 	defer timer.Stop()
 	set, err := rec.ReconSet(ss.ctx, ss.syncID)
 	if err != nil {
 		err = fmt.Errorf("catch-up: reconciliation set: %w", err)
 		if first != nil {
-			_ = ss.write(protocol.Frame{Kind: protocol.FrameError, Error: catchupReasonUnavailable}, true)
+			_ = ss.write(protocol.Frame{Kind: protocol.FrameError, Error: protocol.SyncReasonUnavailable}, true)
 		}
 		return ss.failed(err)
 	}
@@ -785,8 +793,8 @@ func (ss *session) reconcile(first *protocol.Frame) error {
 	ss.c.log.Debug("catch-up: reconciled", "peer", ss.p.String(), "messages", ss.st.ReconMessages,
 		"send", len(items), "receive", r.Expected(), "incomplete", r.Incomplete())
 	scan := func(fn func(env []byte) error) error { return rec.Envelopes(ss.ctx, ss.syncID, items, fn) }
-	bound := min(satAdd(r.Expected(), CatchupSlack), ss.c.opts.MaxBlocksPerSession)
-	stopped, got, err := ss.exchange(scan, bound, CatchupMaxBlocks, true)
+	bound := min(satAdd(r.Expected(), Slack), ss.c.opts.MaxBlocksPerSession)
+	stopped, got, err := ss.exchange(scan, bound, MaxBlocks, true)
 	if err != nil {
 		return err
 	}
