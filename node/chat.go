@@ -27,6 +27,7 @@ import (
 	"github.com/glitr-chat/glitr/dag"
 	"github.com/glitr-chat/glitr/keyring"
 	"github.com/glitr-chat/glitr/node/catchup"
+	"github.com/glitr-chat/glitr/node/links"
 	"github.com/glitr-chat/glitr/protocol"
 )
 
@@ -95,8 +96,8 @@ type Chat struct {
 	onPublish func(dag.Block)
 
 	// links probes member links after writes and re-dials lost ones;
-	// gossipSync spaces the catch-ups gossip asks for (chat_net.go).
-	links      linkKeeper
+	// gossipSync spaces the catch-ups gossip asks for (chat_sync.go).
+	links      *links.Keeper
 	gossipSync gossipSyncs
 
 	statsMu  sync.Mutex
@@ -203,6 +204,7 @@ func newChat(n *Node, id *Identity, st *dag.Store, d ds.Batching) *Chat {
 		ctx:        ctx, cancel: cancel,
 	}
 	c.now = func() time.Time { return time.Now().Add(time.Duration(c.clockSkew.Load())) }
+	c.links = links.New(n.Host, linkMembers{c}, c.log)
 	return c
 }
 

@@ -275,6 +275,7 @@ func (n *Node) startChat(ctx context.Context, passphrase []byte) error {
 		ConnectedF: func(_ network.Network, conn network.Conn) { c.onConnected(conn.RemotePeer()) },
 	})
 	c.wg.Go(c.antiEntropy)
+	c.links.Start()
 	c.wg.Go(c.dialContacts)
 	c.wg.Go(c.rejoinLoop)
 	c.wg.Go(c.keyUpkeep)
@@ -519,6 +520,7 @@ func (n *Node) Close() error {
 		}
 		if c := n.chatService(); c != nil {
 			c.close()
+			c.links.Close()
 			c.catchup.Close()
 		}
 		if n.cancel != nil {
