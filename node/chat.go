@@ -27,6 +27,7 @@ import (
 	"github.com/glitr-chat/glitr/dag"
 	"github.com/glitr-chat/glitr/keyring"
 	"github.com/glitr-chat/glitr/node/catchup"
+	"github.com/glitr-chat/glitr/node/discovery"
 	"github.com/glitr-chat/glitr/node/links"
 	"github.com/glitr-chat/glitr/protocol"
 )
@@ -77,15 +78,15 @@ type Chat struct {
 	// welcomedBy names, per conversation id, the peer whose welcome
 	// created it here: the only one whose history (history.go) we take.
 	welcomedBy map[string]peer.ID
-	pairs      map[keyring.AccountID][PairSecretSize]byte // rendezvous secrets by contact
-	ownDevs    map[keyring.DeviceID]ownDevice             // the account's other devices
+	pairs      map[keyring.AccountID][discovery.PairSecretSize]byte // rendezvous secrets by contact
+	ownDevs    map[keyring.DeviceID]ownDevice                       // the account's other devices
 	seenMu     sync.Mutex
 	lastSeen   map[keyring.DeviceID]time.Time // latest block of each own device
 	sig        *signals                       // ephemeral typing and presence (signals.go)
 	// revokedSelf: another device removed this one from the account.
 	revokedSelf selfRevoked
 	// discovery finds contacts through the DHT; set once at start.
-	discovery *Discovery
+	discovery *discovery.Service
 
 	ctx    context.Context
 	cancel context.CancelFunc
@@ -197,7 +198,7 @@ func newChat(n *Node, id *Identity, st *dag.Store, d ds.Batching) *Chat {
 		events: newEventLog(4096),
 		convs:  map[string]*conversation{}, bySync: map[string]*conversation{},
 		contacts:   map[keyring.AccountID]VerifiedCard{},
-		pairs:      map[keyring.AccountID][PairSecretSize]byte{},
+		pairs:      map[keyring.AccountID][discovery.PairSecretSize]byte{},
 		ownDevs:    map[keyring.DeviceID]ownDevice{},
 		lastSeen:   map[keyring.DeviceID]time.Time{},
 		welcomedBy: map[string]peer.ID{},

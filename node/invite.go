@@ -26,6 +26,7 @@ import (
 
 	"github.com/glitr-chat/glitr/crdt"
 	"github.com/glitr-chat/glitr/keyring"
+	"github.com/glitr-chat/glitr/node/discovery"
 	"github.com/glitr-chat/glitr/protocol"
 )
 
@@ -322,7 +323,7 @@ func (c *Chat) getPending(ctx context.Context, prefix ds.Key, tid []byte) (pendi
 // putPairSecret stores the secret shared with a contact: the root of the
 // pair's rendezvous keys (discovery.go).
 func (c *Chat) putPairSecret(ctx context.Context, a keyring.AccountID, secret []byte) error {
-	if len(secret) != PairSecretSize {
+	if len(secret) != discovery.PairSecretSize {
 		return fmt.Errorf("pair secret of %d bytes", len(secret))
 	}
 	k := pairPrefix.ChildString(a.String())
@@ -334,7 +335,7 @@ func (c *Chat) putPairSecret(ctx context.Context, a keyring.AccountID, secret []
 		return err
 	}
 	c.mu.Lock()
-	c.pairs[a] = [PairSecretSize]byte(secret)
+	c.pairs[a] = [discovery.PairSecretSize]byte(secret)
 	c.mu.Unlock()
 	if d := c.discovery; d != nil {
 		d.ContactsChanged()
@@ -350,35 +351,35 @@ func (c *Chat) loadPairSecrets(ctx context.Context) error {
 			return nil
 		}
 		b, err := openAtRest(c.storeKey(), k, v)
-		if err != nil || len(b) != PairSecretSize {
+		if err != nil || len(b) != discovery.PairSecretSize {
 			c.log.Warn("stored pair secret does not open; ignoring it", "key", k, "err", err)
 			return nil
 		}
-		c.pairs[a] = [PairSecretSize]byte(b)
+		c.pairs[a] = [discovery.PairSecretSize]byte(b)
 		return nil
 	})
 }
 
 // discoveryContacts lists the contacts that share a pair secret with us,
 // for the DHT rendezvous.
-func (c *Chat) discoveryContacts() []DiscoveryContact {
+func (c *Chat) discoveryContacts() []discovery.Contact {
 	c.mu.RLock()
 	defer c.mu.RUnlock()
-	out := make([]DiscoveryContact, 0, len(c.pairs)+1)
+	out := make([]discovery.Contact, 0, len(c.pairs)+1)
 	for a, secret := range c.pairs {
-		dc := DiscoveryContact{Account: a, PairSecret: secret}
+		dc := discovery.Contact{Account: a, PairSecret: secret}
 		if vc, ok := c.contacts[a]; ok {
-			dc.Devices = []DiscoveryDevice{{ID: vc.Cert.Device, Peer: vc.Peer.ID}}
+			dc.Devices = []discovery.Device{{ID: vc.Cert.Device, Peer: vc.Peer.ID}}
 		}
 		out = append(out, dc)
 	}
 	// The account's own devices find each other the same way, under a
 	// secret derived from the account DAG's root.
 	if c.account != nil && len(c.ownDevs) > 0 {
-		dc := DiscoveryContact{Account: c.id.AccountID(), PairSecret: [PairSecretSize]byte(deriveSecret(c.account.root, "own-devices-rendezvous", PairSecretSize))}
+		dc := discovery.Contact{Account: c.id.AccountID(), PairSecret: [discovery.PairSecretSize]byte(deriveSecret(c.account.root, "own-devices-rendezvous", discovery.PairSecretSize))}
 		for _, d := range c.ownDevs {
 			p, _ := peer.IDFromBytes(d.Peer)
-			dc.Devices = append(dc.Devices, DiscoveryDevice{ID: keyring.DeviceID(d.Device), Peer: p})
+			dc.Devices = append(dc.Devices, discovery.Device{ID: keyring.DeviceID(d.Device), Peer: p})
 		}
 		out = append(out, dc)
 	}

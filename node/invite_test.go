@@ -12,6 +12,7 @@ import (
 
 	"github.com/glitr-chat/glitr/crdt"
 	"github.com/glitr-chat/glitr/internal/testsupport"
+	"github.com/glitr-chat/glitr/node/discovery"
 )
 
 // dhtTrio starts a bootstrap node and two personal nodes that know only the
@@ -214,13 +215,13 @@ func TestContactFoundAgainAfterRestartOnNewPorts(t *testing.T) {
 	start := time.Now()
 	// The DHT alone tells B where A is now (A also dials B at the address
 	// it kept, so the connection by itself would prove nothing).
-	var contactA DiscoveryContact
+	var contactA discovery.Contact
 	for _, dc := range b.Chat.discoveryContacts() {
 		if dc.Account == a.Chat.id.AccountID() {
 			contactA = dc
 		}
 	}
-	if contactA.PairSecret == ([PairSecretSize]byte{}) {
+	if contactA.PairSecret == ([discovery.PairSecretSize]byte{}) {
 		t.Fatal("B holds no pair secret for A")
 	}
 	testsupport.Eventually(t, 30*time.Second, "A's new addresses in the DHT", func() bool {

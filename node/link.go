@@ -19,6 +19,7 @@ import (
 
 	"github.com/glitr-chat/glitr/crdt"
 	"github.com/glitr-chat/glitr/keyring"
+	"github.com/glitr-chat/glitr/node/discovery"
 )
 
 // Linking a device to an account (multi-device, docs/devices.md).
@@ -698,7 +699,7 @@ func (n *Node) applyAdoption(ctx context.Context, id *Identity, pa pendingAdopti
 		}
 	}
 	for _, p := range b.Pairs {
-		if len(p) != 32+PairSecretSize {
+		if len(p) != 32+discovery.PairSecretSize {
 			continue
 		}
 		k := pairPrefix.ChildString(hex.EncodeToString(p[:32]))

@@ -33,6 +33,7 @@ import (
 
 	"github.com/glitr-chat/glitr/dag"
 	"github.com/glitr-chat/glitr/node/catchup"
+	"github.com/glitr-chat/glitr/node/discovery"
 	"github.com/glitr-chat/glitr/protocol"
 	"github.com/glitr-chat/glitr/webui"
 )
@@ -241,10 +242,10 @@ func (n *Node) startChat(ctx context.Context, passphrase []byte) error {
 		return fmt.Errorf("account: %w", err)
 	}
 	if n.DHT != nil {
-		c.discovery, err = NewDiscovery(n.Host, n.DHT,
-			DiscoverySelf{Account: id.AccountID(), Device: id.Keyring.Device},
+		c.discovery, err = discovery.New(n.Host, n.DHT,
+			discovery.Self{Account: id.AccountID(), Device: id.Keyring.Device},
 			c.discoveryContacts,
-			DiscoveryOptions{Logger: n.log, KeepLoopback: loopbackOnly(n.Config.Network.ListenAddrs)})
+			discovery.Options{Logger: n.log, KeepLoopback: loopbackOnly(n.Config.Network.ListenAddrs)})
 		if err != nil {
 			return fmt.Errorf("discovery: %w", err)
 		}

@@ -1,4 +1,4 @@
-package node
+package discovery
 
 import (
 	"bytes"
@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/libp2p/go-libp2p"
 	dht "github.com/libp2p/go-libp2p-kad-dht"
 	record "github.com/libp2p/go-libp2p-record"
 	"github.com/libp2p/go-libp2p/core/crypto"
@@ -41,7 +42,7 @@ func (p *dhtPeer) close() {
 	})
 }
 
-func (p *dhtPeer) info() peer.AddrInfo { return addrInfo(p.h) }
+func (p *dhtPeer) info() peer.AddrInfo { return testsupport.AddrInfo(p.h) }
 
 func newDHTPeer(t testing.TB, sk crypto.PrivKey, mode dht.ModeOpt, boot ...peer.AddrInfo) *dhtPeer {
 	t.Helper()
@@ -51,10 +52,7 @@ func newDHTPeer(t testing.TB, sk crypto.PrivKey, mode dht.ModeOpt, boot ...peer.
 			t.Fatal(err)
 		}
 	}
-	h, err := NewHost(loopbackConfig(t), sk, nil, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
+	h := testsupport.Host(t, libp2p.Identity(sk))
 	d, err := dht.New(h,
 		dht.ProtocolPrefix(protocol.DHTPrefix),
 		dht.Mode(mode),
@@ -116,10 +114,10 @@ func newTestAccount(t testing.TB) testAccount {
 	return testAccount{acct: ak.ID(), dev: dk}
 }
 
-func (a testAccount) self() DiscoverySelf { return DiscoverySelf{Account: a.acct, Device: a.dev} }
+func (a testAccount) self() Self { return Self{Account: a.acct, Device: a.dev} }
 
-func (a testAccount) contact(secret [PairSecretSize]byte, p peer.ID) DiscoveryContact {
-	return DiscoveryContact{Account: a.acct, PairSecret: secret, Devices: []DiscoveryDevice{{ID: a.dev.ID(), Peer: p}}}
+func (a testAccount) contact(secret [PairSecretSize]byte, p peer.ID) Contact {
+	return Contact{Account: a.acct, PairSecret: secret, Devices: []Device{{ID: a.dev.ID(), Peer: p}}}
 }
 
 func randomSecret(t testing.TB) [PairSecretSize]byte {
@@ -131,8 +129,8 @@ func randomSecret(t testing.TB) [PairSecretSize]byte {
 }
 
 // fastDiscovery are options for loopback tests: quick retries and passes.
-func fastDiscovery(t testing.TB) DiscoveryOptions {
-	return DiscoveryOptions{
+func fastDiscovery(t testing.TB) Options {
+	return Options{
 		Logger:            testsupport.Logger(t),
 		RetryMin:          100 * time.Millisecond,
 		AddrDebounce:      50 * time.Millisecond,
@@ -143,9 +141,9 @@ func fastDiscovery(t testing.TB) DiscoveryOptions {
 	}
 }
 
-func startDiscovery(t testing.TB, p *dhtPeer, self DiscoverySelf, contacts []DiscoveryContact, opts DiscoveryOptions) *Discovery {
+func startDiscovery(t testing.TB, p *dhtPeer, self Self, contacts []Contact, opts Options) *Service {
 	t.Helper()
-	d, err := NewDiscovery(p.h, p.d, self, func() []DiscoveryContact { return contacts }, opts)
+	d, err := New(p.h, p.d, self, func() []Contact { return contacts }, opts)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -176,8 +174,8 @@ func TestDiscoveryFindThroughDHT(t *testing.T) {
 
 	opts := fastDiscovery(t)
 	opts.NoReconnect = true
-	startDiscovery(t, pa, alice.self(), []DiscoveryContact{bob.contact(secret, "")}, opts)
-	db := startDiscovery(t, pb, bob.self(), []DiscoveryContact{alice.contact(secret, pa.h.ID())}, opts)
+	startDiscovery(t, pa, alice.self(), []Contact{bob.contact(secret, "")}, opts)
+	db := startDiscovery(t, pb, bob.self(), []Contact{alice.contact(secret, pa.h.ID())}, opts)
 
 	if pb.h.Network().Connectedness(pa.h.ID()) == network.Connected {
 		t.Fatal("test setup: B is already connected to A")
@@ -251,8 +249,8 @@ func TestDiscoveryRediscoveryAfterRestart(t *testing.T) {
 	// A only publishes, so every connection between them is B's doing.
 	pubOnly := fastDiscovery(t)
 	pubOnly.NoReconnect = true
-	da := startDiscovery(t, pa, alice.self(), []DiscoveryContact{bob.contact(secret, "")}, pubOnly)
-	startDiscovery(t, pb, bob.self(), []DiscoveryContact{alice.contact(secret, pa.h.ID())}, fastDiscovery(t))
+	da := startDiscovery(t, pa, alice.self(), []Contact{bob.contact(secret, "")}, pubOnly)
+	startDiscovery(t, pb, bob.self(), []Contact{alice.contact(secret, pa.h.ID())}, fastDiscovery(t))
 	testsupport.Eventually(t, 20*time.Second, "B to reach A", func() bool { return pb.h.Network().Connectedness(pa.h.ID()) == network.Connected })
 
 	oldAddrs := pa.h.Addrs()
@@ -282,7 +280,7 @@ func TestDiscoveryRediscoveryAfterRestart(t *testing.T) {
 			t.Fatalf("restarted host reuses address %s", a)
 		}
 	}
-	startDiscovery(t, pa2, alice.self(), []DiscoveryContact{bob.contact(secret, "")}, pubOnly)
+	startDiscovery(t, pa2, alice.self(), []Contact{bob.contact(secret, "")}, pubOnly)
 	var conn network.Conn
 	testsupport.Eventually(t, bound, "B to reach A again", func() bool {
 		for _, c := range pb.h.Network().ConnsToPeer(pa2.h.ID()) {
@@ -562,10 +560,10 @@ func TestDiscoveryPublishableAddrs(t *testing.T) {
 }
 
 func TestDiscoveryOptions(t *testing.T) {
-	if _, err := (DiscoveryOptions{}).withDefaults(); err != nil {
+	if _, err := (Options{}).withDefaults(); err != nil {
 		t.Fatalf("defaults rejected: %v", err)
 	}
-	for name, o := range map[string]DiscoveryOptions{
+	for name, o := range map[string]Options{
 		"ttl above the validator's cap": {RecordTTL: 72 * time.Hour},
 		"refresh too close to expiry":   {RecordTTL: time.Hour, Refresh: 30 * time.Minute},
 		"negative":                      {RetryMin: -1},
