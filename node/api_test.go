@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/glitr-chat/glitr/internal/testsupport"
+	"github.com/glitr-chat/glitr/node/signals"
 	"github.com/glitr-chat/glitr/webui"
 )
 
@@ -327,7 +328,7 @@ func lastStatus(t testing.TB, n *Node, conv string) string {
 }
 
 // TestPresenceGoesOffline: a contact whose node stops is reported offline
-// when its connection closes, not presenceTTL later.
+// when its connection closes, not signals.PresenceTTL later.
 func TestPresenceGoesOffline(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
@@ -350,7 +351,7 @@ func TestPresenceGoesOffline(t *testing.T) {
 	if !ok || s.Online || s.Account != accountOf(b) || s.LastSeen == nil {
 		t.Fatalf("offline signal: %+v (%v)", s, ok)
 	}
-	if d := time.Since(start); d >= presenceTTL/2 {
+	if d := time.Since(start); d >= signals.PresenceTTL/2 {
 		t.Fatalf("offline reported after %v", d)
 	}
 	if p, _ := a.Presence(ctx); p[accountOf(b)].Online {

@@ -27,6 +27,7 @@ import (
 	"github.com/glitr-chat/glitr/node/catchup"
 	"github.com/glitr-chat/glitr/node/discovery"
 	"github.com/glitr-chat/glitr/node/links"
+	"github.com/glitr-chat/glitr/node/signals"
 	"github.com/glitr-chat/glitr/protocol"
 )
 
@@ -80,7 +81,7 @@ type Chat struct {
 	ownDevs    map[keyring.DeviceID]ownDevice                       // the account's other devices
 	seenMu     sync.Mutex
 	lastSeen   map[keyring.DeviceID]time.Time // latest block of each own device
-	sig        *signals                       // ephemeral typing and presence (signals.go)
+	sig        *signals.Service               // ephemeral typing and presence (node/signals)
 	// revokedSelf: another device removed this one from the account.
 	revokedSelf selfRevoked
 	// discovery finds contacts through the DHT; set once at start.

@@ -521,6 +521,9 @@ func (n *Node) Close() error {
 		}
 		if c := n.chatService(); c != nil {
 			c.close()
+			if c.sig != nil {
+				c.sig.Close()
+			}
 			c.links.Close()
 			c.catchup.Close()
 		}
