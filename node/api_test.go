@@ -41,13 +41,8 @@ func countText(ms []webui.Message, text string) int {
 // restart of the node, returns the first message and posts nothing; the
 // contact holds the message once.
 func TestSendOnce(t *testing.T) {
-	a, b := chatPair(t)
+	a, b, conv := pairConversation(t)
 	ctx := context.Background()
-	conv, err := a.CreateConversation(ctx, "", []string{accountOf(b)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	waitForConversation(t, b, conv.ID)
 	const id = "3f2a7c1e-8d4b-4e0f-9a6c-1b2d3e4f5a6b"
 	first, created, err := a.PostMessage(ctx, conv.ID, webui.SendRequest{Text: "exactly once", ClientID: id})
 	if err != nil || !created || first.ClientID != id {

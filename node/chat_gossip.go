@@ -145,6 +145,10 @@ func (c *Chat) validator(conv *conversation) pubsub.ValidatorEx {
 		if res.staged > 0 {
 			// Parents missing: one catch-up with the forwarder fills the gap.
 			c.syncOnGossip(conv, m.ReceivedFrom)
+		} else {
+			// An authentic block from the forwarder: it is no junk
+			// sender, whatever its last sessions brought.
+			c.gossipSync.trust(conv, m.ReceivedFrom)
 		}
 		return pubsub.ValidationAccept
 	}

@@ -11,13 +11,8 @@ import (
 )
 
 func TestEditDeleteReact(t *testing.T) {
-	a, b := chatPair(t)
+	a, b, conv := pairConversation(t)
 	ctx := context.Background()
-	conv, err := a.CreateConversation(ctx, "", []string{accountOf(b)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	waitForConversation(t, b, conv.ID)
 	m, err := a.Send(ctx, conv.ID, "helo", "")
 	if err != nil {
 		t.Fatal(err)

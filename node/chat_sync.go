@@ -249,6 +249,17 @@ type gossipSync struct {
 	running, again bool
 }
 
+// trust ends the spacing of p's gossip-started sessions: p forwarded an
+// authentic block (in a burst, gossip often delivers what a session was
+// started for before the session runs, which then brings nothing).
+func (g *gossipSyncs) trust(conv *conversation, p peer.ID) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if st := g.m[gossipKey{conv, p}]; st != nil {
+		st.hush = 0
+	}
+}
+
 // syncOnGossip starts the catch-up a gossiped block asks for (its parents
 // or the blocks before it in its author's chain are missing, or its epoch
 // is) with the peer that forwarded it: at once, and coalesced and spaced

@@ -179,13 +179,8 @@ func catchupSessions(t testing.TB, n *Node, outcome string) float64 {
 // B is offline while A writes; when B comes back (on new ports, with the
 // same data directory) it catches up, and A's offline messages reach it.
 func TestCatchUpAfterOffline(t *testing.T) {
-	a, b := chatPair(t)
+	a, b, conv := pairConversation(t)
 	ctx := context.Background()
-	conv, err := a.CreateConversation(ctx, "", []string{accountOf(b)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	waitForConversation(t, b, conv.ID)
 	bdir := b.Dir
 	if err := b.Close(); err != nil {
 		t.Fatal(err)

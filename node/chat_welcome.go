@@ -160,20 +160,63 @@ func (c *Chat) acceptWelcome(ctx context.Context, from peer.ID, b []byte) error 
 		// history we missed from the welcomer.
 		return c.rejoin(existing, from, w)
 	}
-	now := c.now()
+	r, epoch, err := c.welcomeEpoch(w, true)
+	if err != nil {
+		return err
+	}
+	if epoch == nil {
+		return errors.New("no box for this device")
+	}
+	var root []byte
+	if len(w.RootBox) > 0 {
+		c.idMu.Lock()
+		root, err = c.id.Keyring.Prekeys.OpenBox(c.id.DeviceID(), purposeConvRoot, w.Conversation, w.RootBox)
+		c.idMu.Unlock()
+		if err != nil || len(root) != 32 {
+			return fmt.Errorf("conversation root: %w", err)
+		}
+	}
+	conv, err := c.installConversation(ctx, w.Conversation, epoch, root)
+	if err != nil {
+		return err
+	}
+	c.mu.Lock()
+	c.welcomedBy[string(w.Conversation)] = from
+	c.mu.Unlock()
+	if acctID, _ := c.accountConversationID(ctx); acctID == hexID && c.isOwnDevice(r.Rotator) {
+		// The account DAG, from the device that linked this one.
+		conv.acct = crdt.NewAccount()
+		c.setAccount(conv)
+		c.joinTopics(conv)
+		c.events.publish(Event{Kind: "account"})
+		c.wg.Go(func() { c.syncThenAnnounce(conv, from) })
+		return nil
+	}
+	c.register(conv)
+	c.joinTopics(conv)
+	c.events.publish(Event{Kind: "conversation", Conversation: hexID})
+	c.wg.Go(func() { c.syncThenAnnounce(conv, from) })
+	return nil
+}
+
+// welcomeEpoch checks the rotation parts of w until the one with a box for
+// this device (signed by a contact's device, for w's conversation; for a
+// new conversation, refuseBlocked: not by a blocked contact) and opens its
+// epoch. No part for this device: a nil epoch and no error.
+func (c *Chat) welcomeEpoch(w Welcome, refuseBlocked bool) (keyring.Rotation, *keyring.Epoch, error) {
 	for _, part := range w.Rotation {
 		r, err := keyring.VerifyRotation(part)
 		if err != nil {
-			return err
+			return keyring.Rotation{}, nil, err
 		}
 		if string(r.Conversation) != string(w.Conversation) {
-			return errors.New("rotation for another conversation")
+			return keyring.Rotation{}, nil, errors.New("rotation for another conversation")
 		}
 		if !c.isContactDevice(r.Rotator) {
-			return ErrNotContact
+			return keyring.Rotation{}, nil, ErrNotContact
 		}
-		if c.blockedDevice(r.Rotator) {
-			return ErrContactBlocked // no new conversations from a blocked contact
+		if refuseBlocked && c.blockedDevice(r.Rotator) {
+			return keyring.Rotation{}, nil, ErrContactBlocked // no new conversations from a blocked contact
 		}
 		if !r.HasBoxFor(c.id.DeviceID()) {
 			continue
@@ -182,81 +225,36 @@ func (c *Chat) acceptWelcome(ctx context.Context, from peer.ID, b []byte) error 
 		epoch, err := keyring.OpenEpoch(r, c.id.DeviceID(), c.id.Keyring.Prekeys)
 		c.idMu.Unlock()
 		if err != nil {
-			return err
+			return keyring.Rotation{}, nil, err
 		}
-		var root []byte
-		if len(w.RootBox) > 0 {
-			c.idMu.Lock()
-			root, err = c.id.Keyring.Prekeys.OpenBox(c.id.DeviceID(), purposeConvRoot, w.Conversation, w.RootBox)
-			c.idMu.Unlock()
-			if err != nil || len(root) != 32 {
-				return fmt.Errorf("conversation root: %w", err)
-			}
-		}
-		conv, err := c.installConversation(ctx, w.Conversation, epoch, root)
-		if err != nil {
-			return err
-		}
-		c.mu.Lock()
-		c.welcomedBy[string(w.Conversation)] = from
-		c.mu.Unlock()
-		if acctID, _ := c.accountConversationID(ctx); acctID == hexID && c.isOwnDevice(r.Rotator) {
-			// The account DAG, from the device that linked this one.
-			conv.acct = crdt.NewAccount()
-			c.setAccount(conv)
-			c.joinTopics(conv)
-			c.events.publish(Event{Kind: "account"})
-			c.wg.Go(func() { c.syncThenAnnounce(conv, from) })
-			return nil
-		}
-		c.register(conv)
-		c.joinTopics(conv)
-		c.events.publish(Event{Kind: "conversation", Conversation: hexID})
-		c.wg.Go(func() { c.syncThenAnnounce(conv, from) })
-		_ = now
-		return nil
+		return r, epoch, nil
 	}
-	return errors.New("no box for this device")
+	return keyring.Rotation{}, nil, nil
 }
 
 // rejoin installs the epoch of a welcome into a conversation we already
 // hold (we were removed and are added again), and takes the history we
 // missed from the welcomer.
 func (c *Chat) rejoin(conv *conversation, from peer.ID, w Welcome) error {
-	for _, part := range w.Rotation {
-		r, err := keyring.VerifyRotation(part)
-		if err != nil {
-			return err
-		}
-		if string(r.Conversation) != string(w.Conversation) || !c.isContactDevice(r.Rotator) {
-			return ErrNotContact
-		}
-		if !r.HasBoxFor(c.id.DeviceID()) {
-			continue
-		}
-		c.idMu.Lock()
-		epoch, err := keyring.OpenEpoch(r, c.id.DeviceID(), c.id.Keyring.Prekeys)
-		c.idMu.Unlock()
-		if err != nil {
-			return err
-		}
-		conv.mu.Lock()
-		err = conv.cipher.Install(epoch)
-		if err == nil {
-			err = conv.cipher.SetSendingEpoch(epoch.ID)
-		}
-		conv.mu.Unlock()
-		if err != nil {
-			return err
-		}
-		if err := c.persistKeys(c.ctx, conv, true); err != nil {
-			return err
-		}
-		c.mu.Lock()
-		c.welcomedBy[string(w.Conversation)] = from
-		c.mu.Unlock()
-		return nil
+	_, epoch, err := c.welcomeEpoch(w, false)
+	if err != nil || epoch == nil {
+		return err
 	}
+	conv.mu.Lock()
+	err = conv.cipher.Install(epoch)
+	if err == nil {
+		err = conv.cipher.SetSendingEpoch(epoch.ID)
+	}
+	conv.mu.Unlock()
+	if err != nil {
+		return err
+	}
+	if err := c.persistKeys(c.ctx, conv, true); err != nil {
+		return err
+	}
+	c.mu.Lock()
+	c.welcomedBy[string(w.Conversation)] = from
+	c.mu.Unlock()
 	return nil
 }
 

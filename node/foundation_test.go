@@ -321,27 +321,13 @@ func TestFoundationInitCreatesEverything(t *testing.T) {
 	if fi, err := os.Stat(path); err != nil || fi.Mode().Perm() != 0o700 {
 		t.Fatalf("data directory mode: %v %v", fi.Mode().Perm(), err)
 	}
-	if err := pebbleStore(dir.StorePath()); err != nil {
+	if err := testsupport.PebbleStore(dir.StorePath()); err != nil {
 		t.Fatalf("no pebble store after init: %v", err)
 	}
 	got, err := dir.Config()
 	if err != nil || got.Profile != ProfileRelay {
 		t.Fatalf("config: %+v, %v", got.Profile, err)
 	}
-}
-
-// pebbleStore checks that dir holds a pebble database (its manifest).
-func pebbleStore(dir string) error {
-	entries, err := os.ReadDir(dir)
-	if err != nil {
-		return err
-	}
-	for _, e := range entries {
-		if strings.HasPrefix(e.Name(), "MANIFEST-") {
-			return nil
-		}
-	}
-	return fmt.Errorf("%s: no MANIFEST in %d entries", dir, len(entries))
 }
 
 // The relay service applies relay.limitDataBytes from its config: with a

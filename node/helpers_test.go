@@ -3,12 +3,14 @@ package node
 import (
 	"context"
 	"crypto/rand"
+	"slices"
 	"testing"
 
 	"github.com/libp2p/go-libp2p/core/crypto"
 	"github.com/libp2p/go-libp2p/core/host"
 
 	"github.com/glitr-chat/glitr/internal/testsupport"
+	"github.com/glitr-chat/glitr/webui"
 )
 
 // loopbackConfig is a personal config that listens only on loopback with
@@ -56,4 +58,23 @@ func startTestNode(t testing.TB, cfg Config) *Node {
 	}
 	t.Cleanup(func() { n.Close() })
 	return n
+}
+
+// pairConversation makes two nodes that hold each other's cards and a
+// conversation between them that both hold.
+func pairConversation(t testing.TB) (a, b *Node, conv webui.Conversation) {
+	t.Helper()
+	a, b = chatPair(t)
+	conv, err := a.CreateConversation(context.Background(), "", []string{accountOf(b)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitForConversation(t, b, conv.ID)
+	return a, b, conv
+}
+
+// hasMessage reports whether n shows a message with text in conversation id.
+func hasMessage(t testing.TB, n *Node, id, text string) bool {
+	t.Helper()
+	return slices.ContainsFunc(messages(t, n, id), func(m webui.Message) bool { return m.Text == text })
 }

@@ -5,7 +5,6 @@ import (
 	"context"
 	"crypto/rand"
 	"errors"
-	"slices"
 	"testing"
 	"time"
 
@@ -369,25 +368,6 @@ func TestMissedEpochInstalledAtStart(t *testing.T) {
 	testsupport.Eventually(t, 15*time.Second, "b to read a's message", func() bool {
 		return hasMessage(t, b2, conv.ID, "still there?")
 	})
-}
-
-// pairConversation makes two nodes that hold each other's cards and a
-// conversation between them that both hold.
-func pairConversation(t testing.TB) (a, b *Node, conv webui.Conversation) {
-	t.Helper()
-	a, b = chatPair(t)
-	conv, err := a.CreateConversation(context.Background(), "", []string{accountOf(b)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	waitForConversation(t, b, conv.ID)
-	return a, b, conv
-}
-
-// hasMessage reports whether n shows a message with text in conversation id.
-func hasMessage(t testing.TB, n *Node, id, text string) bool {
-	t.Helper()
-	return slices.ContainsFunc(messages(t, n, id), func(m webui.Message) bool { return m.Text == text })
 }
 
 // A conversation that has seen more epochs than a cipher holds: each

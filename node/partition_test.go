@@ -40,6 +40,7 @@ import (
 	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/libp2p/go-libp2p/p2p/protocol/ping"
 
+	"github.com/glitr-chat/glitr/internal/testsupport"
 	"github.com/glitr-chat/glitr/webui"
 )
 
@@ -96,7 +97,7 @@ type partProc struct {
 	stdin  io.WriteCloser
 	enc    *json.Encoder
 	events chan partEvent
-	output natlabBuffer
+	output testsupport.Buffer
 	done   chan struct{}
 	err    error
 

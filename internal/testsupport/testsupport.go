@@ -8,10 +8,13 @@ package testsupport
 
 import (
 	"bufio"
+	"bytes"
 	"context"
+	"fmt"
 	"log/slog"
 	"os"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -98,4 +101,37 @@ func WriteFrames(s network.Stream, frames ...protocol.Frame) error {
 		}
 	}
 	return nil
+}
+
+// Buffer collects the output of a process or a goroutine; it is safe for
+// concurrent use (a bytes.Buffer is not).
+type Buffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (b *Buffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.b.Write(p)
+}
+
+func (b *Buffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.b.String()
+}
+
+// PebbleStore checks that dir holds a pebble database (its manifest).
+func PebbleStore(dir string) error {
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		return err
+	}
+	for _, e := range entries {
+		if strings.HasPrefix(e.Name(), "MANIFEST-") {
+			return nil
+		}
+	}
+	return fmt.Errorf("%s: no MANIFEST in %d entries", dir, len(entries))
 }

@@ -30,6 +30,7 @@ import (
 	"github.com/libp2p/go-libp2p/core/peer"
 
 	"github.com/glitr-chat/glitr/keyring"
+	"github.com/glitr-chat/glitr/protocol"
 	"github.com/glitr-chat/glitr/webui"
 )
 
@@ -104,17 +105,8 @@ type typingBody struct {
 }
 
 var (
-	enc, _ = cbor.CanonicalEncOptions().EncMode()
-	// dec decodes untrusted wire messages and bodies: small, definite,
-	// no duplicate or unknown keys.
-	dec, _ = cbor.DecOptions{
-		DupMapKey:         cbor.DupMapKeyEnforcedAPF,
-		IndefLength:       cbor.IndefLengthForbidden,
-		MaxNestedLevels:   4,
-		MaxArrayElements:  64,
-		MaxMapPairs:       16,
-		ExtraReturnErrors: cbor.ExtraDecErrorUnknownField,
-	}.DecMode()
+	enc, _          = cbor.CanonicalEncOptions().EncMode()
+	dec             = protocol.SmallDec
 	presenceWire, _ = enc.Marshal(wire{Kind: "presence"})
 )
 
