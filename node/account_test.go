@@ -6,6 +6,7 @@ import (
 	"os"
 	"testing"
 
+	"github.com/glitr-chat/glitr/internal/testsupport"
 	"github.com/glitr-chat/glitr/keyring"
 )
 
@@ -18,7 +19,7 @@ func TestAccountOnboardingLockAndUnlock(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	n, err := Start(ctx, dir, Options{Logger: testLogger(t)})
+	n, err := Start(ctx, dir, Options{Logger: testsupport.Logger(t)})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -61,7 +62,7 @@ func TestAccountOnboardingLockAndUnlock(t *testing.T) {
 	n.Close()
 
 	// Restart without the passphrase: locked, nothing served but the state.
-	n, err = Start(ctx, dir, Options{Logger: testLogger(t)})
+	n, err = Start(ctx, dir, Options{Logger: testsupport.Logger(t)})
 	if err != nil {
 		t.Fatal(err)
 	}

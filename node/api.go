@@ -612,7 +612,7 @@ func (n *Node) Typing(ctx context.Context, id string) error {
 	if err != nil {
 		return apiErr(err)
 	}
-	return c.signals().typing(ctx, conv)
+	return c.sig.Typing(ctx, c.room(conv), c.memberPeers(conv))
 }
 
 // Presence implements webui.SignalBackend.
@@ -621,7 +621,7 @@ func (n *Node) Presence(ctx context.Context) (map[string]webui.Presence, error) 
 	if err != nil {
 		return nil, err
 	}
-	return c.signals().presence(), nil
+	return c.sig.Presence(), nil
 }
 
 // SubscribeSignals implements webui.SignalBackend.
@@ -632,7 +632,7 @@ func (n *Node) SubscribeSignals(ctx context.Context) <-chan webui.Signal {
 		go func() { <-ctx.Done(); close(ch) }()
 		return ch
 	}
-	return c.signals().subscribe(ctx)
+	return c.sig.Subscribe(ctx)
 }
 
 // People implements webui.Backend.

@@ -7,6 +7,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/glitr-chat/glitr/internal/testsupport"
+	"github.com/glitr-chat/glitr/node/signals"
 	"github.com/glitr-chat/glitr/webui"
 )
 
@@ -17,7 +19,7 @@ func restartTestNode(t testing.TB, n *Node) *Node {
 	if err := n.Close(); err != nil {
 		t.Fatal(err)
 	}
-	r, err := Start(context.Background(), dir, Options{Version: "test", Logger: testLogger(t)})
+	r, err := Start(context.Background(), dir, Options{Version: "test", Logger: testsupport.Logger(t)})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -39,13 +41,8 @@ func countText(ms []webui.Message, text string) int {
 // restart of the node, returns the first message and posts nothing; the
 // contact holds the message once.
 func TestSendOnce(t *testing.T) {
-	a, b := chatPair(t)
+	a, b, conv := pairConversation(t)
 	ctx := context.Background()
-	conv, err := a.CreateConversation(ctx, "", []string{accountOf(b)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	waitForConversation(t, b, conv.ID)
 	const id = "3f2a7c1e-8d4b-4e0f-9a6c-1b2d3e4f5a6b"
 	first, created, err := a.PostMessage(ctx, conv.ID, webui.SendRequest{Text: "exactly once", ClientID: id})
 	if err != nil || !created || first.ClientID != id {
@@ -58,7 +55,7 @@ func TestSendOnce(t *testing.T) {
 	if ms := messages(t, a, conv.ID); countText(ms, "exactly once") != 1 || ms[len(ms)-1].ClientID != id {
 		t.Fatalf("sender holds %d copies; last message's client id %q", countText(ms, "exactly once"), ms[len(ms)-1].ClientID)
 	}
-	eventually(t, 10*time.Second, "b to receive the message", func() bool {
+	testsupport.Eventually(t, 10*time.Second, "b to receive the message", func() bool {
 		return countText(messages(t, b, conv.ID), "exactly once") == 1
 	})
 
@@ -206,11 +203,11 @@ func TestMemberNamesAndKinds(t *testing.T) {
 	}
 	waitForConversation(t, b, group.ID)
 	waitForConversation(t, c, group.ID)
-	connect(t, b.Host, c.Host)
+	testsupport.Connect(t, b.Host, c.Host)
 	if _, err := c.Send(ctx, group.ID, "hello from Cy", ""); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, 15*time.Second, "b to see c's published name", func() bool {
+	testsupport.Eventually(t, 15*time.Second, "b to see c's published name", func() bool {
 		m, ok := memberOf(summaryOf(t, b, group.ID), accountOf(c))
 		return ok && m.Name == "Cy" && !m.Contact && !m.Verified
 	})
@@ -223,11 +220,11 @@ func TestMemberNamesAndKinds(t *testing.T) {
 	if err := c.SetProfile(ctx, "Cyrus", ""); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, 15*time.Second, "b to see c's new name", func() bool {
+	testsupport.Eventually(t, 15*time.Second, "b to see c's new name", func() bool {
 		m, _ := memberOf(summaryOf(t, b, group.ID), accountOf(c))
 		return m.Name == "Cyrus"
 	})
-	eventually(t, 15*time.Second, "b to see the direct chat", func() bool {
+	testsupport.Eventually(t, 15*time.Second, "b to see the direct chat", func() bool {
 		return summaryOf(t, b, direct.ID).Kind == webui.KindDirect
 	})
 }
@@ -249,7 +246,7 @@ func TestMuteAndBlock(t *testing.T) {
 		t.Fatal(err)
 	}
 	waitForConversation(t, a, conv.ID)
-	eventually(t, 10*time.Second, "a to apply the genesis", func() bool {
+	testsupport.Eventually(t, 10*time.Second, "a to apply the genesis", func() bool {
 		return summaryOf(t, a, conv.ID).Kind == webui.KindDirect
 	})
 	yes := true
@@ -277,7 +274,7 @@ func TestMuteAndBlock(t *testing.T) {
 	if _, err := b.Send(ctx, conv.ID, "are you there?", ""); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, 10*time.Second, "a to store b's message", func() bool {
+	testsupport.Eventually(t, 10*time.Second, "a to store b's message", func() bool {
 		return countText(messages(t, a, conv.ID), "are you there?") == 1
 	})
 	if s := summaryOf(t, a, conv.ID); s.Unread != 0 {
@@ -326,7 +323,7 @@ func lastStatus(t testing.TB, n *Node, conv string) string {
 }
 
 // TestPresenceGoesOffline: a contact whose node stops is reported offline
-// when its connection closes, not presenceTTL later.
+// when its connection closes, not signals.PresenceTTL later.
 func TestPresenceGoesOffline(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
@@ -337,7 +334,7 @@ func TestPresenceGoesOffline(t *testing.T) {
 		}
 	}
 	sigs := a.SubscribeSignals(ctx)
-	connect(t, a.Host, b.Host)
+	testsupport.Connect(t, a.Host, b.Host)
 	if s, ok := recvSignal(sigs, "presence", 10*time.Second); !ok || !s.Online || s.Account != accountOf(b) {
 		t.Fatalf("online signal on connect: %+v (%v)", s, ok)
 	}
@@ -349,7 +346,7 @@ func TestPresenceGoesOffline(t *testing.T) {
 	if !ok || s.Online || s.Account != accountOf(b) || s.LastSeen == nil {
 		t.Fatalf("offline signal: %+v (%v)", s, ok)
 	}
-	if d := time.Since(start); d >= presenceTTL/2 {
+	if d := time.Since(start); d >= signals.PresenceTTL/2 {
 		t.Fatalf("offline reported after %v", d)
 	}
 	if p, _ := a.Presence(ctx); p[accountOf(b)].Online {

@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/glitr-chat/glitr/internal/testsupport"
 	"github.com/glitr-chat/glitr/keyring"
 )
 
@@ -21,7 +22,7 @@ func TestBackupAndRestoreOnAFreshNode(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ada, err := Start(ctx, adaDir, Options{Logger: testLogger(t)})
+	ada, err := Start(ctx, adaDir, Options{Logger: testsupport.Logger(t)})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -37,7 +38,7 @@ func TestBackupAndRestoreOnAFreshNode(t *testing.T) {
 	if _, err := bob.Send(ctx, conv, "before the lake", ""); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, 10*time.Second, "Bob's message at Ada", func() bool { return hasText(t, ada, conv, "before the lake") })
+	testsupport.Eventually(t, 10*time.Second, "Bob's message at Ada", func() bool { return hasText(t, ada, conv, "before the lake") })
 	backup, err := ada.Backup(ctx)
 	if err != nil {
 		t.Fatal(err)
@@ -50,7 +51,7 @@ func TestBackupAndRestoreOnAFreshNode(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	fresh, err := Start(ctx, freshDir, Options{Logger: testLogger(t)})
+	fresh, err := Start(ctx, freshDir, Options{Logger: testsupport.Logger(t)})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -73,7 +74,7 @@ func TestBackupAndRestoreOnAFreshNode(t *testing.T) {
 		t.Fatalf("after failed restores the state is %q, want new", info.State)
 	}
 
-	connect(t, fresh.Host, bob.Host)
+	testsupport.Connect(t, fresh.Host, bob.Host)
 	start := time.Now()
 	if err := fresh.Restore(ctx, strings.Join(words, " "), backup); err != nil {
 		t.Fatal(err)
@@ -88,16 +89,16 @@ func TestBackupAndRestoreOnAFreshNode(t *testing.T) {
 	if err != nil || info.Name != "Ada" || info.State != AccountReady {
 		t.Fatalf("restored account info %+v, %v", info, err)
 	}
-	eventually(t, 20*time.Second, "the conversation and its history back from Bob", func() bool {
+	testsupport.Eventually(t, 20*time.Second, "the conversation and its history back from Bob", func() bool {
 		_, err := fresh.Chat.conversation(conv)
 		return err == nil && hasText(t, fresh, conv, "before the lake")
 	})
 	t.Logf("restored, with history, in %s", time.Since(start).Round(time.Millisecond))
-	eventually(t, 15*time.Second, "the restored device to write", func() bool {
+	testsupport.Eventually(t, 15*time.Second, "the restored device to write", func() bool {
 		_, err := fresh.Send(ctx, conv, "back from the lake", "")
 		return err == nil
 	})
-	eventually(t, 15*time.Second, "Bob to read the restored device", func() bool { return hasText(t, bob, conv, "back from the lake") })
+	testsupport.Eventually(t, 15*time.Second, "Bob to read the restored device", func() bool { return hasText(t, bob, conv, "back from the lake") })
 	// The old device is listed and can be revoked from the new one.
 	var old string
 	for _, d := range fresh.Chat.Devices() {

@@ -22,6 +22,8 @@ import (
 
 	"github.com/glitr-chat/glitr/crdt"
 	"github.com/glitr-chat/glitr/dag"
+	"github.com/glitr-chat/glitr/internal/testsupport"
+	"github.com/glitr-chat/glitr/node/catchup"
 	"github.com/glitr-chat/glitr/webui"
 )
 
@@ -141,7 +143,7 @@ func BenchmarkCatchUp(b *testing.B) {
 		}
 		waitForConversation(b, bn, conv.ID)
 		waitForConversation(b, cn, conv.ID)
-		eventually(b, 20*time.Second, "c to hold the genesis", func() bool { return len(stateMembers(cn, conv.ID)) == 3 })
+		testsupport.Eventually(b, 20*time.Second, "c to hold the genesis", func() bool { return len(stateMembers(cn, conv.ID)) == 3 })
 		bdir := bn.Dir
 		bn.Close()
 		// Two authors, interleaved in chunks so the DAG has both chains.
@@ -162,7 +164,7 @@ func BenchmarkCatchUp(b *testing.B) {
 		b.StartTimer()
 
 		start := time.Now()
-		b2, err := Start(ctx, bdir, Options{Logger: testLogger(b)})
+		b2, err := Start(ctx, bdir, Options{Logger: testsupport.Logger(b)})
 		if err != nil {
 			b.Fatal(err)
 		}
@@ -231,7 +233,7 @@ func syncNow(w, other *Node, id string) error {
 	self := dag.DeviceID(w.Chat.id.DeviceID())
 	for {
 		st, err := w.Chat.catchup.Sync(ctx, other.Host.ID(), conv.syncID)
-		if err != nil && !errors.Is(err, ErrCatchupBusy) {
+		if err != nil && !errors.Is(err, catchup.ErrBusy) {
 			return fmt.Errorf("sync: %w (%+v)", err, st)
 		}
 		mine, err1 := w.Chat.store.SeqVector(ctx, conv.dagID)
@@ -298,7 +300,7 @@ func liveLatency(b *testing.B, size, msgs int) (glitr, raw []float64) {
 	// A full mesh of connections, as members of one conversation have.
 	for i := range nodes {
 		for j := i + 1; j < len(nodes); j++ {
-			connect(b, nodes[i].Host, nodes[j].Host)
+			testsupport.Connect(b, nodes[i].Host, nodes[j].Host)
 		}
 	}
 	conv, err := sender.CreateConversation(ctx, "latency", members)
@@ -322,7 +324,7 @@ func liveLatency(b *testing.B, size, msgs int) (glitr, raw []float64) {
 		}
 		rawTopics[i], rawSubs[i] = t, s
 	}
-	eventually(b, 20*time.Second, "meshes", func() bool {
+	testsupport.Eventually(b, 20*time.Second, "meshes", func() bool {
 		return len(rawTopics[0].ListPeers()) == size-1 && topicPeers(sender, conv.ID) == size-1
 	})
 	time.Sleep(1500 * time.Millisecond) // let grafting settle

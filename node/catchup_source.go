@@ -7,13 +7,14 @@ import (
 	"github.com/ipfs/go-cid"
 
 	"github.com/glitr-chat/glitr/dag"
+	"github.com/glitr-chat/glitr/node/catchup"
 )
 
 // The chat service's side of the reconciliation fallback
-// (CatchupReconciler): the conversation's committed blocks as a set, and
+// (catchup.Reconciler): the conversation's committed blocks as a set, and
 // blocks by key. The dag store caches the set until the next commit.
 
-var _ CatchupReconciler = (*Chat)(nil)
+var _ catchup.Reconciler = (*Chat)(nil)
 
 // syncConversation returns the conversation named by a sync id.
 func (c *Chat) syncConversation(syncID []byte) (*conversation, error) {
@@ -26,7 +27,7 @@ func (c *Chat) syncConversation(syncID []byte) (*conversation, error) {
 	return conv, nil
 }
 
-// ReconSet implements CatchupReconciler.
+// ReconSet implements catchup.Reconciler.
 func (c *Chat) ReconSet(ctx context.Context, syncID []byte) (*dag.ReconSet, error) {
 	conv, err := c.syncConversation(syncID)
 	if err != nil {
@@ -39,7 +40,7 @@ func (c *Chat) ReconSet(ctx context.Context, syncID []byte) (*dag.ReconSet, erro
 	return set, nil
 }
 
-// Lacking implements CatchupReconciler. Bytes that are not a CID count as
+// Lacking implements catchup.Reconciler. Bytes that are not a CID count as
 // lacking: the peer named something we cannot hold.
 func (c *Chat) Lacking(ctx context.Context, syncID []byte, cids [][]byte) (int, error) {
 	conv, err := c.syncConversation(syncID)
@@ -64,7 +65,7 @@ func (c *Chat) Lacking(ctx context.Context, syncID []byte, cids [][]byte) (int, 
 	return n, nil
 }
 
-// Envelopes implements CatchupReconciler.
+// Envelopes implements catchup.Reconciler.
 func (c *Chat) Envelopes(ctx context.Context, syncID []byte, items []dag.ReconItem, fn func(env []byte) error) error {
 	conv, err := c.syncConversation(syncID)
 	if err != nil {

@@ -6,22 +6,18 @@ import (
 	"testing"
 	"time"
 
+	"github.com/glitr-chat/glitr/internal/testsupport"
 	"github.com/glitr-chat/glitr/webui"
 )
 
 func TestEditDeleteReact(t *testing.T) {
-	a, b := chatPair(t)
+	a, b, conv := pairConversation(t)
 	ctx := context.Background()
-	conv, err := a.CreateConversation(ctx, "", []string{accountOf(b)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	waitForConversation(t, b, conv.ID)
 	m, err := a.Send(ctx, conv.ID, "helo", "")
 	if err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, 10*time.Second, "b to receive", func() bool { return len(messages(t, b, conv.ID)) == 1 })
+	testsupport.Eventually(t, 10*time.Second, "b to receive", func() bool { return len(messages(t, b, conv.ID)) == 1 })
 
 	// Only the author edits or deletes; anyone reacts.
 	if _, err := b.Edit(ctx, conv.ID, m.ID, "hacked"); !errors.Is(err, webui.ErrForbidden) {
@@ -34,27 +30,27 @@ func TestEditDeleteReact(t *testing.T) {
 	if err != nil || got.Text != "hello" || !got.Edited {
 		t.Fatalf("edit: %+v, %v", got, err)
 	}
-	eventually(t, 10*time.Second, "b to see the edit", func() bool {
+	testsupport.Eventually(t, 10*time.Second, "b to see the edit", func() bool {
 		ms := messages(t, b, conv.ID)
 		return ms[0].Text == "hello" && ms[0].Edited
 	})
 	if err := b.React(ctx, conv.ID, m.ID, "👍", true); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, 10*time.Second, "a to see the reaction", func() bool {
+	testsupport.Eventually(t, 10*time.Second, "a to see the reaction", func() bool {
 		rs := messages(t, a, conv.ID)[0].Reactions
 		return len(rs) == 1 && rs[0].Emoji == "👍" && len(rs[0].Accounts) == 1 && rs[0].Accounts[0] == accountOf(b)
 	})
 	if err := b.React(ctx, conv.ID, m.ID, "👍", false); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, 10*time.Second, "a to see the reaction removed", func() bool {
+	testsupport.Eventually(t, 10*time.Second, "a to see the reaction removed", func() bool {
 		return len(messages(t, a, conv.ID)[0].Reactions) == 0
 	})
 	if err := a.Delete(ctx, conv.ID, m.ID); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, 10*time.Second, "b to see the tombstone", func() bool {
+	testsupport.Eventually(t, 10*time.Second, "b to see the tombstone", func() bool {
 		ms := messages(t, b, conv.ID)
 		return ms[0].Deleted && ms[0].Text == ""
 	})
@@ -102,13 +98,13 @@ func TestTypingSignal(t *testing.T) {
 		t.Fatal(err)
 	}
 	waitForConversation(t, b, conv.ID)
-	eventually(t, 10*time.Second, "a to be connected to b", func() bool {
+	testsupport.Eventually(t, 10*time.Second, "a to be connected to b", func() bool {
 		c, _ := a.Chat.conversation(conv.ID)
 		return len(a.Chat.memberPeers(c)) == 1
 	})
 	// b drops typing from accounts it does not (yet) know as members: wait
 	// until the genesis block is applied there.
-	eventually(t, 10*time.Second, "b to know a as a member", func() bool {
+	testsupport.Eventually(t, 10*time.Second, "b to know a as a member", func() bool {
 		cs, _ := b.Conversations(ctx)
 		for _, c := range cs {
 			if c.ID == conv.ID {
@@ -130,19 +126,16 @@ func TestTypingSignal(t *testing.T) {
 		t.Fatal(err)
 	}
 	if s, ok := recvSignal(sigs, "typing", 700*time.Millisecond); ok {
-		t.Fatalf("second typing signal within %v: %+v", typingEvery, s)
+		t.Fatalf("second typing signal at once: %+v", s)
 	}
 	if err := a.Typing(ctx, "ffff"); !errors.Is(err, webui.ErrNotFound) {
 		t.Fatalf("typing in an unknown conversation: %v", err)
 	}
 }
 
-// With "show online status" off a node sends no presence at all; on, its
-// contacts see it online.
+// With "show online status" off a node sends no presence at all; switched
+// on, its contacts see it online at once (not at the next heartbeat, 30 s).
 func TestPresenceFollowsPreference(t *testing.T) {
-	old := presenceEvery
-	presenceEvery = 200 * time.Millisecond
-	defer func() { presenceEvery = old }()
 	a, b := chatPair(t)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
@@ -160,8 +153,7 @@ func TestPresenceFollowsPreference(t *testing.T) {
 		t.Fatal(err)
 	}
 	sigs := b.SubscribeSignals(ctx)
-	connect(t, a.Host, b.Host) // a greets connecting contacts only when ShowPresence is on
-	a.Chat.signals()           // starts a's heartbeat
+	testsupport.Connect(t, a.Host, b.Host) // a greets connecting contacts only when ShowPresence is on
 	if s, ok := recvSignal(sigs, "presence", 1500*time.Millisecond); ok {
 		t.Fatalf("presence sent while ShowPresence is off: %+v", s)
 	}

@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/glitr-chat/glitr/internal/testsupport"
 	"github.com/glitr-chat/glitr/webui"
 )
 
@@ -54,7 +55,7 @@ func messages(t testing.TB, n *Node, conv string) []webui.Message {
 
 func waitForConversation(t testing.TB, n *Node, id string) {
 	t.Helper()
-	eventually(t, 20*time.Second, "the conversation to arrive", func() bool {
+	testsupport.Eventually(t, 20*time.Second, "the conversation to arrive", func() bool {
 		_, err := n.Chat.conversation(id)
 		return err == nil
 	})
@@ -68,7 +69,7 @@ func TestTwoNodesChat(t *testing.T) {
 		t.Fatal(err)
 	}
 	waitForConversation(t, b, conv.ID)
-	eventually(t, 10*time.Second, "b to see the title", func() bool {
+	testsupport.Eventually(t, 10*time.Second, "b to see the title", func() bool {
 		cs, _ := b.Conversations(ctx)
 		return len(cs) == 1 && cs[0].Title == "lunch" && len(cs[0].Members) == 2
 	})
@@ -77,29 +78,29 @@ func TestTwoNodesChat(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, 10*time.Second, "b to receive the message", func() bool {
+	testsupport.Eventually(t, 10*time.Second, "b to receive the message", func() bool {
 		ms := messages(t, b, conv.ID)
 		return len(ms) == 1 && ms[0].Text == "hello bob" && !ms[0].Mine
 	})
 	if _, err := b.Send(ctx, conv.ID, "hi alice", sent.ID); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, 10*time.Second, "a to receive the reply", func() bool {
+	testsupport.Eventually(t, 10*time.Second, "a to receive the reply", func() bool {
 		ms := messages(t, a, conv.ID)
 		return len(ms) == 2 && ms[1].Text == "hi alice" && ms[1].ReplyTo == sent.ID
 	})
 	// a's message: delivered once b's receipt arrives, read after b reads.
-	eventually(t, 10*time.Second, "delivered", func() bool {
+	testsupport.Eventually(t, 10*time.Second, "delivered", func() bool {
 		return messages(t, a, conv.ID)[0].Status == "delivered"
 	})
 	if err := b.MarkRead(ctx, conv.ID); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, 10*time.Second, "read", func() bool {
+	testsupport.Eventually(t, 10*time.Second, "read", func() bool {
 		return messages(t, a, conv.ID)[0].Status == "read"
 	})
 	// Both replicas converge to the same state.
-	eventually(t, 10*time.Second, "equal state hashes", func() bool {
+	testsupport.Eventually(t, 10*time.Second, "equal state hashes", func() bool {
 		return stateHash(t, a, conv.ID) == stateHash(t, b, conv.ID)
 	})
 }
@@ -135,12 +136,12 @@ func TestCatchUpAcrossRotations(t *testing.T) {
 			}
 		}
 	}
-	b2, err := Start(ctx, bdir, Options{Logger: testLogger(t)})
+	b2, err := Start(ctx, bdir, Options{Logger: testsupport.Logger(t)})
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer b2.Close()
-	eventually(t, 30*time.Second, "b to catch up across the rotations", func() bool {
+	testsupport.Eventually(t, 30*time.Second, "b to catch up across the rotations", func() bool {
 		return len(messages(t, b2, conv.ID)) == epochs*3
 	})
 	if n := catchupSessions(t, b2, "error"); n != 0 {
@@ -178,13 +179,8 @@ func catchupSessions(t testing.TB, n *Node, outcome string) float64 {
 // B is offline while A writes; when B comes back (on new ports, with the
 // same data directory) it catches up, and A's offline messages reach it.
 func TestCatchUpAfterOffline(t *testing.T) {
-	a, b := chatPair(t)
+	a, b, conv := pairConversation(t)
 	ctx := context.Background()
-	conv, err := a.CreateConversation(ctx, "", []string{accountOf(b)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	waitForConversation(t, b, conv.ID)
 	bdir := b.Dir
 	if err := b.Close(); err != nil {
 		t.Fatal(err)
@@ -199,20 +195,20 @@ func TestCatchUpAfterOffline(t *testing.T) {
 	if ms := messages(t, a, conv.ID); ms[n-1].Status != "sending" {
 		t.Fatalf("status with no peer = %q, want sending", ms[n-1].Status)
 	}
-	b2, err := Start(ctx, bdir, Options{Logger: testLogger(t)})
+	b2, err := Start(ctx, bdir, Options{Logger: testsupport.Logger(t)})
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer b2.Close()
 	// b2 listens on new ports; it dials a from a's card.
-	eventually(t, 30*time.Second, "b to catch up", func() bool {
+	testsupport.Eventually(t, 30*time.Second, "b to catch up", func() bool {
 		return len(messages(t, b2, conv.ID)) == n
 	})
-	eventually(t, 10*time.Second, "a to see its messages leave the outbox", func() bool {
+	testsupport.Eventually(t, 10*time.Second, "a to see its messages leave the outbox", func() bool {
 		s := messages(t, a, conv.ID)[n-1].Status
 		return s == "sent" || s == "delivered" || s == "read"
 	})
-	eventually(t, 10*time.Second, "equal state hashes", func() bool {
+	testsupport.Eventually(t, 10*time.Second, "equal state hashes", func() bool {
 		return stateHash(t, a, conv.ID) == stateHash(t, b2, conv.ID)
 	})
 }

@@ -32,6 +32,7 @@ import (
 	rcmgr "github.com/libp2p/go-libp2p/p2p/host/resource-manager"
 	ma "github.com/multiformats/go-multiaddr"
 
+	"github.com/glitr-chat/glitr/internal/testsupport"
 	"github.com/glitr-chat/glitr/webui"
 )
 
@@ -41,7 +42,7 @@ import (
 func TestFoundationStatusAPIOnRunningNode(t *testing.T) {
 	n := startTestNode(t, loopbackConfig(t))
 	other := startTestNode(t, loopbackConfig(t))
-	connect(t, other.Host, n.Host)
+	testsupport.Connect(t, other.Host, n.Host)
 	token, err := n.Dir.Token()
 	if err != nil {
 		t.Fatal(err)
@@ -132,7 +133,7 @@ func TestFoundationTCPUsesNoiseAndYamux(t *testing.T) {
 	tcp := "/ip4/127.0.0.1/tcp/0"
 	a := newTestHost(t, loopbackConfig(t, tcp))
 	b := newTestHost(t, loopbackConfig(t, tcp))
-	connect(t, a, b)
+	testsupport.Connect(t, a, b)
 	conns := a.Network().ConnsToPeer(b.ID())
 	if len(conns) == 0 {
 		t.Fatal("no connection")
@@ -150,13 +151,13 @@ func TestFoundationConnManagerTrims(t *testing.T) {
 	cfg.Network.ConnLow, cfg.Network.ConnHigh, cfg.Network.ConnGrace = 1, 2, 0
 	h := newTestHost(t, cfg)
 	for range 4 {
-		connect(t, newTestHost(t, loopbackConfig(t)), h)
+		testsupport.Connect(t, newTestHost(t, loopbackConfig(t)), h)
 	}
 	if got := len(h.Network().Peers()); got != 4 {
 		t.Fatalf("%d peers before trimming, want 4", got)
 	}
 	h.ConnManager().TrimOpenConns(context.Background())
-	eventually(t, 5*time.Second, "trimming to connLow", func() bool { return len(h.Network().Peers()) <= 1 })
+	testsupport.Eventually(t, 5*time.Second, "trimming to connLow", func() bool { return len(h.Network().Peers()) <= 1 })
 }
 
 // The resource manager's limits are scaled to the machine unless the
@@ -239,11 +240,11 @@ func TestFoundationPublicIPFSDHTCannotJoin(t *testing.T) {
 	}
 	t.Cleanup(func() { ipfs.Close() })
 
-	connect(t, ipfsHost, n.Host)
-	connect(t, glitrPeer.Host, n.Host)
+	testsupport.Connect(t, ipfsHost, n.Host)
+	testsupport.Connect(t, glitrPeer.Host, n.Host)
 	// The Glitr peer shows the routing tables work; by then identify has
 	// long run with the IPFS host too.
-	eventually(t, 10*time.Second, "the Glitr peer in the routing table", func() bool {
+	testsupport.Eventually(t, 10*time.Second, "the Glitr peer in the routing table", func() bool {
 		return n.DHT.RoutingTable().Find(glitrPeer.Host.ID()) != ""
 	})
 	time.Sleep(500 * time.Millisecond)
@@ -294,8 +295,8 @@ func TestFoundationRelayServesAutoNAT(t *testing.T) {
 	rcfg.Network.ListenAddrs = []string{"/ip4/127.0.0.1/tcp/0"}
 	r := newTestHost(t, rcfg)
 	p := newTestHost(t, loopbackConfig(t))
-	connect(t, p, r)
-	eventually(t, 5*time.Second, "identify", func() bool {
+	testsupport.Connect(t, p, r)
+	testsupport.Eventually(t, 5*time.Second, "identify", func() bool {
 		ps, _ := p.Peerstore().SupportsProtocols(r.ID(), autonat.AutoNATProto)
 		return len(ps) == 1
 	})
@@ -320,27 +321,13 @@ func TestFoundationInitCreatesEverything(t *testing.T) {
 	if fi, err := os.Stat(path); err != nil || fi.Mode().Perm() != 0o700 {
 		t.Fatalf("data directory mode: %v %v", fi.Mode().Perm(), err)
 	}
-	if err := pebbleStore(dir.StorePath()); err != nil {
+	if err := testsupport.PebbleStore(dir.StorePath()); err != nil {
 		t.Fatalf("no pebble store after init: %v", err)
 	}
 	got, err := dir.Config()
 	if err != nil || got.Profile != ProfileRelay {
 		t.Fatalf("config: %+v, %v", got.Profile, err)
 	}
-}
-
-// pebbleStore checks that dir holds a pebble database (its manifest).
-func pebbleStore(dir string) error {
-	entries, err := os.ReadDir(dir)
-	if err != nil {
-		return err
-	}
-	for _, e := range entries {
-		if strings.HasPrefix(e.Name(), "MANIFEST-") {
-			return nil
-		}
-	}
-	return fmt.Errorf("%s: no MANIFEST in %d entries", dir, len(entries))
 }
 
 // The relay service applies relay.limitDataBytes from its config: with a
@@ -407,7 +394,7 @@ func relayedBytes(t *testing.T, limit int64, size int, wait time.Duration) int64
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	eventually(t, 20*time.Second, "a connection through the relay", func() bool {
+	testsupport.Eventually(t, 20*time.Second, "a connection through the relay", func() bool {
 		b.Peerstore().ClearAddrs(a.ID())
 		dctx, dcancel := context.WithTimeout(ctx, 2*time.Second)
 		defer dcancel()

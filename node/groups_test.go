@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/glitr-chat/glitr/crdt"
+	"github.com/glitr-chat/glitr/internal/testsupport"
 	"github.com/glitr-chat/glitr/keyring"
 )
 
@@ -30,7 +31,7 @@ func TestGroupAddAndRemoveMember(t *testing.T) {
 	b, c, d := others[0], others[1], others[2]
 	for _, o := range others {
 		introduce(t, a, o)
-		connect(t, o.Host, a.Host)
+		testsupport.Connect(t, o.Host, a.Host)
 	}
 	conv, err := a.Chat.CreateConversation(ctx, "four", []keyring.AccountID{b.Chat.id.AccountID(), c.Chat.id.AccountID()})
 	if err != nil {
@@ -46,7 +47,7 @@ func TestGroupAddAndRemoveMember(t *testing.T) {
 	if _, err := b.Send(ctx, conv, "before D", ""); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, 15*time.Second, "B's message at A", func() bool { return hasText(t, a, conv, "before D") })
+	testsupport.Eventually(t, 15*time.Second, "B's message at A", func() bool { return hasText(t, a, conv, "before D") })
 
 	// Only admins change the membership.
 	if err := b.Chat.AddMember(ctx, conv, d.Chat.id.AccountID()); !errors.Is(err, ErrNotAdmin) {
@@ -62,13 +63,13 @@ func TestGroupAddAndRemoveMember(t *testing.T) {
 		t.Fatal(err)
 	}
 	waitForConversation(t, d, conv)
-	eventually(t, 15*time.Second, "D to receive the history", func() bool { return hasText(t, d, conv, "before D") })
-	eventually(t, 15*time.Second, "D to write", func() bool {
+	testsupport.Eventually(t, 15*time.Second, "D to receive the history", func() bool { return hasText(t, d, conv, "before D") })
+	testsupport.Eventually(t, 15*time.Second, "D to write", func() bool {
 		_, err := d.Send(ctx, conv, "hi from D", "")
 		return err == nil
 	})
 	for i, n := range []*Node{a, b, c} {
-		eventually(t, 15*time.Second, fmt.Sprintf("D's message at node %d (A, B, C)", i), func() bool { return hasText(t, n, conv, "hi from D") })
+		testsupport.Eventually(t, 15*time.Second, fmt.Sprintf("D's message at node %d (A, B, C)", i), func() bool { return hasText(t, n, conv, "hi from D") })
 	}
 
 	if err := a.Chat.RemoveMember(ctx, conv, d.Chat.id.AccountID()); err != nil {
@@ -78,13 +79,13 @@ func TestGroupAddAndRemoveMember(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, n := range []*Node{b, c} {
-		eventually(t, 15*time.Second, "the post-removal message at B and C", func() bool { return hasText(t, n, conv, "after D left") })
+		testsupport.Eventually(t, 15*time.Second, "the post-removal message at B and C", func() bool { return hasText(t, n, conv, "after D left") })
 	}
-	eventually(t, 15*time.Second, "B to switch to the new epoch", func() bool {
+	testsupport.Eventually(t, 15*time.Second, "B to switch to the new epoch", func() bool {
 		_, err := b.Send(ctx, conv, "B under the new epoch", "")
 		return err == nil
 	})
-	eventually(t, 15*time.Second, "B's message at A and C", func() bool {
+	testsupport.Eventually(t, 15*time.Second, "B's message at A and C", func() bool {
 		return hasText(t, a, conv, "B under the new epoch") && hasText(t, c, conv, "B under the new epoch")
 	})
 	// D saw its removal (sealed under the old epoch) but none of the rest.
@@ -130,10 +131,10 @@ func TestGroupConcurrentAddAndRemove(t *testing.T) {
 	introduce(t, a, c)
 	introduce(t, b, c)
 	introduce(t, b, d)
-	connect(t, b.Host, a.Host)
-	connect(t, c.Host, a.Host)
-	connect(t, c.Host, b.Host)
-	connect(t, d.Host, b.Host)
+	testsupport.Connect(t, b.Host, a.Host)
+	testsupport.Connect(t, c.Host, a.Host)
+	testsupport.Connect(t, c.Host, b.Host)
+	testsupport.Connect(t, d.Host, b.Host)
 	conv, err := a.Chat.CreateConversation(ctx, "admins", []keyring.AccountID{b.Chat.id.AccountID(), c.Chat.id.AccountID()})
 	if err != nil {
 		t.Fatal(err)
@@ -144,7 +145,7 @@ func TestGroupConcurrentAddAndRemove(t *testing.T) {
 	if err := a.Chat.SetAdmin(ctx, conv, b.Chat.id.AccountID(), true); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, 15*time.Second, "B to become admin", func() bool {
+	testsupport.Eventually(t, 15*time.Second, "B to become admin", func() bool {
 		bc, err := b.Chat.conversation(conv)
 		if err != nil {
 			return false
@@ -167,12 +168,12 @@ func TestGroupConcurrentAddAndRemove(t *testing.T) {
 	if err := a.Chat.RemoveMember(ctx, conv, b.Chat.id.AccountID()); err != nil {
 		t.Fatal(err)
 	}
-	connect(t, b.Host, a.Host)
-	connect(t, b.Host, c.Host)
+	testsupport.Connect(t, b.Host, a.Host)
+	testsupport.Connect(t, b.Host, c.Host)
 
 	want := map[crdt.AccountID]bool{crdtAccount(a): true, crdtAccount(c): true}
 	for _, n := range []*Node{a, b, c} {
-		eventually(t, 20*time.Second, "every replica to agree on the members", func() bool {
+		testsupport.Eventually(t, 20*time.Second, "every replica to agree on the members", func() bool {
 			got := memberSet(n, conv)
 			if len(got) != len(want) {
 				return false
@@ -188,7 +189,7 @@ func TestGroupConcurrentAddAndRemove(t *testing.T) {
 	if _, err := a.Send(ctx, conv, "only A and C", ""); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, 15*time.Second, "C to read A", func() bool { return hasText(t, c, conv, "only A and C") })
+	testsupport.Eventually(t, 15*time.Second, "C to read A", func() bool { return hasText(t, c, conv, "only A and C") })
 	time.Sleep(time.Second)
 	for _, n := range []*Node{b, d} {
 		if _, err := n.Chat.conversation(conv); err == nil && hasText(t, n, conv, "only A and C") {

@@ -3,14 +3,14 @@ package node
 import (
 	"context"
 	"crypto/rand"
-	"log/slog"
-	"os"
-	"strings"
+	"slices"
 	"testing"
-	"time"
 
 	"github.com/libp2p/go-libp2p/core/crypto"
 	"github.com/libp2p/go-libp2p/core/host"
+
+	"github.com/glitr-chat/glitr/internal/testsupport"
+	"github.com/glitr-chat/glitr/webui"
 )
 
 // loopbackConfig is a personal config that listens only on loopback with
@@ -52,7 +52,7 @@ func startTestNode(t testing.TB, cfg Config) *Node {
 	if err != nil {
 		t.Fatal(err)
 	}
-	n, err := Start(context.Background(), dir, Options{Version: "test", Logger: testLogger(t)})
+	n, err := Start(context.Background(), dir, Options{Version: "test", Logger: testsupport.Logger(t)})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -60,39 +60,21 @@ func startTestNode(t testing.TB, cfg Config) *Node {
 	return n
 }
 
-func connect(t testing.TB, a, b host.Host) {
+// pairConversation makes two nodes that hold each other's cards and a
+// conversation between them that both hold.
+func pairConversation(t testing.TB) (a, b *Node, conv webui.Conversation) {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	if err := a.Connect(ctx, addrInfo(b)); err != nil {
-		t.Fatalf("connect %s -> %s: %v", a.ID(), b.ID(), err)
+	a, b = chatPair(t)
+	conv, err := a.CreateConversation(context.Background(), "", []string{accountOf(b)})
+	if err != nil {
+		t.Fatal(err)
 	}
+	waitForConversation(t, b, conv.ID)
+	return a, b, conv
 }
 
-// eventually polls cond until it holds or the timeout passes.
-func eventually(t testing.TB, timeout time.Duration, what string, cond func() bool) {
+// hasMessage reports whether n shows a message with text in conversation id.
+func hasMessage(t testing.TB, n *Node, id, text string) bool {
 	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %s waiting for %s", timeout, what)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-}
-
-// testLogger shows node logs in verbose test output (GLITR_TEST_LOG=debug).
-func testLogger(t testing.TB) *slog.Logger {
-	lvl := slog.LevelWarn
-	if os.Getenv("GLITR_TEST_LOG") == "debug" {
-		lvl = slog.LevelDebug
-	}
-	return slog.New(slog.NewTextHandler(tWriter{t}, &slog.HandlerOptions{Level: lvl}))
-}
-
-type tWriter struct{ t testing.TB }
-
-func (w tWriter) Write(p []byte) (int, error) {
-	w.t.Log(strings.TrimSpace(string(p)))
-	return len(p), nil
+	return slices.ContainsFunc(messages(t, n, id), func(m webui.Message) bool { return m.Text == text })
 }

@@ -17,6 +17,7 @@ import (
 	"github.com/glitr-chat/glitr/crdt"
 	"github.com/glitr-chat/glitr/dag"
 	"github.com/glitr-chat/glitr/keyring"
+	"github.com/glitr-chat/glitr/protocol"
 )
 
 // History for a member added to an existing conversation. The newcomer
@@ -412,7 +413,7 @@ func (c *Chat) ingestHistory(ctx context.Context, conv *conversation, from peer.
 	return nil
 }
 
-var historyDec = mustDecMode(cbor.DecOptions{
+var historyDec = protocol.MustDecMode(cbor.DecOptions{
 	DupMapKey:         cbor.DupMapKeyEnforcedAPF,
 	IndefLength:       cbor.IndefLengthForbidden,
 	MaxNestedLevels:   4,
@@ -420,13 +421,3 @@ var historyDec = mustDecMode(cbor.DecOptions{
 	MaxMapPairs:       16,
 	ExtraReturnErrors: cbor.ExtraDecErrorUnknownField,
 })
-
-// mustDecMode builds a decoding mode from constant options (a mistake in
-// them is a programming error, caught by any test that decodes).
-func mustDecMode(o cbor.DecOptions) cbor.DecMode {
-	m, err := o.DecMode()
-	if err != nil {
-		panic(fmt.Sprintf("cbor decoding options: %v", err))
-	}
-	return m
-}

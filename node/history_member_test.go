@@ -4,6 +4,8 @@ import (
 	"context"
 	"testing"
 	"time"
+
+	"github.com/glitr-chat/glitr/internal/testsupport"
 )
 
 // A block written concurrently with the rotation that adds a member is
@@ -25,7 +27,7 @@ func TestAddedMemberReadsConcurrentBlock(t *testing.T) {
 	if _, err := a.Send(ctx, conv.ID, "before", ""); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, 15*time.Second, "b to read a's message", func() bool { return len(messages(t, b, conv.ID)) == 1 })
+	testsupport.Eventually(t, 15*time.Second, "b to read a's message", func() bool { return len(messages(t, b, conv.ID)) == 1 })
 
 	// b writes while a is away, then goes away itself; a comes back and
 	// adds x, not knowing b's message: the new epoch is concurrent with it.
@@ -39,7 +41,7 @@ func TestAddedMemberReadsConcurrentBlock(t *testing.T) {
 	if err := b.Close(); err != nil {
 		t.Fatal(err)
 	}
-	a2, err := Start(ctx, adir, Options{Logger: testLogger(t)})
+	a2, err := Start(ctx, adir, Options{Logger: testsupport.Logger(t)})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -48,23 +50,23 @@ func TestAddedMemberReadsConcurrentBlock(t *testing.T) {
 		t.Fatal(err)
 	}
 	waitForConversation(t, x, conv.ID)
-	eventually(t, 15*time.Second, "x to read the history", func() bool { return len(messages(t, x, conv.ID)) == 1 })
+	testsupport.Eventually(t, 15*time.Second, "x to read the history", func() bool { return len(messages(t, x, conv.ID)) == 1 })
 
-	b2, err := Start(ctx, bdir, Options{Logger: testLogger(t)})
+	b2, err := Start(ctx, bdir, Options{Logger: testsupport.Logger(t)})
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer b2.Close()
-	connect(t, b2.Host, a2.Host)
-	eventually(t, 15*time.Second, "a to get b's message", func() bool { return len(messages(t, a2, conv.ID)) == 2 })
+	testsupport.Connect(t, b2.Host, a2.Host)
+	testsupport.Eventually(t, 15*time.Second, "a to get b's message", func() bool { return len(messages(t, a2, conv.ID)) == 2 })
 	xc := convOf(t, x, conv.ID)
 	// What anti-entropy does within a minute: x syncs with a, gets the
 	// block it cannot open, and asks a for the history.
-	eventually(t, 30*time.Second, "x to read the message written concurrently with its addition", func() bool {
+	testsupport.Eventually(t, 30*time.Second, "x to read the message written concurrently with its addition", func() bool {
 		x.Chat.syncWith(ctx, xc, a2.Host.ID())
 		return hasMessage(t, x, conv.ID, "written while a was away")
 	})
-	eventually(t, 15*time.Second, "equal state hashes", func() bool {
+	testsupport.Eventually(t, 15*time.Second, "equal state hashes", func() bool {
 		return stateHash(t, x, conv.ID) == stateHash(t, a2, conv.ID)
 	})
 
@@ -72,7 +74,7 @@ func TestAddedMemberReadsConcurrentBlock(t *testing.T) {
 	// conversation) is refused.
 	stranger := startTestNode(t, loopbackConfig(t))
 	introduce(t, a2, stranger)
-	connect(t, stranger.Host, a2.Host)
+	testsupport.Connect(t, stranger.Host, a2.Host)
 	ac := convOf(t, a2, conv.ID)
 	if err := stranger.Chat.askHistory(ctx, a2.Host.ID(), ac.id); err == nil {
 		t.Fatal("a non-member was promised the history")

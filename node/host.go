@@ -354,9 +354,8 @@ func parsePeers(ss []string) ([]peer.AddrInfo, error) {
 // address or IPv6 /56: a burst of 16, then one every 5 s; an IPv6 /48: 80,
 // then two a second; loopback: no limit), and leaves dials alone. libp2p's
 // limiter counts every dial attempt as well, so a node re-dialling a member
-// whose link died (chat_net.go, "Dead and healed links") ran out of it
-// after 16 attempts and could then try only every 5 s, which is what a
-// partition's heal waited for. How often this node dials is its own
+// whose link died (node/links) ran out of it after 16 attempts and could
+// then try only every 5 s, which is what a partition's heal waited for. How often this node dials is its own
 // decision, bounded by its dial loops.
 type inboundRateLimited struct {
 	network.ResourceManager

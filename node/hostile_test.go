@@ -29,6 +29,7 @@ import (
 
 	"github.com/glitr-chat/glitr/crdt"
 	"github.com/glitr-chat/glitr/dag"
+	"github.com/glitr-chat/glitr/internal/testsupport"
 	"github.com/glitr-chat/glitr/keyring"
 	"github.com/glitr-chat/glitr/protocol"
 )
@@ -76,7 +77,7 @@ func setupHostile(t *testing.T) *hostileNet {
 	// does nothing while one is set (Chat.close stops it).
 	mconv.receipt = time.AfterFunc(time.Hour, func() {})
 	mconv.mu.Unlock()
-	connect(t, m.Host, b.Host) // M is not B's contact; it dials B itself
+	testsupport.Connect(t, m.Host, b.Host) // M is not B's contact; it dials B itself
 
 	h := &hostileNet{
 		t: t, a: a, b: b, m: m, conv: c.ID, dagID: mconv.dagID, syncID: mconv.syncID,
@@ -85,9 +86,9 @@ func setupHostile(t *testing.T) *hostileNet {
 	if _, err := m.Send(ctx, c.ID, "M joins", ""); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, 20*time.Second, "M's first message at B", func() bool { return h.hasText("M joins") > 0 })
+	testsupport.Eventually(t, 20*time.Second, "M's first message at B", func() bool { return h.hasText("M joins") > 0 })
 	h.honestFlows(t)
-	eventually(t, 10*time.Second, "B on M's topic", func() bool {
+	testsupport.Eventually(t, 10*time.Second, "B on M's topic", func() bool {
 		return slices.Contains(h.topic(m).ListPeers(), b.Host.ID())
 	})
 	// Even then, what M publishes in the first moments after connecting
@@ -108,7 +109,7 @@ func (h *hostileNet) honestFlows(t testing.TB) {
 	// be lost); anti-entropy would repair that within a minute, so after a
 	// few seconds let B catch up with A the way anti-entropy does.
 	start := time.Now()
-	eventually(t, 15*time.Second, "A's message "+text+" at B", func() bool {
+	testsupport.Eventually(t, 15*time.Second, "A's message "+text+" at B", func() bool {
 		if h.hasText(text) == 1 {
 			return true
 		}
@@ -308,7 +309,7 @@ func (h *hostileNet) pushCatchup(t testing.TB, n *Node, syncID []byte, envs [][]
 		if err != nil {
 			t.Fatalf("open sync stream: %v", err)
 		}
-		if err := writeFrames(s, hello); err != nil {
+		if err := testsupport.WriteFrames(s, hello); err != nil {
 			t.Fatal(err)
 		}
 		fr := protocol.NewFrameReader(bufio.NewReader(s))
@@ -316,7 +317,7 @@ func (h *hostileNet) pushCatchup(t testing.TB, n *Node, syncID []byte, envs [][]
 		if err != nil {
 			t.Fatalf("read hello: %v", err)
 		}
-		if f.Kind == protocol.FrameError && f.Error == catchupReasonBusy {
+		if f.Kind == protocol.FrameError && f.Error == protocol.SyncReasonBusy {
 			s.Reset()
 			time.Sleep(50 * time.Millisecond)
 			continue
@@ -363,11 +364,8 @@ func (h *hostileNet) pushCatchup(t testing.TB, n *Node, syncID []byte, envs [][]
 		}
 		// Close, not Reset: B may still be ingesting what it read.
 		_ = s.Close()
-		lim := h.b.Chat.catchup.in
-		eventually(t, 20*time.Second, "B to end the session", func() bool {
-			lim.mu.Lock()
-			defer lim.mu.Unlock()
-			return lim.byPeer[n.Host.ID()] == 0
+		testsupport.Eventually(t, 20*time.Second, "B to end the session", func() bool {
+			return h.b.Chat.catchup.InboundSessions(n.Host.ID()) == 0
 		})
 		s.Reset()
 		return
@@ -388,7 +386,7 @@ func (h *hostileNet) deliver(t testing.TB, how string, envs ...[]byte) {
 // committed nor staged any of the blocks.
 func (h *hostileNet) refused(t testing.TB, from peer.ID, min float64, cids ...cid.Cid) {
 	t.Helper()
-	eventually(t, 10*time.Second, "a penalty", func() bool { return penaltyOf(h.b, from) >= min })
+	testsupport.Eventually(t, 10*time.Second, "a penalty", func() bool { return penaltyOf(h.b, from) >= min })
 	for _, c := range cids {
 		has, err := h.b.Chat.store.Has(context.Background(), h.dagID, c)
 		if err != nil {
@@ -689,7 +687,7 @@ func TestHostileMember(t *testing.T) {
 		z, zc := h.sealInner(t, h.validInner(t, "a third story"))
 		resetPenalty(h.b, mID)
 		h.gossip(t, h.m, x)
-		eventually(t, 10*time.Second, "the first block at B", func() bool {
+		testsupport.Eventually(t, 10*time.Second, "the first block at B", func() bool {
 			has, _ := h.b.Chat.store.Has(ctx, h.dagID, xc)
 			return has
 		})
@@ -719,7 +717,7 @@ func TestHostileMember(t *testing.T) {
 	t.Run("non-member", func(t *testing.T) {
 		nn := startTestNode(t, loopbackConfig(t))
 		nID := nn.Host.ID()
-		connect(t, nn.Host, h.b.Host)
+		testsupport.Connect(t, nn.Host, h.b.Host)
 		// N has no epoch key: it cannot seal for the conversation.
 		nc, err := keyring.NewCipher(convOf(t, h.b, h.conv).id, nn.Chat.id.DeviceID(), rand.Reader)
 		if err != nil {
@@ -741,7 +739,7 @@ func TestHostileMember(t *testing.T) {
 			t.Fatal(err)
 		}
 		defer sub.Cancel()
-		eventually(t, 10*time.Second, "B on N's topic", func() bool { return slices.Contains(tp.ListPeers(), h.b.Host.ID()) })
+		testsupport.Eventually(t, 10*time.Second, "B on N's topic", func() bool { return slices.Contains(tp.ListPeers(), h.b.Host.ID()) })
 		time.Sleep(1500 * time.Millisecond)
 
 		// An envelope with the conversation's epoch id (public on the
@@ -789,9 +787,9 @@ func TestHostileMember(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		_ = writeFrames(s, protocol.Frame{Kind: protocol.FrameHello, Hello: &protocol.Hello{SyncID: []byte("guessed sync id")}})
+		_ = testsupport.WriteFrames(s, protocol.Frame{Kind: protocol.FrameHello, Hello: &protocol.Hello{SyncID: []byte("guessed sync id")}})
 		f, _, err := protocol.NewFrameReader(s).Read()
-		if err != nil || f.Kind != protocol.FrameError || f.Error != catchupReasonUnknown {
+		if err != nil || f.Kind != protocol.FrameError || f.Error != protocol.SyncReasonUnknown {
 			t.Errorf("guessed sync id: %v %+v", err, f)
 		}
 		s.Reset()
@@ -808,7 +806,7 @@ func TestHostileMember(t *testing.T) {
 			envs = append(envs, env)
 		}
 		h.gossip(t, h.m, envs...)
-		eventually(t, 10*time.Second, "M graylisted and cut off", func() bool {
+		testsupport.Eventually(t, 10*time.Second, "M graylisted and cut off", func() bool {
 			return penaltyOf(h.b, mID) >= -scoreThresholds.GraylistThreshold &&
 				h.b.Host.Network().Connectedness(mID) != network.Connected
 		})

@@ -14,6 +14,7 @@ import (
 	"github.com/libp2p/go-libp2p/core/peer"
 
 	"github.com/glitr-chat/glitr/keyring"
+	"github.com/glitr-chat/glitr/protocol"
 )
 
 // Files of the personal identity.
@@ -147,14 +148,8 @@ type VerifiedCard struct {
 	raw    Card
 }
 
-var cardDec, _ = cbor.DecOptions{
-	DupMapKey:         cbor.DupMapKeyEnforcedAPF,
-	IndefLength:       cbor.IndefLengthForbidden,
-	MaxNestedLevels:   4,
-	MaxArrayElements:  64,
-	MaxMapPairs:       16,
-	ExtraReturnErrors: cbor.ExtraDecErrorUnknownField,
-}.DecMode()
+// cardDec decodes cards and the other small messages peers send.
+var cardDec = protocol.SmallDec
 
 var canonicalEnc, _ = cbor.CanonicalEncOptions().EncMode()
 

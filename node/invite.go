@@ -26,6 +26,7 @@ import (
 
 	"github.com/glitr-chat/glitr/crdt"
 	"github.com/glitr-chat/glitr/keyring"
+	"github.com/glitr-chat/glitr/node/discovery"
 	"github.com/glitr-chat/glitr/protocol"
 )
 
@@ -322,7 +323,7 @@ func (c *Chat) getPending(ctx context.Context, prefix ds.Key, tid []byte) (pendi
 // putPairSecret stores the secret shared with a contact: the root of the
 // pair's rendezvous keys (discovery.go).
 func (c *Chat) putPairSecret(ctx context.Context, a keyring.AccountID, secret []byte) error {
-	if len(secret) != PairSecretSize {
+	if len(secret) != discovery.PairSecretSize {
 		return fmt.Errorf("pair secret of %d bytes", len(secret))
 	}
 	k := pairPrefix.ChildString(a.String())
@@ -334,7 +335,7 @@ func (c *Chat) putPairSecret(ctx context.Context, a keyring.AccountID, secret []
 		return err
 	}
 	c.mu.Lock()
-	c.pairs[a] = [PairSecretSize]byte(secret)
+	c.pairs[a] = [discovery.PairSecretSize]byte(secret)
 	c.mu.Unlock()
 	if d := c.discovery; d != nil {
 		d.ContactsChanged()
@@ -350,35 +351,35 @@ func (c *Chat) loadPairSecrets(ctx context.Context) error {
 			return nil
 		}
 		b, err := openAtRest(c.storeKey(), k, v)
-		if err != nil || len(b) != PairSecretSize {
+		if err != nil || len(b) != discovery.PairSecretSize {
 			c.log.Warn("stored pair secret does not open; ignoring it", "key", k, "err", err)
 			return nil
 		}
-		c.pairs[a] = [PairSecretSize]byte(b)
+		c.pairs[a] = [discovery.PairSecretSize]byte(b)
 		return nil
 	})
 }
 
 // discoveryContacts lists the contacts that share a pair secret with us,
 // for the DHT rendezvous.
-func (c *Chat) discoveryContacts() []DiscoveryContact {
+func (c *Chat) discoveryContacts() []discovery.Contact {
 	c.mu.RLock()
 	defer c.mu.RUnlock()
-	out := make([]DiscoveryContact, 0, len(c.pairs)+1)
+	out := make([]discovery.Contact, 0, len(c.pairs)+1)
 	for a, secret := range c.pairs {
-		dc := DiscoveryContact{Account: a, PairSecret: secret}
+		dc := discovery.Contact{Account: a, PairSecret: secret}
 		if vc, ok := c.contacts[a]; ok {
-			dc.Devices = []DiscoveryDevice{{ID: vc.Cert.Device, Peer: vc.Peer.ID}}
+			dc.Devices = []discovery.Device{{ID: vc.Cert.Device, Peer: vc.Peer.ID}}
 		}
 		out = append(out, dc)
 	}
 	// The account's own devices find each other the same way, under a
 	// secret derived from the account DAG's root.
 	if c.account != nil && len(c.ownDevs) > 0 {
-		dc := DiscoveryContact{Account: c.id.AccountID(), PairSecret: [PairSecretSize]byte(deriveSecret(c.account.root, "own-devices-rendezvous", PairSecretSize))}
+		dc := discovery.Contact{Account: c.id.AccountID(), PairSecret: [discovery.PairSecretSize]byte(deriveSecret(c.account.root, "own-devices-rendezvous", discovery.PairSecretSize))}
 		for _, d := range c.ownDevs {
 			p, _ := peer.IDFromBytes(d.Peer)
-			dc.Devices = append(dc.Devices, DiscoveryDevice{ID: keyring.DeviceID(d.Device), Peer: p})
+			dc.Devices = append(dc.Devices, discovery.Device{ID: keyring.DeviceID(d.Device), Peer: p})
 		}
 		out = append(out, dc)
 	}
@@ -614,39 +615,65 @@ func (c *Chat) handleContactRequest(s network.Stream) {
 		s.Reset()
 		return
 	}
-	out, err := canonicalEnc.Marshal(reply)
-	if err != nil {
-		s.Reset()
-		return
-	}
-	_, _ = s.Write(out)
-	_ = s.Close()
+	answerRequest(s, reply)
 }
 
 var errDropRequest = errors.New("contact request does not prove a valid token")
 
-func (c *Chat) acceptContactRequest(ctx context.Context, from peer.ID, b []byte) (contactReply, error) {
+// openTokenRequest opens a request that proves a one-time token (an
+// invite's, a link code's): the token id in the clear, and a body sealed to
+// this device's prekey under purpose, decoded into a B. lookup finds what
+// this device issued under the id, before any public-key work, so unknown
+// ids cost nothing. Anything that does not decode, is not ours or does not
+// open is errDropRequest. The caller holds c.inv.tokMu, so that checking
+// and spending the token is one step.
+func openTokenRequest[B any](c *Chat, b []byte, purpose string, lookup func(tokenID []byte) (pendingInvite, bool)) (tokenID []byte, issued pendingInvite, body B, err error) {
 	var req contactRequest
 	if err := cardDec.Unmarshal(b, &req); err != nil || len(req.TokenID) != 16 {
-		return contactReply{}, errDropRequest
+		return nil, issued, body, errDropRequest
 	}
-	c.inv.tokMu.Lock()
-	defer c.inv.tokMu.Unlock()
-	inv, ok := c.getInvite(ctx, req.TokenID)
+	issued, ok := lookup(req.TokenID)
 	if !ok {
-		return contactReply{}, errDropRequest // no public-key work for unknown ids
+		return nil, issued, body, errDropRequest
 	}
 	c.idMu.Lock()
-	plain, err := c.id.Keyring.Prekeys.OpenBox(c.id.DeviceID(), purposeContactReq, req.TokenID, req.Box)
+	plain, err := c.id.Keyring.Prekeys.OpenBox(c.id.DeviceID(), purpose, req.TokenID, req.Box)
 	c.idMu.Unlock()
 	if err != nil {
-		return contactReply{}, fmt.Errorf("%w: %w", errDropRequest, err)
+		return nil, issued, body, fmt.Errorf("%w: %w", errDropRequest, err)
 	}
-	var body contactRequestBody
 	if err := cardDec.Unmarshal(plain, &body); err != nil {
-		return contactReply{}, fmt.Errorf("%w: %w", errDropRequest, err)
+		return nil, issued, body, fmt.Errorf("%w: %w", errDropRequest, err)
 	}
-	want, err := requestProof(inv.Token, req.TokenID, body.Card, body.Secret)
+	return req.TokenID, issued, body, nil
+}
+
+// answerRequest writes the one reply of a request stream and closes it;
+// it reports whether the reply went out (else the stream was reset).
+func answerRequest(s network.Stream, reply any) bool {
+	out, err := canonicalEnc.Marshal(reply)
+	if err == nil {
+		_, err = s.Write(out)
+	}
+	if err == nil {
+		err = s.Close()
+	}
+	if err != nil {
+		s.Reset()
+		return false
+	}
+	return true
+}
+
+func (c *Chat) acceptContactRequest(ctx context.Context, from peer.ID, b []byte) (contactReply, error) {
+	c.inv.tokMu.Lock()
+	defer c.inv.tokMu.Unlock()
+	tokenID, inv, body, err := openTokenRequest[contactRequestBody](c, b, purposeContactReq,
+		func(id []byte) (pendingInvite, bool) { return c.getInvite(ctx, id) })
+	if err != nil {
+		return contactReply{}, err
+	}
+	want, err := requestProof(inv.Token, tokenID, body.Card, body.Secret)
 	if err != nil || !hmac.Equal(want, body.Proof) || len(body.Secret) != 32 {
 		return contactReply{}, errDropRequest
 	}
@@ -665,7 +692,7 @@ func (c *Chat) acceptContactRequest(ctx context.Context, from peer.ID, b []byte)
 		body.Name = ""
 	}
 	inv.Used = true
-	if err := c.putInvite(ctx, req.TokenID, inv); err != nil {
+	if err := c.putInvite(ctx, tokenID, inv); err != nil {
 		return contactReply{}, err
 	}
 	if err := c.addVerifiedContact(ctx, vc, body.Name); err != nil {

@@ -11,6 +11,8 @@ import (
 	"github.com/libp2p/go-libp2p/core/network"
 
 	"github.com/glitr-chat/glitr/crdt"
+	"github.com/glitr-chat/glitr/internal/testsupport"
+	"github.com/glitr-chat/glitr/node/discovery"
 )
 
 // dhtTrio starts a bootstrap node and two personal nodes that know only the
@@ -30,7 +32,7 @@ func dhtTrio(t *testing.T) (a, b *Node) {
 		ns = append(ns, n)
 	}
 	for _, n := range ns {
-		eventually(t, 15*time.Second, "the routing table to fill", func() bool { return n.DHT.RoutingTable().Size() >= 2 })
+		testsupport.Eventually(t, 15*time.Second, "the routing table to fill", func() bool { return n.DHT.RoutingTable().Size() >= 2 })
 	}
 	return ns[0], ns[1]
 }
@@ -64,7 +66,7 @@ func TestInviteAcceptChatThroughDHT(t *testing.T) {
 	if _, err := b.Send(ctx, convID, "hello Ada", ""); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, 10*time.Second, "the first message on both sides", func() bool {
+	testsupport.Eventually(t, 10*time.Second, "the first message on both sides", func() bool {
 		ms, err := a.Messages(ctx, convID, 0, 10)
 		return err == nil && len(ms.Messages) == 1 && ms.Messages[0].Text == "hello Ada"
 	})
@@ -103,7 +105,7 @@ func TestInviteAcceptChatThroughDHT(t *testing.T) {
 	if _, err := a.Send(ctx, convID, "still here", ""); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, 10*time.Second, "A's reply", func() bool { return len(messages(t, b, convID)) == 2 })
+	testsupport.Eventually(t, 10*time.Second, "A's reply", func() bool { return len(messages(t, b, convID)) == 2 })
 }
 
 // forgeInvite keeps the inviter's card but swaps in a token it never
@@ -136,7 +138,7 @@ func TestContactRequestFloodIsDroppedCheaply(t *testing.T) {
 	ctx := context.Background()
 	a := startTestNode(t, loopbackConfig(t))
 	m := startTestNode(t, loopbackConfig(t))
-	connect(t, m.Host, a.Host)
+	testsupport.Connect(t, m.Host, a.Host)
 	junk, err := canonicalEnc.Marshal(contactRequest{TokenID: make([]byte, 16), Box: make([]byte, 2000)})
 	if err != nil {
 		t.Fatal(err)
@@ -179,13 +181,13 @@ func TestContactFoundAgainAfterRestartOnNewPorts(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	a, err := Start(ctx, dirA, Options{Logger: testLogger(t)})
+	a, err := Start(ctx, dirA, Options{Logger: testsupport.Logger(t)})
 	if err != nil {
 		t.Fatal(err)
 	}
 	b := startTestNode(t, cfg)
 	for _, n := range []*Node{a, b} {
-		eventually(t, 15*time.Second, "the routing table to fill", func() bool { return n.DHT.RoutingTable().Size() >= 2 })
+		testsupport.Eventually(t, 15*time.Second, "the routing table to fill", func() bool { return n.DHT.RoutingTable().Size() >= 2 })
 	}
 	inv, err := a.CreateInvite(ctx, time.Hour)
 	if err != nil {
@@ -198,7 +200,7 @@ func TestContactFoundAgainAfterRestartOnNewPorts(t *testing.T) {
 	oldAddrs := a.Host.Addrs()
 	a.Close()
 
-	a, err = Start(ctx, dirA, Options{Logger: testLogger(t)})
+	a, err = Start(ctx, dirA, Options{Logger: testsupport.Logger(t)})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -213,16 +215,16 @@ func TestContactFoundAgainAfterRestartOnNewPorts(t *testing.T) {
 	start := time.Now()
 	// The DHT alone tells B where A is now (A also dials B at the address
 	// it kept, so the connection by itself would prove nothing).
-	var contactA DiscoveryContact
+	var contactA discovery.Contact
 	for _, dc := range b.Chat.discoveryContacts() {
 		if dc.Account == a.Chat.id.AccountID() {
 			contactA = dc
 		}
 	}
-	if contactA.PairSecret == ([PairSecretSize]byte{}) {
+	if contactA.PairSecret == ([discovery.PairSecretSize]byte{}) {
 		t.Fatal("B holds no pair secret for A")
 	}
-	eventually(t, 30*time.Second, "A's new addresses in the DHT", func() bool {
+	testsupport.Eventually(t, 30*time.Second, "A's new addresses in the DHT", func() bool {
 		fctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 		defer cancel()
 		infos, err := b.Chat.discovery.Find(fctx, contactA)
@@ -241,13 +243,13 @@ func TestContactFoundAgainAfterRestartOnNewPorts(t *testing.T) {
 		return false
 	})
 	t.Logf("A's new addresses found through the DHT %s after the restart", time.Since(start).Round(time.Millisecond))
-	eventually(t, 30*time.Second, "B to reach A again", func() bool {
+	testsupport.Eventually(t, 30*time.Second, "B to reach A again", func() bool {
 		return b.Host.Network().Connectedness(a.Host.ID()) == network.Connected
 	})
 	if _, err := a.Send(ctx, conv, "back on new ports", ""); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, 15*time.Second, "the message after the restart", func() bool { return hasText(t, b, conv, "back on new ports") })
+	testsupport.Eventually(t, 15*time.Second, "the message after the restart", func() bool { return hasText(t, b, conv, "back on new ports") })
 }
 
 // A new contact that takes the name of an existing one with another
@@ -264,7 +266,7 @@ func TestContactWithKnownNameAndNewKeyIsFlagged(t *testing.T) {
 		}
 	}
 	for _, n := range []*Node{bob, impostor} {
-		connect(t, n.Host, a.Host)
+		testsupport.Connect(t, n.Host, a.Host)
 		inv, err := a.CreateInvite(ctx, time.Hour)
 		if err != nil {
 			t.Fatal(err)
@@ -303,7 +305,7 @@ func setUpAccounts(t testing.TB, names map[*Node]string) {
 func befriend(t testing.TB, inviter, accepter *Node) string {
 	t.Helper()
 	ctx := context.Background()
-	connect(t, accepter.Host, inviter.Host)
+	testsupport.Connect(t, accepter.Host, inviter.Host)
 	inv, err := inviter.CreateInvite(ctx, time.Hour)
 	if err != nil {
 		t.Fatal(err)
@@ -335,7 +337,7 @@ func TestCompactInviteAndTokenCard(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	connect(t, b.Host, a.Host)
+	testsupport.Connect(t, b.Host, a.Host)
 	tid := tokenID(pi.token)
 	full, err := b.Chat.fetchTokenCard(ctx, pi.Card, tid, "the inviter", ErrInviteInvalid)
 	if err != nil {

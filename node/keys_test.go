@@ -5,11 +5,11 @@ import (
 	"context"
 	"crypto/rand"
 	"errors"
-	"slices"
 	"testing"
 	"time"
 
 	"github.com/glitr-chat/glitr/crdt"
+	"github.com/glitr-chat/glitr/internal/testsupport"
 	"github.com/glitr-chat/glitr/keyring"
 	"github.com/glitr-chat/glitr/webui"
 )
@@ -99,7 +99,7 @@ func TestPrekeyAndEpochUpkeep(t *testing.T) {
 		if _, err := from.Send(ctx, conv.ID, text, ""); err != nil {
 			t.Fatal(err)
 		}
-		eventually(t, 15*time.Second, "the message "+text+" to arrive", func() bool {
+		testsupport.Eventually(t, 15*time.Second, "the message "+text+" to arrive", func() bool {
 			return hasMessage(t, to, conv.ID, text)
 		})
 	}
@@ -132,7 +132,7 @@ func TestPrekeyAndEpochUpkeep(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, 15*time.Second, "b to see a's new prekey announced", func() bool {
+	testsupport.Eventually(t, 15*time.Second, "b to see a's new prekey announced", func() bool {
 		return string(announcedPrekey(t, b, conv.ID, aDev)) == string(signed)
 	})
 	// b refreshes a's card (what connecting does), and stores it.
@@ -174,7 +174,7 @@ func TestPrekeyAndEpochUpkeep(t *testing.T) {
 	if second == first {
 		t.Fatal("the epoch was not replaced after EpochMaxAge")
 	}
-	eventually(t, 15*time.Second, "a to send under the new epoch", func() bool {
+	testsupport.Eventually(t, 15*time.Second, "a to send under the new epoch", func() bool {
 		return sendingEpoch(t, a, conv.ID) == second
 	})
 	send(a, b, "week 2, reply")
@@ -202,7 +202,7 @@ func TestPrekeyAndEpochUpkeep(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, 15*time.Second, "a to see b's fresh prekey", func() bool {
+	testsupport.Eventually(t, 15*time.Second, "a to see b's fresh prekey", func() bool {
 		return string(announcedPrekey(t, a, conv.ID, b.Chat.id.DeviceID())) == string(bSigned)
 	})
 	send(a, b, "welcome back")
@@ -226,7 +226,7 @@ func TestCardRefreshOnlyBetweenContacts(t *testing.T) {
 	a, b := chatPair(t)
 	stranger := startTestNode(t, loopbackConfig(t))
 	ctx := context.Background()
-	connect(t, stranger.Host, a.Host)
+	testsupport.Connect(t, stranger.Host, a.Host)
 	if err := stranger.Chat.refreshCard(ctx, a.Host.ID()); err == nil {
 		t.Fatal("a answered a card request from a stranger")
 	}
@@ -271,7 +271,7 @@ func TestFirstSendReturnsItsMessage(t *testing.T) {
 	conv := befriend(t, a, b)
 	ctx := context.Background()
 	for _, n := range []*Node{b, a} {
-		eventually(t, 15*time.Second, "the conversation to be usable", func() bool {
+		testsupport.Eventually(t, 15*time.Second, "the conversation to be usable", func() bool {
 			_, err := n.Chat.conversation(conv)
 			return err == nil
 		})
@@ -305,7 +305,7 @@ func TestExpiredContactKey(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	connect(t, a.Host, b.Host)
+	testsupport.Connect(t, a.Host, b.Host)
 	if err := a.Chat.refreshCard(ctx, b.Host.ID()); err != nil {
 		t.Fatal(err)
 	}
@@ -324,7 +324,7 @@ func TestMissedEpochInstalledAtStart(t *testing.T) {
 	a, b, conv := pairConversation(t)
 	ctx := context.Background()
 	bc := convOf(t, b, conv.ID)
-	eventually(t, 15*time.Second, "b to hold the rotation of the first epoch", func() bool {
+	testsupport.Eventually(t, 15*time.Second, "b to hold the rotation of the first epoch", func() bool {
 		bc.mu.Lock()
 		defer bc.mu.Unlock()
 		_, ok := bc.state.CurrentEpoch()
@@ -350,7 +350,7 @@ func TestMissedEpochInstalledAtStart(t *testing.T) {
 	if err := b.Close(); err != nil {
 		t.Fatal(err)
 	}
-	b2, err := Start(ctx, bdir, Options{Logger: testLogger(t)})
+	b2, err := Start(ctx, bdir, Options{Logger: testsupport.Logger(t)})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -361,32 +361,13 @@ func TestMissedEpochInstalledAtStart(t *testing.T) {
 	// (b wrote under the epoch before the simulated crash, which a real
 	// one cannot do: the installed chain starts over, so only reading is
 	// checked here.)
-	connect(t, b2.Host, a.Host)
+	testsupport.Connect(t, b2.Host, a.Host)
 	if _, err := a.Send(ctx, conv.ID, "still there?", ""); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, 15*time.Second, "b to read a's message", func() bool {
+	testsupport.Eventually(t, 15*time.Second, "b to read a's message", func() bool {
 		return hasMessage(t, b2, conv.ID, "still there?")
 	})
-}
-
-// pairConversation makes two nodes that hold each other's cards and a
-// conversation between them that both hold.
-func pairConversation(t testing.TB) (a, b *Node, conv webui.Conversation) {
-	t.Helper()
-	a, b = chatPair(t)
-	conv, err := a.CreateConversation(context.Background(), "", []string{accountOf(b)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	waitForConversation(t, b, conv.ID)
-	return a, b, conv
-}
-
-// hasMessage reports whether n shows a message with text in conversation id.
-func hasMessage(t testing.TB, n *Node, id, text string) bool {
-	t.Helper()
-	return slices.ContainsFunc(messages(t, n, id), func(m webui.Message) bool { return m.Text == text })
 }
 
 // A conversation that has seen more epochs than a cipher holds: each
@@ -406,7 +387,7 @@ func TestOldEpochsNotReinstalled(t *testing.T) {
 	if _, err := a.Send(ctx, conv.ID, "after the rotations", ""); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, 15*time.Second, "the message after the rotations", func() bool {
+	testsupport.Eventually(t, 15*time.Second, "the message after the rotations", func() bool {
 		return hasMessage(t, b, conv.ID, "after the rotations")
 	})
 	for _, n := range []*Node{a, b} {

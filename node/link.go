@@ -19,6 +19,8 @@ import (
 
 	"github.com/glitr-chat/glitr/crdt"
 	"github.com/glitr-chat/glitr/keyring"
+	"github.com/glitr-chat/glitr/node/discovery"
+	"github.com/glitr-chat/glitr/protocol"
 )
 
 // Linking a device to an account (multi-device, docs/devices.md).
@@ -102,7 +104,7 @@ var linkKind = tokenLinkKind{
 	invalid: ErrLinkInvalid, expired: ErrLinkExpired,
 }
 
-var linkDec = mustDecMode(cbor.DecOptions{
+var linkDec = protocol.MustDecMode(cbor.DecOptions{
 	DupMapKey:         cbor.DupMapKeyEnforcedAPF,
 	IndefLength:       cbor.IndefLengthForbidden,
 	MaxNestedLevels:   6,
@@ -197,16 +199,7 @@ func (c *Chat) handleLinkRequest(s network.Stream) {
 		s.Reset()
 		return
 	}
-	out, err := canonicalEnc.Marshal(reply)
-	if err != nil {
-		s.Reset()
-		return
-	}
-	if _, err := s.Write(out); err != nil {
-		s.Reset()
-		return
-	}
-	if err := s.Close(); err != nil || newDev == nil {
+	if !answerRequest(s, reply) || newDev == nil {
 		return
 	}
 	// Only a device that got its bundle becomes one of ours: an
@@ -223,27 +216,14 @@ func (c *Chat) handleLinkRequest(s network.Stream) {
 }
 
 func (c *Chat) acceptLinkRequest(ctx context.Context, from peer.ID, b []byte) (linkReply, *VerifiedCard, error) {
-	var req contactRequest
-	if err := cardDec.Unmarshal(b, &req); err != nil || len(req.TokenID) != 16 {
-		return linkReply{}, nil, errDropRequest
-	}
 	c.inv.tokMu.Lock()
 	defer c.inv.tokMu.Unlock()
-	pending, ok := c.getPending(ctx, linkPrefix, req.TokenID)
-	if !ok {
-		return linkReply{}, nil, errDropRequest
-	}
-	c.idMu.Lock()
-	plain, err := c.id.Keyring.Prekeys.OpenBox(c.id.DeviceID(), purposeLinkReq, req.TokenID, req.Box)
-	c.idMu.Unlock()
+	tokenID, pending, body, err := openTokenRequest[linkRequestBody](c, b, purposeLinkReq,
+		func(id []byte) (pendingInvite, bool) { return c.getPending(ctx, linkPrefix, id) })
 	if err != nil {
-		return linkReply{}, nil, fmt.Errorf("%w: %w", errDropRequest, err)
+		return linkReply{}, nil, err
 	}
-	var body linkRequestBody
-	if err := cardDec.Unmarshal(plain, &body); err != nil {
-		return linkReply{}, nil, fmt.Errorf("%w: %w", errDropRequest, err)
-	}
-	if !hmac.Equal(linkProof(pending.Token, req.TokenID, body.Prekey, body.Peer), body.Proof) {
+	if !hmac.Equal(linkProof(pending.Token, tokenID, body.Prekey, body.Peer), body.Proof) {
 		return linkReply{}, nil, errDropRequest
 	}
 	if pending.Used {
@@ -261,7 +241,7 @@ func (c *Chat) acceptLinkRequest(ctx context.Context, from peer.ID, b []byte) (l
 		return linkReply{}, nil, fmt.Errorf("%w: the request names another peer", errDropRequest)
 	}
 	pending.Used = true
-	if err := c.putPending(ctx, linkPrefix, req.TokenID, pending); err != nil {
+	if err := c.putPending(ctx, linkPrefix, tokenID, pending); err != nil {
 		return linkReply{}, nil, err
 	}
 	now := c.now()
@@ -281,7 +261,7 @@ func (c *Chat) acceptLinkRequest(ctx context.Context, from peer.ID, b []byte) (l
 	if err != nil {
 		return linkReply{}, nil, err
 	}
-	box, err := keyring.SealBox(spk, purposeLinkBundle, req.TokenID, raw)
+	box, err := keyring.SealBox(spk, purposeLinkBundle, tokenID, raw)
 	if err != nil {
 		return linkReply{}, nil, fmt.Errorf("seal the link bundle: %w", err)
 	}
@@ -698,7 +678,7 @@ func (n *Node) applyAdoption(ctx context.Context, id *Identity, pa pendingAdopti
 		}
 	}
 	for _, p := range b.Pairs {
-		if len(p) != 32+PairSecretSize {
+		if len(p) != 32+discovery.PairSecretSize {
 			continue
 		}
 		k := pairPrefix.ChildString(hex.EncodeToString(p[:32]))

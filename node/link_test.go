@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/glitr-chat/glitr/crdt"
+	"github.com/glitr-chat/glitr/internal/testsupport"
 )
 
 // A fresh node linked to Ada's account becomes one more of her devices:
@@ -25,7 +26,7 @@ func TestLinkDeviceSharesEverything(t *testing.T) {
 	if _, err := bob.Send(ctx, conv, "before the phone", ""); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, 10*time.Second, "Bob's message at Ada", func() bool { return hasText(t, ada, conv, "before the phone") })
+	testsupport.Eventually(t, 10*time.Second, "Bob's message at Ada", func() bool { return hasText(t, ada, conv, "before the phone") })
 
 	code, err := ada.Chat.CreateLinkCode(ctx)
 	if err != nil {
@@ -45,7 +46,7 @@ func TestLinkDeviceSharesEverything(t *testing.T) {
 	if err := bob.Link(ctx, code.Link); !errors.Is(err, ErrNotFresh) {
 		t.Fatalf("Link on a node in use = %v, want ErrNotFresh", err)
 	}
-	connect(t, phone.Host, ada.Host)
+	testsupport.Connect(t, phone.Host, ada.Host)
 	start := time.Now()
 	if err := phone.Link(ctx, code.Link); err != nil {
 		t.Fatal(err)
@@ -56,12 +57,12 @@ func TestLinkDeviceSharesEverything(t *testing.T) {
 	if got, want := phone.Chat.id.AccountID(), ada.Chat.id.AccountID(); got != want {
 		t.Fatalf("phone account %s, want Ada's %s", got, want)
 	}
-	eventually(t, 15*time.Second, "the conversation and its history on the phone", func() bool {
+	testsupport.Eventually(t, 15*time.Second, "the conversation and its history on the phone", func() bool {
 		_, err := phone.Chat.conversation(conv)
 		return err == nil && hasText(t, phone, conv, "before the phone")
 	})
 	t.Logf("linked and showing the history after %s", time.Since(start).Round(time.Millisecond))
-	eventually(t, 15*time.Second, "the account DAG on the phone", func() bool {
+	testsupport.Eventually(t, 15*time.Second, "the account DAG on the phone", func() bool {
 		info, err := phone.Account(ctx)
 		return err == nil && info.Name == "Ada" && info.State == AccountReady
 	})
@@ -70,12 +71,12 @@ func TestLinkDeviceSharesEverything(t *testing.T) {
 	}
 
 	// Everything flows to every device.
-	eventually(t, 15*time.Second, "the phone to write", func() bool {
+	testsupport.Eventually(t, 15*time.Second, "the phone to write", func() bool {
 		_, err := phone.Send(ctx, conv, "from the phone", "")
 		return err == nil
 	})
 	for _, n := range []*Node{ada, bob} {
-		eventually(t, 15*time.Second, "the phone's message", func() bool { return hasText(t, n, conv, "from the phone") })
+		testsupport.Eventually(t, 15*time.Second, "the phone's message", func() bool { return hasText(t, n, conv, "from the phone") })
 	}
 	// The laptop lists the phone, online and recently seen.
 	var listed bool
@@ -91,7 +92,7 @@ func TestLinkDeviceSharesEverything(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, n := range []*Node{ada, phone} {
-		eventually(t, 15*time.Second, "Bob's reply on both devices", func() bool { return hasText(t, n, conv, "to both devices") })
+		testsupport.Eventually(t, 15*time.Second, "Bob's reply on both devices", func() bool { return hasText(t, n, conv, "to both devices") })
 	}
 	// Reading on the laptop clears the unread count on the phone.
 	unread := func(n *Node) int {
@@ -106,20 +107,20 @@ func TestLinkDeviceSharesEverything(t *testing.T) {
 		}
 		return -1
 	}
-	eventually(t, 15*time.Second, "Bob's reply unread on the phone", func() bool { return unread(phone) > 0 })
+	testsupport.Eventually(t, 15*time.Second, "Bob's reply unread on the phone", func() bool { return unread(phone) > 0 })
 	if err := ada.MarkRead(ctx, conv); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, 15*time.Second, "the phone to show it read", func() bool { return unread(phone) == 0 })
+	testsupport.Eventually(t, 15*time.Second, "the phone to show it read", func() bool { return unread(phone) == 0 })
 	if _, err := ada.Send(ctx, conv, "from the laptop", ""); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, 15*time.Second, "the laptop's message on the phone", func() bool { return hasText(t, phone, conv, "from the laptop") })
+	testsupport.Eventually(t, 15*time.Second, "the laptop's message on the phone", func() bool { return hasText(t, phone, conv, "from the laptop") })
 	// Account changes made on one device show on the other.
 	if err := phone.SetProfile(ctx, "Ada Lovelace", ""); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, 15*time.Second, "the new name on the laptop", func() bool {
+	testsupport.Eventually(t, 15*time.Second, "the new name on the laptop", func() bool {
 		info, err := ada.Account(ctx)
 		return err == nil && info.Name == "Ada Lovelace"
 	})
@@ -136,26 +137,26 @@ func TestRevokeOfflineDevice(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	phone, err := Start(ctx, phoneDir, Options{Logger: testLogger(t)})
+	phone, err := Start(ctx, phoneDir, Options{Logger: testsupport.Logger(t)})
 	if err != nil {
 		t.Fatal(err)
 	}
 	setUpAccounts(t, map[*Node]string{ada: "Ada", bob: "Bob"})
 	conv := befriend(t, ada, bob)
-	connect(t, phone.Host, ada.Host)
+	testsupport.Connect(t, phone.Host, ada.Host)
 	code, _ := ada.Chat.CreateLinkCode(ctx)
 	if err := phone.Link(ctx, code.Link); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, 15*time.Second, "the phone to join the conversation", func() bool {
+	testsupport.Eventually(t, 15*time.Second, "the phone to join the conversation", func() bool {
 		_, err := phone.Chat.conversation(conv)
 		return err == nil
 	})
-	eventually(t, 15*time.Second, "the phone to write", func() bool {
+	testsupport.Eventually(t, 15*time.Second, "the phone to write", func() bool {
 		_, err := phone.Send(ctx, conv, "phone before", "")
 		return err == nil
 	})
-	eventually(t, 15*time.Second, "the phone's message at Bob", func() bool { return hasText(t, bob, conv, "phone before") })
+	testsupport.Eventually(t, 15*time.Second, "the phone's message at Bob", func() bool { return hasText(t, bob, conv, "phone before") })
 	phoneDev := phone.Chat.id.DeviceID()
 	phone.Close()
 
@@ -169,16 +170,16 @@ func TestRevokeOfflineDevice(t *testing.T) {
 	if _, err := ada.Send(ctx, conv, "after the phone was lost", ""); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, 15*time.Second, "the laptop's message at Bob", func() bool { return hasText(t, bob, conv, "after the phone was lost") })
+	testsupport.Eventually(t, 15*time.Second, "the laptop's message at Bob", func() bool { return hasText(t, bob, conv, "after the phone was lost") })
 
-	phone, err = Start(ctx, phoneDir, Options{Logger: testLogger(t)})
+	phone, err = Start(ctx, phoneDir, Options{Logger: testsupport.Logger(t)})
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer phone.Close()
-	connect(t, phone.Host, ada.Host)
-	connect(t, phone.Host, bob.Host)
-	eventually(t, 20*time.Second, "the phone to learn it was removed", func() bool {
+	testsupport.Connect(t, phone.Host, ada.Host)
+	testsupport.Connect(t, phone.Host, bob.Host)
+	testsupport.Eventually(t, 20*time.Second, "the phone to learn it was removed", func() bool {
 		info, err := phone.Account(ctx)
 		return err == nil && info.State == AccountRevoked
 	})
@@ -226,7 +227,7 @@ func TestInterruptedLinkIsFinishedAtStart(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	phone, err := Start(ctx, dir, Options{Logger: testLogger(t)})
+	phone, err := Start(ctx, dir, Options{Logger: testsupport.Logger(t)})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -254,7 +255,7 @@ func TestInterruptedLinkIsFinishedAtStart(t *testing.T) {
 	provisional := phone.Chat.id.AccountID()
 	phone.Close()
 
-	phone, err = Start(ctx, dir, Options{Logger: testLogger(t)})
+	phone, err = Start(ctx, dir, Options{Logger: testsupport.Logger(t)})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -321,7 +322,7 @@ func TestTwoAccountsWithTwoAndThreeDevicesConverge(t *testing.T) {
 	conv := befriend(t, adaLaptop, bobDesk)
 	link := func(from *Node) *Node {
 		n := startTestNode(t, loopbackConfig(t))
-		connect(t, n.Host, from.Host)
+		testsupport.Connect(t, n.Host, from.Host)
 		code, err := from.Chat.CreateLinkCode(ctx)
 		if err != nil {
 			t.Fatal(err)
@@ -329,7 +330,7 @@ func TestTwoAccountsWithTwoAndThreeDevicesConverge(t *testing.T) {
 		if err := n.Link(ctx, code.Link); err != nil {
 			t.Fatal(err)
 		}
-		eventually(t, 20*time.Second, "the linked device to hold the conversation", func() bool {
+		testsupport.Eventually(t, 20*time.Second, "the linked device to hold the conversation", func() bool {
 			_, err := n.Chat.conversation(conv)
 			return err == nil
 		})
@@ -341,7 +342,7 @@ func TestTwoAccountsWithTwoAndThreeDevicesConverge(t *testing.T) {
 	all := []*Node{adaLaptop, adaPhone, bobDesk, bobLaptop, bobPhone}
 	names := []string{"ada laptop", "ada phone", "bob desk", "bob laptop", "bob phone"}
 	for i, n := range all {
-		eventually(t, 20*time.Second, names[i]+" to write", func() bool {
+		testsupport.Eventually(t, 20*time.Second, names[i]+" to write", func() bool {
 			_, err := n.Send(ctx, conv, "hello from "+names[i], "")
 			return err == nil
 		})

@@ -43,6 +43,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/glitr-chat/glitr/internal/testsupport"
 	"github.com/libp2p/go-libp2p/core/crypto"
 	"github.com/libp2p/go-libp2p/core/event"
 	"github.com/libp2p/go-libp2p/core/host"
@@ -430,26 +431,9 @@ type natlabProc struct {
 	cmd    *exec.Cmd
 	stdin  io.WriteCloser
 	events chan natlabEvent
-	output natlabBuffer // everything but the events: stderr, test output
+	output testsupport.Buffer // everything but the events: stderr, test output
 	done   chan struct{}
 	err    error // of cmd.Wait, valid after done
-}
-
-type natlabBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (b *natlabBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.b.Write(p)
-}
-
-func (b *natlabBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.b.String()
 }
 
 func natlabStart(t *testing.T, name, ns, self string, env []string) *natlabProc {

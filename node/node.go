@@ -32,6 +32,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/glitr-chat/glitr/dag"
+	"github.com/glitr-chat/glitr/node/catchup"
+	"github.com/glitr-chat/glitr/node/discovery"
 	"github.com/glitr-chat/glitr/protocol"
 	"github.com/glitr-chat/glitr/webui"
 )
@@ -219,10 +221,10 @@ func (n *Node) startChat(ctx context.Context, passphrase []byte) error {
 		n.Metrics.MustRegister(n.catchupSessions, n.catchupBlocksIn, n.catchupBytesIn)
 	})
 	sessions, blocksIn, bytesIn := n.catchupSessions, n.catchupBlocksIn, n.catchupBytesIn
-	c.catchup = NewCatchup(n.Host, c, c, CatchupOptions{
+	c.catchup = catchup.New(n.Host, c, c, catchup.Options{
 		Penalize: n.Penalize,
 		Logger:   n.log,
-		OnSession: func(p peer.ID, initiator bool, st CatchupStats, err error) {
+		OnSession: func(p peer.ID, initiator bool, st catchup.Stats, err error) {
 			role, outcome := "responder", "ok"
 			if initiator {
 				role = "initiator"
@@ -240,10 +242,10 @@ func (n *Node) startChat(ctx context.Context, passphrase []byte) error {
 		return fmt.Errorf("account: %w", err)
 	}
 	if n.DHT != nil {
-		c.discovery, err = NewDiscovery(n.Host, n.DHT,
-			DiscoverySelf{Account: id.AccountID(), Device: id.Keyring.Device},
+		c.discovery, err = discovery.New(n.Host, n.DHT,
+			discovery.Self{Account: id.AccountID(), Device: id.Keyring.Device},
 			c.discoveryContacts,
-			DiscoveryOptions{Logger: n.log, KeepLoopback: loopbackOnly(n.Config.Network.ListenAddrs)})
+			discovery.Options{Logger: n.log, KeepLoopback: loopbackOnly(n.Config.Network.ListenAddrs)})
 		if err != nil {
 			return fmt.Errorf("discovery: %w", err)
 		}
@@ -274,6 +276,7 @@ func (n *Node) startChat(ctx context.Context, passphrase []byte) error {
 		ConnectedF: func(_ network.Network, conn network.Conn) { c.onConnected(conn.RemotePeer()) },
 	})
 	c.wg.Go(c.antiEntropy)
+	c.links.Start()
 	c.wg.Go(c.dialContacts)
 	c.wg.Go(c.rejoinLoop)
 	c.wg.Go(c.keyUpkeep)
@@ -518,6 +521,10 @@ func (n *Node) Close() error {
 		}
 		if c := n.chatService(); c != nil {
 			c.close()
+			if c.sig != nil {
+				c.sig.Close()
+			}
+			c.links.Close()
 			c.catchup.Close()
 		}
 		if n.cancel != nil {

@@ -21,6 +21,7 @@ import (
 	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
 
+	"github.com/glitr-chat/glitr/internal/testsupport"
 	"github.com/glitr-chat/glitr/protocol"
 	"github.com/glitr-chat/glitr/webui"
 )
@@ -38,7 +39,7 @@ func TestPrivateDHTPutGet(t *testing.T) {
 		nodes = append(nodes, startTestNode(t, cfg))
 	}
 	for _, n := range nodes {
-		eventually(t, 15*time.Second, "routing tables to fill", func() bool { return n.DHT.RoutingTable().Size() >= 2 })
+		testsupport.Eventually(t, 15*time.Second, "routing tables to fill", func() bool { return n.DHT.RoutingTable().Size() >= 2 })
 	}
 	// Not the public IPFS DHT: our nodes speak only /glitr/kad/1.0.0.
 	protos, err := nodes[0].Host.Peerstore().GetProtocols(boot.Host.ID())
@@ -93,7 +94,7 @@ func TestPrivateDHTPutGet(t *testing.T) {
 	if err := nodes[1].DHT.PutValue(ctx, key, rec2); err != nil {
 		t.Fatalf("put newer: %v", err)
 	}
-	eventually(t, 10*time.Second, "the newer record to win", func() bool {
+	testsupport.Eventually(t, 10*time.Second, "the newer record to win", func() bool {
 		got, err := nodes[2].DHT.GetValue(ctx, key)
 		return err == nil && string(got) == string(rec2)
 	})
@@ -108,8 +109,8 @@ func TestGossipsubValidatorStopsBadMessages(t *testing.T) {
 	line := loopbackConfig(t)
 	line.DHT.Mode = "client"
 	a, b, c := startTestNode(t, line), startTestNode(t, line), startTestNode(t, line)
-	connect(t, a.Host, b.Host)
-	connect(t, b.Host, c.Host)
+	testsupport.Connect(t, a.Host, b.Host)
+	testsupport.Connect(t, b.Host, c.Host)
 
 	const topic = "glitr-test-topic"
 	var cSawBad atomic.Bool // C's validator saw a bad message: B forwarded it
@@ -142,7 +143,7 @@ func TestGossipsubValidatorStopsBadMessages(t *testing.T) {
 		}
 		topics[name], subs[name] = tp, s
 	}
-	eventually(t, 10*time.Second, "meshes to form", func() bool {
+	testsupport.Eventually(t, 10*time.Second, "meshes to form", func() bool {
 		return len(topics["a"].ListPeers()) == 1 && len(topics["b"].ListPeers()) == 2 && len(topics["c"].ListPeers()) == 1
 	})
 	time.Sleep(1200 * time.Millisecond) // one heartbeat to graft
@@ -345,7 +346,7 @@ func portOf(a net.Addr) string {
 func TestCloseIsPrompt(t *testing.T) {
 	a := startTestNode(t, loopbackConfig(t))
 	b := startTestNode(t, loopbackConfig(t))
-	connect(t, a.Host, b.Host)
+	testsupport.Connect(t, a.Host, b.Host)
 	start := time.Now()
 	if err := a.Close(); err != nil {
 		t.Fatal(err)
@@ -361,7 +362,7 @@ func TestCloseIsPrompt(t *testing.T) {
 func TestPenalizeDisconnectsPersistentOffender(t *testing.T) {
 	a := startTestNode(t, loopbackConfig(t))
 	b := startTestNode(t, loopbackConfig(t))
-	connect(t, a.Host, b.Host)
+	testsupport.Connect(t, a.Host, b.Host)
 	a.Penalize(b.Host.ID(), 10, "test: bad block")
 	if len(a.Host.Network().ConnsToPeer(b.Host.ID())) == 0 {
 		t.Fatal("a small penalty should not disconnect")
@@ -370,7 +371,7 @@ func TestPenalizeDisconnectsPersistentOffender(t *testing.T) {
 		t.Fatalf("app score = %v, want -10", got)
 	}
 	a.Penalize(b.Host.ID(), 100, "test: flood")
-	eventually(t, 5*time.Second, "disconnect", func() bool {
+	testsupport.Eventually(t, 5*time.Second, "disconnect", func() bool {
 		return len(a.Host.Network().ConnsToPeer(b.Host.ID())) == 0
 	})
 }
@@ -381,9 +382,9 @@ func TestPenalizeDisconnectsPersistentOffender(t *testing.T) {
 func TestGraylistedPeerStaysCutOff(t *testing.T) {
 	a := startTestNode(t, loopbackConfig(t))
 	b := startTestNode(t, loopbackConfig(t))
-	connect(t, a.Host, b.Host)
+	testsupport.Connect(t, a.Host, b.Host)
 	a.Penalize(b.Host.ID(), -scoreThresholds.GraylistThreshold, "test: bad blocks")
-	eventually(t, 5*time.Second, "disconnect on both sides", func() bool {
+	testsupport.Eventually(t, 5*time.Second, "disconnect on both sides", func() bool {
 		return len(a.Host.Network().ConnsToPeer(b.Host.ID())) == 0 &&
 			len(b.Host.Network().ConnsToPeer(a.Host.ID())) == 0
 	})
@@ -402,14 +403,14 @@ func TestGraylistedPeerStaysCutOff(t *testing.T) {
 	if err := a.Host.Connect(ctx, addrInfo(b.Host)); err == nil {
 		t.Error("the node dialed the peer it graylisted")
 	}
-	eventually(t, 5*time.Second, "the offender's connection closed", func() bool {
+	testsupport.Eventually(t, 5*time.Second, "the offender's connection closed", func() bool {
 		return len(b.Host.Network().ConnsToPeer(a.Host.ID())) == 0
 	})
 	if n := admitted.Load(); n != 0 {
 		t.Errorf("the graylisted peer was let in %d times", n)
 	}
 	a.pen.decay() // half the threshold: let back in
-	connect(t, a.Host, b.Host)
+	testsupport.Connect(t, a.Host, b.Host)
 }
 
 // A relay serves Prometheus metrics: libp2p's collectors and ours.
@@ -430,7 +431,7 @@ func TestRelayServesMetrics(t *testing.T) {
 		t.Fatalf("relay does not serve %s", protocol.DHTProtocol)
 	}
 	peer := startTestNode(t, loopbackConfig(t))
-	connect(t, peer.Host, r.Host)
+	testsupport.Connect(t, peer.Host, r.Host)
 	addr := r.metricsAddr
 	res, err := http.Get("http://" + addr + "/metrics")
 	if err != nil {

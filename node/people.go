@@ -253,7 +253,13 @@ func (n *Node) SetPreferences(ctx context.Context, p Preferences) error {
 	if err != nil || len(ops) == 0 {
 		return err
 	}
-	return c.commitAccount(ctx, ops...)
+	if err := c.commitAccount(ctx, ops...); err != nil {
+		return err
+	}
+	if p.ShowPresence && c.sig != nil {
+		c.sig.Announce() // contacts see this node online now, not at the next heartbeat
+	}
+	return nil
 }
 
 // checkName accepts a display name or title: valid UTF-8, no control

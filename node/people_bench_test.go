@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"testing"
 	"time"
+
+	"github.com/glitr-chat/glitr/internal/testsupport"
 )
 
 // BenchmarkInviteToFirstMessage: from accepting an invite (no address known
@@ -23,7 +25,7 @@ func BenchmarkInviteToFirstMessage(b *testing.B) {
 			ns = append(ns, startTestNode(b, cfg))
 		}
 		for _, n := range ns {
-			eventually(b, 15*time.Second, "the routing table to fill", func() bool { return n.DHT.RoutingTable().Size() >= 2 })
+			testsupport.Eventually(b, 15*time.Second, "the routing table to fill", func() bool { return n.DHT.RoutingTable().Size() >= 2 })
 		}
 		inv, err := ns[0].CreateInvite(ctx, time.Hour)
 		if err != nil {
@@ -78,7 +80,7 @@ func BenchmarkLinkDeviceWith10kHistory(b *testing.B) {
 		if err != nil {
 			b.Fatal(err)
 		}
-		connect(b, phone.Host, ada.Host)
+		testsupport.Connect(b, phone.Host, ada.Host)
 		b.StartTimer()
 		if err := phone.Link(ctx, code.Link); err != nil {
 			b.Fatal(err)

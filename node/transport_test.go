@@ -11,6 +11,8 @@ import (
 	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
 	ma "github.com/multiformats/go-multiaddr"
+
+	"github.com/glitr-chat/glitr/internal/testsupport"
 )
 
 const echoProto = "/glitr/test-echo/1.0.0"
@@ -106,7 +108,7 @@ func TestRelayCircuitConnectsUnreachablePeers(t *testing.T) {
 	defer cancel()
 	// A takes its reservation in the background; retry until it has.
 	var connErr error
-	eventually(t, 20*time.Second, "a connection through the relay", func() bool {
+	testsupport.Eventually(t, 20*time.Second, "a connection through the relay", func() bool {
 		b.Network().ClosePeer(a.ID())
 		b.Peerstore().ClearAddrs(a.ID())
 		dctx, dcancel := context.WithTimeout(ctx, 2*time.Second)

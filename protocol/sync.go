@@ -44,6 +44,18 @@ const (
 	FrameReconcile = 5
 )
 
+// Error frame reasons (docs/sync.md §3).
+const (
+	// SyncReasonUnknown: the responder holds no DAG by that sync id (or
+	// will not say).
+	SyncReasonUnknown = "unknown"
+	// SyncReasonBusy: too many sessions; retry later.
+	SyncReasonBusy = "busy"
+	// SyncReasonUnavailable: the responder cannot serve the DAG now (a
+	// local failure).
+	SyncReasonUnavailable = "unavailable"
+)
+
 // ErrBadFrame marks a malformed or oversized sync frame.
 var ErrBadFrame = errors.New("sync: bad frame")
 

@@ -22,6 +22,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/glitr-chat/glitr/internal/testsupport"
 	"github.com/glitr-chat/glitr/node"
 	"github.com/glitr-chat/glitr/webui"
 )
@@ -100,31 +101,14 @@ func editConfig(t testing.TB, data string, edit func(*node.Config)) {
 type glitrProc struct {
 	cmd    *exec.Cmd
 	banner []string // stdout up to and including the login URL
-	stderr *syncBuffer
+	stderr *testsupport.Buffer
 	done   chan struct{}
-}
-
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.b.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.b.String()
 }
 
 // startProc starts the binary and waits for the banner's login URL line.
 func startProc(t testing.TB, bin string, args ...string) *glitrProc {
 	t.Helper()
-	p := &glitrProc{cmd: exec.Command(bin, args...), stderr: &syncBuffer{}, done: make(chan struct{})}
+	p := &glitrProc{cmd: exec.Command(bin, args...), stderr: &testsupport.Buffer{}, done: make(chan struct{})}
 	p.cmd.Stderr = p.stderr
 	stdout, err := p.cmd.StdoutPipe()
 	if err != nil {
@@ -503,23 +487,9 @@ func checkDataDir(t *testing.T, path, profile string) {
 	if _, err := dir.PeerKey(); err != nil {
 		t.Fatal(err)
 	}
-	if err := pebbleStore(dir.StorePath()); err != nil {
+	if err := testsupport.PebbleStore(dir.StorePath()); err != nil {
 		t.Fatalf("%s: no pebble store: %v", path, err)
 	}
-}
-
-// pebbleStore checks that dir holds a pebble database (its manifest).
-func pebbleStore(dir string) error {
-	entries, err := os.ReadDir(dir)
-	if err != nil {
-		return err
-	}
-	for _, e := range entries {
-		if strings.HasPrefix(e.Name(), "MANIFEST-") {
-			return nil
-		}
-	}
-	return fmt.Errorf("%s: no MANIFEST in %d entries", dir, len(entries))
 }
 
 // `glitr relay`: a relay data directory starts only with `relay`, serves

@@ -1,4 +1,4 @@
-package node
+package signals
 
 import (
 	"bytes"
@@ -10,19 +10,19 @@ import (
 // of it may panic, and only a box sealed under the key opens.
 func FuzzSignalWire(f *testing.F) {
 	key := bytes.Repeat([]byte{7}, 32)
-	body, _ := canonicalEnc.Marshal(typingBody{Account: bytes.Repeat([]byte{1}, 32), Time: 1})
-	nonce, box, _ := sealSignal(key, body)
-	good, _ := canonicalEnc.Marshal(signalWire{Kind: "typing", Sync: []byte{1, 2}, Nonce: nonce, Box: box})
-	presence, _ := canonicalEnc.Marshal(signalWire{Kind: "presence"})
+	body, _ := enc.Marshal(typingBody{Account: bytes.Repeat([]byte{1}, 32), Time: 1})
+	nonce, box, _ := seal(key, body)
+	good, _ := enc.Marshal(wire{Kind: "typing", Sync: []byte{1, 2}, Nonce: nonce, Box: box})
+	presence, _ := enc.Marshal(wire{Kind: "presence"})
 	f.Add(good)
 	f.Add(presence)
 	f.Add([]byte{0xa1})
 	f.Fuzz(func(t *testing.T, data []byte) {
-		var w signalWire
-		if err := cardDec.Unmarshal(data, &w); err != nil {
+		var w wire
+		if err := dec.Unmarshal(data, &w); err != nil {
 			return
 		}
-		plain, err := unsealSignal(key, w.Nonce, w.Box)
+		plain, err := unseal(key, w.Nonce, w.Box)
 		if err != nil {
 			return
 		}
@@ -32,28 +32,28 @@ func FuzzSignalWire(f *testing.F) {
 			t.Fatalf("a box not sealed under the key opened: %x", plain)
 		}
 		var b typingBody
-		_ = cardDec.Unmarshal(plain, &b)
+		_ = dec.Unmarshal(plain, &b)
 	})
 }
 
 func TestSignalSealRoundTrip(t *testing.T) {
 	key := bytes.Repeat([]byte{9}, 32)
-	nonce, box, err := sealSignal(key, []byte("typing"))
+	nonce, box, err := seal(key, []byte("typing"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got, err := unsealSignal(key, nonce, box); err != nil || string(got) != "typing" {
+	if got, err := unseal(key, nonce, box); err != nil || string(got) != "typing" {
 		t.Fatalf("round trip: %q, %v", got, err)
 	}
 	other := bytes.Repeat([]byte{8}, 32)
-	if _, err := unsealSignal(other, nonce, box); err == nil {
+	if _, err := unseal(other, nonce, box); err == nil {
 		t.Fatal("opened under another conversation's key")
 	}
 	box[0] ^= 1
-	if _, err := unsealSignal(key, nonce, box); err == nil {
+	if _, err := unseal(key, nonce, box); err == nil {
 		t.Fatal("opened a tampered box")
 	}
-	if _, err := unsealSignal(key, nonce[:5], box); err == nil {
+	if _, err := unseal(key, nonce[:5], box); err == nil {
 		t.Fatal("accepted a short nonce")
 	}
 }

@@ -1,4 +1,4 @@
-package node
+package discovery
 
 // Private-DHT discovery of contacts (docs/discovery.md).
 //
@@ -10,10 +10,10 @@ package node
 //
 // Using it:
 //
-//	d, err := NewDiscovery(n.Host, n.DHT,
-//		DiscoverySelf{Account: id.AccountID(), Device: id.Keyring.Device},
-//		func() []DiscoveryContact { ... }, // current contacts; called often, keep it cheap
-//		DiscoveryOptions{Logger: log})
+//	d, err := New(n.Host, n.DHT,
+//		Self{Account: id.AccountID(), Device: id.Keyring.Device},
+//		func() []Contact { ... }, // current contacts; called often, keep it cheap
+//		Options{Logger: log})
 //	...
 //	d.ContactsChanged()  // after a contact, a contact's device or a pair secret was added or removed
 //	d.Find(ctx, c)       // one-off lookup of a contact's devices (ErrContactNotFound)
@@ -21,25 +21,19 @@ package node
 //	d.Reconnect(ctx)     // one reconnect pass; the loop does it by itself
 //	d.Close()            // before the DHT and the host are closed
 //
-// NewDiscovery starts two loops owned by the Discovery: the publisher (on
+// New starts two loops owned by the Service: the publisher (on
 // start, on every change of the host's addresses, periodically with jitter,
 // and before each UTC day rollover) and the reconnector (dials contact
 // devices that are not connected, with per-contact backoff). Close stops
 // both.
 
 import (
-	"bytes"
 	"context"
 	"crypto/ed25519"
-	"crypto/hkdf"
-	"crypto/rand"
-	"crypto/sha256"
-	"encoding/binary"
 	"errors"
 	"fmt"
 	"log/slog"
 	mrand "math/rand/v2"
-	"slices"
 	"sync"
 	"time"
 
@@ -50,7 +44,6 @@ import (
 	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
 	ma "github.com/multiformats/go-multiaddr"
-	manet "github.com/multiformats/go-multiaddr/net"
 	"golang.org/x/crypto/chacha20poly1305"
 
 	"github.com/glitr-chat/glitr/keyring"
@@ -58,6 +51,8 @@ import (
 )
 
 // PairSecretSize is the size of the secret two contacts' accounts share.
+var canonicalEnc, _ = cbor.CanonicalEncOptions().EncMode()
+
 const PairSecretSize = 32
 
 // Discovery payload limits.
@@ -101,33 +96,33 @@ var (
 	ErrPayloadTime = errors.New("discovery: payload timestamp out of range")
 )
 
-// DiscoverySelf is this device as discovery needs it.
-type DiscoverySelf struct {
+// Self is this device as discovery needs it.
+type Self struct {
 	Account keyring.AccountID
 	// Device signs the address payloads, so that a contact (who also holds
 	// the pair secret) cannot forge this device's addresses.
 	Device *keyring.DeviceKey
 }
 
-// DiscoveryDevice is one device of a contact.
-type DiscoveryDevice struct {
+// Device is one device of a contact.
+type Device struct {
 	ID keyring.DeviceID
 	// Peer is the device's last known peer ID; empty if unknown. The
 	// payload names the current one, signed by the device.
 	Peer peer.ID
 }
 
-// DiscoveryContact is a contact account, the secret this account and the
+// Contact is a contact account, the secret this account and the
 // contact's share, and the contact's devices.
-type DiscoveryContact struct {
+type Contact struct {
 	Account    keyring.AccountID
 	PairSecret [PairSecretSize]byte
-	Devices    []DiscoveryDevice
+	Devices    []Device
 }
 
-// DiscoveryOptions tune a Discovery. Zero values take the documented
+// Options tune a Service. Zero values take the documented
 // defaults.
-type DiscoveryOptions struct {
+type Options struct {
 	// Logger receives debug and warning logs (nil: discard).
 	Logger *slog.Logger
 	// Now is the clock (nil: time.Now). Day keys follow its UTC date.
@@ -167,12 +162,12 @@ type DiscoveryOptions struct {
 	// KeepLoopback publishes loopback addresses even when the host has
 	// others. Loopback addresses are always kept by a loopback-only host.
 	KeepLoopback bool
-	// NoReconnect turns the reconnect loop off: the Discovery only
+	// NoReconnect turns the reconnect loop off: the Service only
 	// publishes, and the caller dials contacts itself (Find, Reconnect).
 	NoReconnect bool
 }
 
-func (o DiscoveryOptions) withDefaults() (DiscoveryOptions, error) {
+func (o Options) withDefaults() (Options, error) {
 	def := func(d *time.Duration, v time.Duration) {
 		if *d == 0 {
 			*d = v
@@ -212,15 +207,15 @@ func (o DiscoveryOptions) withDefaults() (DiscoveryOptions, error) {
 	return o, nil
 }
 
-// Discovery publishes this device's addresses for its contacts and finds
+// Service publishes this device's addresses for its contacts and finds
 // theirs, through rendezvous records in the private DHT.
-type Discovery struct {
+type Service struct {
 	h        host.Host
 	dht      *dht.IpfsDHT
-	self     DiscoverySelf
+	self     Self
 	signer   ed25519.PrivateKey
-	contacts func() []DiscoveryContact
-	opts     DiscoveryOptions
+	contacts func() []Contact
+	opts     Options
 	log      *slog.Logger
 
 	publishNow   chan struct{}
@@ -242,11 +237,11 @@ type contactBackoff struct {
 	next     time.Time
 }
 
-// NewDiscovery starts discovery for this device on h and d (the private
+// New starts discovery for this device on h and d (the private
 // DHT, with protocol.RendezvousValidator registered). contacts returns the
-// current contacts; it is called from the Discovery's goroutines. Close
-// stops everything NewDiscovery started; it does not close h or d.
-func NewDiscovery(h host.Host, d *dht.IpfsDHT, self DiscoverySelf, contacts func() []DiscoveryContact, opts DiscoveryOptions) (*Discovery, error) {
+// current contacts; it is called from the Service's goroutines. Close
+// stops everything New started; it does not close h or d.
+func New(h host.Host, d *dht.IpfsDHT, self Self, contacts func() []Contact, opts Options) (*Service, error) {
 	if h == nil || d == nil || contacts == nil {
 		return nil, errors.New("new discovery: host, DHT and contacts are required")
 	}
@@ -262,7 +257,7 @@ func NewDiscovery(h host.Host, d *dht.IpfsDHT, self DiscoverySelf, contacts func
 		return nil, fmt.Errorf("new discovery: subscribe to address changes: %w", err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	disc := &Discovery{
+	disc := &Service{
 		h:            h,
 		dht:          d,
 		self:         self,
@@ -290,17 +285,17 @@ func NewDiscovery(h host.Host, d *dht.IpfsDHT, self DiscoverySelf, contacts func
 	return disc, nil
 }
 
-// ContactsChanged makes the Discovery publish for, and look up, the current
+// ContactsChanged makes the Service publish for, and look up, the current
 // contacts soon. Call it after adding a contact, a contact's device or a
 // pair secret.
-func (d *Discovery) ContactsChanged() {
+func (d *Service) ContactsChanged() {
 	nudge(d.publishNow)
 	nudge(d.reconnectNow)
 }
 
-// Close stops the Discovery's loops. Records already in the DHT stay until
+// Close stops the Service's loops. Records already in the DHT stay until
 // they expire.
-func (d *Discovery) Close() error {
+func (d *Service) Close() error {
 	var err error
 	d.closeOnce.Do(func() {
 		d.cancel()
@@ -320,281 +315,9 @@ func nudge(c chan struct{}) {
 	}
 }
 
-// ---- key schedule (pure) ----
-
-// rendezvousKeys are the keys of one (pair, day, publishing device) slot.
-type rendezvousKeys struct {
-	record  ed25519.PrivateKey // signs the DHT record; its public key names the DHT key
-	payload [chacha20poly1305.KeySize]byte
-	dhtKey  string
-}
-
-// unixDay is the UTC day number of t (days since 1970-01-01).
-func unixDay(t time.Time) int64 {
-	s := t.Unix()
-	d := s / daySeconds
-	if s < 0 && s%daySeconds != 0 {
-		d--
-	}
-	return d
-}
-
-// deriveRendezvousKeys computes the slot keys:
-//
-//	okm = HKDF-SHA256(ikm = pair secret, salt = none,
-//	      info = "glitr/v1/rendezvous-keys" 0x00 ‖ day (8 bytes BE) ‖ publisher account ‖ publisher device, 64)
-//	record key = Ed25519 from seed okm[0:32]; payload key = okm[32:64]
-//
-// The publishing account and device are in the info, so each direction and
-// each device has its own key and no two devices ever write one DHT key.
-func deriveRendezvousKeys(secret [PairSecretSize]byte, day int64, acct keyring.AccountID, dev keyring.DeviceID) (rendezvousKeys, error) {
-	info := make([]byte, 0, len(labelRendezvousKeys)+1+8+2*32)
-	info = append(info, labelRendezvousKeys...)
-	info = append(info, 0)
-	info = binary.BigEndian.AppendUint64(info, uint64(day))
-	info = append(info, acct[:]...)
-	info = append(info, dev[:]...)
-	okm, err := hkdf.Key(sha256.New, secret[:], nil, string(info), ed25519.SeedSize+chacha20poly1305.KeySize)
-	if err != nil {
-		return rendezvousKeys{}, fmt.Errorf("derive rendezvous keys: %w", err)
-	}
-	k := rendezvousKeys{record: ed25519.NewKeyFromSeed(okm[:ed25519.SeedSize])}
-	copy(k.payload[:], okm[ed25519.SeedSize:])
-	k.dhtKey = protocol.RendezvousKey(k.record.Public().(ed25519.PublicKey))
-	return k, nil
-}
-
-// publishDays are the days under whose keys a record is published at now:
-// today, and the neighbouring day when midnight UTC is within skew, so a
-// contact whose clock is off by up to skew looks under a key that is there.
-func publishDays(now time.Time, skew time.Duration) []int64 {
-	days := []int64{unixDay(now.Add(-skew)), unixDay(now), unixDay(now.Add(skew))}
-	return slices.Compact(days)
-}
-
-// lookupDays are the days whose keys Find reads: today and yesterday (the
-// publisher's record from before midnight is still valid after it).
-func lookupDays(now time.Time) []int64 {
-	d := unixDay(now)
-	return []int64{d, d - 1}
-}
-
-// nextRollover is when publishDays next gains a day: ClockSkew before the
-// next midnight UTC.
-func nextRollover(now time.Time, skew time.Duration) time.Time {
-	for day := unixDay(now) + 1; ; day++ {
-		t := time.Unix((day)*daySeconds, 0).Add(-skew)
-		if t.After(now) {
-			return t
-		}
-	}
-}
-
-// ---- payload (pure) ----
-
-// discoveryPayload is the plaintext of a record: who the device is on the
-// network now, signed by the device.
-type discoveryPayload struct {
-	Peer  []byte   `cbor:"1,keyasint"` // peer.ID bytes
-	Addrs [][]byte `cbor:"2,keyasint"` // multiaddr bytes
-	Time  int64    `cbor:"3,keyasint"` // unix milliseconds
-	Sig   []byte   `cbor:"4,keyasint"` // ed25519 by the device, over payloadSigningBytes
-}
-
-// payloadDec decodes untrusted payloads. Its options are constant, so an
-// error is a programming mistake and fails at start-up.
-var payloadDec = func() cbor.DecMode {
-	dm, err := cbor.DecOptions{
-		DupMapKey:         cbor.DupMapKeyEnforcedAPF,
-		IndefLength:       cbor.IndefLengthForbidden,
-		MaxNestedLevels:   4,
-		MaxArrayElements:  MaxDiscoveryAddrs,
-		MaxMapPairs:       16, // the library's minimum; the payload has 4
-		ExtraReturnErrors: cbor.ExtraDecErrorUnknownField,
-	}.DecMode()
-	if err != nil {
-		panic(fmt.Sprintf("discovery payload decoder: %v", err))
-	}
-	return dm
-}()
-
-// payloadSigningBytes is what the device signs: the label, the publishing
-// account and device, the DHT key (which binds the pair and the day) and
-// the payload without its signature.
-func payloadSigningBytes(p discoveryPayload, acct keyring.AccountID, dev keyring.DeviceID, dhtKey string) ([]byte, error) {
-	p.Sig = nil
-	body, err := canonicalEnc.Marshal(p)
-	if err != nil {
-		return nil, fmt.Errorf("encode discovery payload: %w", err)
-	}
-	var b bytes.Buffer
-	b.WriteString(labelRendezvousAddrs)
-	b.WriteByte(0)
-	b.Write(acct[:])
-	b.Write(dev[:])
-	b.WriteString(dhtKey)
-	b.WriteByte(0)
-	b.Write(body)
-	return b.Bytes(), nil
-}
-
-// sealPayload builds, signs, pads and encrypts a payload. Addresses that do
-// not fit the record are dropped from the end.
-func sealPayload(k rendezvousKeys, signer ed25519.PrivateKey, acct keyring.AccountID, id peer.ID, addrs []ma.Multiaddr, now time.Time) ([]byte, error) {
-	dev := keyring.DeviceID(signer.Public().(ed25519.PublicKey))
-	p := discoveryPayload{Peer: []byte(id), Time: now.UnixMilli()}
-	for _, a := range addrs[:min(len(addrs), MaxDiscoveryAddrs)] {
-		p.Addrs = append(p.Addrs, a.Bytes())
-	}
-	for {
-		msg, err := payloadSigningBytes(p, acct, dev, k.dhtKey)
-		if err != nil {
-			return nil, err
-		}
-		p.Sig = ed25519.Sign(signer, msg)
-		plain, err := canonicalEnc.Marshal(p)
-		if err != nil {
-			return nil, fmt.Errorf("encode discovery payload: %w", err)
-		}
-		if len(plain) < maxDiscoveryPlain { // room for the pad marker
-			return sealPadded(k, pad(plain))
-		}
-		if len(p.Addrs) == 0 {
-			return nil, fmt.Errorf("%w: %d bytes without addresses", ErrPayloadMalformed, len(plain))
-		}
-		p.Addrs = p.Addrs[:len(p.Addrs)-1]
-	}
-}
-
-// pad appends 0x80 and zeros up to the next discoveryPadBlock (ISO/IEC
-// 7816-4), capped at maxDiscoveryPlain.
-func pad(b []byte) []byte {
-	n := min((len(b)/discoveryPadBlock+1)*discoveryPadBlock, maxDiscoveryPlain)
-	out := make([]byte, n)
-	copy(out, b)
-	out[len(b)] = 0x80
-	return out
-}
-
-func unpad(b []byte) ([]byte, error) {
-	i := len(b) - 1
-	for i >= 0 && b[i] == 0 {
-		i--
-	}
-	if i < 0 || b[i] != 0x80 {
-		return nil, fmt.Errorf("%w: bad padding", ErrPayloadMalformed)
-	}
-	return b[:i], nil
-}
-
-func payloadAD(dhtKey string) []byte {
-	return append(append([]byte(labelRendezvousPayload), 0), dhtKey...)
-}
-
-func sealPadded(k rendezvousKeys, plain []byte) ([]byte, error) {
-	aead, err := chacha20poly1305.NewX(k.payload[:])
-	if err != nil {
-		return nil, fmt.Errorf("discovery payload cipher: %w", err)
-	}
-	nonce := make([]byte, aead.NonceSize(), aead.NonceSize()+len(plain)+aead.Overhead())
-	if _, err := rand.Read(nonce); err != nil {
-		return nil, fmt.Errorf("discovery payload nonce: %w", err)
-	}
-	return aead.Seal(nonce, nonce, plain, payloadAD(k.dhtKey)), nil
-}
-
-// openedPayload is a verified payload.
-type openedPayload struct {
-	Info peer.AddrInfo
-	Time time.Time
-}
-
-// openPayload decrypts and verifies a sealed payload filed under k for the
-// given publisher. sealed is untrusted.
-func openPayload(k rendezvousKeys, acct keyring.AccountID, dev keyring.DeviceID, sealed []byte) (openedPayload, error) {
-	if len(sealed) < discoverySealOverhead || len(sealed) > protocol.MaxRendezvousPayload {
-		return openedPayload{}, fmt.Errorf("%w: %d bytes", ErrPayloadOpen, len(sealed))
-	}
-	aead, err := chacha20poly1305.NewX(k.payload[:])
-	if err != nil {
-		return openedPayload{}, fmt.Errorf("discovery payload cipher: %w", err)
-	}
-	nonce, ct := sealed[:aead.NonceSize()], sealed[aead.NonceSize():]
-	plain, err := aead.Open(nil, nonce, ct, payloadAD(k.dhtKey))
-	if err != nil {
-		return openedPayload{}, ErrPayloadOpen
-	}
-	return parsePayload(plain, acct, dev, k.dhtKey)
-}
-
-// parsePayload checks a decrypted, padded payload: canonical encoding,
-// well-formed peer ID and addresses, and the device's signature.
-func parsePayload(padded []byte, acct keyring.AccountID, dev keyring.DeviceID, dhtKey string) (openedPayload, error) {
-	plain, err := unpad(padded)
-	if err != nil {
-		return openedPayload{}, err
-	}
-	var p discoveryPayload
-	if err := payloadDec.Unmarshal(plain, &p); err != nil {
-		return openedPayload{}, fmt.Errorf("%w: %w", ErrPayloadMalformed, err)
-	}
-	if again, err := canonicalEnc.Marshal(p); err != nil || !bytes.Equal(again, plain) {
-		return openedPayload{}, fmt.Errorf("%w: not canonical CBOR", ErrPayloadMalformed)
-	}
-	if len(p.Sig) != ed25519.SignatureSize {
-		return openedPayload{}, fmt.Errorf("%w: signature is %d bytes", ErrPayloadMalformed, len(p.Sig))
-	}
-	msg, err := payloadSigningBytes(p, acct, dev, dhtKey)
-	if err != nil {
-		return openedPayload{}, err
-	}
-	if !ed25519.Verify(ed25519.PublicKey(dev[:]), msg, p.Sig) {
-		return openedPayload{}, ErrPayloadSignature
-	}
-	id, err := peer.IDFromBytes(p.Peer)
-	if err != nil {
-		return openedPayload{}, fmt.Errorf("%w: peer id: %w", ErrPayloadMalformed, err)
-	}
-	out := openedPayload{Info: peer.AddrInfo{ID: id}, Time: time.UnixMilli(p.Time)}
-	for _, b := range p.Addrs {
-		a, err := ma.NewMultiaddrBytes(b)
-		if err != nil {
-			return openedPayload{}, fmt.Errorf("%w: address: %w", ErrPayloadMalformed, err)
-		}
-		out.Info.Addrs = append(out.Info.Addrs, a)
-	}
-	return out, nil
-}
-
-// publishableAddrs filters the host's addresses: unspecified ones never,
-// loopback ones only when nothing else is there (or keepLoopback), relay
-// circuit addresses always; duplicates dropped, at most MaxDiscoveryAddrs.
-func publishableAddrs(addrs []ma.Multiaddr, keepLoopback bool) []ma.Multiaddr {
-	onlyLoopback := true
-	for _, a := range addrs {
-		if !manet.IsIPLoopback(a) {
-			onlyLoopback = false
-		}
-	}
-	var out []ma.Multiaddr
-	for _, a := range addrs {
-		switch {
-		case len(a) == 0 || manet.IsIPUnspecified(a):
-		case manet.IsIPLoopback(a) && !keepLoopback && !onlyLoopback:
-		case slices.ContainsFunc(out, a.Equal):
-		default:
-			out = append(out, a)
-		}
-		if len(out) == MaxDiscoveryAddrs {
-			break
-		}
-	}
-	return out
-}
-
 // ---- publishing ----
 
-func (d *Discovery) addrs() []ma.Multiaddr {
+func (d *Service) addrs() []ma.Multiaddr {
 	var all []ma.Multiaddr
 	if d.opts.Addrs != nil {
 		all = d.opts.Addrs()
@@ -607,7 +330,7 @@ func (d *Discovery) addrs() []ma.Multiaddr {
 // nextSeq is the record sequence number: unix nanoseconds, strictly
 // increasing within the process, so a later publish replaces an earlier
 // one (across restarts too, unless the clock went back).
-func (d *Discovery) nextSeq(now time.Time) uint64 {
+func (d *Service) nextSeq(now time.Time) uint64 {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	d.lastSeq = max(d.lastSeq+1, uint64(max(now.UnixNano(), 0)))
@@ -616,7 +339,7 @@ func (d *Discovery) nextSeq(now time.Time) uint64 {
 
 // Publish puts this device's current addresses under every contact's
 // current day keys. It returns the joined errors of the puts that failed.
-func (d *Discovery) Publish(ctx context.Context) error {
+func (d *Service) Publish(ctx context.Context) error {
 	addrs := d.addrs()
 	if len(addrs) == 0 {
 		return errors.New("publish: the host has no addresses yet")
@@ -686,7 +409,7 @@ func jitter(d time.Duration, frac float64) time.Duration {
 	return d - span + mrand.N(2*span+1)
 }
 
-func (d *Discovery) publishLoop(ctx context.Context) {
+func (d *Service) publishLoop(ctx context.Context) {
 	timer := time.NewTimer(0) // publish on start
 	defer timer.Stop()
 	retry := d.opts.RetryMin
@@ -739,7 +462,7 @@ type foundDevice struct {
 // yesterday's keys and returns the addresses of each device found (the
 // newest payload per device). It fails with ErrContactNotFound (wrapping
 // the reasons records were rejected, if any) when no device was found.
-func (d *Discovery) Find(ctx context.Context, c DiscoveryContact) ([]peer.AddrInfo, error) {
+func (d *Service) Find(ctx context.Context, c Contact) ([]peer.AddrInfo, error) {
 	found, err := d.find(ctx, c)
 	if err != nil {
 		return nil, err
@@ -751,7 +474,7 @@ func (d *Discovery) Find(ctx context.Context, c DiscoveryContact) ([]peer.AddrIn
 	return out, nil
 }
 
-func (d *Discovery) find(ctx context.Context, c DiscoveryContact) ([]foundDevice, error) {
+func (d *Service) find(ctx context.Context, c Contact) ([]foundDevice, error) {
 	ctx, cancel := context.WithTimeout(ctx, d.opts.LookupTimeout)
 	defer cancel()
 	now := d.opts.Now()
@@ -823,7 +546,7 @@ func (d *Discovery) find(ctx context.Context, c DiscoveryContact) ([]foundDevice
 }
 
 // lookup reads one slot and opens its payload.
-func (d *Discovery) lookup(ctx context.Context, k rendezvousKeys, acct keyring.AccountID, dev keyring.DeviceID, now time.Time) (openedPayload, error) {
+func (d *Service) lookup(ctx context.Context, k rendezvousKeys, acct keyring.AccountID, dev keyring.DeviceID, now time.Time) (openedPayload, error) {
 	val, err := d.dht.GetValue(ctx, k.dhtKey)
 	if err != nil {
 		return openedPayload{}, fmt.Errorf("get %s: %w", k.dhtKey, err)
@@ -849,7 +572,7 @@ func (d *Discovery) lookup(ctx context.Context, k rendezvousKeys, acct keyring.A
 
 // ---- reconnecting ----
 
-func (d *Discovery) connected(p peer.ID) bool {
+func (d *Service) connected(p peer.ID) bool {
 	if p == "" {
 		return false
 	}
@@ -862,7 +585,7 @@ func (d *Discovery) connected(p peer.ID) bool {
 
 // devicePeer is the peer ID a device is reached at: the one its newest
 // verified payload named, else the contact's last known one.
-func (d *Discovery) devicePeer(dv DiscoveryDevice) peer.ID {
+func (d *Service) devicePeer(dv Device) peer.ID {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	if p, ok := d.learned[dv.ID]; ok {
@@ -877,7 +600,7 @@ func (d *Discovery) devicePeer(dv DiscoveryDevice) peer.ID {
 // concurrency; a contact that could not be reached waits ReconnectInterval,
 // doubling to MaxBackoff, before the next try. It returns how many devices
 // it connected.
-func (d *Discovery) Reconnect(ctx context.Context) int {
+func (d *Service) Reconnect(ctx context.Context) int {
 	var (
 		wg        sync.WaitGroup
 		mu        sync.Mutex
@@ -927,7 +650,7 @@ func (d *Discovery) Reconnect(ctx context.Context) int {
 // dial to a dead QUIC port only fails at its timeout; so while dials are
 // pending, the contact is looked up again, and a newer record is dialed at
 // once (the swarm joins it to the pending dial of the same peer).
-func (d *Discovery) reconnect(ctx context.Context, c DiscoveryContact, missing map[keyring.DeviceID]bool) (int, error) {
+func (d *Service) reconnect(ctx context.Context, c Contact, missing map[keyring.DeviceID]bool) (int, error) {
 	found, err := d.find(ctx, c)
 	if err != nil {
 		return 0, err
@@ -999,7 +722,7 @@ func (d *Discovery) reconnect(ctx context.Context, c DiscoveryContact, missing m
 }
 
 // prune forgets the backoff and learned peers of removed contacts.
-func (d *Discovery) prune(contacts []DiscoveryContact) {
+func (d *Service) prune(contacts []Contact) {
 	accts := map[keyring.AccountID]bool{}
 	devs := map[keyring.DeviceID]bool{}
 	for _, c := range contacts {
@@ -1023,7 +746,7 @@ func (d *Discovery) prune(contacts []DiscoveryContact) {
 }
 
 // settle updates a contact's backoff after a reconnect attempt.
-func (d *Discovery) settle(acct keyring.AccountID, ok bool, err error) {
+func (d *Service) settle(acct keyring.AccountID, ok bool, err error) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	if ok {
@@ -1042,7 +765,7 @@ func (d *Discovery) settle(acct keyring.AccountID, ok bool, err error) {
 	d.log.Debug("contact not reached", "account", acct.String(), "failures", b.failures, "retry_in", wait.Round(time.Millisecond), "err", err)
 }
 
-func (d *Discovery) reconnectLoop(ctx context.Context) {
+func (d *Service) reconnectLoop(ctx context.Context) {
 	t := time.NewTimer(0)
 	defer t.Stop()
 	for {

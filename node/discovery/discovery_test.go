@@ -1,4 +1,4 @@
-package node
+package discovery
 
 import (
 	"bytes"
@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/libp2p/go-libp2p"
 	dht "github.com/libp2p/go-libp2p-kad-dht"
 	record "github.com/libp2p/go-libp2p-record"
 	"github.com/libp2p/go-libp2p/core/crypto"
@@ -21,6 +22,7 @@ import (
 	ma "github.com/multiformats/go-multiaddr"
 	"golang.org/x/crypto/chacha20poly1305"
 
+	"github.com/glitr-chat/glitr/internal/testsupport"
 	"github.com/glitr-chat/glitr/keyring"
 	"github.com/glitr-chat/glitr/protocol"
 )
@@ -40,7 +42,7 @@ func (p *dhtPeer) close() {
 	})
 }
 
-func (p *dhtPeer) info() peer.AddrInfo { return addrInfo(p.h) }
+func (p *dhtPeer) info() peer.AddrInfo { return testsupport.AddrInfo(p.h) }
 
 func newDHTPeer(t testing.TB, sk crypto.PrivKey, mode dht.ModeOpt, boot ...peer.AddrInfo) *dhtPeer {
 	t.Helper()
@@ -50,10 +52,7 @@ func newDHTPeer(t testing.TB, sk crypto.PrivKey, mode dht.ModeOpt, boot ...peer.
 			t.Fatal(err)
 		}
 	}
-	h, err := NewHost(loopbackConfig(t), sk, nil, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
+	h := testsupport.Host(t, libp2p.Identity(sk))
 	d, err := dht.New(h,
 		dht.ProtocolPrefix(protocol.DHTPrefix),
 		dht.Mode(mode),
@@ -82,7 +81,7 @@ func dhtNet(t testing.TB) []*dhtPeer {
 	s0 := newDHTPeer(t, nil, dht.ModeServer)
 	servers := []*dhtPeer{s0, newDHTPeer(t, nil, dht.ModeServer, s0.info()), newDHTPeer(t, nil, dht.ModeServer, s0.info())}
 	for _, s := range servers {
-		eventually(t, 15*time.Second, "server routing tables", func() bool { return s.d.RoutingTable().Size() >= 2 })
+		testsupport.Eventually(t, 15*time.Second, "server routing tables", func() bool { return s.d.RoutingTable().Size() >= 2 })
 	}
 	return servers
 }
@@ -93,7 +92,7 @@ func dhtNet(t testing.TB) []*dhtPeer {
 func newDHTClient(t testing.TB, sk crypto.PrivKey, servers []*dhtPeer) *dhtPeer {
 	t.Helper()
 	c := newDHTPeer(t, sk, dht.ModeClient, servers[0].info())
-	eventually(t, 15*time.Second, "client routing table", func() bool { return c.d.RoutingTable().Size() >= 1 })
+	testsupport.Eventually(t, 15*time.Second, "client routing table", func() bool { return c.d.RoutingTable().Size() >= 1 })
 	return c
 }
 
@@ -115,10 +114,10 @@ func newTestAccount(t testing.TB) testAccount {
 	return testAccount{acct: ak.ID(), dev: dk}
 }
 
-func (a testAccount) self() DiscoverySelf { return DiscoverySelf{Account: a.acct, Device: a.dev} }
+func (a testAccount) self() Self { return Self{Account: a.acct, Device: a.dev} }
 
-func (a testAccount) contact(secret [PairSecretSize]byte, p peer.ID) DiscoveryContact {
-	return DiscoveryContact{Account: a.acct, PairSecret: secret, Devices: []DiscoveryDevice{{ID: a.dev.ID(), Peer: p}}}
+func (a testAccount) contact(secret [PairSecretSize]byte, p peer.ID) Contact {
+	return Contact{Account: a.acct, PairSecret: secret, Devices: []Device{{ID: a.dev.ID(), Peer: p}}}
 }
 
 func randomSecret(t testing.TB) [PairSecretSize]byte {
@@ -130,9 +129,9 @@ func randomSecret(t testing.TB) [PairSecretSize]byte {
 }
 
 // fastDiscovery are options for loopback tests: quick retries and passes.
-func fastDiscovery(t testing.TB) DiscoveryOptions {
-	return DiscoveryOptions{
-		Logger:            testLogger(t),
+func fastDiscovery(t testing.TB) Options {
+	return Options{
+		Logger:            testsupport.Logger(t),
 		RetryMin:          100 * time.Millisecond,
 		AddrDebounce:      50 * time.Millisecond,
 		ReconnectInterval: 300 * time.Millisecond,
@@ -142,9 +141,9 @@ func fastDiscovery(t testing.TB) DiscoveryOptions {
 	}
 }
 
-func startDiscovery(t testing.TB, p *dhtPeer, self DiscoverySelf, contacts []DiscoveryContact, opts DiscoveryOptions) *Discovery {
+func startDiscovery(t testing.TB, p *dhtPeer, self Self, contacts []Contact, opts Options) *Service {
 	t.Helper()
-	d, err := NewDiscovery(p.h, p.d, self, func() []DiscoveryContact { return contacts }, opts)
+	d, err := New(p.h, p.d, self, func() []Contact { return contacts }, opts)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -175,8 +174,8 @@ func TestDiscoveryFindThroughDHT(t *testing.T) {
 
 	opts := fastDiscovery(t)
 	opts.NoReconnect = true
-	startDiscovery(t, pa, alice.self(), []DiscoveryContact{bob.contact(secret, "")}, opts)
-	db := startDiscovery(t, pb, bob.self(), []DiscoveryContact{alice.contact(secret, pa.h.ID())}, opts)
+	startDiscovery(t, pa, alice.self(), []Contact{bob.contact(secret, "")}, opts)
+	db := startDiscovery(t, pb, bob.self(), []Contact{alice.contact(secret, pa.h.ID())}, opts)
 
 	if pb.h.Network().Connectedness(pa.h.ID()) == network.Connected {
 		t.Fatal("test setup: B is already connected to A")
@@ -187,7 +186,7 @@ func TestDiscoveryFindThroughDHT(t *testing.T) {
 	defer cancel()
 	var found []peer.AddrInfo
 	start := time.Now()
-	eventually(t, 15*time.Second, "B to find A", func() bool {
+	testsupport.Eventually(t, 15*time.Second, "B to find A", func() bool {
 		var err error
 		found, err = db.Find(ctx, alice.contact(secret, pa.h.ID()))
 		return err == nil
@@ -250,14 +249,26 @@ func TestDiscoveryRediscoveryAfterRestart(t *testing.T) {
 	// A only publishes, so every connection between them is B's doing.
 	pubOnly := fastDiscovery(t)
 	pubOnly.NoReconnect = true
-	da := startDiscovery(t, pa, alice.self(), []DiscoveryContact{bob.contact(secret, "")}, pubOnly)
-	startDiscovery(t, pb, bob.self(), []DiscoveryContact{alice.contact(secret, pa.h.ID())}, fastDiscovery(t))
-	eventually(t, 20*time.Second, "B to reach A", func() bool { return pb.h.Network().Connectedness(pa.h.ID()) == network.Connected })
+	da := startDiscovery(t, pa, alice.self(), []Contact{bob.contact(secret, "")}, pubOnly)
+	startDiscovery(t, pb, bob.self(), []Contact{alice.contact(secret, pa.h.ID())}, fastDiscovery(t))
+	testsupport.Eventually(t, 20*time.Second, "B to reach A", func() bool { return pb.h.Network().Connectedness(pa.h.ID()) == network.Connected })
 
 	oldAddrs := pa.h.Addrs()
 	da.Close()
 	pa.close()
-	eventually(t, 10*time.Second, "B to see A gone", func() bool { return pb.h.Network().Connectedness(pa.h.ID()) != network.Connected })
+	// A's close reaches B at once, unless its QUIC close packet is lost
+	// (a loaded machine's loopback drops UDP when a socket's buffer is
+	// full): then B would wait for the idle timeout (30 s). Finding dead
+	// links is node/links' job, not this test's: B drops them itself then.
+	gone := func() bool { return pb.h.Network().Connectedness(pa.h.ID()) != network.Connected }
+	for end := time.Now().Add(5 * time.Second); !gone() && time.Now().Before(end); {
+		time.Sleep(20 * time.Millisecond)
+	}
+	if !gone() {
+		t.Log("B did not hear A close within 5 s; B closes its side")
+		_ = pb.h.Network().ClosePeer(pa.h.ID())
+	}
+	testsupport.Eventually(t, 5*time.Second, "B to see A gone", gone)
 
 	start := time.Now()
 	pa2 := newDHTClient(t, sk, servers)
@@ -269,9 +280,9 @@ func TestDiscoveryRediscoveryAfterRestart(t *testing.T) {
 			t.Fatalf("restarted host reuses address %s", a)
 		}
 	}
-	startDiscovery(t, pa2, alice.self(), []DiscoveryContact{bob.contact(secret, "")}, pubOnly)
+	startDiscovery(t, pa2, alice.self(), []Contact{bob.contact(secret, "")}, pubOnly)
 	var conn network.Conn
-	eventually(t, bound, "B to reach A again", func() bool {
+	testsupport.Eventually(t, bound, "B to reach A again", func() bool {
 		for _, c := range pb.h.Network().ConnsToPeer(pa2.h.ID()) {
 			if slices.ContainsFunc(pa2.h.Addrs(), c.RemoteMultiaddr().Equal) {
 				conn = c
@@ -549,10 +560,10 @@ func TestDiscoveryPublishableAddrs(t *testing.T) {
 }
 
 func TestDiscoveryOptions(t *testing.T) {
-	if _, err := (DiscoveryOptions{}).withDefaults(); err != nil {
+	if _, err := (Options{}).withDefaults(); err != nil {
 		t.Fatalf("defaults rejected: %v", err)
 	}
-	for name, o := range map[string]DiscoveryOptions{
+	for name, o := range map[string]Options{
 		"ttl above the validator's cap": {RecordTTL: 72 * time.Hour},
 		"refresh too close to expiry":   {RecordTTL: time.Hour, Refresh: 30 * time.Minute},
 		"negative":                      {RetryMin: -1},

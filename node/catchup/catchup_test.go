@@ -1,30 +1,30 @@
-package node
+package catchup
 
 import (
-	"bufio"
 	"bytes"
 	"context"
-	"crypto/sha256"
 	"encoding/binary"
 	"errors"
 	"fmt"
-	mrand "math/rand/v2"
 	"slices"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/libp2p/go-libp2p"
 	"github.com/libp2p/go-libp2p/core/host"
 	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
+	"github.com/libp2p/go-libp2p/p2p/host/autorelay"
+	"github.com/libp2p/go-libp2p/p2p/protocol/circuitv2/relay"
 	"github.com/libp2p/go-msgio"
 	ma "github.com/multiformats/go-multiaddr"
 
-	"github.com/glitr-chat/glitr/dag"
+	"github.com/glitr-chat/glitr/internal/testsupport"
 	"github.com/glitr-chat/glitr/protocol"
 )
 
-// fakeStore is an in-memory CatchupSource and CatchupSink. A DAG is an
+// fakeStore is an in-memory Source and Sink. A DAG is an
 // ordered list of envelopes; an envelope is
 //
 //	author (32 bytes) | seq (8) | ndeps (1) | ndeps × (author (32) | seq (8)) | payload
@@ -240,11 +240,11 @@ func (l *penaltyLog) count() int {
 // sessionLog records OnSession callbacks.
 type sessionLog struct {
 	mu    sync.Mutex
-	stats []CatchupStats
+	stats []Stats
 	errs  []error
 }
 
-func (l *sessionLog) on(_ peer.ID, _ bool, st CatchupStats, err error) {
+func (l *sessionLog) on(_ peer.ID, _ bool, st Stats, err error) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	l.stats = append(l.stats, st)
@@ -252,11 +252,11 @@ func (l *sessionLog) on(_ peer.ID, _ bool, st CatchupStats, err error) {
 }
 
 // nth waits for the nth session (from 1) to end and returns its outcome.
-func (l *sessionLog) nth(t testing.TB, n int) (CatchupStats, error) {
+func (l *sessionLog) nth(t testing.TB, n int) (Stats, error) {
 	t.Helper()
-	var st CatchupStats
+	var st Stats
 	var err error
-	eventually(t, 5*time.Second, "responder session to end", func() bool {
+	testsupport.Eventually(t, 5*time.Second, "responder session to end", func() bool {
 		l.mu.Lock()
 		defer l.mu.Unlock()
 		if len(l.stats) < n {
@@ -270,9 +270,9 @@ func (l *sessionLog) nth(t testing.TB, n int) (CatchupStats, error) {
 
 // find waits for at least n responder sessions and returns the first that
 // matches (the zero stats when none does within the wait).
-func (l *sessionLog) find(t testing.TB, n int, match func(CatchupStats) bool) CatchupStats {
+func (l *sessionLog) find(t testing.TB, n int, match func(Stats) bool) Stats {
 	t.Helper()
-	var st CatchupStats
+	var st Stats
 	deadline := time.Now().Add(5 * time.Second)
 	for time.Now().Before(deadline) {
 		l.mu.Lock()
@@ -293,30 +293,30 @@ func (l *sessionLog) find(t testing.TB, n int, match func(CatchupStats) bool) Ca
 
 type catchupSide struct {
 	h   host.Host
-	c   *Catchup
+	c   *Engine
 	st  *fakeStore
 	pen *penaltyLog
 	log *sessionLog
 }
 
-func newCatchupSide(t testing.TB, opts CatchupOptions) *catchupSide {
+func newCatchupSide(t testing.TB, opts Options) *catchupSide {
 	t.Helper()
-	s := &catchupSide{h: newTestHost(t, loopbackConfig(t)), st: newFakeStore(), pen: &penaltyLog{}, log: &sessionLog{}}
+	s := &catchupSide{h: testsupport.Host(t), st: newFakeStore(), pen: &penaltyLog{}, log: &sessionLog{}}
 	if opts.Penalize == nil {
 		opts.Penalize = s.pen.penalize
 	}
 	if opts.OnSession == nil {
 		opts.OnSession = s.log.on
 	}
-	s.c = NewCatchup(s.h, s.st, s.st, opts)
+	s.c = New(s.h, s.st, s.st, opts)
 	t.Cleanup(func() { s.c.Close() })
 	return s
 }
 
-func catchupPair(t testing.TB, opts CatchupOptions) (a, b *catchupSide) {
+func catchupPair(t testing.TB, opts Options) (a, b *catchupSide) {
 	t.Helper()
 	a, b = newCatchupSide(t, opts), newCatchupSide(t, opts)
-	connect(t, a.h, b.h)
+	testsupport.Connect(t, a.h, b.h)
 	return a, b
 }
 
@@ -327,7 +327,7 @@ func syncCtx(t testing.TB) context.Context {
 }
 
 func TestCatchupUnionOneRoundTrip(t *testing.T) {
-	a, b := catchupPair(t, CatchupOptions{})
+	a, b := catchupPair(t, Options{})
 	const id = "conv-1"
 	// Shared prefix.
 	a.st.write(id, "alice", 50, 100)
@@ -395,7 +395,7 @@ func TestCatchupLargeSessionPacksFrames(t *testing.T) {
 	if testing.Short() {
 		n = 10_000
 	}
-	a, b := catchupPair(t, CatchupOptions{})
+	a, b := catchupPair(t, Options{})
 	const id = "big"
 	for i := range 4 {
 		b.st.write(id, fmt.Sprintf("author-%d", i), n/4, 60)
@@ -419,14 +419,14 @@ func TestCatchupLargeSessionPacksFrames(t *testing.T) {
 }
 
 func TestCatchupUnknownSyncID(t *testing.T) {
-	a, b := catchupPair(t, CatchupOptions{})
+	a, b := catchupPair(t, Options{})
 	a.st.write("mine", "alice", 5, 10)
 	b.st.write("theirs", "bob", 5, 10)
 	// a holds "mine" and offers it: b must not learn anything nor receive
 	// anything, and must say nothing but "unknown".
 	st, err := a.c.Sync(syncCtx(t), b.h.ID(), []byte("mine"))
-	if !errors.Is(err, ErrCatchupUnknown) {
-		t.Fatalf("err = %v, want ErrCatchupUnknown", err)
+	if !errors.Is(err, ErrUnknown) {
+		t.Fatalf("err = %v, want ErrUnknown", err)
 	}
 	if st.BlocksSent != 0 || st.BlocksRecv != 0 || st.FramesRecv != 1 {
 		t.Errorf("stats %+v", st)
@@ -434,7 +434,7 @@ func TestCatchupUnknownSyncID(t *testing.T) {
 	if _, n := b.st.snapshot("mine"); n != 0 || b.st.ingests != 0 {
 		t.Errorf("b ingested %d", n)
 	}
-	if _, rerr := b.log.nth(t, 1); !errors.Is(rerr, ErrCatchupUnknown) {
+	if _, rerr := b.log.nth(t, 1); !errors.Is(rerr, ErrUnknown) {
 		t.Errorf("responder outcome %v", rerr)
 	}
 	if a.pen.count()+b.pen.count() != 0 {
@@ -454,20 +454,6 @@ func hostile(t testing.TB, h host.Host, act func(s network.Stream, hello protoco
 		}
 		act(s, *f.Hello)
 	})
-}
-
-func writeFrames(s network.Stream, frames ...protocol.Frame) error {
-	bw := bufio.NewWriterSize(s, 64<<10)
-	fw := protocol.NewFrameWriter(bw)
-	for _, f := range frames {
-		if _, err := fw.Write(f); err != nil {
-			return err
-		}
-		if err := bw.Flush(); err != nil {
-			return err
-		}
-	}
-	return nil
 }
 
 func TestCatchupHostileResponder(t *testing.T) {
@@ -494,7 +480,7 @@ func TestCatchupHostileResponder(t *testing.T) {
 		penalty bool
 	}{
 		{"oversized frame", func(s network.Stream, _ protocol.Hello) {
-			_ = writeFrames(s, smallHello)
+			_ = testsupport.WriteFrames(s, smallHello)
 			// A length prefix of 64 MiB, then a trickle: refused from the
 			// prefix, without waiting for (or allocating) the body.
 			_, _ = s.Write(binary.AppendUvarint(nil, 64<<20))
@@ -502,70 +488,70 @@ func TestCatchupHostileResponder(t *testing.T) {
 			time.Sleep(2 * time.Second)
 		}, ErrBadPeer, true},
 		{"garbage frame", func(s network.Stream, _ protocol.Hello) {
-			_ = writeFrames(s, smallHello)
+			_ = testsupport.WriteFrames(s, smallHello)
 			w := msgio.NewVarintWriter(s)
 			_ = w.WriteMsg([]byte("\xa2\x01\x02\x03\x9fnot cbor at all"))
 			time.Sleep(2 * time.Second)
 		}, ErrBadPeer, true},
 		{"hello twice", func(s network.Stream, _ protocol.Hello) {
-			_ = writeFrames(s, smallHello, smallHello)
+			_ = testsupport.WriteFrames(s, smallHello, smallHello)
 			time.Sleep(2 * time.Second)
 		}, ErrBadPeer, true},
 		{"hello for another conversation", func(s network.Stream, _ protocol.Hello) {
 			h := *smallHello.Hello
 			h.SyncID = []byte("other")
-			_ = writeFrames(s, protocol.Frame{Kind: protocol.FrameHello, Hello: &h})
+			_ = testsupport.WriteFrames(s, protocol.Frame{Kind: protocol.FrameHello, Hello: &h})
 			time.Sleep(2 * time.Second)
 		}, ErrBadPeer, true},
 		{"more than its hello allows", func(s network.Stream, _ protocol.Hello) {
-			_ = writeFrames(s, smallHello, protocol.Frame{Kind: protocol.FrameBlocks, Envelopes: validBlocks(0, CatchupSlack+10)})
+			_ = testsupport.WriteFrames(s, smallHello, protocol.Frame{Kind: protocol.FrameBlocks, Envelopes: validBlocks(0, Slack+10)})
 			time.Sleep(2 * time.Second)
 		}, ErrBadPeer, true},
 		{"endless response", func(s network.Stream, _ protocol.Hello) {
-			if writeFrames(s, bigHello) != nil {
+			if testsupport.WriteFrames(s, bigHello) != nil {
 				return
 			}
 			for i := 0; ; i += 1000 {
-				if writeFrames(s, protocol.Frame{Kind: protocol.FrameBlocks, Envelopes: validBlocks(i, 1000)}) != nil {
+				if testsupport.WriteFrames(s, protocol.Frame{Kind: protocol.FrameBlocks, Envelopes: validBlocks(i, 1000)}) != nil {
 					return
 				}
 			}
 		}, ErrBadPeer, true},
 		{"done with the wrong count", func(s network.Stream, _ protocol.Hello) {
-			_ = writeFrames(s, smallHello,
+			_ = testsupport.WriteFrames(s, smallHello,
 				protocol.Frame{Kind: protocol.FrameBlocks, Envelopes: validBlocks(0, 3)},
 				protocol.Frame{Kind: protocol.FrameDone, Sent: 7})
 			time.Sleep(2 * time.Second)
 		}, ErrBadPeer, true},
 		{"end of stream before done", func(s network.Stream, _ protocol.Hello) {
-			_ = writeFrames(s, smallHello, protocol.Frame{Kind: protocol.FrameBlocks, Envelopes: validBlocks(0, 3)})
+			_ = testsupport.WriteFrames(s, smallHello, protocol.Frame{Kind: protocol.FrameBlocks, Envelopes: validBlocks(0, 3)})
 			_ = s.CloseWrite()
 			time.Sleep(2 * time.Second)
-		}, ErrCatchupTruncated, false}, // what a relay ending a used-up circuit looks like
+		}, ErrTruncated, false}, // what a relay ending a used-up circuit looks like
 		{"blocks out of order", func(s network.Stream, _ protocol.Hello) {
-			_ = writeFrames(s, smallHello, protocol.Frame{Kind: protocol.FrameBlocks, Envelopes: validBlocks(1, 2)})
+			_ = testsupport.WriteFrames(s, smallHello, protocol.Frame{Kind: protocol.FrameBlocks, Envelopes: validBlocks(1, 2)})
 			time.Sleep(2 * time.Second)
 		}, ErrBadPeer, true},
 		{"silent", func(s network.Stream, _ protocol.Hello) {
 			time.Sleep(3 * time.Second)
-		}, ErrCatchupTimeout, false},
+		}, ErrTimeout, false},
 		{"silent after hello", func(s network.Stream, _ protocol.Hello) {
-			_ = writeFrames(s, smallHello)
+			_ = testsupport.WriteFrames(s, smallHello)
 			time.Sleep(3 * time.Second)
-		}, ErrCatchupTimeout, false},
+		}, ErrTimeout, false},
 		{"never sends done", func(s network.Stream, _ protocol.Hello) {
-			_ = writeFrames(s, smallHello, protocol.Frame{Kind: protocol.FrameBlocks, Envelopes: validBlocks(0, 3)})
+			_ = testsupport.WriteFrames(s, smallHello, protocol.Frame{Kind: protocol.FrameBlocks, Envelopes: validBlocks(0, 3)})
 			time.Sleep(3 * time.Second)
-		}, ErrCatchupTimeout, false},
+		}, ErrTimeout, false},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
 			t.Parallel()
-			a := newCatchupSide(t, CatchupOptions{IdleTimeout: 500 * time.Millisecond, MaxBlocksPerSession: cap})
+			a := newCatchupSide(t, Options{IdleTimeout: 500 * time.Millisecond, MaxBlocksPerSession: cap})
 			a.st.write(id, "alice", 3, 10)
-			b := newTestHost(t, loopbackConfig(t))
+			b := testsupport.Host(t)
 			hostile(t, b, c.act)
-			connect(t, a.h, b)
+			testsupport.Connect(t, a.h, b)
 			start := time.Now()
 			st, err := a.c.Sync(syncCtx(t), b.ID(), []byte(id))
 			took := time.Since(start)
@@ -591,7 +577,7 @@ func TestCatchupHostileResponder(t *testing.T) {
 }
 
 func TestCatchupIngestBadPeerPenalises(t *testing.T) {
-	a, b := catchupPair(t, CatchupOptions{})
+	a, b := catchupPair(t, Options{})
 	const id = "conv"
 	a.st.write(id, "alice", 5, 10)
 	b.st.write(id, "bob", 5, 10)
@@ -619,11 +605,11 @@ func TestCatchupIngestBadPeerPenalises(t *testing.T) {
 }
 
 func TestCatchupHostileInitiator(t *testing.T) {
-	b := newCatchupSide(t, CatchupOptions{IdleTimeout: 2 * time.Second, MaxSessionsPerPeer: 2})
+	b := newCatchupSide(t, Options{IdleTimeout: 2 * time.Second, MaxSessionsPerPeer: 2})
 	const id = "conv"
 	b.st.write(id, "bob", 3, 10)
-	a := newTestHost(t, loopbackConfig(t))
-	connect(t, a, b.h)
+	a := testsupport.Host(t)
+	testsupport.Connect(t, a, b.h)
 	ctx := syncCtx(t)
 	open := func() network.Stream {
 		s, err := a.NewStream(ctx, b.h.ID(), protocol.SyncProtocol)
@@ -639,7 +625,7 @@ func TestCatchupHostileInitiator(t *testing.T) {
 	var held []network.Stream
 	for range 2 {
 		s := open()
-		if err := writeFrames(s, hello); err != nil {
+		if err := testsupport.WriteFrames(s, hello); err != nil {
 			t.Fatal(err)
 		}
 		f, _, err := protocol.NewFrameReader(s).Read()
@@ -649,7 +635,7 @@ func TestCatchupHostileInitiator(t *testing.T) {
 		held = append(held, s)
 	}
 	s := open()
-	_ = writeFrames(s, hello)
+	_ = testsupport.WriteFrames(s, hello)
 	f, _, err := protocol.NewFrameReader(s).Read()
 	if err != nil || f.Kind != protocol.FrameError || f.Error != "busy" {
 		t.Fatalf("third session: %v %+v", err, f)
@@ -660,10 +646,10 @@ func TestCatchupHostileInitiator(t *testing.T) {
 	}
 
 	// Garbage instead of a hello is penalised.
-	eventually(t, 5*time.Second, "sessions to end", func() bool { b.c.in.mu.Lock(); defer b.c.in.mu.Unlock(); return b.c.in.total == 0 })
+	testsupport.Eventually(t, 5*time.Second, "sessions to end", func() bool { b.c.in.mu.Lock(); defer b.c.in.mu.Unlock(); return b.c.in.total == 0 })
 	s = open()
 	_ = msgio.NewVarintWriter(s).WriteMsg([]byte{0xff, 0x00})
-	eventually(t, 5*time.Second, "penalty", func() bool { return b.pen.count() == 1 })
+	testsupport.Eventually(t, 5*time.Second, "penalty", func() bool { return b.pen.count() == 1 })
 	if b.pen.ids[0] != a.ID() {
 		t.Errorf("penalised %s", b.pen.ids[0])
 	}
@@ -678,7 +664,7 @@ func TestCatchupHostileInitiator(t *testing.T) {
 // fresh connection picks up where the last one stopped.
 func TestCatchupLimitedBudgetResumes(t *testing.T) {
 	const budget = 16 << 10
-	a, b := catchupPair(t, CatchupOptions{LimitedBudget: budget, forceLimited: true})
+	a, b := catchupPair(t, Options{LimitedBudget: budget, forceLimited: true})
 	const id = "conv"
 	a.st.write(id, "alice", 1, 10)
 	b.st.write(id, "bob", 100, 300)
@@ -692,7 +678,7 @@ func TestCatchupLimitedBudgetResumes(t *testing.T) {
 		n++
 		// Responder sessions can end out of order (one on a closed
 		// connection may finish late): find this session's by its bytes.
-		rst := b.log.find(t, n, func(r CatchupStats) bool { return r.BytesSent == st.BytesRecv })
+		rst := b.log.find(t, n, func(r Stats) bool { return r.BytesSent == st.BytesRecv })
 		if !st.Limited || rst.BytesSent > budget || st.BytesRecv != rst.BytesSent {
 			t.Fatalf("session %d: %+v / responder %+v", sessions, st, rst)
 		}
@@ -710,7 +696,7 @@ func TestCatchupLimitedBudgetResumes(t *testing.T) {
 			t.Fatalf("session on a spent connection: %+v, %v", st, err)
 		}
 		a.h.Network().ClosePeer(b.h.ID())
-		connect(t, a.h, b.h)
+		testsupport.Connect(t, a.h, b.h)
 	}
 	if _, n := a.st.snapshot(id); n != 201 {
 		t.Fatalf("a holds %d after %d sessions, want 201", n, sessions+1)
@@ -725,24 +711,18 @@ func TestCatchupLimitedBudgetResumes(t *testing.T) {
 // direction per circuit): sessions stop at the budget and the catch-up
 // completes over several sessions, redialling when a circuit is used up.
 func TestCatchupOverRelay(t *testing.T) {
-	rcfg, err := DefaultConfig(ProfileRelay)
-	if err != nil {
-		t.Fatal(err)
-	}
-	rcfg.Network.ListenAddrs = []string{"/ip4/127.0.0.1/tcp/0"}
-	rcfg.Relay.LimitDataBytes = 128 << 10
-	rcfg.Relay.LimitDuration = Duration(2 * time.Minute)
-	r := newTestHost(t, rcfg)
+	r := testsupport.Host(t, libp2p.ListenAddrStrings("/ip4/127.0.0.1/tcp/0"), libp2p.ForceReachabilityPublic(),
+		libp2p.EnableRelayService(relay.WithLimit(&relay.RelayLimit{Duration: 2 * time.Minute, Data: 128 << 10})))
 	relayAddr := r.Addrs()[0].String() + "/p2p/" + r.ID().String()
 
-	acfg := loopbackConfig(t)
-	acfg.Network.ListenAddrs = nil
-	acfg.Network.Relays = []string{relayAddr}
-	acfg.Network.Reachability = "private"
-	a := &catchupSide{h: newTestHost(t, acfg), st: newFakeStore(), pen: &penaltyLog{}, log: &sessionLog{}}
-	a.c = NewCatchup(a.h, a.st, a.st, CatchupOptions{Penalize: a.pen.penalize, OnSession: a.log.on})
+	// A: reachable only through the relay, with a reservation on it.
+	a := &catchupSide{h: testsupport.Host(t, libp2p.NoListenAddrs, libp2p.ForceReachabilityPrivate(), libp2p.EnableRelay(),
+		libp2p.EnableAutoRelayWithStaticRelays([]peer.AddrInfo{testsupport.AddrInfo(r)},
+			autorelay.WithBootDelay(0), autorelay.WithMinCandidates(1))),
+		st: newFakeStore(), pen: &penaltyLog{}, log: &sessionLog{}}
+	a.c = New(a.h, a.st, a.st, Options{Penalize: a.pen.penalize, OnSession: a.log.on})
 	t.Cleanup(func() { a.c.Close() })
-	b := newCatchupSide(t, CatchupOptions{})
+	b := newCatchupSide(t, Options{})
 
 	const id = "conv"
 	a.st.write(id, "alice", 300, 300)
@@ -759,7 +739,7 @@ func TestCatchupOverRelay(t *testing.T) {
 		b.h.Network().ClosePeer(a.h.ID())
 		return b.h.Connect(ctx, peer.AddrInfo{ID: a.h.ID(), Addrs: []ma.Multiaddr{circuit}})
 	}
-	eventually(t, 20*time.Second, "a connection through the relay", func() bool { return dial() == nil })
+	testsupport.Eventually(t, 20*time.Second, "a connection through the relay", func() bool { return dial() == nil })
 
 	sessions, failures := 0, 0
 	for ; sessions+failures < 30; sessions++ {
@@ -772,7 +752,7 @@ func TestCatchupOverRelay(t *testing.T) {
 			t.Logf("session %d: %v", sessions+failures+1, err)
 			failures++
 			sessions--
-			eventually(t, 10*time.Second, "a fresh circuit", func() bool { return dial() == nil })
+			testsupport.Eventually(t, 10*time.Second, "a fresh circuit", func() bool { return dial() == nil })
 			continue
 		}
 		if !st.Limited {
@@ -787,7 +767,7 @@ func TestCatchupOverRelay(t *testing.T) {
 		if st.BlocksRecv == 0 {
 			// This circuit's budget is spent: take a fresh one (in real
 			// life, wait for hole punching to give a direct connection).
-			eventually(t, 10*time.Second, "a fresh circuit", func() bool { return dial() == nil })
+			testsupport.Eventually(t, 10*time.Second, "a fresh circuit", func() bool { return dial() == nil })
 		}
 	}
 	if _, n := b.st.snapshot(id); n != 603 {
@@ -803,7 +783,7 @@ func TestCatchupOverRelay(t *testing.T) {
 }
 
 func TestCatchupClose(t *testing.T) {
-	a, b := catchupPair(t, CatchupOptions{})
+	a, b := catchupPair(t, Options{})
 	b.st.write("c", "bob", 1, 1)
 	if err := b.c.Close(); err != nil {
 		t.Fatal(err)
@@ -811,7 +791,7 @@ func TestCatchupClose(t *testing.T) {
 	if _, err := a.c.Sync(syncCtx(t), b.h.ID(), []byte("c")); err == nil {
 		t.Error("sync with a closed engine succeeded")
 	}
-	if _, err := b.c.Sync(syncCtx(t), a.h.ID(), []byte("c")); !errors.Is(err, ErrCatchupClosed) {
+	if _, err := b.c.Sync(syncCtx(t), a.h.ID(), []byte("c")); !errors.Is(err, ErrClosed) {
 		t.Errorf("err = %v", err)
 	}
 }
@@ -837,7 +817,7 @@ func BenchmarkCatchup(b *testing.B) {
 	if testing.Short() {
 		n = 10_000
 	}
-	x, y := catchupPair(b, CatchupOptions{})
+	x, y := catchupPair(b, Options{})
 	const id = "bench"
 	for i := range 4 {
 		y.st.write(id, fmt.Sprintf("author-%d", i), n/4, 300-41-40*3)
@@ -862,460 +842,4 @@ func BenchmarkCatchup(b *testing.B) {
 	sec := b.Elapsed().Seconds()
 	b.ReportMetric(float64(n*b.N)/sec, "blocks/s")
 	b.ReportMetric(float64(bytesMoved)/1e6/sec, "MB/s")
-}
-
-// setStore is a CatchupSource, CatchupReconciler and CatchupSink over an
-// arbitrary set of envelopes of one DAG, which need not be downward-closed
-// (blocks out of sequence order, both sides of an equivocation): env =
-// height (8 bytes) | payload, id = SHA-256(env). Its Hello is whatever the
-// test sets (heads and vector may lie), and Missing sends what the test's
-// missing picks: the vector path sees only what the test lets it see.
-type setStore struct {
-	mu      sync.Mutex
-	envs    map[string][]byte // id -> env
-	hello   protocol.Hello
-	missing func(theirs protocol.Hello) [][]byte
-	// unordered counts batches not in key (topological) order.
-	unordered int
-	ingested  int
-}
-
-func newSetStore() *setStore { return &setStore{envs: map[string][]byte{}} }
-
-func setEnv(height uint64, payload string) []byte {
-	return append(binary.BigEndian.AppendUint64(nil, height), payload...)
-}
-
-func setID(env []byte) []byte { h := sha256.Sum256(env); return h[:] }
-
-func (s *setStore) add(envs ...[]byte) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	for _, e := range envs {
-		s.envs[string(setID(e))] = e
-	}
-}
-
-func (s *setStore) ids() map[string]bool {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	m := make(map[string]bool, len(s.envs))
-	for id := range s.envs {
-		m[id] = true
-	}
-	return m
-}
-
-func (s *setStore) Summary(_ context.Context, id []byte) (protocol.Hello, bool, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	h := s.hello
-	h.SyncID = id
-	h.Count = uint64(len(s.envs))
-	return h, true, nil
-}
-
-func (s *setStore) Missing(_ context.Context, _ []byte, theirs protocol.Hello, fn func([]byte) error) error {
-	if s.missing == nil {
-		return nil
-	}
-	for _, env := range s.missing(theirs) {
-		if err := fn(env); err != nil {
-			return err
-		}
-	}
-	return nil
-}
-
-func (s *setStore) Ingest(_ context.Context, _ peer.ID, _ []byte, envs [][]byte) error {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	var last []byte
-	for _, e := range envs {
-		if len(e) < 8 {
-			return fmt.Errorf("%w: short envelope", ErrBadPeer)
-		}
-		if last != nil && bytes.Compare(last[:8], e[:8]) > 0 {
-			s.unordered++
-		}
-		last = e
-		s.envs[string(setID(e))] = e
-		s.ingested++
-	}
-	return nil
-}
-
-func (s *setStore) ReconSet(context.Context, []byte) (*dag.ReconSet, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	items := make([]dag.ReconItem, 0, len(s.envs))
-	for id, e := range s.envs {
-		items = append(items, dag.ReconItem{Height: binary.BigEndian.Uint64(e), ID: []byte(id)})
-	}
-	return dag.NewReconSet(items), nil
-}
-
-func (s *setStore) Lacking(_ context.Context, _ []byte, cids [][]byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	n := 0
-	for _, c := range cids {
-		if _, ok := s.envs[string(c)]; !ok {
-			n++
-		}
-	}
-	return n, nil
-}
-
-func (s *setStore) Envelopes(_ context.Context, _ []byte, items []dag.ReconItem, fn func([]byte) error) error {
-	for _, it := range items {
-		s.mu.Lock()
-		env, ok := s.envs[string(it.ID)]
-		s.mu.Unlock()
-		if ok {
-			if err := fn(env); err != nil {
-				return err
-			}
-		}
-	}
-	return nil
-}
-
-type reconSide struct {
-	h   host.Host
-	c   *Catchup
-	st  *setStore
-	pen *penaltyLog
-	log *sessionLog
-}
-
-func newReconSide(t testing.TB, opts CatchupOptions) *reconSide {
-	t.Helper()
-	s := &reconSide{h: newTestHost(t, loopbackConfig(t)), st: newSetStore(), pen: &penaltyLog{}, log: &sessionLog{}}
-	opts.Penalize, opts.OnSession = s.pen.penalize, s.log.on
-	s.c = NewCatchup(s.h, s.st, s.st, opts)
-	t.Cleanup(func() { s.c.Close() })
-	return s
-}
-
-// divergedSets fills a and b with common blocks plus blocks of their own,
-// at random heights, and returns the union's ids. Each side's Hello names
-// one of its own blocks as head and has no vector: the vector path sees
-// nothing to do, the heads show the gap.
-func divergedSets(a, b *setStore, common, onlyA, onlyB int) map[string]bool {
-	r := mrand.New(mrand.NewPCG(1, 2))
-	height := func() uint64 { return 1 + r.Uint64N(uint64(common/4+1)) }
-	for i := range common {
-		e := setEnv(height(), fmt.Sprintf("common-%d", i))
-		a.add(e)
-		b.add(e)
-	}
-	for i := range onlyA {
-		e := setEnv(height(), fmt.Sprintf("a-%d", i))
-		a.add(e)
-		a.hello.Heads = [][]byte{setID(e)}
-	}
-	for i := range onlyB {
-		e := setEnv(height(), fmt.Sprintf("b-%d", i))
-		b.add(e)
-		b.hello.Heads = [][]byte{setID(e)}
-	}
-	union := a.ids()
-	for id := range b.ids() {
-		union[id] = true
-	}
-	return union
-}
-
-func TestCatchupReconcileDivergedStores(t *testing.T) {
-	a, b := newReconSide(t, CatchupOptions{}), newReconSide(t, CatchupOptions{})
-	connect(t, a.h, b.h)
-	const common, onlyA, onlyB = 20_000, 300, 200
-	union := divergedSets(a.st, b.st, common, onlyA, onlyB)
-
-	st, err := a.c.Sync(syncCtx(t), b.h.ID(), []byte("conv"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	rst, rerr := b.log.nth(t, 1)
-	if rerr != nil {
-		t.Fatalf("responder: %v", rerr)
-	}
-	for name, s := range map[string]*setStore{"initiator": a.st, "responder": b.st} {
-		if got := s.ids(); len(got) != len(union) {
-			t.Errorf("%s holds %d blocks, want the union's %d", name, len(got), len(union))
-		}
-		if s.unordered != 0 {
-			t.Errorf("%s got %d batches out of topological order", name, s.unordered)
-		}
-	}
-	if !st.Reconciled || !rst.Reconciled || st.BlocksSent != onlyA || st.BlocksRecv != onlyB || st.Partial {
-		t.Errorf("initiator: %+v", st)
-	}
-	if st.RoundTrips > 1+5 {
-		t.Errorf("%d round trips for %d blocks", st.RoundTrips, common+onlyA)
-	}
-	t.Logf("%d common, %d+%d own blocks: %d round trips (%d reconciliation messages), %d bytes sent, %d received, %s",
-		common, onlyA, onlyB, st.RoundTrips, st.ReconMessages, st.BytesSent, st.BytesRecv, st.Duration.Round(time.Millisecond))
-
-	// Converged: the next session is one round trip again.
-	for _, side := range []*setStore{a.st, b.st} {
-		side.mu.Lock() // a responder of the last session may still read it
-		side.hello.Heads = nil
-		side.mu.Unlock()
-	}
-	st, err = a.c.Sync(syncCtx(t), b.h.ID(), []byte("conv"))
-	if err != nil || st.Reconciled || st.RoundTrips != 1 {
-		t.Errorf("second session: %+v, %v", st, err)
-	}
-	if a.pen.count()+b.pen.count() != 0 {
-		t.Errorf("penalties: %v %v", a.pen.hits, b.pen.hits)
-	}
-}
-
-// A responder whose vector claims more than it sends (a partial store, or
-// blocks held out of sequence order): the vector path brings part, the
-// shortfall starts reconciliation, which brings the rest.
-func TestCatchupReconcileVectorShortfall(t *testing.T) {
-	a, b := newReconSide(t, CatchupOptions{}), newReconSide(t, CatchupOptions{})
-	var envs [][]byte
-	for i := range 100 {
-		envs = append(envs, setEnv(uint64(1+i), fmt.Sprintf("bob-%d", i)))
-	}
-	b.st.add(envs...)
-	b.st.mu.Lock()
-	b.st.hello.Vector = map[string]uint64{fakeAuthor("bob"): 100}
-	b.st.missing = func(protocol.Hello) [][]byte { return envs[:60] }
-	b.st.mu.Unlock()
-	connect(t, a.h, b.h)
-	st, err := a.c.Sync(syncCtx(t), b.h.ID(), []byte("conv"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if got := len(a.st.ids()); got != 100 || !st.Reconciled || st.BlocksRecv != 100 {
-		t.Fatalf("holds %d blocks, want 100: %+v", got, st)
-	}
-	t.Logf("%d round trips, %d blocks received (60 by vector, 40 by reconciliation)", st.RoundTrips, st.BlocksRecv)
-}
-
-// Both sides of an equivocation (one author, one sequence number, two
-// blocks) reach both stores: the vectors are equal and cannot tell.
-func TestCatchupReconcileEquivocation(t *testing.T) {
-	a, b := newReconSide(t, CatchupOptions{}), newReconSide(t, CatchupOptions{})
-	connect(t, a.h, b.h)
-	x, y := setEnv(5, "mallory seq 5, version x"), setEnv(5, "mallory seq 5, version y")
-	a.st.add(x)
-	b.st.add(y)
-	vec := map[string]uint64{fakeAuthor("mallory"): 5}
-	a.st.hello = protocol.Hello{Vector: vec, Heads: [][]byte{setID(x)}}
-	b.st.hello = protocol.Hello{Vector: vec, Heads: [][]byte{setID(y)}}
-	st, err := a.c.Sync(syncCtx(t), b.h.ID(), []byte("conv"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := b.log.nth(t, 1); err != nil {
-		t.Fatalf("responder: %v", err)
-	}
-	if len(a.st.ids()) != 2 || len(b.st.ids()) != 2 || st.RoundTrips != 2 {
-		t.Fatalf("stores hold %d and %d blocks after %d round trips", len(a.st.ids()), len(b.st.ids()), st.RoundTrips)
-	}
-}
-
-// A peer that speaks only 1.0.0 gets a 1.0.0 session: no reconciliation.
-func TestCatchupReconcileOldPeer(t *testing.T) {
-	a, b := newReconSide(t, CatchupOptions{}), newReconSide(t, CatchupOptions{})
-	b.h.RemoveStreamHandler(protocol.SyncProtocolRecon)
-	connect(t, a.h, b.h)
-	divergedSets(a.st, b.st, 100, 5, 5)
-	st, err := a.c.Sync(syncCtx(t), b.h.ID(), []byte("conv"))
-	if err != nil || st.Reconciled || st.RoundTrips != 1 {
-		t.Fatalf("%+v, %v", st, err)
-	}
-	if _, err := b.log.nth(t, 1); err != nil {
-		t.Fatalf("responder: %v", err)
-	}
-}
-
-// reconHostile serves 1.1.0 on h: a Hello naming a head the initiator
-// lacks, an empty Done, then act with the initiator's first Reconcile.
-func reconHostile(t testing.TB, h host.Host, act func(s network.Stream, r *protocol.FrameReader, first protocol.Frame)) {
-	t.Helper()
-	h.SetStreamHandler(protocol.SyncProtocolRecon, func(s network.Stream) {
-		defer s.Reset()
-		r := protocol.NewFrameReader(s)
-		f, _, err := r.Read()
-		if err != nil || f.Kind != protocol.FrameHello {
-			return
-		}
-		hello := protocol.Hello{SyncID: f.Hello.SyncID, Heads: [][]byte{setID([]byte("unknown head"))}}
-		if writeFrames(s, protocol.Frame{Kind: protocol.FrameHello, Hello: &hello}, protocol.Frame{Kind: protocol.FrameDone}) != nil {
-			return
-		}
-		for {
-			if f, _, err = r.Read(); err != nil {
-				return
-			}
-			if f.Kind == protocol.FrameReconcile {
-				act(s, r, f)
-				return
-			}
-		}
-	})
-}
-
-// mismatch is a reconciliation message no store matches: a fingerprint of
-// zeros over everything, which always needs an answer.
-func mismatch() protocol.Frame {
-	m := dag.ReconMessage{Ranges: []dag.ReconRange{{Upper: dag.ReconBound{Inf: true}, Mode: dag.ReconFingerprint}}}
-	return protocol.Frame{Kind: protocol.FrameReconcile, Recon: dag.EncodeReconMessage(m)}
-}
-
-func TestCatchupReconcileHostileResponder(t *testing.T) {
-	cases := []struct {
-		name    string
-		act     func(s network.Stream, r *protocol.FrameReader, first protocol.Frame)
-		want    error
-		penalty bool
-	}{
-		{"endless fingerprints", func(s network.Stream, r *protocol.FrameReader, _ protocol.Frame) {
-			for {
-				if writeFrames(s, mismatch()) != nil {
-					return
-				}
-				if _, _, err := r.Read(); err != nil {
-					return
-				}
-			}
-		}, ErrBadPeer, true},
-		{"endless fingerprints without reading", func(s network.Stream, _ *protocol.FrameReader, _ protocol.Frame) {
-			for writeFrames(s, mismatch()) == nil {
-			}
-		}, ErrBadPeer, true},
-		{"undecodable message", func(s network.Stream, _ *protocol.FrameReader, _ protocol.Frame) {
-			_ = writeFrames(s, protocol.Frame{Kind: protocol.FrameReconcile, Recon: []byte{9, 9, 9}})
-			time.Sleep(2 * time.Second)
-		}, ErrBadPeer, true},
-		{"blocks instead of an answer", func(s network.Stream, _ *protocol.FrameReader, _ protocol.Frame) {
-			_ = writeFrames(s, protocol.Frame{Kind: protocol.FrameBlocks, Envelopes: [][]byte{setEnv(1, "x")}})
-			time.Sleep(2 * time.Second)
-		}, ErrBadPeer, true},
-		{"ships more than it announced", func(s network.Stream, _ *protocol.FrameReader, _ protocol.Frame) {
-			end := dag.EncodeReconMessage(dag.ReconMessage{Have: [][]byte{{1}}})
-			envs := make([][]byte, CatchupSlack+10)
-			for i := range envs {
-				envs[i] = setEnv(uint64(i), "flood")
-			}
-			_ = writeFrames(s, protocol.Frame{Kind: protocol.FrameReconcile, Recon: end}, protocol.Frame{Kind: protocol.FrameBlocks, Envelopes: envs})
-			time.Sleep(2 * time.Second)
-		}, ErrBadPeer, true},
-		{"silent", func(network.Stream, *protocol.FrameReader, protocol.Frame) {
-			time.Sleep(3 * time.Second)
-		}, ErrCatchupTimeout, false},
-	}
-	for _, c := range cases {
-		t.Run(c.name, func(t *testing.T) {
-			t.Parallel()
-			a := newReconSide(t, CatchupOptions{IdleTimeout: 500 * time.Millisecond})
-			divergedSets(a.st, newSetStore(), 5000, 10, 0)
-			b := newTestHost(t, loopbackConfig(t))
-			reconHostile(t, b, c.act)
-			connect(t, a.h, b)
-			start := time.Now()
-			st, err := a.c.Sync(syncCtx(t), b.ID(), []byte("conv"))
-			took := time.Since(start)
-			if !errors.Is(err, c.want) {
-				t.Fatalf("err = %v, want %v", err, c.want)
-			}
-			if took > 5*time.Second {
-				t.Errorf("took %s to give up", took)
-			}
-			if got := a.pen.count(); (got > 0) != c.penalty || got > 1 {
-				t.Errorf("%d penalties (%v), want penalty=%v", got, a.pen.hits, c.penalty)
-			}
-			if st.ReconMessages > dag.ReconMaxMessages+1 {
-				t.Errorf("%d reconciliation messages, cap %d", st.ReconMessages, dag.ReconMaxMessages)
-			}
-			t.Logf("%v after %s; %d reconciliation messages, %d frames and %d bytes received",
-				err, took.Round(time.Millisecond), st.ReconMessages, st.FramesRecv, st.BytesRecv)
-		})
-	}
-}
-
-func TestCatchupReconcileHostileInitiator(t *testing.T) {
-	b := newReconSide(t, CatchupOptions{IdleTimeout: 2 * time.Second})
-	divergedSets(newSetStore(), b.st, 5000, 0, 10)
-	a := newTestHost(t, loopbackConfig(t))
-	connect(t, a, b.h)
-	s, err := a.NewStream(syncCtx(t), b.h.ID(), protocol.SyncProtocolRecon)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s.Reset()
-	r := protocol.NewFrameReader(s)
-	if err := writeFrames(s, protocol.Frame{Kind: protocol.FrameHello, Hello: &protocol.Hello{SyncID: []byte("conv")}}, protocol.Frame{Kind: protocol.FrameDone}); err != nil {
-		t.Fatal(err)
-	}
-	for {
-		f, _, err := r.Read()
-		if err != nil {
-			t.Fatal(err)
-		}
-		if f.Kind == protocol.FrameDone {
-			break
-		}
-	}
-	// Endless reconciliation: every answer gets another mismatch.
-	sent := 0
-	for ; sent < 10*dag.ReconMaxMessages; sent++ {
-		if writeFrames(s, mismatch()) != nil {
-			break
-		}
-		if _, _, err := r.Read(); err != nil {
-			break
-		}
-	}
-	if sent > dag.ReconMaxMessages/2+1 {
-		t.Errorf("answered %d endless messages", sent)
-	}
-	_, rerr := b.log.nth(t, 1)
-	if !errors.Is(rerr, ErrBadPeer) || b.pen.count() != 1 || b.pen.ids[0] != a.ID() {
-		t.Fatalf("responder: %v, penalties %v", rerr, b.pen.hits)
-	}
-	t.Logf("cut off after %d messages: %v", sent, rerr)
-}
-
-// BenchmarkCatchupReconcile: two loopback hosts holding n common blocks
-// (100k; 10k with -short) plus 0.5% of their own each, with Hellos that
-// show the gap only through heads: one session, reconciliation included.
-func BenchmarkCatchupReconcile(b *testing.B) {
-	n := 100_000
-	if testing.Short() {
-		n = 10_000
-	}
-	a, r := newReconSide(b, CatchupOptions{}), newReconSide(b, CatchupOptions{})
-	connect(b, a.h, r.h)
-	ctx := context.Background()
-	var st CatchupStats
-	sessions := 0
-	for b.Loop() {
-		b.StopTimer()
-		a.st.envs, r.st.envs = map[string][]byte{}, map[string][]byte{}
-		divergedSets(a.st, r.st, n, n/200, n/200)
-		b.StartTimer()
-		var err error
-		if st, err = a.c.Sync(ctx, r.h.ID(), []byte("conv")); err != nil || !st.Reconciled {
-			b.Fatalf("%+v, %v", st, err)
-		}
-		b.StopTimer()
-		// The responder may still be ingesting the last blocks.
-		sessions++
-		if _, err := r.log.nth(b, sessions); err != nil {
-			b.Fatalf("responder: %v", err)
-		}
-		b.StartTimer()
-	}
-	b.ReportMetric(float64(st.RoundTrips), "round-trips")
-	b.ReportMetric(float64(st.ReconMessages), "recon-messages")
-	b.ReportMetric(float64(st.BytesSent+st.BytesRecv), "wire-bytes")
-	b.ReportMetric(float64(st.BlocksSent+st.BlocksRecv), "blocks")
 }
