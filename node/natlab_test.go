@@ -25,7 +25,6 @@ package node
 //     netlab installs the drop rules itself.
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"encoding/base64"
@@ -43,7 +42,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/glitr-chat/glitr/internal/testsupport"
 	"github.com/libp2p/go-libp2p/core/crypto"
 	"github.com/libp2p/go-libp2p/core/event"
 	"github.com/libp2p/go-libp2p/core/host"
@@ -215,13 +213,13 @@ func TestNATLab(t *testing.T) {
 	t.Run("autonat", func(t *testing.T) { natlabAutoNAT(t, script, self) })
 }
 
-// natlabAutoNAT checks AutoNAT's verdicts with nothing forced: a node in a
-// NAT'd home learns it is private, a node on the public net that it is
-// public, both from R's dial-backs (R runs the AutoNAT service, as every
-// relay does); the home node then takes a reservation on R (AutoRelay). Over TCP: its dials leave from the listening port, so R
-// sees the node's own address.
-func natlabAutoNAT(t *testing.T, script, self string) {
-	prefix := fmt.Sprintf("gt%dn", os.Getpid())
+// natlabUp brings the shared netlab up for one subtest, under a prefix
+// made of the process id and tag (namespace and interface names derive
+// from it; netlab's longest interface name is PREFIX-r1-w, and Linux allows
+// 15 bytes), and takes it down when the test ends, after the processes
+// started into procs are stopped.
+func natlabUp(t *testing.T, script string, tag byte) (prefix string, procs *[]*natlabProc) {
+	prefix = fmt.Sprintf("gt%d%c", os.Getpid(), tag)
 	if len(prefix) > 10 {
 		prefix = prefix[len(prefix)-10:]
 	}
@@ -232,16 +230,29 @@ func natlabAutoNAT(t *testing.T, script, self string) {
 		}
 		return nil
 	}
+	// Registered first, so it runs last, after the processes are gone.
 	t.Cleanup(func() {
 		if err := netlab("down", prefix); err != nil {
 			t.Error(err)
 		}
 	})
-	var procs []*natlabProc
-	t.Cleanup(func() { natlabStop(t, procs) })
+	procs = new([]*natlabProc)
+	t.Cleanup(func() { natlabStop(t, *procs) })
+	start := time.Now()
 	if err := netlab("up", prefix); err != nil {
 		t.Fatal(err)
 	}
+	t.Logf("lab %s up in %v", prefix, time.Since(start).Round(time.Millisecond))
+	return prefix, procs
+}
+
+// natlabAutoNAT checks AutoNAT's verdicts with nothing forced: a node in a
+// NAT'd home learns it is private, a node on the public net that it is
+// public, both from R's dial-backs (R runs the AutoNAT service, as every
+// relay does); the home node then takes a reservation on R (AutoRelay). Over TCP: its dials leave from the listening port, so R
+// sees the node's own address.
+func natlabAutoNAT(t *testing.T, script, self string) {
+	prefix, procs := natlabUp(t, script, 'n')
 	natlabAddPublicHost(t, prefix, "p", natlabPublicIP)
 	spawn := func(role, ns string, env ...string) *natlabProc {
 		sk, _, err := crypto.GenerateEd25519Key(nil)
@@ -254,7 +265,7 @@ func natlabAutoNAT(t *testing.T, script, self string) {
 		}
 		env = append(env, natlabEnvRole+"="+role, natlabEnvTransport+"=tcp", natlabEnvKey+"="+base64.StdEncoding.EncodeToString(kb))
 		p := natlabStart(t, role+"@"+ns, prefix+"-"+ns, self, env)
-		procs = append(procs, p)
+		*procs = append(*procs, p)
 		return p
 	}
 	start := time.Now()
@@ -285,32 +296,8 @@ func natlabAutoNAT(t *testing.T, script, self string) {
 }
 
 func natlabRun(t *testing.T, script, self, transport string) {
-	// Namespace and interface names derive from the prefix; netlab's
-	// longest interface name is PREFIX-r1-w, and Linux allows 15 bytes.
-	prefix := fmt.Sprintf("gt%d%c", os.Getpid(), transport[0])
-	if len(prefix) > 10 {
-		prefix = prefix[len(prefix)-10:]
-	}
-	netlab := func(args ...string) error {
-		out, err := exec.Command("bash", append([]string{script}, args...)...).CombinedOutput()
-		if err != nil {
-			return fmt.Errorf("netlab %s: %w\n%s", strings.Join(args, " "), err, out)
-		}
-		return nil
-	}
-	// Registered first, so it runs last, after the processes are gone.
-	t.Cleanup(func() {
-		if err := netlab("down", prefix); err != nil {
-			t.Error(err)
-		}
-	})
-	var procs []*natlabProc
-	t.Cleanup(func() { natlabStop(t, procs) })
+	prefix, procs := natlabUp(t, script, transport[0])
 	start := time.Now()
-	if err := netlab("up", prefix); err != nil {
-		t.Fatal(err)
-	}
-	t.Logf("lab %s up in %v", prefix, time.Since(start).Round(time.Millisecond))
 
 	keys := map[string]crypto.PrivKey{}
 	ids := map[string]peer.ID{}
@@ -335,7 +322,7 @@ func natlabRun(t *testing.T, script, self, transport string) {
 			natlabEnvTransport+"="+transport,
 			natlabEnvKey+"="+base64.StdEncoding.EncodeToString(kb))
 		p := natlabStart(t, role, prefix+"-"+ns, self, env)
-		procs = append(procs, p)
+		*procs = append(*procs, p)
 		return p
 	}
 
@@ -425,73 +412,24 @@ func natlabCheckDirect(t *testing.T, transport, what string, c natlabConn, wantI
 	}
 }
 
-// natlabProc is a role process running in a namespace.
-type natlabProc struct {
-	name   string
-	cmd    *exec.Cmd
-	stdin  io.WriteCloser
-	events chan natlabEvent
-	output testsupport.Buffer // everything but the events: stderr, test output
-	done   chan struct{}
-	err    error // of cmd.Wait, valid after done
-}
+// natlabProc is a role process of the NAT lab.
+type natlabProc struct{ *roleProc[natlabEvent] }
 
 func natlabStart(t *testing.T, name, ns, self string, env []string) *natlabProc {
 	t.Helper()
-	// -test.timeout is a backstop; the process also ends when stdin closes.
-	cmd := exec.Command("ip", "netns", "exec", ns, self,
-		"-test.run=^TestNATLabRole$", "-test.count=1", "-test.timeout=2m")
-	cmd.Env = append(os.Environ(), env...)
-	p := &natlabProc{name: name, cmd: cmd, events: make(chan natlabEvent, 64), done: make(chan struct{})}
-	cmd.Stderr = &p.output
-	stdout, err := cmd.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if p.stdin, err = cmd.StdinPipe(); err != nil {
-		t.Fatal(err)
-	}
-	if err := cmd.Start(); err != nil {
-		t.Fatalf("start %s in %s: %v", name, ns, err)
-	}
-	go func() {
-		sc := bufio.NewScanner(stdout)
-		sc.Buffer(make([]byte, 64<<10), 1<<20)
-		for sc.Scan() {
-			line := sc.Bytes()
-			var ev natlabEvent
-			if bytes.HasPrefix(line, []byte("{")) && json.Unmarshal(line, &ev) == nil && ev.Event != "" {
-				p.events <- ev
-				continue
-			}
-			fmt.Fprintf(&p.output, "%s\n", line)
-		}
-		_, _ = io.Copy(io.Discard, stdout)
-		close(p.events)
-		p.err = cmd.Wait()
-		close(p.done)
-	}()
-	return p
+	// The timeout is a backstop; the process also ends when stdin closes.
+	return &natlabProc{startRole(t, name, ns, self, "^TestNATLabRole$", 2*time.Minute, env, 1<<20,
+		func(ev natlabEvent) bool { return ev.Event != "" }, func(natlabEvent) bool { return true })}
 }
 
-// natlabStop stops the processes together (each takes a second to exit
-// under the race detector): closing stdin makes a process shut its host down
-// and exit; one that has not exited shortly after is killed.
+// natlabStop stops the processes together, and shows their output when the
+// test failed.
 func natlabStop(t *testing.T, procs []*natlabProc) {
-	var wg sync.WaitGroup
-	for _, p := range procs {
-		wg.Go(func() {
-			_ = p.stdin.Close()
-			select {
-			case <-p.done:
-				return
-			case <-time.After(5 * time.Second):
-			}
-			_ = p.cmd.Process.Kill()
-			<-p.done
-		})
+	roles := make([]*roleProc[natlabEvent], len(procs))
+	for i, p := range procs {
+		roles[i] = p.roleProc
 	}
-	wg.Wait()
+	stopRoles(roles)
 	if t.Failed() {
 		for _, p := range procs {
 			t.Logf("--- output of %s (exit: %v) ---\n%s", p.name, p.err, p.output.String())

@@ -18,13 +18,11 @@ package node
 // node run sessions without end) are in chat_sync_test.go.
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
-	"io"
 	"log/slog"
 	"os"
 	"os/exec"
@@ -40,7 +38,6 @@ import (
 	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/libp2p/go-libp2p/p2p/protocol/ping"
 
-	"github.com/glitr-chat/glitr/internal/testsupport"
 	"github.com/glitr-chat/glitr/webui"
 )
 
@@ -92,14 +89,8 @@ type partState struct {
 }
 
 type partProc struct {
-	name   string
-	cmd    *exec.Cmd
-	stdin  io.WriteCloser
-	enc    *json.Encoder
-	events chan partEvent
-	output testsupport.Buffer
-	done   chan struct{}
-	err    error
+	*roleProc[partEvent]
+	enc *json.Encoder
 
 	mu     sync.Mutex
 	states []partState
@@ -241,45 +232,20 @@ func partStart(t testing.TB, l *partLab, h, dir string) *partProc {
 	if err != nil {
 		t.Fatal(err)
 	}
-	cmd := exec.Command("ip", "netns", "exec", l.prefix+"-"+h, self,
-		"-test.run=^TestPartitionRole$", "-test.count=1", "-test.timeout=5m")
-	cmd.Env = append(os.Environ(), partEnvRole+"=node", partEnvDir+"="+dir, partEnvIP+"="+l.ips[h])
-	p := &partProc{name: strings.ToUpper(h), cmd: cmd, events: make(chan partEvent, 64), done: make(chan struct{})}
-	cmd.Stderr = &p.output
-	stdout, err := cmd.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if p.stdin, err = cmd.StdinPipe(); err != nil {
-		t.Fatal(err)
-	}
+	p := &partProc{}
+	p.roleProc = startRole(t, strings.ToUpper(h), l.prefix+"-"+h, self, "^TestPartitionRole$", 5*time.Minute,
+		[]string{partEnvRole + "=node", partEnvDir + "=" + dir, partEnvIP + "=" + l.ips[h]}, 16<<20,
+		func(ev partEvent) bool { return ev.Event != "" },
+		func(ev partEvent) bool {
+			if ev.Event != "state" {
+				return true
+			}
+			p.mu.Lock()
+			p.states = append(p.states, partState{hash: ev.Hash, count: ev.Count, dups: ev.Dups, at: time.Unix(0, ev.At)})
+			p.mu.Unlock()
+			return false
+		})
 	p.enc = json.NewEncoder(p.stdin)
-	if err := cmd.Start(); err != nil {
-		t.Fatalf("start %s: %v", p.name, err)
-	}
-	go func() {
-		sc := bufio.NewScanner(stdout)
-		sc.Buffer(make([]byte, 64<<10), 16<<20)
-		for sc.Scan() {
-			line := sc.Bytes()
-			var ev partEvent
-			if !bytes.HasPrefix(line, []byte("{")) || json.Unmarshal(line, &ev) != nil || ev.Event == "" {
-				fmt.Fprintf(&p.output, "%s\n", line)
-				continue
-			}
-			if ev.Event == "state" {
-				p.mu.Lock()
-				p.states = append(p.states, partState{hash: ev.Hash, count: ev.Count, dups: ev.Dups, at: time.Unix(0, ev.At)})
-				p.mu.Unlock()
-				continue
-			}
-			p.events <- ev
-		}
-		_, _ = io.Copy(io.Discard, stdout)
-		close(p.events)
-		p.err = cmd.Wait()
-		close(p.done)
-	}()
 	return p
 }
 
@@ -332,20 +298,11 @@ func (p *partProc) timeline() []partState {
 }
 
 func partStop(t testing.TB, procs []*partProc) {
-	var wg sync.WaitGroup
-	for _, p := range procs {
-		wg.Go(func() {
-			_ = p.stdin.Close()
-			select {
-			case <-p.done:
-				return
-			case <-time.After(5 * time.Second):
-			}
-			_ = p.cmd.Process.Kill()
-			<-p.done
-		})
+	roles := make([]*roleProc[partEvent], len(procs))
+	for i, p := range procs {
+		roles[i] = p.roleProc
 	}
-	wg.Wait()
+	stopRoles(roles)
 	// GLITR_PARTITION_OUTPUT=DIR writes the processes' logs to DIR/A.log…
 	// (a benchmark's log is cut after a few lines); =1 logs them.
 	out := os.Getenv("GLITR_PARTITION_OUTPUT")
