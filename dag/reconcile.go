@@ -1,5 +1,9 @@
 package dag
 
+// One file, over 800 lines: range-based set reconciliation (docs/sync.md
+// §9) is one algorithm, its set, fingerprints, message codec and both
+// sides' state machine, whose bounds are checked against each other.
+
 import (
 	"bytes"
 	"crypto/sha256"

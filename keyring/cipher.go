@@ -1,5 +1,11 @@
 package keyring
 
+// One file, over 800 lines, for one reason: Cipher is the key state of a
+// conversation (epochs, per-sender ratchets, skipped keys, adopting a
+// scratch copy's state) and its invariants (a key is spent only for a
+// block the caller accepts; the state never goes back) hold across all of
+// its methods, which are easier to check together than spread out.
+
 import (
 	"bytes"
 	"cmp"
