@@ -23,6 +23,7 @@ import (
 
 	"github.com/glitr-chat/glitr/crdt"
 	"github.com/glitr-chat/glitr/dag"
+	"github.com/glitr-chat/glitr/internal/tasks"
 	"github.com/glitr-chat/glitr/keyring"
 	"github.com/glitr-chat/glitr/node/catchup"
 	"github.com/glitr-chat/glitr/node/discovery"
@@ -89,7 +90,7 @@ type Chat struct {
 
 	ctx    context.Context
 	cancel context.CancelFunc
-	wg     tasks
+	wg     tasks.Group
 
 	// onPublish, when set (benchmarks), is called just before a block is
 	// handed to gossipsub.

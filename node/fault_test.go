@@ -71,14 +71,7 @@ func faultKillWhileSending(t *testing.T, bin string) {
 	if testing.Short() {
 		before, after = 60, 20
 	}
-	root := t.TempDir()
-	a := faultInit(t, bin, "A", filepath.Join(root, "a"), "")
-	b := faultInit(t, bin, "B", filepath.Join(root, "b"), "")
-	a.start(t)
-	b.start(t)
-	faultIntroduce(t, a, b)
-	conv := faultCreate(t, a, b)
-	faultWaitConversation(t, b, conv)
+	a, b, conv := faultPair(t, bin)
 
 	// The sender acknowledges texts in order; the killer strikes once a
 	// random number of them are through, while requests are in flight.
@@ -206,14 +199,7 @@ func faultKillWhileCatchingUp(t *testing.T, bin string) {
 	if testing.Short() {
 		n = 1000
 	}
-	root := t.TempDir()
-	a := faultInit(t, bin, "A", filepath.Join(root, "a"), "")
-	b := faultInit(t, bin, "B", filepath.Join(root, "b"), "")
-	a.start(t)
-	b.start(t)
-	faultIntroduce(t, a, b)
-	conv := faultCreate(t, a, b)
-	faultWaitConversation(t, b, conv)
+	a, b, conv := faultPair(t, bin)
 	b.stop(t)
 	// B's data directory is snapshotted below and restored for every
 	// attempt. A block B published during an attempt and lost with the
@@ -369,4 +355,19 @@ func faultKillWhileCatchingUp(t *testing.T, bin string) {
 	a.stop(t)
 	b.stop(t)
 	faultCompareOffline(t, conv, true, a, b)
+}
+
+// faultPair starts two nodes A and B that are contacts, with a
+// conversation between them that B holds.
+func faultPair(t *testing.T, bin string) (a, b *faultProc, conv string) {
+	t.Helper()
+	root := t.TempDir()
+	a = faultInit(t, bin, "A", filepath.Join(root, "a"), "")
+	b = faultInit(t, bin, "B", filepath.Join(root, "b"), "")
+	a.start(t)
+	b.start(t)
+	faultIntroduce(t, a, b)
+	conv = faultCreate(t, a, b)
+	faultWaitConversation(t, b, conv)
+	return a, b, conv
 }

@@ -27,6 +27,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/glitr-chat/glitr/internal/tasks"
 	"github.com/libp2p/go-libp2p/core/event"
 	"github.com/libp2p/go-libp2p/core/host"
 	"github.com/libp2p/go-libp2p/core/network"
@@ -94,9 +95,7 @@ type Keeper struct {
 
 	ctx    context.Context
 	cancel context.CancelFunc
-	wg     sync.WaitGroup
-	runMu  sync.Mutex // guards closed; taken inside mu, never around it
-	closed bool
+	tasks  tasks.Group
 
 	mu     sync.Mutex // guards everything below
 	probes map[peer.ID]*linkProbe
@@ -117,28 +116,13 @@ func (k *Keeper) Start() { k.spawn(k.watch) }
 
 // Close stops every probe and re-dial loop and waits for them.
 func (k *Keeper) Close() {
-	k.runMu.Lock()
-	k.closed = true
-	k.runMu.Unlock()
 	k.cancel()
-	k.wg.Wait()
+	k.tasks.Close()
 }
 
 // spawn runs f on its own goroutine unless the keeper is closed, and
 // reports whether it did.
-func (k *Keeper) spawn(f func()) bool {
-	k.runMu.Lock()
-	defer k.runMu.Unlock()
-	if k.closed {
-		return false
-	}
-	k.wg.Add(1)
-	go func() {
-		defer k.wg.Done()
-		f()
-	}()
-	return true
-}
+func (k *Keeper) spawn(f func()) bool { return k.tasks.Go(f) }
 
 // Probe probes the links to peers after this node wrote to them: each at
 // once, or at the end of linkProbeSpacing after its last probe.

@@ -29,6 +29,7 @@ import (
 	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
 
+	"github.com/glitr-chat/glitr/internal/tasks"
 	"github.com/glitr-chat/glitr/keyring"
 	"github.com/glitr-chat/glitr/protocol"
 	"github.com/glitr-chat/glitr/webui"
@@ -118,9 +119,7 @@ type Service struct {
 
 	ctx    context.Context
 	cancel context.CancelFunc
-	wg     sync.WaitGroup
-	runMu  sync.Mutex // guards closed; taken inside mu, never around it
-	closed bool
+	tasks  tasks.Group
 	notify *network.NotifyBundle
 
 	mu         sync.Mutex // guards everything below
@@ -176,30 +175,15 @@ func (s *Service) Start() {
 
 // Close stops the service and waits for its goroutines.
 func (s *Service) Close() {
-	s.runMu.Lock()
-	s.closed = true
-	s.runMu.Unlock()
 	if s.notify != nil {
 		s.h.Network().StopNotify(s.notify)
 	}
 	s.h.RemoveStreamHandler(Protocol)
 	s.cancel()
-	s.wg.Wait()
+	s.tasks.Close()
 }
 
-func (s *Service) spawn(f func()) bool {
-	s.runMu.Lock()
-	defer s.runMu.Unlock()
-	if s.closed {
-		return false
-	}
-	s.wg.Add(1)
-	go func() {
-		defer s.wg.Done()
-		f()
-	}()
-	return true
-}
+func (s *Service) spawn(f func()) bool { return s.tasks.Go(f) }
 
 // greet sends a presence signal to a contact that just connected (when
 // presence is shown and the contact is not blocked).

@@ -1,4 +1,4 @@
-package node
+package tasks
 
 import (
 	"sync"
@@ -10,7 +10,7 @@ import (
 // after Close has returned.
 func TestTasksGoDuringClose(t *testing.T) {
 	for range 50 {
-		var tk tasks
+		var tk Group
 		var ran, afterClose atomic.Int32
 		var closed atomic.Bool
 		var starters sync.WaitGroup
