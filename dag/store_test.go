@@ -1,5 +1,11 @@
 package dag
 
+// The tests of the block store (store.go), one file over 800 lines: each
+// property of the store (commit order and heads, staging and its quotas,
+// forged heights and caps, equivocation, idempotent appends, reopening,
+// paging, merge parents) on the same fixtures, most of them on both
+// backends (forBackends).
+
 import (
 	"context"
 	"errors"

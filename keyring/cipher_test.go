@@ -1,5 +1,8 @@
 package keyring
 
+// The tests of cipher.go, over 800 lines as that file is (see its top):
+// one per property of the key state, sharing its fixtures.
+
 import (
 	"bytes"
 	"crypto/ed25519"
