@@ -392,10 +392,17 @@ func (ss *session) send(scan func(fn func(env []byte) error) error, sendCap uint
 	if err := ss.write(protocol.Frame{Kind: protocol.FrameDone, Sent: ss.sent}, true); err != nil {
 		return false, err
 	}
-	if !closeWrite {
-		return stopped, nil
+	if closeWrite {
+		// The Done is written; the half-close only says that nothing
+		// follows. A peer that has read our Done and ended its side before
+		// it came (go-libp2p's Close of a QUIC stream cancels its reading:
+		// "close called for canceled stream" here) lost nothing, and a
+		// peer that lost our Done reports the session truncated itself.
+		if err := ss.s.CloseWrite(); err != nil {
+			ss.c.log.Debug("catch-up: half-close after done", "peer", ss.p.String(), "err", err)
+		}
 	}
-	return stopped, ss.s.CloseWrite()
+	return stopped, nil
 }
 
 // flushBlocks writes the pending Blocks frame, if any, and flushes: a
