@@ -75,11 +75,28 @@ func (s *setStore) Summary(_ context.Context, id []byte) (protocol.Hello, bool, 
 	return h, true, nil
 }
 
+// set changes what the store claims (its Hello) and sends (missing) under
+// its lock: the race detector sees no order in what crosses a socket, so a
+// test's plain write before a session races with the engine's read.
+func (s *setStore) set(hello *protocol.Hello, missing func(theirs protocol.Hello) [][]byte) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if hello != nil {
+		s.hello = *hello
+	}
+	if missing != nil {
+		s.missing = missing
+	}
+}
+
 func (s *setStore) Missing(_ context.Context, _ []byte, theirs protocol.Hello, fn func([]byte) error) error {
-	if s.missing == nil {
+	s.mu.Lock()
+	missing := s.missing
+	s.mu.Unlock()
+	if missing == nil {
 		return nil
 	}
-	for _, env := range s.missing(theirs) {
+	for _, env := range missing(theirs) {
 		if err := fn(env); err != nil {
 			return err
 		}
@@ -267,8 +284,8 @@ func TestCatchupReconcileEquivocation(t *testing.T) {
 	a.st.add(x)
 	b.st.add(y)
 	vec := map[string]uint64{fakeAuthor("mallory"): 5}
-	a.st.hello = protocol.Hello{Vector: vec, Heads: [][]byte{setID(x)}}
-	b.st.hello = protocol.Hello{Vector: vec, Heads: [][]byte{setID(y)}}
+	a.st.set(&protocol.Hello{Vector: vec, Heads: [][]byte{setID(x)}}, nil)
+	b.st.set(&protocol.Hello{Vector: vec, Heads: [][]byte{setID(y)}}, nil)
 	st, err := a.c.Sync(syncCtx(t), b.h.ID(), []byte("conv"))
 	if err != nil {
 		t.Fatal(err)
@@ -459,7 +476,11 @@ func BenchmarkCatchupReconcile(b *testing.B) {
 	sessions := 0
 	for b.Loop() {
 		b.StopTimer()
-		a.st.envs, r.st.envs = map[string][]byte{}, map[string][]byte{}
+		for _, st := range []*setStore{a.st, r.st} {
+			st.mu.Lock()
+			st.envs = map[string][]byte{}
+			st.mu.Unlock()
+		}
 		divergedSets(a.st, r.st, n, n/200, n/200)
 		b.StartTimer()
 		var err error
