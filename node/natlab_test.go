@@ -25,7 +25,6 @@ package node
 //     netlab installs the drop rules itself.
 
 import (
-	"bytes"
 	"encoding/base64"
 	"errors"
 	"fmt"
@@ -123,23 +122,10 @@ func natlabRelayAddr(transport string, id peer.ID) string {
 	return fmt.Sprintf("/ip4/%s/tcp/%d/p2p/%s", natlabRelayIP, natlabPortR, id)
 }
 
-// natlabSkip skips loudly: the message also goes to stderr, so that it
-// shows without -v when go test runs in a package directory, and to the
-// file $GLITR_NATLAB_SKIPFILE names, which `make test` prints at the end
-// (with package arguments, go test shows a passing package's output only
-// with -v). With GLITR_NATLAB_REQUIRED=1 (for CI) the test fails instead.
+// natlabSkip skips the NAT lab loudly (labSkip).
 func natlabSkip(t *testing.T, format string, args ...any) {
 	t.Helper()
-	msg := "NAT LAB SKIPPED: " + fmt.Sprintf(format, args...) +
-		" (issue 2's real-NAT hole punching test did NOT run)"
-	fmt.Fprintln(os.Stderr, msg)
-	if f := os.Getenv("GLITR_NATLAB_SKIPFILE"); f != "" {
-		_ = os.WriteFile(f, []byte(msg+"\n"), 0o644)
-	}
-	if os.Getenv("GLITR_NATLAB_REQUIRED") == "1" {
-		t.Fatal(msg + "; GLITR_NATLAB_REQUIRED=1 makes this a failure")
-	}
-	t.Skip(msg)
+	labSkip(t, "NAT LAB SKIPPED", "issue 2's real-NAT hole punching test", format, args...)
 }
 
 // natlabScript finds the netlab script: $GLITR_NETLAB, else
@@ -185,14 +171,8 @@ func TestNATLab(t *testing.T) {
 	if err != nil {
 		natlabSkip(t, "%v", err)
 	}
-	// Root without CAP_SYS_ADMIN (an unprivileged container) cannot make
-	// namespaces: that is the environment, not a failure of Glitr.
-	probe := fmt.Sprintf("gtprobe%d", os.Getpid())
-	if out, err := exec.Command("ip", "netns", "add", probe).CombinedOutput(); err != nil {
-		natlabSkip(t, "cannot create a network namespace (%v: %s)", err, bytes.TrimSpace(out))
-	}
-	if out, err := exec.Command("ip", "netns", "del", probe).CombinedOutput(); err != nil {
-		t.Fatalf("ip netns del %s: %v: %s", probe, err, out)
+	if err := netnsProbe(t, "gtprobe"); err != nil {
+		natlabSkip(t, "%v", err)
 	}
 	self, err := os.Executable()
 	if err != nil {

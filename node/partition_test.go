@@ -96,24 +96,10 @@ type partLab struct {
 	down   func() // removes the namespaces (once)
 }
 
-// partSkip skips like natlabSkip (stderr, $GLITR_NATLAB_SKIPFILE, a failure
-// with GLITR_NATLAB_REQUIRED=1), for this test.
+// partSkip skips the partition lab loudly (labSkip).
 func partSkip(t testing.TB, format string, args ...any) {
 	t.Helper()
-	msg := "PARTITION LAB SKIPPED: " + fmt.Sprintf(format, args...) +
-		" (issue 20's partition-heal test in network namespaces did NOT run)"
-	fmt.Fprintln(os.Stderr, msg)
-	if f := os.Getenv("GLITR_NATLAB_SKIPFILE"); f != "" {
-		// Appended: TestNATLab may have written its own line.
-		if fh, err := os.OpenFile(f, os.O_APPEND|os.O_CREATE|os.O_WRONLY, 0o644); err == nil {
-			_, _ = fh.WriteString(msg + "\n")
-			_ = fh.Close()
-		}
-	}
-	if os.Getenv("GLITR_NATLAB_REQUIRED") == "1" {
-		t.Fatal(msg + "; GLITR_NATLAB_REQUIRED=1 makes this a failure")
-	}
-	t.Skip(msg)
+	labSkip(t, "PARTITION LAB SKIPPED", "issue 20's partition-heal test in network namespaces", format, args...)
 }
 
 // partCheckEnv skips (or fails) when namespaces cannot be made here.
@@ -127,12 +113,8 @@ func partCheckEnv(t testing.TB) {
 			partSkip(t, "%s not found (install iproute2 and nftables)", tool)
 		}
 	}
-	probe := fmt.Sprintf("gphprobe%d", os.Getpid())
-	if out, err := exec.Command("ip", "netns", "add", probe).CombinedOutput(); err != nil {
-		partSkip(t, "cannot create a network namespace (%v: %s)", err, bytes.TrimSpace(out))
-	}
-	if out, err := exec.Command("ip", "netns", "del", probe).CombinedOutput(); err != nil {
-		t.Fatalf("ip netns del %s: %v: %s", probe, err, out)
+	if err := netnsProbe(t, "gphprobe"); err != nil {
+		partSkip(t, "%v", err)
 	}
 }
 

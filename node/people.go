@@ -249,15 +249,16 @@ func (n *Node) SetPreferences(ctx context.Context, p Preferences) error {
 	if err != nil {
 		return err
 	}
-	ops, err := c.accountSnapshot().preferenceOps(p)
+	snap := c.accountSnapshot()
+	ops, err := snap.preferenceOps(p)
 	if err != nil || len(ops) == 0 {
 		return err
 	}
 	if err := c.commitAccount(ctx, ops...); err != nil {
 		return err
 	}
-	if p.ShowPresence && c.sig != nil {
-		c.sig.Announce() // contacts see this node online now, not at the next heartbeat
+	if p.ShowPresence && !snap.preferences().ShowPresence && c.sig != nil {
+		c.sig.Announce() // switched on: contacts see this node online now, not at the next heartbeat
 	}
 	return nil
 }

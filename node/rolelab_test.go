@@ -92,3 +92,43 @@ func stopRoles[E any](procs []*roleProc[E]) {
 	}
 	wg.Wait()
 }
+
+// labSkip skips a namespace lab's test loudly: the message (headed by
+// banner, naming the test that did not run) also goes to stderr, so that it
+// shows without -v when go test runs in a package directory, and is
+// appended to the file $GLITR_NATLAB_SKIPFILE names, which `make test`
+// prints at the end (with package arguments, go test shows a passing
+// package's output only with -v). With GLITR_NATLAB_REQUIRED=1 (CI, where
+// the tools are there) the test fails instead.
+func labSkip(t testing.TB, banner, test, format string, args ...any) {
+	t.Helper()
+	msg := banner + ": " + fmt.Sprintf(format, args...) + " (" + test + " did NOT run)"
+	fmt.Fprintln(os.Stderr, msg)
+	if f := os.Getenv("GLITR_NATLAB_SKIPFILE"); f != "" {
+		// Appended: the other lab may have written its own line.
+		if fh, err := os.OpenFile(f, os.O_APPEND|os.O_CREATE|os.O_WRONLY, 0o644); err == nil {
+			_, _ = fh.WriteString(msg + "\n")
+			_ = fh.Close()
+		}
+	}
+	if os.Getenv("GLITR_NATLAB_REQUIRED") == "1" {
+		t.Fatal(msg + "; GLITR_NATLAB_REQUIRED=1 makes this a failure")
+	}
+	t.Skip(msg)
+}
+
+// netnsProbe makes and removes a network namespace named prefix+pid: root
+// without CAP_SYS_ADMIN (an unprivileged container) cannot, which is the
+// environment, not a failure of Glitr (the error says why, for a skip). A
+// namespace made but not removable fails the test.
+func netnsProbe(t testing.TB, prefix string) error {
+	t.Helper()
+	probe := fmt.Sprintf("%s%d", prefix, os.Getpid())
+	if out, err := exec.Command("ip", "netns", "add", probe).CombinedOutput(); err != nil {
+		return fmt.Errorf("cannot create a network namespace (%v: %s)", err, bytes.TrimSpace(out))
+	}
+	if out, err := exec.Command("ip", "netns", "del", probe).CombinedOutput(); err != nil {
+		t.Fatalf("ip netns del %s: %v: %s", probe, err, out)
+	}
+	return nil
+}
