@@ -14,6 +14,7 @@ import (
 
 	"github.com/glitr-chat/glitr/crdt"
 	"github.com/glitr-chat/glitr/keyring"
+	"github.com/glitr-chat/glitr/node/card"
 	"github.com/glitr-chat/glitr/webui"
 )
 
@@ -41,7 +42,7 @@ var apiErrors = []struct {
 }{
 	{ErrNoConversation, webui.ErrNotFound, webui.CodeNoConversation},
 	{ErrNoMessage, webui.ErrNotFound, webui.CodeNoMessage},
-	{ErrBadCard, webui.ErrBadRequest, webui.CodeBadCard},
+	{card.ErrBadCard, webui.ErrBadRequest, webui.CodeBadCard},
 	{ErrNotContact, webui.ErrBadRequest, webui.CodeNotContact},
 	{ErrEmptyMessage, webui.ErrBadRequest, webui.CodeMessageEmpty},
 	{ErrMessageTooLong, webui.ErrBadRequest, webui.CodeMessageTooLong},
@@ -104,7 +105,7 @@ func (n *Node) Card(ctx context.Context) (string, error) {
 	return c.id.MyCard(addrInfo(n.Host))
 }
 
-func contactView(self keyring.AccountID, vc VerifiedCard) webui.Contact {
+func contactView(self keyring.AccountID, vc card.Verified) webui.Contact {
 	return webui.Contact{
 		Account:      hex.EncodeToString(vc.Cert.Account[:]),
 		Device:       hex.EncodeToString(vc.Cert.Device[:]),

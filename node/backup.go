@@ -15,6 +15,7 @@ import (
 
 	"github.com/glitr-chat/glitr/crdt"
 	"github.com/glitr-chat/glitr/keyring"
+	"github.com/glitr-chat/glitr/node/card"
 )
 
 // Backup and restore (docs/devices.md). A backup, encrypted under the
@@ -45,7 +46,7 @@ type backupState struct {
 	AvatarMime    string            `cbor:"2,keyasint,omitempty"`
 	Avatar        []byte            `cbor:"3,keyasint,omitempty"`
 	Prefs         map[string]string `cbor:"4,keyasint,omitempty"`
-	Contacts      []Card            `cbor:"5,keyasint,omitempty"`
+	Contacts      []card.Card       `cbor:"5,keyasint,omitempty"`
 	ContactNames  [][]byte          `cbor:"6,keyasint,omitempty"` // account (32) ‖ name
 	Pairs         [][]byte          `cbor:"7,keyasint,omitempty"` // account (32) ‖ pair secret (32)
 	Conversations [][]byte          `cbor:"8,keyasint,omitempty"` // id (16) ‖ root (32)
@@ -76,7 +77,7 @@ func (c *Chat) Backup(ctx context.Context) ([]byte, error) {
 	}
 	c.mu.RLock()
 	for _, vc := range c.contacts {
-		st.Contacts = append(st.Contacts, vc.raw)
+		st.Contacts = append(st.Contacts, vc.Raw)
 	}
 	for a, s := range c.pairs {
 		st.Pairs = append(st.Pairs, append(append([]byte{}, a[:]...), s[:]...))
@@ -233,11 +234,11 @@ func (c *Chat) rejoinLoop() {
 }
 
 type rejoinRequest struct {
-	Conversation []byte `cbor:"1,keyasint"`
-	Card         Card   `cbor:"2,keyasint"`
+	Conversation []byte    `cbor:"1,keyasint"`
+	Card         card.Card `cbor:"2,keyasint"`
 }
 
-func (c *Chat) askRejoin(ctx context.Context, p peer.ID, conv []byte, card Card) error {
+func (c *Chat) askRejoin(ctx context.Context, p peer.ID, conv []byte, card card.Card) error {
 	req, err := canonicalEnc.Marshal(rejoinRequest{Conversation: conv, Card: card})
 	if err != nil {
 		return err
@@ -256,11 +257,11 @@ func (c *Chat) handleRejoin(s network.Stream) {
 		return
 	}
 	var req rejoinRequest
-	if err := cardDec.Unmarshal(b, &req); err != nil {
+	if err := card.Dec.Unmarshal(b, &req); err != nil {
 		s.Reset()
 		return
 	}
-	vc, err := verifyCard(req.Card, c.now())
+	vc, err := card.Verify(req.Card, c.now())
 	if err != nil || vc.Peer.ID != from {
 		s.Reset()
 		return
@@ -280,7 +281,7 @@ func (c *Chat) handleRejoin(s network.Stream) {
 	}
 	_, _ = s.Write([]byte{1})
 	c.wg.Go(func() {
-		parts, err := c.rotate(c.ctx, conv, []crdt.Op{announceOf(vc)}, []VerifiedCard{vc}, nil)
+		parts, err := c.rotate(c.ctx, conv, []crdt.Op{announceOf(vc)}, []card.Verified{vc}, nil)
 		if err != nil {
 			c.log.Warn("seal a returning device into a conversation", "conv", conv.hexID, "err", err)
 			return

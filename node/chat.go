@@ -25,6 +25,7 @@ import (
 	"github.com/glitr-chat/glitr/dag"
 	"github.com/glitr-chat/glitr/internal/tasks"
 	"github.com/glitr-chat/glitr/keyring"
+	"github.com/glitr-chat/glitr/node/card"
 	"github.com/glitr-chat/glitr/node/catchup"
 	"github.com/glitr-chat/glitr/node/discovery"
 	"github.com/glitr-chat/glitr/node/links"
@@ -72,7 +73,7 @@ type Chat struct {
 	mu       sync.RWMutex
 	convs    map[string]*conversation // by hex conversation id
 	bySync   map[string]*conversation // by sync id
-	contacts map[keyring.AccountID]VerifiedCard
+	contacts map[keyring.AccountID]card.Verified
 	account  *conversation // the account DAG, shared by this account's devices
 	inv      invites
 	// welcomedBy names, per conversation id, the peer whose welcome
@@ -197,7 +198,7 @@ func newChat(n *Node, id *Identity, st *dag.Store, d ds.Batching) *Chat {
 		n: n, id: id, store: st, ds: d, log: n.log.With("component", "chat"),
 		events: newEventLog(4096),
 		convs:  map[string]*conversation{}, bySync: map[string]*conversation{},
-		contacts:   map[keyring.AccountID]VerifiedCard{},
+		contacts:   map[keyring.AccountID]card.Verified{},
 		pairs:      map[keyring.AccountID][discovery.PairSecretSize]byte{},
 		ownDevs:    map[keyring.DeviceID]ownDevice{},
 		lastSeen:   map[keyring.DeviceID]time.Time{},
@@ -215,13 +216,13 @@ func (c *Chat) storeKey() []byte { return c.id.Keyring.Secrets[storeKeyName] }
 // conversation's CRDT state from its blocks.
 func (c *Chat) load(ctx context.Context) error {
 	if err := c.each(ctx, contactPrefix, func(k string, v []byte) error {
-		var card Card
-		if err := cardDec.Unmarshal(v, &card); err != nil {
+		var cd card.Card
+		if err := card.Dec.Unmarshal(v, &cd); err != nil {
 			return fmt.Errorf("contact %s: %w", k, err)
 		}
 		// Stored cards are not re-checked for expiry: an old prekey
 		// only matters when sealing a new epoch, which checks it.
-		vc, err := verifyCard(card, time.Time{})
+		vc, err := card.Verify(cd, time.Time{})
 		if err != nil {
 			c.log.Warn("stored contact card no longer verifies; ignoring it", "key", k, "err", err)
 			return nil
@@ -464,13 +465,13 @@ func (c *Chat) persistKeys(ctx context.Context, conv *conversation, sync bool) e
 }
 
 // AddContact verifies and stores a card.
-func (c *Chat) AddContact(ctx context.Context, text string) (VerifiedCard, error) {
-	vc, err := ParseCard(text, c.now())
+func (c *Chat) AddContact(ctx context.Context, text string) (card.Verified, error) {
+	vc, err := card.Parse(text, c.now())
 	if err != nil {
 		return vc, err
 	}
 	if vc.Cert.Account == c.id.AccountID() {
-		return vc, fmt.Errorf("%w: that is your own card", ErrBadCard)
+		return vc, fmt.Errorf("%w: that is your own card", card.ErrBadCard)
 	}
 	if err := c.putContactCard(ctx, vc); err != nil {
 		return vc, err
@@ -487,7 +488,7 @@ func (c *Chat) AddContact(ctx context.Context, text string) (VerifiedCard, error
 // and a welcome sent to each of them.
 func (c *Chat) CreateConversation(ctx context.Context, title string, members []keyring.AccountID) (string, error) {
 	now := c.now()
-	var cards []VerifiedCard
+	var cards []card.Verified
 	c.mu.RLock()
 	for _, a := range members {
 		vc, ok := c.contacts[a]

@@ -18,6 +18,7 @@ import (
 
 	"github.com/glitr-chat/glitr/crdt"
 	"github.com/glitr-chat/glitr/keyring"
+	"github.com/glitr-chat/glitr/node/card"
 )
 
 // WelcomeProtocol delivers a new conversation's first epoch to a member.
@@ -41,7 +42,7 @@ type Welcome struct {
 // sendWelcome delivers an epoch's welcome to a member, retrying with
 // backoff until it gets through (the member may be offline); with history,
 // it then streams the conversation's blocks (a member added later).
-func (c *Chat) sendWelcome(ctx context.Context, conv *conversation, to VerifiedCard, parts [][]byte, history bool) {
+func (c *Chat) sendWelcome(ctx context.Context, conv *conversation, to card.Verified, parts [][]byte, history bool) {
 	wel := Welcome{Conversation: conv.id, Rotation: parts}
 	if history {
 		box, err := keyring.SealBox(to.Prekey, purposeConvRoot, conv.id, conv.root)
@@ -148,7 +149,7 @@ func (c *Chat) syncThenAnnounce(conv *conversation, from peer.ID) {
 
 func (c *Chat) acceptWelcome(ctx context.Context, from peer.ID, b []byte) error {
 	var w Welcome
-	if err := cardDec.Unmarshal(b, &w); err != nil {
+	if err := card.Dec.Unmarshal(b, &w); err != nil {
 		return fmt.Errorf("malformed: %w", err)
 	}
 	if len(w.Conversation) != 16 || len(w.Rotation) == 0 || len(w.Rotation) > 16 {

@@ -32,6 +32,7 @@ import (
 
 	"github.com/glitr-chat/glitr/dag"
 	"github.com/glitr-chat/glitr/internal/testsupport"
+	"github.com/glitr-chat/glitr/node/card"
 	"github.com/glitr-chat/glitr/webui"
 )
 
@@ -504,7 +505,7 @@ func (p *faultProc) start(t *testing.T) {
 	if p.account == "" {
 		var me struct{ Card string }
 		p.api.mustDo(t, "GET", "/api/v1/card", nil, &me)
-		vc, err := ParseCard(me.Card, time.Now())
+		vc, err := card.Parse(me.Card, time.Now())
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -10,6 +10,7 @@ import (
 
 	"github.com/glitr-chat/glitr/crdt"
 	"github.com/glitr-chat/glitr/keyring"
+	"github.com/glitr-chat/glitr/node/card"
 )
 
 // Epochs and membership. A conversation's key changes with a Rotation op
@@ -222,7 +223,7 @@ func (c *Chat) missingFromEpoch(conv *conversation, rv crdt.RotationView) []crdt
 // member (from the devices' announcements, or a contact card when that
 // is newer), this device's own first, plus the crdt recipients list.
 // conv.mu is held.
-func (c *Chat) memberRecipients(conv *conversation, extra []VerifiedCard, now time.Time) ([]keyring.SignedPrekey, []crdt.Recipient, error) {
+func (c *Chat) memberRecipients(conv *conversation, extra []card.Verified, now time.Time) ([]keyring.SignedPrekey, []crdt.Recipient, error) {
 	own, err := c.ownPrekey()
 	if err != nil {
 		return nil, nil, err
@@ -286,7 +287,7 @@ func (c *Chat) memberRecipients(conv *conversation, extra []VerifiedCard, now ti
 
 // rotate commits ops together with a new epoch sealed to the members
 // (after ops take effect: extra are newcomers, drop are removed accounts).
-func (c *Chat) rotate(ctx context.Context, conv *conversation, ops []crdt.Op, extra []VerifiedCard, drop map[keyring.AccountID]bool) ([][]byte, error) {
+func (c *Chat) rotate(ctx context.Context, conv *conversation, ops []crdt.Op, extra []card.Verified, drop map[keyring.AccountID]bool) ([][]byte, error) {
 	now := c.now()
 	conv.mu.Lock()
 	recips, crdtRecips, err := c.memberRecipients(conv, extra, now)
@@ -336,8 +337,8 @@ func (c *Chat) rotate(ctx context.Context, conv *conversation, ops []crdt.Op, ex
 // announceOf announces another device (a newcomer's, a linked or returning
 // one) with its certificate and prekey, so every member can seal the next
 // epochs to it before it writes anything itself.
-func announceOf(vc VerifiedCard) crdt.Op {
-	return crdt.DeviceAnnounce{Account: crdt.AccountID(vc.Cert.Account), Device: crdt.DeviceID(vc.Cert.Device), Cert: vc.raw.Cert, Prekey: vc.raw.Prekey}
+func announceOf(vc card.Verified) crdt.Op {
+	return crdt.DeviceAnnounce{Account: crdt.AccountID(vc.Cert.Account), Device: crdt.DeviceID(vc.Cert.Device), Cert: vc.Raw.Cert, Prekey: vc.Raw.Prekey}
 }
 
 // requireAdmin checks that this account may change the membership.
@@ -380,7 +381,7 @@ func (c *Chat) AddMember(ctx context.Context, hexID string, account keyring.Acco
 	if already {
 		return nil
 	}
-	parts, err := c.rotate(ctx, conv, []crdt.Op{crdt.AddMember{Account: crdt.AccountID(account)}, announceOf(vc)}, []VerifiedCard{vc}, nil)
+	parts, err := c.rotate(ctx, conv, []crdt.Op{crdt.AddMember{Account: crdt.AccountID(account)}, announceOf(vc)}, []card.Verified{vc}, nil)
 	if err != nil {
 		return err
 	}

@@ -2,19 +2,17 @@ package node
 
 import (
 	"crypto/rand"
-	"encoding/base64"
 	"errors"
 	"fmt"
 	"io/fs"
 	"os"
-	"strings"
 	"time"
 
 	"github.com/fxamacker/cbor/v2"
 	"github.com/libp2p/go-libp2p/core/peer"
 
 	"github.com/glitr-chat/glitr/keyring"
-	"github.com/glitr-chat/glitr/protocol"
+	"github.com/glitr-chat/glitr/node/card"
 )
 
 // Files of the personal identity.
@@ -123,113 +121,15 @@ func (id *Identity) save() error {
 	return nil
 }
 
-// Card is what a contact needs to start a conversation with this device:
-// who it is (account and certified device), how to seal an epoch to it (a
-// signed prekey) and where to reach it. Cards are exchanged out of band;
-// invite links (a later milestone) will carry the same facts plus a token.
-type Card struct {
-	Cert   []byte   `cbor:"1,keyasint"`
-	Prekey []byte   `cbor:"2,keyasint"`
-	Peer   []byte   `cbor:"3,keyasint"`
-	Addrs  []string `cbor:"4,keyasint"`
-}
-
-// CardPrefix starts the text form of a card.
-const CardPrefix = "glitr-card:"
-
-// ErrBadCard marks a card that does not decode or verify.
-var ErrBadCard = errors.New("invalid contact card")
-
-// VerifiedCard is a card whose signatures checked out.
-type VerifiedCard struct {
-	Cert   keyring.Certificate
-	Prekey keyring.SignedPrekey
-	Peer   peer.AddrInfo
-	raw    Card
-}
-
-// cardDec decodes cards and the other small messages peers send.
-var cardDec = protocol.SmallDec
-
 var canonicalEnc, _ = cbor.CanonicalEncOptions().EncMode()
 
-// MyCard returns this device's current card.
+// MyCard returns this device's current card in its text form.
 func (id *Identity) MyCard(p peer.AddrInfo) (string, error) {
 	signed, err := id.Keyring.Device.SignPrekey(id.Keyring.Prekeys.Current())
 	if err != nil {
 		return "", err
 	}
-	c := Card{Cert: id.Cert, Prekey: signed, Peer: []byte(p.ID)}
-	for _, a := range p.Addrs {
-		c.Addrs = append(c.Addrs, a.String())
-	}
-	b, err := canonicalEnc.Marshal(c)
-	if err != nil {
-		return "", err
-	}
-	return CardPrefix + base64.RawURLEncoding.EncodeToString(b), nil
-}
-
-// ParseCard decodes and verifies a card's text form. A zero now skips the
-// validity-period checks (for cards already accepted and stored).
-func ParseCard(s string, now time.Time) (VerifiedCard, error) {
-	var vc VerifiedCard
-	raw, ok := strings.CutPrefix(strings.TrimSpace(s), CardPrefix)
-	if !ok {
-		return vc, fmt.Errorf("%w: does not start with %q", ErrBadCard, CardPrefix)
-	}
-	if len(raw) > 16<<10 {
-		return vc, fmt.Errorf("%w: too long", ErrBadCard)
-	}
-	b, err := base64.RawURLEncoding.DecodeString(raw)
-	if err != nil {
-		return vc, fmt.Errorf("%w: %w", ErrBadCard, err)
-	}
-	if err := cardDec.Unmarshal(b, &vc.raw); err != nil {
-		return vc, fmt.Errorf("%w: %w", ErrBadCard, err)
-	}
-	return verifyCard(vc.raw, now)
-}
-
-func verifyCard(c Card, now time.Time) (VerifiedCard, error) {
-	vc, err := verifyCardIdentity(c, now)
-	if err != nil {
-		return vc, err
-	}
-	if vc.Prekey, err = keyring.VerifyPrekey(c.Prekey); err != nil {
-		return vc, fmt.Errorf("%w: prekey: %w", ErrBadCard, err)
-	}
-	if vc.Prekey.Device != vc.Cert.Device {
-		return vc, fmt.Errorf("%w: prekey belongs to another device", ErrBadCard)
-	}
-	if err := vc.Prekey.ValidAt(now); err != nil && !now.IsZero() {
-		return vc, fmt.Errorf("%w: prekey: %w", ErrBadCard, err)
-	}
-	return vc, nil
-}
-
-// verifyCardIdentity checks a card's certificate (at now, unless zero),
-// peer id and addresses, not its prekey: who the card speaks for.
-func verifyCardIdentity(c Card, now time.Time) (VerifiedCard, error) {
-	vc := VerifiedCard{raw: c}
-	var err error
-	if vc.Cert, err = keyring.VerifyCertificate(c.Cert); err != nil {
-		return vc, fmt.Errorf("%w: certificate: %w", ErrBadCard, err)
-	}
-	if err := vc.Cert.ValidAt(now); err != nil && !now.IsZero() {
-		return vc, fmt.Errorf("%w: certificate: %w", ErrBadCard, err)
-	}
-	if vc.Peer.ID, err = peer.IDFromBytes(c.Peer); err != nil {
-		return vc, fmt.Errorf("%w: peer id: %w", ErrBadCard, err)
-	}
-	for _, s := range c.Addrs {
-		ai, err := peer.AddrInfoFromString(s + "/p2p/" + vc.Peer.ID.String())
-		if err != nil {
-			return vc, fmt.Errorf("%w: address %q: %w", ErrBadCard, s, err)
-		}
-		vc.Peer.Addrs = append(vc.Peer.Addrs, ai.Addrs...)
-	}
-	return vc, nil
+	return card.Text(card.Of(id.Cert, signed, p))
 }
 
 // protect re-encrypts the keyring under prot (a passphrase, or the key

@@ -5,11 +5,8 @@ import (
 	"bytes"
 
 	"context"
-	"crypto/hkdf"
 	"crypto/hmac"
 	"crypto/rand"
-	"crypto/sha256"
-	"encoding/base64"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -26,8 +23,8 @@ import (
 
 	"github.com/glitr-chat/glitr/crdt"
 	"github.com/glitr-chat/glitr/keyring"
+	"github.com/glitr-chat/glitr/node/card"
 	"github.com/glitr-chat/glitr/node/discovery"
-	"github.com/glitr-chat/glitr/protocol"
 )
 
 // Invites. An invite link carries the inviter's certified device and peer
@@ -53,19 +50,7 @@ const ContactProtocol = "/glitr/contact/1.0.0"
 // prekey) to whoever names a pending invite or link code by its token id.
 const TokenCardProtocol = "/glitr/token-card/1.0.0"
 
-// tokenLinkVersion is the payload version of invite links and link codes:
-// 2 leaves the prekey out of the link (fetched on TokenCardProtocol).
-const tokenLinkVersion = 2
-
-// Invite link prefixes: the web+ scheme is what browsers let a PWA handle.
 const (
-	InviteLinkPrefix    = "web+glitr:invite/"
-	altInviteLinkPrefix = "glitr:invite/"
-)
-
-const (
-	inviteTokenLen     = 32
-	maxInviteLink      = 8 << 10
 	maxContactRequest  = 48 << 10
 	contactRequestRate = 1.0 / 6 // per peer per second: 10 per minute
 	contactBurst       = 5
@@ -78,16 +63,6 @@ var (
 	invitePrefix = ds.NewKey("/invite")
 	pairPrefix   = ds.NewKey("/pair")
 )
-
-// invitePayload is the CBOR inside a link.
-type invitePayload struct {
-	V       uint8  `cbor:"1,keyasint"`
-	Card    Card   `cbor:"2,keyasint"`
-	Name    string `cbor:"3,keyasint"`
-	Expires int64  `cbor:"4,keyasint"`
-	Token   []byte `cbor:"5,keyasint"`
-	MAC     []byte `cbor:"6,keyasint"`
-}
 
 // pendingInvite is what the inviter keeps per token (sealed at rest).
 type pendingInvite struct {
@@ -102,128 +77,16 @@ type contactRequest struct {
 }
 
 type contactRequestBody struct {
-	Card   Card   `cbor:"1,keyasint"`
-	Name   string `cbor:"2,keyasint"`
-	Secret []byte `cbor:"3,keyasint"`
-	Proof  []byte `cbor:"4,keyasint"`
+	Card   card.Card `cbor:"1,keyasint"`
+	Name   string    `cbor:"2,keyasint"`
+	Secret []byte    `cbor:"3,keyasint"`
+	Proof  []byte    `cbor:"4,keyasint"`
 }
 
 type contactReply struct {
 	Err          string `cbor:"1,keyasint,omitempty"` // "expired" or "used"
 	Conversation []byte `cbor:"2,keyasint,omitempty"`
 	Name         string `cbor:"3,keyasint,omitempty"`
-}
-
-func tokenKey(token []byte, label string) []byte {
-	k, err := hkdf.Key(sha256.New, token, nil, protocol.Label(label), 32)
-	if err != nil {
-		panic(err) // only for lengths hkdf refuses
-	}
-	return k
-}
-
-func tokenID(token []byte) []byte { return tokenKey(token, "invite-id")[:16] }
-
-func (p *invitePayload) mac() ([]byte, error) { return p.macWith("invite-mac") }
-
-// macWith is the payload's MAC under a key derived from its token for
-// label (invites and device-link codes use different labels).
-func (p *invitePayload) macWith(label string) ([]byte, error) {
-	unsigned := *p
-	unsigned.MAC = nil
-	b, err := canonicalEnc.Marshal(unsigned)
-	if err != nil {
-		return nil, err
-	}
-	m := hmac.New(sha256.New, tokenKey(p.Token, label))
-	m.Write(b)
-	return m.Sum(nil), nil
-}
-
-func requestProof(token, tid []byte, card Card, secret []byte) ([]byte, error) {
-	cb, err := canonicalEnc.Marshal(card)
-	if err != nil {
-		return nil, err
-	}
-	m := hmac.New(sha256.New, tokenKey(token, "contact-proof"))
-	m.Write(tid)
-	m.Write(cb)
-	m.Write(secret)
-	return m.Sum(nil), nil
-}
-
-// ParsedInvite is a link that decoded and verified.
-type ParsedInvite struct {
-	Card    VerifiedCard
-	Name    string
-	Expires time.Time
-	token   []byte
-}
-
-// ParseInvite decodes and checks a link: format, MAC, card signatures and
-// expiry (ErrInviteExpired; other failures wrap ErrInviteInvalid).
-func ParseInvite(link string, now time.Time) (ParsedInvite, error) {
-	return parseTokenLink(link, now, tokenLinkKind{
-		word: "invite", prefix: InviteLinkPrefix, alt: altInviteLinkPrefix, macLabel: "invite-mac",
-		invalid: ErrInviteInvalid, expired: ErrInviteExpired,
-	})
-}
-
-// tokenLinkKind describes one kind of one-time link: invites and
-// device-link codes share the format and differ in prefix, MAC label and
-// errors.
-type tokenLinkKind struct {
-	word, prefix, alt, macLabel string
-	invalid, expired            error
-}
-
-func parseTokenLink(link string, now time.Time, k tokenLinkKind) (ParsedInvite, error) {
-	var pi ParsedInvite
-	link = strings.TrimSpace(link)
-	marker := k.word + "/"
-	if i := strings.Index(link, marker); i >= 0 && !strings.HasPrefix(link, k.prefix) && !strings.HasPrefix(link, k.alt) {
-		// A deep link that went through a browser may be percent-encoded
-		// or wrapped (…/#invite/…); take the part after "invite/".
-		link = k.alt + link[i+len(marker):]
-	}
-	raw, ok := strings.CutPrefix(link, k.prefix)
-	if !ok {
-		if raw, ok = strings.CutPrefix(link, k.alt); !ok {
-			return pi, fmt.Errorf("%w: not a%s %s link", k.invalid, map[bool]string{true: "n", false: ""}[k.word[0] == 'i'], k.word)
-		}
-	}
-	if len(raw) > maxInviteLink {
-		return pi, fmt.Errorf("%w: too long", k.invalid)
-	}
-	b, err := base64.RawURLEncoding.DecodeString(raw)
-	if err != nil {
-		return pi, fmt.Errorf("%w: %w", k.invalid, err)
-	}
-	var p invitePayload
-	if err := cardDec.Unmarshal(b, &p); err != nil {
-		return pi, fmt.Errorf("%w: %w", k.invalid, err)
-	}
-	if p.V != tokenLinkVersion || len(p.Token) != inviteTokenLen || len(p.MAC) != sha256.Size || len(p.Card.Prekey) != 0 || len(p.Card.Addrs) != 0 {
-		return pi, fmt.Errorf("%w: malformed", k.invalid)
-	}
-	want, err := p.macWith(k.macLabel)
-	if err != nil {
-		return pi, fmt.Errorf("%w: %w", k.invalid, err)
-	}
-	if !hmac.Equal(want, p.MAC) {
-		return pi, fmt.Errorf("%w: the link was altered", k.invalid)
-	}
-	if pi.Card, err = verifyCardIdentity(p.Card, now); err != nil {
-		return pi, fmt.Errorf("%w: %w", k.invalid, err)
-	}
-	if err := checkName(p.Name); err != nil {
-		return pi, fmt.Errorf("%w: %w", k.invalid, err)
-	}
-	pi.Name, pi.Expires, pi.token = p.Name, time.Unix(p.Expires, 0), p.Token
-	if !now.Before(pi.Expires) {
-		return pi, fmt.Errorf("%w (%s)", k.expired, pi.Expires.UTC().Format(time.RFC3339))
-	}
-	return pi, nil
 }
 
 // invites is the inviter's side: pending tokens and request rate limits.
@@ -241,39 +104,32 @@ func (c *Chat) CreateInvite(ctx context.Context, ttl time.Duration) (Invite, err
 	if ttl > maxInviteTTL {
 		return Invite{}, fmt.Errorf("%w: an invite lasts at most %s", ErrBadInput, maxInviteTTL)
 	}
-	return c.newTokenLink(ctx, ttl, InviteLinkPrefix, "invite-mac", invitePrefix)
+	return c.newTokenLink(ctx, ttl, card.Invite, invitePrefix)
 }
 
 // newTokenLink makes a one-time link carrying this device's card, the
 // display name, the expiry and a fresh token, and stores the token under
 // store (synced) for the request that will prove it.
-func (c *Chat) newTokenLink(ctx context.Context, ttl time.Duration, prefix, macLabel string, store ds.Key) (Invite, error) {
-	token := make([]byte, inviteTokenLen)
+func (c *Chat) newTokenLink(ctx context.Context, ttl time.Duration, kind card.Kind, store ds.Key) (Invite, error) {
+	token := make([]byte, card.TokenLen)
 	if _, err := rand.Read(token); err != nil {
 		return Invite{}, err
 	}
 	expires := c.now().Add(ttl).Truncate(time.Second)
-	p := invitePayload{
-		V:       tokenLinkVersion,
-		Card:    Card{Cert: c.id.Cert, Peer: []byte(c.n.Host.ID())},
+	link, err := kind.Encode(card.Payload{
+		Card:    card.Card{Cert: c.id.Cert, Peer: []byte(c.n.Host.ID())},
 		Name:    c.accountSnapshot().name,
 		Expires: expires.Unix(),
 		Token:   token,
-	}
-	mac, err := p.macWith(macLabel)
+	})
 	if err != nil {
 		return Invite{}, err
 	}
-	p.MAC = mac
-	b, err := canonicalEnc.Marshal(p)
-	if err != nil {
+	tid := card.TokenID(token)
+	if err := c.putPending(ctx, store, tid, pendingInvite{Expires: expires.Unix(), Token: token}); err != nil {
 		return Invite{}, err
 	}
-	tid := tokenID(token)
-	if err := c.putPending(ctx, store, tid, pendingInvite{Expires: p.Expires, Token: token}); err != nil {
-		return Invite{}, err
-	}
-	return Invite{Link: prefix + base64.RawURLEncoding.EncodeToString(b), Token: hex.EncodeToString(tid), Expires: expires}, nil
+	return Invite{Link: link, Token: hex.EncodeToString(tid), Expires: expires}, nil
 }
 
 func (c *Chat) ownPrekeySigned() ([]byte, error) {
@@ -387,7 +243,7 @@ func (c *Chat) discoveryContacts() []discovery.Contact {
 }
 
 // addVerifiedContact stores a contact and records it in the account DAG.
-func (c *Chat) addVerifiedContact(ctx context.Context, vc VerifiedCard, name string) error {
+func (c *Chat) addVerifiedContact(ctx context.Context, vc card.Verified, name string) error {
 	if err := c.putContactCard(ctx, vc); err != nil {
 		return err
 	}
@@ -429,7 +285,7 @@ func (c *Chat) takesNameOfAnother(a keyring.AccountID, name string) bool {
 // AcceptInvite sends a contact request for link and returns the inviter's
 // account and the 1:1 conversation once it has arrived.
 func (c *Chat) AcceptInvite(ctx context.Context, link string) (keyring.AccountID, string, error) {
-	pi, err := ParseInvite(link, c.now())
+	pi, err := card.Invite.Parse(link, c.now())
 	if err != nil {
 		return keyring.AccountID{}, "", err
 	}
@@ -437,7 +293,7 @@ func (c *Chat) AcceptInvite(ctx context.Context, link string) (keyring.AccountID
 	if inviter == c.id.AccountID() {
 		return inviter, "", fmt.Errorf("%w: that is your own invite", ErrInviteInvalid)
 	}
-	tid := tokenID(pi.token)
+	tid := card.TokenID(pi.Token)
 	if pi.Card, err = c.fetchTokenCard(ctx, pi.Card, tid, "the inviter", ErrInviteInvalid); err != nil {
 		return inviter, "", err
 	}
@@ -449,7 +305,7 @@ func (c *Chat) AcceptInvite(ctx context.Context, link string) (keyring.AccountID
 	if err != nil {
 		return inviter, "", err
 	}
-	proof, err := requestProof(pi.token, tid, myCard, secret)
+	proof, err := card.ContactProof(pi.Token, tid, myCard, secret)
 	if err != nil {
 		return inviter, "", err
 	}
@@ -503,16 +359,12 @@ func (c *Chat) AcceptInvite(ctx context.Context, link string) (keyring.AccountID
 	}
 }
 
-func (c *Chat) myCardRaw() (Card, error) {
+func (c *Chat) myCardRaw() (card.Card, error) {
 	signed, err := c.ownPrekeySigned()
 	if err != nil {
-		return Card{}, err
+		return card.Card{}, err
 	}
-	card := Card{Cert: c.id.Cert, Prekey: signed, Peer: []byte(c.n.Host.ID())}
-	for _, a := range c.n.Host.Addrs() {
-		card.Addrs = append(card.Addrs, a.String())
-	}
-	return card, nil
+	return card.Of(c.id.Cert, signed, peer.AddrInfo{ID: c.n.Host.ID(), Addrs: c.n.Host.Addrs()}), nil
 }
 
 // sendContactRequest reaches the inviter (through the DHT when no address
@@ -541,7 +393,7 @@ func (c *Chat) sendContactRequest(ctx context.Context, p peer.ID, req []byte) (c
 	if err != nil || len(b) == 0 {
 		return reply, fmt.Errorf("%w: the inviter did not answer (the invite is unknown to it, or was revoked)", ErrInviteInvalid)
 	}
-	if err := cardDec.Unmarshal(b, &reply); err != nil {
+	if err := card.Dec.Unmarshal(b, &reply); err != nil {
 		return reply, fmt.Errorf("%w: malformed answer: %w", ErrBadPeer, err)
 	}
 	return reply, nil
@@ -629,7 +481,7 @@ var errDropRequest = errors.New("contact request does not prove a valid token")
 // and spending the token is one step.
 func openTokenRequest[B any](c *Chat, b []byte, purpose string, lookup func(tokenID []byte) (pendingInvite, bool)) (tokenID []byte, issued pendingInvite, body B, err error) {
 	var req contactRequest
-	if err := cardDec.Unmarshal(b, &req); err != nil || len(req.TokenID) != 16 {
+	if err := card.Dec.Unmarshal(b, &req); err != nil || len(req.TokenID) != 16 {
 		return nil, issued, body, errDropRequest
 	}
 	issued, ok := lookup(req.TokenID)
@@ -642,7 +494,7 @@ func openTokenRequest[B any](c *Chat, b []byte, purpose string, lookup func(toke
 	if err != nil {
 		return nil, issued, body, fmt.Errorf("%w: %w", errDropRequest, err)
 	}
-	if err := cardDec.Unmarshal(plain, &body); err != nil {
+	if err := card.Dec.Unmarshal(plain, &body); err != nil {
 		return nil, issued, body, fmt.Errorf("%w: %w", errDropRequest, err)
 	}
 	return req.TokenID, issued, body, nil
@@ -673,7 +525,7 @@ func (c *Chat) acceptContactRequest(ctx context.Context, from peer.ID, b []byte)
 	if err != nil {
 		return contactReply{}, err
 	}
-	want, err := requestProof(inv.Token, tokenID, body.Card, body.Secret)
+	want, err := card.ContactProof(inv.Token, tokenID, body.Card, body.Secret)
 	if err != nil || !hmac.Equal(want, body.Proof) || len(body.Secret) != 32 {
 		return contactReply{}, errDropRequest
 	}
@@ -684,7 +536,7 @@ func (c *Chat) acceptContactRequest(ctx context.Context, from peer.ID, b []byte)
 	if !c.now().Before(time.Unix(inv.Expires, 0)) {
 		return contactReply{Err: "expired"}, nil
 	}
-	vc, err := verifyCard(body.Card, c.now())
+	vc, err := card.Verify(body.Card, c.now())
 	if err != nil || vc.Peer.ID != from || vc.Cert.Account == c.id.AccountID() {
 		return contactReply{}, fmt.Errorf("%w: card does not verify or is not the requester's", errDropRequest)
 	}
@@ -725,7 +577,7 @@ func (c *Chat) contactName(a keyring.AccountID) string {
 // id, for its current card. The answer must speak for the very device the
 // link certifies (same certificate, same peer), and its prekey must be
 // signed by that device and valid now: the link authenticates the prekey.
-func (c *Chat) fetchTokenCard(ctx context.Context, linked VerifiedCard, tid []byte, who string, invalid error) (VerifiedCard, error) {
+func (c *Chat) fetchTokenCard(ctx context.Context, linked card.Verified, tid []byte, who string, invalid error) (card.Verified, error) {
 	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
 	p := linked.Peer.ID
@@ -749,18 +601,18 @@ func (c *Chat) fetchTokenCard(ctx context.Context, linked VerifiedCard, tid []by
 	if err != nil || len(b) == 0 {
 		return linked, fmt.Errorf("%w: %s did not answer (the code is unknown to it, or was revoked)", invalid, who)
 	}
-	var card Card
-	if len(b) > maxContactRequest || cardDec.Unmarshal(b, &card) != nil {
+	var cd card.Card
+	if len(b) > maxContactRequest || card.Dec.Unmarshal(b, &cd) != nil {
 		return linked, fmt.Errorf("%w: %s sent a malformed card", ErrBadPeer, who)
 	}
-	vc, err := verifyCard(card, c.now())
+	vc, err := card.Verify(cd, c.now())
 	if err != nil {
 		return linked, fmt.Errorf("%w: %s's card: %w", ErrBadPeer, who, err)
 	}
-	if !bytes.Equal(card.Cert, linked.raw.Cert) || vc.Peer.ID != p {
+	if !bytes.Equal(cd.Cert, linked.Raw.Cert) || vc.Peer.ID != p {
 		return linked, fmt.Errorf("%w: %s answered with another device's card", ErrBadPeer, who)
 	}
-	vc.raw.Addrs, vc.Peer.Addrs = nil, nil
+	vc.Raw.Addrs, vc.Peer.Addrs = nil, nil
 	return vc, nil
 }
 

@@ -12,6 +12,7 @@ import (
 
 	"github.com/glitr-chat/glitr/crdt"
 	"github.com/glitr-chat/glitr/internal/testsupport"
+	"github.com/glitr-chat/glitr/node/card"
 	"github.com/glitr-chat/glitr/node/discovery"
 )
 
@@ -44,10 +45,10 @@ func TestInviteAcceptChatThroughDHT(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !strings.HasPrefix(inv.Link, InviteLinkPrefix) {
+	if !strings.HasPrefix(inv.Link, card.Invite.Prefix) {
 		t.Fatalf("link %q lacks the prefix", inv.Link)
 	}
-	pi, err := ParseInvite(inv.Link, time.Now())
+	pi, err := card.Invite.Parse(inv.Link, time.Now())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -80,16 +81,16 @@ func TestInviteAcceptChatThroughDHT(t *testing.T) {
 		t.Fatalf("reused invite = %v, want ErrInviteUsed", err)
 	}
 	// Expired, altered and forged links.
-	if _, err := ParseInvite(inv.Link, time.Now().Add(2*time.Hour)); !errors.Is(err, ErrInviteExpired) {
+	if _, err := card.Invite.Parse(inv.Link, time.Now().Add(2*time.Hour)); !errors.Is(err, ErrInviteExpired) {
 		t.Fatalf("expired invite = %v, want ErrInviteExpired", err)
 	}
-	raw := strings.TrimPrefix(inv.Link, InviteLinkPrefix)
+	raw := strings.TrimPrefix(inv.Link, card.Invite.Prefix)
 	mid := len(raw) / 2
 	flip := "A"
 	if raw[mid] == 'A' {
 		flip = "B"
 	}
-	if _, _, err := b.AcceptInvite(ctx, InviteLinkPrefix+raw[:mid]+flip+raw[mid+1:]); !errors.Is(err, ErrInviteInvalid) {
+	if _, _, err := b.AcceptInvite(ctx, card.Invite.Prefix+raw[:mid]+flip+raw[mid+1:]); !errors.Is(err, ErrInviteInvalid) {
 		t.Fatalf("altered invite = %v, want ErrInviteInvalid", err)
 	}
 	if _, _, err := b.AcceptInvite(ctx, "web+glitr:invite/!!!"); !errors.Is(err, ErrInviteInvalid) {
@@ -112,24 +113,21 @@ func TestInviteAcceptChatThroughDHT(t *testing.T) {
 // issued, with a MAC that matches the new token.
 func forgeInvite(t *testing.T, link string) string {
 	t.Helper()
-	b, err := base64.RawURLEncoding.DecodeString(strings.TrimPrefix(link, InviteLinkPrefix))
+	b, err := base64.RawURLEncoding.DecodeString(strings.TrimPrefix(link, card.Invite.Prefix))
 	if err != nil {
 		t.Fatal(err)
 	}
-	var p invitePayload
-	if err := cardDec.Unmarshal(b, &p); err != nil {
+	var p card.Payload
+	if err := card.Dec.Unmarshal(b, &p); err != nil {
 		t.Fatal(err)
 	}
-	p.Token = make([]byte, inviteTokenLen)
+	p.Token = make([]byte, card.TokenLen)
 	p.Token[0] = 1
-	if p.MAC, err = p.mac(); err != nil {
-		t.Fatal(err)
-	}
-	out, err := canonicalEnc.Marshal(p)
+	forged, err := card.Invite.Encode(p)
 	if err != nil {
 		t.Fatal(err)
 	}
-	return InviteLinkPrefix + base64.RawURLEncoding.EncodeToString(out)
+	return forged
 }
 
 // Requests that prove no token are dropped after a lookup (no public-key
@@ -333,12 +331,12 @@ func TestCompactInviteAndTokenCard(t *testing.T) {
 		t.Fatalf("invite link of %d characters", len(inv.Link))
 	}
 	t.Logf("invite link: %d characters", len(inv.Link))
-	pi, err := ParseInvite(inv.Link, b.Chat.now())
+	pi, err := card.Invite.Parse(inv.Link, b.Chat.now())
 	if err != nil {
 		t.Fatal(err)
 	}
 	testsupport.Connect(t, b.Host, a.Host)
-	tid := tokenID(pi.token)
+	tid := card.TokenID(pi.Token)
 	full, err := b.Chat.fetchTokenCard(ctx, pi.Card, tid, "the inviter", ErrInviteInvalid)
 	if err != nil {
 		t.Fatal(err)
@@ -356,7 +354,7 @@ func TestCompactInviteAndTokenCard(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	bpi, err := ParseInvite(bInv.Link, a.Chat.now())
+	bpi, err := card.Invite.Parse(bInv.Link, a.Chat.now())
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -15,6 +15,7 @@ import (
 
 	"github.com/glitr-chat/glitr/crdt"
 	"github.com/glitr-chat/glitr/keyring"
+	"github.com/glitr-chat/glitr/node/card"
 )
 
 // Key upkeep: the schedules that keep forward secrecy and post-compromise
@@ -56,7 +57,7 @@ const (
 var ErrContactKeyExpired = errors.New("the contact's key has expired: it is renewed the next time you are both online")
 
 // usableCard checks that a contact's card can receive an epoch now.
-func usableCard(vc VerifiedCard, now time.Time) error {
+func usableCard(vc card.Verified, now time.Time) error {
 	if err := vc.Prekey.ValidAt(now); err != nil {
 		return fmt.Errorf("%w (%s): %w", ErrContactKeyExpired, vc.Cert.Account.String()[:16], err)
 	}
@@ -254,7 +255,7 @@ func (c *Chat) refreshCard(ctx context.Context, p peer.ID) error {
 		return fmt.Errorf("card from %s: %w", p, err)
 	}
 	if len(b) > maxContactRequest {
-		return fmt.Errorf("card from %s: %w: too long", p, ErrBadCard)
+		return fmt.Errorf("card from %s: %w: too long", p, card.ErrBadCard)
 	}
 	return c.takeCard(ctx, p, b)
 }
@@ -292,24 +293,24 @@ func (c *Chat) cardBytes() ([]byte, error) {
 	if err != nil {
 		return nil, err
 	}
-	return canonicalEnc.Marshal(Card{Cert: c.id.Cert, Prekey: signed, Peer: []byte(c.n.Host.ID())})
+	return canonicalEnc.Marshal(card.Card{Cert: c.id.Cert, Prekey: signed, Peer: []byte(c.n.Host.ID())})
 }
 
 // errNotThisContact refuses a card that is not the one stored contact's
 // device speaking for itself.
-var errNotThisContact = fmt.Errorf("%w: not from the contact's own device", ErrBadCard)
+var errNotThisContact = fmt.Errorf("%w: not from the contact's own device", card.ErrBadCard)
 
 // takeCard checks a card received from peer from and stores it when it
 // belongs to a contact (same account, device and peer as the stored card)
 // and carries a newer prekey.
 func (c *Chat) takeCard(ctx context.Context, from peer.ID, b []byte) error {
-	var card Card
-	if err := cardDec.Unmarshal(b, &card); err != nil {
-		return fmt.Errorf("%w: %w", ErrBadCard, err)
+	var cd card.Card
+	if err := card.Dec.Unmarshal(b, &cd); err != nil {
+		return fmt.Errorf("%w: %w", card.ErrBadCard, err)
 	}
 	// Signatures first (who is speaking); a card whose prekey is out of
 	// date still identifies the contact, it is just not taken.
-	vc, err := verifyCard(card, time.Time{})
+	vc, err := card.Verify(cd, time.Time{})
 	if err != nil {
 		return err
 	}
@@ -324,7 +325,7 @@ func (c *Chat) takeCard(ctx context.Context, from peer.ID, b []byte) error {
 		return nil
 	}
 	// Keep the addresses we know; the card carries none.
-	vc.raw.Addrs = old.raw.Addrs
+	vc.Raw.Addrs = old.Raw.Addrs
 	vc.Peer.Addrs = old.Peer.Addrs
 	if err := c.putContactCard(ctx, vc); err != nil {
 		return err
@@ -339,8 +340,8 @@ func (c *Chat) takeCard(ctx context.Context, from peer.ID, b []byte) error {
 }
 
 // putContactCard stores a contact's card.
-func (c *Chat) putContactCard(ctx context.Context, vc VerifiedCard) error {
-	raw, err := canonicalEnc.Marshal(vc.raw)
+func (c *Chat) putContactCard(ctx context.Context, vc card.Verified) error {
+	raw, err := canonicalEnc.Marshal(vc.Raw)
 	if err != nil {
 		return err
 	}

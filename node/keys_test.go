@@ -11,6 +11,7 @@ import (
 	"github.com/glitr-chat/glitr/crdt"
 	"github.com/glitr-chat/glitr/internal/testsupport"
 	"github.com/glitr-chat/glitr/keyring"
+	"github.com/glitr-chat/glitr/node/card"
 	"github.com/glitr-chat/glitr/webui"
 )
 
@@ -140,16 +141,16 @@ func TestPrekeyAndEpochUpkeep(t *testing.T) {
 		t.Fatal(err)
 	}
 	b.Chat.mu.RLock()
-	card := b.Chat.contacts[a.Chat.id.AccountID()]
+	got := b.Chat.contacts[a.Chat.id.AccountID()]
 	b.Chat.mu.RUnlock()
-	if card.Prekey.ID != fresh {
-		t.Fatalf("b's card of a has prekey %x, want the new %x", card.Prekey.ID, fresh)
+	if got.Prekey.ID != fresh {
+		t.Fatalf("b's card of a has prekey %x, want the new %x", got.Prekey.ID, fresh)
 	}
 	stored, err := b.Chat.ds.Get(ctx, contactKey(a.Chat.id.AccountID()))
 	if err != nil {
 		t.Fatal(err)
 	}
-	if vc, err := verifyCard(mustDecodeCard(t, stored), time.Time{}); err != nil || vc.Prekey.ID != fresh {
+	if vc, err := card.Verify(mustDecodeCard(t, stored), time.Time{}); err != nil || vc.Prekey.ID != fresh {
 		t.Fatalf("stored card of a: prekey %x, err %v; want the new one", vc.Prekey.ID, err)
 	}
 	if err := b.Chat.maintainKeys(ctx); err != nil {
@@ -211,10 +212,10 @@ func TestPrekeyAndEpochUpkeep(t *testing.T) {
 	}
 }
 
-func mustDecodeCard(t testing.TB, b []byte) Card {
+func mustDecodeCard(t testing.TB, b []byte) card.Card {
 	t.Helper()
-	var c Card
-	if err := cardDec.Unmarshal(b, &c); err != nil {
+	var c card.Card
+	if err := card.Dec.Unmarshal(b, &c); err != nil {
 		t.Fatal(err)
 	}
 	return c

@@ -4,7 +4,6 @@ import (
 	"context"
 	"crypto/hmac"
 	"crypto/rand"
-	"crypto/sha256"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -19,6 +18,7 @@ import (
 
 	"github.com/glitr-chat/glitr/crdt"
 	"github.com/glitr-chat/glitr/keyring"
+	"github.com/glitr-chat/glitr/node/card"
 	"github.com/glitr-chat/glitr/node/discovery"
 	"github.com/glitr-chat/glitr/protocol"
 )
@@ -44,12 +44,6 @@ import (
 // LinkProtocol carries device-link requests.
 const LinkProtocol = "/glitr/link/1.0.0"
 
-// Link code prefixes.
-const (
-	LinkCodePrefix    = "web+glitr:link/"
-	altLinkCodePrefix = "glitr:link/"
-)
-
 const (
 	linkTTL           = 10 * time.Minute
 	purposeLinkReq    = "link-request"
@@ -64,8 +58,8 @@ var (
 
 // Errors of device linking.
 var (
-	ErrLinkInvalid = errors.New("link code is not valid")
-	ErrLinkExpired = errors.New("link code has expired")
+	ErrLinkInvalid = card.ErrLinkInvalid
+	ErrLinkExpired = card.ErrLinkExpired
 	ErrLinkUsed    = errors.New("link code was already used")
 	ErrNotFresh    = errors.New("this node already has an account in use: link a fresh node (glitr init on a new data directory)")
 )
@@ -89,7 +83,7 @@ type linkBundle struct {
 	Cert        []byte      `cbor:"2,keyasint"`
 	Recovery    []byte      `cbor:"3,keyasint,omitempty"`
 	AccountConv []byte      `cbor:"4,keyasint"`
-	Contacts    []Card      `cbor:"5,keyasint"`
+	Contacts    []card.Card `cbor:"5,keyasint"`
 	Pairs       [][]byte    `cbor:"6,keyasint"` // account (32) ‖ pair secret (32)
 	Devices     []ownDevice `cbor:"7,keyasint"`
 }
@@ -97,11 +91,6 @@ type linkBundle struct {
 type linkReply struct {
 	Err    string `cbor:"1,keyasint,omitempty"` // "expired" or "used"
 	Bundle []byte `cbor:"2,keyasint,omitempty"`
-}
-
-var linkKind = tokenLinkKind{
-	word: "link", prefix: LinkCodePrefix, alt: altLinkCodePrefix, macLabel: "link-mac",
-	invalid: ErrLinkInvalid, expired: ErrLinkExpired,
 }
 
 var linkDec = protocol.MustDecMode(cbor.DecOptions{
@@ -113,21 +102,13 @@ var linkDec = protocol.MustDecMode(cbor.DecOptions{
 	ExtraReturnErrors: cbor.ExtraDecErrorUnknownField,
 })
 
-func linkProof(token, tid, prekey, peerID []byte) []byte {
-	m := hmac.New(sha256.New, tokenKey(token, "link-proof"))
-	m.Write(tid)
-	m.Write(prekey)
-	m.Write(peerID)
-	return m.Sum(nil)
-}
-
 // CreateLinkCode makes a one-time code that links a new device to this
 // account; it expires after ten minutes.
 func (c *Chat) CreateLinkCode(ctx context.Context) (Invite, error) {
 	if c.id.Keyring.Account == nil {
 		return Invite{}, errors.New("this device does not hold the account root key")
 	}
-	return c.newTokenLink(ctx, linkTTL, LinkCodePrefix, "link-mac", linkPrefix)
+	return c.newTokenLink(ctx, linkTTL, card.DeviceLink, linkPrefix)
 }
 
 // loadOwnDevices reads the account's other devices.
@@ -206,7 +187,7 @@ func (c *Chat) handleLinkRequest(s network.Stream) {
 	// interrupted link leaves no half-certified device (the code is spent;
 	// the user makes a new one and links again).
 	d := newDev.Cert.Device
-	if err := c.putOwnDevice(c.ctx, ownDevice{Device: d[:], Peer: newDev.raw.Peer, Prekey: newDev.raw.Prekey, Cert: newDev.raw.Cert}); err != nil {
+	if err := c.putOwnDevice(c.ctx, ownDevice{Device: d[:], Peer: newDev.Raw.Peer, Prekey: newDev.Raw.Prekey, Cert: newDev.Raw.Cert}); err != nil {
 		c.log.Error("record the linked device", "err", err)
 		return
 	}
@@ -215,7 +196,7 @@ func (c *Chat) handleLinkRequest(s network.Stream) {
 	c.wg.Go(func() { c.addDeviceEverywhere(c.ctx, *newDev) })
 }
 
-func (c *Chat) acceptLinkRequest(ctx context.Context, from peer.ID, b []byte) (linkReply, *VerifiedCard, error) {
+func (c *Chat) acceptLinkRequest(ctx context.Context, from peer.ID, b []byte) (linkReply, *card.Verified, error) {
 	c.inv.tokMu.Lock()
 	defer c.inv.tokMu.Unlock()
 	tokenID, pending, body, err := openTokenRequest[linkRequestBody](c, b, purposeLinkReq,
@@ -223,7 +204,7 @@ func (c *Chat) acceptLinkRequest(ctx context.Context, from peer.ID, b []byte) (l
 	if err != nil {
 		return linkReply{}, nil, err
 	}
-	if !hmac.Equal(linkProof(pending.Token, tokenID, body.Prekey, body.Peer), body.Proof) {
+	if !hmac.Equal(card.LinkProof(pending.Token, tokenID, body.Prekey, body.Peer), body.Proof) {
 		return linkReply{}, nil, errDropRequest
 	}
 	if pending.Used {
@@ -265,7 +246,7 @@ func (c *Chat) acceptLinkRequest(ctx context.Context, from peer.ID, b []byte) (l
 	if err != nil {
 		return linkReply{}, nil, fmt.Errorf("seal the link bundle: %w", err)
 	}
-	vc := VerifiedCard{Cert: cert, Prekey: spk, Peer: peer.AddrInfo{ID: p}, raw: Card{Cert: certBytes, Prekey: body.Prekey, Peer: body.Peer}}
+	vc := card.Verified{Cert: cert, Prekey: spk, Peer: peer.AddrInfo{ID: p}, Raw: card.Card{Cert: certBytes, Prekey: body.Prekey, Peer: body.Peer}}
 	return linkReply{Bundle: box}, &vc, nil
 }
 
@@ -281,7 +262,7 @@ func (c *Chat) linkBundle(cert []byte) (linkBundle, error) {
 	}
 	b.AccountConv = c.account.id
 	for _, vc := range c.contacts {
-		b.Contacts = append(b.Contacts, vc.raw)
+		b.Contacts = append(b.Contacts, vc.Raw)
 	}
 	for a, s := range c.pairs {
 		b.Pairs = append(b.Pairs, append(append([]byte{}, a[:]...), s[:]...))
@@ -300,7 +281,7 @@ func (c *Chat) linkBundle(cert []byte) (linkBundle, error) {
 // addDeviceEverywhere adds a newly linked device to the account DAG and to
 // every conversation: a new epoch sealed to it and the other devices, a
 // welcome and the history.
-func (c *Chat) addDeviceEverywhere(ctx context.Context, vc VerifiedCard) {
+func (c *Chat) addDeviceEverywhere(ctx context.Context, vc card.Verified) {
 	c.mu.RLock()
 	acct := c.account
 	convs := make([]*conversation, 0, len(c.convs))
@@ -309,7 +290,7 @@ func (c *Chat) addDeviceEverywhere(ctx context.Context, vc VerifiedCard) {
 	}
 	c.mu.RUnlock()
 	if acct != nil {
-		parts, err := c.rotateAccount(ctx, acct, []crdt.Op{crdt.DeviceAdd{Device: crdt.DeviceID(vc.Cert.Device), Name: vc.Cert.Name, Cert: vc.raw.Cert}})
+		parts, err := c.rotateAccount(ctx, acct, []crdt.Op{crdt.DeviceAdd{Device: crdt.DeviceID(vc.Cert.Device), Name: vc.Cert.Name, Cert: vc.Raw.Cert}})
 		if err != nil {
 			c.log.Error("add the linked device to the account DAG", "err", err)
 		} else {
@@ -317,7 +298,7 @@ func (c *Chat) addDeviceEverywhere(ctx context.Context, vc VerifiedCard) {
 		}
 	}
 	for _, conv := range convs {
-		parts, err := c.rotate(ctx, conv, []crdt.Op{announceOf(vc)}, []VerifiedCard{vc}, nil)
+		parts, err := c.rotate(ctx, conv, []crdt.Op{announceOf(vc)}, []card.Verified{vc}, nil)
 		if err != nil {
 			c.log.Error("add the linked device to a conversation", "conv", conv.hexID, "err", err)
 			continue
@@ -415,7 +396,7 @@ func (n *Node) link(ctx context.Context, code string) error {
 	if err != nil {
 		return err
 	}
-	pl, err := parseTokenLink(code, c.now(), linkKind)
+	pl, err := card.DeviceLink.Parse(code, c.now())
 	if err != nil {
 		return err
 	}
@@ -429,7 +410,7 @@ func (n *Node) link(ctx context.Context, code string) error {
 	if !fresh {
 		return ErrNotFresh
 	}
-	tid := tokenID(pl.token)
+	tid := card.TokenID(pl.Token)
 	if pl.Card, err = c.fetchTokenCard(ctx, pl.Card, tid, "the other device", ErrLinkInvalid); err != nil {
 		return err
 	}
@@ -438,7 +419,7 @@ func (n *Node) link(ctx context.Context, code string) error {
 		return err
 	}
 	peerID := []byte(n.Host.ID())
-	body, err := canonicalEnc.Marshal(linkRequestBody{Prekey: prekey, Peer: peerID, Proof: linkProof(pl.token, tid, prekey, peerID)})
+	body, err := canonicalEnc.Marshal(linkRequestBody{Prekey: prekey, Peer: peerID, Proof: card.LinkProof(pl.Token, tid, prekey, peerID)})
 	if err != nil {
 		return err
 	}
@@ -664,12 +645,12 @@ func (n *Node) applyAdoption(ctx context.Context, id *Identity, pa pendingAdopti
 			return err
 		}
 	}
-	for _, card := range b.Contacts {
-		vc, err := verifyCard(card, time.Time{})
+	for _, cd := range b.Contacts {
+		vc, err := card.Verify(cd, time.Time{})
 		if err != nil || vc.Cert.Account == want {
 			continue
 		}
-		raw, err := canonicalEnc.Marshal(card)
+		raw, err := canonicalEnc.Marshal(cd)
 		if err != nil {
 			return err
 		}

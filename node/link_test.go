@@ -10,6 +10,7 @@ import (
 
 	"github.com/glitr-chat/glitr/crdt"
 	"github.com/glitr-chat/glitr/internal/testsupport"
+	"github.com/glitr-chat/glitr/node/card"
 )
 
 // A fresh node linked to Ada's account becomes one more of her devices:
@@ -32,7 +33,7 @@ func TestLinkDeviceSharesEverything(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !strings.HasPrefix(code.Link, LinkCodePrefix) {
+	if !strings.HasPrefix(code.Link, card.DeviceLink.Prefix) {
 		t.Fatalf("link code %q", code.Link)
 	}
 	// An invite is not a link code, and a node in use cannot be linked.

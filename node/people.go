@@ -16,13 +16,12 @@ import (
 	"slices"
 	"strings"
 	"time"
-	"unicode"
-	"unicode/utf8"
 
 	qrcode "github.com/skip2/go-qrcode"
 
 	"github.com/glitr-chat/glitr/crdt"
 	"github.com/glitr-chat/glitr/keyring"
+	"github.com/glitr-chat/glitr/node/card"
 )
 
 // Errors of the people API.
@@ -30,8 +29,8 @@ var (
 	ErrAccountLocked = errors.New("account is locked: unlock it with the passphrase")
 	ErrAccountExists = errors.New("account already set up")
 	ErrRecoveryShown = errors.New("recovery words were already shown once")
-	ErrInviteInvalid = errors.New("invite is not valid")
-	ErrInviteExpired = errors.New("invite has expired")
+	ErrInviteInvalid = card.ErrInviteInvalid
+	ErrInviteExpired = card.ErrInviteExpired
 	ErrInviteUsed    = errors.New("invite was already used")
 	ErrNotAdmin      = errors.New("only an admin of the conversation can do that")
 	ErrNotMember     = errors.New("not a member of the conversation")
@@ -263,16 +262,11 @@ func (n *Node) SetPreferences(ctx context.Context, p Preferences) error {
 	return nil
 }
 
-// checkName accepts a display name or title: valid UTF-8, no control
-// characters, at most crdt.MaxTitleLen bytes.
+// checkName accepts a display name or title (card.CheckName), as
+// ErrBadInput.
 func checkName(s string) error {
-	switch {
-	case len(s) > crdt.MaxTitleLen:
-		return fmt.Errorf("%w: name is %d bytes, at most %d", ErrBadInput, len(s), crdt.MaxTitleLen)
-	case !utf8.ValidString(s):
-		return fmt.Errorf("%w: name is not valid UTF-8", ErrBadInput)
-	case strings.ContainsFunc(s, unicode.IsControl):
-		return fmt.Errorf("%w: name contains control characters", ErrBadInput)
+	if err := card.CheckName(s); err != nil {
+		return fmt.Errorf("%w: %w", ErrBadInput, err)
 	}
 	return nil
 }
