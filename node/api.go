@@ -15,6 +15,7 @@ import (
 	"github.com/glitr-chat/glitr/crdt"
 	"github.com/glitr-chat/glitr/keyring"
 	"github.com/glitr-chat/glitr/node/card"
+	"github.com/glitr-chat/glitr/node/people"
 	"github.com/glitr-chat/glitr/webui"
 )
 
@@ -51,6 +52,7 @@ var apiErrors = []struct {
 	{ErrInviteInvalid, webui.ErrBadRequest, webui.CodeInviteInvalid},
 	{ErrInviteExpired, webui.ErrBadRequest, webui.CodeInviteExpired},
 	{ErrInviteUsed, webui.ErrBadRequest, webui.CodeInviteUsed},
+	{people.ErrInviteTTL, webui.ErrBadRequest, webui.CodeBadRequest},
 	{ErrLinkInvalid, webui.ErrBadRequest, webui.CodeLinkInvalid},
 	{ErrLinkExpired, webui.ErrBadRequest, webui.CodeLinkExpired},
 	{ErrLinkUsed, webui.ErrBadRequest, webui.CodeLinkUsed},

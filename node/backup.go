@@ -16,6 +16,7 @@ import (
 	"github.com/glitr-chat/glitr/crdt"
 	"github.com/glitr-chat/glitr/keyring"
 	"github.com/glitr-chat/glitr/node/card"
+	"github.com/glitr-chat/glitr/node/request"
 )
 
 // Backup and restore (docs/devices.md). A backup, encrypted under the
@@ -243,7 +244,7 @@ func (c *Chat) askRejoin(ctx context.Context, p peer.ID, conv []byte, card card.
 	if err != nil {
 		return err
 	}
-	return c.requestAck(ctx, p, RejoinProtocol, req, 10*time.Second)
+	return request.Ack(ctx, c.n.Host, p, RejoinProtocol, req, 10*time.Second)
 }
 
 // handleRejoin lets a certified device of a member account into a
@@ -252,7 +253,7 @@ func (c *Chat) askRejoin(ctx context.Context, p peer.ID, conv []byte, card card.
 func (c *Chat) handleRejoin(s network.Stream) {
 	defer s.Close()
 	from := s.Conn().RemotePeer()
-	b, ok := c.readRequest(s, "rejoin", 15*time.Second)
+	b, ok := c.requests.Read(s, "rejoin", 15*time.Second)
 	if !ok {
 		return
 	}

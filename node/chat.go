@@ -29,6 +29,8 @@ import (
 	"github.com/glitr-chat/glitr/node/catchup"
 	"github.com/glitr-chat/glitr/node/discovery"
 	"github.com/glitr-chat/glitr/node/links"
+	"github.com/glitr-chat/glitr/node/people"
+	"github.com/glitr-chat/glitr/node/request"
 	"github.com/glitr-chat/glitr/node/signals"
 	"github.com/glitr-chat/glitr/protocol"
 )
@@ -75,7 +77,10 @@ type Chat struct {
 	bySync   map[string]*conversation // by sync id
 	contacts map[keyring.AccountID]card.Verified
 	account  *conversation // the account DAG, shared by this account's devices
-	inv      invites
+	// people answers invites and token requests (node/people); requests
+	// is the per-peer budget every one-shot request handler shares.
+	people   *people.Service
+	requests *request.Limiter
 	// welcomedBy names, per conversation id, the peer whose welcome
 	// created it here: the only one whose history (history.go) we take.
 	welcomedBy map[string]peer.ID
@@ -207,6 +212,7 @@ func newChat(n *Node, id *Identity, st *dag.Store, d ds.Batching) *Chat {
 	}
 	c.now = func() time.Time { return time.Now().Add(time.Duration(c.clockSkew.Load())) }
 	c.links = links.New(n.Host, linkMembers{c}, c.log)
+	c.requests = request.NewLimiter(n.Penalize)
 	return c
 }
 
@@ -308,7 +314,7 @@ func (c *Chat) openConversation(ctx context.Context, hexID string, sealedRoot []
 	if err != nil {
 		return nil, err
 	}
-	root, err := openAtRest(c.storeKey(), convPrefix.ChildString(hexID).String(), sealedRoot)
+	root, err := keyring.OpenAtRest(c.storeKey(), convPrefix.ChildString(hexID).String(), sealedRoot)
 	if err != nil {
 		return nil, err
 	}
@@ -317,7 +323,7 @@ func (c *Chat) openConversation(ctx context.Context, hexID string, sealedRoot []
 	if err != nil {
 		return nil, fmt.Errorf("key state: %w", err)
 	}
-	plainKeys, err := openAtRest(c.storeKey(), keysKey.String(), sealedKeys)
+	plainKeys, err := keyring.OpenAtRest(c.storeKey(), keysKey.String(), sealedKeys)
 	if err != nil {
 		return nil, err
 	}
@@ -451,7 +457,7 @@ func (c *Chat) persistKeys(ctx context.Context, conv *conversation, sync bool) e
 		return err
 	}
 	k := keysPrefix.ChildString(conv.hexID)
-	sealed, err := sealAtRest(c.storeKey(), k.String(), b)
+	sealed, err := keyring.SealAtRest(c.storeKey(), k.String(), b)
 	if err != nil {
 		return err
 	}
@@ -575,7 +581,7 @@ func (c *Chat) installConversation(ctx context.Context, convID []byte, epoch *ke
 		return nil, err
 	}
 	k := convPrefix.ChildString(conv.hexID)
-	sealed, err := sealAtRest(c.storeKey(), k.String(), root)
+	sealed, err := keyring.SealAtRest(c.storeKey(), k.String(), root)
 	if err != nil {
 		return nil, err
 	}
@@ -591,6 +597,9 @@ func (c *Chat) installConversation(ctx context.Context, convID []byte, epoch *ke
 // close stops background work.
 func (c *Chat) close() {
 	c.cancel()
+	if c.people != nil {
+		c.people.Close()
+	}
 	if c.discovery != nil {
 		_ = c.discovery.Close()
 	}

@@ -14,11 +14,11 @@ import (
 
 	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
-	libp2pprotocol "github.com/libp2p/go-libp2p/core/protocol"
 
 	"github.com/glitr-chat/glitr/crdt"
 	"github.com/glitr-chat/glitr/keyring"
 	"github.com/glitr-chat/glitr/node/card"
+	"github.com/glitr-chat/glitr/node/request"
 )
 
 // WelcomeProtocol delivers a new conversation's first epoch to a member.
@@ -82,39 +82,7 @@ func (c *Chat) trySendWelcome(ctx context.Context, to peer.AddrInfo, w []byte) e
 	if len(to.Addrs) > 0 {
 		c.n.Host.Peerstore().AddAddrs(to.ID, to.Addrs, time.Hour)
 	}
-	return c.requestAck(ctx, to.ID, WelcomeProtocol, w, 20*time.Second)
-}
-
-// errRefused: the peer answered a one-shot request with a refusal.
-var errRefused = errors.New("refused")
-
-// requestAck is the one-shot exchange of the welcome, rejoin and history
-// request protocols: write the request, half-close, read a one-byte answer
-// (1 = accepted), all within timeout.
-func (c *Chat) requestAck(ctx context.Context, p peer.ID, proto string, req []byte, timeout time.Duration) error {
-	ctx, cancel := context.WithTimeout(ctx, timeout)
-	defer cancel()
-	s, err := c.n.Host.NewStream(network.WithAllowLimitedConn(ctx, proto), p, libp2pprotocol.ID(proto))
-	if err != nil {
-		return err
-	}
-	defer s.Close()
-	_ = s.SetDeadline(time.Now().Add(timeout))
-	if _, err := s.Write(req); err != nil {
-		s.Reset()
-		return err
-	}
-	if err := s.CloseWrite(); err != nil {
-		return err
-	}
-	ack := make([]byte, 1)
-	if _, err := io.ReadFull(s, ack); err != nil {
-		return fmt.Errorf("no acknowledgement: %w", err)
-	}
-	if ack[0] != 1 {
-		return fmt.Errorf("%s: %w", proto, errRefused)
-	}
-	return nil
+	return request.Ack(ctx, c.n.Host, to.ID, WelcomeProtocol, w, 20*time.Second)
 }
 
 // handleWelcome accepts a conversation from a contact: the rotation must

@@ -17,6 +17,7 @@ import (
 	"github.com/glitr-chat/glitr/crdt"
 	"github.com/glitr-chat/glitr/dag"
 	"github.com/glitr-chat/glitr/keyring"
+	"github.com/glitr-chat/glitr/node/request"
 	"github.com/glitr-chat/glitr/protocol"
 )
 
@@ -135,7 +136,7 @@ func (c *Chat) isMemberPeer(conv *conversation, p peer.ID) bool {
 }
 
 func (c *Chat) askHistory(ctx context.Context, p peer.ID, conv []byte) error {
-	return c.requestAck(ctx, p, HistoryRequestProtocol, conv, 10*time.Second)
+	return request.Ack(ctx, c.n.Host, p, HistoryRequestProtocol, conv, 10*time.Second)
 }
 
 // handleHistoryRequest streams a conversation's history to another device
@@ -145,7 +146,7 @@ func (c *Chat) handleHistoryRequest(s network.Stream) {
 	defer s.Close()
 	from := s.Conn().RemotePeer()
 	own := c.isOwnDevicePeer(from)
-	if !own && !c.allowContactRequest(from) {
+	if !own && !c.requests.Allow(from) {
 		s.Reset()
 		c.n.Penalize(from, 5, "history requests over the rate limit")
 		return

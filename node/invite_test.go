@@ -14,6 +14,8 @@ import (
 	"github.com/glitr-chat/glitr/internal/testsupport"
 	"github.com/glitr-chat/glitr/node/card"
 	"github.com/glitr-chat/glitr/node/discovery"
+	"github.com/glitr-chat/glitr/node/people"
+	"github.com/glitr-chat/glitr/node/request"
 )
 
 // dhtTrio starts a bootstrap node and two personal nodes that know only the
@@ -137,13 +139,13 @@ func TestContactRequestFloodIsDroppedCheaply(t *testing.T) {
 	a := startTestNode(t, loopbackConfig(t))
 	m := startTestNode(t, loopbackConfig(t))
 	testsupport.Connect(t, m.Host, a.Host)
-	junk, err := canonicalEnc.Marshal(contactRequest{TokenID: make([]byte, 16), Box: make([]byte, 2000)})
+	junk, err := canonicalEnc.Marshal(people.Request{TokenID: make([]byte, 16), Box: make([]byte, 2000)})
 	if err != nil {
 		t.Fatal(err)
 	}
 	answered, reset := 0, 0
 	for range 30 {
-		r, err := m.Chat.sendContactRequest(ctx, a.Host.ID(), junk)
+		r, err := request.Exchange(ctx, m.Host, a.Host.ID(), people.ContactProtocol, junk, 4<<10, 10*time.Second)
 		switch {
 		case err == nil:
 			answered++
@@ -155,11 +157,8 @@ func TestContactRequestFloodIsDroppedCheaply(t *testing.T) {
 	if answered != 0 {
 		t.Fatalf("%d junk requests got an answer", answered)
 	}
-	a.Chat.inv.mu.Lock()
-	lim := a.Chat.inv.limits[m.Host.ID()]
-	a.Chat.inv.mu.Unlock()
-	if lim == nil || lim.Tokens() >= 1 {
-		t.Fatalf("the rate limiter did not engage: %v", lim)
+	if a.Chat.requests.Allow(m.Host.ID()) {
+		t.Fatal("the rate limiter did not engage")
 	}
 	if a.pen.get(m.Host.ID()) >= 0 {
 		t.Fatal("the flooding peer was not penalised")
@@ -313,54 +312,4 @@ func befriend(t testing.TB, inviter, accepter *Node) string {
 		t.Fatal(err)
 	}
 	return conv
-}
-
-// Invite links and link codes carry no prekey: short enough for a QR code
-// a phone reads at arm's length. The prekey comes from the inviter, keyed
-// by the token id, and must belong to the device the link certifies.
-func TestCompactInviteAndTokenCard(t *testing.T) {
-	a := startTestNode(t, loopbackConfig(t))
-	b := startTestNode(t, loopbackConfig(t))
-	setUpAccounts(t, map[*Node]string{a: "Ada", b: "Bo"})
-	ctx := context.Background()
-	inv, err := a.Chat.CreateInvite(ctx, time.Hour)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if len(inv.Link) > 600 {
-		t.Fatalf("invite link of %d characters", len(inv.Link))
-	}
-	t.Logf("invite link: %d characters", len(inv.Link))
-	pi, err := card.Invite.Parse(inv.Link, b.Chat.now())
-	if err != nil {
-		t.Fatal(err)
-	}
-	testsupport.Connect(t, b.Host, a.Host)
-	tid := card.TokenID(pi.Token)
-	full, err := b.Chat.fetchTokenCard(ctx, pi.Card, tid, "the inviter", ErrInviteInvalid)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if full.Prekey.Device != pi.Card.Cert.Device {
-		t.Fatal("the fetched prekey is not the linked device's")
-	}
-	// An unknown token id gets nothing.
-	if _, err := b.Chat.fetchTokenCard(ctx, pi.Card, make([]byte, 16), "the inviter", ErrInviteInvalid); !errors.Is(err, ErrInviteInvalid) {
-		t.Fatalf("unknown token id: %v", err)
-	}
-	// A peer answering for another device than the link certifies is
-	// caught: the link names b's device at a's peer.
-	bInv, err := b.Chat.CreateInvite(ctx, time.Hour)
-	if err != nil {
-		t.Fatal(err)
-	}
-	bpi, err := card.Invite.Parse(bInv.Link, a.Chat.now())
-	if err != nil {
-		t.Fatal(err)
-	}
-	forged := bpi.Card
-	forged.Peer.ID = a.Host.ID()
-	if _, err := b.Chat.fetchTokenCard(ctx, forged, tid, "the inviter", ErrInviteInvalid); !errors.Is(err, ErrBadPeer) {
-		t.Fatalf("a card for another device than the link's: %v", err)
-	}
 }

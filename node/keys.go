@@ -6,7 +6,6 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
-	"io"
 	"time"
 
 	ds "github.com/ipfs/go-datastore"
@@ -16,6 +15,7 @@ import (
 	"github.com/glitr-chat/glitr/crdt"
 	"github.com/glitr-chat/glitr/keyring"
 	"github.com/glitr-chat/glitr/node/card"
+	"github.com/glitr-chat/glitr/node/request"
 )
 
 // Key upkeep: the schedules that keep forward secrecy and post-compromise
@@ -234,28 +234,12 @@ func (c *Chat) refreshCard(ctx context.Context, p peer.ID) error {
 	if err != nil {
 		return err
 	}
-	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-	defer cancel()
-	s, err := c.n.Host.NewStream(ctx, p, CardProtocol)
-	if err != nil {
-		return err
+	b, err := request.Exchange(ctx, c.n.Host, p, CardProtocol, mine, request.MaxSize, 10*time.Second)
+	if errors.Is(err, request.ErrTooLong) {
+		return fmt.Errorf("card from %s: %w: too long", p, card.ErrBadCard)
 	}
-	defer s.Close()
-	_ = s.SetDeadline(time.Now().Add(10 * time.Second))
-	if _, err := s.Write(mine); err != nil {
-		s.Reset()
-		return err
-	}
-	if err := s.CloseWrite(); err != nil {
-		s.Reset()
-		return err
-	}
-	b, err := io.ReadAll(io.LimitReader(s, maxContactRequest+1))
 	if err != nil {
 		return fmt.Errorf("card from %s: %w", p, err)
-	}
-	if len(b) > maxContactRequest {
-		return fmt.Errorf("card from %s: %w: too long", p, card.ErrBadCard)
 	}
 	return c.takeCard(ctx, p, b)
 }
@@ -265,7 +249,7 @@ func (c *Chat) refreshCard(ctx context.Context, p peer.ID) error {
 // learn from a peer id.
 func (c *Chat) handleCardRequest(s network.Stream) {
 	from := s.Conn().RemotePeer()
-	b, ok := c.readRequest(s, "card", 10*time.Second)
+	b, ok := c.requests.Read(s, "card", 10*time.Second)
 	if !ok {
 		return
 	}

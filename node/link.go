@@ -7,7 +7,6 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
-	"io"
 	"time"
 
 	"github.com/fxamacker/cbor/v2"
@@ -20,6 +19,8 @@ import (
 	"github.com/glitr-chat/glitr/keyring"
 	"github.com/glitr-chat/glitr/node/card"
 	"github.com/glitr-chat/glitr/node/discovery"
+	"github.com/glitr-chat/glitr/node/people"
+	"github.com/glitr-chat/glitr/node/request"
 	"github.com/glitr-chat/glitr/protocol"
 )
 
@@ -51,10 +52,7 @@ const (
 	maxLinkReply      = keyring.MaxBoxPlaintext + 8192
 )
 
-var (
-	linkPrefix      = ds.NewKey("/link")
-	ownDevicePrefix = ds.NewKey("/own-device")
-)
+var ownDevicePrefix = ds.NewKey("/own-device")
 
 // Errors of device linking.
 var (
@@ -108,7 +106,7 @@ func (c *Chat) CreateLinkCode(ctx context.Context) (Invite, error) {
 	if c.id.Keyring.Account == nil {
 		return Invite{}, errors.New("this device does not hold the account root key")
 	}
-	return c.newTokenLink(ctx, linkTTL, card.DeviceLink, linkPrefix)
+	return c.people.IssueLink(ctx, card.DeviceLink, linkTTL)
 }
 
 // loadOwnDevices reads the account's other devices.
@@ -170,7 +168,7 @@ func (c *Chat) isOwnDevicePeer(p peer.ID) bool {
 // code we issued gets the stream reset and nothing else.
 func (c *Chat) handleLinkRequest(s network.Stream) {
 	from := s.Conn().RemotePeer()
-	b, ok := c.readRequest(s, "link", 30*time.Second)
+	b, ok := c.requests.Read(s, "link", 30*time.Second)
 	if !ok {
 		return
 	}
@@ -180,7 +178,7 @@ func (c *Chat) handleLinkRequest(s network.Stream) {
 		s.Reset()
 		return
 	}
-	if !answerRequest(s, reply) || newDev == nil {
+	if !request.Answer(s, reply) || newDev == nil {
 		return
 	}
 	// Only a device that got its bundle becomes one of ours: an
@@ -197,15 +195,13 @@ func (c *Chat) handleLinkRequest(s network.Stream) {
 }
 
 func (c *Chat) acceptLinkRequest(ctx context.Context, from peer.ID, b []byte) (linkReply, *card.Verified, error) {
-	c.inv.tokMu.Lock()
-	defer c.inv.tokMu.Unlock()
-	tokenID, pending, body, err := openTokenRequest[linkRequestBody](c, b, purposeLinkReq,
-		func(id []byte) (pendingInvite, bool) { return c.getPending(ctx, linkPrefix, id) })
+	defer c.people.LockTokens()()
+	tokenID, pending, body, err := people.OpenRequest[linkRequestBody](ctx, c.people, card.DeviceLink, purposeLinkReq, b)
 	if err != nil {
 		return linkReply{}, nil, err
 	}
 	if !hmac.Equal(card.LinkProof(pending.Token, tokenID, body.Prekey, body.Peer), body.Proof) {
-		return linkReply{}, nil, errDropRequest
+		return linkReply{}, nil, people.ErrDropRequest
 	}
 	if pending.Used {
 		return linkReply{Err: "used"}, nil, nil
@@ -215,14 +211,14 @@ func (c *Chat) acceptLinkRequest(ctx context.Context, from peer.ID, b []byte) (l
 	}
 	spk, err := keyring.VerifyPrekey(body.Prekey)
 	if err != nil || spk.ValidAt(c.now()) != nil {
-		return linkReply{}, nil, fmt.Errorf("%w: prekey: %v", errDropRequest, err)
+		return linkReply{}, nil, fmt.Errorf("%w: prekey: %v", people.ErrDropRequest, err)
 	}
 	p, err := peer.IDFromBytes(body.Peer)
 	if err != nil || p != from {
-		return linkReply{}, nil, fmt.Errorf("%w: the request names another peer", errDropRequest)
+		return linkReply{}, nil, fmt.Errorf("%w: the request names another peer", people.ErrDropRequest)
 	}
 	pending.Used = true
-	if err := c.putPending(ctx, linkPrefix, tokenID, pending); err != nil {
+	if err := c.people.PutPending(ctx, card.DeviceLink, tokenID, pending); err != nil {
 		return linkReply{}, nil, err
 	}
 	now := c.now()
@@ -411,7 +407,7 @@ func (n *Node) link(ctx context.Context, code string) error {
 		return ErrNotFresh
 	}
 	tid := card.TokenID(pl.Token)
-	if pl.Card, err = c.fetchTokenCard(ctx, pl.Card, tid, "the other device", ErrLinkInvalid); err != nil {
+	if pl.Card, err = c.people.FetchTokenCard(ctx, pl.Card, tid, "the other device", ErrLinkInvalid); err != nil {
 		return err
 	}
 	prekey, err := c.ownPrekeySigned()
@@ -419,39 +415,23 @@ func (n *Node) link(ctx context.Context, code string) error {
 		return err
 	}
 	peerID := []byte(n.Host.ID())
-	body, err := canonicalEnc.Marshal(linkRequestBody{Prekey: prekey, Peer: peerID, Proof: card.LinkProof(pl.Token, tid, prekey, peerID)})
-	if err != nil {
-		return err
-	}
-	box, err := keyring.SealBox(pl.Card.Prekey, purposeLinkReq, tid, body)
-	if err != nil {
-		return err
-	}
-	req, err := canonicalEnc.Marshal(contactRequest{TokenID: tid, Box: box})
+	req, err := people.SealRequest(pl.Card.Prekey, purposeLinkReq, tid, linkRequestBody{Prekey: prekey, Peer: peerID, Proof: card.LinkProof(pl.Token, tid, prekey, peerID)})
 	if err != nil {
 		return err
 	}
 	rctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
-	if err := c.reach(rctx, pl.Card.Peer.ID, "the other device"); err != nil {
+	if err := c.people.Reach(rctx, pl.Card.Peer.ID, "the other device"); err != nil {
 		return err
 	}
-	s, err := n.Host.NewStream(network.WithAllowLimitedConn(rctx, "glitr-link"), pl.Card.Peer.ID, LinkProtocol)
-	if err != nil {
-		return fmt.Errorf("link request: %w", err)
-	}
-	defer s.Close()
-	_ = s.SetDeadline(time.Now().Add(30 * time.Second))
-	if _, err := s.Write(req); err != nil {
-		s.Reset()
-		return err
-	}
-	if err := s.CloseWrite(); err != nil {
-		return err
-	}
-	raw, err := io.ReadAll(io.LimitReader(s, maxLinkReply))
-	if err != nil || len(raw) == 0 {
+	raw, err := request.Exchange(rctx, n.Host, pl.Card.Peer.ID, LinkProtocol, req, maxLinkReply, 30*time.Second)
+	switch {
+	case errors.Is(err, request.ErrNoAnswer):
 		return fmt.Errorf("%w: the other device did not answer (the code is unknown to it)", ErrLinkInvalid)
+	case errors.Is(err, request.ErrTooLong):
+		return fmt.Errorf("%w: malformed answer: %w", ErrBadPeer, err)
+	case err != nil:
+		return fmt.Errorf("link request: %w", err)
 	}
 	var reply linkReply
 	if err := linkDec.Unmarshal(raw, &reply); err != nil {
@@ -516,7 +496,7 @@ func (n *Node) adoptAccount(ctx context.Context, want keyring.AccountID, b linkB
 	if err != nil {
 		return err
 	}
-	sealed, err := sealAtRest(id.Keyring.Secrets[storeKeyName], adoptingKey.String(), raw)
+	sealed, err := keyring.SealAtRest(id.Keyring.Secrets[storeKeyName], adoptingKey.String(), raw)
 	if err != nil {
 		return err
 	}
@@ -589,7 +569,7 @@ func (n *Node) finishAdoption(ctx context.Context, id *Identity) error {
 	if err != nil {
 		return err
 	}
-	raw, err := openAtRest(id.Keyring.Secrets[storeKeyName], adoptingKey.String(), sealed)
+	raw, err := keyring.OpenAtRest(id.Keyring.Secrets[storeKeyName], adoptingKey.String(), sealed)
 	if err != nil {
 		return fmt.Errorf("interrupted link: %w", err)
 	}
@@ -613,7 +593,7 @@ func (n *Node) applyAdoption(ctx context.Context, id *Identity, pa pendingAdopti
 	}
 	want := acct.ID()
 	// The provisional account's chat state goes; the store key stays.
-	for _, prefix := range []ds.Key{convPrefix, keysPrefix, contactPrefix, pairPrefix, invitePrefix, linkPrefix, ownDevicePrefix, rejoinPrefix, accountKey} {
+	for _, prefix := range append([]ds.Key{convPrefix, keysPrefix, contactPrefix, pairPrefix, ownDevicePrefix, rejoinPrefix, accountKey}, people.StorePrefixes...) {
 		if err := deletePrefix(ctx, n.Store, prefix); err != nil {
 			return fmt.Errorf("clear the provisional account: %w", err)
 		}
@@ -637,7 +617,7 @@ func (n *Node) applyAdoption(ctx context.Context, id *Identity, pa pendingAdopti
 			continue
 		}
 		k := rejoinPrefix.ChildString(hex.EncodeToString(r[:16]))
-		sealed, err := sealAtRest(storeKey, k.String(), r[16:])
+		sealed, err := keyring.SealAtRest(storeKey, k.String(), r[16:])
 		if err != nil {
 			return err
 		}
@@ -663,7 +643,7 @@ func (n *Node) applyAdoption(ctx context.Context, id *Identity, pa pendingAdopti
 			continue
 		}
 		k := pairPrefix.ChildString(hex.EncodeToString(p[:32]))
-		sealed, err := sealAtRest(storeKey, k.String(), p[32:])
+		sealed, err := keyring.SealAtRest(storeKey, k.String(), p[32:])
 		if err != nil {
 			return err
 		}

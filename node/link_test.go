@@ -10,6 +10,7 @@ import (
 
 	"github.com/glitr-chat/glitr/crdt"
 	"github.com/glitr-chat/glitr/internal/testsupport"
+	"github.com/glitr-chat/glitr/keyring"
 	"github.com/glitr-chat/glitr/node/card"
 )
 
@@ -246,7 +247,7 @@ func TestInterruptedLinkIsFinishedAtStart(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	sealed, err := sealAtRest(phone.Chat.storeKey(), adoptingKey.String(), raw)
+	sealed, err := keyring.SealAtRest(phone.Chat.storeKey(), adoptingKey.String(), raw)
 	if err != nil {
 		t.Fatal(err)
 	}

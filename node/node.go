@@ -34,6 +34,7 @@ import (
 	"github.com/glitr-chat/glitr/dag"
 	"github.com/glitr-chat/glitr/node/catchup"
 	"github.com/glitr-chat/glitr/node/discovery"
+	"github.com/glitr-chat/glitr/node/people"
 	"github.com/glitr-chat/glitr/protocol"
 	"github.com/glitr-chat/glitr/webui"
 )
@@ -250,18 +251,22 @@ func (n *Node) startChat(ctx context.Context, passphrase []byte) error {
 			return fmt.Errorf("discovery: %w", err)
 		}
 	}
+	popts := people.Options{Requests: c.requests, StoreKey: c.storeKey(), Now: c.now, Logger: n.log}
+	if n.DHT != nil {
+		popts.Router = n.DHT
+	}
+	c.people = people.New(n.Host, n.Store, peopleChat{c}, popts)
 	n.chatMu.Lock()
 	n.Chat = c
 	n.locked = false
 	n.chatMu.Unlock()
 	n.Host.SetStreamHandler(WelcomeProtocol, c.handleWelcome)
-	n.Host.SetStreamHandler(ContactProtocol, c.handleContactRequest)
 	n.Host.SetStreamHandler(HistoryProtocol, c.handleHistory)
 	n.Host.SetStreamHandler(LinkProtocol, c.handleLinkRequest)
 	n.Host.SetStreamHandler(RejoinProtocol, c.handleRejoin)
 	n.Host.SetStreamHandler(HistoryRequestProtocol, c.handleHistoryRequest)
 	n.Host.SetStreamHandler(CardProtocol, c.handleCardRequest)
-	n.Host.SetStreamHandler(TokenCardProtocol, c.handleTokenCard)
+	c.people.Start()
 	c.startSignals()
 	c.mu.RLock()
 	for _, conv := range c.convs {

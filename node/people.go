@@ -22,6 +22,7 @@ import (
 	"github.com/glitr-chat/glitr/crdt"
 	"github.com/glitr-chat/glitr/keyring"
 	"github.com/glitr-chat/glitr/node/card"
+	"github.com/glitr-chat/glitr/node/people"
 )
 
 // Errors of the people API.
@@ -31,7 +32,7 @@ var (
 	ErrRecoveryShown = errors.New("recovery words were already shown once")
 	ErrInviteInvalid = card.ErrInviteInvalid
 	ErrInviteExpired = card.ErrInviteExpired
-	ErrInviteUsed    = errors.New("invite was already used")
+	ErrInviteUsed    = people.ErrInviteUsed
 	ErrNotAdmin      = errors.New("only an admin of the conversation can do that")
 	ErrNotMember     = errors.New("not a member of the conversation")
 )
@@ -68,12 +69,8 @@ func DefaultPreferences() Preferences {
 	return Preferences{Theme: "system", ShowPresence: true, ReadReceipts: true}
 }
 
-// Invite is a one-time contact invitation.
-type Invite struct {
-	Link    string    // "glitr:invite/..." — also a web+glitr: deep link
-	Token   string    // the one-time token's id (hex), to revoke it
-	Expires time.Time // after this, accepting fails with ErrInviteExpired
-}
+// Invite is a one-time invite or device-link code (node/people).
+type Invite = people.Invite
 
 // Account reports the account state; it works while locked.
 func (n *Node) Account(ctx context.Context) (AccountInfo, error) {
@@ -313,7 +310,7 @@ func (n *Node) CreateInvite(ctx context.Context, ttl time.Duration) (Invite, err
 	if err != nil {
 		return Invite{}, err
 	}
-	return c.CreateInvite(ctx, ttl)
+	return c.people.CreateInvite(ctx, ttl)
 }
 
 // InviteQR renders an invite link as a QR code: format "png" (512 px) or
@@ -363,7 +360,7 @@ func (n *Node) AcceptInvite(ctx context.Context, link string) (account, conversa
 	if err != nil {
 		return "", "", err
 	}
-	a, conv, err := c.AcceptInvite(ctx, link)
+	a, conv, err := c.people.AcceptInvite(ctx, link)
 	return a.String(), conv, err
 }
 

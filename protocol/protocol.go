@@ -5,7 +5,11 @@
 // Nothing here does I/O; the node package wires these names into a host.
 package protocol
 
-import "github.com/libp2p/go-libp2p/core/protocol"
+import (
+	"errors"
+
+	"github.com/libp2p/go-libp2p/core/protocol"
+)
 
 // Version is the wire protocol generation. Every label and protocol ID below
 // carries it, so a future incompatible change can run beside this one.
@@ -34,3 +38,9 @@ const UserAgent = "glitr"
 // signatures and key derivations, so that a signature or key made for one
 // purpose can never be valid for another.
 func Label(name string) string { return "glitr/" + Version + "/" + name }
+
+// ErrBadPeer marks an error caused by what a peer sent: bytes that break
+// a format or a rule of a protocol. Whoever reads them penalises the peer
+// (the catch-up engine, the gossip validator, the history transfer, the
+// request handlers), and nothing of it is kept.
+var ErrBadPeer = errors.New("peer misbehaved")

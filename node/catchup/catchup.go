@@ -83,8 +83,9 @@ type Sink interface {
 
 // Catch-up errors. Sync wraps them, so test with errors.Is.
 var (
-	// ErrBadPeer marks a peer that broke the protocol or sent bad data.
-	ErrBadPeer = errors.New("catch-up: peer misbehaved")
+	// ErrBadPeer marks a peer that broke the protocol or sent bad data
+	// (protocol.ErrBadPeer, which every service uses).
+	ErrBadPeer = protocol.ErrBadPeer
 	// ErrUnknown: the peer does not hold the DAG (or will not say).
 	ErrUnknown = errors.New("catch-up: peer does not hold this conversation")
 	// ErrBusy: too many sessions, ours or the peer's; retry later.

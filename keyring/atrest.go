@@ -1,4 +1,4 @@
-package node
+package keyring
 
 import (
 	"crypto/rand"
@@ -8,10 +8,10 @@ import (
 	"golang.org/x/crypto/chacha20poly1305"
 )
 
-// sealAtRest encrypts a value the node keeps in its store (key state,
+// SealAtRest encrypts a value the node keeps in its store (key state,
 // conversation secrets) under the store key from the keyring, bound to the
 // datastore key it is stored under so values cannot be swapped.
-func sealAtRest(key []byte, name string, plain []byte) ([]byte, error) {
+func SealAtRest(key []byte, name string, plain []byte) ([]byte, error) {
 	aead, err := chacha20poly1305.NewX(key)
 	if err != nil {
 		return nil, err
@@ -23,20 +23,22 @@ func sealAtRest(key []byte, name string, plain []byte) ([]byte, error) {
 	return aead.Seal(out, out, plain, []byte("glitr/v1/at-rest\x00"+name)), nil
 }
 
-var errAtRest = errors.New("stored secret does not decrypt (wrong keyring or tampered store)")
+// ErrAtRest: a stored secret does not open.
+var ErrAtRest = errors.New("stored secret does not decrypt (wrong keyring or tampered store)")
 
-func openAtRest(key []byte, name string, sealed []byte) ([]byte, error) {
+// OpenAtRest opens what SealAtRest sealed under the same key and name.
+func OpenAtRest(key []byte, name string, sealed []byte) ([]byte, error) {
 	aead, err := chacha20poly1305.NewX(key)
 	if err != nil {
 		return nil, err
 	}
 	if len(sealed) < chacha20poly1305.NonceSizeX+aead.Overhead() {
-		return nil, fmt.Errorf("%s: %w", name, errAtRest)
+		return nil, fmt.Errorf("%s: %w", name, ErrAtRest)
 	}
 	n := chacha20poly1305.NonceSizeX
 	plain, err := aead.Open(nil, sealed[:n], sealed[n:], []byte("glitr/v1/at-rest\x00"+name))
 	if err != nil {
-		return nil, fmt.Errorf("%s: %w", name, errAtRest)
+		return nil, fmt.Errorf("%s: %w", name, ErrAtRest)
 	}
 	return plain, nil
 }
