@@ -39,7 +39,7 @@ func (n *Node) CreateLinkCode(ctx context.Context) (webui.Invite, error) {
 	if err != nil {
 		return webui.Invite{}, devicesErr(err)
 	}
-	code, err := c.CreateLinkCode(ctx)
+	code, err := c.devices.CreateLinkCode(ctx)
 	return webui.Invite{Link: code.Link, Token: code.Token, Expires: code.Expires}, devicesErr(err)
 }
 

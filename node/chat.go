@@ -27,6 +27,7 @@ import (
 	"github.com/glitr-chat/glitr/keyring"
 	"github.com/glitr-chat/glitr/node/card"
 	"github.com/glitr-chat/glitr/node/catchup"
+	"github.com/glitr-chat/glitr/node/devices"
 	"github.com/glitr-chat/glitr/node/discovery"
 	"github.com/glitr-chat/glitr/node/links"
 	"github.com/glitr-chat/glitr/node/people"
@@ -80,12 +81,13 @@ type Chat struct {
 	// people answers invites and token requests (node/people); requests
 	// is the per-peer budget every one-shot request handler shares.
 	people   *people.Service
+	devices  *devices.Service
 	requests *request.Limiter
 	// welcomedBy names, per conversation id, the peer whose welcome
 	// created it here: the only one whose history (history.go) we take.
 	welcomedBy map[string]peer.ID
 	pairs      map[keyring.AccountID][discovery.PairSecretSize]byte // rendezvous secrets by contact
-	ownDevs    map[keyring.DeviceID]ownDevice                       // the account's other devices
+	ownDevs    map[keyring.DeviceID]devices.Record                  // the account's other devices
 	seenMu     sync.Mutex
 	lastSeen   map[keyring.DeviceID]time.Time // latest block of each own device
 	sig        *signals.Service               // ephemeral typing and presence (node/signals)
@@ -205,7 +207,7 @@ func newChat(n *Node, id *Identity, st *dag.Store, d ds.Batching) *Chat {
 		convs:  map[string]*conversation{}, bySync: map[string]*conversation{},
 		contacts:   map[keyring.AccountID]card.Verified{},
 		pairs:      map[keyring.AccountID][discovery.PairSecretSize]byte{},
-		ownDevs:    map[keyring.DeviceID]ownDevice{},
+		ownDevs:    map[keyring.DeviceID]devices.Record{},
 		lastSeen:   map[keyring.DeviceID]time.Time{},
 		welcomedBy: map[string]peer.ID{},
 		ctx:        ctx, cancel: cancel,
@@ -597,6 +599,9 @@ func (c *Chat) installConversation(ctx context.Context, convID []byte, epoch *ke
 // close stops background work.
 func (c *Chat) close() {
 	c.cancel()
+	if c.devices != nil {
+		c.devices.Close()
+	}
 	if c.people != nil {
 		c.people.Close()
 	}

@@ -2,14 +2,12 @@ package node
 
 import (
 	"context"
-	"crypto/hmac"
 	"crypto/rand"
 	"encoding/hex"
 	"errors"
 	"fmt"
 	"time"
 
-	"github.com/fxamacker/cbor/v2"
 	ds "github.com/ipfs/go-datastore"
 	"github.com/ipfs/go-datastore/query"
 	"github.com/libp2p/go-libp2p/core/network"
@@ -18,39 +16,15 @@ import (
 	"github.com/glitr-chat/glitr/crdt"
 	"github.com/glitr-chat/glitr/keyring"
 	"github.com/glitr-chat/glitr/node/card"
+	"github.com/glitr-chat/glitr/node/devices"
 	"github.com/glitr-chat/glitr/node/discovery"
 	"github.com/glitr-chat/glitr/node/people"
-	"github.com/glitr-chat/glitr/node/request"
-	"github.com/glitr-chat/glitr/protocol"
 )
 
-// Linking a device to an account (multi-device, docs/devices.md).
-//
-// A device of the account shows a one-time link code (the invite format:
-// its card, the account name, a 10-minute expiry and a token under a MAC).
-// The new node — fresh, its provisional account still unnamed and empty —
-// proves the token over LinkProtocol with an HPKE box to the linker's
-// prekey holding its device's signed prekey and peer id. The linker
-// certifies the new device with the account root key and answers with a
-// bundle sealed to the new device's prekey: the account root (every device
-// holds it, so any device can link the next one: none is primary), the
-// certificate, the recovery key, the account DAG's id, the contacts' cards
-// and pair secrets and the account's devices. The new node adopts the
-// account (its chat service restarts under the new identity) while the
-// linker adds the device to the account DAG and to every conversation — a
-// rotation sealed to it, a welcome with the conversation root and the
-// history, as for a member added to a group — so it reads everything and
-// its contacts' devices seal new epochs to it from then on.
-
-// LinkProtocol carries device-link requests.
-const LinkProtocol = "/glitr/link/1.0.0"
-
-const (
-	linkTTL           = 10 * time.Minute
-	purposeLinkReq    = "link-request"
-	purposeLinkBundle = "link-bundle"
-	maxLinkReply      = keyring.MaxBoxPlaintext + 8192
-)
+// The device registry and the account side of linking (the protocol is
+// node/devices): the account's other devices as this one knows them, what
+// a new device gets, sealing it in everywhere, the account DAG's epochs,
+// and adopting another account (a link or a restore).
 
 var ownDevicePrefix = ds.NewKey("/own-device")
 
@@ -58,62 +32,15 @@ var ownDevicePrefix = ds.NewKey("/own-device")
 var (
 	ErrLinkInvalid = card.ErrLinkInvalid
 	ErrLinkExpired = card.ErrLinkExpired
-	ErrLinkUsed    = errors.New("link code was already used")
-	ErrNotFresh    = errors.New("this node already has an account in use: link a fresh node (glitr init on a new data directory)")
+	ErrLinkUsed    = devices.ErrLinkUsed
+	ErrNotFresh    = devices.ErrNotFresh
 )
-
-// ownDevice is a device of this account, as the other devices know it.
-type ownDevice struct {
-	Device []byte `cbor:"1,keyasint"`
-	Peer   []byte `cbor:"2,keyasint"`
-	Prekey []byte `cbor:"3,keyasint"` // signed by the device
-	Cert   []byte `cbor:"4,keyasint"`
-}
-
-type linkRequestBody struct {
-	Prekey []byte `cbor:"1,keyasint"`
-	Peer   []byte `cbor:"2,keyasint"`
-	Proof  []byte `cbor:"3,keyasint"`
-}
-
-type linkBundle struct {
-	AccountSeed []byte      `cbor:"1,keyasint"`
-	Cert        []byte      `cbor:"2,keyasint"`
-	Recovery    []byte      `cbor:"3,keyasint,omitempty"`
-	AccountConv []byte      `cbor:"4,keyasint"`
-	Contacts    []card.Card `cbor:"5,keyasint"`
-	Pairs       [][]byte    `cbor:"6,keyasint"` // account (32) ‖ pair secret (32)
-	Devices     []ownDevice `cbor:"7,keyasint"`
-}
-
-type linkReply struct {
-	Err    string `cbor:"1,keyasint,omitempty"` // "expired" or "used"
-	Bundle []byte `cbor:"2,keyasint,omitempty"`
-}
-
-var linkDec = protocol.MustDecMode(cbor.DecOptions{
-	DupMapKey:         cbor.DupMapKeyEnforcedAPF,
-	IndefLength:       cbor.IndefLengthForbidden,
-	MaxNestedLevels:   6,
-	MaxArrayElements:  65536,
-	MaxMapPairs:       16,
-	ExtraReturnErrors: cbor.ExtraDecErrorUnknownField,
-})
-
-// CreateLinkCode makes a one-time code that links a new device to this
-// account; it expires after ten minutes.
-func (c *Chat) CreateLinkCode(ctx context.Context) (Invite, error) {
-	if c.id.Keyring.Account == nil {
-		return Invite{}, errors.New("this device does not hold the account root key")
-	}
-	return c.people.IssueLink(ctx, card.DeviceLink, linkTTL)
-}
 
 // loadOwnDevices reads the account's other devices.
 func (c *Chat) loadOwnDevices(ctx context.Context) error {
 	return c.each(ctx, ownDevicePrefix, func(k string, v []byte) error {
-		var d ownDevice
-		if err := linkDec.Unmarshal(v, &d); err != nil || len(d.Device) != 32 {
+		var d devices.Record
+		if err := devices.Dec.Unmarshal(v, &d); err != nil || len(d.Device) != 32 {
 			c.log.Warn("stored device record does not decode; ignoring it", "key", k)
 			return nil
 		}
@@ -122,7 +49,7 @@ func (c *Chat) loadOwnDevices(ctx context.Context) error {
 	})
 }
 
-func (c *Chat) putOwnDevice(ctx context.Context, d ownDevice) error {
+func (c *Chat) putOwnDevice(ctx context.Context, d devices.Record) error {
 	if keyring.DeviceID(d.Device) == c.id.DeviceID() {
 		return nil
 	}
@@ -164,92 +91,10 @@ func (c *Chat) isOwnDevicePeer(p peer.ID) bool {
 	return false
 }
 
-// handleLinkRequest is the linker's side. Anything that does not prove a
-// code we issued gets the stream reset and nothing else.
-func (c *Chat) handleLinkRequest(s network.Stream) {
-	from := s.Conn().RemotePeer()
-	b, ok := c.requests.Read(s, "link", 30*time.Second)
-	if !ok {
-		return
-	}
-	reply, newDev, err := c.acceptLinkRequest(c.ctx, from, b)
-	if err != nil {
-		c.log.Debug("link request dropped", "peer", from.String(), "err", err)
-		s.Reset()
-		return
-	}
-	if !request.Answer(s, reply) || newDev == nil {
-		return
-	}
-	// Only a device that got its bundle becomes one of ours: an
-	// interrupted link leaves no half-certified device (the code is spent;
-	// the user makes a new one and links again).
-	d := newDev.Cert.Device
-	if err := c.putOwnDevice(c.ctx, ownDevice{Device: d[:], Peer: newDev.Raw.Peer, Prekey: newDev.Raw.Prekey, Cert: newDev.Raw.Cert}); err != nil {
-		c.log.Error("record the linked device", "err", err)
-		return
-	}
-	c.log.Info("device linked", "device", d.String()[:16])
-	c.events.publish(Event{Kind: "devices"})
-	c.wg.Go(func() { c.addDeviceEverywhere(c.ctx, *newDev) })
-}
-
-func (c *Chat) acceptLinkRequest(ctx context.Context, from peer.ID, b []byte) (linkReply, *card.Verified, error) {
-	defer c.people.LockTokens()()
-	tokenID, pending, body, err := people.OpenRequest[linkRequestBody](ctx, c.people, card.DeviceLink, purposeLinkReq, b)
-	if err != nil {
-		return linkReply{}, nil, err
-	}
-	if !hmac.Equal(card.LinkProof(pending.Token, tokenID, body.Prekey, body.Peer), body.Proof) {
-		return linkReply{}, nil, people.ErrDropRequest
-	}
-	if pending.Used {
-		return linkReply{Err: "used"}, nil, nil
-	}
-	if !c.now().Before(time.Unix(pending.Expires, 0)) {
-		return linkReply{Err: "expired"}, nil, nil
-	}
-	spk, err := keyring.VerifyPrekey(body.Prekey)
-	if err != nil || spk.ValidAt(c.now()) != nil {
-		return linkReply{}, nil, fmt.Errorf("%w: prekey: %v", people.ErrDropRequest, err)
-	}
-	p, err := peer.IDFromBytes(body.Peer)
-	if err != nil || p != from {
-		return linkReply{}, nil, fmt.Errorf("%w: the request names another peer", people.ErrDropRequest)
-	}
-	pending.Used = true
-	if err := c.people.PutPending(ctx, card.DeviceLink, tokenID, pending); err != nil {
-		return linkReply{}, nil, err
-	}
-	now := c.now()
-	certBytes, err := c.id.Keyring.Account.Certify(spk.Device, "linked device", now, time.Time{})
-	if err != nil {
-		return linkReply{}, nil, err
-	}
-	cert, err := keyring.VerifyCertificate(certBytes)
-	if err != nil {
-		return linkReply{}, nil, err
-	}
-	bundle, err := c.linkBundle(certBytes)
-	if err != nil {
-		return linkReply{}, nil, err
-	}
-	raw, err := canonicalEnc.Marshal(bundle)
-	if err != nil {
-		return linkReply{}, nil, err
-	}
-	box, err := keyring.SealBox(spk, purposeLinkBundle, tokenID, raw)
-	if err != nil {
-		return linkReply{}, nil, fmt.Errorf("seal the link bundle: %w", err)
-	}
-	vc := card.Verified{Cert: cert, Prekey: spk, Peer: peer.AddrInfo{ID: p}, Raw: card.Card{Cert: certBytes, Prekey: body.Prekey, Peer: body.Peer}}
-	return linkReply{Bundle: box}, &vc, nil
-}
-
 // linkBundle gathers what a newly linked device needs.
-func (c *Chat) linkBundle(cert []byte) (linkBundle, error) {
+func (c *Chat) linkBundle(cert []byte) (devices.Bundle, error) {
 	c.idMu.Lock()
-	b := linkBundle{AccountSeed: c.id.Keyring.Account.Seed(), Cert: cert, Recovery: c.id.Keyring.Secrets[recoveryKeyName]}
+	b := devices.Bundle{AccountSeed: c.id.Keyring.Account.Seed(), Cert: cert, Recovery: c.id.Keyring.Secrets[recoveryKeyName]}
 	c.idMu.Unlock()
 	c.mu.RLock()
 	defer c.mu.RUnlock()
@@ -267,7 +112,7 @@ func (c *Chat) linkBundle(cert []byte) (linkBundle, error) {
 	if err != nil {
 		return b, err
 	}
-	b.Devices = append(b.Devices, ownDevice{Device: func() []byte { d := c.id.DeviceID(); return d[:] }(), Peer: []byte(c.n.Host.ID()), Prekey: self, Cert: c.id.Cert})
+	b.Devices = append(b.Devices, devices.Record{Device: func() []byte { d := c.id.DeviceID(); return d[:] }(), Peer: []byte(c.n.Host.ID()), Prekey: self, Cert: c.id.Cert})
 	for _, d := range c.ownDevs {
 		b.Devices = append(b.Devices, d)
 	}
@@ -392,78 +237,18 @@ func (n *Node) link(ctx context.Context, code string) error {
 	if err != nil {
 		return err
 	}
-	pl, err := card.DeviceLink.Parse(code, c.now())
+	account, bundle, err := c.devices.Link(ctx, code)
 	if err != nil {
 		return err
 	}
-	if pl.Card.Cert.Account == c.id.AccountID() {
-		return fmt.Errorf("%w: this device already belongs to that account", ErrLinkInvalid)
-	}
-	v := c.accountSnapshot()
-	c.mu.RLock()
-	fresh := v.name == "" && len(c.contacts) == 0 && len(c.convs) == 0
-	c.mu.RUnlock()
-	if !fresh {
-		return ErrNotFresh
-	}
-	tid := card.TokenID(pl.Token)
-	if pl.Card, err = c.people.FetchTokenCard(ctx, pl.Card, tid, "the other device", ErrLinkInvalid); err != nil {
-		return err
-	}
-	prekey, err := c.ownPrekeySigned()
-	if err != nil {
-		return err
-	}
-	peerID := []byte(n.Host.ID())
-	req, err := people.SealRequest(pl.Card.Prekey, purposeLinkReq, tid, linkRequestBody{Prekey: prekey, Peer: peerID, Proof: card.LinkProof(pl.Token, tid, prekey, peerID)})
-	if err != nil {
-		return err
-	}
-	rctx, cancel := context.WithTimeout(ctx, 30*time.Second)
-	defer cancel()
-	if err := c.people.Reach(rctx, pl.Card.Peer.ID, "the other device"); err != nil {
-		return err
-	}
-	raw, err := request.Exchange(rctx, n.Host, pl.Card.Peer.ID, LinkProtocol, req, maxLinkReply, 30*time.Second)
-	switch {
-	case errors.Is(err, request.ErrNoAnswer):
-		return fmt.Errorf("%w: the other device did not answer (the code is unknown to it)", ErrLinkInvalid)
-	case errors.Is(err, request.ErrTooLong):
-		return fmt.Errorf("%w: malformed answer: %w", ErrBadPeer, err)
-	case err != nil:
-		return fmt.Errorf("link request: %w", err)
-	}
-	var reply linkReply
-	if err := linkDec.Unmarshal(raw, &reply); err != nil {
-		return fmt.Errorf("%w: malformed answer: %w", ErrBadPeer, err)
-	}
-	switch reply.Err {
-	case "":
-	case "expired":
-		return ErrLinkExpired
-	case "used":
-		return ErrLinkUsed
-	default:
-		return fmt.Errorf("%w: %s", ErrLinkInvalid, reply.Err)
-	}
-	c.idMu.Lock()
-	plain, err := c.id.Keyring.Prekeys.OpenBox(c.id.DeviceID(), purposeLinkBundle, tid, reply.Bundle)
-	c.idMu.Unlock()
-	if err != nil {
-		return fmt.Errorf("%w: link bundle: %w", ErrBadPeer, err)
-	}
-	var bundle linkBundle
-	if err := linkDec.Unmarshal(plain, &bundle); err != nil {
-		return fmt.Errorf("%w: link bundle: %w", ErrBadPeer, err)
-	}
-	return n.adoptAccount(ctx, pl.Card.Cert.Account, bundle, nil)
+	return n.adoptAccount(ctx, account, bundle, nil)
 }
 
 // adoptAccount makes this device one of the bundle's account: it checks
 // the bundle, rewrites the keyring, replaces the provisional account's
 // chat state and restarts the chat service. rejoin (conversation id ‖
 // root secret) names conversations to ask members for (a restore).
-func (n *Node) adoptAccount(ctx context.Context, want keyring.AccountID, b linkBundle, rejoin [][]byte) error {
+func (n *Node) adoptAccount(ctx context.Context, want keyring.AccountID, b devices.Bundle, rejoin [][]byte) error {
 	acct, err := keyring.AccountKeyFromSeed(b.AccountSeed)
 	if err != nil || acct.ID() != want {
 		return fmt.Errorf("%w: the bundle's account key is not the account of the code", ErrBadPeer)
@@ -553,8 +338,8 @@ func deletePrefix(ctx context.Context, d ds.Batching, prefix ds.Key) error {
 
 // pendingAdoption is an adoption recorded before it is carried out.
 type pendingAdoption struct {
-	Bundle linkBundle `cbor:"1,keyasint"`
-	Rejoin [][]byte   `cbor:"2,keyasint,omitempty"`
+	Bundle devices.Bundle `cbor:"1,keyasint"`
+	Rejoin [][]byte       `cbor:"2,keyasint,omitempty"`
 }
 
 var adoptingKey = ds.NewKey("/adopting")
@@ -574,7 +359,7 @@ func (n *Node) finishAdoption(ctx context.Context, id *Identity) error {
 		return fmt.Errorf("interrupted link: %w", err)
 	}
 	var pa pendingAdoption
-	if err := linkDec.Unmarshal(raw, &pa); err != nil {
+	if err := devices.Dec.Unmarshal(raw, &pa); err != nil {
 		return fmt.Errorf("interrupted link: %w", err)
 	}
 	n.log.Info("finishing a link or restore that was interrupted")
@@ -667,4 +452,126 @@ func (n *Node) applyAdoption(ctx context.Context, id *Identity, pa pendingAdopti
 		return err
 	}
 	return n.Store.Sync(ctx, ds.NewKey("/"))
+}
+
+// devicesChat is the chat service as node/devices sees it.
+type devicesChat struct{ c *Chat }
+
+func (d devicesChat) Self() devices.Self {
+	c := d.c
+	return devices.Self{Account: c.id.AccountID(), Device: c.id.DeviceID(), Cert: c.id.Cert, HoldsAccountKey: c.id.Keyring.Account != nil}
+}
+
+func (d devicesChat) SignedPrekey() ([]byte, error) { return d.c.ownPrekeySigned() }
+
+func (d devicesChat) OpenBox(purpose string, ad, box []byte) ([]byte, error) {
+	return peopleChat(d).OpenBox(purpose, ad, box)
+}
+
+// Fresh: no name, no contacts, no conversations.
+func (d devicesChat) Fresh() bool {
+	c := d.c
+	v := c.accountSnapshot()
+	c.mu.RLock()
+	defer c.mu.RUnlock()
+	return v.name == "" && len(c.contacts) == 0 && len(c.convs) == 0
+}
+
+func (d devicesChat) CertifyDevice(dev keyring.DeviceID, name string) ([]byte, error) {
+	c := d.c
+	if c.id.Keyring.Account == nil {
+		return nil, devices.ErrNoAccountKey
+	}
+	return c.id.Keyring.Account.Certify(dev, name, c.now(), time.Time{})
+}
+
+func (d devicesChat) Bundle(cert []byte) (devices.Bundle, error) { return d.c.linkBundle(cert) }
+
+func (d devicesChat) DeviceLinked(ctx context.Context, vc card.Verified) error {
+	c := d.c
+	dev := vc.Cert.Device
+	if err := c.putOwnDevice(ctx, devices.Record{Device: dev[:], Peer: vc.Raw.Peer, Prekey: vc.Raw.Prekey, Cert: vc.Raw.Cert}); err != nil {
+		return err
+	}
+	c.events.publish(Event{Kind: "devices"})
+	c.wg.Go(func() { c.addDeviceEverywhere(c.ctx, vc) })
+	return nil
+}
+
+func (d devicesChat) BackupState() (devices.State, keyring.RecoveryKey, *keyring.AccountKey, error) {
+	c := d.c
+	var st devices.State
+	c.idMu.Lock()
+	rkBytes := c.id.Keyring.Secrets[recoveryKeyName]
+	acct := c.id.Keyring.Account
+	c.idMu.Unlock()
+	if len(rkBytes) != keyring.KeySize {
+		return st, keyring.RecoveryKey{}, nil, devices.ErrNoRecoveryKey
+	}
+	if acct == nil {
+		return st, keyring.RecoveryKey{}, nil, devices.ErrNoAccountKey
+	}
+	v := c.accountSnapshot()
+	st = devices.State{Name: v.name, AvatarMime: v.mime, Avatar: v.avatar, Prefs: v.prefs}
+	for a, ct := range v.contacts {
+		if ct.Name != "" {
+			st.ContactNames = append(st.ContactNames, append(append([]byte{}, a[:]...), ct.Name...))
+		}
+	}
+	for _, dv := range v.devices {
+		st.Devices = append(st.Devices, append([]byte{}, dv.Device[:]...))
+	}
+	c.mu.RLock()
+	for _, vc := range c.contacts {
+		st.Contacts = append(st.Contacts, vc.Raw)
+	}
+	for a, s := range c.pairs {
+		st.Pairs = append(st.Pairs, append(append([]byte{}, a[:]...), s[:]...))
+	}
+	for _, conv := range c.convs {
+		st.Conversations = append(st.Conversations, append(append([]byte{}, conv.id...), conv.root...))
+	}
+	c.mu.RUnlock()
+	return st, keyring.RecoveryKey(rkBytes), acct, nil
+}
+
+func (d devicesChat) PendingRejoins(ctx context.Context) [][]byte { return d.c.pendingRejoins(ctx) }
+
+func (d devicesChat) ConnectedContacts() []peer.ID {
+	c := d.c
+	c.mu.RLock()
+	defer c.mu.RUnlock()
+	var peers []peer.ID
+	for _, vc := range c.contacts {
+		if c.n.Host.Network().Connectedness(vc.Peer.ID) == network.Connected {
+			peers = append(peers, vc.Peer.ID)
+		}
+	}
+	return peers
+}
+
+// Readmit seals a returning device of a member account back into a
+// conversation (not the account DAG).
+func (d devicesChat) Readmit(_ context.Context, id []byte, vc card.Verified) bool {
+	c := d.c
+	conv, err := c.conversationByID(id)
+	if err != nil || conv.acct != nil {
+		return false
+	}
+	conv.mu.Lock()
+	member, _ := conv.state.IsMember(crdt.AccountID(vc.Cert.Account))
+	_, revoked := conv.revoked[vc.Cert.Device]
+	conv.mu.Unlock()
+	if !member || revoked {
+		return false
+	}
+	c.wg.Go(func() {
+		parts, err := c.rotate(c.ctx, conv, []crdt.Op{announceOf(vc)}, []card.Verified{vc}, nil)
+		if err != nil {
+			c.log.Warn("seal a returning device into a conversation", "conv", conv.hexID, "err", err)
+			return
+		}
+		c.sendWelcome(c.ctx, conv, vc, parts, true)
+	})
+	return true
 }

@@ -30,7 +30,7 @@ func TestLinkDeviceSharesEverything(t *testing.T) {
 	}
 	testsupport.Eventually(t, 10*time.Second, "Bob's message at Ada", func() bool { return hasText(t, ada, conv, "before the phone") })
 
-	code, err := ada.Chat.CreateLinkCode(ctx)
+	code, err := ada.Chat.devices.CreateLinkCode(ctx)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -146,7 +146,7 @@ func TestRevokeOfflineDevice(t *testing.T) {
 	setUpAccounts(t, map[*Node]string{ada: "Ada", bob: "Bob"})
 	conv := befriend(t, ada, bob)
 	testsupport.Connect(t, phone.Host, ada.Host)
-	code, _ := ada.Chat.CreateLinkCode(ctx)
+	code, _ := ada.Chat.devices.CreateLinkCode(ctx)
 	if err := phone.Link(ctx, code.Link); err != nil {
 		t.Fatal(err)
 	}
@@ -325,7 +325,7 @@ func TestTwoAccountsWithTwoAndThreeDevicesConverge(t *testing.T) {
 	link := func(from *Node) *Node {
 		n := startTestNode(t, loopbackConfig(t))
 		testsupport.Connect(t, n.Host, from.Host)
-		code, err := from.Chat.CreateLinkCode(ctx)
+		code, err := from.Chat.devices.CreateLinkCode(ctx)
 		if err != nil {
 			t.Fatal(err)
 		}

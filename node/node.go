@@ -33,6 +33,7 @@ import (
 
 	"github.com/glitr-chat/glitr/dag"
 	"github.com/glitr-chat/glitr/node/catchup"
+	"github.com/glitr-chat/glitr/node/devices"
 	"github.com/glitr-chat/glitr/node/discovery"
 	"github.com/glitr-chat/glitr/node/people"
 	"github.com/glitr-chat/glitr/protocol"
@@ -256,17 +257,17 @@ func (n *Node) startChat(ctx context.Context, passphrase []byte) error {
 		popts.Router = n.DHT
 	}
 	c.people = people.New(n.Host, n.Store, peopleChat{c}, popts)
+	c.devices = devices.New(n.Host, devicesChat{c}, c.people, devices.Options{Requests: c.requests, Now: c.now, Logger: n.log})
 	n.chatMu.Lock()
 	n.Chat = c
 	n.locked = false
 	n.chatMu.Unlock()
 	n.Host.SetStreamHandler(WelcomeProtocol, c.handleWelcome)
 	n.Host.SetStreamHandler(HistoryProtocol, c.handleHistory)
-	n.Host.SetStreamHandler(LinkProtocol, c.handleLinkRequest)
-	n.Host.SetStreamHandler(RejoinProtocol, c.handleRejoin)
 	n.Host.SetStreamHandler(HistoryRequestProtocol, c.handleHistoryRequest)
 	n.Host.SetStreamHandler(CardProtocol, c.handleCardRequest)
 	c.people.Start()
+	c.devices.Start()
 	c.startSignals()
 	c.mu.RLock()
 	for _, conv := range c.convs {
@@ -283,7 +284,6 @@ func (n *Node) startChat(ctx context.Context, passphrase []byte) error {
 	c.wg.Go(c.antiEntropy)
 	c.links.Start()
 	c.wg.Go(c.dialContacts)
-	c.wg.Go(c.rejoinLoop)
 	c.wg.Go(c.keyUpkeep)
 	// Rebuilding the CRDT states from the blocks leaves a lot of garbage
 	// behind; hand those pages back now rather than whenever the scavenger

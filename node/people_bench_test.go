@@ -76,7 +76,7 @@ func BenchmarkLinkDeviceWith10kHistory(b *testing.B) {
 				b.Fatal(err)
 			}
 		}
-		code, err := ada.Chat.CreateLinkCode(ctx)
+		code, err := ada.Chat.devices.CreateLinkCode(ctx)
 		if err != nil {
 			b.Fatal(err)
 		}
