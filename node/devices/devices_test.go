@@ -100,7 +100,11 @@ func (f devicesView) PendingRejoins(context.Context) [][]byte {
 	defer f.mu.Unlock()
 	return append([][]byte(nil), f.pending...)
 }
-func (f devicesView) ConnectedContacts() []peer.ID { f.mu.Lock(); defer f.mu.Unlock(); return f.contacts }
+func (f devicesView) ConnectedContacts() []peer.ID {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.contacts
+}
 func (f devicesView) Readmit(_ context.Context, conv []byte, vc card.Verified) bool {
 	f.mu.Lock()
 	defer f.mu.Unlock()
@@ -124,7 +128,7 @@ func (peopleView) CreateConversation(context.Context, string, []keyring.AccountI
 	return "", errors.New("not in these tests")
 }
 func (peopleView) AwaitConversation(context.Context, string) error { return nil }
-func (peopleView) ContactAdded(string)                            {}
+func (peopleView) ContactAdded(string)                             {}
 
 type device struct {
 	f   *fakeAccount
