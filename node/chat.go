@@ -29,6 +29,7 @@ import (
 	"github.com/glitr-chat/glitr/node/catchup"
 	"github.com/glitr-chat/glitr/node/devices"
 	"github.com/glitr-chat/glitr/node/discovery"
+	"github.com/glitr-chat/glitr/node/history"
 	"github.com/glitr-chat/glitr/node/links"
 	"github.com/glitr-chat/glitr/node/people"
 	"github.com/glitr-chat/glitr/node/request"
@@ -80,17 +81,17 @@ type Chat struct {
 	account  *conversation // the account DAG, shared by this account's devices
 	// people answers invites and token requests (node/people); requests
 	// is the per-peer budget every one-shot request handler shares.
-	people   *people.Service
-	devices  *devices.Service
+	people  *people.Service
+	devices *devices.Service
+	// history hands stored blocks to devices that cannot read them
+	// (node/history).
+	history  *history.Service
 	requests *request.Limiter
-	// welcomedBy names, per conversation id, the peer whose welcome
-	// created it here: the only one whose history (history.go) we take.
-	welcomedBy map[string]peer.ID
-	pairs      map[keyring.AccountID][discovery.PairSecretSize]byte // rendezvous secrets by contact
-	ownDevs    map[keyring.DeviceID]devices.Record                  // the account's other devices
-	seenMu     sync.Mutex
-	lastSeen   map[keyring.DeviceID]time.Time // latest block of each own device
-	sig        *signals.Service               // ephemeral typing and presence (node/signals)
+	pairs    map[keyring.AccountID][discovery.PairSecretSize]byte // rendezvous secrets by contact
+	ownDevs  map[keyring.DeviceID]devices.Record                  // the account's other devices
+	seenMu   sync.Mutex
+	lastSeen map[keyring.DeviceID]time.Time // latest block of each own device
+	sig      *signals.Service               // ephemeral typing and presence (node/signals)
 	// revokedSelf: another device removed this one from the account.
 	revokedSelf selfRevoked
 	// discovery finds contacts through the DHT; set once at start.
@@ -167,14 +168,6 @@ type conversation struct {
 	curRotationOp   uint16
 	curEpoch        keyring.EpochID
 	curEpochCreated time.Time
-	// lastHistoryRequest: when this device last asked another of its
-	// devices for this conversation's history (history.go).
-	lastHistoryRequest time.Time
-	// historyAsked is the peer asked for the history and not done
-	// streaming it, historyAskedAt when: its stream is accepted for
-	// historyAnswerWait.
-	historyAsked   peer.ID
-	historyAskedAt time.Time
 	// healPending: a rotation for devices the epoch misses is scheduled.
 	healPending bool
 	// confirmPending: a delivery check is scheduled (confirmDelivery).
@@ -205,16 +198,16 @@ func newChat(n *Node, id *Identity, st *dag.Store, d ds.Batching) *Chat {
 		n: n, id: id, store: st, ds: d, log: n.log.With("component", "chat"),
 		events: newEventLog(4096),
 		convs:  map[string]*conversation{}, bySync: map[string]*conversation{},
-		contacts:   map[keyring.AccountID]card.Verified{},
-		pairs:      map[keyring.AccountID][discovery.PairSecretSize]byte{},
-		ownDevs:    map[keyring.DeviceID]devices.Record{},
-		lastSeen:   map[keyring.DeviceID]time.Time{},
-		welcomedBy: map[string]peer.ID{},
-		ctx:        ctx, cancel: cancel,
+		contacts: map[keyring.AccountID]card.Verified{},
+		pairs:    map[keyring.AccountID][discovery.PairSecretSize]byte{},
+		ownDevs:  map[keyring.DeviceID]devices.Record{},
+		lastSeen: map[keyring.DeviceID]time.Time{},
+		ctx:      ctx, cancel: cancel,
 	}
 	c.now = func() time.Time { return time.Now().Add(time.Duration(c.clockSkew.Load())) }
 	c.links = links.New(n.Host, linkMembers{c}, c.log)
 	c.requests = request.NewLimiter(n.Penalize)
+	c.history = history.New(n.Host, historyStore{c}, history.Options{Requests: c.requests, Penalize: n.Penalize, Logger: n.log})
 	return c
 }
 
@@ -602,6 +595,7 @@ func (c *Chat) close() {
 	if c.devices != nil {
 		c.devices.Close()
 	}
+	c.history.Close()
 	if c.people != nil {
 		c.people.Close()
 	}

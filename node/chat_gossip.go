@@ -118,7 +118,7 @@ func (c *Chat) validator(conv *conversation) pubsub.ValidatorEx {
 			// An epoch we never will get (a message written
 			// concurrently with the rotation that added this device):
 			// a device that opened it hands the history over.
-			c.wg.Go(func() { c.requestHistory(conv) })
+			c.history.Request(conv.id)
 			return pubsub.ValidationIgnore
 		case errors.Is(err, errUnknownEpoch):
 			// An epoch whose rotation has not arrived yet: catch up.

@@ -110,7 +110,7 @@ func (c *Chat) Ingest(ctx context.Context, from peer.ID, syncID []byte, envs [][
 	if errors.Is(err, errEpochWithheld) {
 		// Written under an epoch this device never got: a device that
 		// opened it can hand it over.
-		c.wg.Go(func() { c.requestHistory(conv) })
+		c.history.Request(conv.id)
 	}
 	c.log.Debug("catch-up batch", "conv", conv.hexID, "blocks", len(envs), "committed", res.committed, "notReady", res.notReady, "duplicates", res.duplicates, "err", err)
 	if errors.Is(err, errDuplicate) {

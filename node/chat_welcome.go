@@ -60,7 +60,7 @@ func (c *Chat) sendWelcome(ctx context.Context, conv *conversation, to card.Veri
 	for {
 		err := c.trySendWelcome(ctx, to.Peer, w)
 		if err == nil && history {
-			if err = c.sendHistory(ctx, conv, to.Peer.ID); err != nil {
+			if err = c.history.Send(ctx, conv.id, to.Peer.ID); err != nil {
 				err = fmt.Errorf("history: %w", err)
 			}
 		}
@@ -149,9 +149,7 @@ func (c *Chat) acceptWelcome(ctx context.Context, from peer.ID, b []byte) error 
 	if err != nil {
 		return err
 	}
-	c.mu.Lock()
-	c.welcomedBy[string(w.Conversation)] = from
-	c.mu.Unlock()
+	c.history.Welcomed(w.Conversation, from)
 	if acctID, _ := c.accountConversationID(ctx); acctID == hexID && c.isOwnDevice(r.Rotator) {
 		// The account DAG, from the device that linked this one.
 		conv.acct = crdt.NewAccount()
@@ -221,9 +219,7 @@ func (c *Chat) rejoin(conv *conversation, from peer.ID, w Welcome) error {
 	if err := c.persistKeys(c.ctx, conv, true); err != nil {
 		return err
 	}
-	c.mu.Lock()
-	c.welcomedBy[string(w.Conversation)] = from
-	c.mu.Unlock()
+	c.history.Welcomed(w.Conversation, from)
 	return nil
 }
 

@@ -6,6 +6,8 @@ import (
 	"time"
 
 	"github.com/glitr-chat/glitr/internal/testsupport"
+	"github.com/glitr-chat/glitr/node/history"
+	"github.com/glitr-chat/glitr/node/request"
 )
 
 // A block written concurrently with the rotation that adds a member is
@@ -76,7 +78,7 @@ func TestAddedMemberReadsConcurrentBlock(t *testing.T) {
 	introduce(t, a2, stranger)
 	testsupport.Connect(t, stranger.Host, a2.Host)
 	ac := convOf(t, a2, conv.ID)
-	if err := stranger.Chat.askHistory(ctx, a2.Host.ID(), ac.id); err == nil {
+	if err := request.Ack(ctx, stranger.Host, a2.Host.ID(), history.RequestProtocol, ac.id, 10*time.Second); err == nil {
 		t.Fatal("a non-member was promised the history")
 	}
 }

@@ -263,11 +263,10 @@ func (n *Node) startChat(ctx context.Context, passphrase []byte) error {
 	n.locked = false
 	n.chatMu.Unlock()
 	n.Host.SetStreamHandler(WelcomeProtocol, c.handleWelcome)
-	n.Host.SetStreamHandler(HistoryProtocol, c.handleHistory)
-	n.Host.SetStreamHandler(HistoryRequestProtocol, c.handleHistoryRequest)
 	n.Host.SetStreamHandler(CardProtocol, c.handleCardRequest)
 	c.people.Start()
 	c.devices.Start()
+	c.history.Start()
 	c.startSignals()
 	c.mu.RLock()
 	for _, conv := range c.convs {
