@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/cockroachdb/pebble/v2"
+	"github.com/cockroachdb/pebble/v2/vfs"
 )
 
 // Store errors; the service maps them to result codes.
@@ -162,11 +163,17 @@ type Store struct {
 
 // OpenStore opens (or creates) the store in dir and counts what it holds.
 func OpenStore(dir string, lim Limits, log *slog.Logger) (*Store, error) {
+	return openStore(dir, nil, lim, log)
+}
+
+// openStore opens the store on fs (nil: the OS's); tests pass a file
+// system that can crash.
+func openStore(dir string, fs vfs.FS, lim Limits, log *slog.Logger) (*Store, error) {
 	lim.defaults()
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	db, err := pebble.Open(dir, &pebble.Options{Logger: quietPebble{log}})
+	db, err := pebble.Open(dir, &pebble.Options{Logger: quietPebble{log}, FS: fs})
 	if err != nil {
 		return nil, fmt.Errorf("open mailbox store: %w", err)
 	}

@@ -8,6 +8,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/cockroachdb/pebble/v2/vfs"
+
 	"github.com/glitr-chat/glitr/internal/testsupport"
 )
 
@@ -131,6 +133,39 @@ func TestStoreRestartKeepsAcknowledged(t *testing.T) {
 	}
 	if r, _ := s.Deposit(id, pub, t0.Add(time.Hour), digestsOf(es[:1]), es[:1], t0, nil); r.Duplicate != 1 {
 		t.Fatal("acked digest forgotten across the restart")
+	}
+}
+
+// A crash (the machine's, not just the process's: everything not synced
+// is lost) keeps every deposit and ack that Deposit and Ack returned for.
+func TestStoreCrashKeepsAcknowledged(t *testing.T) {
+	fs := vfs.NewCrashableMem()
+	s, err := openStore("relay", fs, Limits{}, testsupport.Logger(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	id, pub := ID{1}, [32]byte{2}
+	for i := range 5 {
+		es := envs(fmt.Sprint("batch", i), 4, 100)
+		if _, err := s.Deposit(id, pub, t0.Add(time.Hour), digestsOf(es), es, t0, nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if n, err := s.Ack(id, digestsOf(envs("batch0", 4, 100)), t0); err != nil || n != 4 {
+		t.Fatalf("ack: %d %v", n, err)
+	}
+	crashed := fs.CrashClone(vfs.CrashCloneCfg{}) // exactly what was synced
+	after, err := openStore("relay", crashed, Limits{}, testsupport.Logger(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer after.Close()
+	if _, got := drainAll(t, after, id, 0, t0); len(got) != 16 {
+		t.Fatalf("after the crash: %d envelopes, want 16", len(got))
+	}
+	if u := after.Usage(); u.Envelopes != 16 || u.Mailboxes != 1 {
+		t.Fatalf("usage after the crash %+v", u)
 	}
 }
 
