@@ -48,8 +48,9 @@ type Options struct {
 	// requests (defaults 5/s, burst 20).
 	RequestRate  float64
 	RequestBurst float64
-	// MaxStreams and MaxStreamsPerPeer cap concurrent streams (defaults 64
-	// and 2).
+	// MaxStreams and MaxStreamsPerPeer cap concurrent streams (defaults 32
+	// and 2). A stream holds at most about 3 MiB (a frame being read, a
+	// page of a drain being written, the buffers).
 	MaxStreams, MaxStreamsPerPeer int
 	// DrainItems caps the envelopes one Drain request returns (default
 	// 4096); the client drains again for the rest.
@@ -103,7 +104,7 @@ func (o *Options) defaults() error {
 		o.RequestBurst = 20
 	}
 	if o.MaxStreams <= 0 {
-		o.MaxStreams = 64
+		o.MaxStreams = 32
 	}
 	if o.MaxStreamsPerPeer <= 0 {
 		o.MaxStreamsPerPeer = 2
@@ -166,9 +167,19 @@ func NewService(h host.Host, store *Store, opts Options) (*Service, error) {
 	if err := opts.defaults(); err != nil {
 		return nil, err
 	}
+	s := newService(store, []byte(h.ID()), opts)
+	s.h = h
+	s.wg.Add(1)
+	go s.sweeper()
+	h.SetStreamHandler(protocol.MailboxProtocol, s.handle)
+	return s, nil
+}
+
+// newService is the service without a host: what handles requests.
+func newService(store *Store, relay []byte, opts Options) *Service {
 	base, cancel := context.WithCancel(context.Background())
-	s := &Service{
-		h: h, store: store, opts: opts, log: opts.Logger, relay: []byte(h.ID()),
+	return &Service{
+		store: store, opts: opts, log: opts.Logger, relay: relay,
 		rate:    newBuckets[peer.ID](opts.RequestRate, opts.RequestBurst, opts.Tracked),
 		peerQ:   newQuota[peer.ID]("peer", opts.DepositWindow, opts.PeerBytes, opts.PeerMailboxes, opts.Tracked, true),
 		addrQ:   newQuota[string]("address", opts.DepositWindow, opts.AddrBytes, opts.AddrMailboxes, opts.Tracked, false),
@@ -176,10 +187,6 @@ func NewService(h host.Host, store *Store, opts Options) (*Service, error) {
 		stats:   Stats{Refusals: map[string]int64{}},
 		base:    base, cancel: cancel,
 	}
-	s.wg.Add(1)
-	go s.sweeper()
-	h.SetStreamHandler(protocol.MailboxProtocol, s.handle)
-	return s, nil
 }
 
 // Close stops serving, ends open streams and the sweeper, and waits.
@@ -340,7 +347,7 @@ func (s *Service) handle(st network.Stream) {
 		case protocol.MailboxKindAck:
 			err = c.result(s.ack(p, f.Ack))
 		case protocol.MailboxKindDrain:
-			err = c.drain(f.Drain)
+			err = s.drain(p, f.Drain, func(f protocol.MailboxFrame) error { return c.write(f, true) })
 		default:
 			s.penalize(p, fmt.Sprintf("client sent frame kind %d", f.Kind))
 			_ = c.result(protocol.MailboxResult{Code: protocol.MailboxMalformed})
@@ -465,11 +472,10 @@ func (s *Service) ack(p peer.ID, a *protocol.MailboxAck) protocol.MailboxResult 
 // largest size still fits under protocol.MaxMailboxFrame.
 const pageBytes = protocol.MaxMailboxFrame - protocol.MaxMailboxEnvelope - 4096
 
-// drain answers a Drain: Items frames of at most pageBytes, then End. An
-// unknown or expired mailbox answers as an empty one; one whose request is
-// badly signed or stale is listed in End.Refused.
-func (c *conn) drain(d *protocol.MailboxDrain) error {
-	s := c.s
+// drain answers a Drain through emit: Items frames of at most pageBytes,
+// then End. An unknown or expired mailbox answers as an empty one; one
+// whose request is badly signed or stale is listed in End.Refused.
+func (s *Service) drain(p peer.ID, d *protocol.MailboxDrain, emit func(protocol.MailboxFrame) error) error {
 	now := s.opts.Now()
 	limit := s.opts.DrainItems
 	if d.Limit > 0 && d.Limit < uint64(limit) {
@@ -495,7 +501,7 @@ func (c *conn) drain(d *protocol.MailboxDrain) error {
 			continue
 		}
 		if err := VerifyDrain(s.relay, pub[:], req); err != nil {
-			s.penalize(c.p, err.Error())
+			s.penalize(p, err.Error())
 			end.Refused = append(end.Refused, uint64(i))
 			continue
 		}
@@ -505,7 +511,7 @@ func (c *conn) drain(d *protocol.MailboxDrain) error {
 			if len(page.Items) == 0 {
 				return nil
 			}
-			err := c.write(protocol.MailboxFrame{Kind: protocol.MailboxKindItems, Items: &page}, true)
+			err := emit(protocol.MailboxFrame{Kind: protocol.MailboxKindItems, Items: &page})
 			page.Items, size = page.Items[:0], 0
 			return err
 		}
@@ -547,5 +553,5 @@ func (c *conn) drain(d *protocol.MailboxDrain) error {
 	if end.Code != protocol.MailboxOK {
 		s.refused(end.Code)
 	}
-	return c.write(protocol.MailboxFrame{Kind: protocol.MailboxKindEnd, End: &end}, true)
+	return emit(protocol.MailboxFrame{Kind: protocol.MailboxKindEnd, End: &end})
 }

@@ -609,3 +609,38 @@ func TestLimitTablesBounded(t *testing.T) {
 		}
 	}
 }
+
+// A conversation mailbox: every member holds the mailbox secret (derived
+// from the conversation's), deposits into it and drains it without acking,
+// each with its own cursor; the relay deletes only at expiry.
+func TestConversationMailbox(t *testing.T) {
+	ctx := context.Background()
+	clk := &clock{t: t0}
+	relay := newRelay(t, clk, Options{}, Limits{})
+	var convSecret [SecretSize]byte
+	copy(convSecret[:], "an exported conversation secret.")
+	a, b, sender := newClient(t, clk), newClient(t, clk), newClient(t, clk)
+	key := OwnerKeyFromSecret(convSecret)
+	capa := capFor(t, key.DepositKey(), clk.Now())
+	if _, err := sender.Deposit(ctx, relay.info(), capa, envs("g", 3, 50)); err != nil {
+		t.Fatal(err)
+	}
+	keys := key.DrainKeys([]Period{capa.Period})
+	gotA, dA, err := collect(ctx, a, relay.info(), keys, DrainOptions{Keep: true})
+	if err != nil || len(gotA) != 3 || dA.Acked != 0 {
+		t.Fatalf("member a: %d %+v %v", len(gotA), dA, err)
+	}
+	if gotB, _, err := collect(ctx, b, relay.info(), keys, DrainOptions{Keep: true}); err != nil || len(gotB) != 3 {
+		t.Fatalf("member b: %d %v", len(gotB), err)
+	}
+	if _, err := sender.Deposit(ctx, relay.info(), capa, envs("h", 2, 50)); err != nil {
+		t.Fatal(err)
+	}
+	gotA, _, err = collect(ctx, a, relay.info(), keys, DrainOptions{Keep: true, After: dA.Last})
+	if err != nil || len(gotA) != 2 || !bytes.HasPrefix(gotA[0], []byte("h-0")) {
+		t.Fatalf("member a from its cursor: %d %v", len(gotA), err)
+	}
+	if relay.store.Usage().Envelopes != 5 {
+		t.Fatal("a drain without ack deleted envelopes")
+	}
+}

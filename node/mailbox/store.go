@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/cockroachdb/pebble/v2"
+	"github.com/cockroachdb/pebble/v2/bloom"
 	"github.com/cockroachdb/pebble/v2/vfs"
 )
 
@@ -79,7 +80,7 @@ const ItemOverhead = 128
 //
 //	'm' id             -> meta (metaSize bytes, below)
 //	'e' id seq(8, BE)  -> digest(32) ‖ envelope
-//	'd' id digest(32)  -> seq(8, BE) ‖ state (0 stored, 1 acked)
+//	'd' id digest(32)  -> seq(8, BE) ‖ state (0 stored, 1 acked) ‖ size(4, BE)
 //
 // Nothing else is stored: no peer ids, addresses or deposit times.
 const (
@@ -87,8 +88,10 @@ const (
 	kindEnvelope = 'e'
 	kindDigest   = 'd'
 	metaSize     = 8 + 32 + 8 + 8 + 8 + 8
-	stateStored  = 0
-	stateAcked   = 1
+	// digestValueSize: seq, state, envelope size.
+	digestValueSize = 8 + 1 + 4
+	stateStored     = 0
+	stateAcked      = 1
 )
 
 // meta is a mailbox's record.
@@ -173,7 +176,16 @@ func openStore(dir string, fs vfs.FS, lim Limits, log *slog.Logger) (*Store, err
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	db, err := pebble.Open(dir, &pebble.Options{Logger: quietPebble{log}, FS: fs})
+	// Deposits look up every digest (mostly absent) and acks every
+	// acked one (present): bloom filters spare the absent lookups a read
+	// per level, and a block cache keeps the digest index in memory.
+	cache := pebble.NewCache(32 << 20)
+	defer cache.Unref()
+	o := &pebble.Options{Logger: quietPebble{log}, FS: fs, Cache: cache}
+	for i := range o.Levels {
+		o.Levels[i].FilterPolicy = bloom.FilterPolicy(10)
+	}
+	db, err := pebble.Open(dir, o)
 	if err != nil {
 		return nil, fmt.Errorf("open mailbox store: %w", err)
 	}
@@ -335,12 +347,13 @@ func (s *Store) Deposit(id ID, drainPub [32]byte, expires time.Time, digests []D
 	}
 	b := s.db.NewBatch()
 	defer b.Close()
-	var seqBuf [9]byte
+	var seqBuf [digestValueSize]byte
 	for _, i := range fresh {
 		seq := m.nextSeq
 		m.nextSeq++
 		binary.BigEndian.PutUint64(seqBuf[:8], seq)
 		seqBuf[8] = stateStored
+		binary.BigEndian.PutUint32(seqBuf[9:], uint32(len(envs[i])))
 		_ = b.Set(key(kindDigest, id, digests[i][:]...), seqBuf[:], nil)
 		v := append(append(make([]byte, 0, len(digests[i])+len(envs[i])), digests[i][:]...), envs[i]...)
 		_ = b.Set(key(kindEnvelope, id, seqBuf[:8]...), v, nil)
@@ -430,21 +443,16 @@ func (s *Store) Ack(id ID, digests []Digest, now time.Time) (int, error) {
 		if err != nil {
 			return 0, fmt.Errorf("mailbox store: %w", err)
 		}
-		if len(v) != 9 || v[8] != stateStored {
+		if len(v) != digestValueSize || v[8] != stateStored {
 			closer.Close()
 			continue
 		}
-		seq := bytes.Clone(v[:8])
+		val := bytes.Clone(v)
 		closer.Close()
-		ek := key(kindEnvelope, id, seq...)
-		ev, closer, err := s.db.Get(ek)
-		if err != nil {
-			return 0, fmt.Errorf("mailbox store: envelope of an indexed digest: %w", err)
-		}
-		freed += int64(len(ev)-len(Digest{})) + ItemOverhead
-		closer.Close()
-		_ = b.Delete(ek, nil)
-		_ = b.Set(dk, append(seq, stateAcked), nil)
+		freed += int64(binary.BigEndian.Uint32(val[9:])) + ItemOverhead
+		val[8] = stateAcked
+		_ = b.Delete(key(kindEnvelope, id, val[:8]...), nil)
+		_ = b.Set(dk, val, nil)
 		n++
 	}
 	if n == 0 {
