@@ -164,11 +164,13 @@ type MailboxEnd struct {
 	// More is true when the relay stopped at its cap: drain again from
 	// the last sequence numbers received.
 	More bool `cbor:"2,keyasint,omitempty"`
-	// Code is MailboxOK, or why the drain was refused before any Items
-	// (bad-capability, bad-time, expired …) when every mailbox failed.
+	// Code is MailboxOK; MailboxBadTime when every request's time was
+	// stale; MailboxUnavailable on a local failure.
 	Code string `cbor:"3,keyasint,omitempty"`
-	// Refused lists the positions, in the Drain, of mailboxes whose
-	// request was refused (a bad signature, a stale time).
+	// Refused lists the positions, in the Drain, of mailboxes the relay
+	// sent nothing for because they are unknown or expired or their
+	// request did not verify (all alike, so that a drain does not tell
+	// whether an id exists).
 	Refused []uint64 `cbor:"4,keyasint,omitempty"`
 }
 

@@ -283,8 +283,9 @@ type Drained struct {
 	More bool
 	// Last is the highest sequence number received per mailbox.
 	Last map[ID]uint64
-	// Refused lists mailboxes whose drain request the relay refused
-	// (bad signature, stale time).
+	// Refused lists the mailboxes the relay gave nothing for under these
+	// keys: unknown (nothing was deposited), expired, or a request it
+	// could not verify. It does not say which, by design.
 	Refused []ID
 }
 

@@ -448,9 +448,9 @@ func (s *Service) ack(p peer.ID, a *protocol.MailboxAck) protocol.MailboxResult 
 		return protocol.MailboxResult{Code: protocol.MailboxUnavailable}
 	}
 	if !ok {
-		// Unknown or expired: nothing to delete. Said as for an empty
-		// mailbox, so an ack does not probe which ids exist.
-		return protocol.MailboxResult{Code: protocol.MailboxOK}
+		// Unknown or expired: refused as a bad signature is, so an ack
+		// does not tell whether an id exists.
+		return protocol.MailboxResult{Code: protocol.MailboxBadCapability}
 	}
 	digests, err := VerifyAck(s.relay, pub[:], a)
 	if err != nil {
@@ -473,8 +473,9 @@ func (s *Service) ack(p peer.ID, a *protocol.MailboxAck) protocol.MailboxResult 
 const pageBytes = protocol.MaxMailboxFrame - protocol.MaxMailboxEnvelope - 4096
 
 // drain answers a Drain through emit: Items frames of at most pageBytes,
-// then End. An unknown or expired mailbox answers as an empty one; one
-// whose request is badly signed or stale is listed in End.Refused.
+// then End. A mailbox that is unknown or expired, or whose request is
+// badly signed or stale, is listed in End.Refused, all alike; End's code is
+// bad-time only when every request was stale (the client's clock is off).
 func (s *Service) drain(p peer.ID, d *protocol.MailboxDrain, emit func(protocol.MailboxFrame) error) error {
 	now := s.opts.Now()
 	limit := s.opts.DrainItems
@@ -498,6 +499,9 @@ func (s *Service) drain(p peer.ID, d *protocol.MailboxDrain, emit func(protocol.
 			break
 		}
 		if !ok {
+			// Unknown or expired: refused exactly as a bad signature
+			// is, so a drain does not tell whether an id exists.
+			end.Refused = append(end.Refused, uint64(i))
 			continue
 		}
 		if err := VerifyDrain(s.relay, pub[:], req); err != nil {
@@ -543,11 +547,8 @@ func (s *Service) drain(p peer.ID, d *protocol.MailboxDrain, emit func(protocol.
 	end.Sent = uint64(sent)
 	if end.Code == "" {
 		end.Code = protocol.MailboxOK
-		if len(end.Refused) == len(d.Mailboxes) {
-			end.Code = protocol.MailboxBadCapability
-			if stale == len(d.Mailboxes) {
-				end.Code = protocol.MailboxBadTime
-			}
+		if stale == len(d.Mailboxes) {
+			end.Code = protocol.MailboxBadTime
 		}
 	}
 	if end.Code != protocol.MailboxOK {

@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/rand"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"sync"
@@ -134,7 +135,8 @@ func TestDepositDrainAck(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(got) != 300 || d.Acked != 300 || d.More || len(d.Refused) != 0 {
+	// The other 31 periods never held anything: refused alike.
+	if len(got) != 300 || d.Acked != 300 || d.More || len(d.Refused) != len(keys)-1 {
 		t.Fatalf("drained %d, %+v", len(got), d)
 	}
 	for i := range es {
@@ -297,7 +299,7 @@ func TestContactCannotDrain(t *testing.T) {
 	// scalar it likes (here its deposit key's seed as one).
 	fake := &DrainKey{Period: capa.Period, ID: capa.ID, DrainPub: capa.DrainPub, scalar: uniformScalar(append(capa.priv.Seed(), capa.priv.Seed()...))}
 	got, d, err := collect(ctx, contact, relay.info(), []*DrainKey{fake}, DrainOptions{})
-	if !errors.Is(err, ErrBadCapability) || len(got) != 0 || len(d.Refused) != 1 {
+	if err != nil || len(got) != 0 || len(d.Refused) != 1 || d.Refused[0] != capa.ID {
 		t.Fatalf("contact drained %d: %+v %v", len(got), d, err)
 	}
 	if _, err := contact.Ack(ctx, relay.info(), fake, digestsOf(es)); !errors.Is(err, ErrBadCapability) {
@@ -310,7 +312,7 @@ func TestContactCannotDrain(t *testing.T) {
 	owner := o.Drain(capa.Period)
 	req := owner.DrainRequest([]byte("another relay"), clk.Now(), 0)
 	r := sendRaw(t, contact.h, relay.info(), protocol.MailboxFrame{Kind: protocol.MailboxKindDrain, Drain: &protocol.MailboxDrain{Mailboxes: []protocol.MailboxDrainReq{req}}})
-	if r.End == nil || r.End.Code != protocol.MailboxBadCapability {
+	if r.End == nil || r.End.Sent != 0 || len(r.End.Refused) != 1 {
 		t.Fatalf("drain for another relay: %+v", r)
 	}
 }
@@ -642,5 +644,100 @@ func TestConversationMailbox(t *testing.T) {
 	}
 	if relay.store.Usage().Envelopes != 5 {
 		t.Fatal("a drain without ack deleted envelopes")
+	}
+}
+
+// A drain or an ack does not tell whether a mailbox exists: an unknown id
+// is refused exactly as a forged request for an existing one.
+func TestUnknownMailboxLooksRefused(t *testing.T) {
+	ctx := context.Background()
+	clk := &clock{t: t0}
+	relay := newRelay(t, clk, Options{}, Limits{})
+	c := newClient(t, clk)
+	o := testOwner(1)
+	capa := capFor(t, contactKey(t, o), clk.Now())
+	if _, err := c.Deposit(ctx, relay.info(), capa, envs("x", 1, 10)); err != nil {
+		t.Fatal(err)
+	}
+	forged := &DrainKey{Period: capa.Period, ID: capa.ID, DrainPub: capa.DrainPub, scalar: uniformScalar(make([]byte, 64))}
+	unknown := o.Drain(capa.Period - 3) // a genuine key, never deposited into
+	answer := func(k *DrainKey) protocol.MailboxFrame {
+		req := k.DrainRequest([]byte(relay.h.ID()), clk.Now(), 0)
+		return sendRaw(t, c.h, relay.info(), protocol.MailboxFrame{Kind: protocol.MailboxKindDrain, Drain: &protocol.MailboxDrain{Mailboxes: []protocol.MailboxDrainReq{req}}})
+	}
+	a, b := answer(forged), answer(unknown)
+	ea, _ := protocol.EncodeMailboxFrame(a)
+	eb, _ := protocol.EncodeMailboxFrame(b)
+	if !bytes.Equal(ea, eb) {
+		t.Fatalf("drain answers differ: %+v vs %+v", a.End, b.End)
+	}
+	_, errForged := c.Ack(ctx, relay.info(), forged, digestsOf(envs("x", 1, 10)))
+	_, errUnknown := c.Ack(ctx, relay.info(), unknown, digestsOf(envs("x", 1, 10)))
+	if !errors.Is(errForged, ErrBadCapability) || !errors.Is(errUnknown, ErrBadCapability) || errForged.Error() != errUnknown.Error() {
+		t.Fatalf("ack answers differ: %v vs %v", errForged, errUnknown)
+	}
+}
+
+// What the relay keeps holds nothing about who deposited or when: no peer
+// id, no address, no deposit key or signature, no deposit time; only ids,
+// drain keys, envelopes, digests, sizes and an expiry.
+func TestStoreHoldsNoDepositorData(t *testing.T) {
+	ctx := context.Background()
+	clk := &clock{t: t0.Add(1234567 * time.Millisecond)}
+	relay := newRelay(t, clk, Options{}, Limits{})
+	c := newClient(t, clk)
+	capa := capFor(t, contactKey(t, testOwner(1)), clk.Now())
+	es := envs("y", 3, 64)
+	if _, err := c.Deposit(ctx, relay.info(), capa, es); err != nil {
+		t.Fatal(err)
+	}
+	d := capa.Deposit([]byte(relay.h.ID()), clk.Now(), es)
+	ms := make([]byte, 8)
+	binary.BigEndian.PutUint64(ms, uint64(clk.Now().UnixMilli()))
+	forbidden := map[string][]byte{
+		"depositor peer id": []byte(c.h.ID()),
+		"deposit key":       capa.DepositPub[:],
+		"signature":         d.Sig,
+		"deposit time (ms)": ms,
+		"address":           []byte("127.0.0.1"),
+	}
+	it, err := relay.store.db.NewIter(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer it.Close()
+	records := 0
+	for it.First(); it.Valid(); it.Next() {
+		records++
+		for what, b := range forbidden {
+			if bytes.Contains(it.Key(), b) || bytes.Contains(it.Value(), b) {
+				t.Errorf("the store holds the %s", what)
+			}
+		}
+	}
+	if records != 1+2*len(es) {
+		t.Fatalf("%d records, want a meta and two per envelope", records)
+	}
+}
+
+// Every mailbox stream runs on a secured connection (QUIC's TLS 1.3, or
+// Noise over TCP): a passive observer sees no id, key or envelope.
+func TestMailboxStreamsAreSecured(t *testing.T) {
+	ctx := context.Background()
+	clk := &clock{t: t0}
+	relay := newRelay(t, clk, Options{}, Limits{})
+	c := newClient(t, clk)
+	if _, err := c.Deposit(ctx, relay.info(), capFor(t, contactKey(t, testOwner(1)), clk.Now()), envs("z", 1, 10)); err != nil {
+		t.Fatal(err)
+	}
+	conns := c.h.Network().ConnsToPeer(relay.h.ID())
+	if len(conns) == 0 {
+		t.Fatal("no connection")
+	}
+	for _, conn := range conns {
+		cs := conn.ConnState()
+		if cs.Security == "" && cs.Transport != "quic-v1" {
+			t.Fatalf("connection without security: %+v", cs)
+		}
 	}
 }
