@@ -165,13 +165,16 @@ type MailboxEnd struct {
 	// the last sequence numbers received.
 	More bool `cbor:"2,keyasint,omitempty"`
 	// Code is MailboxOK; MailboxBadTime when every request's time was
-	// stale; MailboxUnavailable on a local failure.
+	// stale; MailboxRateLimited when the address's drain budget let
+	// nothing through; MailboxUnavailable on a local failure.
 	Code string `cbor:"3,keyasint,omitempty"`
 	// Refused lists the positions, in the Drain, of mailboxes the relay
 	// sent nothing for because they are unknown or expired or their
 	// request did not verify (all alike, so that a drain does not tell
 	// whether an id exists).
 	Refused []uint64 `cbor:"4,keyasint,omitempty"`
+	// RetryAfter, in seconds, accompanies the code rate-limited.
+	RetryAfter uint64 `cbor:"5,keyasint,omitempty"`
 }
 
 // MailboxFrame is one message of the mailbox protocol.

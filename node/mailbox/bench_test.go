@@ -20,7 +20,7 @@ func BenchmarkMailbox(b *testing.B) {
 	const size = 400
 	ctx := context.Background()
 	clk := &clock{t: t0}
-	relay := newRelay(b, clk, Options{PeerBytes: 1 << 40, AddrBytes: 1 << 40, RequestRate: 1e6, RequestBurst: 1e6, DrainItems: 4096},
+	relay := newRelay(b, clk, Options{PeerBytes: 1 << 40, AddrBytes: 1 << 40, RequestRate: 1e6, RequestBurst: 1e6, DrainItems: 4096, DrainRate: 1e12, DrainBurst: 1e12},
 		Limits{MailboxEnvelopes: int64(n), MailboxDeposits: 1 << 40, MailboxBytes: 1 << 40, TotalBytes: 1 << 40})
 	sender, owner := newClient(b, clk), newClient(b, clk)
 	var depositTime, drainTime time.Duration

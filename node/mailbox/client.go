@@ -389,7 +389,7 @@ func (c *Client) drainChunk(s *stream, relayID []byte, keys []*DrainKey, byID ma
 				res.Refused = append(res.Refused, keys[i].ID)
 			}
 			if e.Code != protocol.MailboxOK && e.Code != "" {
-				return &RefusedError{Code: e.Code}
+				return &RefusedError{Code: e.Code, RetryAfter: time.Duration(e.RetryAfter) * time.Second}
 			}
 			return nil
 		case protocol.MailboxKindResult:

@@ -64,7 +64,7 @@ func FuzzServeRequest(f *testing.F) {
 			case protocol.MailboxKindAck:
 				s.ack(peer.ID("p"), fr.Ack)
 			case protocol.MailboxKindDrain:
-				err := s.drain(peer.ID("p"), fr.Drain, func(out protocol.MailboxFrame) error {
+				err := s.drain(peer.ID("p"), "addr", fr.Drain, func(out protocol.MailboxFrame) error {
 					_, err := protocol.EncodeMailboxFrame(out)
 					return err
 				})

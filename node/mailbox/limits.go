@@ -59,6 +59,36 @@ func (t *buckets[K]) allow(k K, now time.Time) (bool, time.Duration) {
 	return true, 0
 }
 
+// available returns the tokens k holds now (a new key starts full).
+func (t *buckets[K]) available(k K, now time.Time) float64 {
+	b, ok := t.m[k]
+	if !ok {
+		return t.burst
+	}
+	return min(t.burst, b.tokens+max(0, now.Sub(b.at).Seconds())*t.rate)
+}
+
+// spend takes n tokens from k (refilled first), which may leave it in
+// debt; a key not held is added.
+func (t *buckets[K]) spend(k K, n float64, now time.Time) {
+	if n <= 0 {
+		return
+	}
+	b, ok := t.m[k]
+	if !ok {
+		if len(t.m) >= t.max {
+			t.evict(now)
+		}
+		b = &bucket{tokens: t.burst, at: now}
+		t.m[k] = b
+	}
+	if el := now.Sub(b.at).Seconds(); el > 0 {
+		b.tokens = min(t.burst, b.tokens+el*t.rate)
+	}
+	b.at = now
+	b.tokens -= n
+}
+
 func (t *buckets[K]) evict(now time.Time) {
 	for k, b := range t.m {
 		if b.tokens+now.Sub(b.at).Seconds()*t.rate >= t.burst {

@@ -55,6 +55,11 @@ type Options struct {
 	// DrainItems caps the envelopes one Drain request returns (default
 	// 4096); the client drains again for the rest.
 	DrainItems int
+	// DrainRate and DrainBurst are each address's token bucket of
+	// drained envelope bytes (defaults 4 MiB/s, burst 64 MiB): a drain
+	// stops at the budget with More set, or, when nothing fits, answers
+	// rate-limited with a retry hint.
+	DrainRate, DrainBurst float64
 	// IdleTimeout ends a stream that sends no request, or cannot take an
 	// answer, for this long (default 20 s).
 	IdleTimeout time.Duration
@@ -112,6 +117,12 @@ func (o *Options) defaults() error {
 	if o.DrainItems <= 0 {
 		o.DrainItems = 4096
 	}
+	if o.DrainRate <= 0 {
+		o.DrainRate = 4 << 20
+	}
+	if o.DrainBurst < protocol.MaxMailboxEnvelope {
+		o.DrainBurst = 64 << 20
+	}
 	if o.IdleTimeout <= 0 {
 		o.IdleTimeout = 20 * time.Second
 	}
@@ -146,14 +157,19 @@ type Service struct {
 	log   *slog.Logger
 	relay []byte // our peer id: what every signature is bound to
 
-	mu       sync.Mutex // the tables below
-	rate     *buckets[peer.ID]
-	peerQ    *quota[peer.ID]
-	addrQ    *quota[string]
-	streams  map[peer.ID]int
-	nStreams int
-	stats    Stats
-	closed   bool
+	mu   sync.Mutex // the tables below
+	rate *buckets[peer.ID]
+	// drainBytes is each address's budget of drained bytes: without
+	// it, a stranger could fill a mailbox of its own once and drain it
+	// (without acking) over and over, to turn the relay into an
+	// amplifier of its own bandwidth.
+	drainBytes *buckets[string]
+	peerQ      *quota[peer.ID]
+	addrQ      *quota[string]
+	streams    map[peer.ID]int
+	nStreams   int
+	stats      Stats
+	closed     bool
 
 	cancel context.CancelFunc
 	base   context.Context
@@ -180,12 +196,13 @@ func newService(store *Store, relay []byte, opts Options) *Service {
 	base, cancel := context.WithCancel(context.Background())
 	return &Service{
 		store: store, opts: opts, log: opts.Logger, relay: relay,
-		rate:    newBuckets[peer.ID](opts.RequestRate, opts.RequestBurst, opts.Tracked),
-		peerQ:   newQuota[peer.ID]("peer", opts.DepositWindow, opts.PeerBytes, opts.PeerMailboxes, opts.Tracked, true),
-		addrQ:   newQuota[string]("address", opts.DepositWindow, opts.AddrBytes, opts.AddrMailboxes, opts.Tracked, false),
-		streams: map[peer.ID]int{},
-		stats:   Stats{Refusals: map[string]int64{}},
-		base:    base, cancel: cancel,
+		rate:       newBuckets[peer.ID](opts.RequestRate, opts.RequestBurst, opts.Tracked),
+		drainBytes: newBuckets[string](opts.DrainRate, opts.DrainBurst, opts.Tracked),
+		peerQ:      newQuota[peer.ID]("peer", opts.DepositWindow, opts.PeerBytes, opts.PeerMailboxes, opts.Tracked, true),
+		addrQ:      newQuota[string]("address", opts.DepositWindow, opts.AddrBytes, opts.AddrMailboxes, opts.Tracked, false),
+		streams:    map[peer.ID]int{},
+		stats:      Stats{Refusals: map[string]int64{}},
+		base:       base, cancel: cancel,
 	}
 }
 
@@ -347,7 +364,7 @@ func (s *Service) handle(st network.Stream) {
 		case protocol.MailboxKindAck:
 			err = c.result(s.ack(p, f.Ack))
 		case protocol.MailboxKindDrain:
-			err = s.drain(p, f.Drain, func(f protocol.MailboxFrame) error { return c.write(f, true) })
+			err = s.drain(p, c.addr, f.Drain, func(f protocol.MailboxFrame) error { return c.write(f, true) })
 		default:
 			s.penalize(p, fmt.Sprintf("client sent frame kind %d", f.Kind))
 			_ = c.result(protocol.MailboxResult{Code: protocol.MailboxMalformed})
@@ -468,6 +485,9 @@ func (s *Service) ack(p peer.ID, a *protocol.MailboxAck) protocol.MailboxResult 
 	return protocol.MailboxResult{Code: protocol.MailboxOK, Acked: uint64(n)}
 }
 
+// errThrottled stops a drain at the address's drain budget.
+var errThrottled = errors.New("mailbox: drain budget spent")
+
 // pageBytes is the target size of an Items frame: one more envelope of the
 // largest size still fits under protocol.MaxMailboxFrame.
 const pageBytes = protocol.MaxMailboxFrame - protocol.MaxMailboxEnvelope - 4096
@@ -476,14 +496,19 @@ const pageBytes = protocol.MaxMailboxFrame - protocol.MaxMailboxEnvelope - 4096
 // then End. A mailbox that is unknown or expired, or whose request is
 // badly signed or stale, is listed in End.Refused, all alike; End's code is
 // bad-time only when every request was stale (the client's clock is off).
-func (s *Service) drain(p peer.ID, d *protocol.MailboxDrain, emit func(protocol.MailboxFrame) error) error {
+func (s *Service) drain(p peer.ID, addr string, d *protocol.MailboxDrain, emit func(protocol.MailboxFrame) error) error {
 	now := s.opts.Now()
 	limit := s.opts.DrainItems
 	if d.Limit > 0 && d.Limit < uint64(limit) {
 		limit = int(d.Limit)
 	}
+	s.mu.Lock()
+	budget := s.drainBytes.available(addr, now)
+	s.mu.Unlock()
 	var end protocol.MailboxEnd
 	sent, stale := 0, 0
+	var spent float64
+	throttled := false
 	for i, req := range d.Mailboxes {
 		var id ID
 		copy(id[:], req.ID)
@@ -520,6 +545,10 @@ func (s *Service) drain(p peer.ID, d *protocol.MailboxDrain, emit func(protocol.
 			return err
 		}
 		n, more, err := s.store.Drain(s.base, id, req.After, limit-sent, now, func(seq uint64, env []byte) error {
+			if spent+float64(len(env)) > budget {
+				return errThrottled
+			}
+			spent += float64(len(env))
 			if len(page.Items) == protocol.MaxItemsPerFrame || size+len(env)+16 > pageBytes {
 				if err := flush(); err != nil {
 					return err
@@ -529,6 +558,9 @@ func (s *Service) drain(p peer.ID, d *protocol.MailboxDrain, emit func(protocol.
 			size += len(env) + 16
 			return nil
 		})
+		if errors.Is(err, errThrottled) {
+			err, throttled, more = nil, true, true
+		}
 		if err == nil {
 			err = flush()
 		}
@@ -543,12 +575,19 @@ func (s *Service) drain(p peer.ID, d *protocol.MailboxDrain, emit func(protocol.
 	}
 	s.mu.Lock()
 	s.stats.Drained += int64(sent)
+	s.drainBytes.spend(addr, spent, now)
 	s.mu.Unlock()
 	end.Sent = uint64(sent)
 	if end.Code == "" {
 		end.Code = protocol.MailboxOK
-		if stale == len(d.Mailboxes) {
+		switch {
+		case stale == len(d.Mailboxes):
 			end.Code = protocol.MailboxBadTime
+		case throttled && sent == 0:
+			// Nothing fits the address's drain budget now: say when
+			// one largest envelope will.
+			end.Code = protocol.MailboxRateLimited
+			end.RetryAfter = uint64(float64(protocol.MaxMailboxEnvelope)/s.opts.DrainRate) + 1
 		}
 	}
 	if end.Code != protocol.MailboxOK {

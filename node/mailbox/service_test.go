@@ -741,3 +741,32 @@ func TestMailboxStreamsAreSecured(t *testing.T) {
 		}
 	}
 }
+
+// Drained bytes are budgeted per address: a stranger cannot fill a mailbox
+// of its own once and drain it without acking, over and over, to make the
+// relay send far more than it ever received.
+func TestDrainBandwidthLimited(t *testing.T) {
+	ctx := context.Background()
+	clk := &clock{t: t0}
+	relay := newRelay(t, clk, Options{DrainRate: 1000, DrainBurst: protocol.MaxMailboxEnvelope + 2*5000}, Limits{})
+	c := newClient(t, clk)
+	o := testOwner(1)
+	if _, err := c.Deposit(ctx, relay.info(), capFor(t, contactKey(t, o), clk.Now()), envs("big", 20, 5000)); err != nil {
+		t.Fatal(err)
+	}
+	keys := o.DrainKeys([]Period{PeriodOf(clk.Now())})
+	got, d, err := collect(ctx, c, relay.info(), keys, DrainOptions{Keep: true})
+	if err != nil || len(got) != 15 || !d.More {
+		t.Fatalf("first drain: %d envelopes, %+v, %v", len(got), d, err)
+	}
+	_, _, err = collect(ctx, c, relay.info(), keys, DrainOptions{Keep: true, After: d.Last})
+	var re *RefusedError
+	if !errors.Is(err, ErrRateLimited) || !errors.As(err, &re) || re.RetryAfter < 60*time.Second {
+		t.Fatalf("budget spent: %v", err)
+	}
+	// The budget refills with time.
+	clk.Set(t0.Add(time.Minute))
+	if got, _, err := collect(ctx, c, relay.info(), keys, DrainOptions{Keep: true, After: d.Last}); err != nil || len(got) != 5 {
+		t.Fatalf("after a minute: %d %v", len(got), err)
+	}
+}
