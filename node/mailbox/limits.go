@@ -117,13 +117,12 @@ type window struct {
 // so forgetting one only loses precision while the address quota still
 // binds) or refuses new keys (for addresses, which are not free).
 type quota[K comparable] struct {
-	span               time.Duration
-	bytes, mailboxes   int64
-	max                int
-	evictWhenFull      bool
-	m                  map[K]*window
-	scope              string // "peer" or "address", for errors
-	refusedNewWhenFull int
+	span             time.Duration
+	bytes, mailboxes int64
+	max              int
+	evictWhenFull    bool
+	m                map[K]*window
+	scope            string // "peer" or "address", for errors
 }
 
 func newQuota[K comparable](scope string, span time.Duration, bytes, mailboxes int64, max int, evict bool) *quota[K] {
@@ -145,7 +144,6 @@ func (q *quota[K]) check(k K, now time.Time, created bool, bytes int64) error {
 		if _, ok := q.m[k]; !ok && len(q.m) >= q.max {
 			q.prune(now)
 			if len(q.m) >= q.max && !q.evictWhenFull {
-				q.refusedNewWhenFull++
 				return fmt.Errorf("%w: too many %ss this window", ErrDepositorLimit, q.scope)
 			}
 		}

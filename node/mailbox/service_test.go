@@ -260,6 +260,9 @@ func TestStrangerCannotDeposit(t *testing.T) {
 	if penalties != 3 {
 		t.Fatalf("%d penalties for 3 forged deposits", penalties)
 	}
+	if st := relay.svc.Stats(); st.Refusals[protocol.MailboxBadCapability] != 3 || st.DepositsRefused != 3 || st.Stored != 0 {
+		t.Fatalf("stats %+v", st)
+	}
 }
 
 // sendRaw sends one frame on a fresh stream and returns the first answer.

@@ -328,8 +328,7 @@ func (s *Store) Deposit(id ID, drainPub [32]byte, expires time.Time, digests []D
 		add += int64(len(envs[i])) + ItemOverhead
 	}
 	if len(fresh) == 0 {
-		res.Created = false
-		return res, nil
+		return res, nil // all duplicates, so the mailbox existed
 	}
 	n := int64(len(fresh))
 	switch {
