@@ -4,9 +4,10 @@
 // each other over time, and hands them to the owner, who drains and acks.
 //
 // keys.go is the pure key schedule and capability crypto; store.go the
-// relay's pebble store with its quotas and expiry; service.go the relay's
-// stream handler for /glitr/mailbox/1.0.0; client.go the side a personal
-// node calls: Deposit, Drain, Ack.
+// relay's pebble store with its quotas and expiry; limits.go the relay's
+// bounded per-peer and per-address tables; service.go the relay's stream
+// handler for /glitr/mailbox/1.0.0; client.go the side a personal node
+// calls: Deposit, Drain, Ack.
 package mailbox
 
 import (
