@@ -33,6 +33,7 @@ func allOps() []Op {
 		AddMember{acct(1)}, RemoveMember{acct(2)}, SetAdmin{acct(3), true}, SetAdmin{Account: acct(3)},
 		Rotation{Payload: []byte{9}, Recipients: []Recipient{{Account: acct(1), Device: dev(1)}}},
 		DeviceAnnounce{Account: acct(1), Device: dev(1), Cert: []byte{7}, Prekey: []byte{8}},
+		DeviceAnnounce{Account: acct(1), Device: dev(1), Cert: []byte{7}, Peer: []byte{9}},
 		DeviceRevoked{Revocation: []byte{6, 5}},
 		MemberProfile{"Alice"}, MemberProfile{},
 		ProfileName{"me"}, ProfileAvatar{Mime: "image/jpeg", Data: []byte{3}},
@@ -81,7 +82,8 @@ func TestEncodeRejectsInvalid(t *testing.T) {
 		Receipt{}, Receipt{Upto: Position{{Device: dev(2), Seq: 1}, {Device: dev(1), Seq: 1}}},
 		Receipt{Upto: Position{{Device: dev(1), Seq: 0}}},
 		SetAvatar{Mime: "x"}, SetAvatar{Data: []byte{1}},
-		Rotation{}, DeviceAnnounce{}, ContactUpdate{}, ConversationUpdate{ID: []byte{1}},
+		Rotation{}, DeviceAnnounce{}, DeviceAnnounce{Cert: []byte{1}, Peer: make([]byte, MaxPeerLen+1)},
+		ContactUpdate{}, ConversationUpdate{ID: []byte{1}},
 		Unknown{K: KindMessage, Raw: []byte{0xa0}}, nil,
 	}
 	for _, op := range bad {

@@ -521,6 +521,9 @@ func TestStateHashSensitive(t *testing.T) {
 		{"prekey", func() {
 			w.emit(dev(1), DeviceAnnounce{Account: acct(1), Device: dev(1), Cert: []byte{1}, Prekey: []byte{2}})
 		}},
+		{"peer", func() {
+			w.emit(dev(1), DeviceAnnounce{Account: acct(1), Device: dev(1), Cert: []byte{1}, Prekey: []byte{2}, Peer: []byte{3}})
+		}},
 		{"member name", func() { w.emit(dev(2), MemberProfile{"Bea"}) }},
 		{"delete", func() { w.emit(dev(1), Delete{id}) }},
 	}

@@ -122,6 +122,7 @@ const (
 	MaxEmojiLen    = 64       // one reaction
 	MaxPayloadLen  = 48 << 10 // opaque keyring payload (rotation)
 	MaxCertLen     = 4 << 10  // device certificate
+	MaxPeerLen     = 128      // a device's libp2p peer id
 	MaxRecipients  = 1024     // recipients of one rotation
 	MaxKeyLen      = 64       // preference key, conversation id
 	MaxValueLen    = 1 << 10  // preference value

@@ -141,6 +141,10 @@ type DeviceAnnounce struct {
 	// Prekey is the device's signed prekey (opaque here), so that any
 	// member can seal a new epoch to it; re-announced when it rotates.
 	Prekey []byte `cbor:"p,omitempty"`
+	// Peer is the device's libp2p peer id (opaque here), so that members
+	// who hold no card of the device still know it as a member's: only
+	// current member devices may sync a conversation.
+	Peer []byte `cbor:"r,omitempty"`
 }
 
 // DeviceRevoked publishes in a conversation an account root's signed
@@ -376,6 +380,9 @@ func (o DeviceAnnounce) validate() error {
 	}
 	if len(o.Prekey) > MaxCertLen {
 		return fmt.Errorf("device announce: prekey %d bytes > %d", len(o.Prekey), MaxCertLen)
+	}
+	if len(o.Peer) > MaxPeerLen {
+		return fmt.Errorf("device announce: peer id %d bytes > %d", len(o.Peer), MaxPeerLen)
 	}
 	return nil
 }

@@ -345,6 +345,7 @@ type DeviceCert struct {
 	Device DeviceID
 	Cert   []byte // shared with the state: do not modify
 	Prekey []byte // the announced signed prekey, if any; shared likewise
+	Peer   []byte // the announced peer id, if any; shared likewise
 }
 
 // Devices returns the devices announced for account a, sorted by device.
@@ -358,7 +359,7 @@ func (c *Conversation) Devices(a AccountID) []DeviceCert {
 	for k, r := range c.devices {
 		if k.acct == i {
 			da := c.g.events[r.ev].ops[r.op].(DeviceAnnounce)
-			out = append(out, DeviceCert{Device: k.dev, Cert: da.Cert, Prekey: da.Prekey})
+			out = append(out, DeviceCert{Device: k.dev, Cert: da.Cert, Prekey: da.Prekey, Peer: da.Peer})
 		}
 	}
 	slices.SortFunc(out, func(x, y DeviceCert) int { return bytes.Compare(x.Device[:], y.Device[:]) })

@@ -424,7 +424,8 @@ func topicPeers(n *Node, id string) int {
 	}
 	conv.mu.Lock()
 	defer conv.mu.Unlock()
-	jt := conv.topics[conv.topicName(time.Now())]
+	name, _ := conv.sendTopic(time.Now())
+	jt := conv.topics[name]
 	if jt == nil {
 		return 0
 	}

@@ -5,6 +5,7 @@ import (
 	"fmt"
 
 	"github.com/ipfs/go-cid"
+	"github.com/libp2p/go-libp2p/core/peer"
 
 	"github.com/glitr-chat/glitr/dag"
 	"github.com/glitr-chat/glitr/node/catchup"
@@ -27,11 +28,12 @@ func (c *Chat) syncConversation(syncID []byte) (*conversation, error) {
 	return conv, nil
 }
 
-// ReconSet implements catchup.Reconciler.
-func (c *Chat) ReconSet(ctx context.Context, syncID []byte) (*dag.ReconSet, error) {
-	conv, err := c.syncConversation(syncID)
-	if err != nil {
-		return nil, err
+// ReconSet implements catchup.Reconciler. Reconciliation is for current
+// member devices: a former member device syncs by summary only.
+func (c *Chat) ReconSet(ctx context.Context, p peer.ID, syncID []byte) (*dag.ReconSet, error) {
+	conv, v, ok := c.viewOf(syncID, p)
+	if !ok || !v.full {
+		return nil, ErrNoConversation
 	}
 	set, err := c.store.ReconSet(ctx, conv.dagID)
 	if err != nil {
@@ -66,10 +68,10 @@ func (c *Chat) Lacking(ctx context.Context, syncID []byte, cids [][]byte) (int, 
 }
 
 // Envelopes implements catchup.Reconciler.
-func (c *Chat) Envelopes(ctx context.Context, syncID []byte, items []dag.ReconItem, fn func(env []byte) error) error {
-	conv, err := c.syncConversation(syncID)
-	if err != nil {
-		return err
+func (c *Chat) Envelopes(ctx context.Context, p peer.ID, syncID []byte, items []dag.ReconItem, fn func(env []byte) error) error {
+	conv, v, ok := c.viewOf(syncID, p)
+	if !ok || !v.full {
+		return ErrNoConversation
 	}
 	return c.store.EnvelopesAt(ctx, conv.dagID, items, fn)
 }

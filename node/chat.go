@@ -168,6 +168,14 @@ type conversation struct {
 	curRotationOp   uint16
 	curEpoch        keyring.EpochID
 	curEpochCreated time.Time
+	// topicEpoch is the epoch whose topics were joined last; the one
+	// before it (prevTopicEpoch) stays joined for topicOverlap after
+	// topicEpochSince (topicEpochs).
+	topicEpoch      keyring.EpochID
+	prevTopicEpoch  keyring.EpochID
+	topicEpochSince time.Time
+	// held is gossip waiting for the rotation of its epoch (held.go).
+	held []heldEnvelope
 	// healPending: a rotation for devices the epoch misses is scheduled.
 	healPending bool
 	// confirmPending: a delivery check is scheduled (confirmDelivery).
@@ -382,11 +390,53 @@ func deriveSecret(root []byte, label string, n int) []byte {
 	return m.Sum(nil)[:n]
 }
 
-// topicName is the gossip topic of a conversation on a given UTC day:
-// unlinkable across conversations and across days for anyone without the
-// conversation secret.
-func (conv *conversation) topicName(day time.Time) string {
-	return "glitr/" + hex.EncodeToString(deriveSecret(conv.root, "topic/"+day.UTC().Format("2006-01-02"), 16))
+// topicName is the gossip topic of a conversation's epoch on a given UTC
+// day: derived from the epoch's exporter secret, so it is unlinkable across
+// conversations, days and epochs for anyone without that epoch — a member
+// removed by the rotation that started it cannot even name it. ok is false
+// when the cipher does not hold the epoch. conv.mu is held.
+func (conv *conversation) topicName(epoch keyring.EpochID, day time.Time) (string, bool) {
+	b, err := conv.cipher.Export(epoch, protocol.Label("topic/"+day.UTC().Format("2006-01-02")), 16)
+	if err != nil {
+		return "", false
+	}
+	return "glitr/" + hex.EncodeToString(b), true
+}
+
+// sendTopic is the topic this device publishes on now: today's of the
+// epoch it sends under. conv.mu is held.
+func (conv *conversation) sendTopic(now time.Time) (string, bool) {
+	id, _, ok := conv.cipher.Sent()
+	if !ok {
+		return "", false
+	}
+	return conv.topicName(id, now)
+}
+
+// topicOverlap is how long the previous epoch's topics stay joined after
+// this device moved to a new one: members who have not seen the rotation
+// yet still publish there (catch-up covers anyone slower).
+const topicOverlap = 48 * time.Hour
+
+// topicEpochs are the epochs whose topics this device joins: the one it
+// sends under, and the one before it for topicOverlap after the switch.
+// The switch is noticed here, when the topics are joined. conv.mu is held.
+func (conv *conversation) topicEpochs(now time.Time) []keyring.EpochID {
+	cur, _, ok := conv.cipher.Sent()
+	if !ok {
+		return nil
+	}
+	if cur != conv.topicEpoch {
+		if conv.topicEpoch != (keyring.EpochID{}) {
+			conv.prevTopicEpoch, conv.topicEpochSince = conv.topicEpoch, now
+		}
+		conv.topicEpoch = cur
+	}
+	out := []keyring.EpochID{cur}
+	if conv.prevTopicEpoch != (keyring.EpochID{}) && conv.prevTopicEpoch != cur && now.Sub(conv.topicEpochSince) < topicOverlap && conv.cipher.HasEpoch(conv.prevTopicEpoch) {
+		out = append(out, conv.prevTopicEpoch)
+	}
+	return out
 }
 
 // event turns a committed block into a CRDT event, resolving the author's

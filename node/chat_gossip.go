@@ -24,15 +24,20 @@ import (
 const purposeConvRoot = "conversation-root"
 
 // joinTopics subscribes to the conversation's topics for yesterday, today
-// and tomorrow (UTC), which absorbs clock skew and the change of day.
+// and tomorrow (UTC), which absorbs clock skew and the change of day, for
+// each epoch of topicEpochs, and leaves the others.
 func (c *Chat) joinTopics(conv *conversation) {
 	now := c.now()
-	want := map[string]bool{}
-	for _, d := range []time.Duration{-24 * time.Hour, 0, 24 * time.Hour} {
-		want[conv.topicName(now.Add(d))] = true
-	}
 	conv.mu.Lock()
 	defer conv.mu.Unlock()
+	want := map[string]bool{}
+	for _, epoch := range conv.topicEpochs(now) {
+		for _, d := range []time.Duration{-24 * time.Hour, 0, 24 * time.Hour} {
+			if name, ok := conv.topicName(epoch, now.Add(d)); ok {
+				want[name] = true
+			}
+		}
+	}
 	for name, jt := range conv.topics {
 		if !want[name] {
 			jt.cancel()
@@ -94,6 +99,13 @@ func (c *Chat) joinTopics(conv *conversation) {
 	}
 }
 
+// topicsChanged rejoins conv's topics in the background once its sending
+// epoch changed: the new epoch's topics are where the members publish
+// from now on. The caller may hold conv.mu.
+func (c *Chat) topicsChanged(conv *conversation) {
+	c.wg.Go(func() { c.joinTopics(conv) })
+}
+
 // validator checks a gossiped envelope before gossipsub delivers or
 // forwards it: it must decode, open under a known epoch, carry a valid
 // signature by the device the sealed header names, and fit the DAG. A valid
@@ -121,7 +133,10 @@ func (c *Chat) validator(conv *conversation) pubsub.ValidatorEx {
 			c.history.Request(conv.id)
 			return pubsub.ValidationIgnore
 		case errors.Is(err, errUnknownEpoch):
-			// An epoch whose rotation has not arrived yet: catch up.
+			// An epoch whose rotation has not arrived yet (rotations
+			// gossiped in a burst, out of order): held until it does,
+			// and a catch-up in case it does not come by gossip.
+			c.hold(conv, m.Data, from)
 			c.syncOnGossip(conv, m.ReceivedFrom)
 			return pubsub.ValidationIgnore
 		case errors.Is(err, errAhead):
@@ -141,6 +156,9 @@ func (c *Chat) validator(conv *conversation) pubsub.ValidatorEx {
 			// in order, with the catch-up this starts.
 			c.syncOnGossip(conv, m.ReceivedFrom)
 			return pubsub.ValidationIgnore
+		}
+		if res.committed > 0 {
+			c.releaseHeld(ctx, conv)
 		}
 		if res.staged > 0 {
 			// Parents missing: one catch-up with the forwarder fills the gap.

@@ -162,9 +162,23 @@ func (c *Chat) publish(conv *conversation, blk dag.Block) {
 	if err != nil {
 		return
 	}
+	// The topic is the one of the epoch the block is sealed under: a
+	// rotation goes out under the epoch it replaces, where the members
+	// it removes (and those not yet on the new epoch's topics) read it.
+	if len(blk.Envelope.Epoch) != keyring.EpochIDSize {
+		return
+	}
 	conv.mu.Lock()
-	jt := conv.topics[conv.topicName(c.now())]
+	name, _ := conv.topicName(keyring.EpochID(blk.Envelope.Epoch), c.now())
+	jt := conv.topics[name]
 	conv.mu.Unlock()
+	if jt == nil && name != "" {
+		// The first block under a new epoch: its topics are joined now.
+		c.joinTopics(conv)
+		conv.mu.Lock()
+		jt = conv.topics[name]
+		conv.mu.Unlock()
+	}
 	// Members connected to us but not (yet) in gossipsub's view of the
 	// topic get the block through catch-up instead.
 	if jt != nil {

@@ -24,13 +24,18 @@ import (
 	"github.com/glitr-chat/glitr/protocol"
 )
 
-// Summary implements catchup.Source.
-func (c *Chat) Summary(ctx context.Context, syncID []byte) (protocol.Hello, bool, error) {
-	c.mu.RLock()
-	conv := c.bySync[string(syncID)]
-	c.mu.RUnlock()
-	if conv == nil {
+// Summary implements catchup.Source, for p's view of the conversation
+// (syncview.go): a stranger who learnt the sync id gets the answer for a
+// conversation this node does not hold, a former member device the summary
+// of the part it may fetch.
+func (c *Chat) Summary(ctx context.Context, p peer.ID, syncID []byte) (protocol.Hello, bool, error) {
+	conv, v, ok := c.viewOf(syncID, p)
+	if !ok {
 		return protocol.Hello{}, false, nil
+	}
+	if !v.full {
+		h, err := c.restrictedHello(ctx, conv, syncID, v)
+		return h, err == nil, err
 	}
 	h := protocol.Hello{SyncID: syncID, Vector: map[string]uint64{}}
 	heads, err := c.store.Heads(ctx, conv.dagID)
@@ -55,12 +60,10 @@ func (c *Chat) Summary(ctx context.Context, syncID []byte) (protocol.Hello, bool
 	return h, true, err
 }
 
-// Missing implements catchup.Source.
-func (c *Chat) Missing(ctx context.Context, syncID []byte, theirs protocol.Hello, fn func(env []byte) error) error {
-	c.mu.RLock()
-	conv := c.bySync[string(syncID)]
-	c.mu.RUnlock()
-	if conv == nil {
+// Missing implements catchup.Source, within p's view.
+func (c *Chat) Missing(ctx context.Context, p peer.ID, syncID []byte, theirs protocol.Hello, fn func(env []byte) error) error {
+	conv, v, ok := c.viewOf(syncID, p)
+	if !ok {
 		return ErrNoConversation
 	}
 	heads := make([]cid.Cid, 0, len(theirs.Heads))
@@ -82,7 +85,7 @@ func (c *Chat) Missing(ctx context.Context, syncID []byte, theirs protocol.Hello
 		conv.ackedSeq = max(conv.ackedSeq, s)
 		conv.mu.Unlock()
 	}
-	return c.store.MissingFunc(ctx, conv.dagID, heads, vec, func(_ cid.Cid, env []byte) error { return fn(env) })
+	return c.store.MissingFunc(ctx, conv.dagID, heads, vec, v.filtered(fn))
 }
 
 // Ingest implements catchup.Sink.
@@ -111,6 +114,9 @@ func (c *Chat) Ingest(ctx context.Context, from peer.ID, syncID []byte, envs [][
 		// Written under an epoch this device never got: a device that
 		// opened it can hand it over.
 		c.history.Request(conv.id)
+	}
+	if res.committed > 0 {
+		c.releaseHeld(ctx, conv)
 	}
 	c.log.Debug("catch-up batch", "conv", conv.hexID, "blocks", len(envs), "committed", res.committed, "notReady", res.notReady, "duplicates", res.duplicates, "err", err)
 	if errors.Is(err, errDuplicate) {
@@ -537,8 +543,10 @@ func (c *Chat) dialContacts() {
 func (c *Chat) checkLinks(conv *conversation) {
 	peers := c.memberPeers(conv)
 	conv.mu.Lock()
-	if jt := conv.topics[conv.topicName(c.now())]; jt != nil {
-		peers = append(peers, jt.topic.ListPeers()...)
+	if name, ok := conv.sendTopic(c.now()); ok {
+		if jt := conv.topics[name]; jt != nil {
+			peers = append(peers, jt.topic.ListPeers()...)
+		}
 	}
 	conv.mu.Unlock()
 	c.links.Probe(peers)

@@ -35,7 +35,7 @@ func TestGossipGapStartsCatchUp(t *testing.T) {
 	}
 	testsupport.Eventually(t, 20*time.Second, "the first message at B", func() bool { return hasMessage(t, b, conv.ID, "before") })
 	bconv := convOf(t, b, conv.ID)
-	name := bconv.topicName(b.Chat.now())
+	name := sendTopicOf(bconv, b.Chat.now())
 	testsupport.Eventually(t, 10*time.Second, "A and B on each other's topic", func() bool {
 		bconv.mu.Lock()
 		jt := bconv.topics[name]

@@ -196,7 +196,12 @@ func openOffline(t *testing.T, path string) *offlineNode {
 	if err != nil {
 		t.Fatalf("lock %s (is the node still running?): %v", path, err)
 	}
-	h, err := libp2p.New(libp2p.NoListenAddrs, libp2p.NoTransports)
+	key, err := dir.PeerKey()
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The node's own peer id: what it announces in conversations.
+	h, err := libp2p.New(libp2p.Identity(key), libp2p.NoListenAddrs, libp2p.NoTransports)
 	if err != nil {
 		t.Fatal(err)
 	}

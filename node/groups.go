@@ -34,12 +34,13 @@ func (c *Chat) ownAnnounce(conv *conversation) (crdt.Op, error) {
 		return nil, err
 	}
 	self := crdt.AccountID(c.id.AccountID())
+	me := []byte(c.n.Host.ID())
 	for _, d := range conv.state.Devices(self) {
-		if d.Device == crdt.DeviceID(c.id.DeviceID()) && bytes.Equal(d.Prekey, signed) {
+		if d.Device == crdt.DeviceID(c.id.DeviceID()) && bytes.Equal(d.Prekey, signed) && bytes.Equal(d.Peer, me) {
 			return nil, nil
 		}
 	}
-	return crdt.DeviceAnnounce{Account: self, Device: crdt.DeviceID(c.id.DeviceID()), Cert: c.id.Cert, Prekey: signed}, nil
+	return crdt.DeviceAnnounce{Account: self, Device: crdt.DeviceID(c.id.DeviceID()), Cert: c.id.Cert, Prekey: signed, Peer: me}, nil
 }
 
 // ownProfile is the MemberProfile op that publishes name in conv, or nil
@@ -125,8 +126,11 @@ func (c *Chat) noteRotations(conv *conversation) (installed bool) {
 	}
 	if cur, ok := conv.state.CurrentEpoch(); ok {
 		if r, err := keyring.VerifyRotation(cur.Payload); err == nil && conv.cipher.HasEpoch(r.Epoch) {
+			prev, _, _ := conv.cipher.Sent()
 			if err := conv.cipher.SetSendingEpoch(r.Epoch); err != nil {
 				c.log.Warn("switch sending epoch", "conv", conv.hexID, "err", err)
+			} else if prev != r.Epoch {
+				c.topicsChanged(conv)
 			}
 		}
 	}
@@ -338,7 +342,7 @@ func (c *Chat) rotate(ctx context.Context, conv *conversation, ops []crdt.Op, ex
 // one) with its certificate and prekey, so every member can seal the next
 // epochs to it before it writes anything itself.
 func announceOf(vc card.Verified) crdt.Op {
-	return crdt.DeviceAnnounce{Account: crdt.AccountID(vc.Cert.Account), Device: crdt.DeviceID(vc.Cert.Device), Cert: vc.Raw.Cert, Prekey: vc.Raw.Prekey}
+	return crdt.DeviceAnnounce{Account: crdt.AccountID(vc.Cert.Account), Device: crdt.DeviceID(vc.Cert.Device), Cert: vc.Raw.Cert, Prekey: vc.Raw.Prekey, Peer: vc.Raw.Peer}
 }
 
 // requireAdmin checks that this account may change the membership.

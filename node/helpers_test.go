@@ -5,6 +5,7 @@ import (
 	"crypto/rand"
 	"slices"
 	"testing"
+	"time"
 
 	"github.com/libp2p/go-libp2p/core/crypto"
 	"github.com/libp2p/go-libp2p/core/host"
@@ -77,4 +78,12 @@ func pairConversation(t testing.TB) (a, b *Node, conv webui.Conversation) {
 func hasMessage(t testing.TB, n *Node, id, text string) bool {
 	t.Helper()
 	return slices.ContainsFunc(messages(t, n, id), func(m webui.Message) bool { return m.Text == text })
+}
+
+// sendTopicOf is the topic conv's device publishes on at now.
+func sendTopicOf(conv *conversation, now time.Time) string {
+	conv.mu.Lock()
+	defer conv.mu.Unlock()
+	name, _ := conv.sendTopic(now)
+	return name
 }

@@ -8,6 +8,7 @@ import (
 	"github.com/glitr-chat/glitr/crdt"
 	"github.com/glitr-chat/glitr/dag"
 	"github.com/glitr-chat/glitr/keyring"
+	"github.com/glitr-chat/glitr/node/card"
 	"github.com/libp2p/go-libp2p/core/peer"
 )
 
@@ -35,7 +36,7 @@ func (h historyStore) OwnDevices() []peer.ID    { return h.c.ownDevicePeers() }
 
 func (h historyStore) Member(id []byte, p peer.ID) bool {
 	conv, err := h.c.conversationByID(id)
-	return err == nil && h.c.isMemberPeer(conv, p)
+	return err == nil && h.c.maySync(conv, p)
 }
 
 func (h historyStore) Peers(id []byte) []peer.ID {
@@ -92,26 +93,47 @@ func (h historyStore) Ingest(ctx context.Context, id []byte, from peer.ID, block
 	return nil
 }
 
-// isMemberPeer reports whether p is the peer of a contact that is a
-// current member of conv.
-func (c *Chat) isMemberPeer(conv *conversation, p peer.ID) bool {
+// maySync reports whether p may sync conv with this device (catch-up) or
+// be sent its history: another device of this account (any conversation,
+// the account DAG included), or a device of a current member account that
+// is not revoked: the device of the member's card, or one announced in
+// conv. Anyone else — a removed member, a stranger who learnt the sync id
+// — is answered as if this device did not hold the conversation.
+func (c *Chat) maySync(conv *conversation, p peer.ID) bool {
+	if c.isOwnDevicePeer(p) {
+		return true
+	}
+	if conv.acct != nil {
+		return false
+	}
 	c.mu.RLock()
-	var acct keyring.AccountID
-	found := false
-	for a, vc := range c.contacts {
+	var cv *card.Verified
+	for _, vc := range c.contacts {
 		if vc.Peer.ID == p {
-			acct, found = a, true
+			cv = &vc
 			break
 		}
 	}
 	c.mu.RUnlock()
-	if !found {
-		return false
-	}
 	conv.mu.Lock()
 	defer conv.mu.Unlock()
-	member, _ := conv.state.IsMember(crdt.AccountID(acct))
-	return member
+	if cv != nil {
+		_, revoked := conv.revoked[cv.Cert.Device]
+		if member, _ := conv.state.IsMember(crdt.AccountID(cv.Cert.Account)); member && !revoked {
+			return true
+		}
+	}
+	for _, m := range conv.state.Members() {
+		for _, d := range conv.state.Devices(m.Account) {
+			if string(d.Peer) != string(p) {
+				continue
+			}
+			if _, revoked := conv.revoked[keyring.DeviceID(d.Device)]; !revoked {
+				return true
+			}
+		}
+	}
+	return false
 }
 
 func (c *Chat) conversationByID(id []byte) (*conversation, error) {

@@ -216,7 +216,9 @@ func (c *Chat) noteAccountRotations(conv *conversation, events []crdt.Event) {
 			}
 			if ev.Lamport >= conv.acctEpochLamport {
 				conv.acctEpochLamport = ev.Lamport
-				_ = conv.cipher.SetSendingEpoch(r.Epoch)
+				if conv.cipher.SetSendingEpoch(r.Epoch) == nil {
+					c.topicsChanged(conv)
+				}
 			}
 			if err := c.persistKeys(c.ctx, conv, true); err != nil {
 				c.log.Error("persist key state", "err", err)

@@ -100,7 +100,7 @@ func Start(ctx context.Context, dir DataDir, opts Options) (_ *Node, err error) 
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	n := &Node{Dir: dir, log: log, version: opts.Version, started: time.Now(), pen: &penalties{score: map[peer.ID]float64{}}}
+	n := &Node{Dir: dir, log: log, version: opts.Version, started: time.Now(), pen: newPenalties(nil)}
 	defer func() {
 		if err != nil {
 			_ = n.Close()
@@ -173,7 +173,7 @@ func Start(ctx context.Context, dir DataDir, opts Options) (_ *Node, err error) 
 		if n.PubSub, err = newPubSub(bg, n.Host, n.pen); err != nil {
 			return nil, fmt.Errorf("start gossipsub: %w", err)
 		}
-		n.wg.Go(func() { n.decayPenalties(bg) })
+		n.wg.Go(func() { n.prunePenalties(bg) })
 		switch err := n.startChat(ctx, opts.Passphrase); {
 		case errors.Is(err, errNeedsPassphrase):
 			n.locked = true
@@ -445,7 +445,7 @@ func (n *Node) connectBootstrap(ctx context.Context, boot []peer.AddrInfo) {
 	}
 }
 
-func (n *Node) decayPenalties(ctx context.Context) {
+func (n *Node) prunePenalties(ctx context.Context) {
 	t := time.NewTicker(time.Minute)
 	defer t.Stop()
 	for {
@@ -453,7 +453,7 @@ func (n *Node) decayPenalties(ctx context.Context) {
 		case <-ctx.Done():
 			return
 		case <-t.C:
-			n.pen.decay()
+			n.pen.prune()
 		}
 	}
 }

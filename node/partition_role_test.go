@@ -206,7 +206,7 @@ func partWaitMesh(ctx context.Context, n *Node, id string, peers []string) error
 	if err != nil {
 		return err
 	}
-	name := conv.topicName(n.Chat.now())
+	name := sendTopicOf(conv, n.Chat.now())
 	return natlabPoll(ctx, 20*time.Second, func() bool {
 		conv.mu.Lock()
 		jt := conv.topics[name]

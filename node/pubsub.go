@@ -3,6 +3,7 @@ package node
 import (
 	"context"
 	"crypto/sha256"
+	"math"
 	"net"
 	"sync"
 	"time"
@@ -27,23 +28,57 @@ func MessageID(m *pb.Message) string {
 
 // penalties is the application-specific part of gossipsub peer scoring: the
 // sync layer reports peers that send bad blocks, and their score sinks until
-// gossipsub stops exchanging with them.
+// gossipsub stops exchanging with them. A penalty decays continuously (it
+// halves every penaltyHalfLife), so a peer is let back in the moment it
+// drops below a threshold, not at the next tick of a clock.
 type penalties struct {
+	now func() time.Time
+
 	mu    sync.Mutex
-	score map[peer.ID]float64
+	score map[peer.ID]penalty
 }
 
+// penalty is a peer's penalty as it stood at a time.
+type penalty struct {
+	amount float64
+	at     time.Time
+}
+
+// penaltyHalfLife is how long a penalty takes to halve.
+const penaltyHalfLife = time.Minute
+
+func newPenalties(now func() time.Time) *penalties {
+	if now == nil {
+		now = time.Now
+	}
+	return &penalties{now: now, score: map[peer.ID]penalty{}}
+}
+
+// valueLocked is id's penalty at now. p.mu is held.
+func (p *penalties) valueLocked(id peer.ID, now time.Time) float64 {
+	e, ok := p.score[id]
+	if !ok {
+		return 0
+	}
+	return e.amount * math.Exp2(-now.Sub(e.at).Seconds()/penaltyHalfLife.Seconds())
+}
+
+// add raises id's penalty by amount and returns the total.
 func (p *penalties) add(id peer.ID, amount float64) float64 {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	p.score[id] += amount
-	return p.score[id]
+	now := p.now()
+	v := p.valueLocked(id, now) + amount
+	p.score[id] = penalty{amount: v, at: now}
+	return v
 }
 
+// get is id's score from penalties (0 or less), what gossipsub adds to its
+// own score of the peer.
 func (p *penalties) get(id peer.ID) float64 {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	return -p.score[id]
+	return -p.valueLocked(id, p.now())
 }
 
 // graylisted reports whether id's penalty puts it past the graylist
@@ -52,16 +87,16 @@ func (p *penalties) graylisted(id peer.ID) bool {
 	return p.get(id) <= scoreThresholds.GraylistThreshold
 }
 
-// decay halves every penalty, so a peer that misbehaved once recovers.
-func (p *penalties) decay() {
+// prune forgets the penalties that have decayed to almost nothing, so the
+// table holds only peers that misbehaved lately.
+func (p *penalties) prune() {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	for id, s := range p.score {
-		if s < 0.5 {
+	now := p.now()
+	for id := range p.score {
+		if p.valueLocked(id, now) < 0.5 {
 			delete(p.score, id)
-			continue
 		}
-		p.score[id] = s / 2
 	}
 }
 

@@ -42,14 +42,19 @@ import (
 
 // Source answers for the DAGs this node holds.
 type Source interface {
-	// Summary returns this node's Hello for the DAG named by syncID.
-	// ok is false when the node does not hold that DAG.
-	Summary(ctx context.Context, syncID []byte) (h protocol.Hello, ok bool, err error)
+	// Summary returns this node's Hello for the DAG named by syncID, for
+	// a session with p. ok is false when the node does not hold that DAG
+	// or will not sync it with p (not a current member device): the
+	// responder then answers exactly as for a DAG it does not hold.
+	Summary(ctx context.Context, p peer.ID, syncID []byte) (h protocol.Hello, ok bool, err error)
 	// Missing calls fn with every envelope the peer lacks given its Hello,
 	// in topological order (parents first). fn copies env, so the source
 	// may reuse its buffer after fn returns. An error from fn must be
 	// returned (possibly wrapped): it is how the engine stops the scan.
-	Missing(ctx context.Context, syncID []byte, theirs protocol.Hello, fn func(env []byte) error) error
+	//
+	// p is the session's peer: a source may show it only part of the DAG
+	// (what a former member device can read), the same part in Summary.
+	Missing(ctx context.Context, p peer.ID, syncID []byte, theirs protocol.Hello, fn func(env []byte) error) error
 }
 
 // Reconciler is what a Source needs for the reconciliation
@@ -59,14 +64,14 @@ type Source interface {
 type Reconciler interface {
 	// ReconSet returns the blocks held for syncID as a reconciliation set
 	// (a snapshot, which the engine does not modify).
-	ReconSet(ctx context.Context, syncID []byte) (*dag.ReconSet, error)
+	ReconSet(ctx context.Context, p peer.ID, syncID []byte) (*dag.ReconSet, error)
 	// Lacking returns how many of cids (raw CID bytes, from a peer's
 	// Hello) are not held.
 	Lacking(ctx context.Context, syncID []byte, cids [][]byte) (int, error)
 	// Envelopes calls fn with the envelope of each item in the order
 	// given (the engine passes key order, which is topological), skipping
 	// items no longer held. Buffer and error rules are Missing's.
-	Envelopes(ctx context.Context, syncID []byte, items []dag.ReconItem, fn func(env []byte) error) error
+	Envelopes(ctx context.Context, p peer.ID, syncID []byte, items []dag.ReconItem, fn func(env []byte) error) error
 }
 
 // Sink takes in what a peer sends. Ingest decodes, opens, verifies,
@@ -312,7 +317,7 @@ func (c *Engine) Sync(ctx context.Context, p peer.ID, syncID []byte) (st Stats, 
 		c.report(p, true, st, err)
 	}()
 
-	mine, have, err := c.src.Summary(ctx, syncID)
+	mine, have, err := c.src.Summary(ctx, p, syncID)
 	if err != nil {
 		return st, fmt.Errorf("catch-up: summary: %w", err)
 	}
@@ -427,7 +432,7 @@ func (c *Engine) Handle(s network.Stream) {
 	}
 	theirs := *f.Hello
 	ss.syncID = theirs.SyncID
-	mine, ok, err := c.src.Summary(ss.ctx, theirs.SyncID)
+	mine, ok, err := c.src.Summary(ss.ctx, p, theirs.SyncID)
 	if err != nil || !ok {
 		reason := protocol.SyncReasonUnknown
 		if err != nil {

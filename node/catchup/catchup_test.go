@@ -139,6 +139,34 @@ func TestCatchupUnknownSyncID(t *testing.T) {
 	}
 }
 
+// A responder that holds the DAG but will not sync it with the initiator
+// (a removed member) answers exactly as for a DAG it does not hold: the
+// initiator gets nothing, learns nothing, and is not penalised.
+func TestCatchupRefusedPeerSeesUnknown(t *testing.T) {
+	a, b := catchupPair(t, Options{})
+	a.st.write("conv", "alice", 5, 10)
+	b.st.write("conv", "bob", 5, 10)
+	b.st.mu.Lock()
+	b.st.refused = map[peer.ID]bool{a.h.ID(): true}
+	b.st.mu.Unlock()
+	st, err := a.c.Sync(syncCtx(t), b.h.ID(), []byte("conv"))
+	if !errors.Is(err, ErrUnknown) {
+		t.Fatalf("err = %v, want ErrUnknown", err)
+	}
+	if st.BlocksRecv != 0 || st.BlocksSent != 0 {
+		t.Errorf("stats %+v: blocks moved for a refused peer", st)
+	}
+	if _, n := a.st.snapshot("conv"); n != 5 {
+		t.Errorf("the refused peer holds %d blocks, want its own 5", n)
+	}
+	if _, n := b.st.snapshot("conv"); n != 5 || b.st.ingests != 0 {
+		t.Errorf("the responder took %d blocks from a refused peer", n)
+	}
+	if a.pen.count()+b.pen.count() != 0 {
+		t.Error("a refusal is no offence")
+	}
+}
+
 // hostile installs a raw handler on h that reads the initiator's Hello and
 // then runs act on the stream.
 func hostile(t testing.TB, h host.Host, act func(s network.Stream, hello protocol.Hello)) {

@@ -34,6 +34,8 @@ type fakeStore struct {
 	// failIngest, if set, is returned by Ingest.
 	failIngest error
 	ingests    int
+	// refused names peers Summary will not sync with.
+	refused map[peer.ID]bool
 }
 
 type fakeDAG struct {
@@ -114,11 +116,11 @@ func parseFakeEnv(b []byte) (fakeEnv, error) {
 	return e, nil
 }
 
-func (s *fakeStore) Summary(_ context.Context, id []byte) (protocol.Hello, bool, error) {
+func (s *fakeStore) Summary(_ context.Context, p peer.ID, id []byte) (protocol.Hello, bool, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	d, ok := s.dags[string(id)]
-	if !ok {
+	if !ok || s.refused[p] {
 		return protocol.Hello{}, false, nil
 	}
 	return protocol.Hello{SyncID: id, Vector: maps(d.vec), Count: uint64(len(d.envs))}, true, nil
@@ -134,7 +136,7 @@ func maps(m map[string]uint64) map[string]uint64 {
 
 // Missing passes envelopes through one reused buffer, as dag's scan does,
 // so an engine that keeps the slice instead of copying it breaks.
-func (s *fakeStore) Missing(ctx context.Context, id []byte, theirs protocol.Hello, fn func([]byte) error) error {
+func (s *fakeStore) Missing(ctx context.Context, _ peer.ID, id []byte, theirs protocol.Hello, fn func([]byte) error) error {
 	s.mu.Lock()
 	d, ok := s.dags[string(id)]
 	var envs [][]byte

@@ -66,7 +66,7 @@ func (s *setStore) ids() map[string]bool {
 	return m
 }
 
-func (s *setStore) Summary(_ context.Context, id []byte) (protocol.Hello, bool, error) {
+func (s *setStore) Summary(_ context.Context, _ peer.ID, id []byte) (protocol.Hello, bool, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	h := s.hello
@@ -89,7 +89,7 @@ func (s *setStore) set(hello *protocol.Hello, missing func(theirs protocol.Hello
 	}
 }
 
-func (s *setStore) Missing(_ context.Context, _ []byte, theirs protocol.Hello, fn func([]byte) error) error {
+func (s *setStore) Missing(_ context.Context, _ peer.ID, _ []byte, theirs protocol.Hello, fn func([]byte) error) error {
 	s.mu.Lock()
 	missing := s.missing
 	s.mu.Unlock()
@@ -122,7 +122,7 @@ func (s *setStore) Ingest(_ context.Context, _ peer.ID, _ []byte, envs [][]byte)
 	return nil
 }
 
-func (s *setStore) ReconSet(context.Context, []byte) (*dag.ReconSet, error) {
+func (s *setStore) ReconSet(context.Context, peer.ID, []byte) (*dag.ReconSet, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	items := make([]dag.ReconItem, 0, len(s.envs))
@@ -144,7 +144,7 @@ func (s *setStore) Lacking(_ context.Context, _ []byte, cids [][]byte) (int, err
 	return n, nil
 }
 
-func (s *setStore) Envelopes(_ context.Context, _ []byte, items []dag.ReconItem, fn func([]byte) error) error {
+func (s *setStore) Envelopes(_ context.Context, _ peer.ID, _ []byte, items []dag.ReconItem, fn func([]byte) error) error {
 	for _, it := range items {
 		s.mu.Lock()
 		env, ok := s.envs[string(it.ID)]

@@ -182,7 +182,7 @@ func (ss *session) run(mine, theirs protocol.Hello, have bool) error {
 		if !have {
 			return nil
 		}
-		return ss.c.src.Missing(ss.ctx, ss.syncID, theirs, fn)
+		return ss.c.src.Missing(ss.ctx, ss.p, ss.syncID, theirs, fn)
 	}
 	stopped, got, err := ss.exchange(scan, bound, sendCap, !ss.v11)
 	if err != nil {
@@ -251,7 +251,7 @@ func (ss *session) reconcile(first *protocol.Frame) error {
 	d := ss.c.opts.ReconTimeout
 	timer := time.AfterFunc(d, func() { ss.cancel(fmt.Errorf("%w: reconciliation ran over %s", ErrTimeout, d)) })
 	defer timer.Stop()
-	set, err := rec.ReconSet(ss.ctx, ss.syncID)
+	set, err := rec.ReconSet(ss.ctx, ss.p, ss.syncID)
 	if err != nil {
 		err = fmt.Errorf("catch-up: reconciliation set: %w", err)
 		if first != nil {
@@ -306,7 +306,7 @@ func (ss *session) reconcile(first *protocol.Frame) error {
 	}
 	ss.c.log.Debug("catch-up: reconciled", "peer", ss.p.String(), "messages", ss.st.ReconMessages,
 		"send", len(items), "receive", r.Expected(), "incomplete", r.Incomplete())
-	scan := func(fn func(env []byte) error) error { return rec.Envelopes(ss.ctx, ss.syncID, items, fn) }
+	scan := func(fn func(env []byte) error) error { return rec.Envelopes(ss.ctx, ss.p, ss.syncID, items, fn) }
 	bound := min(satAdd(r.Expected(), Slack), ss.c.opts.MaxBlocksPerSession)
 	stopped, got, err := ss.exchange(scan, bound, MaxBlocks, true)
 	if err != nil {
