@@ -137,3 +137,23 @@ func FuzzDecodeChunkFrame(f *testing.F) {
 		}
 	})
 }
+
+// WriteChunkData writes what the general encoder and writer would.
+func TestWriteChunkDataMatchesEncoder(t *testing.T) {
+	for _, n := range []int{16, 23, 24, 255, 256, 65535, 65536, DefaultChunkSize + ChunkOverhead, MaxChunkSize + ChunkOverhead} {
+		data := bytes.Repeat([]byte{0xab}, n)
+		var want, got bytes.Buffer
+		if _, err := NewChunkFrameWriter(&want).Write(ChunkFrame{Kind: ChunkData, CID: testChunkCID("a"), Data: data}); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := WriteChunkData(&got, testChunkCID("a"), data); err != nil {
+			t.Fatal(err)
+		}
+		if !bytes.Equal(got.Bytes(), want.Bytes()) {
+			t.Fatalf("%d bytes: WriteChunkData differs from the encoder", n)
+		}
+	}
+	if _, err := WriteChunkData(io.Discard, testChunkCID("a"), make([]byte, MaxChunkFrame)); !errors.Is(err, ErrBadChunkFrame) {
+		t.Fatalf("oversized: %v", err)
+	}
+}
