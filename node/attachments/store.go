@@ -153,6 +153,8 @@ func (s *Store) HasChunk(ctx context.Context, r Ref) (bool, error) {
 }
 
 // Chunk returns a stored sealed chunk; ErrMissing if it is not stored.
+// The caller must not modify it (an in-memory datastore returns its own
+// slice).
 func (s *Store) Chunk(ctx context.Context, r Ref) ([]byte, error) {
 	b, err := s.d.Get(ctx, s.chunkKey(r))
 	if errors.Is(err, ds.ErrNotFound) {
