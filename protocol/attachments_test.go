@@ -157,3 +157,62 @@ func TestWriteChunkDataMatchesEncoder(t *testing.T) {
 		t.Fatalf("oversized: %v", err)
 	}
 }
+
+func TestReadViewDataInPlace(t *testing.T) {
+	var buf bytes.Buffer
+	data := bytes.Repeat([]byte{5}, DefaultChunkSize+ChunkOverhead)
+	if _, err := WriteChunkData(&buf, testChunkCID("a"), data); err != nil {
+		t.Fatal(err)
+	}
+	NewChunkFrameWriter(&buf).Write(ChunkFrame{Kind: ChunkMissing, CID: testChunkCID("b")})
+	WriteChunkData(&buf, testChunkCID("c"), data[:100])
+	r := NewChunkFrameReader(&buf)
+	f, _, err := r.ReadView()
+	if err != nil || f.Kind != ChunkData || !bytes.Equal(f.CID, testChunkCID("a")) || !bytes.Equal(f.Data, data) {
+		t.Fatalf("data frame: kind %d, %v", f.Kind, err)
+	}
+	f, _, err = r.ReadView()
+	if err != nil || f.Kind != ChunkMissing || !bytes.Equal(f.CID, testChunkCID("b")) {
+		t.Fatalf("missing frame: kind %d, %v", f.Kind, err)
+	}
+	f, _, err = r.ReadView()
+	if err != nil || f.Kind != ChunkData || len(f.Data) != 100 {
+		t.Fatalf("short data frame: kind %d, %v", f.Kind, err)
+	}
+}
+
+// ReadView's fast path never accepts what the strict decoder refuses, and
+// never reads it differently.
+func FuzzChunkFrameViewAgrees(f *testing.F) {
+	for _, n := range []int{16, 24, 300, 70000} {
+		var buf bytes.Buffer
+		WriteChunkData(&buf, testChunkCID("a"), make([]byte, n))
+		b := buf.Bytes()
+		_, k := binaryUvarint(b)
+		f.Add(b[k:])
+	}
+	f.Fuzz(func(t *testing.T, b []byte) {
+		v, ok := viewData(b)
+		if !ok {
+			return
+		}
+		d, err := DecodeChunkFrame(b)
+		if err != nil {
+			t.Fatalf("view accepted what the decoder refuses: %v", err)
+		}
+		if d.Kind != v.Kind || !bytes.Equal(d.CID, v.CID) || !bytes.Equal(d.Data, v.Data) || d.Root != nil || d.CIDs != nil || d.Error != "" {
+			t.Fatal("view and decoder disagree")
+		}
+	})
+}
+
+func binaryUvarint(b []byte) (uint64, int) {
+	var x uint64
+	for i, c := range b {
+		x |= uint64(c&0x7f) << (7 * i)
+		if c < 0x80 {
+			return x, i + 1
+		}
+	}
+	return 0, 0
+}

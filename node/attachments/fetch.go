@@ -181,7 +181,7 @@ func (f *Fetcher) Fetch(ctx context.Context, m Manifest, owner string, provs Pro
 		}
 	}
 
-	miss, err := f.st.Missing(ctx, m.Root)
+	miss, err := j.missing()
 	if err != nil {
 		return st, err
 	}
@@ -243,6 +243,29 @@ func (f *Fetcher) Fetch(ctx context.Context, m Manifest, owner string, provs Pro
 		return st, fmt.Errorf("%w: %d of %d chunks of %s", ErrUnavailable, n, len(j.refs), m.Root)
 	}
 	return st, nil
+}
+
+// missing lists the positions of the data chunks not stored. A stored
+// chunk of the wrong size (torn by a crash: fetched chunks are written
+// without a sync) is deleted and counted missing; one torn otherwise
+// fails its AEAD when opened, is deleted then and fetched again.
+func (j *job) missing() ([]int, error) {
+	var miss []int
+	for i, r := range j.refs {
+		n, err := j.f.st.chunkSize(j.ctx, r)
+		switch {
+		case errors.Is(err, errNoChunk):
+			miss = append(miss, i)
+		case err != nil:
+			return nil, err
+		case n != sealedLen(j.m.Padded, j.m.ChunkSize, i):
+			if err := j.f.st.dropChunk(j.ctx, r); err != nil {
+				return nil, err
+			}
+			miss = append(miss, i)
+		}
+	}
+	return miss, nil
 }
 
 func dedupe(ps []peer.ID, self peer.ID) []peer.ID {
@@ -429,9 +452,11 @@ func (c *conn) want(root Ref, refs []Ref, timeout time.Duration) error {
 	return c.bw.Flush()
 }
 
+// read returns the next frame; a Data frame's bytes are valid until the
+// next read.
 func (c *conn) read(timeout time.Duration) (protocol.ChunkFrame, error) {
 	_ = c.s.SetReadDeadline(time.Now().Add(timeout))
-	f, _, err := c.fr.Read()
+	f, _, err := c.fr.ReadView()
 	return f, err
 }
 
@@ -536,7 +561,7 @@ func (j *job) fetchIndex(p peer.ID, owner string) (*conn, error) {
 		c.reset()
 		return nil, err
 	}
-	if err := f.st.putChunk(j.ctx, m.Root, m.Root, fr.Data, false); err != nil {
+	if err := f.st.putChunkTo(j.ctx, m.Root, m.Root, fr.Data, false, false); err != nil {
 		c.reset()
 		return nil, err
 	}
@@ -549,12 +574,26 @@ func (j *job) fetchIndex(p peer.ID, owner string) (*conn, error) {
 	return c, nil
 }
 
-// work fetches chunks from p until none is left for it or p fails.
+// work fetches chunks from p until none is left for it or p fails. It
+// reads and checks each chunk's CID itself and hands it to a storer
+// goroutine, which opens it under the file key and stores it, so that
+// reading the next chunk off the stream overlaps the decryption and the
+// write of this one.
 func (j *job) work(p peer.ID, c *conn) {
 	f, m := j.f, j.m
 	var inflight []int
 	ok := false
+	arrived := make(chan arrival, 2)
+	free := make(chan []byte, 4)
+	var storer sync.WaitGroup
+	storer.Add(1)
+	go func() {
+		defer storer.Done()
+		j.store(p, arrived, free)
+	}()
 	defer func() {
+		close(arrived)
+		storer.Wait()
 		j.giveBack(p, inflight, !ok)
 		if c != nil {
 			if ok {
@@ -569,8 +608,6 @@ func (j *job) work(p peer.ID, c *conn) {
 			j.punish(p, err)
 		}
 	}
-	sl := newSealer(m.Key)
-	scratch := make([]byte, 0, m.ChunkSize)
 	for j.ctx.Err() == nil {
 		if len(inflight) <= f.opts.Window-f.opts.Batch {
 			got, wait := j.take(p, f.opts.Window-len(inflight))
@@ -640,16 +677,52 @@ func (j *job) work(p peer.ID, c *conn) {
 			fail(fmt.Errorf("%w: chunk %d does not match its CID", errGarbage, i))
 			return
 		}
-		if _, err := sl.openChunk(scratch[:0], fr.Data, i); err != nil {
-			// The author's own bytes fail: nobody has a better copy.
-			j.cancel(fmt.Errorf("attachments: fetch %s: %w", m.Root, err))
-			return
-		}
-		if err := f.st.putChunk(j.ctx, m.Root, want, fr.Data, false); err != nil {
-			j.cancel(fmt.Errorf("attachments: fetch %s: %w", m.Root, err))
-			return
+		// The frame's bytes are the reader's until the next read: copy
+		// them into a buffer the storer hands back.
+		var buf []byte
+		select {
+		case buf = <-free:
+		default:
+			buf = make([]byte, 0, int(m.ChunkSize)+protocol.ChunkOverhead)
 		}
 		inflight = inflight[1:]
-		j.done(p, i, len(fr.Data))
+		select {
+		case arrived <- arrival{i: i, data: append(buf[:0], fr.Data...)}:
+		case <-j.ctx.Done():
+			return
+		}
+	}
+}
+
+// arrival is a chunk whose CID matched, on its way to the store.
+type arrival struct {
+	i    int
+	data []byte
+}
+
+// store opens each arrival under the file key and stores it, returning
+// its buffer through free. A chunk that fails to open, or a store that
+// fails, ends the whole fetch: the CID matched, so no provider has a
+// better copy, and a full store is full for every provider.
+func (j *job) store(p peer.ID, arrived <-chan arrival, free chan<- []byte) {
+	sl := newSealer(j.m.Key)
+	scratch := make([]byte, 0, j.m.ChunkSize)
+	for a := range arrived {
+		if j.ctx.Err() != nil {
+			continue // drain
+		}
+		if _, err := sl.openChunk(scratch[:0], a.data, a.i); err != nil {
+			j.cancel(fmt.Errorf("attachments: fetch %s: %w", j.m.Root, err))
+			continue
+		}
+		if err := j.f.st.putChunkTo(j.ctx, j.m.Root, j.refs[a.i], a.data, false, false); err != nil {
+			j.cancel(fmt.Errorf("attachments: fetch %s: %w", j.m.Root, err))
+			continue
+		}
+		j.done(p, a.i, len(a.data))
+		select {
+		case free <- a.data:
+		default:
+		}
 	}
 }

@@ -14,6 +14,7 @@ import (
 	dssync "github.com/ipfs/go-datastore/sync"
 	pebbleds "github.com/ipfs/go-ds-pebble"
 
+	"github.com/glitr-chat/glitr/dag"
 	"github.com/glitr-chat/glitr/protocol"
 )
 
@@ -26,9 +27,25 @@ func memStore(t testing.TB, quota uint64) *Store {
 	return s
 }
 
+func fileStore(t testing.TB, quota uint64) *Store {
+	t.Helper()
+	s, err := OpenStore(context.Background(), dssync.MutexWrap(ds.NewMapDatastore()), StoreOptions{Quota: quota, Dir: t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
+// eachBackend runs a test with chunks in the datastore and in files.
+func eachBackend(t *testing.T, fn func(t *testing.T, newStore func(testing.TB, uint64) *Store)) {
+	t.Run("datastore", func(t *testing.T) { fn(t, memStore) })
+	t.Run("files", func(t *testing.T) { fn(t, fileStore) })
+}
+
 func openPebble(t testing.TB, dir string) *pebbleds.Datastore {
 	t.Helper()
-	d, err := pebbleds.NewDatastore(dir)
+	// The node's pebble options (64 MiB memtables).
+	d, err := pebbleds.NewDatastore(dir, pebbleds.WithPebbleOpts(dag.PebbleOptions()))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -65,7 +82,9 @@ func openBytes(t testing.TB, s *Store, m Manifest) []byte {
 	return out.Bytes()
 }
 
-func TestImportOpenRoundTrip(t *testing.T) {
+func TestImportOpenRoundTrip(t *testing.T) { eachBackend(t, testImportOpenRoundTrip) }
+
+func testImportOpenRoundTrip(t *testing.T, memStore func(testing.TB, uint64) *Store) {
 	const cs = protocol.MinChunkSize
 	sizes := []int{0, 1, cs - 1, cs, cs + 1, 3*cs + 17, 1<<20 + 1}
 	for _, size := range sizes {
@@ -166,7 +185,9 @@ func TestSealerBindsPositionAndFile(t *testing.T) {
 // Stored chunks that were tampered with, swapped with another chunk of
 // the file or replaced by a chunk of another file are refused, and
 // dropped so that a fetch brings them again.
-func TestOpenRefusesTamperedChunks(t *testing.T) {
+func TestOpenRefusesTamperedChunks(t *testing.T) { eachBackend(t, testOpenRefusesTamperedChunks) }
+
+func testOpenRefusesTamperedChunks(t *testing.T, memStore func(testing.TB, uint64) *Store) {
 	const cs = protocol.MinChunkSize
 	ctx := context.Background()
 	data := randomBytes(t, 3*cs)
@@ -174,21 +195,21 @@ func TestOpenRefusesTamperedChunks(t *testing.T) {
 		"flipped bit": func(s *Store, refs, _ []Ref) {
 			b, _ := s.Chunk(ctx, refs[1])
 			b[100] ^= 1
-			s.d.Put(ctx, s.chunkKey(refs[1]), b)
+			s.chunks.put(ctx, refs[1], b, false)
 		},
 		"swapped": func(s *Store, refs, _ []Ref) {
 			b0, _ := s.Chunk(ctx, refs[0])
 			b1, _ := s.Chunk(ctx, refs[1])
-			s.d.Put(ctx, s.chunkKey(refs[0]), b1)
-			s.d.Put(ctx, s.chunkKey(refs[1]), b0)
+			s.chunks.put(ctx, refs[0], b1, false)
+			s.chunks.put(ctx, refs[1], b0, false)
 		},
 		"another file's": func(s *Store, refs, other []Ref) {
 			b, _ := s.Chunk(ctx, other[1])
-			s.d.Put(ctx, s.chunkKey(refs[1]), b)
+			s.chunks.put(ctx, refs[1], b, false)
 		},
 		"truncated": func(s *Store, refs, _ []Ref) {
 			b, _ := s.Chunk(ctx, refs[2])
-			s.d.Put(ctx, s.chunkKey(refs[2]), b[:len(b)-1])
+			s.chunks.put(ctx, refs[2], b[:len(b)-1], false)
 		},
 	}
 	for name, tamper := range cases {
@@ -266,10 +287,19 @@ func countKeys(t testing.TB, s *Store) int {
 	if err != nil {
 		t.Fatal(err)
 	}
-	return len(ks)
+	n := len(ks)
+	if _, ok := s.chunks.(*dirChunks); ok {
+		err = s.chunks.list(context.Background(), func(Ref, int) error { n++; return nil })
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	return n
 }
 
-func TestImportFailuresLeaveNothing(t *testing.T) {
+func TestImportFailuresLeaveNothing(t *testing.T) { eachBackend(t, testImportFailuresLeaveNothing) }
+
+func testImportFailuresLeaveNothing(t *testing.T, memStore func(testing.TB, uint64) *Store) {
 	ctx := context.Background()
 	const cs = protocol.MinChunkSize
 	t.Run("size mismatch", func(t *testing.T) {
@@ -337,7 +367,9 @@ type iotestErr struct{}
 
 func (iotestErr) Read([]byte) (int, error) { return 0, errRead }
 
-func TestStoreOwnersAndGC(t *testing.T) {
+func TestStoreOwnersAndGC(t *testing.T) { eachBackend(t, testStoreOwnersAndGC) }
+
+func testStoreOwnersAndGC(t *testing.T, memStore func(testing.TB, uint64) *Store) {
 	ctx := context.Background()
 	const cs = protocol.MinChunkSize
 	s := memStore(t, 0)
@@ -399,10 +431,15 @@ func TestStoreOwnersAndGC(t *testing.T) {
 }
 
 func TestStoreExpireAndSweep(t *testing.T) {
+	t.Run("pebble", func(t *testing.T) { testStoreExpireAndSweep(t, "") })
+	t.Run("pebble and files", func(t *testing.T) { testStoreExpireAndSweep(t, t.TempDir()) })
+}
+
+func testStoreExpireAndSweep(t *testing.T, chunkDir string) {
 	ctx := context.Background()
 	dir := t.TempDir()
 	d := openPebble(t, dir)
-	s, err := OpenStore(ctx, d, StoreOptions{})
+	s, err := OpenStore(ctx, d, StoreOptions{Dir: chunkDir})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -428,7 +465,7 @@ func TestStoreExpireAndSweep(t *testing.T) {
 	// A crash mid-import leaves chunks no file uses: Sweep removes them,
 	// and a reopened store counts what is left.
 	orphan := []byte("sealed bytes of an import that never finished")
-	if err := d.Put(ctx, s.chunkKey(RefOf(orphan)), orphan); err != nil {
+	if err := s.chunks.put(ctx, RefOf(orphan), orphan, false); err != nil {
 		t.Fatal(err)
 	}
 	used := s.Used()
@@ -437,7 +474,7 @@ func TestStoreExpireAndSweep(t *testing.T) {
 	}
 	d = openPebble(t, dir)
 	defer d.Close()
-	if s, err = OpenStore(ctx, d, StoreOptions{}); err != nil {
+	if s, err = OpenStore(ctx, d, StoreOptions{Dir: chunkDir}); err != nil {
 		t.Fatal(err)
 	}
 	if s.Used() != used+uint64(len(orphan)) {

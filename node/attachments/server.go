@@ -212,16 +212,50 @@ func (s *Server) Handle(st network.Stream) {
 var errServeBadPeer = errors.New("attachments: chunk request broke the protocol")
 
 // serve answers Wants until the peer closes its side (nil), breaks the
-// protocol (errServeBadPeer) or something fails.
+// protocol (errServeBadPeer) or something fails. The calling goroutine
+// reads Wants and loads their chunks; a writer goroutine sends them, so
+// that reading the next chunk from the store overlaps sending this one.
 func (s *Server) serve(ctx context.Context, st network.Stream, p peer.ID, lim *rate.Limiter) error {
+	ctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	answers := make(chan answer, 2)
+	free := make(chan []byte, 4)
+	werr := make(chan error, 1)
+	go func() { werr <- s.write(ctx, st, lim, answers, free) }()
+	err := s.read(ctx, st, p, answers, free)
+	close(answers)
+	if err != nil {
+		cancel(err)
+	}
+	if wErr := <-werr; err == nil {
+		err = wErr
+	}
+	return err
+}
+
+// answer is one frame to send: a chunk, Missing (data nil), or Error
+// "unknown" (unknown set).
+type answer struct {
+	cid     []byte
+	data    []byte
+	unknown bool
+}
+
+func (s *Server) read(ctx context.Context, st network.Stream, p peer.ID, answers chan<- answer, free <-chan []byte) error {
 	fr := protocol.NewChunkFrameReader(bufio.NewReaderSize(st, 4<<10))
-	bw := bufio.NewWriterSize(st, 256<<10)
-	fw := protocol.NewChunkFrameWriter(bw)
 	var (
 		root    Ref
 		allowed bool
 		checked bool
 	)
+	send := func(a answer) error {
+		select {
+		case answers <- a:
+			return nil
+		case <-ctx.Done():
+			return context.Cause(ctx)
+		}
+	}
 	for {
 		_ = st.SetReadDeadline(time.Now().Add(s.opts.IdleTimeout))
 		f, _, err := fr.Read()
@@ -231,6 +265,9 @@ func (s *Server) serve(ctx context.Context, st network.Stream, p peer.ID, lim *r
 		case errors.Is(err, protocol.ErrBadChunkFrame):
 			return fmt.Errorf("%w: %w", errServeBadPeer, err)
 		case err != nil:
+			if ctx.Err() != nil {
+				return context.Cause(ctx)
+			}
 			return fmt.Errorf("attachments: read request: %w", err)
 		case f.Kind != protocol.ChunkWant:
 			return fmt.Errorf("%w: frame kind %d instead of a want", errServeBadPeer, f.Kind)
@@ -245,59 +282,98 @@ func (s *Server) serve(ctx context.Context, st network.Stream, p peer.ID, lim *r
 				}
 			}
 		}
-		_ = st.SetWriteDeadline(time.Now().Add(s.opts.IdleTimeout))
 		if !allowed {
 			// Say no more than "unknown": neither whether the file
 			// exists nor whether the peer is refused.
-			if _, err := fw.Write(protocol.ChunkFrame{Kind: protocol.ChunkError, Error: protocol.ChunkReasonUnknown}); err != nil {
-				return err
-			}
-			if err := bw.Flush(); err != nil {
-				return err
-			}
-			return nil
+			return send(answer{unknown: true})
 		}
 		for _, cb := range f.CIDs {
 			c, _ := ParseRef(cb)
-			data, err := s.chunkOf(ctx, root, c)
+			var buf []byte
+			select {
+			case buf = <-free:
+			default:
+			}
+			data, err := s.chunkOf(ctx, root, c, buf)
 			if err != nil {
 				return err
 			}
-			_ = st.SetWriteDeadline(time.Now().Add(s.opts.IdleTimeout))
-			if data == nil {
-				if _, err := fw.Write(protocol.ChunkFrame{Kind: protocol.ChunkMissing, CID: cb}); err != nil {
-					return fmt.Errorf("attachments: write: %w", err)
-				}
-				continue
+			if err := send(answer{cid: cb, data: data}); err != nil {
+				return err
 			}
-			if lim.Tokens() < float64(len(data)) {
-				// Whatever is buffered goes out before we wait.
-				if err := bw.Flush(); err != nil {
-					return fmt.Errorf("attachments: write: %w", err)
+		}
+	}
+}
+
+// write sends the answers, flushing whenever none is waiting, and hands
+// chunk buffers back through free.
+func (s *Server) write(ctx context.Context, st network.Stream, lim *rate.Limiter, answers <-chan answer, free chan<- []byte) error {
+	bw := bufio.NewWriterSize(st, 256<<10)
+	fw := protocol.NewChunkFrameWriter(bw)
+	flush := func() error {
+		if bw.Buffered() == 0 {
+			return nil
+		}
+		_ = st.SetWriteDeadline(time.Now().Add(s.opts.IdleTimeout))
+		if err := bw.Flush(); err != nil {
+			return fmt.Errorf("attachments: write: %w", err)
+		}
+		return nil
+	}
+	for {
+		var a answer
+		var more bool
+		select {
+		case a, more = <-answers:
+		default:
+			if err := flush(); err != nil {
+				return err
+			}
+			a, more = <-answers
+		}
+		if !more {
+			return flush()
+		}
+		_ = st.SetWriteDeadline(time.Now().Add(s.opts.IdleTimeout))
+		switch {
+		case a.unknown:
+			if _, err := fw.Write(protocol.ChunkFrame{Kind: protocol.ChunkError, Error: protocol.ChunkReasonUnknown}); err != nil {
+				return fmt.Errorf("attachments: write: %w", err)
+			}
+		case a.data == nil:
+			if _, err := fw.Write(protocol.ChunkFrame{Kind: protocol.ChunkMissing, CID: a.cid}); err != nil {
+				return fmt.Errorf("attachments: write: %w", err)
+			}
+		default:
+			if lim.Tokens() < float64(len(a.data)) {
+				// What is buffered goes out before we wait.
+				if err := flush(); err != nil {
+					return err
 				}
 			}
-			if err := lim.WaitN(ctx, len(data)); err != nil {
+			if err := lim.WaitN(ctx, len(a.data)); err != nil {
 				return fmt.Errorf("attachments: rate: %w", err)
 			}
 			_ = st.SetWriteDeadline(time.Now().Add(s.opts.IdleTimeout))
-			if _, err := protocol.WriteChunkData(bw, cb, data); err != nil {
+			if _, err := protocol.WriteChunkData(bw, a.cid, a.data); err != nil {
 				return fmt.Errorf("attachments: write: %w", err)
 			}
-		}
-		if err := bw.Flush(); err != nil {
-			return fmt.Errorf("attachments: write: %w", err)
+			select {
+			case free <- a.data[:0]:
+			default:
+			}
 		}
 	}
 }
 
 // chunkOf returns chunk c of file root, or nil when it is not one of the
 // file's or not stored.
-func (s *Server) chunkOf(ctx context.Context, root, c Ref) ([]byte, error) {
+func (s *Server) chunkOf(ctx context.Context, root, c Ref, buf []byte) ([]byte, error) {
 	ok, err := s.st.Uses(ctx, root, c)
 	if err != nil || !ok {
 		return nil, err
 	}
-	data, err := s.st.Chunk(ctx, c)
+	data, err := s.st.chunkInto(ctx, c, buf)
 	if errors.Is(err, ErrMissing) {
 		return nil, nil
 	}

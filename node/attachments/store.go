@@ -42,6 +42,12 @@ type StoreOptions struct {
 	// Quota caps the bytes of sealed chunks stored (default
 	// DefaultQuota).
 	Quota uint64
+	// Dir, if set, keeps the chunk bytes in files in this directory
+	// (dir/<2 hex>/<64 hex>) instead of the datastore; the bookkeeping
+	// stays in the datastore. docs/attachments.md §6 says why the node
+	// should: a 256 KiB value costs pebble its write-ahead log, a
+	// memtable flush and compactions, a file one write.
+	Dir string
 	// Logger receives debug logs (nil: discard).
 	Logger *slog.Logger
 }
@@ -49,7 +55,7 @@ type StoreOptions struct {
 // Store keeps sealed chunks and the bookkeeping of which file uses which
 // chunk and who holds each file, on a go-datastore (the node's pebble):
 //
-//	<prefix>/chunk/<hex digest>              the sealed chunk
+//	<prefix>/chunk/<hex digest>              the sealed chunk (or a file in StoreOptions.Dir)
 //	<prefix>/file/<hex root>                 the file's data chunk digests, in order
 //	<prefix>/use/<hex chunk>/<hex root>      chunk is used by file root (the index chunk too)
 //	<prefix>/own/<hex root>/<hex owner>      owner holds the file; value: expiry, Unix seconds BE (0: none)
@@ -62,6 +68,7 @@ type StoreOptions struct {
 // mid-import, which Sweep clears.
 type Store struct {
 	d      ds.Batching
+	chunks chunkStore
 	prefix string
 	quota  uint64
 	log    *slog.Logger
@@ -87,22 +94,20 @@ func OpenStore(ctx context.Context, d ds.Batching, opts StoreOptions) (*Store, e
 		opts.Logger = slog.New(slog.DiscardHandler)
 	}
 	s := &Store{d: d, prefix: strings.TrimSuffix(ds.NewKey(opts.Prefix).String(), "/"), quota: opts.Quota, log: opts.Logger, pending: map[Ref]int{}, maxFile: protocol.MaxFileSize}
-	res, err := d.Query(ctx, query.Query{Prefix: s.prefix + "/chunk", KeysOnly: true, ReturnsSizes: true})
+	s.chunks = dsChunks{d: d, prefix: s.prefix}
+	if opts.Dir != "" {
+		dc, err := openDirChunks(opts.Dir)
+		if err != nil {
+			return nil, fmt.Errorf("attachments: open store: %w", err)
+		}
+		s.chunks = dc
+	}
+	err := s.chunks.list(ctx, func(_ Ref, size int) error {
+		s.used += uint64(size)
+		return nil
+	})
 	if err != nil {
 		return nil, fmt.Errorf("attachments: open store: %w", err)
-	}
-	defer res.Close()
-	for r := range res.Next() {
-		if r.Error != nil {
-			return nil, fmt.Errorf("attachments: open store: %w", r.Error)
-		}
-		size := r.Size
-		if size < 0 {
-			if size, err = d.GetSize(ctx, ds.RawKey(r.Key)); err != nil {
-				return nil, fmt.Errorf("attachments: open store: %w", err)
-			}
-		}
-		s.used += uint64(size)
 	}
 	return s, nil
 }
@@ -117,7 +122,6 @@ func (s *Store) Used() uint64 {
 // Quota is the store's quota in bytes.
 func (s *Store) Quota() uint64 { return s.quota }
 
-func (s *Store) chunkKey(r Ref) ds.Key { return ds.RawKey(s.prefix + "/chunk/" + r.hex()) }
 func (s *Store) fileKey(r Ref) ds.Key  { return ds.RawKey(s.prefix + "/file/" + r.hex()) }
 func (s *Store) usePrefix(c Ref) string {
 	return s.prefix + "/use/" + c.hex()
@@ -145,19 +149,33 @@ func expiryValue(t time.Time) []byte {
 
 // HasChunk reports whether the chunk is stored.
 func (s *Store) HasChunk(ctx context.Context, r Ref) (bool, error) {
-	ok, err := s.d.Has(ctx, s.chunkKey(r))
-	if err != nil {
-		return false, fmt.Errorf("attachments: chunk %s: %w", r, err)
+	_, err := s.chunkSize(ctx, r)
+	if errors.Is(err, errNoChunk) {
+		return false, nil
 	}
-	return ok, nil
+	return err == nil, err
+}
+
+// chunkSize is the stored size of a chunk, or errNoChunk.
+func (s *Store) chunkSize(ctx context.Context, r Ref) (int, error) {
+	n, err := s.chunks.size(ctx, r)
+	if err != nil && !errors.Is(err, errNoChunk) {
+		return 0, fmt.Errorf("attachments: chunk %s: %w", r, err)
+	}
+	return n, err
 }
 
 // Chunk returns a stored sealed chunk; ErrMissing if it is not stored.
 // The caller must not modify it (an in-memory datastore returns its own
 // slice).
 func (s *Store) Chunk(ctx context.Context, r Ref) ([]byte, error) {
-	b, err := s.d.Get(ctx, s.chunkKey(r))
-	if errors.Is(err, ds.ErrNotFound) {
+	return s.chunkInto(ctx, r, nil)
+}
+
+// chunkInto is Chunk, in buf when the backend can.
+func (s *Store) chunkInto(ctx context.Context, r Ref, buf []byte) ([]byte, error) {
+	b, err := s.chunks.get(ctx, r, buf)
+	if errors.Is(err, errNoChunk) {
 		return nil, fmt.Errorf("%w: %s", ErrMissing, r)
 	}
 	if err != nil {
@@ -238,6 +256,12 @@ func (s *Store) reserveLocked(n uint64) error {
 // progress, pending). It checks the digest itself: the store never holds
 // a chunk under the wrong name.
 func (s *Store) putChunk(ctx context.Context, root, r Ref, data []byte, pending bool) error {
+	return s.putChunkTo(ctx, root, r, data, pending, pending)
+}
+
+// putChunkTo is putChunk with the durability chosen: imports write
+// durably, fetches need not (a lost chunk is fetched again).
+func (s *Store) putChunkTo(ctx context.Context, root, r Ref, data []byte, pending, durable bool) error {
 	if RefOf(data) != r {
 		return fmt.Errorf("attachments: chunk %s: digest does not match", r)
 	}
@@ -263,7 +287,7 @@ func (s *Store) putChunk(ctx context.Context, root, r Ref, data []byte, pending 
 	if err := s.reserveLocked(uint64(len(data))); err != nil {
 		return err
 	}
-	if err := s.d.Put(ctx, s.chunkKey(r), data); err != nil {
+	if err := s.chunks.put(ctx, r, data, durable); err != nil {
 		s.used -= uint64(len(data))
 		return fmt.Errorf("attachments: put chunk %s: %w", r, err)
 	}
@@ -444,7 +468,8 @@ func (s *Store) keys(ctx context.Context, prefix string) ([]string, error) {
 }
 
 // deleteLocked removes file root: its record, owners and use entries in
-// one batch, with every chunk (the index too) that no other file uses.
+// one batch, then every chunk (the index too) that no other file uses. A
+// crash between the two leaves chunks no file uses, which Sweep removes.
 func (s *Store) deleteLocked(ctx context.Context, root Ref) error {
 	refs, err := s.FileChunks(ctx, root)
 	if errors.Is(err, ErrNotHeld) {
@@ -469,7 +494,7 @@ func (s *Store) deleteLocked(ctx context.Context, root Ref) error {
 	if err := b.Delete(ctx, s.fileKey(root)); err != nil {
 		return fmt.Errorf("attachments: delete %s: %w", root, err)
 	}
-	var freed uint64
+	var unused []Ref
 	seen := map[Ref]bool{}
 	for _, c := range append([]Ref{root}, refs...) {
 		if seen[c] {
@@ -489,43 +514,55 @@ func (s *Store) deleteLocked(ctx context.Context, root Ref) error {
 				shared = true
 			}
 		}
-		if shared || s.pending[c] > 0 {
-			continue
+		if !shared && s.pending[c] == 0 {
+			unused = append(unused, c)
 		}
-		size, err := s.d.GetSize(ctx, s.chunkKey(c))
-		if errors.Is(err, ds.ErrNotFound) {
-			continue
-		}
-		if err != nil {
-			return fmt.Errorf("attachments: delete %s: %w", root, err)
-		}
-		if err := b.Delete(ctx, s.chunkKey(c)); err != nil {
-			return fmt.Errorf("attachments: delete %s: %w", root, err)
-		}
-		freed += uint64(size)
 	}
 	if err := b.Commit(ctx); err != nil {
 		return fmt.Errorf("attachments: delete %s: %w", root, err)
 	}
-	s.used -= min(freed, s.used)
+	var freed uint64
+	for _, c := range unused {
+		n, err := s.removeChunkLocked(ctx, c)
+		if err != nil {
+			return fmt.Errorf("attachments: delete %s: %w", root, err)
+		}
+		freed += n
+	}
 	s.log.Debug("attachments: file deleted", "root", root.String(), "chunks", len(refs)+1, "freed", freed)
 	return nil
 }
 
-// Sweep deletes stored chunks that no recorded file uses and no running
-// import wrote: what a crash in the middle of an import leaves. It
-// returns how many it deleted.
-func (s *Store) Sweep(ctx context.Context) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	ks, err := s.keys(ctx, s.prefix+"/chunk")
+// removeChunkLocked deletes a stored chunk and returns the bytes freed (0
+// when it was not stored).
+func (s *Store) removeChunkLocked(ctx context.Context, c Ref) (uint64, error) {
+	size, err := s.chunks.size(ctx, c)
+	if errors.Is(err, errNoChunk) {
+		return 0, nil
+	}
 	if err != nil {
 		return 0, err
 	}
+	if err := s.chunks.del(ctx, c); err != nil {
+		return 0, err
+	}
+	s.used -= min(uint64(size), s.used)
+	return uint64(size), nil
+}
+
+// Sweep deletes stored chunks that no recorded file uses and no running
+// import wrote: what a crash in the middle of an import or a delete
+// leaves. It returns how many it deleted.
+func (s *Store) Sweep(ctx context.Context) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var all []Ref
+	if err := s.chunks.list(ctx, func(r Ref, _ int) error { all = append(all, r); return nil }); err != nil {
+		return 0, fmt.Errorf("attachments: sweep: %w", err)
+	}
 	n := 0
-	for _, k := range ks {
-		c, ok := parseHexRef(k[strings.LastIndexByte(k, '/')+1:])
-		if !ok || s.pending[c] > 0 {
+	for _, c := range all {
+		if s.pending[c] > 0 {
 			continue
 		}
 		users, err := s.keys(ctx, s.usePrefix(c))
@@ -535,14 +572,9 @@ func (s *Store) Sweep(ctx context.Context) (int, error) {
 		if len(users) > 0 {
 			continue
 		}
-		size, err := s.d.GetSize(ctx, ds.RawKey(k))
-		if err != nil {
+		if _, err := s.removeChunkLocked(ctx, c); err != nil {
 			return n, fmt.Errorf("attachments: sweep: %w", err)
 		}
-		if err := s.d.Delete(ctx, ds.RawKey(k)); err != nil {
-			return n, fmt.Errorf("attachments: sweep: %w", err)
-		}
-		s.used -= min(uint64(size), s.used)
 		n++
 	}
 	return n, nil
@@ -563,14 +595,7 @@ func (s *Store) dropPending(ctx context.Context, refs []Ref, remove bool) error 
 		}
 		users, err := s.keys(ctx, s.usePrefix(c))
 		if err == nil && len(users) == 0 {
-			var size int
-			if size, err = s.d.GetSize(ctx, s.chunkKey(c)); err == nil {
-				if err = s.d.Delete(ctx, s.chunkKey(c)); err == nil {
-					s.used -= min(uint64(size), s.used)
-				}
-			} else if errors.Is(err, ds.ErrNotFound) {
-				err = nil
-			}
+			_, err = s.removeChunkLocked(ctx, c)
 		}
 		if err != nil && firstErr == nil {
 			firstErr = fmt.Errorf("attachments: clean up import: %w", err)
@@ -584,23 +609,18 @@ func (s *Store) dropPending(ctx context.Context, refs []Ref, remove bool) error 
 func (s *Store) dropChunk(ctx context.Context, c Ref) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	size, err := s.d.GetSize(ctx, s.chunkKey(c))
-	if errors.Is(err, ds.ErrNotFound) {
-		return nil
-	}
-	if err != nil {
+	if _, err := s.removeChunkLocked(ctx, c); err != nil {
 		return fmt.Errorf("attachments: drop chunk %s: %w", c, err)
 	}
-	if err := s.d.Delete(ctx, s.chunkKey(c)); err != nil {
-		return fmt.Errorf("attachments: drop chunk %s: %w", c, err)
-	}
-	s.used -= min(uint64(size), s.used)
 	return nil
 }
 
 // sync makes what was written durable (a message must never name chunks
 // a crash could lose).
 func (s *Store) sync(ctx context.Context) error {
+	if err := s.chunks.sync(ctx); err != nil {
+		return fmt.Errorf("attachments: sync chunks: %w", err)
+	}
 	if err := s.d.Sync(ctx, ds.NewKey(s.prefix)); err != nil {
 		return fmt.Errorf("attachments: sync: %w", err)
 	}
