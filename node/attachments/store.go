@@ -122,7 +122,7 @@ func (s *Store) Used() uint64 {
 // Quota is the store's quota in bytes.
 func (s *Store) Quota() uint64 { return s.quota }
 
-func (s *Store) fileKey(r Ref) ds.Key  { return ds.RawKey(s.prefix + "/file/" + r.hex()) }
+func (s *Store) fileKey(r Ref) ds.Key { return ds.RawKey(s.prefix + "/file/" + r.hex()) }
 func (s *Store) usePrefix(c Ref) string {
 	return s.prefix + "/use/" + c.hex()
 }
