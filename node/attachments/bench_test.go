@@ -13,6 +13,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -32,7 +33,10 @@ func randReader(seed uint64, n int64) io.Reader {
 	return io.LimitReader(mrand.NewChaCha8(s), n)
 }
 
-var benchSize = flag.Int("attachments.mib", 0, "file size in MiB for BenchmarkTransfer (default 256, 8 with -short)")
+var (
+	benchSize  = flag.Int("attachments.mib", 0, "file size in MiB for BenchmarkTransfer (default 256, 8 with -short)")
+	benchChunk = flag.Int("attachments.chunk", 0, "chunk size in KiB for BenchmarkTransfer (default protocol.DefaultChunkSize)")
+)
 
 const rawProtocol = "/glitr/bench-raw/1.0.0"
 
@@ -112,6 +116,15 @@ func (m *memPeak) end() (goMB, hwmMB float64) {
 	return float64(m.peak) / 1e6, vmHWM() / 1e6
 }
 
+// cpuTime is the CPU time the process has used, user and system.
+func cpuTime() time.Duration {
+	var ru syscall.Rusage
+	if syscall.Getrusage(syscall.RUSAGE_SELF, &ru) != nil {
+		return 0
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
 // vmHWM is the process's peak RSS in bytes (0 where /proc has none).
 func vmHWM() float64 {
 	b, err := os.ReadFile("/proc/self/status")
@@ -168,17 +181,19 @@ func benchTransfer(b *testing.B, files bool) {
 
 	sa, closeA := benchStore(b, files)
 	defer closeA()
-	m, err := sa.Import(ctx, randReader(1, size), Meta{Size: size, Name: "film.mkv", Type: "video/x-matroska", Owner: "msg"})
+	m, err := sa.Import(ctx, randReader(1, size), Meta{Size: size, Name: "film.mkv", Type: "video/x-matroska", Owner: "msg", ChunkSize: uint32(*benchChunk) << 10})
 	if err != nil {
 		b.Fatal(err)
 	}
 	srv := NewServer(a, sa, allowAll, ServerOptions{Rate: 1e12})
 	defer srv.Close()
 
-	var raw, chunked time.Duration
+	var raw, chunked, rawCPU, chunkCPU time.Duration
 	var goMB, hwmMB float64
 	for b.Loop() {
+		c0 := cpuTime()
 		raw += fetchRaw(b, r, a.ID(), size)
+		rawCPU += cpuTime() - c0
 
 		b.StopTimer()
 		sr, closeR := benchStore(b, files)
@@ -186,12 +201,13 @@ func benchTransfer(b *testing.B, files bool) {
 		peak := startMemPeak()
 		b.StartTimer()
 
-		start := time.Now()
+		start, c0 := time.Now(), cpuTime()
 		st, err := f.Fetch(ctx, m, "msg", StaticProviders(a.ID()), nil)
 		if err != nil {
 			b.Fatal(err)
 		}
 		chunked += time.Since(start)
+		chunkCPU += cpuTime() - c0
 
 		b.StopTimer()
 		g, h := peak.end()
@@ -208,6 +224,10 @@ func benchTransfer(b *testing.B, files bool) {
 	b.ReportMetric(rawMBs, "raw-MB/s")
 	b.ReportMetric(chunkMBs, "file-MB/s")
 	b.ReportMetric(chunkMBs/rawMBs, "ratio")
+	// CPU per byte tells a busy machine (both slow, same CPU) from a
+	// protocol that waits (slower, less CPU).
+	b.ReportMetric(rawCPU.Seconds()*1e9/float64(size)/n, "raw-cpu-ns/B")
+	b.ReportMetric(chunkCPU.Seconds()*1e9/float64(size)/n, "file-cpu-ns/B")
 	b.ReportMetric(goMB, "peak-go-MB")
 	b.ReportMetric(hwmMB, "peak-rss-MB")
 	b.ReportMetric(0, "ns/op")

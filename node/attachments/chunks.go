@@ -126,6 +126,14 @@ func openDirChunks(dir string) (*dirChunks, error) {
 	for _, e := range tmps {
 		_ = os.Remove(filepath.Join(dir, "tmp", e.Name()))
 	}
+	// The 256 fan-out directories up front: a mkdir costs ext4 more
+	// than writing a chunk, and a fresh store would pay it in the middle
+	// of its first transfer.
+	for i := range 256 {
+		if err := os.MkdirAll(filepath.Join(dir, fmt.Sprintf("%02x", i)), 0o700); err != nil {
+			return nil, err
+		}
+	}
 	return &dirChunks{dir: dir, dirty: map[string]bool{}}, nil
 }
 
