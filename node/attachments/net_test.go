@@ -263,8 +263,27 @@ func TestOnlyHostileProviders(t *testing.T) {
 	if b.st.Used() != 0 {
 		t.Fatalf("%d bytes stored from hostile providers", b.st.Used())
 	}
+	// Half the file from an honest provider that then goes away, the
+	// rest asked of hostile ones: what was stored stays.
 	honest := newPeerNode(t, src, allowAll, FetchOptions{})
 	testsupport.Connect(t, b.h, honest.h)
+	ctx, cancel := context.WithCancel(fetchCtx(t))
+	b.f.Fetch(ctx, m, "msg", StaticProviders(honest.h.ID()), func(p Progress) {
+		if p.ChunksHeld >= 4 {
+			cancel()
+		}
+	})
+	half, _ := b.st.Status(context.Background(), m)
+	if half.ChunksHeld < 4 {
+		t.Fatalf("%d chunks held after the partial fetch", half.ChunksHeld)
+	}
+	_, err = b.f.Fetch(fetchCtx(t), m, "msg", StaticProviders(garbage.h.ID(), missing.h.ID()), nil)
+	if !errors.Is(err, ErrUnavailable) {
+		t.Fatalf("fetch of the rest from hostile providers: %v", err)
+	}
+	if after, _ := b.st.Status(context.Background(), m); after.ChunksHeld != half.ChunksHeld {
+		t.Fatalf("hostile providers changed what was held: %d chunks, then %d", half.ChunksHeld, after.ChunksHeld)
+	}
 	if _, err := b.f.Fetch(fetchCtx(t), m, "msg", StaticProviders(honest.h.ID()), nil); err != nil {
 		t.Fatal(err)
 	}

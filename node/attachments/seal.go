@@ -83,7 +83,8 @@ func (r Ref) hex() string { return hex.EncodeToString(r[:]) }
 // 4 KiB, then Padmé (Nikitin et al., PETS 2019), which rounds n up so that
 // it keeps only its top ⌊log₂ e⌋+1 bits (e = ⌊log₂ n⌋): at most 12 %
 // overhead, O(log log n) bits of the length visible. The buckets near
-// 256 MiB are 8 MiB apart, near 1 MiB 32 KiB apart.
+// 256 MiB are 4 MiB apart, near 5 MB 128 KiB, near 1 MiB 32 KiB; from
+// 4 KiB to 256 MiB there are about 450 of them.
 func PaddedSize(n uint64) uint64 {
 	if n <= MinPadded {
 		return MinPadded
