@@ -486,3 +486,91 @@ func TestFetchQuota(t *testing.T) {
 		t.Fatal("a provider was penalised for our quota")
 	}
 }
+
+// A server over its stream limit answers busy, which costs the fetcher
+// the provider for this fetch but nobody a penalty; its token bucket
+// holds a peer to its rate.
+func TestServerLimits(t *testing.T) {
+	const cs = protocol.MinChunkSize
+	t.Run("busy", func(t *testing.T) {
+		a := &peerNode{h: testsupport.Host(t), st: memStore(t, 0)}
+		a.srv = NewServer(a.h, a.st, allowAll, ServerOptions{MaxStreamsPerPeer: 1, Penalize: a.served.penalize})
+		t.Cleanup(func() { a.srv.Close() })
+		b := newPeerNode(t, nil, allowAll, FetchOptions{})
+		testsupport.Connect(t, b.h, a.h)
+		m := importBytes(t, a.st, randomBytes(t, 2*cs), Meta{Size: 2 * cs, ChunkSize: cs})
+		held, err := b.h.NewStream(fetchCtx(t), a.h.ID(), protocol.ChunkProtocol)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer held.Reset()
+		// The held stream counts once the server has taken it.
+		held.Write(mustFrame(t, protocol.ChunkFrame{Kind: protocol.ChunkWant, Root: m.Root.Bytes(), CIDs: [][]byte{m.Root.Bytes()}}))
+		if f, _, err := protocol.NewChunkFrameReader(held).Read(); err != nil || f.Kind != protocol.ChunkData {
+			t.Fatalf("held stream: kind %d, %v", f.Kind, err)
+		}
+		if _, err := b.f.Fetch(fetchCtx(t), m, "msg", StaticProviders(a.h.ID()), nil); !errors.Is(err, ErrUnavailable) {
+			t.Fatalf("fetch from a busy server: %v", err)
+		}
+		if b.fetched.count() != 0 || a.served.count() != 0 {
+			t.Fatal("busy cost a penalty")
+		}
+	})
+	t.Run("rate", func(t *testing.T) {
+		const rate = 1 << 20
+		a := &peerNode{h: testsupport.Host(t), st: memStore(t, 0)}
+		a.srv = NewServer(a.h, a.st, allowAll, ServerOptions{Rate: rate, Burst: protocol.MaxChunkFrame})
+		t.Cleanup(func() { a.srv.Close() })
+		b := newPeerNode(t, nil, allowAll, FetchOptions{})
+		testsupport.Connect(t, b.h, a.h)
+		m := importBytes(t, a.st, randomBytes(t, 40*cs), Meta{Size: 40 * cs, ChunkSize: cs}) // 2.5 MiB
+		start := time.Now()
+		if _, err := b.f.Fetch(fetchCtx(t), m, "msg", StaticProviders(a.h.ID()), nil); err != nil {
+			t.Fatal(err)
+		}
+		// The first MiB is the burst, the rest comes at the rate.
+		if d, want := time.Since(start), time.Duration(float64(m.SealedSize()-protocol.MaxChunkFrame)/rate*float64(time.Second)); d < want*9/10 {
+			t.Fatalf("%d bytes in %s at %d B/s, want at least %s", m.SealedSize(), d, rate, want)
+		}
+	})
+}
+
+// The thumbnail is fetched on its own, before the file, and shows while
+// the file is not there yet.
+func TestThumbnailBeforeFile(t *testing.T) {
+	a := newPeerNode(t, nil, allowAll, FetchOptions{})
+	b := newPeerNode(t, nil, allowAll, FetchOptions{})
+	testsupport.Connect(t, b.h, a.h)
+	thumbData := randomBytes(t, 25_000)
+	tm := importBytes(t, a.st, thumbData, Meta{Size: 25_000, ChunkSize: protocol.MinChunkSize, Type: "image/webp", Width: 200, Height: 150})
+	thumb, err := ThumbOf(tm)
+	if err != nil {
+		t.Fatal(err)
+	}
+	photoData := randomBytes(t, 3_000_000)
+	photo := importBytes(t, a.st, photoData, Meta{Size: 3_000_000, Type: "image/jpeg", Width: 4000, Height: 3000, Thumb: thumb})
+	enc, _ := EncodeManifest(photo)
+	got, err := DecodeManifest(enc) // what b finds in the message
+	if err != nil {
+		t.Fatal(err)
+	}
+	plan := AutoDownload{MaxBytes: 1 << 20}.Plan(got)
+	if !plan.Thumb || plan.File {
+		t.Fatalf("plan %+v for a 3 MB photo under a 1 MiB cap", plan)
+	}
+	if _, err := b.f.Fetch(fetchCtx(t), got.Thumb.Manifest(), "msg", StaticProviders(a.h.ID()), nil); err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(openBytes(t, b.st, got.Thumb.Manifest()), thumbData) {
+		t.Fatal("thumbnail differs")
+	}
+	if st, _ := b.st.Status(context.Background(), got); st.ChunksHeld != 0 {
+		t.Fatalf("the photo's chunks came with the thumbnail: %+v", st)
+	}
+	if _, err := b.f.Fetch(fetchCtx(t), got, "msg", StaticProviders(a.h.ID()), nil); err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(openBytes(t, b.st, got), photoData) {
+		t.Fatal("photo differs")
+	}
+}
