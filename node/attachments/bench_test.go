@@ -236,7 +236,8 @@ func benchTransfer(b *testing.B, files bool) {
 // BenchmarkFirstThumbnail measures the time from a message's manifest to
 // its thumbnail's bytes on the receiver: a 5 MB photo with a 30 KB
 // thumbnail, fetched eagerly while the photo's own fetch starts at the
-// same moment (auto-download), over loopback from the sender.
+// same moment (auto-download), over loopback from the sender, into a
+// pebble store with chunk files.
 func BenchmarkFirstThumbnail(b *testing.B) {
 	ctx := context.Background()
 	a := testsupport.Host(b)
@@ -257,12 +258,8 @@ func BenchmarkFirstThumbnail(b *testing.B) {
 	}
 	srv := NewServer(a, sa, allowAll, ServerOptions{})
 	defer srv.Close()
-	dr := openPebble(b, b.TempDir())
-	defer dr.Close()
-	sr, err := OpenStore(ctx, dr, StoreOptions{})
-	if err != nil {
-		b.Fatal(err)
-	}
+	sr, closeR := benchStore(b, true)
+	defer closeR()
 	f := NewFetcher(r, sr, FetchOptions{})
 	provs := StaticProviders(a.ID())
 
