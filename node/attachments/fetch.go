@@ -97,13 +97,44 @@ type Fetcher struct {
 	st   *Store
 	opts FetchOptions
 	log  *slog.Logger
+
+	mu      sync.Mutex
+	running map[Ref]chan struct{} // closed when the fetch of that root ends
 }
 
 // NewFetcher returns a fetcher that opens streams from h and stores into
 // st. It holds no goroutines between fetches.
 func NewFetcher(h host.Host, st *Store, opts FetchOptions) *Fetcher {
 	opts.defaults()
-	return &Fetcher{h: h, st: st, opts: opts, log: opts.Logger}
+	return &Fetcher{h: h, st: st, opts: opts, log: opts.Logger, running: map[Ref]chan struct{}{}}
+}
+
+// exclusive waits until no other fetch of root runs, then claims it: two
+// fetches of one file (the auto-download and the user's click) would ask
+// for every chunk twice. The second one then finds the first one's work
+// in the store.
+func (f *Fetcher) exclusive(ctx context.Context, root Ref) (release func(), err error) {
+	for {
+		f.mu.Lock()
+		ch, busy := f.running[root]
+		if !busy {
+			ch = make(chan struct{})
+			f.running[root] = ch
+			f.mu.Unlock()
+			return func() {
+				f.mu.Lock()
+				delete(f.running, root)
+				f.mu.Unlock()
+				close(ch)
+			}, nil
+		}
+		f.mu.Unlock()
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			return nil, fmt.Errorf("attachments: fetch %s: %w", root, ctx.Err())
+		}
+	}
 }
 
 // FetchStats describes one fetch.
@@ -131,7 +162,7 @@ type FetchStats struct {
 // store keeps what arrived whatever happens, so a fetch that fails
 // (ErrUnavailable, ctx, a closed host) resumes where it stopped. progress,
 // if set, is called after each stored chunk (from several goroutines,
-// one at a time).
+// one at a time). A second Fetch of the same file waits for the first.
 func (f *Fetcher) Fetch(ctx context.Context, m Manifest, owner string, provs Providers, progress func(Progress)) (FetchStats, error) {
 	start := time.Now()
 	st := FetchStats{ByPeer: map[peer.ID]int{}}
@@ -141,6 +172,11 @@ func (f *Fetcher) Fetch(ctx context.Context, m Manifest, owner string, provs Pro
 	if err := checkOwner(owner); err != nil {
 		return st, err
 	}
+	release, err := f.exclusive(ctx, m.Root)
+	if err != nil {
+		return st, err
+	}
+	defer release()
 	ctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
 	j := &job{f: f, m: m, ctx: ctx, cancel: cancel, st: &st, progress: progress, penalized: map[peer.ID]bool{}}

@@ -574,3 +574,48 @@ func TestThumbnailBeforeFile(t *testing.T) {
 		t.Fatal("photo differs")
 	}
 }
+
+// Two fetches of one file at once (the auto-download and a click) ask
+// for each chunk once: the second waits for the first and finds the file
+// in the store.
+func TestConcurrentFetchesOfOneFile(t *testing.T) {
+	const cs = protocol.MinChunkSize
+	a := newPeerNode(t, nil, allowAll, FetchOptions{})
+	b := newPeerNode(t, nil, allowAll, FetchOptions{})
+	testsupport.Connect(t, b.h, a.h)
+	data := randomBytes(t, 24*cs)
+	m := importBytes(t, a.st, data, Meta{Size: int64(len(data)), ChunkSize: cs})
+	var wg sync.WaitGroup
+	stats := make([]FetchStats, 2)
+	for i, owner := range []string{"auto", "click"} {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			st, err := b.f.Fetch(fetchCtx(t), m, owner, StaticProviders(a.h.ID()), nil)
+			if err != nil {
+				t.Error(err)
+			}
+			stats[i] = st
+		}()
+	}
+	wg.Wait()
+	if got := stats[0].Chunks + stats[1].Chunks; got != m.Chunks()+1 {
+		t.Fatalf("%d chunks fetched in all for %d", got, m.Chunks()+1)
+	}
+	if !bytes.Equal(openBytes(t, b.st, m), data) {
+		t.Fatal("fetched file differs")
+	}
+	// Both owners hold it.
+	if deleted, err := b.st.Release(context.Background(), m.Root, "auto"); err != nil || deleted {
+		t.Fatalf("release of one owner: %v, %v", deleted, err)
+	}
+	if _, err := b.st.Release(context.Background(), m.Root, "nobody-yet"); err != nil {
+		t.Fatal(err)
+	}
+	if deleted, err := b.st.Release(context.Background(), m.Root, "click"); err != nil || !deleted {
+		t.Fatalf("release of the last owner: %v, %v", deleted, err)
+	}
+	if _, err := b.st.Release(context.Background(), m.Root, "click"); !errors.Is(err, ErrNotHeld) {
+		t.Fatalf("release of a deleted file: %v", err)
+	}
+}

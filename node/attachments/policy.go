@@ -33,12 +33,18 @@ func (a AutoDownload) Plan(m Manifest) Plan {
 }
 
 // ReleaseManifest drops owner's hold on the file of m and on its
-// thumbnail; each goes when its last owner does.
+// thumbnail; each goes when its last owner does. A part never fetched is
+// not an error.
 func (s *Store) ReleaseManifest(ctx context.Context, m Manifest, owner string) error {
-	_, err := s.Release(ctx, m.Root, owner)
+	release := func(root Ref) error {
+		if _, err := s.Release(ctx, root, owner); err != nil && !errors.Is(err, ErrNotHeld) {
+			return err
+		}
+		return nil
+	}
+	err := release(m.Root)
 	if m.Thumb != nil {
-		_, terr := s.Release(ctx, m.Thumb.Root, owner)
-		err = errors.Join(err, terr)
+		err = errors.Join(err, release(m.Thumb.Root))
 	}
 	return err
 }

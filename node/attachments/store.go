@@ -354,13 +354,19 @@ func (s *Store) Hold(ctx context.Context, root Ref, owner string, expires time.T
 }
 
 // Release drops one owner of a file and deletes the file when it was the
-// last; deleted says whether it did.
+// last; deleted says whether it did. A file the store does not record is
+// ErrNotHeld.
 func (s *Store) Release(ctx context.Context, root Ref, owner string) (deleted bool, err error) {
 	if err := checkOwner(owner); err != nil {
 		return false, err
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	if ok, err := s.HasFile(ctx, root); err != nil {
+		return false, err
+	} else if !ok {
+		return false, fmt.Errorf("%w: %s", ErrNotHeld, root)
+	}
 	if err := s.d.Delete(ctx, s.ownKey(root, owner)); err != nil {
 		return false, fmt.Errorf("attachments: release %s: %w", root, err)
 	}
