@@ -7,6 +7,7 @@ import (
 	"errors"
 	"io"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -81,6 +82,12 @@ func TestTransferBetweenHosts(t *testing.T) {
 	const cs = protocol.MinChunkSize
 	for _, size := range []int{0, 1, cs - 1, cs, cs + 1, 10*cs + 3} {
 		a := newPeerNode(t, nil, allowAll, FetchOptions{})
+		var served sync.Map // root → bytes, the sender's upload progress
+		a.srv.Close()
+		a.srv = NewServer(a.h, a.st, allowAll, ServerOptions{OnServed: func(_ peer.ID, root Ref, n int) {
+			v, _ := served.LoadOrStore(root, new(atomic.Int64))
+			v.(*atomic.Int64).Add(int64(n))
+		}})
 		b := newPeerNode(t, nil, allowAll, FetchOptions{})
 		testsupport.Connect(t, b.h, a.h)
 		data := randomBytes(t, size)
@@ -101,6 +108,9 @@ func TestTransferBetweenHosts(t *testing.T) {
 		}
 		if b.fetched.count()+a.served.count() != 0 {
 			t.Fatal("an honest transfer penalised someone")
+		}
+		if v, _ := served.Load(m.Root); v == nil || v.(*atomic.Int64).Load() != int64(m.SealedSize()) {
+			t.Fatalf("%d bytes: the sender reported %v bytes served of %d", size, v, m.SealedSize())
 		}
 		// A second fetch finds everything held and asks nobody.
 		st, err = b.f.Fetch(fetchCtx(t), m, "msg-2", StaticProviders(), nil)

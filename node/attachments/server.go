@@ -56,6 +56,11 @@ type ServerOptions struct {
 	// rate, not the link.
 	Rate  float64
 	Burst int
+	// OnServed, if set, is called after each chunk sent, with the peer,
+	// the file and the chunk's sealed size: the sender's upload progress
+	// (members pull; the node sums per peer and file). It runs on the
+	// stream's writer and must not block.
+	OnServed func(p peer.ID, root Ref, bytes int)
 	// Logger receives debug and warning logs (nil: discard).
 	Logger *slog.Logger
 }
@@ -221,7 +226,7 @@ func (s *Server) serve(ctx context.Context, st network.Stream, p peer.ID, lim *r
 	answers := make(chan answer, 2)
 	free := make(chan []byte, 4)
 	werr := make(chan error, 1)
-	go func() { werr <- s.write(ctx, st, lim, answers, free) }()
+	go func() { werr <- s.write(ctx, st, p, lim, answers, free) }()
 	err := s.read(ctx, st, p, answers, free)
 	close(answers)
 	if err != nil {
@@ -236,6 +241,7 @@ func (s *Server) serve(ctx context.Context, st network.Stream, p peer.ID, lim *r
 // answer is one frame to send: a chunk, Missing (data nil), or Error
 // "unknown" (unknown set).
 type answer struct {
+	root    Ref
 	cid     []byte
 	data    []byte
 	unknown bool
@@ -298,7 +304,7 @@ func (s *Server) read(ctx context.Context, st network.Stream, p peer.ID, answers
 			if err != nil {
 				return err
 			}
-			if err := send(answer{cid: cb, data: data}); err != nil {
+			if err := send(answer{root: root, cid: cb, data: data}); err != nil {
 				return err
 			}
 		}
@@ -307,7 +313,7 @@ func (s *Server) read(ctx context.Context, st network.Stream, p peer.ID, answers
 
 // write sends the answers, flushing whenever none is waiting, and hands
 // chunk buffers back through free.
-func (s *Server) write(ctx context.Context, st network.Stream, lim *rate.Limiter, answers <-chan answer, free chan<- []byte) error {
+func (s *Server) write(ctx context.Context, st network.Stream, p peer.ID, lim *rate.Limiter, answers <-chan answer, free chan<- []byte) error {
 	bw := bufio.NewWriterSize(st, 256<<10)
 	fw := protocol.NewChunkFrameWriter(bw)
 	flush := func() error {
@@ -357,6 +363,9 @@ func (s *Server) write(ctx context.Context, st network.Stream, lim *rate.Limiter
 			_ = st.SetWriteDeadline(time.Now().Add(s.opts.IdleTimeout))
 			if _, err := protocol.WriteChunkData(bw, a.cid, a.data); err != nil {
 				return fmt.Errorf("attachments: write: %w", err)
+			}
+			if s.opts.OnServed != nil {
+				s.opts.OnServed(p, a.root, len(a.data))
 			}
 			select {
 			case free <- a.data[:0]:
