@@ -224,8 +224,12 @@ func (f *Fetcher) Fetch(ctx context.Context, m Manifest, owner string, provs Pro
 	st.Held = len(j.refs) - len(miss)
 	j.prog = Progress{Chunks: len(j.refs), Bytes: m.SealedSize(), ChunksHeld: st.Held}
 	j.prog.BytesHeld = uint64(indexSealedLen(m.Padded, m.ChunkSize))
+	lacking := make([]bool, len(j.refs))
+	for _, i := range miss {
+		lacking[i] = true
+	}
 	for i := range j.refs {
-		if !contains(miss, i) {
+		if !lacking[i] {
 			j.prog.BytesHeld += uint64(sealedLen(m.Padded, m.ChunkSize, i))
 		}
 	}
@@ -270,7 +274,7 @@ func (f *Fetcher) Fetch(ctx context.Context, m Manifest, owner string, provs Pro
 	// A worker's fatal error (the store, a corrupt file) or the caller's
 	// cancellation.
 	if cause := context.Cause(ctx); cause != nil {
-		if cause == context.Canceled || cause == context.DeadlineExceeded {
+		if errors.Is(cause, context.Canceled) || errors.Is(cause, context.DeadlineExceeded) {
 			return st, fmt.Errorf("attachments: fetch %s: %w", m.Root, cause)
 		}
 		return st, cause
@@ -314,15 +318,6 @@ func dedupe(ps []peer.ID, self peer.ID) []peer.ID {
 		}
 	}
 	return out
-}
-
-func contains(xs []int, x int) bool {
-	for _, y := range xs {
-		if y == x {
-			return true
-		}
-	}
-	return false
 }
 
 // job is one fetch: the scheduler that hands chunks to the peers' workers.
