@@ -226,11 +226,22 @@ func (s *Server) serve(ctx context.Context, st network.Stream, p peer.ID, lim *r
 	answers := make(chan answer, 2)
 	free := make(chan []byte, 4)
 	werr := make(chan error, 1)
-	go func() { werr <- s.write(ctx, st, p, lim, answers, free) }()
+	// A failure on either side resets the stream at once, which
+	// unblocks the other side's read or write (they wait on the peer,
+	// not on ctx).
+	go func() {
+		err := s.write(ctx, st, p, lim, answers, free)
+		if err != nil {
+			cancel(err)
+			_ = st.Reset()
+		}
+		werr <- err
+	}()
 	err := s.read(ctx, st, p, answers, free)
 	close(answers)
 	if err != nil {
 		cancel(err)
+		_ = st.Reset()
 	}
 	if wErr := <-werr; err == nil {
 		err = wErr
