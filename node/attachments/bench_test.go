@@ -296,3 +296,52 @@ func BenchmarkFirstThumbnail(b *testing.B) {
 	b.ReportMetric(float64(thumbTime.Microseconds())/1000/float64(b.N), "thumb-ms")
 	b.ReportMetric(float64(photoTime.Microseconds())/1000/float64(b.N), "photo-ms")
 }
+
+// BenchmarkImportOpen seals a file into a store with chunk files and
+// opens it again (256 MiB; 8 MiB with -short), reporting both rates and
+// the peak memory of each, which must not grow with the file.
+func BenchmarkImportOpen(b *testing.B) {
+	size := int64(protocol.MaxFileSize)
+	if testing.Short() {
+		size = 8 << 20
+	}
+	if *benchSize > 0 {
+		size = int64(*benchSize) << 20
+	}
+	ctx := context.Background()
+	var imp, opn time.Duration
+	var impMB, opnMB float64
+	for b.Loop() {
+		b.StopTimer()
+		st, closeSt := benchStore(b, true)
+		peak := startMemPeak()
+		b.StartTimer()
+		start := time.Now()
+		m, err := st.Import(ctx, randReader(4, size), Meta{Size: size, Owner: "msg"})
+		if err != nil {
+			b.Fatal(err)
+		}
+		imp += time.Since(start)
+		b.StopTimer()
+		_, h := peak.end()
+		impMB = max(impMB, h)
+		peak = startMemPeak()
+		b.StartTimer()
+		start = time.Now()
+		if err := st.Open(ctx, m, io.Discard, nil); err != nil {
+			b.Fatal(err)
+		}
+		opn += time.Since(start)
+		b.StopTimer()
+		_, h = peak.end()
+		opnMB = max(opnMB, h)
+		closeSt()
+		b.StartTimer()
+	}
+	n := float64(b.N)
+	b.ReportMetric(float64(size)*n/imp.Seconds()/1e6, "import-MB/s")
+	b.ReportMetric(float64(size)*n/opn.Seconds()/1e6, "open-MB/s")
+	b.ReportMetric(impMB, "import-peak-rss-MB")
+	b.ReportMetric(opnMB, "open-peak-rss-MB")
+	b.ReportMetric(0, "ns/op")
+}
