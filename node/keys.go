@@ -44,6 +44,15 @@ const (
 	// EpochMaxSends is how many blocks this device seals under one epoch
 	// before the next send replaces it.
 	EpochMaxSends = 1000
+	// EpochHealBound is how much longer a due replacement waits for a
+	// member device that has no valid prekey (one switched off for more
+	// than two weeks); EpochMaxSends more blocks end the wait too. Then the
+	// epoch is replaced without that device, which is sealed back in when
+	// it returns and announces a fresh prekey (maybeHealEpoch), and gets
+	// what it missed through the history. So no epoch outlives
+	// EpochMaxAge+EpochHealBound (14 days) or 2·EpochMaxSends of this
+	// device's blocks: the bound of post-compromise security.
+	EpochHealBound = 7 * 24 * time.Hour
 	// keyUpkeepEvery is how often a running node checks its prekey.
 	keyUpkeepEvery = time.Hour
 	// CardProtocol exchanges current contact cards between contacts.
@@ -212,16 +221,21 @@ func (c *Chat) epochStale(conv *conversation, cur crdt.RotationView) bool {
 	for _, d := range next {
 		reached[d.Device] = true
 	}
+	overdue := !now.Before(conv.curEpochCreated.Add(EpochMaxAge+EpochHealBound)) || sent >= 2*EpochMaxSends
 	for _, d := range cur.Recipients {
 		if reached[d.Device] {
 			continue
 		}
 		member, _ := conv.state.IsMember(d.Account)
 		_, revoked := conv.revoked[keyring.DeviceID(d.Device)]
-		if member && !revoked {
+		if !member || revoked {
+			continue
+		}
+		if !overdue {
 			c.log.Debug("epoch replacement postponed: a member device has no current prekey", "conv", conv.hexID, "device", keyring.DeviceID(d.Device).String())
 			return false
 		}
+		c.log.Info("epoch replaced without a member device that has no current prekey: it is sealed back in when it returns", "conv", conv.hexID, "device", keyring.DeviceID(d.Device).String())
 	}
 	return true
 }

@@ -184,31 +184,32 @@ func TestPrekeyAndEpochUpkeep(t *testing.T) {
 	}
 
 	// Fifteen days of silence from b, whose node is off: its announced
-	// prekey ran out. a's next send does not replace the stale epoch
-	// (which would lock b out); b still reads it.
+	// prekey ran out, and the epoch is past EpochMaxAge+EpochHealBound.
+	// Post-compromise security waits no longer (issue 14, item 2): a's
+	// next send replaces the epoch without b. (Before the bound the
+	// replacement waits: TestEpochReplacementWaitsWithinBound.)
 	advanceClocks(15*24*time.Hour, a, b)
 	if err := a.Chat.maintainKeys(ctx); err != nil {
 		t.Fatal(err)
 	}
-	send(a, b, "are you there?")
-	if got := sendingEpoch(t, a, conv.ID); got != second {
-		t.Fatal("the epoch was replaced although b has no current prekey: b would read nothing")
+	if _, err := a.Send(ctx, conv.ID, "still there?", ""); err != nil {
+		t.Fatal(err)
 	}
-	// b comes back: upkeep announces a fresh prekey, and a's next send
-	// replaces the epoch, which b opens.
+	third := sendingEpoch(t, a, conv.ID)
+	if third == second {
+		t.Fatal("the epoch outlived EpochMaxAge+EpochHealBound waiting for a device that is away")
+	}
+	// b comes back: upkeep announces a fresh prekey, a seals a new epoch
+	// to it (healing), and b reads what it missed through the history.
 	if err := b.Chat.maintainKeys(ctx); err != nil {
 		t.Fatal(err)
 	}
-	bSigned, _, err := b.Chat.currentPrekey()
-	if err != nil {
-		t.Fatal(err)
-	}
-	testsupport.Eventually(t, 15*time.Second, "a to see b's fresh prekey", func() bool {
-		return string(announcedPrekey(t, a, conv.ID, b.Chat.id.DeviceID())) == string(bSigned)
+	testsupport.Eventually(t, 30*time.Second, "b to read the message sent while it was shut out", func() bool {
+		return hasMessage(t, b, conv.ID, "still there?")
 	})
 	send(a, b, "welcome back")
-	if got := sendingEpoch(t, a, conv.ID); got == second {
-		t.Fatal("the stale epoch was not replaced once b had a current prekey")
+	if got := sendingEpoch(t, a, conv.ID); got == third {
+		t.Fatal("b was not sealed back in when it returned")
 	}
 }
 
@@ -423,5 +424,50 @@ func TestOldEpochsNotReinstalled(t *testing.T) {
 				t.Fatalf("epoch %d, older than the newest %d, held", i, keyring.MaxEpochs)
 			}
 		}
+	}
+}
+
+// A due epoch waits for a member device without a valid prekey, but only
+// up to EpochMaxAge+EpochHealBound (issue 14, item 2).
+func TestEpochReplacementWaitsWithinBound(t *testing.T) {
+	a, b, conv := pairConversation(t)
+	ctx := context.Background()
+	send := func(text string) {
+		t.Helper()
+		if _, err := a.Send(ctx, conv.ID, text, ""); err != nil {
+			t.Fatal(err)
+		}
+	}
+	send("day 0")
+	testsupport.Eventually(t, 15*time.Second, "b to read day 0", func() bool { return hasMessage(t, b, conv.ID, "day 0") })
+	// Day 8: a's epoch is due and b's prekey still valid: replaced, sealed
+	// to b, which reads under it. b does no key upkeep from here on.
+	advanceClocks(8*24*time.Hour, a, b)
+	if err := a.Chat.maintainKeys(ctx); err != nil {
+		t.Fatal(err)
+	}
+	send("day 8")
+	testsupport.Eventually(t, 15*time.Second, "b to read day 8", func() bool { return hasMessage(t, b, conv.ID, "day 8") })
+	e1 := sendingEpoch(t, a, conv.ID)
+	// Day 15: that epoch is due again, b's prekey has expired: the
+	// replacement waits (b would be shut out), and b still reads.
+	advanceClocks(7*24*time.Hour, a, b)
+	if err := a.Chat.maintainKeys(ctx); err != nil {
+		t.Fatal(err)
+	}
+	send("day 15")
+	if got := sendingEpoch(t, a, conv.ID); got != e1 {
+		t.Fatal("the epoch was replaced within EpochHealBound although b has no current prekey")
+	}
+	testsupport.Eventually(t, 15*time.Second, "b to read day 15", func() bool { return hasMessage(t, b, conv.ID, "day 15") })
+	// Day 22: the epoch is EpochMaxAge+EpochHealBound old: replaced
+	// without b.
+	advanceClocks(7*24*time.Hour, a, b)
+	if err := a.Chat.maintainKeys(ctx); err != nil {
+		t.Fatal(err)
+	}
+	send("day 22")
+	if got := sendingEpoch(t, a, conv.ID); got == e1 {
+		t.Fatal("the epoch outlived EpochMaxAge+EpochHealBound")
 	}
 }
