@@ -413,6 +413,68 @@ func (a *Account) ReadPosition(conversation []byte) Position {
 	return a.readMarks[string(conversation)]
 }
 
+// SnapshotOps returns ops that rebuild this account's visible state in a
+// fresh account DAG: profile, preferences, contacts, blocks, the
+// conversation list and read positions, in a deterministic order. It is
+// what a backup carries, so that an account restored with no other device
+// alive keeps its preferences, read marks and lists. Devices are not among
+// them: a restored device certifies itself anew.
+func (a *Account) SnapshotOps() []Op {
+	var ops []Op
+	if a.name.ev >= 0 {
+		ops = append(ops, a.op(a.name))
+	}
+	if a.avatar.ev >= 0 {
+		ops = append(ops, a.op(a.avatar))
+	}
+	for _, k := range slices.Sorted(maps.Keys(a.prefs)) {
+		ops = append(ops, a.op(a.prefs[k]))
+	}
+	for _, id := range slices.SortedFunc(maps.Keys(a.contacts), func(x, y AccountID) int { return bytes.Compare(x[:], y[:]) }) {
+		r := a.contacts[id]
+		u := ContactUpdate{Account: id}
+		if r.name.ev >= 0 {
+			u.Name = a.op(r.name).(ContactUpdate).Name
+		}
+		if r.verif.ev >= 0 {
+			u.Verification = a.op(r.verif).(ContactUpdate).Verification
+		}
+		if r.status.ev >= 0 {
+			u.Status = a.op(r.status).(ContactUpdate).Status
+		}
+		ops = append(ops, u)
+	}
+	for _, id := range slices.SortedFunc(maps.Keys(a.blocked), func(x, y AccountID) int { return bytes.Compare(x[:], y[:]) }) {
+		ops = append(ops, a.op(a.blocked[id]))
+	}
+	for _, id := range slices.Sorted(maps.Keys(a.convs)) {
+		r := a.convs[id]
+		u := ConversationUpdate{ID: []byte(id)}
+		if r.typ.ev >= 0 {
+			u.Type = a.op(r.typ).(ConversationUpdate).Type
+		}
+		if r.title.ev >= 0 {
+			u.TitleHint = a.op(r.title).(ConversationUpdate).TitleHint
+		}
+		if r.archived.ev >= 0 {
+			u.Archived = a.op(r.archived).(ConversationUpdate).Archived
+		}
+		if r.muted.ev >= 0 {
+			u.Muted = a.op(r.muted).(ConversationUpdate).Muted
+		}
+		if r.left.ev >= 0 {
+			u.Left = a.op(r.left).(ConversationUpdate).Left
+		}
+		ops = append(ops, u)
+	}
+	for _, id := range slices.Sorted(maps.Keys(a.readMarks)) {
+		if p := a.readMarks[id]; len(p) > 0 {
+			ops = append(ops, ReadMark{Conversation: []byte(id), Position: p})
+		}
+	}
+	return ops
+}
+
 // StateHash returns SHA-256 over a canonical serialization of the visible
 // account state: profile, preferences (sorted by key), contacts, the
 // conversation list, devices with revocation cutoffs, and read positions

@@ -1,6 +1,7 @@
 package crdt
 
 import (
+	"fmt"
 	"testing"
 
 	"pgregory.net/rapid"
@@ -227,4 +228,76 @@ func BenchmarkAccountApply(b *testing.B) {
 		}
 	}
 	b.ReportMetric(float64(len(w.all))*float64(b.N)/b.Elapsed().Seconds(), "events/s")
+}
+
+// Whatever the account's history, the ops of SnapshotOps rebuild its
+// visible state (devices aside) in a fresh account DAG: what a backup
+// restores (issue 14, item 5).
+func TestPropertySnapshotOpsRebuildState(t *testing.T) {
+	rapid.Check(t, func(t *rapid.T) {
+		w := accountWorld(t)
+		devs := []DeviceID{dev(1), dev(2), dev(3)}
+		for range rapid.IntRange(1, 30).Draw(t, "steps") {
+			d := rapid.SampledFrom(devs).Draw(t, "dev")
+			if rapid.Bool().Draw(t, "sync") {
+				w.sync(d, rapid.SampledFrom(devs).Draw(t, "from"))
+			}
+			b := rapid.Bool().Draw(t, "flag")
+			name := rapid.StringMatching(`[a-z]{0,3}`).Draw(t, "name")
+			var op Op
+			switch rapid.IntRange(0, 7).Draw(t, "op") {
+			case 0:
+				op = SetPreference{rapid.SampledFrom([]string{"a", "b"}).Draw(t, "k"), rapid.StringMatching(`[a-z]{0,3}`).Draw(t, "v")}
+			case 1:
+				op = ProfileName{name}
+			case 2:
+				op = ConversationUpdate{ID: []byte{byte(rapid.IntRange(1, 3).Draw(t, "conv"))}, Archived: &b, TitleHint: &name}
+			case 3:
+				op = ReadMark{[]byte{byte(rapid.IntRange(1, 3).Draw(t, "conv"))}, Position{{Device: dev(9), Seq: uint64(rapid.IntRange(1, 9).Draw(t, "s"))}}}
+			case 4:
+				st := ContactAdded
+				if b {
+					st = ContactRemoved
+				}
+				op = ContactUpdate{Account: acct(byte(rapid.IntRange(4, 6).Draw(t, "contact"))), Status: &st, Name: &name}
+			case 5:
+				v := Verified
+				op = ContactUpdate{Account: acct(byte(rapid.IntRange(4, 6).Draw(t, "contact"))), Verification: &v}
+			case 6:
+				op = ContactBlock{Account: acct(byte(rapid.IntRange(4, 5).Draw(t, "blocked"))), Blocked: b}
+			case 7:
+				op = ProfileAvatar{Mime: "image/png", Data: []byte(name + "x")}
+			}
+			w.emit(d, op)
+		}
+		orig := applyAccount(t, w.all)
+		ops := orig.SnapshotOps()
+		// A fresh account: one device, the snapshot in events of at most
+		// 16 ops.
+		fresh := newWorld(t)
+		fresh.device(dev(7), acct(1))
+		fresh.emit(dev(7), DeviceAdd{Device: dev(7), Name: "restored", Cert: []byte{1}})
+		for len(ops) > 0 {
+			n := min(16, len(ops))
+			fresh.emit(dev(7), ops[:n]...)
+			ops = ops[n:]
+		}
+		got := applyAccount(t, fresh.all)
+		if a, b := visibleAccount(orig), visibleAccount(got); a != b {
+			t.Fatalf("restored state differs:\n%s\n%s", a, b)
+		}
+	})
+}
+
+// visibleAccount prints the account's visible state but its devices.
+func visibleAccount(a *Account) string {
+	name, mime, av := a.Profile()
+	rp := map[string]Position{}
+	for _, c := range a.Conversations() {
+		rp[string(c.ID)] = a.ReadPosition(c.ID)
+	}
+	for _, k := range []string{"\x01", "\x02", "\x03"} {
+		rp[k] = a.ReadPosition([]byte(k))
+	}
+	return fmt.Sprintf("%q %q %x %v %+v %+v %v %v", name, mime, av, a.Preferences(), a.Contacts(), a.Conversations(), a.BlockedAccounts(), rp)
 }

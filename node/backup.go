@@ -60,7 +60,11 @@ func (n *Node) restore(ctx context.Context, words string, data []byte) error {
 		return err
 	}
 	// The account DAG starts anew, seeded from the backup.
-	if ops := r.State.AccountOps(); len(ops) > 0 {
+	batches, err := r.State.AccountOps()
+	if err != nil {
+		return err
+	}
+	for _, ops := range batches {
 		if err := c.commitAccount(ctx, ops...); err != nil {
 			return err
 		}

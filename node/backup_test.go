@@ -2,12 +2,15 @@ package node
 
 import (
 	"context"
+	"encoding/hex"
 	"errors"
 	"os"
+	"slices"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/glitr-chat/glitr/crdt"
 	"github.com/glitr-chat/glitr/internal/testsupport"
 	"github.com/glitr-chat/glitr/keyring"
 )
@@ -39,6 +42,25 @@ func TestBackupAndRestoreOnAFreshNode(t *testing.T) {
 		t.Fatal(err)
 	}
 	testsupport.Eventually(t, 10*time.Second, "Bob's message at Ada", func() bool { return hasText(t, ada, conv, "before the lake") })
+	// State only the account DAG holds, which the restore must keep with
+	// no other device alive (issue 14, item 5): preferences, and the read
+	// mark of a conversation read while read receipts are off.
+	prefs, err := ada.Preferences(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	prefs.Theme, prefs.ReadReceipts = "dark", false
+	if err := ada.SetPreferences(ctx, prefs); err != nil {
+		t.Fatal(err)
+	}
+	if err := ada.MarkRead(ctx, conv); err != nil {
+		t.Fatal(err)
+	}
+	var readBefore crdt.Position
+	testsupport.Eventually(t, 10*time.Second, "Ada's read mark", func() bool {
+		readBefore = readPositionOf(t, ada, conv)
+		return len(readBefore) > 0
+	})
 	backup, err := ada.Backup(ctx)
 	if err != nil {
 		t.Fatal(err)
@@ -89,6 +111,12 @@ func TestBackupAndRestoreOnAFreshNode(t *testing.T) {
 	if err != nil || info.Name != "Ada" || info.State != AccountReady {
 		t.Fatalf("restored account info %+v, %v", info, err)
 	}
+	if p, err := fresh.Preferences(ctx); err != nil || p.Theme != "dark" || p.ReadReceipts {
+		t.Fatalf("restored preferences %+v, %v: the theme and read receipts were lost", p, err)
+	}
+	if got := readPositionOf(t, fresh, conv); !slices.Equal(got, readBefore) {
+		t.Fatalf("restored read position %v, want %v", got, readBefore)
+	}
 	testsupport.Eventually(t, 20*time.Second, "the conversation and its history back from Bob", func() bool {
 		_, err := fresh.Chat.conversation(conv)
 		return err == nil && hasText(t, fresh, conv, "before the lake")
@@ -112,4 +140,19 @@ func TestBackupAndRestoreOnAFreshNode(t *testing.T) {
 	if err := fresh.RevokeDevice(ctx, old); err != nil {
 		t.Fatal(err)
 	}
+}
+
+// readPositionOf is the account's read position in conversation id.
+func readPositionOf(t testing.TB, n *Node, id string) crdt.Position {
+	t.Helper()
+	raw, err := hex.DecodeString(id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	n.Chat.mu.RLock()
+	acct := n.Chat.account
+	n.Chat.mu.RUnlock()
+	acct.mu.Lock()
+	defer acct.mu.Unlock()
+	return acct.acct.ReadPosition(raw)
 }

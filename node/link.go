@@ -515,6 +515,18 @@ func (d devicesChat) BackupState() (devices.State, keyring.RecoveryKey, *keyring
 	}
 	v := c.accountSnapshot()
 	st = devices.State{Name: v.name, AvatarMime: v.mime, Avatar: v.avatar, Prefs: v.prefs}
+	c.mu.RLock()
+	acctConv := c.account
+	c.mu.RUnlock()
+	if acctConv != nil {
+		acctConv.mu.Lock()
+		ops := acctConv.acct.SnapshotOps()
+		acctConv.mu.Unlock()
+		var err error
+		if st.Account, err = devices.EncodeAccount(ops); err != nil {
+			return st, keyring.RecoveryKey{}, nil, err
+		}
+	}
 	for a, ct := range v.contacts {
 		if ct.Name != "" {
 			st.ContactNames = append(st.ContactNames, append(append([]byte{}, a[:]...), ct.Name...))

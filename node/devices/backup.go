@@ -40,6 +40,37 @@ type State struct {
 	Pairs         [][]byte          `cbor:"7,keyasint,omitempty"` // account (32) ‖ pair secret (32)
 	Conversations [][]byte          `cbor:"8,keyasint,omitempty"` // id (16) ‖ root (32)
 	Devices       [][]byte          `cbor:"9,keyasint,omitempty"` // device ids known to the account
+	// Account is the account DAG's visible state as op batches (each
+	// crdt.EncodeOps, at most 64 ops): profile, preferences, contacts,
+	// blocks, the conversation list and read positions (crdt.Account's
+	// SnapshotOps). A backup that has it restores from it; the fields
+	// above are read only from older backups.
+	Account [][]byte `cbor:"10,keyasint,omitempty"`
+}
+
+// maxBatch is the most ops in one batch of State.Account.
+const maxBatch = 64
+
+// EncodeAccount splits an account's snapshot ops into State.Account
+// batches, each small enough for one block.
+func EncodeAccount(ops []crdt.Op) ([][]byte, error) {
+	var out [][]byte
+	for len(ops) > 0 {
+		n := min(maxBatch, len(ops))
+		for {
+			b, err := crdt.EncodeOps(ops[:n])
+			if err == nil {
+				out = append(out, b)
+				break
+			}
+			if n == 1 {
+				return nil, fmt.Errorf("backup: account state: %w", err)
+			}
+			n /= 2 // too large for one block (avatars): fewer at a time
+		}
+		ops = ops[n:]
+	}
+	return out, nil
 }
 
 // Backup writes the account's backup, encrypted under its recovery key.
@@ -99,9 +130,22 @@ func (r Restored) RestoreBundle(device keyring.DeviceID, now time.Time) (Bundle,
 	return Bundle{AccountSeed: r.Account.Seed(), Cert: cert, Recovery: r.Recovery[:], Contacts: r.State.Contacts, Pairs: r.State.Pairs}, rejoin, nil
 }
 
-// AccountOps are the ops that seed a restored account DAG from the
-// backup: profile, preferences and contacts' names.
-func (st State) AccountOps() []crdt.Op {
+// AccountOps are the batches of ops that seed a restored account DAG from
+// the backup, each for one block: the account's state as it was backed up
+// (State.Account), or, from a backup older than that, its profile,
+// preferences and contacts' names.
+func (st State) AccountOps() ([][]crdt.Op, error) {
+	if len(st.Account) > 0 {
+		out := make([][]crdt.Op, 0, len(st.Account))
+		for i, b := range st.Account {
+			ops, err := crdt.DecodeOps(b)
+			if err != nil {
+				return nil, fmt.Errorf("%w: account state batch %d: %w", ErrBadBackup, i, err)
+			}
+			out = append(out, ops)
+		}
+		return out, nil
+	}
 	ops := []crdt.Op{}
 	if st.Name != "" {
 		ops = append(ops, crdt.ProfileName{Name: st.Name})
@@ -120,7 +164,10 @@ func (st State) AccountOps() []crdt.Op {
 		name := string(cn[32:])
 		ops = append(ops, crdt.ContactUpdate{Account: crdt.AccountID(cn[:32]), Name: &name, Status: &added})
 	}
-	return ops
+	if len(ops) == 0 {
+		return nil, nil
+	}
+	return [][]crdt.Op{ops}, nil
 }
 
 type rejoinRequest struct {

@@ -5,6 +5,8 @@ import (
 	"context"
 	"crypto/rand"
 	"errors"
+	"fmt"
+	"reflect"
 	"strings"
 	"sync"
 	"testing"
@@ -15,6 +17,7 @@ import (
 	"github.com/libp2p/go-libp2p/core/host"
 	"github.com/libp2p/go-libp2p/core/peer"
 
+	"github.com/glitr-chat/glitr/crdt"
 	"github.com/glitr-chat/glitr/internal/testsupport"
 	"github.com/glitr-chat/glitr/keyring"
 	"github.com/glitr-chat/glitr/node/card"
@@ -262,8 +265,8 @@ func TestBackupOpensWithItsWordsOnly(t *testing.T) {
 	if err != nil || cert.Account != d.f.acct.ID() || cert.Device != newDev.ID() || len(rejoin) != 1 {
 		t.Fatalf("restore bundle: %+v %v, %d to rejoin", cert, err, len(rejoin))
 	}
-	if ops := r.State.AccountOps(); len(ops) != 3 {
-		t.Fatalf("%d account ops, want name, preference and contact", len(ops))
+	if batches, err := r.State.AccountOps(); err != nil || len(batches) != 1 || len(batches[0]) != 3 {
+		t.Fatalf("account ops %v (%v), want one batch of name, preference and contact", batches, err)
 	}
 }
 
@@ -289,4 +292,40 @@ func TestRejoinAsksUntilReadmitted(t *testing.T) {
 		defer member.f.mu.Unlock()
 		return len(member.f.readmits) >= 1 && member.f.readmits[0] == restored.f.dev.ID().String()
 	})
+}
+
+// The account's state goes into the backup in batches that each fit one
+// block, and comes back op for op.
+func TestAccountStateBatches(t *testing.T) {
+	name := "Ada"
+	ops := []crdt.Op{crdt.ProfileName{Name: name}}
+	for i := range 3 {
+		ops = append(ops, crdt.ProfileAvatar{Mime: "image/png", Data: bytes.Repeat([]byte{byte(i)}, crdt.MaxBlobLen)})
+	}
+	for i := range 200 {
+		ops = append(ops, crdt.SetPreference{Key: fmt.Sprintf("k%03d", i), Value: "v"})
+	}
+	batches, err := EncodeAccount(ops)
+	if err != nil {
+		t.Fatal(err)
+	}
+	st := State{Name: "old field, ignored", Account: batches}
+	got, err := st.AccountOps()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var flat []crdt.Op
+	for _, b := range got {
+		if len(b) > maxBatch {
+			t.Fatalf("a batch of %d ops", len(b))
+		}
+		flat = append(flat, b...)
+	}
+	if len(flat) != len(ops) || !reflect.DeepEqual(flat, ops) {
+		t.Fatalf("%d ops back of %d, or different", len(flat), len(ops))
+	}
+	st.Account = [][]byte{{0xff}}
+	if _, err := st.AccountOps(); !errors.Is(err, ErrBadBackup) {
+		t.Fatalf("a damaged batch: %v", err)
+	}
 }

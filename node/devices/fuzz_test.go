@@ -37,7 +37,7 @@ func FuzzDecoders(f *testing.F) {
 		}
 		var st State
 		if Dec.Unmarshal(b, &st) == nil {
-			_ = st.AccountOps()
+			_, _ = st.AccountOps()
 		}
 		var req rejoinRequest
 		_ = card.Dec.Unmarshal(b, &req)
