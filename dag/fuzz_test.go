@@ -98,12 +98,13 @@ func FuzzParseRecord(f *testing.F) {
 	cb := newChainBuilder(f)
 	a := cb.block(testSigner(1), nil, "seed")
 	b := cb.block(testSigner(1), refs(a), "seed")
-	f.Add(appendRecord(nil, &b.Inner, 1, b.envBytes, b.innerBytes))
+	f.Add(appendRecord(nil, &b.Inner, 1, b.envBytes, b.innerBytes, recordVersion))
 	f.Add([]byte{1, 0xff})
 	f.Fuzz(func(t *testing.T, rec []byte) {
 		checkAlloc(t, "blockFromRecord", rec, func() {
 			_, _, _, _ = parseRecord(rec)
-			_, _ = blockFromRecord(rec)
+			_, _ = blockFromRecord(rec, nil)
+			_, _ = blockFromRecord(rec, testRecords{})
 		})
 	})
 }

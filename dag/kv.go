@@ -33,7 +33,7 @@ type kvBatch interface {
 	put(k, v []byte) error
 	// putRecord writes a block record (record.go) under k without an
 	// intermediate buffer where the backend allows it.
-	putRecord(k []byte, in *Inner, prevHeight uint64, env, inner []byte) error
+	putRecord(k []byte, in *Inner, prevHeight uint64, env, inner []byte, version byte) error
 	del(k []byte) error
 	// commit applies the batch atomically; with sync it is durable when
 	// commit returns. The batch is unusable afterwards.
@@ -100,8 +100,8 @@ func (b *dsBatch) put(k, v []byte) error {
 	return b.b.Put(b.ctx, mkKey(k), append([]byte(nil), v...))
 }
 
-func (b *dsBatch) putRecord(k []byte, in *Inner, prevHeight uint64, env, inner []byte) error {
-	rec := appendRecord(make([]byte, 0, recordLen(in, prevHeight, env, inner)), in, prevHeight, env, inner)
+func (b *dsBatch) putRecord(k []byte, in *Inner, prevHeight uint64, env, inner []byte, version byte) error {
+	rec := appendRecord(make([]byte, 0, recordLen(in, prevHeight, env, inner)), in, prevHeight, env, inner, version)
 	return b.b.Put(b.ctx, mkKey(k), rec)
 }
 
@@ -203,11 +203,11 @@ func (b *pebbleBatch) put(k, v []byte) error {
 	return b.b.Set(b.buf, v, nil)
 }
 
-func (b *pebbleBatch) putRecord(k []byte, in *Inner, prevHeight uint64, env, inner []byte) error {
+func (b *pebbleBatch) putRecord(k []byte, in *Inner, prevHeight uint64, env, inner []byte, version byte) error {
 	n := recordLen(in, prevHeight, env, inner)
 	op := b.b.SetDeferred(len(b.kv.prefix)+len(k), n)
 	copy(op.Key[copy(op.Key, b.kv.prefix):], k)
-	if rec := appendRecord(op.Value[:0:n], in, prevHeight, env, inner); len(rec) != n || &rec[0] != &op.Value[0] {
+	if rec := appendRecord(op.Value[:0:n], in, prevHeight, env, inner, version); len(rec) != n || &rec[0] != &op.Value[0] {
 		panic("dag: record length mismatch") // recordLen and appendRecord disagree
 	}
 	return op.Finish()

@@ -198,7 +198,7 @@ func TestRecordLen(t *testing.T) {
 	b := cb.block(testSigner(1), refs(a), strings.Repeat("b", 300))
 	for _, blk := range []Block{a, b} {
 		for _, ph := range []uint64{0, 1, 200, 1 << 40} {
-			rec := appendRecord(nil, &blk.Inner, ph, blk.envBytes, blk.innerBytes)
+			rec := appendRecord(nil, &blk.Inner, ph, blk.envBytes, blk.innerBytes, recordVersion)
 			if n := recordLen(&blk.Inner, ph, blk.envBytes, blk.innerBytes); n != len(rec) {
 				t.Fatalf("recordLen %d, record has %d bytes", n, len(rec))
 			}

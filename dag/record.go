@@ -17,11 +17,16 @@ import (
 //	uvarint  height of Prev (0 without Prev)
 //	byte     0 or 1: Prev present; if 1, the 36 CID bytes follow
 //	uvarint  envelope length, envelope bytes
-//	rest     inner block bytes (canonical, signed)
+//	rest     inner block bytes (canonical, signed); in a version 2
+//	         record sealed at rest (Options.Records), bound to the
+//	         envelope
 //
 // The fixed header lets sync filter by (author, seq) and walk an author's
 // chain backwards without decoding CBOR.
-const recordVersion = 1
+const (
+	recordVersion       = 1
+	recordVersionSealed = 2
+)
 
 var errBadRecord = errors.New("dag: corrupt block record")
 
@@ -51,8 +56,8 @@ func uvarintLen(v uint64) int {
 	return n
 }
 
-func appendRecord(dst []byte, in *Inner, prevHeight uint64, env, inner []byte) []byte {
-	dst = append(dst, recordVersion)
+func appendRecord(dst []byte, in *Inner, prevHeight uint64, env, inner []byte, version byte) []byte {
+	dst = append(dst, version)
 	dst = binary.AppendUvarint(dst, in.Seq)
 	dst = append(dst, in.Author[:]...)
 	dst = binary.AppendUvarint(dst, in.Lamport)
@@ -74,7 +79,7 @@ func parseRecord(rec []byte) (h recordHeader, env, inner []byte, err error) {
 	bad := func(what string) (recordHeader, []byte, []byte, error) {
 		return recordHeader{}, nil, nil, fmt.Errorf("%w: %s", errBadRecord, what)
 	}
-	if len(rec) < 1 || rec[0] != recordVersion {
+	if len(rec) < 1 || (rec[0] != recordVersion && rec[0] != recordVersionSealed) {
 		return bad("version")
 	}
 	p := rec[1:]
@@ -116,13 +121,22 @@ func parseRecord(rec []byte) (h recordHeader, env, inner []byte, err error) {
 	return h, p[:envLen], p[envLen:], nil
 }
 
-// blockFromRecord rebuilds a Block from a stored record. Records were
-// validated before they were written, but they are decoded strictly
-// anyway: a corrupt disk must not turn into a wrong block.
-func blockFromRecord(rec []byte) (Block, error) {
+// blockFromRecord rebuilds a Block from a stored record, opening a sealed
+// inner block with rc. Records were validated before they were written,
+// but they are decoded strictly anyway: a corrupt disk must not turn into
+// a wrong block.
+func blockFromRecord(rec []byte, rc RecordCipher) (Block, error) {
 	_, envB, innerB, err := parseRecord(rec)
 	if err != nil {
 		return Block{}, err
+	}
+	if rec[0] == recordVersionSealed {
+		if rc == nil {
+			return Block{}, fmt.Errorf("%w: sealed record and no record cipher", errBadRecord)
+		}
+		if innerB, err = rc.OpenInner(envB, innerB); err != nil {
+			return Block{}, fmt.Errorf("%w: inner block does not open: %w", errBadRecord, err)
+		}
 	}
 	env, err := DecodeEnvelope(envB)
 	if err != nil {

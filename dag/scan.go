@@ -80,7 +80,7 @@ func (s *Store) Blocks(ctx context.Context, dag DAGID, after Position, newestFir
 					return true, nil
 				}
 			}
-			b, err := blockFromRecord(bytes.Clone(rec))
+			b, err := blockFromRecord(bytes.Clone(rec), s.opts.Records)
 			if err != nil {
 				return false, err
 			}

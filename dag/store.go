@@ -30,6 +30,24 @@ type Options struct {
 	// MaxEvidencePerAuthor caps the equivocation records persisted per
 	// author and DAG; further equivocations are still reported as errors.
 	MaxEvidencePerAuthor int
+	// Records, when set, seals each block's inner bytes at rest: the
+	// store then holds no inner block in the clear (a stolen disk gives
+	// no message, name or title), only envelopes, which are sealed
+	// already, and the record headers (author, seq, Lamport clock).
+	// Records written without it still read.
+	Records RecordCipher
+}
+
+// RecordCipher seals inner blocks at rest, each bound to its envelope (a
+// sealed inner moved under another block does not open). The node's
+// implementation is keyring.RecordCipher, under the store key.
+type RecordCipher interface {
+	// SealInner appends inner, sealed and bound to env, to dst.
+	SealInner(dst, env, inner []byte) []byte
+	// OpenInner opens what SealInner sealed under the same env.
+	OpenInner(env, sealed []byte) ([]byte, error)
+	// Overhead is how many bytes SealInner adds.
+	Overhead() int
 }
 
 // DefaultOptions returns the defaults: a 64 MiB / 20,000-block staging
@@ -371,7 +389,7 @@ func (s *Store) AppendOnce(ctx context.Context, dag DAGID, key []byte, au Author
 			if err != nil {
 				return Block{}, false, fmt.Errorf("append: block %s of the idempotency key: %w", c, err)
 			}
-			b, err := blockFromRecord(rec)
+			b, err := blockFromRecord(rec, s.opts.Records)
 			return b, false, err
 		}
 		if !errors.Is(err, ErrNotFound) {
@@ -566,7 +584,7 @@ func (s *Store) Get(ctx context.Context, dag DAGID, c cid.Cid) (Block, error) {
 	if err != nil {
 		return Block{}, fmt.Errorf("get %s: %w", c, err)
 	}
-	return blockFromRecord(rec)
+	return blockFromRecord(rec, s.opts.Records)
 }
 
 func (s *Store) getRecord(ctx context.Context, num uint32, c cid.Cid) ([]byte, error) {

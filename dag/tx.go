@@ -35,6 +35,7 @@ type tx struct {
 	ctx context.Context
 
 	batch     kvBatch
+	sealBuf   []byte // the sealed inner block of the record being written
 	sizeHint  int
 	expect    int // blocks expected, to size Committed
 	num       uint32
@@ -232,7 +233,12 @@ func (t *tx) offerOne(b *Block, from string) (committed bool, err error) {
 		return false, fmt.Errorf("dag store: put: %w", err)
 	}
 	t.kbuf = orderKey(t.kbuf[:0], t.num, in.Height, cb)
-	if err := t.batch.putRecord(t.kbuf, in, prevHeight, envBytes, innerBytes); err != nil {
+	version := byte(recordVersion)
+	if rc := t.s.opts.Records; rc != nil {
+		t.sealBuf = rc.SealInner(t.sealBuf[:0], envBytes, innerBytes)
+		innerBytes, version = t.sealBuf, recordVersionSealed
+	}
+	if err := t.batch.putRecord(t.kbuf, in, prevHeight, envBytes, innerBytes, version); err != nil {
 		return false, fmt.Errorf("dag store: put: %w", err)
 	}
 	ref := Ref{CID: b.CID, Height: in.Height, Lamport: in.Lamport}

@@ -1,7 +1,10 @@
 package keyring
 
 import (
+	"crypto/cipher"
+	"crypto/hkdf"
 	"crypto/rand"
+	"crypto/sha256"
 	"errors"
 	"fmt"
 
@@ -42,3 +45,46 @@ func OpenAtRest(key []byte, name string, sealed []byte) ([]byte, error) {
 	}
 	return plain, nil
 }
+
+// RecordCipher seals inner blocks at rest in the block store
+// (dag.Options.Records), under a key derived from the store key. The nonce
+// is derived from the envelope, which names the block: a block's inner
+// bytes never change, so a nonce is never used for two plaintexts, and
+// none is stored. The envelope is the associated data, so a sealed inner
+// block moved under another block does not open.
+type RecordCipher struct{ aead cipher.AEAD }
+
+// NewRecordCipher returns the record cipher of a store key.
+func NewRecordCipher(storeKey []byte) (RecordCipher, error) {
+	k, err := hkdf.Key(sha256.New, storeKey, nil, "glitr/v1/block-record", chacha20poly1305.KeySize)
+	if err != nil {
+		return RecordCipher{}, err
+	}
+	aead, err := chacha20poly1305.New(k)
+	if err != nil {
+		return RecordCipher{}, err
+	}
+	return RecordCipher{aead: aead}, nil
+}
+
+func recordNonce(env []byte) []byte {
+	sum := sha256.Sum256(env)
+	return sum[:chacha20poly1305.NonceSize]
+}
+
+// SealInner appends inner, sealed and bound to env, to dst.
+func (r RecordCipher) SealInner(dst, env, inner []byte) []byte {
+	return r.aead.Seal(dst, recordNonce(env), inner, env)
+}
+
+// OpenInner opens what SealInner sealed under the same env.
+func (r RecordCipher) OpenInner(env, sealed []byte) ([]byte, error) {
+	plain, err := r.aead.Open(nil, recordNonce(env), sealed, env)
+	if err != nil {
+		return nil, ErrAtRest
+	}
+	return plain, nil
+}
+
+// Overhead is the bytes SealInner adds (the tag).
+func (r RecordCipher) Overhead() int { return r.aead.Overhead() }

@@ -215,7 +215,7 @@ func openOffline(t *testing.T, path string) *offlineNode {
 		t.Fatal(err)
 	}
 	// The same layout as Start.
-	st, err := dag.Open(ctx, namespace.Wrap(db, ds.NewKey("/dag")), dag.DefaultOptions())
+	st, err := openBlocks(ctx, db, id)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -1,6 +1,7 @@
 package node
 
 import (
+	"context"
 	"crypto/rand"
 	"errors"
 	"fmt"
@@ -9,8 +10,11 @@ import (
 	"time"
 
 	"github.com/fxamacker/cbor/v2"
+	ds "github.com/ipfs/go-datastore"
+	"github.com/ipfs/go-datastore/namespace"
 	"github.com/libp2p/go-libp2p/core/peer"
 
+	"github.com/glitr-chat/glitr/dag"
 	"github.com/glitr-chat/glitr/keyring"
 	"github.com/glitr-chat/glitr/node/card"
 )
@@ -122,6 +126,19 @@ func (id *Identity) save() error {
 }
 
 var canonicalEnc, _ = cbor.CanonicalEncOptions().EncMode()
+
+// openBlocks opens the block store in db, its records sealed at rest under
+// the identity's store key: without the keyring (a stolen disk with a
+// passphrase-locked keyring) no message, name or title can be read from it.
+func openBlocks(ctx context.Context, db ds.Batching, id *Identity) (*dag.Store, error) {
+	rc, err := keyring.NewRecordCipher(id.Keyring.Secrets[storeKeyName])
+	if err != nil {
+		return nil, fmt.Errorf("block store key: %w", err)
+	}
+	opts := dag.DefaultOptions()
+	opts.Records = rc
+	return dag.Open(ctx, namespace.Wrap(db, ds.NewKey("/dag")), opts)
+}
 
 // MyCard returns this device's current card in its text form.
 func (id *Identity) MyCard(p peer.AddrInfo) (string, error) {

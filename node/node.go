@@ -204,7 +204,7 @@ func (n *Node) startChat(ctx context.Context, passphrase []byte) error {
 	if err := n.finishAdoption(ctx, id); err != nil {
 		return err
 	}
-	blocks, err := dag.Open(ctx, namespace.Wrap(n.db, ds.NewKey("/dag")), dag.DefaultOptions())
+	blocks, err := openBlocks(ctx, n.db, id)
 	if err != nil {
 		return fmt.Errorf("open block store: %w", err)
 	}

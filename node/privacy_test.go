@@ -1,8 +1,13 @@
 package node
 
 import (
+	"bytes"
 	"context"
 	"errors"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -167,5 +172,107 @@ func TestRotationsOutOfOrderApplyOnArrival(t *testing.T) {
 	bc.mu.Unlock()
 	if !has {
 		t.Fatal("B does not hold the epoch of the second rotation")
+	}
+}
+
+// Gossip topic names cannot be linked (issue 14, metadata budget): two
+// conversations of the same members, the same conversation on two days,
+// and one conversation before and after a rotation all have names that
+// share nothing but the "glitr/" prefix.
+func TestTopicNamesUnlinkable(t *testing.T) {
+	ctx := context.Background()
+	a, b, first := pairConversation(t)
+	second, err := a.Chat.CreateConversation(ctx, "", []keyring.AccountID{b.Chat.id.AccountID()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	c1, c2 := convOf(t, a, first.ID), convOf(t, a, second)
+	now := a.Chat.now()
+	names := map[string]string{
+		"first today":     sendTopicOf(c1, now),
+		"first tomorrow":  sendTopicOf(c1, now.Add(24*time.Hour)),
+		"second today":    sendTopicOf(c2, now),
+		"second tomorrow": sendTopicOf(c2, now.Add(24*time.Hour)),
+	}
+	if _, err := a.Chat.rotate(ctx, c1, nil, nil, nil); err != nil {
+		t.Fatal(err)
+	}
+	names["first today, next epoch"] = sendTopicOf(c1, now)
+	seen := map[string]string{}
+	for what, name := range names {
+		hexPart, ok := strings.CutPrefix(name, "glitr/")
+		if !ok || len(hexPart) != 32 {
+			t.Fatalf("%s: topic %q", what, name)
+		}
+		if other, dup := seen[name]; dup {
+			t.Fatalf("%s and %s share the topic %q", what, other, name)
+		}
+		seen[name] = what
+		for otherName, other := range seen {
+			if otherName != name && strings.HasPrefix(otherName, "glitr/"+hexPart[:8]) {
+				t.Fatalf("%s and %s share a prefix: %q, %q", what, other, name, otherName)
+			}
+		}
+	}
+}
+
+// A stolen laptop whose keyring is locked by a passphrase yields no
+// content and no names (issue 14, metadata budget): the data directory,
+// read byte for byte, holds neither a message's text nor the contact's or
+// the account's display name — messages and the account's state are
+// sealed blocks, key state is sealed at rest, and the keyring's key is
+// derived from the passphrase.
+func TestStolenLockedLaptopHoldsNoPlaintext(t *testing.T) {
+	ctx := context.Background()
+	dir, err := Init(t.TempDir(), loopbackConfig(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	a, err := Start(ctx, dir, Options{Logger: testsupport.Logger(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	b := startTestNode(t, loopbackConfig(t))
+	if _, err := a.CreateAccount(ctx, "Adaline Quartermain", "correct horse battery"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := b.CreateAccount(ctx, "Bartholomew Zanzibar", ""); err != nil {
+		t.Fatal(err)
+	}
+	conv := befriend(t, a, b)
+	secret := "the treasure is under the third oak"
+	if _, err := b.Send(ctx, conv, secret, ""); err != nil {
+		t.Fatal(err)
+	}
+	testsupport.Eventually(t, 15*time.Second, "the secret at A", func() bool { return hasText(t, a, conv, secret) })
+	if _, err := a.Send(ctx, conv, "noted: "+secret, ""); err != nil {
+		t.Fatal(err)
+	}
+	if err := a.Close(); err != nil {
+		t.Fatal(err)
+	}
+	needles := []string{secret, "treasure", "Adaline", "Quartermain", "Bartholomew", "Zanzibar"}
+	var files int
+	err = filepath.WalkDir(dir.Path, func(path string, d fs.DirEntry, err error) error {
+		if err != nil || d.IsDir() {
+			return err
+		}
+		files++
+		data, err := os.ReadFile(path)
+		if err != nil {
+			return err
+		}
+		for _, n := range needles {
+			if bytes.Contains(data, []byte(n)) {
+				t.Errorf("%s holds %q in the clear", filepath.Base(path), n)
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if files < 5 {
+		t.Fatalf("only %d files in the data directory: nothing was read", files)
 	}
 }
