@@ -123,6 +123,11 @@ func TestRelayCircuitConnectsUnreachablePeers(t *testing.T) {
 		if _, err := c.RemoteMultiaddr().ValueForProtocol(ma.P_CIRCUIT); err != nil {
 			t.Fatalf("connection %s is not a circuit", c.RemoteMultiaddr())
 		}
+		// The relay carries bytes it cannot read: the circuit is secured
+		// end to end between A and B (docs/crypto.md, who learns what).
+		if sec := c.ConnState().Security; sec != "/noise" && sec != "/tls/1.0.0" {
+			t.Fatalf("the circuit's security is %q, want Noise or TLS end to end", sec)
+		}
 	}
 	s, err := b.NewStream(network.WithAllowLimitedConn(ctx, "glitr-test"), a.ID(), echoProto)
 	if err != nil {
