@@ -209,7 +209,10 @@ func (c *Chat) runSync(ctx context.Context, conv *conversation, p peer.ID) catch
 		// with backoff while the peer stays connected; the periodic
 		// anti-entropy pass is too far away for a node that just
 		// reconnected.
-		if failures <= maxSyncRetries && !errors.Is(err, catchup.ErrUnknown) {
+		// "Unknown" from a peer this device counts as a member device is
+		// the peer's state lagging behind ours (it has not applied the
+		// block that made us members yet): worth a retry too.
+		if failures <= maxSyncRetries && (!errors.Is(err, catchup.ErrUnknown) || c.maySync(conv, p)) {
 			delay := syncInterval << (failures - 1)
 			c.wg.Go(func() {
 				select {

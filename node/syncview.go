@@ -3,10 +3,12 @@ package node
 import (
 	"context"
 	"fmt"
+	"slices"
 
 	"github.com/ipfs/go-cid"
 	"github.com/libp2p/go-libp2p/core/peer"
 
+	"github.com/glitr-chat/glitr/crdt"
 	"github.com/glitr-chat/glitr/dag"
 	"github.com/glitr-chat/glitr/keyring"
 	"github.com/glitr-chat/glitr/protocol"
@@ -14,9 +16,10 @@ import (
 
 // What a peer may fetch of a conversation by catch-up (docs/sync.md §11,
 // "Who may sync"). A current member device fetches all of it (maySync). A
-// former member device — one announced in the conversation whose account
-// was removed or which was revoked — fetches only the blocks sealed under
-// epochs that were sealed to it: it learns of its removal (that rotation
+// former member device — one an epoch of the conversation was sealed to,
+// known at its peer by a contact's card or by its announcement in the
+// conversation, whose account was removed or which was revoked — fetches
+// only the blocks sealed under epochs that were sealed to it: it learns of its removal (that rotation
 // is sealed under an epoch it holds) and of nothing after, not even how
 // much was written. Anyone else is answered as if this device did not hold
 // the conversation.
@@ -45,40 +48,36 @@ func (c *Chat) viewFor(conv *conversation, p peer.ID) (v syncView, ok bool) {
 	if conv.acct != nil {
 		return syncView{}, false
 	}
+	// The device at p: the one of a contact's card, or one announced in
+	// the conversation with p as its peer.
+	var devs []keyring.DeviceID
+	c.mu.RLock()
+	for _, vc := range c.contacts {
+		if vc.Peer.ID == p {
+			devs = append(devs, vc.Cert.Device)
+		}
+	}
+	c.mu.RUnlock()
 	conv.mu.Lock()
 	defer conv.mu.Unlock()
-	// The devices ever sealed to, and the one among them announced at p.
-	var dev keyring.DeviceID
-	found := false
 	rots := conv.state.Rotations()
-	seen := map[keyring.DeviceID]bool{}
 	for _, rv := range rots {
 		for _, r := range rv.Recipients {
-			d := keyring.DeviceID(r.Device)
-			if found || seen[d] {
-				continue
-			}
-			seen[d] = true
 			for _, dc := range conv.state.Devices(r.Account) {
-				if keyring.DeviceID(dc.Device) == d && string(dc.Peer) == string(p) {
-					dev, found = d, true
+				if dc.Device == r.Device && string(dc.Peer) == string(p) && !slices.Contains(devs, keyring.DeviceID(dc.Device)) {
+					devs = append(devs, keyring.DeviceID(dc.Device))
 				}
 			}
 		}
 	}
-	if !found {
-		return syncView{}, false
-	}
+	// The epochs sealed to it.
 	v.readable = map[keyring.EpochID]bool{}
 	for _, rv := range rots {
-		for _, r := range rv.Recipients {
-			if keyring.DeviceID(r.Device) != dev {
-				continue
-			}
-			if rot, err := keyring.VerifyRotation(rv.Payload); err == nil {
-				v.readable[rot.Epoch] = true
-			}
-			break
+		if !slices.ContainsFunc(rv.Recipients, func(r crdt.Recipient) bool { return slices.Contains(devs, keyring.DeviceID(r.Device)) }) {
+			continue
+		}
+		if rot, err := keyring.VerifyRotation(rv.Payload); err == nil {
+			v.readable[rot.Epoch] = true
 		}
 	}
 	return v, len(v.readable) > 0

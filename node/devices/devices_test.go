@@ -28,12 +28,12 @@ import (
 // fakeAccount is one device's keys and what the conversation service
 // would know, with the two adapters the people and devices services see.
 type fakeAccount struct {
-	acct    *keyring.AccountKey
-	noRoot  bool // the device lost the account root
-	dev     *keyring.DeviceKey
-	cert    []byte
-	prekeys *keyring.PrekeyRing
-	host    host.Host
+	acct   *keyring.AccountKey
+	noRoot bool // the device lost the account root
+	dev    *keyring.DeviceKey
+	cert   []byte
+	testsupport.Identity
+	host host.Host
 
 	mu       sync.Mutex
 	fresh    bool
@@ -47,32 +47,12 @@ type fakeAccount struct {
 
 func newFakeAccount(t *testing.T, h host.Host) *fakeAccount {
 	t.Helper()
-	acct, err := keyring.NewAccountKey(rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	dev, err := keyring.NewDeviceKey(rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cert, err := acct.Certify(dev.ID(), "laptop", time.Now().Add(-time.Minute), time.Time{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	pk, err := keyring.NewPrekey(rand.Reader, time.Now().Add(-time.Minute))
-	if err != nil {
-		t.Fatal(err)
-	}
+	id := testsupport.NewIdentity(t, "laptop")
 	rk, err := keyring.NewRecoveryKey(rand.Reader)
 	if err != nil {
 		t.Fatal(err)
 	}
-	return &fakeAccount{acct: acct, dev: dev, cert: cert, prekeys: keyring.NewPrekeyRing(pk), host: h, fresh: true, members: map[string]bool{}, recovery: rk}
-}
-
-func (f *fakeAccount) SignedPrekey() ([]byte, error) { return f.dev.SignPrekey(f.prekeys.Current()) }
-func (f *fakeAccount) OpenBox(purpose string, ad, box []byte) ([]byte, error) {
-	return f.prekeys.OpenBox(f.dev.ID(), purpose, ad, box)
+	return &fakeAccount{Identity: id, acct: id.Account, dev: id.Device, cert: id.Cert, host: h, fresh: true, members: map[string]bool{}, recovery: rk}
 }
 
 // devicesView is the fake as node/devices sees it.

@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"crypto/ed25519"
-	"crypto/rand"
 	"errors"
 	"iter"
 	"sync"
@@ -17,7 +16,6 @@ import (
 
 	"github.com/glitr-chat/glitr/dag"
 	"github.com/glitr-chat/glitr/internal/testsupport"
-	"github.com/glitr-chat/glitr/keyring"
 	"github.com/glitr-chat/glitr/node/request"
 	"github.com/glitr-chat/glitr/protocol"
 )
@@ -34,18 +32,8 @@ func (clearSealer) Seal(inner []byte) (dag.Sealed, error) {
 // chain builds n signed blocks by one certified device.
 func chain(t *testing.T, n int) []dag.Block {
 	t.Helper()
-	acct, err := keyring.NewAccountKey(rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	dev, err := keyring.NewDeviceKey(rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cert, err := acct.Certify(dev.ID(), "laptop", time.Now().Add(-time.Minute), time.Time{})
-	if err != nil {
-		t.Fatal(err)
-	}
+	id := testsupport.NewIdentity(t, "laptop")
+	dev, cert := id.Device, id.Cert
 	signer := dag.Ed25519Signer{Key: ed25519.NewKeyFromSeed(dev.Seed())}
 	var out []dag.Block
 	var cs dag.ChainState

@@ -30,12 +30,12 @@ import (
 // secrets in maps, and conversations that "arrive" when the other side's
 // fake creates them.
 type fakeChat struct {
-	acct    *keyring.AccountKey
-	dev     *keyring.DeviceKey
-	cert    []byte
-	prekeys *keyring.PrekeyRing
-	name    string
-	convs   *convBoard // shared by the fakes of one test
+	acct *keyring.AccountKey
+	dev  *keyring.DeviceKey
+	cert []byte
+	testsupport.Identity
+	name  string
+	convs *convBoard // shared by the fakes of one test
 
 	mu       sync.Mutex
 	contacts map[keyring.AccountID]string // account -> name
@@ -52,33 +52,12 @@ type convBoard struct {
 
 func newFakeChat(t *testing.T, name string, board *convBoard) *fakeChat {
 	t.Helper()
-	acct, err := keyring.NewAccountKey(rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	dev, err := keyring.NewDeviceKey(rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cert, err := acct.Certify(dev.ID(), name+"'s laptop", time.Now().Add(-time.Minute), time.Time{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	pk, err := keyring.NewPrekey(rand.Reader, time.Now().Add(-time.Minute))
-	if err != nil {
-		t.Fatal(err)
-	}
-	return &fakeChat{acct: acct, dev: dev, cert: cert, prekeys: keyring.NewPrekeyRing(pk), name: name, convs: board,
+	id := testsupport.NewIdentity(t, name+"'s laptop")
+	return &fakeChat{Identity: id, acct: id.Account, dev: id.Device, cert: id.Cert, name: name, convs: board,
 		contacts: map[keyring.AccountID]string{}, pairs: map[keyring.AccountID][]byte{}}
 }
 
-func (f *fakeChat) Self() Self { return Self{Account: f.acct.ID(), Cert: f.cert} }
-func (f *fakeChat) SignedPrekey() ([]byte, error) {
-	return f.dev.SignPrekey(f.prekeys.Current())
-}
-func (f *fakeChat) OpenBox(purpose string, ad, box []byte) ([]byte, error) {
-	return f.prekeys.OpenBox(f.dev.ID(), purpose, ad, box)
-}
+func (f *fakeChat) Self() Self          { return Self{Account: f.acct.ID(), Cert: f.cert} }
 func (f *fakeChat) ProfileName() string { return f.name }
 func (f *fakeChat) AddContact(_ context.Context, vc card.Verified, name string) error {
 	f.mu.Lock()
