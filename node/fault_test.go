@@ -61,6 +61,60 @@ func TestKillAndPartition(t *testing.T) {
 	// and by retrying failed sessions (docs/sync.md §11).
 	t.Run("KillWhileCatchingUp", func(t *testing.T) { faultKillWhileCatchingUp(t, bin) })
 	t.Run("Partition", func(t *testing.T) { faultPartition(t, bin) })
+	t.Run("KillAcrossRemoval", func(t *testing.T) { faultKillAcrossRemoval(t, bin) })
+}
+
+// ---------------------------------------------------------------------------
+// Scenario 4 (issue 14): SIGKILL of a member while another is removed. The
+// killed member comes back to a new epoch (and new topics) it never saw
+// announced live, and converges through catch-up; the removed member reads
+// nothing written after its removal.
+
+func faultKillAcrossRemoval(t *testing.T, bin string) {
+	root := t.TempDir()
+	a := faultInit(t, bin, "A", filepath.Join(root, "a"), "")
+	b := faultInit(t, bin, "B", filepath.Join(root, "b"), "")
+	c := faultInit(t, bin, "C", filepath.Join(root, "c"), "")
+	for _, p := range []*faultProc{a, b, c} {
+		p.start(t)
+	}
+	faultIntroduce(t, a, b)
+	faultIntroduce(t, a, c)
+	faultIntroduce(t, b, c)
+	conv := a.api.createConversation(t, b.account, c.account)
+	faultWaitConversation(t, b, conv)
+	faultWaitConversation(t, c, conv)
+	a.api.mustSend(t, conv, "before")
+	for _, p := range []*faultProc{b, c} {
+		faultEventually(t, faultConvergeTimeout, p.name+" to read the first message", func() bool {
+			return slices.ContainsFunc(p.api.allMessages(t, conv), func(m webui.Message) bool { return m.Text == "before" })
+		}, nil)
+	}
+
+	b.kill(t)
+	a.api.mustDo(t, "DELETE", "/api/v1/conversations/"+conv+"/members/"+c.account, nil, nil)
+	for i := range 5 {
+		a.api.mustSend(t, conv, fmt.Sprintf("after C left %d", i))
+	}
+	b.start(t)
+	faultEventually(t, faultConvergeTimeout, "B, killed across the removal, to read what A wrote after it", func() bool {
+		n := 0
+		for _, m := range b.api.allMessages(t, conv) {
+			if strings.HasPrefix(m.Text, "after C left") {
+				n++
+			}
+		}
+		return n == 5
+	}, nil)
+	b.api.mustSend(t, conv, "B is back")
+	faultEventually(t, faultConvergeTimeout, "A to read B under the new epoch", func() bool {
+		return slices.ContainsFunc(a.api.allMessages(t, conv), func(m webui.Message) bool { return m.Text == "B is back" })
+	}, nil)
+	for _, m := range c.api.allMessages(t, conv) {
+		if strings.HasPrefix(m.Text, "after C left") || m.Text == "B is back" {
+			t.Fatalf("the removed member reads %q", m.Text)
+		}
+	}
 }
 
 // ---------------------------------------------------------------------------
