@@ -176,6 +176,8 @@ type conversation struct {
 	topicEpochSince time.Time
 	// held is gossip waiting for the rotation of its epoch (held.go).
 	held []heldEnvelope
+	// rejoinPending: a rejoin of the topics is scheduled (topicsChanged).
+	rejoinPending atomic.Bool
 	// healPending: a rotation for devices the epoch misses is scheduled.
 	healPending bool
 	// confirmPending: a delivery check is scheduled (confirmDelivery).

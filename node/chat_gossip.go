@@ -101,9 +101,17 @@ func (c *Chat) joinTopics(conv *conversation) {
 
 // topicsChanged rejoins conv's topics in the background once its sending
 // epoch changed: the new epoch's topics are where the members publish
-// from now on. The caller may hold conv.mu.
+// from now on. A burst of rotations (a device catching up across many)
+// makes one rejoin at a time, not one per epoch. The caller may hold
+// conv.mu.
 func (c *Chat) topicsChanged(conv *conversation) {
-	c.wg.Go(func() { c.joinTopics(conv) })
+	if conv.rejoinPending.Swap(true) {
+		return
+	}
+	c.wg.Go(func() {
+		conv.rejoinPending.Store(false)
+		c.joinTopics(conv)
+	})
 }
 
 // validator checks a gossiped envelope before gossipsub delivers or

@@ -19,10 +19,11 @@ import (
 // former member device — one an epoch of the conversation was sealed to,
 // known at its peer by a contact's card or by its announcement in the
 // conversation, whose account was removed or which was revoked — fetches
-// only the blocks sealed under epochs that were sealed to it: it learns of its removal (that rotation
-// is sealed under an epoch it holds) and of nothing after, not even how
-// much was written. Anyone else is answered as if this device did not hold
-// the conversation.
+// only the blocks sealed under epochs that were sealed to it: it learns of
+// its removal (that rotation is sealed under an epoch it holds) and of
+// nothing after, not even how much was written. Anyone else is answered as if this device did not hold
+// the conversation. A conversation this device holds no block of yet
+// (just welcomed) is synced with whoever asks: it has nothing to show.
 
 // syncView is the part of a conversation a peer may fetch: all of it, or
 // the blocks under the epochs in readable.
@@ -47,6 +48,14 @@ func (c *Chat) viewFor(conv *conversation, p peer.ID) (v syncView, ok bool) {
 	}
 	if conv.acct != nil {
 		return syncView{}, false
+	}
+	conv.mu.Lock()
+	unsynced := len(conv.state.Members()) == 0
+	conv.mu.Unlock()
+	if unsynced {
+		// Welcomed, no block here yet: there is nothing to show and
+		// everything to learn, and no member list to check against.
+		return syncView{full: true}, true
 	}
 	// The device at p: the one of a contact's card, or one announced in
 	// the conversation with p as its peer.
