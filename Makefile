@@ -8,7 +8,7 @@ PKGS     := ./...
 # Fuzz smoke runs a fixed number of executions per target: a time budget
 # as short as a few seconds can expire before a loaded machine finishes the
 # baseline coverage pass, which go test reports as a failure.
-FUZZTIME ?= 20000x
+FUZZTIME ?= 10000x
 FUZZCAMPAIGN ?= 2m
 VERSION  ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS  := -s -w -X main.version=$(VERSION)
