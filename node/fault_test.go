@@ -62,6 +62,7 @@ func TestKillAndPartition(t *testing.T) {
 	t.Run("KillWhileCatchingUp", func(t *testing.T) { faultKillWhileCatchingUp(t, bin) })
 	t.Run("Partition", func(t *testing.T) { faultPartition(t, bin) })
 	t.Run("KillAcrossRemoval", func(t *testing.T) { faultKillAcrossRemoval(t, bin) })
+	t.Run("PartitionAcrossRemoval", func(t *testing.T) { faultPartitionAcrossRemoval(t, bin) })
 }
 
 // ---------------------------------------------------------------------------
@@ -424,4 +425,58 @@ func faultPair(t *testing.T, bin string) (a, b *faultProc, conv string) {
 	conv = faultCreate(t, a, b)
 	faultWaitConversation(t, b, conv)
 	return a, b, conv
+}
+
+// Scenario 5 (issue 14): a member cut off by a real partition (network
+// namespaces, A's NAT dropping everything) while another is removed. A
+// writes on its side under the old epoch; after the heal every remaining
+// member converges and A writes under the new epoch; the removed member
+// reads nothing written under it.
+func faultPartitionAcrossRemoval(t *testing.T, bin string) {
+	lab, why := faultLab(t)
+	if lab == nil {
+		if os.Getenv("GLITR_NATLAB_REQUIRED") == "1" {
+			t.Fatal("GLITR_NATLAB_REQUIRED=1: the partition lab could not run: " + why)
+		}
+		t.Skip("network namespaces unavailable: " + why)
+	}
+	root := t.TempDir()
+	c := faultInit(t, bin, "C", filepath.Join(root, "c"), lab.prefix+"-pub")
+	a := faultInit(t, bin, "A", filepath.Join(root, "a"), lab.prefix+"-a")
+	b := faultInit(t, bin, "B", filepath.Join(root, "b"), lab.prefix+"-b")
+	c.start(t)
+	cardC := c.api.card(t)
+	faultAddContactOffline(t, a, cardC)
+	faultAddContactOffline(t, b, cardC)
+	a.start(t)
+	b.start(t)
+	for _, p := range []*faultProc{a, b} {
+		c.api.addContact(t, p.api.card(t))
+	}
+	conv := c.api.createConversation(t, a.account, b.account)
+	faultWaitConversation(t, a, conv)
+	faultWaitConversation(t, b, conv)
+	has := func(p *faultProc, text string) bool {
+		return slices.ContainsFunc(p.api.allMessages(t, conv), func(m webui.Message) bool { return m.Text == text })
+	}
+	c.api.mustSend(t, conv, "before")
+	for _, p := range []*faultProc{a, b} {
+		faultEventually(t, faultConvergeTimeout, p.name+" to read the first message", func() bool { return has(p, "before") }, nil)
+	}
+
+	lab.run(t, "cut", lab.prefix, "r1") // A's home drops everything
+	c.api.mustDo(t, "DELETE", "/api/v1/conversations/"+conv+"/members/"+b.account, nil, nil)
+	c.api.mustSend(t, conv, "after B left")
+	a.api.mustSend(t, conv, "A during the cut")
+	lab.run(t, "heal", lab.prefix, "r1")
+
+	faultEventually(t, faultConvergeTimeout, "A to read what C wrote after the removal", func() bool { return has(a, "after B left") }, nil)
+	faultEventually(t, faultConvergeTimeout, "C to read what A wrote during the cut", func() bool { return has(c, "A during the cut") }, nil)
+	a.api.mustSend(t, conv, "A after the heal")
+	faultEventually(t, faultConvergeTimeout, "C to read A under the new epoch", func() bool { return has(c, "A after the heal") }, nil)
+	for _, text := range []string{"after B left", "A after the heal"} {
+		if has(b, text) {
+			t.Fatalf("the removed member reads %q", text)
+		}
+	}
 }
