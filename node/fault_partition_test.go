@@ -49,11 +49,21 @@ func faultPartitionSizes() (pre, during int) {
 }
 
 func faultPartitionNamespaces(t *testing.T, bin string, lab *faultNetlab) {
+	a, b, c, conv := faultLabGroup(t, bin, lab)
+	faultPartitionRun(t, conv, a, b, c,
+		func() { lab.run(t, "cut", lab.prefix, "r1") },
+		func() { lab.run(t, "heal", lab.prefix, "r1") })
+}
+
+// faultLabGroup starts A and B in their NAT'd homes and C on the public
+// net, and has C start a conversation with both.
+func faultLabGroup(t *testing.T, bin string, lab *faultNetlab) (a, b, c *faultProc, conv string) {
+	t.Helper()
 	root := t.TempDir()
 	// Each node has its own namespace, so all can use the same port.
-	c := faultInit(t, bin, "C", filepath.Join(root, "c"), lab.prefix+"-pub")
-	a := faultInit(t, bin, "A", filepath.Join(root, "a"), lab.prefix+"-a")
-	b := faultInit(t, bin, "B", filepath.Join(root, "b"), lab.prefix+"-b")
+	c = faultInit(t, bin, "C", filepath.Join(root, "c"), lab.prefix+"-pub")
+	a = faultInit(t, bin, "A", filepath.Join(root, "a"), lab.prefix+"-a")
+	b = faultInit(t, bin, "B", filepath.Join(root, "b"), lab.prefix+"-b")
 	c.start(t)
 	// A and B are behind NATs: C can never dial them; they dial C. Giving
 	// them C's card before they start makes their first contact round
@@ -66,12 +76,10 @@ func faultPartitionNamespaces(t *testing.T, bin string, lab *faultNetlab) {
 	for _, p := range []*faultProc{a, b} {
 		c.api.addContact(t, p.api.card(t))
 	}
-	conv := c.api.createConversation(t, a.account, b.account)
+	conv = c.api.createConversation(t, a.account, b.account)
 	faultWaitConversation(t, a, conv)
 	faultWaitConversation(t, b, conv)
-	faultPartitionRun(t, conv, a, b, c,
-		func() { lab.run(t, "cut", lab.prefix, "r1") },
-		func() { lab.run(t, "heal", lab.prefix, "r1") })
+	return a, b, c, conv
 }
 
 func faultPartitionFallback(t *testing.T, bin string) {

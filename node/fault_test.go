@@ -440,22 +440,7 @@ func faultPartitionAcrossRemoval(t *testing.T, bin string) {
 		}
 		t.Skip("network namespaces unavailable: " + why)
 	}
-	root := t.TempDir()
-	c := faultInit(t, bin, "C", filepath.Join(root, "c"), lab.prefix+"-pub")
-	a := faultInit(t, bin, "A", filepath.Join(root, "a"), lab.prefix+"-a")
-	b := faultInit(t, bin, "B", filepath.Join(root, "b"), lab.prefix+"-b")
-	c.start(t)
-	cardC := c.api.card(t)
-	faultAddContactOffline(t, a, cardC)
-	faultAddContactOffline(t, b, cardC)
-	a.start(t)
-	b.start(t)
-	for _, p := range []*faultProc{a, b} {
-		c.api.addContact(t, p.api.card(t))
-	}
-	conv := c.api.createConversation(t, a.account, b.account)
-	faultWaitConversation(t, a, conv)
-	faultWaitConversation(t, b, conv)
+	a, b, c, conv := faultLabGroup(t, bin, lab)
 	has := func(p *faultProc, text string) bool {
 		return slices.ContainsFunc(p.api.allMessages(t, conv), func(m webui.Message) bool { return m.Text == text })
 	}

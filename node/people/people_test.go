@@ -205,14 +205,7 @@ func TestInviteRefusals(t *testing.T) {
 func TestTokenCard(t *testing.T) {
 	ctx := context.Background()
 	a, b := pair(t)
-	inv, err := a.svc.CreateInvite(ctx, time.Hour)
-	if err != nil {
-		t.Fatal(err)
-	}
-	pi, err := card.Invite.Parse(inv.Link, time.Now())
-	if err != nil {
-		t.Fatal(err)
-	}
+	_, pi := issueInvite(t, a)
 	tid := card.TokenID(pi.Token)
 	full, err := b.svc.FetchTokenCard(ctx, pi.Card, tid, "the inviter", card.ErrInviteInvalid)
 	if err != nil {
@@ -249,14 +242,7 @@ func TestContactRequestsThatProveNothing(t *testing.T) {
 	a, b := pair(t)
 	testsupport.Connect(t, b.h, a.h)
 	// A real token, a forged proof.
-	inv, err := a.svc.CreateInvite(ctx, time.Hour)
-	if err != nil {
-		t.Fatal(err)
-	}
-	pi, err := card.Invite.Parse(inv.Link, time.Now())
-	if err != nil {
-		t.Fatal(err)
-	}
+	inv, pi := issueInvite(t, a)
 	full, err := b.svc.FetchTokenCard(ctx, pi.Card, card.TokenID(pi.Token), "a", card.ErrInviteInvalid)
 	if err != nil {
 		t.Fatal(err)
@@ -327,4 +313,18 @@ func TestPendingTokensAreSealed(t *testing.T) {
 	if _, ok := a.svc.GetPending(ctx, card.Invite, other); ok {
 		t.Fatal("a sealed token moved under another id opened")
 	}
+}
+
+// issueInvite has s create a one-hour invite and returns it parsed too.
+func issueInvite(t *testing.T, s *side) (Invite, card.Parsed) {
+	t.Helper()
+	inv, err := s.svc.CreateInvite(context.Background(), time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pi, err := card.Invite.Parse(inv.Link, time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return inv, pi
 }
