@@ -26,6 +26,7 @@ func allOps() []Op {
 	pos := Position{{Device: dev(1), Seq: 3}, {Device: dev(2), Seq: 1}}
 	return []Op{
 		Message{Text: "hi"}, Message{Text: "re", ReplyTo: &MsgID{c, 1}},
+		Message{Attachment: []byte{0xa1, 1, 2}}, Message{Attachment: []byte{5}, Text: "caption", ReplyTo: &MsgID{c, 2}},
 		Edit{MsgID{c, 0}, "e"}, Delete{MsgID{c, 0}},
 		ReactionAdd{MsgID{c, 0}, "👍"}, ReactionRemove{MsgID{c, 0}, "👍"},
 		Receipt{Upto: pos}, Receipt{Read: true, Upto: pos},
@@ -78,6 +79,7 @@ func TestEncodeRejectsInvalid(t *testing.T) {
 	long := strings.Repeat("x", MaxTextLen+1)
 	bad := []Op{
 		Message{}, Message{Text: long}, Message{Text: "\xff"},
+		Message{Attachment: make([]byte, MaxAttachmentLen+1)}, Message{Attachment: []byte{1}, Text: "\xff"},
 		Edit{Text: "x"}, ReactionAdd{MsgID{testCID("a"), 0}, ""},
 		Receipt{}, Receipt{Upto: Position{{Device: dev(2), Seq: 1}, {Device: dev(1), Seq: 1}}},
 		Receipt{Upto: Position{{Device: dev(1), Seq: 0}}},
@@ -141,9 +143,13 @@ func hotOps() []Op {
 	}
 }
 
+// isHot: the kinds the fast path must decode. A message with an
+// attachment is left to the reference decoder (it is rare next to text).
 func isHot(op Op) bool {
-	switch op.(type) {
-	case Message, Edit, Delete, ReactionAdd, ReactionRemove, Receipt:
+	switch o := op.(type) {
+	case Message:
+		return o.Attachment == nil
+	case Edit, Delete, ReactionAdd, ReactionRemove, Receipt:
 		return true
 	}
 	return false

@@ -1,6 +1,7 @@
 package crdt
 
 import (
+	"bytes"
 	"errors"
 	"slices"
 	"testing"
@@ -534,5 +535,44 @@ func TestStateHashSensitive(t *testing.T) {
 			t.Fatalf("state hash unchanged by %s (same as after %s)", s.name, prev)
 		}
 		seen[h] = s.name
+	}
+}
+
+// An attachment is shown with its message, survives an edit of the caption
+// and goes with a delete for everyone; the state hash covers it.
+func TestAttachmentFollowsItsMessage(t *testing.T) {
+	manifest := []byte{0xa1, 0x01, 0x02}
+	w, _ := group(t)
+	id := msgOf(w.emit(dev(2), Message{Attachment: manifest}), 0)
+	c := applyAll(t, w)
+	v, ok := c.Message(id)
+	if !ok || !bytes.Equal(v.Attachment, manifest) || v.Text != "" {
+		t.Fatalf("view %+v %v", v, ok)
+	}
+	w.emit(dev(2), Edit{id, "a caption"})
+	c = applyAll(t, w)
+	if v, _ = c.Message(id); !bytes.Equal(v.Attachment, manifest) || v.Text != "a caption" || !v.Edited {
+		t.Fatalf("after edit %+v", v)
+	}
+	before := c.StateHash()
+	w.emit(dev(2), Delete{id})
+	c = applyAll(t, w)
+	if v, _ = c.Message(id); !v.Deleted || v.Attachment != nil {
+		t.Fatalf("after delete %+v", v)
+	}
+	if c.StateHash() == before {
+		t.Fatal("state hash ignores the delete")
+	}
+}
+
+// Two states that differ only in a message's attachment hash differently.
+func TestStateHashCoversAttachment(t *testing.T) {
+	hash := func(manifest []byte) [32]byte {
+		w, _ := group(t)
+		w.emit(dev(2), Message{Attachment: manifest, Text: "same"})
+		return applyAll(t, w).StateHash()
+	}
+	if hash([]byte{1}) == hash([]byte{2}) {
+		t.Fatal("attachment not in the state hash")
 	}
 }

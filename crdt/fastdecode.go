@@ -6,8 +6,9 @@ import (
 	"github.com/ipfs/go-cid"
 )
 
-// decodeOpsFast decodes bodies whose ops are all of the hot kinds (Message,
-// Edit, Delete, ReactionAdd, ReactionRemove, Receipt) without reflection or
+// decodeOpsFast decodes bodies whose ops are all of the hot kinds (Message
+// without an attachment, Edit, Delete, ReactionAdd, ReactionRemove,
+// Receipt) without reflection or
 // re-encoding. It matches the bytes against the one canonical form
 // EncodeOps produces for such ops — shortest heads, definite lengths, the
 // fixed key sets in length-first order, omitempty fields absent when zero,

@@ -113,6 +113,7 @@ func (c *Conversation) StateHash() [32]byte {
 			continue
 		}
 		w.str(v.Text)
+		w.bytes(v.Attachment)
 		w.bool(v.Edited)
 		w.bool(v.ReplyTo != nil)
 		if v.ReplyTo != nil {

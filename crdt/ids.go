@@ -112,21 +112,22 @@ func (p Position) valid() bool {
 const (
 	// MaxParents caps an event's causal links: a block's 16 parents plus
 	// its author's previous block, which dag keeps as a separate link.
-	MaxParents     = 17
-	MaxOpsPerEvent = 256      // ops per event
-	MaxBodySize    = 64 << 10 // encoded ops
-	MaxTextLen     = 16 << 10 // message or edit text, bytes of UTF-8
-	MaxTitleLen    = 256      // conversation title, contact or device name
-	MaxBlobLen     = 32 << 10 // avatar bytes
-	MaxMimeLen     = 64       // avatar media type
-	MaxEmojiLen    = 64       // one reaction
-	MaxPayloadLen  = 48 << 10 // opaque keyring payload (rotation)
-	MaxCertLen     = 4 << 10  // device certificate
-	MaxPeerLen     = 128      // a device's libp2p peer id
-	MaxRecipients  = 1024     // recipients of one rotation
-	MaxKeyLen      = 64       // preference key, conversation id
-	MaxValueLen    = 1 << 10  // preference value
-	MaxPositionLen = 1024     // entries in a Position on the wire
+	MaxParents       = 17
+	MaxOpsPerEvent   = 256      // ops per event
+	MaxBodySize      = 64 << 10 // encoded ops
+	MaxTextLen       = 16 << 10 // message or edit text, bytes of UTF-8
+	MaxAttachmentLen = 2 << 10  // a message's encoded attachment manifest
+	MaxTitleLen      = 256      // conversation title, contact or device name
+	MaxBlobLen       = 32 << 10 // avatar bytes
+	MaxMimeLen       = 64       // avatar media type
+	MaxEmojiLen      = 64       // one reaction
+	MaxPayloadLen    = 48 << 10 // opaque keyring payload (rotation)
+	MaxCertLen       = 4 << 10  // device certificate
+	MaxPeerLen       = 128      // a device's libp2p peer id
+	MaxRecipients    = 1024     // recipients of one rotation
+	MaxKeyLen        = 64       // preference key, conversation id
+	MaxValueLen      = 1 << 10  // preference value
+	MaxPositionLen   = 1024     // entries in a Position on the wire
 )
 
 // Errors returned by Apply. Callers act on them: ErrMissingParents means

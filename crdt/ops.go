@@ -49,10 +49,18 @@ type Op interface {
 	validate() error
 }
 
-// Message posts text, optionally as a reply. Its identity is MsgID{event, op index}.
+// Message posts text, optionally as a reply, optionally with an attachment.
+// Its identity is MsgID{event, op index}.
+//
+// Attachment is an encoded attachment manifest (node/attachments): the
+// file's chunk root, its key, name, type, size and thumbnail. The CRDT
+// keeps it opaque, like a rotation's payload; the node decodes it for
+// display. A message with an attachment may have empty text (a caption is
+// optional); one without must have text.
 type Message struct {
-	Text    string `cbor:"t"`
-	ReplyTo *MsgID `cbor:"r,omitempty"`
+	Attachment []byte `cbor:"a,omitempty"`
+	Text       string `cbor:"t"`
+	ReplyTo    *MsgID `cbor:"r,omitempty"`
 }
 
 // Edit replaces the text of one of the author account's messages.
@@ -317,7 +325,10 @@ func checkBlob(mime string, data []byte) error {
 }
 
 func (o Message) validate() error {
-	if err := checkText("message", o.Text, MaxTextLen, true); err != nil {
+	if len(o.Attachment) > MaxAttachmentLen {
+		return fmt.Errorf("message: attachment manifest %d bytes > %d", len(o.Attachment), MaxAttachmentLen)
+	}
+	if err := checkText("message", o.Text, MaxTextLen, len(o.Attachment) == 0); err != nil {
 		return err
 	}
 	if o.ReplyTo != nil {

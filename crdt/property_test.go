@@ -50,8 +50,12 @@ func randomHistory(t *rapid.T) *world {
 			return rapid.SampledFrom(msgs).Draw(t, "msg"), true
 		}
 		switch rapid.IntRange(0, 11).Draw(t, "op") {
-		case 0, 1, 2:
+		case 0, 1:
 			op = Message{Text: rapid.StringMatching(`[a-z]{1,8}`).Draw(t, "text")}
+		case 2:
+			// An attachment, with or without a caption.
+			op = Message{Attachment: []byte(rapid.StringMatching(`[a-z]{1,8}`).Draw(t, "manifest")),
+				Text: rapid.StringMatching(`[a-z]{0,4}`).Draw(t, "caption")}
 		case 3:
 			if m, ok := pick(); ok {
 				// Unique texts let checkInvariants tell whose edit won.

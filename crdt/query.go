@@ -99,16 +99,19 @@ type Reaction struct {
 
 // MessageView is a message as displayed.
 type MessageView struct {
-	ID      MsgID
-	Author  AccountID
-	Device  DeviceID
-	Seq     uint64 // the carrying event's per-device sequence number
-	Height  uint64
-	Time    int64 // author's clock, unix ms; display only
-	Text    string
-	ReplyTo *MsgID
-	Edited  bool
-	Deleted bool // tombstone: Text empty, no reactions
+	ID     MsgID
+	Author AccountID
+	Device DeviceID
+	Seq    uint64 // the carrying event's per-device sequence number
+	Height uint64
+	Time   int64 // author's clock, unix ms; display only
+	Text   string
+	// Attachment is the message's encoded attachment manifest, nil for a
+	// text-only message and for a deleted one.
+	Attachment []byte
+	ReplyTo    *MsgID
+	Edited     bool
+	Deleted    bool // tombstone: Text empty, no reactions
 	// Reactions sorted by emoji; only emojis with at least one account.
 	Reactions []Reaction
 }
@@ -176,6 +179,7 @@ func (c *Conversation) view(mi int32) MessageView {
 		return v
 	}
 	v.Text = op.Text
+	v.Attachment = op.Attachment
 	if m.edit.ev >= 0 {
 		v.Text = c.g.events[m.edit.ev].ops[m.edit.op].(Edit).Text
 		v.Edited = true
