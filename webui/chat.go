@@ -51,16 +51,19 @@ type Reaction struct {
 
 // Message is one message as displayed.
 type Message struct {
-	ID        string     `json:"id"`
-	Position  int        `json:"position"` // display position, for paging
-	Author    string     `json:"author"`
-	Mine      bool       `json:"mine"`
-	Time      time.Time  `json:"time"`
-	Text      string     `json:"text"`
-	ReplyTo   string     `json:"replyTo,omitempty"`
-	Edited    bool       `json:"edited,omitempty"`
-	Deleted   bool       `json:"deleted,omitempty"`
-	Reactions []Reaction `json:"reactions,omitempty"`
+	ID       string    `json:"id"`
+	Position int       `json:"position"` // display position, for paging
+	Author   string    `json:"author"`
+	Mine     bool      `json:"mine"`
+	Time     time.Time `json:"time"`
+	Text     string    `json:"text"`
+	// Attachment is the message's file, nil for text only (and once
+	// deleted).
+	Attachment *Attachment `json:"attachment,omitempty"`
+	ReplyTo    string      `json:"replyTo,omitempty"`
+	Edited     bool        `json:"edited,omitempty"`
+	Deleted    bool        `json:"deleted,omitempty"`
+	Reactions  []Reaction  `json:"reactions,omitempty"`
 	// Status of an own message: sending, sent, delivered or read.
 	Status string `json:"status,omitempty"`
 	// ClientID is the id the client chose when it sent this message from

@@ -24,6 +24,8 @@ var (
 	ErrConflict = errors.New("conflict")
 	// ErrWrongPassphrase: the passphrase does not open the keyring.
 	ErrWrongPassphrase = errors.New("wrong passphrase")
+	// ErrTooLarge: a file or body over a limit (413).
+	ErrTooLarge = errors.New("too large")
 )
 
 // Error codes: every error body is {"error": text, "code": code}. The text
@@ -72,6 +74,11 @@ const (
 	CodeWrongRecoveryWords = "wrong_recovery_words"
 	CodeBackupInvalid      = "backup_invalid"
 	CodeDeviceRevoked      = "device_revoked"
+	CodeFileTooLarge       = "file_too_large"
+	CodeStorageFull        = "storage_full"
+	CodeNoAttachment       = "no_attachment"
+	CodeNotDownloaded      = "not_downloaded"
+	CodeAttachmentGone     = "attachment_unavailable"
 )
 
 // codedError gives an error the code the API answers with.
@@ -217,6 +224,8 @@ func replyStatus(w http.ResponseWriter, code int, v any, err error) {
 		status = http.StatusLocked
 	case errors.Is(err, ErrConflict):
 		status = http.StatusConflict
+	case errors.Is(err, ErrTooLarge):
+		status = http.StatusRequestEntityTooLarge
 	case errors.Is(err, context.Canceled):
 		status, msg = http.StatusServiceUnavailable, "request cancelled"
 	}

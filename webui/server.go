@@ -181,6 +181,7 @@ func (s *Server) Handler() http.Handler {
 	api := http.NewServeMux()
 	api.HandleFunc("GET /api/v1/status", s.handleStatus)
 	s.registerChat(api)
+	s.registerAttachments(api)
 	s.registerPeople(api)
 	s.registerDevices(api)
 	s.registerBackup(api)
