@@ -104,7 +104,8 @@ func chatCommands() []command {
 		{name: "contacts", synopsis: "contacts", summary: "list contacts with their safety numbers", group: g, api: true, setup: noFlags(runContacts)},
 		{name: "chat new", synopsis: "chat new [--title T] ACCOUNT...", summary: "start a conversation with contacts", group: g, minArgs: 1, maxArgs: -1, api: true, setup: setupChatNew},
 		{name: "chats", synopsis: "chats", summary: "list conversations", group: g, api: true, setup: noFlags(runChats)},
-		{name: "send", synopsis: "send [--reply-to ID] CONV TEXT...", summary: "send a message (CONV: an id or a unique prefix)", group: g, minArgs: 2, maxArgs: -1, textFrom: 1, api: true, setup: setupSend},
+		{name: "send", synopsis: "send [--reply-to ID] [--file PATH] CONV [TEXT...]", summary: "send a message or a file with a caption (CONV: an id or a unique prefix)", group: g, minArgs: 1, maxArgs: -1, textFrom: 1, api: true, setup: setupSend},
+		{name: "save", synopsis: "save [--conv CONV] [--wait D] MSG DIR", summary: "download a message's attachment into DIR (resumes where it stopped)", group: g, minArgs: 2, maxArgs: 2, api: true, setup: setupSave},
 		{name: "log", synopsis: "log [-n N] [--follow] CONV", summary: "show the newest N messages (-n 0: all), then follow", group: g, minArgs: 1, maxArgs: 1, api: true, setup: setupLog},
 		{name: "read", synopsis: "read CONV", summary: "mark a conversation read (sends a read receipt)", group: g, minArgs: 1, maxArgs: 1, api: true, setup: noFlags(runRead)},
 	}
@@ -200,10 +201,23 @@ func oneLine(s string, n int) string {
 
 func setupSend(fs *flag.FlagSet) runFunc {
 	replyTo := fs.String("reply-to", "", "id of the message this one answers")
+	file := fs.String("file", "", "send this file (up to 256 MiB); TEXT is then its caption")
 	return func(ctx context.Context, x *call) error {
+		if *file == "" && len(x.args) < 2 {
+			return x.usageError("give the text to send, or --file PATH")
+		}
 		// A client id makes the send idempotent: the client retries a
 		// send whose answer it lost (a timeout) without a duplicate.
-		req := map[string]string{"text": x.text(1), "replyTo": *replyTo, "clientId": rand.Text()}
+		clientID := rand.Text()
+		if *file != "" {
+			m, err := sendFile(ctx, x, x.arg(0), *file, x.text(1), *replyTo, clientID)
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(x.g.stdout, "%s %s\n", m.ID, m.Status)
+			return nil
+		}
+		req := map[string]string{"text": x.text(1), "replyTo": *replyTo, "clientId": clientID}
 		var m webui.Message
 		path := "/api/v1/conversations/" + url.PathEscape(x.arg(0)) + "/messages"
 		err := x.api.post(ctx, path, req, &m)
@@ -219,6 +233,17 @@ func setupSend(fs *flag.FlagSet) runFunc {
 		fmt.Fprintf(x.g.stdout, "%s %s\n", m.ID, m.Status)
 		return nil
 	}
+}
+
+// humanSize writes a byte count the way people read it.
+func humanSize(n uint64) string {
+	switch {
+	case n >= 1<<20:
+		return fmt.Sprintf("%.1f MiB", float64(n)/(1<<20))
+	case n >= 1<<10:
+		return fmt.Sprintf("%.1f KiB", float64(n)/(1<<10))
+	}
+	return fmt.Sprintf("%d bytes", n)
 }
 
 // logPage is the page size `log` reads history in (the API's maximum).
@@ -323,6 +348,9 @@ func printMessage(w io.Writer, m webui.Message) {
 	}
 	if m.ReplyTo != "" {
 		extra += "  (reply)"
+	}
+	if a := m.Attachment; a != nil {
+		text = strings.TrimSpace(fmt.Sprintf("[%s, %s, %s] %s", a.Name, a.Type, humanSize(a.Size), text))
 	}
 	fmt.Fprintf(w, "%s  %-12s  %s%s\n", m.Time.Local().Format("2006-01-02 15:04"), who, text, extra)
 }
