@@ -35,6 +35,7 @@ func allOps() []Op {
 		Rotation{Payload: []byte{9}, Recipients: []Recipient{{Account: acct(1), Device: dev(1)}}},
 		DeviceAnnounce{Account: acct(1), Device: dev(1), Cert: []byte{7}, Prekey: []byte{8}},
 		DeviceAnnounce{Account: acct(1), Device: dev(1), Cert: []byte{7}, Peer: []byte{9}},
+		DeviceAnnounce{Account: acct(1), Device: dev(1), Cert: []byte{7}, Peer: []byte{9}, Mailbox: []byte{0xa2, 1}},
 		DeviceRevoked{Revocation: []byte{6, 5}},
 		MemberProfile{"Alice"}, MemberProfile{},
 		ProfileName{"me"}, ProfileAvatar{Mime: "image/jpeg", Data: []byte{3}},
@@ -85,6 +86,7 @@ func TestEncodeRejectsInvalid(t *testing.T) {
 		Receipt{Upto: Position{{Device: dev(1), Seq: 0}}},
 		SetAvatar{Mime: "x"}, SetAvatar{Data: []byte{1}},
 		Rotation{}, DeviceAnnounce{}, DeviceAnnounce{Cert: []byte{1}, Peer: make([]byte, MaxPeerLen+1)},
+		DeviceAnnounce{Cert: []byte{1}, Mailbox: make([]byte, MaxMailboxLen+1)},
 		ContactUpdate{}, ConversationUpdate{ID: []byte{1}},
 		Unknown{K: KindMessage, Raw: []byte{0xa0}}, nil,
 	}

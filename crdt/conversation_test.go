@@ -525,6 +525,10 @@ func TestStateHashSensitive(t *testing.T) {
 		{"peer", func() {
 			w.emit(dev(1), DeviceAnnounce{Account: acct(1), Device: dev(1), Cert: []byte{1}, Prekey: []byte{2}, Peer: []byte{3}})
 		}},
+		{"mailbox", func() {
+			w.emit(dev(1), DeviceAnnounce{Account: acct(1), Device: dev(1), Cert: []byte{1}, Prekey: []byte{2}, Peer: []byte{3}, Mailbox: []byte{4}})
+		}},
+		{"attachment", func() { w.emit(dev(2), Message{Attachment: []byte{5}}) }},
 		{"member name", func() { w.emit(dev(2), MemberProfile{"Bea"}) }},
 		{"delete", func() { w.emit(dev(1), Delete{id}) }},
 	}

@@ -167,7 +167,7 @@ func (c *Conversation) StateHash() [32]byte {
 	var ds []dc
 	for k, r := range c.devices {
 		da := c.g.events[r.ev].ops[r.op].(DeviceAnnounce)
-		ds = append(ds, dc{c.g.accts[k.acct], DeviceCert{Device: k.dev, Cert: da.Cert, Prekey: da.Prekey, Peer: da.Peer}})
+		ds = append(ds, dc{c.g.accts[k.acct], DeviceCert{Device: k.dev, Cert: da.Cert, Prekey: da.Prekey, Peer: da.Peer, Mailbox: da.Mailbox}})
 	}
 	slices.SortFunc(ds, func(x, y dc) int {
 		return cmp.Or(bytes.Compare(x.acct[:], y.acct[:]), bytes.Compare(x.Device[:], y.Device[:]))
@@ -179,6 +179,7 @@ func (c *Conversation) StateHash() [32]byte {
 		w.bytes(d.Cert)
 		w.bytes(d.Prekey)
 		w.bytes(d.Peer)
+		w.bytes(d.Mailbox)
 	}
 
 	type name struct {

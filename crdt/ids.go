@@ -124,6 +124,7 @@ const (
 	MaxPayloadLen    = 48 << 10 // opaque keyring payload (rotation)
 	MaxCertLen       = 4 << 10  // device certificate
 	MaxPeerLen       = 128      // a device's libp2p peer id
+	MaxMailboxLen    = 4 << 10  // a device's mailbox address
 	MaxRecipients    = 1024     // recipients of one rotation
 	MaxKeyLen        = 64       // preference key, conversation id
 	MaxValueLen      = 1 << 10  // preference value

@@ -153,6 +153,10 @@ type DeviceAnnounce struct {
 	// who hold no card of the device still know it as a member's: only
 	// current member devices may sync a conversation.
 	Peer []byte `cbor:"r,omitempty"`
+	// Mailbox is where contacts deposit for this device while it is away
+	// (an encoded node/mailbox Address: deposit key and relays; opaque
+	// here); re-announced when the device changes relays.
+	Mailbox []byte `cbor:"b,omitempty"`
 }
 
 // DeviceRevoked publishes in a conversation an account root's signed
@@ -394,6 +398,9 @@ func (o DeviceAnnounce) validate() error {
 	}
 	if len(o.Peer) > MaxPeerLen {
 		return fmt.Errorf("device announce: peer id %d bytes > %d", len(o.Peer), MaxPeerLen)
+	}
+	if len(o.Mailbox) > MaxMailboxLen {
+		return fmt.Errorf("device announce: mailbox address %d bytes > %d", len(o.Mailbox), MaxMailboxLen)
 	}
 	return nil
 }

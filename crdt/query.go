@@ -350,6 +350,8 @@ type DeviceCert struct {
 	Cert   []byte // shared with the state: do not modify
 	Prekey []byte // the announced signed prekey, if any; shared likewise
 	Peer   []byte // the announced peer id, if any; shared likewise
+	// Mailbox is the announced mailbox address, if any; shared likewise.
+	Mailbox []byte
 }
 
 // Devices returns the devices announced for account a, sorted by device.
@@ -363,7 +365,7 @@ func (c *Conversation) Devices(a AccountID) []DeviceCert {
 	for k, r := range c.devices {
 		if k.acct == i {
 			da := c.g.events[r.ev].ops[r.op].(DeviceAnnounce)
-			out = append(out, DeviceCert{Device: k.dev, Cert: da.Cert, Prekey: da.Prekey, Peer: da.Peer})
+			out = append(out, DeviceCert{Device: k.dev, Cert: da.Cert, Prekey: da.Prekey, Peer: da.Peer, Mailbox: da.Mailbox})
 		}
 	}
 	slices.SortFunc(out, func(x, y DeviceCert) int { return bytes.Compare(x.Device[:], y.Device[:]) })
