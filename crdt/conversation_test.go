@@ -564,6 +564,24 @@ func TestAttachmentFollowsItsMessage(t *testing.T) {
 	if v, _ = c.Message(id); !v.Deleted || v.Attachment != nil {
 		t.Fatalf("after delete %+v", v)
 	}
+	// The node still finds the manifest, to drop the file.
+	if m, deleted, ok := c.Attachment(id); !ok || !deleted || !bytes.Equal(m, manifest) {
+		t.Fatalf("Attachment after delete: %x %v %v", m, deleted, ok)
+	}
+	var seen []MsgID
+	c.EachAttachment(func(got MsgID, m []byte, deleted bool) {
+		if !deleted || !bytes.Equal(m, manifest) {
+			t.Fatalf("EachAttachment %v %x %v", got, m, deleted)
+		}
+		seen = append(seen, got)
+	})
+	if len(seen) != 1 || seen[0] != id {
+		t.Fatalf("EachAttachment saw %v", seen)
+	}
+	text := msgOf(w.emit(dev(2), Message{Text: "no file"}), 0)
+	if _, _, ok := applyAll(t, w).Attachment(text); ok {
+		t.Fatal("a text message has an attachment")
+	}
 	if c.StateHash() == before {
 		t.Fatal("state hash ignores the delete")
 	}

@@ -390,3 +390,33 @@ func (g *graph) heads() []cid.Cid {
 	slices.SortFunc(out, func(x, y cid.Cid) int { return strings.Compare(x.KeyString(), y.KeyString()) })
 	return out
 }
+
+// Attachment returns the attachment manifest the message was posted with,
+// even after a delete for everyone (whose view shows nothing): the node
+// needs it to drop the file. ok is false for an unknown message or one
+// without an attachment.
+func (c *Conversation) Attachment(id MsgID) (manifest []byte, deleted, ok bool) {
+	mi, res := c.lookup(id)
+	if res != lookupFound {
+		return nil, false, false
+	}
+	m := &c.msgs[mi]
+	op := c.g.events[m.ev].ops[m.op].(Message)
+	if op.Attachment == nil {
+		return nil, false, false
+	}
+	return op.Attachment, m.deleted, true
+}
+
+// EachAttachment calls fn for every message posted with an attachment, in
+// display order, deleted ones included (see Attachment). It builds no
+// views, so a scan of a long history is cheap.
+func (c *Conversation) EachAttachment(fn func(id MsgID, manifest []byte, deleted bool)) {
+	for _, mi := range c.display {
+		m := &c.msgs[mi]
+		e := &c.g.events[m.ev]
+		if op := e.ops[m.op].(Message); op.Attachment != nil {
+			fn(MsgID{Event: e.id, Index: m.op}, op.Attachment, m.deleted)
+		}
+	}
+}
