@@ -7,6 +7,7 @@ import (
 	"errors"
 	"io"
 	mrand "math/rand/v2"
+	"slices"
 	"testing"
 	"time"
 
@@ -377,6 +378,14 @@ func testStoreOwnersAndGC(t *testing.T, memStore func(testing.TB, uint64) *Store
 	b := importBytes(t, s, randomBytes(t, 2*cs), Meta{Size: 2 * cs, ChunkSize: cs, Owner: "msg-b"})
 	if err := s.Hold(ctx, a.Root, "forward-a", time.Time{}); err != nil {
 		t.Fatal(err)
+	}
+	if owners, err := s.Owners(ctx, a.Root); err != nil || !slices.Equal(owners, []string{"forward-a", "msg-a"}) {
+		t.Fatalf("owners %q %v", owners, err)
+	}
+	held := map[string]Ref{}
+	if err := s.Held(ctx, func(r Ref, o string) error { held[o] = r; return nil }); err != nil || len(held) != 3 ||
+		held["msg-a"] != a.Root || held["forward-a"] != a.Root || held["msg-b"] != b.Root {
+		t.Fatalf("held %v %v", held, err)
 	}
 	// One owner gone, the other keeps the file.
 	if deleted, err := s.Release(ctx, a.Root, "msg-a"); err != nil || deleted {

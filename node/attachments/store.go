@@ -434,6 +434,45 @@ func (s *Store) Expire(ctx context.Context, now time.Time) (int, error) {
 	return n, nil
 }
 
+// Owners lists who holds file root (none when it is not recorded), so
+// that an Access can ask whether a peer may see any of them.
+func (s *Store) Owners(ctx context.Context, root Ref) ([]string, error) {
+	prefix := s.ownPrefix(root) + "/"
+	ks, err := s.keys(ctx, prefix)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]string, 0, len(ks))
+	for _, k := range ks {
+		if b, err := hex.DecodeString(strings.TrimPrefix(k, prefix)); err == nil {
+			out = append(out, string(b))
+		}
+	}
+	return out, nil
+}
+
+// Held lists every (file, owner) the store records, for a node that
+// checks its holds against its messages at start.
+func (s *Store) Held(ctx context.Context, fn func(root Ref, owner string) error) error {
+	prefix := s.prefix + "/own/"
+	ks, err := s.keys(ctx, prefix)
+	if err != nil {
+		return err
+	}
+	for _, k := range ks {
+		h, o, _ := strings.Cut(strings.TrimPrefix(k, prefix), "/")
+		root, ok := parseHexRef(h)
+		b, err := hex.DecodeString(o)
+		if !ok || err != nil {
+			continue
+		}
+		if err := fn(root, string(b)); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
 func (s *Store) rootOfOwnKey(k string) (Ref, bool) {
 	rest, ok := strings.CutPrefix(k, s.prefix+"/own/")
 	if !ok {
