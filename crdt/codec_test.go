@@ -297,3 +297,15 @@ func FuzzDecodeOps(f *testing.F) {
 	f.Add([]byte{0x82, 0x01, 0x81, 0x82, 0x06, 0xa1, 0x61, 'u', 0x9a, 0x00, 0x0f, 0xff, 0xff})
 	f.Fuzz(checkDecode)
 }
+
+func TestParseMsgIDRoundTrip(t *testing.T) {
+	id := MsgID{Event: testCID("x"), Index: 7}
+	if got, err := ParseMsgID(id.String()); err != nil || got != id {
+		t.Fatalf("%v %v", got, err)
+	}
+	for _, bad := range []string{"", "x/1", id.Event.String(), id.Event.String() + "/", id.Event.String() + "/70000", id.Event.String() + "/1a", id.Event.String() + "/-1"} {
+		if _, err := ParseMsgID(bad); err == nil {
+			t.Errorf("%q accepted", bad)
+		}
+	}
+}

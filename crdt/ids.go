@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strconv"
+	"strings"
 
 	"github.com/ipfs/go-cid"
 )
@@ -40,6 +42,23 @@ type MsgID struct {
 
 // String renders the id as "<cid>/<index>".
 func (m MsgID) String() string { return fmt.Sprintf("%s/%d", m.Event, m.Index) }
+
+// ParseMsgID reads what String writes: "<event cid>/<op index>".
+func ParseMsgID(s string) (MsgID, error) {
+	cs, idx, found := strings.Cut(s, "/")
+	if !found {
+		return MsgID{}, fmt.Errorf("message id %q: want <cid>/<index>", s)
+	}
+	c, err := cid.Decode(cs)
+	if err != nil {
+		return MsgID{}, fmt.Errorf("message id %q: %w", s, err)
+	}
+	i, err := strconv.ParseUint(idx, 10, 16)
+	if err != nil {
+		return MsgID{}, fmt.Errorf("message id %q: index: %w", s, err)
+	}
+	return MsgID{Event: c, Index: uint16(i)}, nil
+}
 
 // DevSeq is one entry of a Position: every event of Device with a sequence
 // number ≤ Seq is covered.
