@@ -240,4 +240,3 @@ func FuzzDecodeItem(f *testing.F) {
 		}
 	})
 }
-
