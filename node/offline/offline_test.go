@@ -26,14 +26,19 @@ type relay struct {
 	svc   *mailbox.Service
 }
 
-func newRelay(t *testing.T, lim mailbox.Limits) *relay {
+func newRelay(t testing.TB, lim mailbox.Limits, opts ...mailbox.Options) *relay {
 	t.Helper()
 	r := &relay{h: testsupport.Host(t)}
 	var err error
 	if r.store, err = mailbox.OpenStore(t.TempDir(), lim, testsupport.Logger(t)); err != nil {
 		t.Fatal(err)
 	}
-	if r.svc, err = mailbox.NewService(r.h, r.store, mailbox.Options{Logger: testsupport.Logger(t)}); err != nil {
+	var o mailbox.Options
+	if len(opts) > 0 {
+		o = opts[0]
+	}
+	o.Logger = testsupport.Logger(t)
+	if r.svc, err = mailbox.NewService(r.h, r.store, o); err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { r.svc.Close(); r.store.Close() })
@@ -82,7 +87,7 @@ type device struct {
 	addr []byte
 }
 
-func newDevice(t *testing.T, relays ...*relay) *device {
+func newDevice(t testing.TB, relays ...*relay) *device {
 	t.Helper()
 	var secret [mailbox.SecretSize]byte
 	rand.Read(secret[:])
