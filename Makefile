@@ -10,10 +10,15 @@ PKGS     := ./...
 # baseline coverage pass, which go test reports as a failure.
 FUZZTIME ?= 10000x
 FUZZCAMPAIGN ?= 2m
+# The soak (cmd/node TestSoak): make soak runs it for SOAK with SOAK_NODES
+# nodes; make test runs it for SOAK_CI alongside the other packages.
+SOAK       ?= 10m
+SOAK_NODES ?= 3
+SOAK_CI    ?= 1m
 VERSION  ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS  := -s -w -X main.version=$(VERSION)
 
-.PHONY: help build run relay test test-go test-ui ui ui-check fuzz fuzz-smoke bench bench-smoke lint fmt clean
+.PHONY: help build run relay test test-go test-ui ui ui-check fuzz fuzz-smoke bench bench-smoke soak lint fmt clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -34,7 +39,7 @@ test: lint test-go test-ui fuzz-smoke bench-smoke ## the whole suite: lint, race
 # A skipped NAT lab test (not root, no nftables) is named at the end of
 # the run: go test would show its message only with -v.
 test-go: ## go test -race over every package
-	@skip=$$(mktemp); GLITR_NATLAB_SKIPFILE=$$skip $(GO) test -race -count=1 -timeout 20m $(PKGS); st=$$?; \
+	@skip=$$(mktemp); GLITR_NATLAB_SKIPFILE=$$skip GLITR_SOAK=$(SOAK_CI) $(GO) test -race -count=1 -timeout 20m $(PKGS); st=$$?; \
 	  if [ -s $$skip ]; then echo; echo "*** $$(cat $$skip) ***"; echo; fi; rm -f $$skip; exit $$st
 
 # The browser UI: webui/dist is committed (go build needs no Node); `make ui`
@@ -60,6 +65,9 @@ fuzz-smoke: ## run every fuzz target for FUZZTIME (default 20000 executions)
 
 fuzz: ## a longer fuzzing campaign per target: make fuzz FUZZCAMPAIGN=10m
 	$(MAKE) fuzz-smoke FUZZTIME=$(FUZZCAMPAIGN)
+
+soak: ## nodes exchanging messages with restarts and kills for SOAK (default 10m), then no loss, no duplicate, equal replicas, no RSS growth
+	GLITR_SOAK=$(SOAK) GLITR_SOAK_NODES=$(SOAK_NODES) $(GO) test -run '^TestSoak$$' -count=1 -v -timeout 2h ./cmd/node
 
 bench-smoke: ## every benchmark once at a small size, so none can rot
 	$(GO) test -short -run '^$$' -bench . -benchtime 1x $(PKGS)
