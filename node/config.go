@@ -45,6 +45,39 @@ type Config struct {
 	Metrics MetricsConfig `json:"metrics"`
 	// Memory bounds the process's heap (memory.go).
 	Memory MemoryConfig `json:"memory"`
+	// Mailbox configures blind mailboxes: the service a relay offers, and
+	// the relays a personal node keeps its mailbox on.
+	Mailbox MailboxConfig `json:"mailbox"`
+	// Attachments configures the attachment store (personal profile).
+	Attachments AttachmentsConfig `json:"attachments"`
+}
+
+// MailboxConfig configures blind mailboxes (docs/mailbox.md).
+type MailboxConfig struct {
+	// Service (relay profile) offers mailboxes to others, within the
+	// limits below.
+	Service bool `json:"service"`
+	// MaxStorageMB caps the bytes of all mailboxes.
+	MaxStorageMB int64 `json:"maxStorageMB"`
+	// MaxMailboxMB and MaxMailboxMessages cap one mailbox.
+	MaxMailboxMB       int64 `json:"maxMailboxMB"`
+	MaxMailboxMessages int64 `json:"maxMailboxMessages"`
+	// MaxMailboxes caps how many mailboxes the relay keeps.
+	MaxMailboxes int64 `json:"maxMailboxes"`
+	// DepositorMBPerHour caps what one peer deposits per hour.
+	DepositorMBPerHour int64 `json:"depositorMBPerHour"`
+	// Retention is how long a mailbox is kept after its day ends.
+	Retention Duration `json:"retention"`
+	// Relays (personal profile) are full multiaddrs (with /p2p/<id>) of
+	// the relays this device keeps its mailbox on; contacts learn them
+	// inside the encrypted conversation data. Empty: no mailbox.
+	Relays []string `json:"relays"`
+}
+
+// AttachmentsConfig configures the attachment store.
+type AttachmentsConfig struct {
+	// QuotaMB caps the sealed bytes of attachments kept (0: 4096).
+	QuotaMB int64 `json:"quotaMB"`
 }
 
 // NetworkConfig configures transports, addresses and connection limits.
@@ -157,6 +190,11 @@ func DefaultConfig(profile string) (Config, error) {
 			ConnGrace:      Duration(time.Minute),
 		},
 		DHT:     DHTConfig{Mode: "auto"},
+		Mailbox: MailboxConfig{
+			MaxStorageMB: 1024, MaxMailboxMB: 8, MaxMailboxMessages: 4096, MaxMailboxes: 100_000,
+			DepositorMBPerHour: 16, Retention: Duration(30 * 24 * time.Hour), Relays: []string{},
+		},
+		Attachments: AttachmentsConfig{QuotaMB: 4096},
 		API:     APIConfig{Listen: "127.0.0.1:7878"},
 		Metrics: MetricsConfig{Listen: "127.0.0.1:9464"},
 	}
@@ -310,6 +348,34 @@ func (c Config) Validate() error {
 		if r.LimitDuration < 0 || r.LimitDataBytes < 0 {
 			return bad("relay.limitDuration/limitDataBytes", "must not be negative (0 means unlimited)")
 		}
+	}
+	if m := c.Mailbox; m.Service {
+		if c.Profile != ProfileRelay {
+			return bad("mailbox.service", "only a relay offers mailboxes (profile %q)", c.Profile)
+		}
+		for _, f := range []struct {
+			name string
+			v    int64
+		}{{"maxStorageMB", m.MaxStorageMB}, {"maxMailboxMB", m.MaxMailboxMB}, {"maxMailboxMessages", m.MaxMailboxMessages},
+			{"maxMailboxes", m.MaxMailboxes}, {"depositorMBPerHour", m.DepositorMBPerHour}} {
+			if f.v <= 0 {
+				return bad("mailbox."+f.name, "must be positive when mailbox.service is on")
+			}
+		}
+		if m.Retention < Duration(time.Hour) {
+			return bad("mailbox.retention", "%s: at least 1h", time.Duration(m.Retention))
+		}
+	}
+	for i, s := range c.Mailbox.Relays {
+		if _, err := peer.AddrInfoFromString(s); err != nil {
+			return bad(fmt.Sprintf("mailbox.relays[%d]", i), "%q: need a multiaddr ending in /p2p/<peer id>: %v", s, err)
+		}
+	}
+	if len(c.Mailbox.Relays) > 8 {
+		return bad("mailbox.relays", "%d relays: at most 8", len(c.Mailbox.Relays))
+	}
+	if c.Attachments.QuotaMB < 0 {
+		return bad("attachments.quotaMB", "must not be negative (0: 4096)")
 	}
 	if err := validateHostPort(c.API.Listen, !c.API.AllowNonLoopback); err != nil {
 		return bad("api.listen", "%v", err)

@@ -83,9 +83,10 @@ type Node struct {
 	wg          sync.WaitGroup
 	closeOnce   sync.Once
 	closeErr    error
-	chatMu      sync.RWMutex // guards Chat and locked after Start
-	locked      bool         // the keyring waits for its passphrase
-	unlockMu    sync.Mutex   // one Unlock at a time
+	chatMu      sync.RWMutex    // guards Chat and locked after Start
+	mailboxes   *relayMailboxes // the relay's mailbox service, if offered
+	locked      bool            // the keyring waits for its passphrase
+	unlockMu    sync.Mutex      // one Unlock at a time
 
 	catchupMetricsOnce sync.Once
 	catchupSessions    *prometheus.CounterVec
@@ -181,6 +182,9 @@ func Start(ctx context.Context, dir DataDir, opts Options) (_ *Node, err error) 
 		case err != nil:
 			return nil, err
 		}
+	}
+	if err := n.startMailboxService(); err != nil {
+		return nil, err
 	}
 	n.wg.Go(func() { n.connectBootstrap(bg, boot) })
 
@@ -534,6 +538,7 @@ func (n *Node) Close() error {
 		if n.cancel != nil {
 			n.cancel()
 		}
+		errs = append(errs, n.mailboxes.close())
 		if n.DHT != nil {
 			errs = append(errs, n.DHT.Close())
 		}
