@@ -189,14 +189,14 @@ func DefaultConfig(profile string) (Config, error) {
 			ConnHigh:       96,
 			ConnGrace:      Duration(time.Minute),
 		},
-		DHT:     DHTConfig{Mode: "auto"},
+		DHT: DHTConfig{Mode: "auto"},
 		Mailbox: MailboxConfig{
 			MaxStorageMB: 1024, MaxMailboxMB: 8, MaxMailboxMessages: 4096, MaxMailboxes: 100_000,
 			DepositorMBPerHour: 16, Retention: Duration(30 * 24 * time.Hour), Relays: []string{},
 		},
 		Attachments: AttachmentsConfig{QuotaMB: 4096},
-		API:     APIConfig{Listen: "127.0.0.1:7878"},
-		Metrics: MetricsConfig{Listen: "127.0.0.1:9464"},
+		API:         APIConfig{Listen: "127.0.0.1:7878"},
+		Metrics:     MetricsConfig{Listen: "127.0.0.1:9464"},
 	}
 	switch profile {
 	case ProfilePersonal:
