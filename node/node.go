@@ -12,6 +12,7 @@ import (
 	"net/http"
 	"os"
 	"runtime/debug"
+	"runtime"
 	"slices"
 	"strings"
 	"sync"
@@ -492,6 +493,7 @@ func (n *Node) Status(ctx context.Context) webui.Status {
 		Version:       n.version,
 		StartedAt:     n.started.UTC().Format(time.RFC3339),
 		UptimeSeconds: time.Since(n.started).Seconds(),
+		Goroutines:    runtime.NumGoroutine(),
 	}
 	for _, a := range h.Network().ListenAddresses() {
 		st.ListenAddrs = append(st.ListenAddrs, a.String())

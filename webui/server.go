@@ -36,6 +36,8 @@ type Status struct {
 	Reachability   string   `json:"reachability"`
 	StartedAt      string   `json:"startedAt"`
 	UptimeSeconds  float64  `json:"uptimeSeconds"`
+	// Goroutines is the process's goroutine count (a leak shows as growth).
+	Goroutines int `json:"goroutines"`
 }
 
 // Backend is what the server needs from the node. The node implements it;

@@ -50,6 +50,7 @@ type soakNode struct {
 	data string
 	proc *glitrProc
 	rss  []float64 // samples, MB
+	gor  []float64 // goroutine samples
 }
 
 type soak struct {
@@ -168,6 +169,10 @@ func (s *soak) run(dur time.Duration) {
 			for _, i := range s.running() {
 				if rss, _, err := procMemMB(s.nodes[i].proc.cmd.Process.Pid); err == nil {
 					s.nodes[i].rss = append(s.nodes[i].rss, rss)
+				}
+				var st webui.Status
+				if err := s.client(i).get(context.Background(), "/api/v1/status", &st); err == nil {
+					s.nodes[i].gor = append(s.nodes[i].gor, float64(st.Goroutines))
 				}
 			}
 		}
@@ -300,8 +305,11 @@ func (s *soak) check(wait time.Duration) {
 		time.Sleep(500 * time.Millisecond)
 	}
 	for i, nd := range s.nodes {
-		if err := trend(nd.rss); err != nil {
-			s.t.Errorf("node %d RSS: %v (samples %v)", i, err, nd.rss)
+		if err := trend(nd.rss, 20); err != nil {
+			s.t.Errorf("node %d RSS (MB): %v (samples %v)", i, err, nd.rss)
+		}
+		if err := trend(nd.gor, 50); err != nil {
+			s.t.Errorf("node %d goroutines: %v (samples %v)", i, err, nd.gor)
 		}
 	}
 }
@@ -327,8 +335,8 @@ func diff(got, want []string) string {
 }
 
 // trend fails when the last third of the samples averages more than the
-// middle third by half and 20 MB: growth, not the noise of restarts.
-func trend(samples []float64) error {
+// middle third by half and slack: growth, not the noise of restarts.
+func trend(samples []float64, slack float64) error {
 	if len(samples) < 6 {
 		return nil
 	}
@@ -341,8 +349,8 @@ func trend(samples []float64) error {
 		return s / float64(len(xs))
 	}
 	mid, last := mean(samples[third:2*third]), mean(samples[2*third:])
-	if last > mid*1.5+20 {
-		return fmt.Errorf("grew from %.0f MB to %.0f MB", mid, last)
+	if last > mid*1.5+slack {
+		return fmt.Errorf("grew from %.0f to %.0f", mid, last)
 	}
 	return nil
 }
