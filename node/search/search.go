@@ -8,10 +8,10 @@
 package search
 
 import (
+	"math/bits"
 	"slices"
 	"strings"
 	"sync"
-	"math/bits"
 	"unicode"
 
 	"golang.org/x/text/runes"

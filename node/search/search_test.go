@@ -23,10 +23,10 @@ func TestSearchWordsPrefixFoldingOrder(t *testing.T) {
 	x.Put(Doc{Conv: "b", ID: "3", Time: 3, Text: "été à Paris — rendez-vous café"})
 	x.Put(Doc{Conv: "b", ID: "4", Time: 4, Text: "nothing to see"})
 	for _, c := range []struct{ q, conv, want string }{
-		{"cafe", "", "3,2,1"},     // accents and case folded, newest first
+		{"cafe", "", "3,2,1"},      // accents and case folded, newest first
 		{"Café friday", "", "2,1"}, // every word required
-		{"fri", "", "2,1"},        // the last word as a prefix
-		{"caf", "b", "3"},         // one conversation
+		{"fri", "", "2,1"},         // the last word as a prefix
+		{"caf", "b", "3"},          // one conversation
 		{"ete paris", "", "3"},
 		{"see nothing", "", "4"},
 		{"zebra", "", ""},
