@@ -2,6 +2,7 @@ package keyring
 
 import (
 	"crypto/ed25519"
+	"fmt"
 	"testing"
 
 	"golang.org/x/crypto/chacha20poly1305"
@@ -177,5 +178,43 @@ func BenchmarkCipherMarshal(b *testing.B) {
 		if _, err := ms[1].cipher.MarshalBinary(); err != nil {
 			b.Fatal(err)
 		}
+	}
+}
+
+// BenchmarkRotationGroupSize measures one membership change of a group of
+// n member devices (up to MaxEpochRecipients, the cap of a group today): the rotation's bytes (every part: the epoch key sealed
+// to each device with X-Wing) and the time to make and sign it (issue 15:
+// where does a change cost 1 s or 1 MB). -short: 10 devices only.
+func BenchmarkRotationGroupSize(b *testing.B) {
+	sizes := []int{10, 100, 300, MaxEpochRecipients}
+	if testing.Short() {
+		sizes = sizes[:1]
+	}
+	for _, n := range sizes {
+		b.Run(fmt.Sprint(n), func(b *testing.B) {
+			var recips []SignedPrekey
+			var rot *member
+			for i := range n {
+				m := newMember(b, uint64(i+1))
+				if i == 0 {
+					rot = m
+				}
+				recips = append(recips, m.signed)
+			}
+			r := detRand(5)
+			var bytes int
+			for b.Loop() {
+				parts, _, err := NewRotation(r, rot.dev, RotationParams{Conversation: testConv, Recipients: recips, Created: t0})
+				if err != nil {
+					b.Fatal(err)
+				}
+				bytes = 0
+				for _, p := range parts {
+					bytes += len(p)
+				}
+			}
+			b.ReportMetric(float64(bytes), "rotation-bytes")
+			b.ReportMetric(float64(bytes)/float64(n), "bytes/device")
+		})
 	}
 }
