@@ -35,13 +35,13 @@ import (
 
 // Chat is what the service needs from the conversation service.
 type Chat interface {
-	// IngestMailbox takes an envelope drained from a mailbox, for the
-	// conversation whose sync id is syncID. The bytes are untrusted: an
-	// error wrapping protocol.ErrBadPeer (or naming an unknown
-	// conversation, ErrUnknownConversation) drops them; any other error
-	// is a local failure, and the envelope is left at the relay to come
-	// again.
-	IngestMailbox(ctx context.Context, syncID, envelope []byte) error
+	// IngestMailbox takes envelopes drained from a mailbox, in the order
+	// they were deposited, for the conversation whose sync id is syncID,
+	// as a catch-up batch. The bytes are untrusted: an error wrapping
+	// protocol.ErrBadPeer (or naming an unknown conversation,
+	// ErrUnknownConversation) drops them; any other error is a local
+	// failure, and the envelopes are left at the relay to come again.
+	IngestMailbox(ctx context.Context, syncID []byte, envelopes [][]byte) error
 }
 
 // ErrUnknownConversation is what Chat.IngestMailbox returns for a sync id
@@ -122,7 +122,13 @@ type Service struct {
 	ctx    context.Context
 	cancel context.CancelFunc
 	wg     tasks.Group
-	kick   chan struct{} // asks the drain loop for a drain now
+	// Deposits run under their own context, which Close ends only once
+	// they are done (or its deadline passed): a message written just
+	// before the node stops still reaches the mailbox.
+	depositCtx     context.Context
+	cancelDeposits context.CancelFunc
+	inflight       sync.WaitGroup
+	kick           chan struct{} // asks the drain loop for a drain now
 
 	mu      sync.Mutex
 	queues  map[string]*queue // by encoded mailbox address
@@ -162,6 +168,7 @@ func New(h host.Host, d ds.Batching, chat Chat, opts Options) *Service {
 		kick: make(chan struct{}, 1), queues: map[string]*queue{},
 	}
 	s.ctx, s.cancel = context.WithCancel(context.Background())
+	s.depositCtx, s.cancelDeposits = context.WithCancel(context.Background())
 	return s
 }
 
@@ -231,12 +238,20 @@ func (s *Service) Kick() {
 	}
 }
 
-// Close deposits what is queued (for at most a few seconds), then stops.
+// Close deposits what is queued, waiting for deposits under way (for at
+// most a few seconds), then stops.
 func (s *Service) Close() {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	go func() {
+		<-ctx.Done()
+		s.cancelDeposits()
+	}()
 	s.flushAll(ctx)
-	cancel()
+	s.inflight.Wait()
+	s.flushAll(ctx) // what a deposit under way gave back
 	s.cancel()
+	s.cancelDeposits()
 	s.wg.Close()
 }
 
@@ -347,14 +362,17 @@ func (s *Service) flushAll(ctx context.Context) {
 	}
 	s.mu.Unlock()
 	for _, k := range keys {
-		s.flush(ctx, k)
+		if ctx.Err() != nil {
+			return
+		}
+		s.flush(k)
 	}
 }
 
 // flush deposits one mailbox's queue: at the first of its relays that
 // takes it; on refusal or failure at the next; when all refuse, again
 // later with backoff.
-func (s *Service) flush(ctx context.Context, key string) {
+func (s *Service) flush(key string) {
 	s.mu.Lock()
 	q := s.queues[key]
 	if q == nil || len(q.items) == 0 {
@@ -367,8 +385,11 @@ func (s *Service) flush(ctx context.Context, key string) {
 	items, addr, p := q.items, q.addr, q.peer
 	q.items, q.bytes = nil, 0
 	s.queued -= sumLen(items)
+	s.inflight.Add(1)
 	s.mu.Unlock()
-
+	defer s.inflight.Done()
+	// Deposits run under their own context: see Close.
+	ctx := s.depositCtx
 	if s.h.Network().Connectedness(p) == network.Connected {
 		// Online now: sync delivers it.
 		s.mu.Lock()
@@ -435,7 +456,7 @@ func (s *Service) rescheduleLocked(key string, q *queue) {
 			return
 		case <-time.After(delay):
 		}
-		s.flush(s.ctx, key)
+		s.flush(key)
 	})
 }
 
@@ -474,16 +495,37 @@ func (s *Service) drainRelay(ctx context.Context, relay peer.AddrInfo) (int, err
 	}
 	now := s.opts.Now()
 	keys := s.owner.DrainKeys(mailbox.DrainPeriods(now, since, skew, s.opts.Retention))
+	byID := map[mailbox.ID]*mailbox.DrainKey{}
+	for _, k := range keys {
+		byID[k.ID] = k
+	}
 	total := 0
 	after := map[mailbox.ID]uint64{}
 	for len(keys) > 0 {
 		batch := keys[:min(len(keys), protocol.MaxDrainMailboxes)]
-		res, err := s.client.Drain(ctx, relay, batch, mailbox.DrainOptions{After: after}, func(it mailbox.Item) error {
-			return s.take(ctx, it)
+		// Kept at the relay until the conversations hold them: acked
+		// only then, so a crash or a full disk loses nothing.
+		var items []mailbox.Item
+		res, err := s.client.Drain(ctx, relay, batch, mailbox.DrainOptions{After: after, Keep: true}, func(it mailbox.Item) error {
+			items = append(items, it)
+			return nil
 		})
-		total += res.Received
 		if err != nil {
 			return total, err
+		}
+		taken, acks, takeErr := s.takeAll(ctx, items)
+		total += taken
+		for id, ds := range acks {
+			for len(ds) > 0 {
+				n := min(len(ds), protocol.MaxAckDigests)
+				if _, err := s.client.Ack(ctx, relay, byID[id], ds[:n]); err != nil {
+					return total, fmt.Errorf("ack: %w", err)
+				}
+				ds = ds[n:]
+			}
+		}
+		if takeErr != nil {
+			return total, takeErr
 		}
 		for id, last := range res.Last {
 			after[id] = last
@@ -501,30 +543,91 @@ func (s *Service) drainRelay(ctx context.Context, relay peer.AddrInfo) (int, err
 	return total, nil
 }
 
-// take hands one drained envelope to the conversations. Bad bytes are
-// dropped (acked: they would only come again); a local failure stops the
-// drain so that the envelope stays.
-func (s *Service) take(ctx context.Context, it mailbox.Item) error {
-	payload, err := s.owner.OpenItem(it.Envelope)
-	var syncID, env []byte
-	if err == nil {
-		syncID, env, err = decodeItem(payload)
+// takeAll opens the drained items and hands them to the conversations,
+// one batch per conversation in the order they came. It returns how many
+// were taken and, per mailbox, the digests to ack: those taken and those
+// dropped as bad (they would only come again). A local failure stops it;
+// what it had not handed over is not acked.
+func (s *Service) takeAll(ctx context.Context, items []mailbox.Item) (int, map[mailbox.ID][]mailbox.Digest, error) {
+	acks := map[mailbox.ID][]mailbox.Digest{}
+	type group struct {
+		sync  []byte
+		envs  [][]byte
+		items []mailbox.Item
 	}
-	if err == nil {
-		err = s.chat.IngestMailbox(ctx, syncID, env)
+	var order []string
+	groups := map[string]*group{}
+	bad := 0
+	for _, it := range items {
+		payload, err := s.owner.OpenItem(it.Envelope)
+		var syncID, env []byte
 		if err == nil {
-			s.mu.Lock()
-			s.stats.Drained++
-			s.mu.Unlock()
-			return nil
+			syncID, env, err = decodeItem(payload)
 		}
-		if !errors.Is(err, protocol.ErrBadPeer) && !errors.Is(err, ErrUnknownConversation) {
-			return err
+		if err != nil {
+			bad++
+			acks[it.Mailbox] = append(acks[it.Mailbox], it.Digest)
+			s.log.Debug("offline: dropped a mailbox item", "err", err)
+			continue
+		}
+		g := groups[string(syncID)]
+		if g == nil {
+			g = &group{sync: syncID}
+			groups[string(syncID)] = g
+			order = append(order, string(syncID))
+		}
+		g.envs = append(g.envs, env)
+		g.items = append(g.items, it)
+	}
+	taken := 0
+	ack := func(its []mailbox.Item) {
+		for _, it := range its {
+			acks[it.Mailbox] = append(acks[it.Mailbox], it.Digest)
+		}
+	}
+	var stop error
+	for _, k := range order {
+		g := groups[k]
+		err := s.chat.IngestMailbox(ctx, g.sync, g.envs)
+		switch {
+		case err == nil:
+			taken += len(g.envs)
+			ack(g.items)
+			continue
+		case errors.Is(err, ErrUnknownConversation):
+			bad += len(g.envs)
+			ack(g.items)
+			continue
+		case !errors.Is(err, protocol.ErrBadPeer):
+			stop = err
+		}
+		if stop != nil {
+			break
+		}
+		// A bad envelope in the batch: one at a time, to keep the good
+		// ones (a duplicate of one taken already costs a lookup).
+		for i, env := range g.envs {
+			err := s.chat.IngestMailbox(ctx, g.sync, [][]byte{env})
+			switch {
+			case err == nil:
+				taken++
+			case errors.Is(err, protocol.ErrBadPeer), errors.Is(err, ErrUnknownConversation):
+				bad++
+			default:
+				stop = err
+			}
+			if stop != nil {
+				break
+			}
+			ack(g.items[i : i+1])
+		}
+		if stop != nil {
+			break
 		}
 	}
 	s.mu.Lock()
-	s.stats.Bad++
+	s.stats.Drained += taken
+	s.stats.Bad += bad
 	s.mu.Unlock()
-	s.log.Debug("offline: dropped a mailbox item", "mailbox", fmt.Sprintf("%x", it.Mailbox[:4]), "err", err)
-	return nil
+	return taken, acks, stop
 }

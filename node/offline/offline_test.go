@@ -6,6 +6,7 @@ import (
 	"crypto/rand"
 	"errors"
 	"fmt"
+	"slices"
 	"sync"
 	"testing"
 	"time"
@@ -49,27 +50,35 @@ func (r *relay) info() peer.AddrInfo { return testsupport.AddrInfo(r.h) }
 
 // chat records what was ingested; fail, when set, answers instead.
 type chat struct {
-	mu   sync.Mutex
-	got  map[string][][]byte // by sync id
-	fail error
+	mu      sync.Mutex
+	got     map[string][][]byte // by sync id, without duplicates
+	fail    error
+	batches int
 }
 
-func (c *chat) IngestMailbox(_ context.Context, syncID, env []byte) error {
+// IngestMailbox takes the envelopes before a forged one, as the node's
+// ingest does, and reports the forged one as a bad peer's.
+func (c *chat) IngestMailbox(_ context.Context, syncID []byte, envs [][]byte) error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	c.batches++
 	if c.fail != nil {
 		return c.fail
 	}
 	if string(syncID) == "unknown" {
 		return ErrUnknownConversation
 	}
-	if bytes.HasPrefix(env, []byte("forged")) {
-		return fmt.Errorf("%w: bad signature", protocol.ErrBadPeer)
-	}
 	if c.got == nil {
 		c.got = map[string][][]byte{}
 	}
-	c.got[string(syncID)] = append(c.got[string(syncID)], bytes.Clone(env))
+	for _, env := range envs {
+		if bytes.HasPrefix(env, []byte("forged")) {
+			return fmt.Errorf("%w: bad signature", protocol.ErrBadPeer)
+		}
+		if !slices.ContainsFunc(c.got[string(syncID)], func(e []byte) bool { return bytes.Equal(e, env) }) {
+			c.got[string(syncID)] = append(c.got[string(syncID)], bytes.Clone(env))
+		}
+	}
 	return nil
 }
 
@@ -135,6 +144,9 @@ func TestDepositWhileAwayDrainOnReturn(t *testing.T) {
 		t.Fatalf("%d distinct envelopes", len(seen))
 	}
 	testsupport.Eventually(t, 10*time.Second, "the relay to delete what was acked", func() bool { return r.store.Usage().Envelopes == 0 })
+	if bob.chat.batches > 2 {
+		t.Fatalf("%d batches for one conversation's 1,000 envelopes: not drained as a catch-up", bob.chat.batches)
+	}
 }
 
 // A recipient that is online gets its messages by sync: nothing is
@@ -181,14 +193,16 @@ func TestDrainDropsBadItemsKeepsOnFailure(t *testing.T) {
 	forged, _ := addr.Key.SealItem(encodeItem([]byte("c"), []byte("forged block")))
 	garbage := bytes.Repeat([]byte{7}, 600)
 	client := mailbox.NewClient(testsupport.Host(t), mailbox.ClientOptions{})
-	if _, err := client.Deposit(context.Background(), r.info(), capa, [][]byte{garbage, badPayload, unknown, forged}); err != nil {
+	fine, _ := addr.Key.SealItem(encodeItem([]byte("c"), envelope(3)))
+	if _, err := client.Deposit(context.Background(), r.info(), capa, [][]byte{garbage, badPayload, unknown, forged, fine}); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := bob.svc.Drain(context.Background()); err != nil {
 		t.Fatal(err)
 	}
-	if st := bob.svc.Stats(); st.Bad != 4 || st.Drained != 0 || r.store.Usage().Envelopes != 0 {
-		t.Fatalf("stats %+v, relay keeps %d", st, r.store.Usage().Envelopes)
+	// The good envelope after the forged one in the same batch is kept.
+	if st := bob.svc.Stats(); st.Bad != 4 || st.Drained != 1 || r.store.Usage().Envelopes != 0 || bob.chat.count("c") != 1 {
+		t.Fatalf("stats %+v, relay keeps %d, taken %d", st, r.store.Usage().Envelopes, bob.chat.count("c"))
 	}
 	if _, err := client.Deposit(context.Background(), r.info(), capa, [][]byte{good}); err != nil {
 		t.Fatal(err)
@@ -201,7 +215,7 @@ func TestDrainDropsBadItemsKeepsOnFailure(t *testing.T) {
 		t.Fatal("an envelope the node could not store was acked")
 	}
 	bob.chat.fail = nil
-	if _, err := bob.svc.Drain(context.Background()); err != nil || bob.chat.count("c") != 1 {
+	if _, err := bob.svc.Drain(context.Background()); err != nil || bob.chat.count("c") != 2 {
 		t.Fatalf("second drain: %v, %d", err, bob.chat.count("c"))
 	}
 }
