@@ -1014,6 +1014,14 @@ try {
   const unnamed = (p) => p.evaluate(() => [...document.querySelectorAll('button, a[href], input, select, textarea, [role=switch]')]
     .filter((el) => el.getClientRects().length && !(el.getAttribute('aria-label') || el.title || (el.labels && [...el.labels].some((l) => l.textContent.trim())) || el.textContent.trim() || el.querySelector('img[alt]:not([alt=""])')))
     .map((el) => el.outerHTML.slice(0, 80)));
+  // untabbable lists visible controls that the keyboard cannot reach
+  // (taken out of the tab order), and clickable elements that are no
+  // control and not focusable.
+  const untabbable = (p) => p.evaluate(() => [
+    ...[...document.querySelectorAll('button, a[href], input, select, textarea, summary, [role=switch]')]
+      .filter((el) => el.getClientRects().length && !el.disabled && el.tabIndex < 0 && !el.closest('.file-btn')),
+    ...[...document.querySelectorAll('.msg, .conv-item, .quote, .chip, .jump, .jump-unread')].filter((el) => el.getClientRects().length && el.tabIndex < 0),
+  ].map((el) => el.outerHTML.slice(0, 80)));
   let backupFile;
   await step('backup: the download is a non-empty file', async () => {
     await pa.goto(a.origin + '/#/settings');
@@ -1087,6 +1095,8 @@ try {
       await pa.locator(path === '/#/' ? '.empty-pane' : '.detail .bar').waitFor();
       const bad = await unnamed(pa);
       assert(bad.length === 0, `${path}: controls without a name: ${bad.join(' ')}`);
+      const out = await untabbable(pa);
+      assert(out.length === 0, `${path}: controls the keyboard cannot reach: ${out.join(' ')}`);
     }
     await pa.goto(a.origin + '/#/');
     await pa.locator('.conv-item', { hasText: 'Bob' }).focus();
@@ -1094,6 +1104,17 @@ try {
     await composer(pa).waitFor();
     const bad = await unnamed(pa);
     assert(bad.length === 0, 'conversation: controls without a name: ' + bad.join(' '));
+    const out = await untabbable(pa);
+    assert(out.length === 0, 'conversation: controls the keyboard cannot reach: ' + out.join(' '));
+    // Tab from the composer backwards reaches the message list, whose
+    // messages show their actions on focus.
+    await composer(pa).focus();
+    for (let i = 0; i < 6 && !(await pa.evaluate(() => document.activeElement?.classList.contains('msg'))); i++) await pa.keyboard.press('Shift+Tab');
+    if (!(await pa.evaluate(() => document.activeElement?.classList.contains('msg')))) {
+      await pa.locator('.scroller').focus(); // the list itself, then its messages
+      await pa.keyboard.press('Tab');
+    }
+    await pa.locator('.msg.active').waitFor({ timeout: 3000 });
     // Bob is scrolled up at the first unread: new messages render when he
     // jumps to the end (the list only renders what is near the viewport).
     // (The Arabic step reloaded his page: then it is at the end already.)
