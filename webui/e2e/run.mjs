@@ -19,6 +19,8 @@ const out = join(webui, 'test-results');
 const chromiumPath = process.env.CHROMIUM || '/usr/bin/chromium';
 const big = +(process.env.GLITR_E2E_BIG || 10000); // messages in the big conversation
 mkdirSync(out, { recursive: true });
+// The screenshots are this run's (a step that no longer runs leaves none).
+for (const f of readdirSync(out)) if (f.endsWith('.png')) rmSync(join(out, f), { force: true });
 const tmp = mkdtempSync(join(tmpdir(), 'glitr-e2e-'));
 const figures = {};
 const t0 = Date.now();
@@ -103,7 +105,11 @@ class Node {
     this.proc.stderr.on('data', (d) => { this.stderr += d; if (process.env.GLITR_E2E_VERBOSE) process.stderr.write(`[${this.name}] ${d}`); });
     this.exited = new Promise((r) => this.proc.on('exit', r));
     for (let i = 0; i < 200; i++) {
-      if (this.proc.exitCode !== null) throw new Error(`${this.name} exited: ${this.stderr.trim().slice(-500)}`);
+      if (this.proc.exitCode !== null) {
+        // A Go panic names its cause at its start, not in the last lines.
+        const at = this.stderr.indexOf('panic:');
+        throw new Error(`${this.name} exited: ${at >= 0 ? this.stderr.slice(at, at + 2500) : this.stderr.trim().slice(-500)}`);
+      }
       try {
         const r = await fetch(this.origin + '/api/v1/status', { headers: { Authorization: 'Bearer ' + this.token } });
         if (r.ok) return;
