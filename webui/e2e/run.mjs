@@ -20,7 +20,7 @@ const chromiumPath = process.env.CHROMIUM || '/usr/bin/chromium';
 const big = +(process.env.GLITR_E2E_BIG || 10000); // messages in the big conversation
 mkdirSync(out, { recursive: true });
 // The screenshots are this run's (a step that no longer runs leaves none).
-for (const f of readdirSync(out)) if (f.endsWith('.png')) rmSync(join(out, f), { force: true });
+for (const f of readdirSync(out)) if (f.endsWith('.png') || f === 'screens') rmSync(join(out, f), { recursive: true, force: true });
 const tmp = mkdtempSync(join(tmpdir(), 'glitr-e2e-'));
 const figures = {};
 const t0 = Date.now();
@@ -1320,6 +1320,23 @@ try {
     assert(await pa.locator('.msg.pending').count() === 0, 'no "sending" bubble left');
     await outboxEmpty(pa);
     await noAlert(pa);
+  });
+
+  await step('screenshots of the main screens at 1280x800 and 390x844', async () => {
+    const id = await directId();
+    const screens = [['chats', '/#/', '.conv-item'], ['conversation', '/#/c/' + id, '.row .msg'], ['settings', '/#/settings', 'li.device'],
+      ['contacts', '/#/contacts', 'li.contact'], ['invite', '/#/invite', '.page-body'], ['new-group', '/#/new/group', 'fieldset']];
+    mkdirSync(join(out, 'screens'), { recursive: true });
+    for (const [w, h] of [[1280, 800], [390, 844]]) {
+      await pa.setViewportSize({ width: w, height: h });
+      for (const [name, path, sel] of screens) {
+        await pa.goto(a.origin + path);
+        await pa.locator(sel).first().waitFor();
+        await pa.mouse.move(0, 0);
+        await pa.screenshot({ path: join(out, 'screens', `${name}-${w}x${h}.png`) });
+      }
+    }
+    await pa.setViewportSize({ width: 1280, height: 800 });
   });
 
   await step('bundle size', async () => {

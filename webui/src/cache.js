@@ -53,9 +53,13 @@ export function read(key) {
   return tx('readonly', (s) => s.get(key)).catch(() => undefined);
 }
 
+// later runs a write after the render that the data is for (writes keep
+// their order: timers of equal delay run in the order they were set).
+const later = (fn) => new Promise((res) => setTimeout(() => res(fn()), 0));
+
 export function write(key, value) {
   if (!enabled) return Promise.resolve();
-  return tx('readwrite', (s) => { s.put(value, key); }).catch(() => {});
+  return later(() => tx('readwrite', (s) => { s.put(value, key); }).catch(() => {}));
 }
 
 // saveMessages keeps the newest messages of a conversation (those the
@@ -63,6 +67,7 @@ export function write(key, value) {
 // conversations were opened last, so that only KEEP_CONVS stay.
 export async function saveMessages(conv, msgs) {
   if (!enabled) return;
+  await later(() => {});
   const keep = msgs.filter((m) => !m.pending).slice(-KEEP_MSGS);
   const recent = ((await read('recent')) || []).filter((c) => c !== conv);
   recent.unshift(conv);
