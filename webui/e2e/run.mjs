@@ -860,6 +860,14 @@ try {
     assert(page.messages.find((m) => m.text === 'Hi Alice').status === 'read', 'Alice did read "Hi Alice"');
     assert(await statusOf(pb, 'Hi Alice') === 'delivered', 'read marks hidden while read receipts are off');
     await shot(pb, 'first-unread-phone');
+    // Read on to the end: "Jump to first unread" brings the divider back.
+    await pb.locator('.scroller').evaluate((el) => { el.scrollTop = el.scrollHeight; });
+    const back = pb.getByRole('button', { name: 'Jump to first unread' });
+    await back.waitFor({ timeout: 5000 });
+    await back.click();
+    await back.waitFor({ state: 'detached', timeout: 5000 });
+    const again = await divider.boundingBox(), view2 = await pb.locator('.scroller').boundingBox();
+    assert(again && again.y >= view2.y && again.y < view2.y + view2.height, 'the divider is in view again: ' + JSON.stringify({ again, view2 }));
   });
 
   await step('installable: manifest without errors, service worker in control', async () => {
