@@ -19,6 +19,8 @@ const out = join(webui, 'test-results');
 const chromiumPath = process.env.CHROMIUM || '/usr/bin/chromium';
 const big = +(process.env.GLITR_E2E_BIG || 10000); // messages in the big conversation
 mkdirSync(out, { recursive: true });
+// The screenshots are this run's (a step that no longer runs leaves none).
+for (const f of readdirSync(out)) if (f.endsWith('.png') || f === 'screens') rmSync(join(out, f), { recursive: true, force: true });
 const tmp = mkdtempSync(join(tmpdir(), 'glitr-e2e-'));
 const figures = {};
 const t0 = Date.now();
@@ -103,7 +105,11 @@ class Node {
     this.proc.stderr.on('data', (d) => { this.stderr += d; if (process.env.GLITR_E2E_VERBOSE) process.stderr.write(`[${this.name}] ${d}`); });
     this.exited = new Promise((r) => this.proc.on('exit', r));
     for (let i = 0; i < 200; i++) {
-      if (this.proc.exitCode !== null) throw new Error(`${this.name} exited: ${this.stderr.trim().slice(-500)}`);
+      if (this.proc.exitCode !== null) {
+        // A Go panic names its cause at its start, not in the last lines.
+        const at = this.stderr.indexOf('panic:');
+        throw new Error(`${this.name} exited: ${at >= 0 ? this.stderr.slice(at, at + 2500) : this.stderr.trim().slice(-500)}`);
+      }
       try {
         const r = await fetch(this.origin + '/api/v1/status', { headers: { Authorization: 'Bearer ' + this.token } });
         if (r.ok) return;
@@ -170,7 +176,9 @@ const args = ['--headless', '--no-sandbox', '--disable-gpu', '--disable-backgrou
 let browser, ctxA, ctxB, a, b, c, carol, bootNode;
 try {
   await step('message catalogue: every language has every string, and a message for every API error code', async () => {
-    const { _catalogue: cat } = await import('../src/i18n.js');
+    const { _catalogue: cat, languages, loadCatalogue } = await import('../src/i18n.js');
+    for (const k of Object.keys(languages)) await loadCatalogue(k);
+    assert(['fr', 'es', 'ar'].every((k) => cat[k]), 'French, Spanish and Arabic are there');
     for (const [lang, msgs] of Object.entries(cat)) {
       const missing = Object.keys(cat.en).filter((k) => !msgs[k]);
       assert(missing.length === 0, `${lang} lacks ${missing.join(', ')}`);
@@ -203,9 +211,9 @@ try {
   });
 
   // Alice's context is persistent: installability needs a real profile.
-  ctxA = await chromium.launchPersistentContext(join(tmp, 'profile-a'), { executablePath: chromiumPath, args, viewport: { width: 1200, height: 760 } });
+  ctxA = await chromium.launchPersistentContext(join(tmp, 'profile-a'), { executablePath: chromiumPath, args, viewport: { width: 1280, height: 800 } });
   browser = await chromium.launch({ executablePath: chromiumPath, args });
-  ctxB = await browser.newContext({ viewport: { width: 390, height: 760 } }); // a phone
+  ctxB = await browser.newContext({ viewport: { width: 390, height: 844 } }); // a phone
   const pa = ctxA.pages()[0] || await ctxA.newPage();
   const pb = await ctxB.newPage();
   openPages.push(pa, pb);
@@ -315,7 +323,7 @@ try {
     await b.api('PUT', '/preferences', prefsB);
     await pb.reload();
     await pb.getByRole('heading', { name: 'Invite someone' }).waitFor();
-    await pb.setViewportSize({ width: 390, height: 760 });
+    await pb.setViewportSize({ width: 390, height: 844 });
     await pa.goto(a.origin + '/#/');
     await pa.locator('.conv-item', { hasText: 'Bob' }).waitFor({ timeout: 20000 });
   });
@@ -590,6 +598,105 @@ try {
     await composer(pa).waitFor();
   });
 
+  // The direct chat's id (the same on both nodes).
+  const directId = async () => (await a.api('GET', '/conversations')).find((x) => x.kind === 'direct').id;
+
+  await step('links: http(s), www and mailto become links (new tab, no opener, no referrer); javascript: and data: stay text', async () => {
+    const text = 'docs at https://example.com/a_(b)?q=1, www.example.org. or mailto:me@example.com — not javascript:alert(1) nor data:text/html,<b>x</b> nor <a href="javascript:alert(2)">y</a>';
+    await composer(pa).fill(text);
+    await composer(pa).press('Enter');
+    const m = msg(pb, text);
+    await m.waitFor({ timeout: 20000 });
+    const links = await m.locator('.text a').evaluateAll((as) => as.map((x) => ({ href: x.getAttribute('href'), text: x.textContent, rel: x.rel, target: x.target })));
+    const hrefs = links.map((l) => l.href);
+    assert(JSON.stringify(hrefs) === JSON.stringify(['https://example.com/a_(b)?q=1', 'https://www.example.org/', 'mailto:me@example.com']), 'links: ' + JSON.stringify(links));
+    assert(links.every((l) => l.rel === 'noopener noreferrer' && l.target === '_blank'), 'new tab, no opener, no referrer: ' + JSON.stringify(links));
+    // The javascript: and data: URLs, and the markup, are text: no element
+    // of the message has them as a link, a handler or markup.
+    const html = await m.locator('.text').innerHTML();
+    assert(!/<a[^>]*(javascript|data):/i.test(html) && !/<b>/.test(html) && !/\son\w+=/i.test(html), 'no link or markup from the text: ' + html);
+    assert(await m.locator('.text').evaluate((el) => [...el.querySelectorAll('*')].every((x) => x.tagName === 'A')), 'only <a> elements in the text');
+    assert((await m.locator('.text').innerText()) === text, 'the text is shown as written');
+    await shot(pb, 'links-phone');
+  });
+
+  await step('date separators: one above the first message of each day, "Today" for today', async () => {
+    // The node stamps a message with the time it was written: the test
+    // moves the chat's first two messages two days back in its answers.
+    const old = new Date(Date.now() - 2 * 86400000);
+    const pages = (u) => /\/api\/v1\/conversations\/[^/]+\/messages\?/.test(u.href);
+    await pa.route(pages, async (route) => {
+      const res = await route.fetch();
+      const body = await res.json();
+      for (const x of body.messages || []) if (x.position < 2) x.time = new Date(old.getTime() + x.position * 1000).toISOString();
+      await route.fulfill({ response: res, json: body });
+    });
+    try {
+      await pa.reload();
+      await msg(pa, 'Hello Bob, edited').waitFor();
+      const days = await pa.locator('.scroller .day').allInnerTexts();
+      const want = old.toLocaleDateString('en', { weekday: 'long', year: 'numeric', month: 'long', day: 'numeric' });
+      assert(days.length === 2 && days[0] === want && days[1] === 'Today', 'separators: ' + JSON.stringify(days) + ', want ' + want + ', Today');
+      // "Today" opens the row of the first message of today.
+      const today = pa.locator('.row', { has: pa.locator('.day', { hasText: 'Today' }) });
+      assert((await today.locator('.bubble > p.text').innerText()) === 'Hi Alice', 'Today is above the first message of today');
+      await shot(pa, 'date-separators');
+    } finally {
+      await pa.unroute(pages);
+    }
+    await pa.reload();
+    await composer(pa).waitFor();
+  });
+
+  await step('drafts: kept per conversation, over a switch and a reload; cleared on send; not stored for an account with a passphrase', async () => {
+    await composer(pa).fill('half a thought');
+    await pa.locator('.conv-item', { hasText: 'Team Rocket' }).click();
+    await pa.getByRole('heading', { name: 'Team Rocket' }).waitFor();
+    assert(await composer(pa).inputValue() === '', 'the group has its own, empty composer');
+    const bobItem = pa.locator('.conv-item', { hasText: 'Bob' });
+    await bobItem.locator('.conv-preview', { hasText: 'Draft: half a thought' }).waitFor();
+    await shot(pa, 'draft-in-list');
+    await bobItem.click();
+    await composer(pa).waitFor();
+    assert(await composer(pa).inputValue() === 'half a thought', 'the draft is back');
+    await pa.reload();
+    await composer(pa).waitFor();
+    assert(await composer(pa).inputValue() === 'half a thought', 'the draft survives a reload');
+    await composer(pa).press('Enter');
+    await msg(pa, 'half a thought').waitFor();
+    assert(await composer(pa).inputValue() === '', 'the composer is empty after sending');
+    const stored = (p) => p.evaluate(() => Object.keys(localStorage).filter((k) => k.startsWith('glitr-draft:')).length);
+    assert(await stored(pa) === 0, 'the draft is gone once sent');
+    // Bob's keys are under a passphrase: his drafts stay in the page's memory.
+    await composer(pb).fill('draft of Bob');
+    assert(await stored(pb) === 0, 'no draft in the storage of an account with a passphrase');
+    await composer(pb).fill('');
+  });
+
+  await step('keyboard: Ctrl+K searches, Esc clears the search and closes the details, ArrowUp in an empty composer edits the last own message', async () => {
+    await composer(pa).focus();
+    await pa.keyboard.press('Control+k');
+    const search = pa.getByRole('searchbox', { name: 'Search chats' });
+    await pa.waitForFunction(() => document.activeElement?.type === 'search');
+    await pa.keyboard.type('Team');
+    for (let i = 0; i < 20 && (await pa.locator('.conv-item').count()) !== 1; i++) await sleep(50);
+    assert(await pa.locator('.conv-item').count() === 1, 'the search filters the list');
+    await pa.keyboard.press('Escape');
+    assert(await search.inputValue() === '' && (await pa.locator('.conv-item').count()) > 1, 'Esc clears the search');
+    await pa.getByRole('button', { name: 'Details' }).click();
+    await pa.getByRole('region', { name: 'Details' }).waitFor();
+    await pa.keyboard.press('Escape');
+    await pa.getByRole('region', { name: 'Details' }).waitFor({ state: 'detached' });
+    assert(await pa.evaluate(() => document.activeElement?.getAttribute('aria-label')) === 'Details', 'focus goes back to the Details button');
+    await composer(pa).focus();
+    await pa.keyboard.press('ArrowUp');
+    await pa.getByText('Editing message').waitFor();
+    assert(await composer(pa).inputValue() === 'half a thought', 'ArrowUp edits the last own message: ' + await composer(pa).inputValue());
+    await pa.keyboard.press('Escape');
+    await pa.getByText('Editing message').waitFor({ state: 'detached' });
+    assert(await composer(pa).inputValue() === '', 'Esc cancels the edit');
+  });
+
   await step('notifications: off until the browser grants them, asked on the first enable, off when blocked', async () => {
     // Headless Chromium answers permission requests by itself: a stand-in
     // Notification records the request and gives the answer we choose.
@@ -640,6 +747,47 @@ try {
     assert(notes[0].title === 'Alice' && !JSON.stringify(notes).includes('are you there'), 'notification names the chat, not the text: ' + JSON.stringify(notes));
     await pb.evaluate(() => { delete document.hidden; delete document.visibilityState; });
     await pb.goBack();
+  });
+
+  await step('hidden tab: a notification (not for own messages), the unread count in the title and on the app badge, a "new messages" divider', async () => {
+    await composer(pb).waitFor(); // Bob is in his chat with Alice
+    // ...and has read it (the last step left a message there unread).
+    const id = await directId();
+    for (let i = 0; i < 50 && (await b.api('GET', '/conversations')).find((c) => c.id === id).unread > 0; i++) await sleep(100);
+    await sleep(500); // the page's list catches up
+    await pb.evaluate(() => {
+      window.__notes = [];
+      window.__badges = [];
+      window.Notification = class { constructor(title, o) { window.__notes.push({ title, body: o && o.body }); } static permission = 'granted'; };
+      navigator.setAppBadge = (n) => { window.__badges.push(n); return Promise.resolve(); };
+      navigator.clearAppBadge = () => { window.__badges.push(0); return Promise.resolve(); };
+      Object.defineProperty(document, 'hidden', { configurable: true, get: () => true });
+      Object.defineProperty(document, 'visibilityState', { configurable: true, get: () => 'hidden' });
+      document.dispatchEvent(new Event('visibilitychange'));
+    });
+    await a.api('POST', `/conversations/${id}/messages`, { text: 'while you look away' });
+    await pb.waitForFunction(() => window.__notes.length > 0, null, { timeout: 15000 });
+    // The count is the sum over the chats that are not muted (Bob has
+    // Carol's message in the garden club unread too).
+    const unread = async () => (await b.api('GET', '/conversations')).reduce((n, c) => n + (c.muted ? 0 : c.unread), 0);
+    const n = await unread();
+    assert(n >= 1, 'unread on Bob\'s node: ' + n);
+    await pb.waitForFunction((want) => document.title === want, `(${n}) Glitr`, { timeout: 5000 }).catch(async () => { throw new Error(`title "${await pb.title()}", want "(${n}) Glitr"`); });
+    assert((await pb.evaluate(() => window.__badges)).includes(n), `app badge ${n}: ` + await pb.evaluate(() => JSON.stringify(window.__badges)));
+    const m = msg(pb, 'while you look away');
+    await m.waitFor({ timeout: 10000 });
+    await pb.locator('.row', { has: m }).locator('.unread-divider').waitFor({ timeout: 5000 });
+    // Bob's own message (from his node, as another device would) is no news.
+    await b.api('POST', `/conversations/${id}/messages`, { text: 'my own words' });
+    await msg(pb, 'my own words').waitFor({ timeout: 10000 });
+    await sleep(800);
+    assert((await pb.evaluate(() => window.__notes.length)) === 1, 'no notification for an own message: ' + await pb.evaluate(() => JSON.stringify(window.__notes)));
+    await shot(pb, 'new-messages-divider-phone');
+    await pb.evaluate(() => { delete document.hidden; delete document.visibilityState; document.dispatchEvent(new Event('visibilitychange')); });
+    // Read once the tab shows again: one fewer in the title and on the badge.
+    const left = n - 1;
+    await pb.waitForFunction((want) => document.title === want, left ? `(${left}) Glitr` : 'Glitr', { timeout: 10000 });
+    assert((await pb.evaluate(() => window.__badges)).at(-1) === left, 'the badge follows: ' + await pb.evaluate(() => JSON.stringify(window.__badges)));
   });
 
   await step('presence: "online" lapses 75 s after the last heartbeat, also on the contacts screen', async () => {
@@ -712,6 +860,14 @@ try {
     assert(page.messages.find((m) => m.text === 'Hi Alice').status === 'read', 'Alice did read "Hi Alice"');
     assert(await statusOf(pb, 'Hi Alice') === 'delivered', 'read marks hidden while read receipts are off');
     await shot(pb, 'first-unread-phone');
+    // Read on to the end: "Jump to first unread" brings the divider back.
+    await pb.locator('.scroller').evaluate((el) => { el.scrollTop = el.scrollHeight; });
+    const back = pb.getByRole('button', { name: 'Jump to first unread' });
+    await back.waitFor({ timeout: 5000 });
+    await back.click();
+    await back.waitFor({ state: 'detached', timeout: 5000 });
+    const again = await divider.boundingBox(), view2 = await pb.locator('.scroller').boundingBox();
+    assert(again && again.y >= view2.y && again.y < view2.y + view2.height, 'the divider is in view again: ' + JSON.stringify({ again, view2 }));
   });
 
   await step('installable: manifest without errors, service worker in control', async () => {
@@ -828,10 +984,58 @@ try {
     assert(prefs.theme === 'system' && prefs.language === 'en', 'preferences stored: ' + JSON.stringify(prefs));
   });
 
+  await step('a right-to-left language: Arabic, the page mirrored', async () => {
+    await pa.goto(a.origin + '/#/settings');
+    await pa.getByLabel('Language').selectOption('ar');
+    await pa.getByRole('heading', { name: 'الإعدادات' }).waitFor();
+    assert(await pa.evaluate(() => document.documentElement.dir === 'rtl' && document.documentElement.lang === 'ar'), 'dir=rtl, lang=ar');
+    await shot(pa, 'rtl-settings');
+    const id = await directId();
+    await b.api('POST', `/conversations/${id}/messages`, { text: 'مرحبا يا أليس' });
+    await a.api('POST', `/conversations/${id}/messages`, { text: 'أهلًا بوب، see https://example.com' });
+    await pa.goto(a.origin + '/#/c/' + id);
+    await msg(pa, 'أهلًا بوب، see https://example.com').waitFor({ timeout: 20000 });
+    await msg(pa, 'مرحبا يا أليس').waitFor({ timeout: 20000 });
+    const side = await pa.locator('nav.sidebar').boundingBox(), pane = await pa.locator('.detail').boundingBox();
+    assert(side.x > pane.x, 'the list is on the right: ' + JSON.stringify({ side, pane }));
+    const mine = await msg(pa, 'أهلًا بوب، see https://example.com').locator('.bubble').boundingBox();
+    const theirs = await msg(pa, 'مرحبا يا أليس').locator('.bubble').boundingBox();
+    assert(mine.x < theirs.x, 'own messages on the left, the other\'s on the right: ' + JSON.stringify({ mine, theirs }));
+    // The action bar goes before an own message: to its right here.
+    await msg(pa, 'أهلًا بوب، see https://example.com').hover();
+    const bar = await msg(pa, 'أهلًا بوب، see https://example.com').locator('.actions').boundingBox();
+    assert(bar && bar.x >= mine.x + mine.width, 'the bar is beside the bubble, on its right: ' + JSON.stringify({ bar, mine }));
+    await pa.mouse.move(0, 0);
+    await shot(pa, 'rtl-conversation');
+    await axeCheck(pa, 'conversation (Arabic, right to left)');
+    const prefsB = await b.api('GET', '/preferences');
+    await b.api('PUT', '/preferences', { ...prefsB, language: 'ar' });
+    await pb.reload();
+    await pb.waitForFunction(() => document.documentElement.dir === 'rtl');
+    await composer(pb).or(pb.getByRole('textbox', { name: 'رسالة' })).first().waitFor();
+    await shot(pb, 'rtl-conversation-phone');
+    await b.api('PUT', '/preferences', prefsB);
+    await pb.reload();
+    await composer(pb).waitFor();
+    await pa.goto(a.origin + '/#/settings');
+    await pa.getByLabel('اللغة').selectOption('en');
+    await pa.getByRole('heading', { name: 'Settings' }).waitFor();
+    assert(await pa.evaluate(() => document.documentElement.dir === 'ltr'), 'back to left to right');
+    for (let i = 0; i < 50 && (await a.api('GET', '/preferences')).language !== 'en'; i++) await sleep(100);
+  });
+
   // unnamed lists interactive elements without an accessible name.
   const unnamed = (p) => p.evaluate(() => [...document.querySelectorAll('button, a[href], input, select, textarea, [role=switch]')]
     .filter((el) => el.getClientRects().length && !(el.getAttribute('aria-label') || el.title || (el.labels && [...el.labels].some((l) => l.textContent.trim())) || el.textContent.trim() || el.querySelector('img[alt]:not([alt=""])')))
     .map((el) => el.outerHTML.slice(0, 80)));
+  // untabbable lists visible controls that the keyboard cannot reach
+  // (taken out of the tab order), and clickable elements that are no
+  // control and not focusable.
+  const untabbable = (p) => p.evaluate(() => [
+    ...[...document.querySelectorAll('button, a[href], input, select, textarea, summary, [role=switch]')]
+      .filter((el) => el.getClientRects().length && !el.disabled && el.tabIndex < 0 && !el.closest('.file-btn')),
+    ...[...document.querySelectorAll('.msg, .conv-item, .quote, .chip, .jump, .jump-unread')].filter((el) => el.getClientRects().length && el.tabIndex < 0),
+  ].map((el) => el.outerHTML.slice(0, 80)));
   let backupFile;
   await step('backup: the download is a non-empty file', async () => {
     await pa.goto(a.origin + '/#/settings');
@@ -905,6 +1109,8 @@ try {
       await pa.locator(path === '/#/' ? '.empty-pane' : '.detail .bar').waitFor();
       const bad = await unnamed(pa);
       assert(bad.length === 0, `${path}: controls without a name: ${bad.join(' ')}`);
+      const out = await untabbable(pa);
+      assert(out.length === 0, `${path}: controls the keyboard cannot reach: ${out.join(' ')}`);
     }
     await pa.goto(a.origin + '/#/');
     await pa.locator('.conv-item', { hasText: 'Bob' }).focus();
@@ -912,9 +1118,22 @@ try {
     await composer(pa).waitFor();
     const bad = await unnamed(pa);
     assert(bad.length === 0, 'conversation: controls without a name: ' + bad.join(' '));
+    const out = await untabbable(pa);
+    assert(out.length === 0, 'conversation: controls the keyboard cannot reach: ' + out.join(' '));
+    // Tab from the composer backwards reaches the message list, whose
+    // messages show their actions on focus.
+    await composer(pa).focus();
+    for (let i = 0; i < 6 && !(await pa.evaluate(() => document.activeElement?.classList.contains('msg'))); i++) await pa.keyboard.press('Shift+Tab');
+    if (!(await pa.evaluate(() => document.activeElement?.classList.contains('msg')))) {
+      await pa.locator('.scroller').focus(); // the list itself, then its messages
+      await pa.keyboard.press('Tab');
+    }
+    await pa.locator('.msg.active').waitFor({ timeout: 3000 });
     // Bob is scrolled up at the first unread: new messages render when he
     // jumps to the end (the list only renders what is near the viewport).
-    await pb.getByRole('button', { name: 'Jump to latest' }).click();
+    // (The Arabic step reloaded his page: then it is at the end already.)
+    const jump = pb.getByRole('button', { name: 'Jump to latest' });
+    if (await jump.count()) await jump.click();
     await composer(pa).focus();
     await pa.keyboard.type('sent with the keyboard');
     await pa.keyboard.press('Enter');
@@ -950,17 +1169,38 @@ try {
     assert(r.ws === 'error', 'cross-origin WebSocket must fail, got ' + r.ws);
   });
 
-  await step('offline reload shows the app shell; the app comes back with the node', async () => {
-    await pa.goto(a.origin + '/#/');
-    await pa.locator('.conv-item').first().waitFor();
+  await step('offline: the node stopped, a reload shows the cached chats read-only with a banner; what is typed is sent when the node is back', async () => {
+    await pa.goto(a.origin + '/#/c/' + await directId());
+    await msg(pa, 'sent with the keyboard').waitFor(); // its newest page is now in the cache
     await a.stop(); // setOffline misses service-worker fetches: stop the node too
     await ctxA.setOffline(true);
     await pa.reload();
-    await pa.getByText('Cannot reach your Glitr node').waitFor({ timeout: 10000 }); // rendered by the cached app
-    await shot(pa, 'offline-shell');
+    const banner = pa.getByRole('status').filter({ hasText: 'Your node is not reachable: showing saved chats.' });
+    await banner.waitFor({ timeout: 10000 });
+    await pa.locator('.conv-item', { hasText: 'Team Rocket' }).waitFor(); // the cached list
+    await msg(pa, 'sent with the keyboard').waitFor(); // the cached messages
+    await msg(pa, 'sent with the keyboard').hover();
+    const bar = msg(pa, 'sent with the keyboard').locator('.actions');
+    await bar.getByRole('button', { name: 'Reply' }).waitFor();
+    assert(await bar.getByRole('button', { name: /^(Edit|React|Delete for everyone)$/ }).count() === 0, 'read-only: no edit, reaction or deletion');
+    await pa.mouse.move(0, 0);
+    await shot(pa, 'offline-cached');
+    await axeCheck(pa, 'offline, cached chats');
+    await pa.setViewportSize({ width: 390, height: 844 });
+    await shot(pa, 'offline-cached-phone');
+    await pa.setViewportSize({ width: 1280, height: 800 });
+    await composer(pa).fill('written while the node was away');
+    await composer(pa).press('Enter');
+    await msg(pa, 'written while the node was away').waitFor();
+    assert(await statusOf(pa, 'written while the node was away') === 'sending', 'queued');
     await ctxA.setOffline(false);
-    await a.start(); // the app notices by itself and comes up
-    await pa.locator('.conv-item').first().waitFor({ timeout: 15000 });
+    await a.start(); // the app notices by itself: no reload
+    await banner.waitFor({ state: 'detached', timeout: 20000 });
+    await waitStatus(pa, 'written while the node was away', ['sent', 'delivered', 'read'], 30000);
+    await pa.getByRole('button', { name: 'Details' }).waitFor();
+    await msg(pa, 'sent with the keyboard').hover();
+    await msg(pa, 'sent with the keyboard').locator('.actions').getByRole('button', { name: 'Edit' }).waitFor(); // writable again
+    await pa.mouse.move(0, 0);
   });
 
   // bobGot lists the texts Bob's node has in the 1:1 chat, oldest first.
@@ -1077,7 +1317,10 @@ try {
     await noAlert(pa);
     await shot(pa, 'outbox-offline');
     await pa.reload();
-    await pa.getByText('Cannot reach your Glitr node').waitFor({ timeout: 10000 });
+    // The cached chat, and the outbox's three bubbles in it.
+    await pa.getByRole('status').filter({ hasText: 'Your node is not reachable' }).waitFor({ timeout: 10000 });
+    for (let i = 0; i < 50 && (await pending.count()) < 3; i++) await sleep(100);
+    assert(JSON.stringify(await pending.allInnerTexts()) === JSON.stringify(texts), 'the three bubbles after the reload: ' + await pending.allInnerTexts());
     await a.start();
     await composer(pa).waitFor({ timeout: 20000 });
     for (const x of texts) await waitStatus(pa, x, ['sent', 'delivered', 'read'], 30000);
@@ -1085,6 +1328,23 @@ try {
     assert(await pa.locator('.msg.pending').count() === 0, 'no "sending" bubble left');
     await outboxEmpty(pa);
     await noAlert(pa);
+  });
+
+  await step('screenshots of the main screens at 1280x800 and 390x844', async () => {
+    const id = await directId();
+    const screens = [['chats', '/#/', '.conv-item'], ['conversation', '/#/c/' + id, '.row .msg'], ['settings', '/#/settings', 'li.device'],
+      ['contacts', '/#/contacts', 'li.contact'], ['invite', '/#/invite', '.page-body'], ['new-group', '/#/new/group', 'fieldset']];
+    mkdirSync(join(out, 'screens'), { recursive: true });
+    for (const [w, h] of [[1280, 800], [390, 844]]) {
+      await pa.setViewportSize({ width: w, height: h });
+      for (const [name, path, sel] of screens) {
+        await pa.goto(a.origin + path);
+        await pa.locator(sel).first().waitFor();
+        await pa.mouse.move(0, 0);
+        await pa.screenshot({ path: join(out, 'screens', `${name}-${w}x${h}.png`) });
+      }
+    }
+    await pa.setViewportSize({ width: 1280, height: 800 });
   });
 
   await step('bundle size', async () => {

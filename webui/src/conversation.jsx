@@ -2,9 +2,11 @@ import { Component } from 'preact';
 import { useState, useEffect, useRef, useLayoutEffect, useCallback, useMemo } from 'preact/hooks';
 import { get, post, put, del } from './api.js';
 import { t } from './i18n.js';
-import { Avatar, BackLink, ErrorLine, Icon, clock, dayLabel, displayTitle, nameOf, emojiOnly, errorText, isDirect, presenceText } from './ui.jsx';
+import { Avatar, BackLink, ErrorLine, Icon, clock, dayLabel, displayTitle, nameOf, emojiOnly, errorText, isDirect, linkify, presenceText } from './ui.jsx';
 import { ConvDetails, setBlocked } from './screens.jsx';
 import * as outbox from './outbox.js';
+import * as cache from './cache.js';
+import * as drafts from './drafts.js';
 
 const PAGE = 100;
 const EST = 60; // estimated row height (px) until a row is measured
@@ -94,7 +96,7 @@ class Model {
 }
 
 export function Conversation(props) {
-  const { id, convs, contacts, account, presence, typing, onConvEvent, loadConvs } = props;
+  const { id, convs, contacts, account, presence, typing, onConvEvent, loadConvs, readOnly } = props;
   const conv = convs?.find((c) => c.id === id);
   // What rows need of the conversation to name authors (a new object only
   // when a member's name changes, so rows do not re-render on every list
@@ -113,6 +115,7 @@ export function Conversation(props) {
   const [showDetails, setShowDetails] = useState(false);
   const [error, setError] = useState(null);
   const [atBottom, setAtBottom] = useState(true);
+  const [unreadAbove, setUnreadAbove] = useState(false);
   const [loaded, setLoaded] = useState(false);
   const scroller = useRef(null);
   const rowsRef = useRef(null);
@@ -120,6 +123,9 @@ export function Conversation(props) {
   const pendingScroll = useRef(null);
   const firstUnread = useRef(-1);
   const composerRef = useRef(null);
+  const detailsBtn = useRef(null);
+  const showDetailsRef = useRef(showDetails);
+  showDetailsRef.current = showDetails;
   // The message whose action bar is showing: {id, how, picker}. "hover"
   // ends when the pointer leaves, "focus" when focus leaves; a tap stays
   // until a tap elsewhere or Esc (on a touch screen nothing else ends it).
@@ -135,7 +141,12 @@ export function Conversation(props) {
   useEffect(() => {
     const down = (e) => { if (activeRef.current && !e.target.closest?.('.msg.active')) setActive(null); };
     const key = (e) => {
-      if (e.key !== 'Escape' || !activeRef.current || e.defaultPrevented) return;
+      if (e.key !== 'Escape' || e.defaultPrevented) return;
+      // Esc closes the details panel when no message bar is open.
+      if (!activeRef.current) {
+        if (showDetailsRef.current) { setShowDetails(false); detailsBtn.current?.focus(); }
+        return;
+      }
       // Focus in the bar goes back to its message, not to the page (first:
       // that focus would otherwise show the bar again).
       document.activeElement?.closest?.('.msg.active')?.focus();
@@ -155,6 +166,7 @@ export function Conversation(props) {
       m.serverTotal = p.total;
       m.setTotal(Math.max(m.total, p.total));
       for (const msg of p.messages) m.put(msg);
+      if (before === 0) cache.saveMessages(id, p.messages);
       outbox.seen(p.messages.filter((x) => x.clientId).map((x) => x.clientId));
       m.syncPending(outbox.pending(id));
       bump();
@@ -175,9 +187,34 @@ export function Conversation(props) {
       else pendingScroll.current = 'bottom';
       setLoaded(true);
       performance.mark('glitr-conversation-loaded');
-    }).catch((e) => setError(e));
+    }).catch(async (e) => {
+      // The node is away: the newest messages the cache kept, read-only;
+      // the event stream's reconnection refetches them.
+      const cm = e.status === 0 ? await cache.readMessages(id) : null;
+      if (!live) return;
+      if (!cm) { setError(e); return; }
+      m.setTotal(cm.length ? cm[cm.length - 1].position + 1 : 0);
+      for (const x of cm) m.put(x);
+      m.syncPending(outbox.pending(id));
+      pendingScroll.current = 'bottom';
+      setLoaded(true);
+      bump();
+    });
     return () => { live = false; };
   }, [id]);
+
+  // Messages that arrive while the tab is hidden or the user reads further
+  // up get a "new messages" divider above the first of them, as at open.
+  // The divider moves to the first of them when the chat had been read.
+  const prevUnread = useRef(0);
+  useEffect(() => {
+    const before = prevUnread.current;
+    prevUnread.current = conv?.unread || 0;
+    if (!loaded || !conv || !conv.unread || before > 0) return;
+    if (document.visibilityState === 'visible' && stick.current) return;
+    firstUnread.current = Math.max(0, conv.messages - conv.unread);
+    bump();
+  }, [loaded, conv?.unread]);
 
   // The outbox: its entries show as "sending" rows at the end; one the
   // node took is replaced by the message it became.
@@ -253,6 +290,12 @@ export function Conversation(props) {
     const bottom = el.scrollHeight - el.scrollTop - el.clientHeight < 8;
     stick.current = bottom;
     setAtBottom(bottom);
+    const fu = firstUnread.current;
+    if (fu >= 0 && fu < m.total) {
+      m.layout();
+      const pad = Math.max(0, el.clientHeight - m.height());
+      setUnreadAbove(el.scrollTop > pad + m.offsets[fu] + 4);
+    }
     if (!raf.current) raf.current = requestAnimationFrame(() => { raf.current = 0; computeRange(); });
   }, [computeRange]);
 
@@ -323,6 +366,16 @@ export function Conversation(props) {
   };
   const remove = (msg) => { setActive(null); if (confirm(t('deleteConfirm'))) act(() => del(`/conversations/${enc(id)}/messages/${msg.id}`)); };
   const startEdit = (msg) => { setActive(null); setReplyTo(null); setEditing(msg); composerRef.current?.focus(); };
+  // editLast: ArrowUp in an empty composer edits the user's newest
+  // message (as in Element and Slack), if it is loaded and not deleted.
+  const editLast = () => {
+    if (readOnly) return false;
+    for (let i = m.serverTotal - 1; i >= Math.max(0, m.serverTotal - PAGE); i--) {
+      const x = m.msgs.get(i);
+      if (x && x.mine && !x.deleted && !x.pending) { startEdit(x); return true; }
+    }
+    return false;
+  };
   const startReply = (msg) => { setActive(null); setEditing(null); setReplyTo(msg); composerRef.current?.focus(); };
   const pickReaction = (msg, emoji) => { setActive(null); react(msg, emoji); };
 
@@ -350,7 +403,7 @@ export function Conversation(props) {
           <MessageRow msg={msg} prev={prev} first={i === 0} unreadHere={i === firstUnread.current} group={others.length > 1} hideRead={!props.prefs.readReceipts}
             contacts={contacts} account={account} names={names} model={m} onReply={startReply} onEdit={startEdit} onDelete={remove}
             onReact={react} onPick={pickReaction} onQuote={scrollToPos} active={active?.id === msg.id ? active : null}
-            onActivate={activate} onDeactivate={deactivate} onTogglePicker={togglePicker} />
+            onActivate={activate} onDeactivate={deactivate} onTogglePicker={togglePicker} readOnly={readOnly} />
         ) : <div class="placeholder" aria-hidden="true">{t('loadingMessage')}</div>}
       </div>
     );
@@ -365,13 +418,14 @@ export function Conversation(props) {
           <h2>{title}</h2>
           {subtitle && <p class="muted small">{subtitle}</p>}
         </div>
-        <button class="icon-btn" aria-label={t('details')} aria-expanded={showDetails} onClick={() => setShowDetails(!showDetails)}><Icon name="info" /></button>
+        <button class="icon-btn" ref={detailsBtn} aria-label={t('details')} title={t('details')} aria-expanded={showDetails} onClick={() => setShowDetails(!showDetails)}><Icon name="info" /></button>
       </header>
       {showDetails && conv && <ConvDetails conv={conv} {...props} onClose={() => setShowDetails(false)} />}
       <div class="scroller" ref={scroller} onScroll={onScroll} role="log" aria-label={t('messages')} tabIndex={0}>
         <div class="rows" ref={rowsRef} style={`height:${pad + m.height()}px`}>{rows}</div>
       </div>
-      {!atBottom && <button class="jump" onClick={jumpToLatest} aria-label={t('jumpToLatest')}><Icon name="down" /></button>}
+      {unreadAbove && <button class="jump-unread" onClick={() => { scrollToPos(firstUnread.current); setUnreadAbove(false); }}>{t('jumpToUnread')}</button>}
+      {!atBottom && <button class="jump" onClick={jumpToLatest} aria-label={t('jumpToLatest')} title={t('jumpToLatest')}><Icon name="down" /></button>}
       <div class="typing muted small" aria-live="polite">{typers.length ? t('typing', { name: nameOf(typers[0][0], contacts, account, conv) }) : ''}</div>
       <ErrorLine error={error} />
       {blocked ? (
@@ -380,7 +434,7 @@ export function Conversation(props) {
           <button onClick={() => act(() => setBlocked(others[0].account, otherName, false, props.loadContacts, loadConvs))}>{t('unblockName', { name: otherName })}</button>
         </div>
       ) : (
-        <Composer key={editing ? 'edit:' + editing.id : 'new'} inputRef={composerRef} convId={id} onSend={send}
+        <Composer key={editing ? 'edit:' + editing.id : 'new'} inputRef={composerRef} convId={id} onSend={send} onEditLast={editLast}
           replyTo={replyTo} editing={editing} onCancel={() => { setReplyTo(null); setEditing(null); }}
           replyName={replyTo ? (replyTo.mine ? t('you') : nameOf(replyTo.author, contacts, account, conv)) : ''} />
       )}
@@ -396,7 +450,7 @@ const statusLabel = { sending: 'statusSending', sent: 'statusSent', delivered: '
 class MessageRow extends Component {
   shouldComponentUpdate(n) {
     const p = this.props;
-    if (n.msg !== p.msg || n.active !== p.active || n.hideRead !== p.hideRead || n.first !== p.first || n.unreadHere !== p.unreadHere || n.group !== p.group || n.contacts !== p.contacts || n.account !== p.account || n.names !== p.names) return true;
+    if (n.msg !== p.msg || n.active !== p.active || n.hideRead !== p.hideRead || n.readOnly !== p.readOnly || n.first !== p.first || n.unreadHere !== p.unreadHere || n.group !== p.group || n.contacts !== p.contacts || n.account !== p.account || n.names !== p.names) return true;
     if ((n.prev && n.prev.time) !== (p.prev && p.prev.time) || (n.prev && n.prev.author) !== (p.prev && p.prev.author)) return true;
     // A quoted message that arrived later changes the quote.
     return !!n.msg.replyTo && n.model.byId.get(n.msg.replyTo) !== this.quotePos;
@@ -407,7 +461,7 @@ class MessageRow extends Component {
   }
 }
 
-function MessageView({ msg, prev, first, unreadHere, group, hideRead, contacts, account, names, model, onReply, onEdit, onDelete, onReact, onPick, onQuote, active, onActivate, onDeactivate, onTogglePicker }) {
+function MessageView({ msg, prev, first, unreadHere, group, hideRead, contacts, account, names, model, onReply, onEdit, onDelete, onReact, onPick, onQuote, active, onActivate, onDeactivate, onTogglePicker, readOnly }) {
   // As in Signal: who sends no read receipts sees none.
   const status = hideRead && msg.status === 'read' ? 'delivered' : msg.status;
   const picker = !!active?.picker;
@@ -439,7 +493,7 @@ function MessageView({ msg, prev, first, unreadHere, group, hideRead, contacts, 
         <div class="bubble">
           {showAuthor && <div class="author">{author}</div>}
           {quote}
-          {msg.deleted ? <p class="text muted"><em>{t('deleted')}</em></p> : <p class={'text' + (emojiOnly(msg.text) ? ' emoji-only' : '')}>{msg.text}</p>}
+          {msg.deleted ? <p class="text muted"><em>{t('deleted')}</em></p> : <p class={'text' + (emojiOnly(msg.text) ? ' emoji-only' : '')} dir="auto">{linkify(msg.text)}</p>}
           <div class="meta">
             {msg.edited && !msg.deleted && <span class="edited">{t('edited')}</span>}
             <time dateTime={msg.time}>{clock(msg.time)}</time>
@@ -474,14 +528,14 @@ function MessageView({ msg, prev, first, unreadHere, group, hideRead, contacts, 
         {active && !msg.deleted && !pending && (
           <div class="actions" role="toolbar" aria-label={t('messageActions')} ref={barRef} onClick={(e) => e.stopPropagation()}>
             {!picker && <button class="icon-btn" aria-label={t('reply')} title={t('reply')} onClick={() => onReply(msg)}><Icon name="reply" /></button>}
-            <button class="icon-btn" aria-label={t('react')} title={t('react')} aria-expanded={picker} onClick={() => onTogglePicker(msg.id)}><Icon name="react" /></button>
+            {!readOnly && <button class="icon-btn" aria-label={t('react')} title={t('react')} aria-expanded={picker} onClick={() => onTogglePicker(msg.id)}><Icon name="react" /></button>}
             {picker && (
               <div class="picker" role="group" aria-label={t('react')}>
                 {QUICK.map((e) => <button key={e} aria-label={t('reactWith', { emoji: e })} onClick={() => onPick(msg, e)}>{e}</button>)}
               </div>
             )}
-            {!picker && msg.mine && <button class="icon-btn" aria-label={t('edit')} title={t('edit')} onClick={() => onEdit(msg)}><Icon name="edit" /></button>}
-            {!picker && msg.mine && <button class="icon-btn" aria-label={t('delete')} title={t('delete')} onClick={() => onDelete(msg)}><Icon name="trash" /></button>}
+            {!picker && !readOnly && msg.mine && <button class="icon-btn" aria-label={t('edit')} title={t('edit')} onClick={() => onEdit(msg)}><Icon name="edit" /></button>}
+            {!picker && !readOnly && msg.mine && <button class="icon-btn" aria-label={t('delete')} title={t('delete')} onClick={() => onDelete(msg)}><Icon name="trash" /></button>}
           </div>
         )}
       </div>
@@ -499,10 +553,13 @@ function placeBar(el, bar, mine) {
   const m = el.getBoundingClientRect(), b = bubble.getBoundingClientRect();
   const view = (el.closest('.scroller') || document.documentElement).getBoundingClientRect();
   const w = bar.offsetWidth, h = bar.offsetHeight, gap = 6;
-  let left = mine ? b.left - gap - w : b.right + gap;
+  // Own messages sit at the end of the line: the bar goes before them
+  // (to the left, or to the right in a right-to-left language).
+  const before = mine !== (getComputedStyle(el).direction === 'rtl');
+  let left = before ? b.left - gap - w : b.right + gap;
   let top = b.top;
   if (left < m.left || left + w > m.right) {
-    left = Math.max(m.left, Math.min(mine ? b.right - w : b.left, m.right - w));
+    left = Math.max(m.left, Math.min(before ? b.right - w : b.left, m.right - w));
     top = b.top - gap - h;
     if (top < view.top) {
       const below = el.querySelector('.reactions') || bubble;
@@ -513,24 +570,33 @@ function placeBar(el, bar, mine) {
   bar.style.top = `${top - m.top}px`;
 }
 
-function Composer({ convId, onSend, replyTo, editing, onCancel, replyName, inputRef }) {
-  const [text, setText] = useState(editing ? editing.text : '');
+function Composer({ convId, onSend, onEditLast, replyTo, editing, onCancel, replyName, inputRef }) {
+  // A new message starts from the conversation's draft; an edit from the
+  // message (and leaves the draft alone).
+  const [text, setText] = useState(() => (editing ? editing.text : drafts.get(convId)));
   const lastTyping = useRef(0);
   const grow = (el) => { el.style.height = 'auto'; el.style.height = Math.min(el.scrollHeight, 160) + 'px'; };
-  useEffect(() => { if (editing && inputRef.current) { inputRef.current.focus(); grow(inputRef.current); } }, []);
+  useEffect(() => {
+    if (!inputRef.current) return;
+    if (editing) inputRef.current.focus();
+    if (text) grow(inputRef.current);
+  }, []);
   const submit = async () => {
     const v = text;
     if (!v.trim()) return;
     setText('');
+    if (!editing) drafts.set(convId, '');
     if (inputRef.current) inputRef.current.style.height = 'auto';
     if (!(await onSend(v))) setText(v);
   };
   const onKey = (e) => {
     if (e.key === 'Enter' && !e.shiftKey && !e.isComposing) { e.preventDefault(); submit(); }
     else if (e.key === 'Escape' && (replyTo || editing)) { e.preventDefault(); onCancel(); }
+    else if (e.key === 'ArrowUp' && !text && !editing && !e.shiftKey && !e.altKey && !e.ctrlKey && !e.metaKey && onEditLast()) e.preventDefault();
   };
   const onInput = (e) => {
     setText(e.currentTarget.value);
+    if (!editing) drafts.set(convId, e.currentTarget.value);
     grow(e.currentTarget);
     const now = Date.now();
     if (!editing && now - lastTyping.current > 3000) {
@@ -547,7 +613,7 @@ function Composer({ convId, onSend, replyTo, editing, onCancel, replyName, input
         </div>
       )}
       <div class="composer-row">
-        <textarea ref={inputRef} rows={1} aria-label={t('messageInput')} placeholder={t('messageInput')} value={text}
+        <textarea ref={inputRef} rows={1} dir="auto" aria-label={t('messageInput')} placeholder={t('messageInput')} value={text}
           onKeyDown={onKey} onInput={onInput} maxLength={16384} />
         <button type="submit" class="send" aria-label={editing ? t('save') : t('send')} disabled={!text.trim()}><Icon name="send" /></button>
       </div>

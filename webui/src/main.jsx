@@ -2,12 +2,14 @@ import { render } from 'preact';
 import { useState, useEffect, useRef, useCallback, useMemo } from 'preact/hooks';
 import { registerSW } from 'virtual:pwa-register';
 import { api, get, post, EventStream } from './api.js';
-import { t, setLanguage } from './i18n.js';
+import { t, setLanguage, language } from './i18n.js';
 import { Conversation } from './conversation.jsx';
 import { Onboarding, Unlock, Settings, Invite, Contacts, NewChat } from './screens.jsx';
 import { Revoked } from './devices.jsx';
 import * as outbox from './outbox.js';
-import { Avatar, Icon, shortTime, displayTitle, nameOf, isOnline, ONLINE_MS } from './ui.jsx';
+import * as cache from './cache.js';
+import * as drafts from './drafts.js';
+import { Avatar, Icon, go, shortTime, displayTitle, nameOf, isOnline, ONLINE_MS } from './ui.jsx';
 import './style.css';
 
 registerSW({ immediate: true });
@@ -54,7 +56,13 @@ function App() {
   const [conn, setConn] = useState('connecting');
   const [route, setRoute] = useState(parseRoute);
   const [query, setQuery] = useState('');
-  const [, setLang] = useState(() => setLanguage(''));
+  const [, setLang] = useState(language);
+  // fromCache: the app came up from the offline cache, the node being
+  // away; the banner says so, and the node's first answer ends it.
+  const [fromCache, setFromCache] = useState(false);
+  const fromCacheRef = useRef(false);
+  fromCacheRef.current = fromCache;
+  const searchRef = useRef(null);
   const convListeners = useRef(new Set());
   const prevUnread = useRef({});
   const prefsRef = useRef(prefs);
@@ -71,12 +79,29 @@ function App() {
   const loadAccount = useCallback(async () => {
     try {
       const a = await first('account', '/account');
+      cache.allow(a);
+      drafts.configure(a);
+      if (a.state === 'new' || a.state === 'revoked') drafts.clearAll();
+      setFromCache(false);
       setAccount(a);
       setBoot(a.state === 'new' || a.state === 'locked' || a.state === 'revoked' ? a.state : 'ready');
     } catch (e) {
       // A running app keeps its screen while the node is unreachable (the
       // banner says so); only a lock takes it to the unlock screen.
       if (bootRef.current === 'ready' && e.status !== 423 && e.status !== 401) return;
+      if (e.status === 0) {
+        // The node is away: show what the cache has, read-only, and let
+        // the event stream find the node again.
+        const ca = await cache.cachedAccount();
+        if (ca && bootRef.current !== 'ready') {
+          drafts.configure(ca);
+          setAccount(ca);
+          setFromCache(true);
+          setBoot('ready');
+          return;
+        }
+      }
+      if (e.status === 401) { cache.clear(); drafts.clearAll(); }
       if (e.status === 401) setBoot('unauth');
       else if (e.status === 423) setBoot('locked');
       else if (e.status === 0) { setBootError(t('unreachable')); setBoot('offline'); }
@@ -97,11 +122,18 @@ function App() {
 
   const loadConvs = useCallback(async () => {
     const cs = await first('convs', '/conversations');
-    // Notify about messages that arrived while the tab is hidden.
+    cache.write('convs', cs);
+    // Notify about messages that arrived while the tab is hidden (unread
+    // counts only others' messages; a muted chat stays silent). The text
+    // stays out of it: the system shows notifications to whoever is at
+    // the screen, and keeps them.
     if (document.hidden && prefsRef.current.notifications && 'Notification' in window && Notification.permission === 'granted') {
       for (const c of cs) {
         const before = prevUnread.current[c.id] ?? 0;
-        if (c.unread > before && !c.muted) new Notification(displayTitle(c, contactsRef.current, account), { body: t('newMessage'), tag: c.id });
+        if (c.unread > before && !c.muted && !c.lastMessage?.mine) {
+          const n = new Notification(displayTitle(c, contactsRef.current, account), { body: t('newMessage'), tag: c.id });
+          n.onclick = () => { focus(); go('c/' + c.id); n.close?.(); };
+        }
       }
     }
     prevUnread.current = Object.fromEntries(cs.map((c) => [c.id, c.unread]));
@@ -124,7 +156,11 @@ function App() {
   }, [account]);
   const contactsRef = useRef(contacts);
   contactsRef.current = contacts;
-  const loadContacts = useCallback(async () => setContacts(await first('contacts', '/contacts')), []);
+  const loadContacts = useCallback(async () => {
+    const cs = await first('contacts', '/contacts');
+    cache.write('contacts', cs);
+    setContacts(cs);
+  }, []);
 
   const refreshTimer = useRef(null);
   // At most one list refetch per 100 ms, however many events arrive.
@@ -138,8 +174,11 @@ function App() {
   useEffect(() => {
     if (boot !== 'ready') return;
     outbox.start(account?.account || '');
-    first('prefs', '/preferences').then((p) => setPrefs({ ...defaultPrefs, ...p })).catch(() => {});
-    loadConvs().catch(() => {});
+    // Without the node, what the cache holds (only until the node answers).
+    const cached = (key, set) => (e) => { if (e.status === 0) cache.read(key).then((v) => v && set(v)); };
+    first('prefs', '/preferences').then((p) => { cache.write('prefs', p); setPrefs({ ...defaultPrefs, ...p }); })
+      .catch(cached('prefs', (p) => setPrefs((x) => (x === defaultPrefs ? { ...defaultPrefs, ...p } : x))));
+    loadConvs().catch(cached('convs', (cs) => setConvs((c) => c || cs)));
     // The node's answer says who is online now; their last heartbeat
     // (lastSeen) starts the time "online" lasts without another.
     get('/presence').then((all) => {
@@ -149,7 +188,9 @@ function App() {
     const stream = new EventStream((f) => {
       switch (f.kind) {
         case 'resync': case 'resumed': case 'gap':
-          if (f.kind !== 'resync') loadAccount(); // the node may have restarted locked
+          // The node may have restarted locked; and an app that came up
+          // from the cache learns the account's state now.
+          if (f.kind !== 'resync' || fromCacheRef.current) loadAccount();
           outbox.flush();
           loadConvs().catch(() => {});
           loadContacts().catch(() => {});
@@ -179,11 +220,40 @@ function App() {
       if (st === 'offline') loadAccount();
     });
     stream.start();
-    loadContacts().catch(() => {});
+    loadContacts().catch(cached('contacts', (cs) => setContacts((c) => (c.length ? c : cs))));
     return () => { stream.closed = true; stream.ws && stream.ws.close(); };
   }, [boot]);
 
-  useEffect(() => { applyTheme(prefs.theme); setLang(setLanguage(prefs.language)); }, [prefs.theme, prefs.language]);
+  useEffect(() => { applyTheme(prefs.theme); }, [prefs.theme]);
+  useEffect(() => {
+    let live = true;
+    setLanguage(prefs.language).then((l) => live && setLang(l));
+    return () => { live = false; };
+  }, [prefs.language]);
+
+  // The unread count in the tab's title and on the installed app's icon
+  // (Badging API): the chats that are not muted, except the open one
+  // while it is on screen (what arrives there is read at once).
+  const openNow = route.page === 'c' ? route.arg : null;
+  useEffect(() => {
+    const visible = document.visibilityState === 'visible';
+    const n = (convs || []).reduce((s, c) => s + (c.muted || (c.id === openNow && visible) ? 0 : c.unread || 0), 0);
+    document.title = n ? `(${n}) ${t('appName')}` : t('appName');
+    if (navigator.setAppBadge) (n ? navigator.setAppBadge(n) : navigator.clearAppBadge()).catch(() => {});
+  }, [convs, openNow]);
+
+  // Ctrl+K (⌘K) goes to the search field, from anywhere.
+  useEffect(() => {
+    const on = (e) => {
+      if (!(e.ctrlKey || e.metaKey) || e.altKey || e.shiftKey || e.key.toLowerCase() !== 'k') return;
+      e.preventDefault();
+      // At phone width the list is hidden behind an open pane.
+      if (parseRoute().page !== 'chats' && matchMedia('(max-width: 720px)').matches) go('');
+      setTimeout(() => { searchRef.current?.focus(); searchRef.current?.select(); }, 0);
+    };
+    addEventListener('keydown', on);
+    return () => removeEventListener('keydown', on);
+  }, []);
 
   // "Online" lapses by itself when no heartbeat came for ONLINE_MS: render
   // again when the next one does.
@@ -207,7 +277,8 @@ function App() {
   if (boot === 'locked') return <Unlock onDone={loadAccount} />;
   if (boot === 'revoked') return <Revoked />;
 
-  const ctx = { account, prefs, setPrefs, contacts, loadContacts, convs, loadConvs, presence, typing, onConvEvent, setAccount, reloadAccount: loadAccount };
+  const readOnly = conn !== 'online';
+  const ctx = { account, prefs, setPrefs, contacts, loadContacts, convs, loadConvs, presence, typing, onConvEvent, setAccount, reloadAccount: loadAccount, readOnly };
   const openId = route.page === 'c' ? route.arg : null;
   const side = route.page === 'chats' || route.page === 'c';
   const detail = route.page !== 'chats';
@@ -230,7 +301,7 @@ function App() {
       <h1 class="sr-only">{t('appName')}</h1>
       {conn !== 'online' && (
         <div class={'banner ' + conn} role="status" aria-live="polite">
-          {conn === 'offline' || conn === 'unauthorized' ? t('offline') : t('connecting')}
+          {fromCache ? t('offlineCached') : conn === 'offline' || conn === 'unauthorized' ? t('offline') : t('connecting')}
         </div>
       )}
       <nav class="sidebar" aria-label={t('chats')}>
@@ -243,7 +314,9 @@ function App() {
           <a class="icon-btn" href="#/settings" aria-label={t('settings')} title={t('settings')}><Icon name="settings" /></a>
         </header>
         <div class="search">
-          <input type="search" aria-label={t('search')} placeholder={t('search')} value={query} onInput={(e) => setQuery(e.currentTarget.value)} />
+          <input type="search" ref={searchRef} aria-label={t('search')} placeholder={t('search')} value={query} aria-keyshortcuts="Control+K"
+            onInput={(e) => setQuery(e.currentTarget.value)}
+            onKeyDown={(e) => { if (e.key === 'Escape') { e.preventDefault(); setQuery(''); e.currentTarget.blur(); } }} />
         </div>
         <ConvList convs={convs} query={query} openId={openId} contacts={contacts} account={account} typing={typing} />
       </nav>
@@ -300,6 +373,9 @@ function ConvList({ convs, query, openId, contacts, account, typing }) {
         const lm = c.lastMessage;
         const typers = Object.entries(typing[c.id] || {}).filter(([, until]) => until > now);
         let preview = lm ? (lm.deleted ? t('deleted') : (lm.mine ? t('you') + ': ' : '') + lm.text) : '';
+        // The open chat's draft is in its composer; the others show theirs.
+        const draft = c.id !== openId ? drafts.get(c.id) : '';
+        if (draft) preview = t('draft') + ': ' + draft;
         if (typers.length) preview = t('typing', { name: nameOf(typers[0][0], contacts, account, c) });
         return (
           <li key={c.id}>
@@ -312,7 +388,7 @@ function ConvList({ convs, query, openId, contacts, account, typing }) {
                   {lm && <time class="muted small">{shortTime(lm.time)}</time>}
                 </span>
                 <span class="conv-bottom">
-                  <span class="conv-preview">{preview}</span>
+                  <span class={'conv-preview' + (draft && !typers.length ? ' has-draft' : '')} dir="auto">{preview}</span>
                   {c.unread > 0 && !(c.id === openId && visible) && <span class="badge" aria-label={t('unreadCount', { n: c.unread })}>{c.unread}</span>}
                 </span>
               </span>
@@ -324,6 +400,10 @@ function ConvList({ convs, query, openId, contacts, account, typing }) {
   );
 }
 
+// The first render waits for the language's strings (a chunk from the
+// service worker's cache, or one request), so nothing flashes in English.
 const root = document.getElementById('app');
-root.textContent = '';
-render(<App />, root);
+setLanguage('').finally(() => {
+  root.textContent = '';
+  render(<App />, root);
+});

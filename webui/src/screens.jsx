@@ -3,6 +3,8 @@ import { get, post, put, del } from './api.js';
 import { t, languages } from './i18n.js';
 import { Avatar, BackLink, CopyButton, ErrorLine, go, nameOf, presenceText, isDirect } from './ui.jsx';
 import { DevicesSection, BackupSection, LinkForm, RestoreForm } from './devices.jsx';
+import * as cache from './cache.js';
+import * as drafts from './drafts.js';
 
 const enc = encodeURIComponent;
 
@@ -231,7 +233,14 @@ export function Settings({ account, prefs, setPrefs, reloadAccount, onConvEvent 
       <div class="stack section">
         <h3>{t('account')}</h3>
         <p class="small muted"><code>{account?.account}</code></p>
-        <button onClick={async () => { await fetch('/logout', { method: 'POST' }).catch(() => {}); location.reload(); }}>{t('logout')}</button>
+        <button onClick={async () => {
+          // Nothing of the account stays in this browser: the cached chats
+          // and the drafts go with the session.
+          await fetch('/logout', { method: 'POST' }).catch(() => {});
+          await cache.clear();
+          drafts.clearAll();
+          location.reload();
+        }}>{t('logout')}</button>
       </div>
       <p role="status" class="muted small">{saved}</p>
     </Page>

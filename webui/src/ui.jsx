@@ -63,6 +63,50 @@ export function emojiOnly(text) {
   return true;
 }
 
+// Links in message text. Only web and mail links become links: a
+// javascript:, data: or any other scheme stays text (it never matches, and
+// safeHref checks the parsed URL once more). Text is never parsed as HTML:
+// the pieces are text nodes and <a> elements.
+const linkRe = /\b(?:https?:\/\/|mailto:|www\.)[^\s<>"]+/gi;
+
+// safeHref: the URL to link to, or null for anything but http(s) and mailto.
+export function safeHref(s) {
+  try {
+    const u = new URL(/^www\./i.test(s) ? 'https://' + s : s);
+    return ['http:', 'https:', 'mailto:'].includes(u.protocol) ? u.href : null;
+  } catch { return null; }
+}
+
+// trimLink leaves the punctuation that ends a sentence out of a link, and
+// a closing bracket that has no opening one in the link.
+function trimLink(url) {
+  for (;;) {
+    const c = url[url.length - 1];
+    if (/[.,;:!?'*]/.test(c)) { url = url.slice(0, -1); continue; }
+    const open = { ')': '(', ']': '[', '}': '{' }[c];
+    if (open && url.split(open).length <= url.split(c).length - 1) { url = url.slice(0, -1); continue; }
+    return url;
+  }
+}
+
+// linkify splits a message's text into text and links (opened in a new
+// tab, with neither the opener nor a referrer).
+export function linkify(text) {
+  if (!text || !/(?:https?:\/\/|mailto:|www\.)/i.test(text)) return text;
+  const out = [];
+  let last = 0;
+  for (const m of text.matchAll(linkRe)) {
+    const url = trimLink(m[0]);
+    const href = url && safeHref(url);
+    if (!href) continue;
+    if (m.index > last) out.push(text.slice(last, m.index));
+    out.push(<a key={m.index} href={href} target="_blank" rel="noopener noreferrer">{url}</a>);
+    last = m.index + url.length;
+  }
+  if (last < text.length) out.push(text.slice(last));
+  return out;
+}
+
 export function Avatar({ name, src, size }) {
   const n = name || '?';
   let h = 0;
