@@ -219,7 +219,7 @@ func openOffline(t *testing.T, path string) *offlineNode {
 	if err != nil {
 		t.Fatal(err)
 	}
-	c := newChat(n, id, st, namespace.Wrap(db, ds.NewKey("/chat")))
+	c := newChat(n.chatNet(), id, st, namespace.Wrap(db, ds.NewKey("/chat")))
 	if err := c.load(ctx); err != nil {
 		t.Fatal(err)
 	}

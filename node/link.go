@@ -112,7 +112,7 @@ func (c *Chat) linkBundle(cert []byte) (devices.Bundle, error) {
 	if err != nil {
 		return b, err
 	}
-	b.Devices = append(b.Devices, devices.Record{Device: func() []byte { d := c.id.DeviceID(); return d[:] }(), Peer: []byte(c.n.Host.ID()), Prekey: self, Cert: c.id.Cert})
+	b.Devices = append(b.Devices, devices.Record{Device: func() []byte { d := c.id.DeviceID(); return d[:] }(), Peer: []byte(c.net.Host.ID()), Prekey: self, Cert: c.id.Cert})
 	for _, d := range c.ownDevs {
 		b.Devices = append(b.Devices, d)
 	}
@@ -557,7 +557,7 @@ func (d devicesChat) ConnectedContacts() []peer.ID {
 	defer c.mu.RUnlock()
 	var peers []peer.ID
 	for _, vc := range c.contacts {
-		if c.n.Host.Network().Connectedness(vc.Peer.ID) == network.Connected {
+		if c.net.Host.Network().Connectedness(vc.Peer.ID) == network.Connected {
 			peers = append(peers, vc.Peer.ID)
 		}
 	}

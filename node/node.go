@@ -208,7 +208,7 @@ func (n *Node) startChat(ctx context.Context, passphrase []byte) error {
 	if err != nil {
 		return fmt.Errorf("open block store: %w", err)
 	}
-	c := newChat(n, id, blocks, n.Store)
+	c := newChat(n.chatNet(), id, blocks, n.Store)
 	if err := c.load(ctx); err != nil {
 		return fmt.Errorf("load conversations: %w", err)
 	}
@@ -289,6 +289,19 @@ func (n *Node) startChat(ctx context.Context, passphrase []byte) error {
 	// gets to them (a phone-sized budget matters more than a few ms here).
 	debug.FreeOSMemory()
 	return nil
+}
+
+// chatNet is what the conversation service uses of this node.
+func (n *Node) chatNet() chatNet {
+	return chatNet{
+		Host: n.Host, PubSub: n.PubSub, Log: n.log,
+		Penalize:   n.Penalize,
+		Graylisted: n.pen.graylisted,
+		ShowPresence: func(ctx context.Context) bool {
+			prefs, err := n.Preferences(ctx)
+			return err == nil && prefs.ShowPresence
+		},
+	}
 }
 
 // loopbackOnly reports whether every listen address is on loopback (a
