@@ -15,6 +15,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/fxamacker/cbor/v2"
 	"github.com/ipfs/go-cid"
 	ds "github.com/ipfs/go-datastore"
 	"github.com/ipfs/go-datastore/query"
@@ -31,6 +32,7 @@ import (
 	"github.com/glitr-chat/glitr/node/devices"
 	"github.com/glitr-chat/glitr/node/discovery"
 	"github.com/glitr-chat/glitr/node/history"
+	"github.com/glitr-chat/glitr/node/identity"
 	"github.com/glitr-chat/glitr/node/links"
 	"github.com/glitr-chat/glitr/node/people"
 	"github.com/glitr-chat/glitr/node/request"
@@ -62,7 +64,7 @@ const MaxMessageText = crdt.MaxTextLen
 // everything else.
 type Chat struct {
 	net     chatNet
-	id      *Identity
+	id      *identity.Identity
 	idMu    sync.Mutex // guards id.Keyring (prekeys are not safe for concurrent use) and spk
 	spk     signedPrekeyCache
 	store   *dag.Store
@@ -212,6 +214,8 @@ type chatNet struct {
 	ShowPresence func(context.Context) bool
 }
 
+var canonicalEnc, _ = cbor.CanonicalEncOptions().EncMode()
+
 // datastore keys
 var (
 	convPrefix    = ds.NewKey("/conv")
@@ -219,7 +223,7 @@ var (
 	contactPrefix = ds.NewKey("/contact")
 )
 
-func newChat(net chatNet, id *Identity, st *dag.Store, d ds.Batching) *Chat {
+func newChat(net chatNet, id *identity.Identity, st *dag.Store, d ds.Batching) *Chat {
 	ctx, cancel := context.WithCancel(context.Background())
 	c := &Chat{
 		net: net, id: id, store: st, ds: d, log: net.Log.With("component", "chat"),
@@ -238,7 +242,7 @@ func newChat(net chatNet, id *Identity, st *dag.Store, d ds.Batching) *Chat {
 	return c
 }
 
-func (c *Chat) storeKey() []byte { return c.id.Keyring.Secrets[storeKeyName] }
+func (c *Chat) storeKey() []byte { return c.id.StoreKey() }
 
 // load restores contacts and conversations from the store and rebuilds each
 // conversation's CRDT state from its blocks.

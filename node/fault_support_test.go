@@ -33,6 +33,7 @@ import (
 	"github.com/glitr-chat/glitr/dag"
 	"github.com/glitr-chat/glitr/internal/testsupport"
 	"github.com/glitr-chat/glitr/node/card"
+	"github.com/glitr-chat/glitr/node/identity"
 	"github.com/glitr-chat/glitr/webui"
 )
 
@@ -215,7 +216,7 @@ func openOffline(t *testing.T, path string) *offlineNode {
 		t.Fatal(err)
 	}
 	// The same layout as Start.
-	st, err := openBlocks(ctx, db, id)
+	st, err := identity.OpenBlocks(ctx, db, id)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -140,7 +140,7 @@ func (c *Chat) maintainKeys(ctx context.Context) error {
 	ring.Prune(now)
 	var err error
 	if rotated || ring.Len() != held {
-		err = c.id.save()
+		err = c.id.Save()
 	}
 	c.idMu.Unlock()
 	if err != nil {

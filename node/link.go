@@ -18,6 +18,7 @@ import (
 	"github.com/glitr-chat/glitr/node/card"
 	"github.com/glitr-chat/glitr/node/devices"
 	"github.com/glitr-chat/glitr/node/discovery"
+	"github.com/glitr-chat/glitr/node/identity"
 	"github.com/glitr-chat/glitr/node/people"
 )
 
@@ -283,7 +284,7 @@ func (n *Node) adoptAccount(ctx context.Context, want keyring.AccountID, b devic
 	if err != nil {
 		return err
 	}
-	sealed, err := keyring.SealAtRest(id.Keyring.Secrets[storeKeyName], adoptingKey.String(), raw)
+	sealed, err := keyring.SealAtRest(id.StoreKey(), adoptingKey.String(), raw)
 	if err != nil {
 		return err
 	}
@@ -299,17 +300,10 @@ func (n *Node) adoptAccount(ctx context.Context, want keyring.AccountID, b devic
 	if err := n.Store.Sync(ctx, ds.NewKey("/")); err != nil {
 		return err
 	}
-	if err := n.startChat(ctx, passphraseOf(id)); err != nil {
+	if err := n.startChat(ctx, id.Passphrase()); err != nil {
 		return fmt.Errorf("restart under the linked account: %w", err)
 	}
 	n.log.Info("this device is now linked to the account", "account", want.String()[:16])
-	return nil
-}
-
-func passphraseOf(id *Identity) []byte {
-	if p, ok := id.prot.(keyring.Passphrase); ok {
-		return p
-	}
 	return nil
 }
 
@@ -348,7 +342,7 @@ var adoptingKey = ds.NewKey("/adopting")
 
 // finishAdoption completes an adoption a crash interrupted. It runs at
 // start, with the keyring as it is on disk.
-func (n *Node) finishAdoption(ctx context.Context, id *Identity) error {
+func (n *Node) finishAdoption(ctx context.Context, id *identity.Identity) error {
 	sealed, err := n.Store.Get(ctx, adoptingKey)
 	if errors.Is(err, ds.ErrNotFound) {
 		return nil
@@ -356,7 +350,7 @@ func (n *Node) finishAdoption(ctx context.Context, id *Identity) error {
 	if err != nil {
 		return err
 	}
-	raw, err := keyring.OpenAtRest(id.Keyring.Secrets[storeKeyName], adoptingKey.String(), sealed)
+	raw, err := keyring.OpenAtRest(id.StoreKey(), adoptingKey.String(), sealed)
 	if err != nil {
 		return fmt.Errorf("interrupted link: %w", err)
 	}
@@ -372,7 +366,7 @@ func (n *Node) finishAdoption(ctx context.Context, id *Identity) error {
 // chat state cleared, keyring rewritten, contacts, pair secrets, devices
 // and conversations to rejoin stored, then the record removed. It is
 // idempotent.
-func (n *Node) applyAdoption(ctx context.Context, id *Identity, pa pendingAdoption) error {
+func (n *Node) applyAdoption(ctx context.Context, id *identity.Identity, pa pendingAdoption) error {
 	b, rejoin := pa.Bundle, pa.Rejoin
 	acct, err := keyring.AccountKeyFromSeed(b.AccountSeed)
 	if err != nil {
@@ -390,10 +384,10 @@ func (n *Node) applyAdoption(ctx context.Context, id *Identity, pa pendingAdopti
 	if len(b.Recovery) > 0 {
 		id.Keyring.Secrets[recoveryKeyName] = b.Recovery
 	}
-	if err := id.save(); err != nil {
+	if err := id.Save(); err != nil {
 		return err
 	}
-	storeKey := id.Keyring.Secrets[storeKeyName]
+	storeKey := id.StoreKey()
 	if len(b.AccountConv) == 16 {
 		if err := n.Store.Put(ctx, accountKey, []byte(hex.EncodeToString(b.AccountConv))); err != nil {
 			return err

@@ -35,6 +35,7 @@ import (
 	"github.com/glitr-chat/glitr/node/catchup"
 	"github.com/glitr-chat/glitr/node/devices"
 	"github.com/glitr-chat/glitr/node/discovery"
+	"github.com/glitr-chat/glitr/node/identity"
 	"github.com/glitr-chat/glitr/node/people"
 	"github.com/glitr-chat/glitr/protocol"
 	"github.com/glitr-chat/glitr/webui"
@@ -175,7 +176,7 @@ func Start(ctx context.Context, dir DataDir, opts Options) (_ *Node, err error) 
 		}
 		n.wg.Go(func() { n.prunePenalties(bg) })
 		switch err := n.startChat(ctx, opts.Passphrase); {
-		case errors.Is(err, errNeedsPassphrase):
+		case errors.Is(err, identity.ErrNeedsPassphrase):
 			n.locked = true
 			log.Info("the keyring is protected by a passphrase: unlock it in the browser UI or with `glitr unlock`")
 		case err != nil:
@@ -204,7 +205,7 @@ func (n *Node) startChat(ctx context.Context, passphrase []byte) error {
 	if err := n.finishAdoption(ctx, id); err != nil {
 		return err
 	}
-	blocks, err := openBlocks(ctx, n.db, id)
+	blocks, err := identity.OpenBlocks(ctx, n.db, id)
 	if err != nil {
 		return fmt.Errorf("open block store: %w", err)
 	}

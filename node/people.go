@@ -92,7 +92,7 @@ func (n *Node) Account(ctx context.Context) (AccountInfo, error) {
 		Avatar:  dataURL(v.mime, v.avatar),
 	}
 	c.idMu.Lock()
-	_, info.HasPassphrase = c.id.prot.(keyring.Passphrase)
+	info.HasPassphrase = c.id.HasPassphrase()
 	c.idMu.Unlock()
 	switch {
 	case c.revokedSelf.Load():
@@ -145,9 +145,9 @@ func (n *Node) CreateAccount(ctx context.Context, name, passphrase string) (word
 	}
 	c.idMu.Lock()
 	c.id.Keyring.Secrets[recoveryKeyName] = rk[:]
-	err = c.id.save()
+	err = c.id.Save()
 	if err == nil && passphrase != "" {
-		err = c.id.protect(keyring.Passphrase(passphrase))
+		err = c.id.Protect(keyring.Passphrase(passphrase))
 	}
 	c.idMu.Unlock()
 	if err != nil {
