@@ -388,6 +388,35 @@ func (n *Node) VerifyContact(ctx context.Context, account string, verified bool)
 	return c.commitAccount(ctx, crdt.ContactUpdate{Account: crdt.AccountID(a), Verification: &v})
 }
 
+// BlockContact blocks (or unblocks) an account. It needs not be a contact:
+// a member of a group can be blocked too.
+func (n *Node) BlockContact(ctx context.Context, account string, blocked bool) error {
+	c, err := n.readyChat()
+	if err != nil {
+		return err
+	}
+	a, err := parseAccountKey(account)
+	if err != nil {
+		return err
+	}
+	if a == c.id.AccountID() {
+		return fmt.Errorf("%w: an account cannot block itself", ErrBadInput)
+	}
+	if c.isBlocked(a) == blocked {
+		return nil
+	}
+	if err := c.commitAccount(ctx, crdt.ContactBlock{Account: crdt.AccountID(a), Blocked: blocked}); err != nil {
+		return err
+	}
+	c.events.publish(Event{Kind: "contact"})
+	for _, conv := range c.conversationList() {
+		if _, other, ok := c.directPeer(conv); ok && other == a {
+			c.events.publish(Event{Kind: "state", Conversation: conv.hexID})
+		}
+	}
+	return nil
+}
+
 func parseAccountKey(s string) (keyring.AccountID, error) {
 	var a keyring.AccountID
 	b, err := hex.DecodeString(s)
