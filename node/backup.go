@@ -2,18 +2,14 @@ package node
 
 import (
 	"context"
-	"encoding/hex"
 	"fmt"
 
 	"github.com/glitr-chat/glitr/node/devices"
-	ds "github.com/ipfs/go-datastore"
 )
 
 // Backup and restore: the node's side (the format and the rejoin protocol
 // are node/devices). Restoring adopts the backup's account like a link and
 // then seeds the new account DAG from the backup.
-
-var rejoinPrefix = ds.NewKey("/rejoin") // conversation id -> sealed root
 
 // ErrNoRecoveryKey: the account was never set up on this device.
 var ErrNoRecoveryKey = devices.ErrNoRecoveryKey
@@ -71,22 +67,4 @@ func (n *Node) restore(ctx context.Context, words string, data []byte) error {
 	}
 	n.log.Info("account restored from a backup", "account", r.Account.ID().String()[:16], "conversations", len(rejoin))
 	return nil
-}
-
-// pendingRejoins lists the conversations this device was restored into
-// but holds no key for yet.
-func (c *Chat) pendingRejoins(ctx context.Context) [][]byte {
-	var out [][]byte
-	_ = c.each(ctx, rejoinPrefix, func(k string, _ []byte) error {
-		id, err := hex.DecodeString(ds.RawKey(k).BaseNamespace())
-		if err == nil && len(id) == 16 {
-			if _, err := c.conversationByID(id); err != nil {
-				out = append(out, id)
-			} else {
-				_ = c.ds.Delete(ctx, ds.RawKey(k))
-			}
-		}
-		return nil
-	})
-	return out
 }

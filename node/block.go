@@ -1,9 +1,7 @@
 package node
 
 import (
-	"context"
 	"errors"
-	"fmt"
 
 	"github.com/glitr-chat/glitr/crdt"
 	"github.com/glitr-chat/glitr/keyring"
@@ -20,35 +18,6 @@ import (
 
 // ErrContactBlocked: the other member of a direct conversation is blocked.
 var ErrContactBlocked = errors.New("this contact is blocked: unblock them to write")
-
-// BlockContact blocks (or unblocks) an account. It needs not be a contact:
-// a member of a group can be blocked too.
-func (n *Node) BlockContact(ctx context.Context, account string, blocked bool) error {
-	c, err := n.readyChat()
-	if err != nil {
-		return err
-	}
-	a, err := parseAccountKey(account)
-	if err != nil {
-		return err
-	}
-	if a == c.id.AccountID() {
-		return fmt.Errorf("%w: an account cannot block itself", ErrBadInput)
-	}
-	if c.isBlocked(a) == blocked {
-		return nil
-	}
-	if err := c.commitAccount(ctx, crdt.ContactBlock{Account: crdt.AccountID(a), Blocked: blocked}); err != nil {
-		return err
-	}
-	c.events.publish(Event{Kind: "contact"})
-	for _, conv := range c.conversationList() {
-		if _, other, ok := c.directPeer(conv); ok && other == a {
-			c.events.publish(Event{Kind: "state", Conversation: conv.hexID})
-		}
-	}
-	return nil
-}
 
 // isBlocked reports whether this account blocked a. It locks the account
 // DAG: call it with no conversation locked.

@@ -15,10 +15,12 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/fxamacker/cbor/v2"
 	"github.com/ipfs/go-cid"
 	ds "github.com/ipfs/go-datastore"
 	"github.com/ipfs/go-datastore/query"
 	pubsub "github.com/libp2p/go-libp2p-pubsub"
+	"github.com/libp2p/go-libp2p/core/host"
 	"github.com/libp2p/go-libp2p/core/peer"
 
 	"github.com/glitr-chat/glitr/crdt"
@@ -30,6 +32,7 @@ import (
 	"github.com/glitr-chat/glitr/node/devices"
 	"github.com/glitr-chat/glitr/node/discovery"
 	"github.com/glitr-chat/glitr/node/history"
+	"github.com/glitr-chat/glitr/node/identity"
 	"github.com/glitr-chat/glitr/node/links"
 	"github.com/glitr-chat/glitr/node/people"
 	"github.com/glitr-chat/glitr/node/request"
@@ -60,8 +63,8 @@ const MaxMessageText = crdt.MaxTextLen
 // connect), keeps each conversation's CRDT state in memory and persists
 // everything else.
 type Chat struct {
-	n       *Node
-	id      *Identity
+	net     chatNet
+	id      *identity.Identity
 	idMu    sync.Mutex // guards id.Keyring (prekeys are not safe for concurrent use) and spk
 	spk     signedPrekeyCache
 	store   *dag.Store
@@ -195,6 +198,24 @@ type joinedTopic struct {
 	cancel context.CancelFunc
 }
 
+// chatNet is what the conversation service needs from the node that runs
+// it (the consumer owns the interface, as in go-libp2p's core/): the host
+// and gossipsub it talks on, the penalty box, and the owner's presence
+// preference. The node fills it in when it starts the service.
+type chatNet struct {
+	Host   host.Host
+	PubSub *pubsub.PubSub // nil in an offline copy (tests)
+	Log    *slog.Logger
+	// Penalize lowers a misbehaving peer's score; Graylisted reports a peer
+	// whose penalty is past the graylist threshold.
+	Penalize   func(p peer.ID, amount float64, reason string)
+	Graylisted func(peer.ID) bool
+	// ShowPresence reports whether the owner shares presence and typing.
+	ShowPresence func(context.Context) bool
+}
+
+var canonicalEnc, _ = cbor.CanonicalEncOptions().EncMode()
+
 // datastore keys
 var (
 	convPrefix    = ds.NewKey("/conv")
@@ -202,10 +223,10 @@ var (
 	contactPrefix = ds.NewKey("/contact")
 )
 
-func newChat(n *Node, id *Identity, st *dag.Store, d ds.Batching) *Chat {
+func newChat(net chatNet, id *identity.Identity, st *dag.Store, d ds.Batching) *Chat {
 	ctx, cancel := context.WithCancel(context.Background())
 	c := &Chat{
-		n: n, id: id, store: st, ds: d, log: n.log.With("component", "chat"),
+		net: net, id: id, store: st, ds: d, log: net.Log.With("component", "chat"),
 		events: newEventLog(4096),
 		convs:  map[string]*conversation{}, bySync: map[string]*conversation{},
 		contacts: map[keyring.AccountID]card.Verified{},
@@ -215,13 +236,13 @@ func newChat(n *Node, id *Identity, st *dag.Store, d ds.Batching) *Chat {
 		ctx:      ctx, cancel: cancel,
 	}
 	c.now = func() time.Time { return time.Now().Add(time.Duration(c.clockSkew.Load())) }
-	c.links = links.New(n.Host, linkMembers{c}, c.log)
-	c.requests = request.NewLimiter(n.Penalize)
-	c.history = history.New(n.Host, historyStore{c}, history.Options{Requests: c.requests, Penalize: n.Penalize, Logger: n.log})
+	c.links = links.New(net.Host, linkMembers{c}, c.log)
+	c.requests = request.NewLimiter(net.Penalize)
+	c.history = history.New(net.Host, historyStore{c}, history.Options{Requests: c.requests, Penalize: net.Penalize, Logger: net.Log})
 	return c
 }
 
-func (c *Chat) storeKey() []byte { return c.id.Keyring.Secrets[storeKeyName] }
+func (c *Chat) storeKey() []byte { return c.id.StoreKey() }
 
 // load restores contacts and conversations from the store and rebuilds each
 // conversation's CRDT state from its blocks.
@@ -239,7 +260,7 @@ func (c *Chat) load(ctx context.Context) error {
 			return nil
 		}
 		c.contacts[vc.Cert.Account] = vc
-		c.n.Host.Peerstore().AddAddrs(vc.Peer.ID, vc.Peer.Addrs, time.Hour)
+		c.net.Host.Peerstore().AddAddrs(vc.Peer.ID, vc.Peer.Addrs, time.Hour)
 		return nil
 	}); err != nil {
 		return err
@@ -532,7 +553,7 @@ func (c *Chat) AddContact(ctx context.Context, text string) (card.Verified, erro
 	c.mu.Lock()
 	c.contacts[vc.Cert.Account] = vc
 	c.mu.Unlock()
-	c.n.Host.Peerstore().AddAddrs(vc.Peer.ID, vc.Peer.Addrs, time.Hour)
+	c.net.Host.Peerstore().AddAddrs(vc.Peer.ID, vc.Peer.Addrs, time.Hour)
 	return vc, nil
 }
 

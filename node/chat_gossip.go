@@ -44,7 +44,7 @@ func (c *Chat) joinTopics(conv *conversation) {
 			jt.events.Cancel()
 			jt.sub.Cancel()
 			_ = jt.topic.Close()
-			_ = c.n.PubSub.UnregisterTopicValidator(name)
+			_ = c.net.PubSub.UnregisterTopicValidator(name)
 			delete(conv.topics, name)
 		}
 	}
@@ -52,11 +52,11 @@ func (c *Chat) joinTopics(conv *conversation) {
 		if conv.topics[name] != nil {
 			continue
 		}
-		if err := c.n.PubSub.RegisterTopicValidator(name, c.validator(conv)); err != nil {
+		if err := c.net.PubSub.RegisterTopicValidator(name, c.validator(conv)); err != nil {
 			c.log.Error("register validator", "err", err)
 			continue
 		}
-		t, err := c.n.PubSub.Join(name)
+		t, err := c.net.PubSub.Join(name)
 		if err != nil {
 			c.log.Error("join topic", "err", err)
 			continue
@@ -91,7 +91,7 @@ func (c *Chat) joinTopics(conv *conversation) {
 				}
 				// Sessions are symmetric, so one per pair is enough: the
 				// side with the smaller peer id starts it.
-				if pe.Type == pubsub.PeerJoin && c.n.Host.ID() < pe.Peer {
+				if pe.Type == pubsub.PeerJoin && c.net.Host.ID() < pe.Peer {
 					c.wg.Go(func() { c.syncWith(c.ctx, conv, pe.Peer) })
 				}
 			}
@@ -120,11 +120,11 @@ func (c *Chat) topicsChanged(conv *conversation) {
 // block is committed right here, so the subscription has nothing left to do.
 func (c *Chat) validator(conv *conversation) pubsub.ValidatorEx {
 	return func(ctx context.Context, from peer.ID, m *pubsub.Message) pubsub.ValidationResult {
-		if from == c.n.Host.ID() {
+		if from == c.net.Host.ID() {
 			return pubsub.ValidationAccept // our own block, committed before publishing
 		}
 		if len(m.Data) > dag.MaxEnvelopeSize {
-			c.n.Penalize(from, 10, "oversized gossip")
+			c.net.Penalize(from, 10, "oversized gossip")
 			return pubsub.ValidationReject
 		}
 		res, err := c.ingest(ctx, conv, from, [][]byte{m.Data}, true)
@@ -151,7 +151,7 @@ func (c *Chat) validator(conv *conversation) pubsub.ValidatorEx {
 			c.syncOnGossip(conv, m.ReceivedFrom)
 			return pubsub.ValidationIgnore
 		case errors.Is(err, ErrBadPeer):
-			c.n.Penalize(from, 20, err.Error())
+			c.net.Penalize(from, 20, err.Error())
 			return pubsub.ValidationReject
 		case err != nil:
 			return pubsub.ValidationIgnore

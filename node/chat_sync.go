@@ -145,7 +145,7 @@ const maxSyncRetries = 5
 // syncWith runs a catch-up session with p, at most once per syncInterval
 // per peer and conversation.
 func (c *Chat) syncWith(ctx context.Context, conv *conversation, p peer.ID) {
-	if p == c.n.Host.ID() {
+	if p == c.net.Host.ID() {
 		return
 	}
 	if wait := c.claimSync(conv, p); wait > 0 {
@@ -220,7 +220,7 @@ func (c *Chat) runSync(ctx context.Context, conv *conversation, p peer.ID) catch
 					return
 				case <-time.After(delay):
 				}
-				if c.n.Host.Network().Connectedness(p) == network.Connected {
+				if c.net.Host.Network().Connectedness(p) == network.Connected {
 					c.syncWith(c.ctx, conv, p)
 				}
 			})
@@ -383,7 +383,7 @@ func (c *Chat) memberPeers(conv *conversation) []peer.ID {
 	defer c.mu.RUnlock()
 	var out []peer.ID
 	for _, d := range c.ownDevs {
-		if p, err := peer.IDFromBytes(d.Peer); err == nil && c.n.Host.Network().Connectedness(p) == network.Connected {
+		if p, err := peer.IDFromBytes(d.Peer); err == nil && c.net.Host.Network().Connectedness(p) == network.Connected {
 			out = append(out, p)
 		}
 	}
@@ -391,7 +391,7 @@ func (c *Chat) memberPeers(conv *conversation) []peer.ID {
 		if keyring.AccountID(m.Account) == self {
 			continue
 		}
-		if vc, ok := c.contacts[keyring.AccountID(m.Account)]; ok && c.n.Host.Network().Connectedness(vc.Peer.ID) == network.Connected {
+		if vc, ok := c.contacts[keyring.AccountID(m.Account)]; ok && c.net.Host.Network().Connectedness(vc.Peer.ID) == network.Connected {
 			out = append(out, vc.Peer.ID)
 		}
 	}
@@ -409,7 +409,7 @@ func (c *Chat) memberPeers(conv *conversation) []peer.ID {
 func (c *Chat) onConnected(p peer.ID) {
 	c.links.Connected(p)
 	_, member := c.dialTarget(p)
-	if c.n.Host.ID() > p {
+	if c.net.Host.ID() > p {
 		return
 	}
 	if member && !c.isOwnDevicePeer(p) {
@@ -524,11 +524,11 @@ func (c *Chat) dialContacts() {
 			peers = append(peers, peer.AddrInfo{ID: p})
 		}
 		for _, p := range peers {
-			if c.n.Host.Network().Connectedness(p.ID) == network.Connected || c.links.Redialing(p.ID) {
+			if c.net.Host.Network().Connectedness(p.ID) == network.Connected || c.links.Redialing(p.ID) {
 				continue
 			}
 			ctx, cancel := context.WithTimeout(c.ctx, 10*time.Second)
-			_ = c.n.Host.Connect(ctx, p)
+			_ = c.net.Host.Connect(ctx, p)
 			cancel()
 		}
 		select {
@@ -577,12 +577,12 @@ func (c *Chat) dialTarget(p peer.ID) (peer.AddrInfo, bool) {
 type linkMembers struct{ c *Chat }
 
 func (m linkMembers) Target(p peer.ID) (peer.AddrInfo, bool) { return m.c.dialTarget(p) }
-func (m linkMembers) Refused(p peer.ID) bool                 { return m.c.n.pen.graylisted(p) }
+func (m linkMembers) Refused(p peer.ID) bool                 { return m.c.net.Graylisted(p) }
 
 // Back starts the catch-ups with p when onConnected left them to p, which
 // may still be writing to its dead connection.
 func (m linkMembers) Back(p peer.ID) {
-	if m.c.n.Host.ID() > p {
+	if m.c.net.Host.ID() > p {
 		m.c.syncAllWith(p)
 	}
 }

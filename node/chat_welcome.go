@@ -80,9 +80,9 @@ func (c *Chat) sendWelcome(ctx context.Context, conv *conversation, to card.Veri
 
 func (c *Chat) trySendWelcome(ctx context.Context, to peer.AddrInfo, w []byte) error {
 	if len(to.Addrs) > 0 {
-		c.n.Host.Peerstore().AddAddrs(to.ID, to.Addrs, time.Hour)
+		c.net.Host.Peerstore().AddAddrs(to.ID, to.Addrs, time.Hour)
 	}
-	return request.Ack(ctx, c.n.Host, to.ID, WelcomeProtocol, w, 20*time.Second)
+	return request.Ack(ctx, c.net.Host, to.ID, WelcomeProtocol, w, 20*time.Second)
 }
 
 // handleWelcome accepts a conversation from a contact: the rotation must

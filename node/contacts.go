@@ -96,7 +96,7 @@ func (c *Chat) addVerifiedContact(ctx context.Context, vc card.Verified, name st
 	c.contacts[vc.Cert.Account] = vc
 	c.mu.Unlock()
 	if len(vc.Peer.Addrs) > 0 {
-		c.n.Host.Peerstore().AddAddrs(vc.Peer.ID, vc.Peer.Addrs, time.Hour)
+		c.net.Host.Peerstore().AddAddrs(vc.Peer.ID, vc.Peer.Addrs, time.Hour)
 	}
 	added := crdt.ContactAdded
 	upd := crdt.ContactUpdate{Account: crdt.AccountID(vc.Cert.Account), Status: &added}
@@ -132,7 +132,7 @@ func (c *Chat) myCardRaw() (card.Card, error) {
 	if err != nil {
 		return card.Card{}, err
 	}
-	return card.Of(c.id.Cert, signed, peer.AddrInfo{ID: c.n.Host.ID(), Addrs: c.n.Host.Addrs()}), nil
+	return card.Of(c.id.Cert, signed, peer.AddrInfo{ID: c.net.Host.ID(), Addrs: c.net.Host.Addrs()}), nil
 }
 
 // contactName is a contact's display name from the account DAG, falling

@@ -8,10 +8,13 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"time"
 
 	pebbleds "github.com/ipfs/go-ds-pebble"
 	"github.com/libp2p/go-libp2p/core/crypto"
 	"golang.org/x/sys/unix"
+
+	"github.com/glitr-chat/glitr/node/identity"
 )
 
 // Files inside a data directory.
@@ -231,4 +234,16 @@ func writeFileAtomic(path string, data []byte, perm os.FileMode) error {
 		df.Close()
 	}
 	return nil
+}
+
+// Files of the personal identity (node/identity).
+const (
+	KeyringFile    = "keyring"     // account root, device key, prekeys; encrypted
+	KeyringKeyFile = "keyring.key" // the key that encrypts it when no passphrase is set (0600)
+)
+
+// loadIdentity opens the data directory's keyring, creating a new account
+// and device on first use (identity.Load).
+func loadIdentity(dir DataDir, now time.Time, passphrase []byte) (*identity.Identity, error) {
+	return identity.Load(dir.file(KeyringFile), dir.file(KeyringKeyFile), now, passphrase)
 }

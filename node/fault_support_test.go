@@ -33,6 +33,7 @@ import (
 	"github.com/glitr-chat/glitr/dag"
 	"github.com/glitr-chat/glitr/internal/testsupport"
 	"github.com/glitr-chat/glitr/node/card"
+	"github.com/glitr-chat/glitr/node/identity"
 	"github.com/glitr-chat/glitr/webui"
 )
 
@@ -215,11 +216,11 @@ func openOffline(t *testing.T, path string) *offlineNode {
 		t.Fatal(err)
 	}
 	// The same layout as Start.
-	st, err := openBlocks(ctx, db, id)
+	st, err := identity.OpenBlocks(ctx, db, id)
 	if err != nil {
 		t.Fatal(err)
 	}
-	c := newChat(n, id, st, namespace.Wrap(db, ds.NewKey("/chat")))
+	c := newChat(n.chatNet(), id, st, namespace.Wrap(db, ds.NewKey("/chat")))
 	if err := c.load(ctx); err != nil {
 		t.Fatal(err)
 	}

@@ -34,7 +34,7 @@ func (c *Chat) ownAnnounce(conv *conversation) (crdt.Op, error) {
 		return nil, err
 	}
 	self := crdt.AccountID(c.id.AccountID())
-	me := []byte(c.n.Host.ID())
+	me := []byte(c.net.Host.ID())
 	for _, d := range conv.state.Devices(self) {
 		if d.Device == crdt.DeviceID(c.id.DeviceID()) && bytes.Equal(d.Prekey, signed) && bytes.Equal(d.Peer, me) {
 			return nil, nil

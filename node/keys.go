@@ -140,7 +140,7 @@ func (c *Chat) maintainKeys(ctx context.Context) error {
 	ring.Prune(now)
 	var err error
 	if rotated || ring.Len() != held {
-		err = c.id.save()
+		err = c.id.Save()
 	}
 	c.idMu.Unlock()
 	if err != nil {
@@ -248,7 +248,7 @@ func (c *Chat) refreshCard(ctx context.Context, p peer.ID) error {
 	if err != nil {
 		return err
 	}
-	b, err := request.Exchange(ctx, c.n.Host, p, CardProtocol, mine, request.MaxSize, 10*time.Second)
+	b, err := request.Exchange(ctx, c.net.Host, p, CardProtocol, mine, request.MaxSize, 10*time.Second)
 	if errors.Is(err, request.ErrTooLong) {
 		return fmt.Errorf("card from %s: %w: too long", p, card.ErrBadCard)
 	}
@@ -291,7 +291,7 @@ func (c *Chat) cardBytes() ([]byte, error) {
 	if err != nil {
 		return nil, err
 	}
-	return canonicalEnc.Marshal(card.Card{Cert: c.id.Cert, Prekey: signed, Peer: []byte(c.n.Host.ID())})
+	return canonicalEnc.Marshal(card.Card{Cert: c.id.Cert, Prekey: signed, Peer: []byte(c.net.Host.ID())})
 }
 
 // errNotThisContact refuses a card that is not the one stored contact's

@@ -36,6 +36,7 @@ import (
 	"github.com/glitr-chat/glitr/node/catchup"
 	"github.com/glitr-chat/glitr/node/devices"
 	"github.com/glitr-chat/glitr/node/discovery"
+	"github.com/glitr-chat/glitr/node/identity"
 	"github.com/glitr-chat/glitr/node/people"
 	"github.com/glitr-chat/glitr/protocol"
 	"github.com/glitr-chat/glitr/webui"
@@ -177,7 +178,7 @@ func Start(ctx context.Context, dir DataDir, opts Options) (_ *Node, err error) 
 		}
 		n.wg.Go(func() { n.prunePenalties(bg) })
 		switch err := n.startChat(ctx, opts.Passphrase); {
-		case errors.Is(err, errNeedsPassphrase):
+		case errors.Is(err, identity.ErrNeedsPassphrase):
 			n.locked = true
 			log.Info("the keyring is protected by a passphrase: unlock it in the browser UI or with `glitr unlock`")
 		case err != nil:
@@ -209,11 +210,11 @@ func (n *Node) startChat(ctx context.Context, passphrase []byte) error {
 	if err := n.finishAdoption(ctx, id); err != nil {
 		return err
 	}
-	blocks, err := openBlocks(ctx, n.db, id)
+	blocks, err := identity.OpenBlocks(ctx, n.db, id)
 	if err != nil {
 		return fmt.Errorf("open block store: %w", err)
 	}
-	c := newChat(n, id, blocks, n.Store)
+	c := newChat(n.chatNet(), id, blocks, n.Store)
 	if err := c.load(ctx); err != nil {
 		return fmt.Errorf("load conversations: %w", err)
 	}
@@ -294,6 +295,19 @@ func (n *Node) startChat(ctx context.Context, passphrase []byte) error {
 	// gets to them (a phone-sized budget matters more than a few ms here).
 	debug.FreeOSMemory()
 	return nil
+}
+
+// chatNet is what the conversation service uses of this node.
+func (n *Node) chatNet() chatNet {
+	return chatNet{
+		Host: n.Host, PubSub: n.PubSub, Log: n.log,
+		Penalize:   n.Penalize,
+		Graylisted: n.pen.graylisted,
+		ShowPresence: func(ctx context.Context) bool {
+			prefs, err := n.Preferences(ctx)
+			return err == nil && prefs.ShowPresence
+		},
+	}
 }
 
 // loopbackOnly reports whether every listen address is on loopback (a

@@ -92,7 +92,7 @@ func (n *Node) Account(ctx context.Context) (AccountInfo, error) {
 		Avatar:  dataURL(v.mime, v.avatar),
 	}
 	c.idMu.Lock()
-	_, info.HasPassphrase = c.id.prot.(keyring.Passphrase)
+	info.HasPassphrase = c.id.HasPassphrase()
 	c.idMu.Unlock()
 	switch {
 	case c.revokedSelf.Load():
@@ -145,9 +145,9 @@ func (n *Node) CreateAccount(ctx context.Context, name, passphrase string) (word
 	}
 	c.idMu.Lock()
 	c.id.Keyring.Secrets[recoveryKeyName] = rk[:]
-	err = c.id.save()
+	err = c.id.Save()
 	if err == nil && passphrase != "" {
-		err = c.id.protect(keyring.Passphrase(passphrase))
+		err = c.id.Protect(keyring.Passphrase(passphrase))
 	}
 	c.idMu.Unlock()
 	if err != nil {
@@ -386,6 +386,35 @@ func (n *Node) VerifyContact(ctx context.Context, account string, verified bool)
 		v = crdt.Verified
 	}
 	return c.commitAccount(ctx, crdt.ContactUpdate{Account: crdt.AccountID(a), Verification: &v})
+}
+
+// BlockContact blocks (or unblocks) an account. It needs not be a contact:
+// a member of a group can be blocked too.
+func (n *Node) BlockContact(ctx context.Context, account string, blocked bool) error {
+	c, err := n.readyChat()
+	if err != nil {
+		return err
+	}
+	a, err := parseAccountKey(account)
+	if err != nil {
+		return err
+	}
+	if a == c.id.AccountID() {
+		return fmt.Errorf("%w: an account cannot block itself", ErrBadInput)
+	}
+	if c.isBlocked(a) == blocked {
+		return nil
+	}
+	if err := c.commitAccount(ctx, crdt.ContactBlock{Account: crdt.AccountID(a), Blocked: blocked}); err != nil {
+		return err
+	}
+	c.events.publish(Event{Kind: "contact"})
+	for _, conv := range c.conversationList() {
+		if _, other, ok := c.directPeer(conv); ok && other == a {
+			c.events.publish(Event{Kind: "state", Conversation: conv.hexID})
+		}
+	}
+	return nil
 }
 
 func parseAccountKey(s string) (keyring.AccountID, error) {

@@ -247,7 +247,7 @@ func (c *Chat) Devices() []DeviceInfo {
 	for d, od := range c.ownDevs {
 		di := add(d, od.Cert)
 		if p, err := peer.IDFromBytes(od.Peer); err == nil {
-			di.Online = c.n.Host.Network().Connectedness(p) == network.Connected
+			di.Online = c.net.Host.Network().Connectedness(p) == network.Connected
 		}
 	}
 	c.mu.RUnlock()

@@ -18,7 +18,7 @@ import (
 // startSignals creates the signal service and starts it; Node.Close stops
 // it.
 func (c *Chat) startSignals() {
-	c.sig = signals.New(c.n.Host, signalDirectory{c})
+	c.sig = signals.New(c.net.Host, signalDirectory{c})
 	c.sig.Start()
 }
 
@@ -65,8 +65,7 @@ func (d signalDirectory) Contacts() []signals.Contact {
 }
 
 func (d signalDirectory) ShowPresence(ctx context.Context) bool {
-	prefs, err := d.c.n.Preferences(ctx)
-	return err == nil && prefs.ShowPresence
+	return d.c.net.ShowPresence(ctx)
 }
 
 func (d signalDirectory) Room(syncID []byte) (signals.Room, bool) {

@@ -1,4 +1,7 @@
-package node
+// Package identity is this device's keys: the account root, the device key
+// and its certificate, the prekeys and the store key, kept in one keyring
+// file that is encrypted under a passphrase or a 0600 key file beside it.
+package identity
 
 import (
 	"context"
@@ -9,7 +12,6 @@ import (
 	"os"
 	"time"
 
-	"github.com/fxamacker/cbor/v2"
 	ds "github.com/ipfs/go-datastore"
 	"github.com/ipfs/go-datastore/namespace"
 	"github.com/libp2p/go-libp2p/core/peer"
@@ -19,12 +21,9 @@ import (
 	"github.com/glitr-chat/glitr/node/card"
 )
 
-// Files of the personal identity.
-const (
-	KeyringFile    = "keyring"     // account root, device key, prekeys; encrypted
-	KeyringKeyFile = "keyring.key" // the key that encrypts it when no passphrase is set (0600)
-	storeKeyName   = "store-key"   // secret in the keyring that encrypts key state in the store
-)
+// storeKeyName is the secret in the keyring that encrypts key state and
+// blocks in the store.
+const storeKeyName = "store-key"
 
 // Identity is this device's keys, loaded from the encrypted keyring file.
 type Identity struct {
@@ -40,23 +39,22 @@ func (id *Identity) AccountID() keyring.AccountID { return id.Keyring.Account.ID
 // DeviceID is this device's signing key.
 func (id *Identity) DeviceID() keyring.DeviceID { return id.Keyring.Device.ID() }
 
-// errNeedsPassphrase: the keyring is passphrase-protected and no
+// ErrNeedsPassphrase: the keyring is passphrase-protected and no
 // passphrase was given.
-var errNeedsPassphrase = errors.New("keyring is protected by a passphrase")
+var ErrNeedsPassphrase = errors.New("keyring is protected by a passphrase")
 
-// loadIdentity opens the keyring, creating a new account and device on first
-// use. Without a passphrase the keyring is protected by a 0600 key file next
-// to it.
-func loadIdentity(dir DataDir, now time.Time, passphrase []byte) (*Identity, error) {
-	path := dir.file(KeyringFile)
-	var prot keyring.Protection = keyring.KeyFile(dir.file(KeyringKeyFile))
+// Load opens the keyring at path, creating a new account and device on
+// first use. Without a passphrase the keyring is protected by the 0600 key
+// file at keyFile.
+func Load(path, keyFile string, now time.Time, passphrase []byte) (*Identity, error) {
+	var prot keyring.Protection = keyring.KeyFile(keyFile)
 	if passphrase != nil {
 		prot = keyring.Passphrase(passphrase)
 	}
 	kr, err := keyring.ReadFile(path, prot)
 	switch {
 	case errors.Is(err, keyring.ErrProtectionMismatch) && passphrase == nil:
-		return nil, errNeedsPassphrase
+		return nil, ErrNeedsPassphrase
 	case errors.Is(err, keyring.ErrProtectionMismatch):
 		return nil, fmt.Errorf("keyring %s is not passphrase-protected: %w", path, err)
 	case errors.Is(err, fs.ErrNotExist) && passphrase != nil:
@@ -81,7 +79,7 @@ func loadIdentity(dir DataDir, now time.Time, passphrase []byte) (*Identity, err
 			return nil, fmt.Errorf("rotate prekey: %w", err)
 		}
 		kr.Prekeys.Prune(now)
-		if err := id.save(); err != nil {
+		if err := id.Save(); err != nil {
 			return nil, err
 		}
 	}
@@ -118,19 +116,38 @@ func newKeyring(now time.Time) (*keyring.Keyring, error) {
 	}, nil
 }
 
-func (id *Identity) save() error {
+// StoreKey is the secret that seals the store's records at rest.
+func (id *Identity) StoreKey() []byte { return id.Keyring.Secrets[storeKeyName] }
+
+// Passphrase is the passphrase the keyring is encrypted under, or nil when
+// it is protected by the key file.
+func (id *Identity) Passphrase() []byte {
+	if p, ok := id.prot.(keyring.Passphrase); ok {
+		return p
+	}
+	return nil
+}
+
+// HasPassphrase reports whether the keyring is encrypted under a
+// passphrase (rather than the key file).
+func (id *Identity) HasPassphrase() bool {
+	_, ok := id.prot.(keyring.Passphrase)
+	return ok
+}
+
+// Save writes the keyring back under its protection. The caller holds
+// whatever guards id.Keyring (the chat service's idMu).
+func (id *Identity) Save() error {
 	if err := keyring.WriteFile(id.path, id.Keyring, id.prot); err != nil {
 		return fmt.Errorf("write keyring: %w", err)
 	}
 	return nil
 }
 
-var canonicalEnc, _ = cbor.CanonicalEncOptions().EncMode()
-
-// openBlocks opens the block store in db, its records sealed at rest under
+// OpenBlocks opens the block store in db, its records sealed at rest under
 // the identity's store key: without the keyring (a stolen disk with a
 // passphrase-locked keyring) no message, name or title can be read from it.
-func openBlocks(ctx context.Context, db ds.Batching, id *Identity) (*dag.Store, error) {
+func OpenBlocks(ctx context.Context, db ds.Batching, id *Identity) (*dag.Store, error) {
 	rc, err := keyring.NewRecordCipher(id.Keyring.Secrets[storeKeyName])
 	if err != nil {
 		return nil, fmt.Errorf("block store key: %w", err)
@@ -149,10 +166,10 @@ func (id *Identity) MyCard(p peer.AddrInfo) (string, error) {
 	return card.Text(card.Of(id.Cert, signed, p))
 }
 
-// protect re-encrypts the keyring under prot (a passphrase, or the key
+// Protect re-encrypts the keyring under prot (a passphrase, or the key
 // file) and removes the key file when it is no longer used. The caller
 // holds the chat service's idMu.
-func (id *Identity) protect(prot keyring.Protection) error {
+func (id *Identity) Protect(prot keyring.Protection) error {
 	if err := keyring.WriteFile(id.path, id.Keyring, prot); err != nil {
 		return fmt.Errorf("re-encrypt keyring: %w", err)
 	}
