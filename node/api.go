@@ -248,6 +248,9 @@ func (c *Chat) messageView(conv *conversation, v crdt.MessageView, pos int) webu
 	if v.ReplyTo != nil {
 		m.ReplyTo = v.ReplyTo.String()
 	}
+	if len(v.Attachment) > 0 && c.files != nil {
+		m.Attachment = c.files.View(context.Background(), conv.hexID, v.ID, v.Attachment)
+	}
 	for _, r := range v.Reactions {
 		wr := webui.Reaction{Emoji: r.Emoji}
 		for _, a := range r.Accounts {

@@ -31,9 +31,11 @@ import (
 	"github.com/glitr-chat/glitr/node/catchup"
 	"github.com/glitr-chat/glitr/node/devices"
 	"github.com/glitr-chat/glitr/node/discovery"
+	"github.com/glitr-chat/glitr/node/files"
 	"github.com/glitr-chat/glitr/node/history"
 	"github.com/glitr-chat/glitr/node/identity"
 	"github.com/glitr-chat/glitr/node/links"
+	"github.com/glitr-chat/glitr/node/offline"
 	"github.com/glitr-chat/glitr/node/people"
 	"github.com/glitr-chat/glitr/node/request"
 	"github.com/glitr-chat/glitr/node/signals"
@@ -86,6 +88,12 @@ type Chat struct {
 	// is the per-peer budget every one-shot request handler shares.
 	people  *people.Service
 	devices *devices.Service
+	// files is the attachment service (node/files), offline the mailbox
+	// one (node/offline); mailboxAddr is this device's mailbox address,
+	// announced in every conversation (nil: no mailbox relays).
+	files       *files.Service
+	offline     *offline.Service
+	mailboxAddr []byte
 	// history hands stored blocks to devices that cannot read them
 	// (node/history).
 	history  *history.Service
@@ -664,6 +672,7 @@ func (c *Chat) installConversation(ctx context.Context, convID []byte, epoch *ke
 
 // close stops background work.
 func (c *Chat) close() {
+	c.closeDelivery()
 	c.cancel()
 	if c.devices != nil {
 		c.devices.Close()

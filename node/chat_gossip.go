@@ -507,11 +507,14 @@ func (c *Chat) ingest(ctx context.Context, conv *conversation, from peer.ID, env
 		c.noteAccountRotations(conv, events)
 	}
 	c.noteRevocations(conv, events)
+	c.noteApplied(conv, events)
 	c.noteSeen(events)
 	if hasRotationOps(events) && c.noteRotations(conv) {
 		// Blocks sealed under the new epoch may have been refused
 		// before it was installed: fetch them again.
-		c.wg.Go(func() { c.syncWith(c.ctx, conv, from) })
+		if from != mailboxPeer {
+			c.wg.Go(func() { c.syncWith(c.ctx, conv, from) })
+		}
 	}
 	err = c.classifyUnknownEpoch(conv, err, unknownEpoch)
 	if len(events) > 0 {

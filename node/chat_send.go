@@ -136,8 +136,10 @@ func (c *Chat) commitOwnOnce(ctx context.Context, conv *conversation, ops []crdt
 		c.noteRotations(conv)
 	}
 	c.noteRevocations(conv, []crdt.Event{ev})
+	c.noteApplied(conv, []crdt.Event{ev})
 	conv.mu.Unlock()
 	c.publish(conv, blk)
+	c.depositOffline(conv, blk)
 	return blk, at, true, nil
 }
 
@@ -232,6 +234,13 @@ func sendKey(clientID string) []byte { return []byte("send/" + clientID) }
 // and posts nothing: a client can retry a send whose answer it lost, or
 // that a crash of either side interrupted, without making a duplicate.
 func (c *Chat) SendOnce(ctx context.Context, hexID, text string, replyTo *crdt.MsgID, clientID string) (id crdt.MsgID, created bool, err error) {
+	return c.postOnce(ctx, hexID, crdt.Message{Text: text, ReplyTo: replyTo}, clientID)
+}
+
+// postOnce is SendOnce of any message: text, or an attachment with an
+// optional caption.
+func (c *Chat) postOnce(ctx context.Context, hexID string, msg crdt.Message, clientID string) (id crdt.MsgID, created bool, err error) {
+	text := msg.Text
 	conv, err := c.conversation(hexID)
 	if err != nil {
 		return crdt.MsgID{}, false, err
@@ -257,7 +266,7 @@ func (c *Chat) SendOnce(ctx context.Context, hexID, text string, replyTo *crdt.M
 			return crdt.MsgID{}, false, err
 		}
 	}
-	if strings.TrimSpace(text) == "" {
+	if strings.TrimSpace(text) == "" && len(msg.Attachment) == 0 {
 		return crdt.MsgID{}, false, ErrEmptyMessage
 	}
 	if c.blockedDirect(conv) {
@@ -272,7 +281,7 @@ func (c *Chat) SendOnce(ctx context.Context, hexID, text string, replyTo *crdt.M
 	if err := c.ensureUsableEpoch(ctx, conv); err != nil {
 		return crdt.MsgID{}, false, err
 	}
-	blk, at, created, err := c.commitOwnOnce(ctx, conv, []crdt.Op{crdt.Message{Text: text, ReplyTo: replyTo}}, false, key)
+	blk, at, created, err := c.commitOwnOnce(ctx, conv, []crdt.Op{msg}, false, key)
 	if err != nil {
 		return crdt.MsgID{}, false, err
 	}

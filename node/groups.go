@@ -36,11 +36,11 @@ func (c *Chat) ownAnnounce(conv *conversation) (crdt.Op, error) {
 	self := crdt.AccountID(c.id.AccountID())
 	me := []byte(c.net.Host.ID())
 	for _, d := range conv.state.Devices(self) {
-		if d.Device == crdt.DeviceID(c.id.DeviceID()) && bytes.Equal(d.Prekey, signed) && bytes.Equal(d.Peer, me) {
+		if d.Device == crdt.DeviceID(c.id.DeviceID()) && bytes.Equal(d.Prekey, signed) && bytes.Equal(d.Peer, me) && bytes.Equal(d.Mailbox, c.mailboxAddr) {
 			return nil, nil
 		}
 	}
-	return crdt.DeviceAnnounce{Account: self, Device: crdt.DeviceID(c.id.DeviceID()), Cert: c.id.Cert, Prekey: signed, Peer: me}, nil
+	return crdt.DeviceAnnounce{Account: self, Device: crdt.DeviceID(c.id.DeviceID()), Cert: c.id.Cert, Prekey: signed, Peer: me, Mailbox: c.mailboxAddr}, nil
 }
 
 // ownProfile is the MemberProfile op that publishes name in conv, or nil
