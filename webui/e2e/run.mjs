@@ -434,6 +434,9 @@ try {
     await msg(pa, 'Hello Bob, edited').locator('.chip', { hasText: '👍' }).waitFor();
   });
 
+  // The 1:1 chat's addresses on both sides, for the attachment step at the end.
+  const chatA = pa.url(), chatB = pb.url();
+
   await step('message actions: beside or above the bubble, never over it; a tap elsewhere and Esc close them', async () => {
     const overlap = (x, y) => x.x < y.x + y.width && y.x < x.x + x.width && x.y < y.y + y.height && y.y < x.y + x.height;
     const bar = (p, text) => msg(p, text).locator('.actions');
@@ -1328,6 +1331,48 @@ try {
     assert(await pa.locator('.msg.pending').count() === 0, 'no "sending" bubble left');
     await outboxEmpty(pa);
     await noAlert(pa);
+  });
+
+  await step('attachments: an image shows its thumbnail on the other side and opens in a lightbox; a file downloads', async () => {
+    await pa.goto(chatA);
+    await pb.goto(chatB);
+    await composer(pa).waitFor();
+    // An 800x600 PNG made in the page: the sender's page makes the thumbnail.
+    const png = await pa.evaluate(async () => {
+      const c = document.createElement('canvas');
+      c.width = 800; c.height = 600;
+      const g = c.getContext('2d');
+      g.fillStyle = '#3a7'; g.fillRect(0, 0, 800, 600);
+      g.fillStyle = '#fff'; g.fillRect(100, 100, 200, 150);
+      const b = await new Promise((r) => c.toBlob(r, 'image/png'));
+      return Array.from(new Uint8Array(await b.arrayBuffer()));
+    });
+    await pa.locator('.composer input[type=file]').setInputFiles({ name: 'photo.png', mimeType: 'image/png', buffer: Buffer.from(png) });
+    await pb.waitForFunction(() => {
+      const i = document.querySelector('.attachment.media .thumb img');
+      return i && i.complete && i.naturalWidth > 0 && i.naturalWidth <= 320;
+    }, null, { timeout: 30000 });
+    assert((await pb.locator('.attachment.media').innerText()).includes('800×600'), 'real dimensions shown');
+    await pb.locator('.attachment.media .thumb').click();
+    await pb.waitForFunction(() => {
+      const i = document.querySelector('.lightbox img');
+      return i && i.complete && i.naturalWidth === 800;
+    }, null, { timeout: 30000 });
+    await axeCheck(pb, 'lightbox');
+    await pb.keyboard.press('Escape');
+    await pb.locator('.lightbox').waitFor({ state: 'detached' });
+    // A file that is not media: name, type, size, then a download.
+    await pa.locator('.composer input[type=file]').setInputFiles({ name: 'notes.txt', mimeType: 'text/plain', buffer: Buffer.from('hello, file') });
+    const file = pb.locator('.attachment.file', { hasText: 'notes.txt' });
+    await file.waitFor({ timeout: 30000 });
+    // Small files come without asking (the auto-download cap); a button
+    // fetches the others first.
+    const button = file.getByRole('button', { name: 'Download' });
+    if (await button.count()) await button.click();
+    const link = file.getByRole('link', { name: 'Download' });
+    await link.waitFor({ timeout: 30000 });
+    const body = await pb.evaluate(async (href) => (await fetch(href)).text(), await link.getAttribute('href'));
+    assert(body === 'hello, file', 'downloaded bytes: ' + body);
   });
 
   await step('screenshots of the main screens at 1280x800 and 390x844', async () => {

@@ -7,6 +7,7 @@ import { ConvDetails, setBlocked } from './screens.jsx';
 import * as outbox from './outbox.js';
 import * as cache from './cache.js';
 import * as drafts from './drafts.js';
+import { Attachment, Uploads, upload } from './attach.jsx';
 
 const PAGE = 100;
 const EST = 60; // estimated row height (px) until a row is measured
@@ -359,6 +360,25 @@ export function Conversation(props) {
     }
   };
 
+  // Files: each is uploaded to the node, which sends it as a message.
+  const [uploads, setUploads] = useState([]);
+  const sendFiles = (files) => {
+    const r = replyTo;
+    setReplyTo(null);
+    stick.current = true;
+    for (const file of files) {
+      const u = { id: crypto.randomUUID(), name: file.name, progress: 0 };
+      const job = upload(id, file, { replyTo: r ? r.id : '', onProgress: (p) => setUploads((us) => us.map((x) => (x.id === u.id ? { ...x, progress: p } : x))) });
+      u.abort = job.abort;
+      setUploads((us) => [...us, u]);
+      job.done.then(() => { setUploads((us) => us.filter((x) => x.id !== u.id)); refresh(); }, (e) => {
+        if (e.code === 'cancelled') setUploads((us) => us.filter((x) => x.id !== u.id));
+        else setUploads((us) => us.map((x) => (x.id === u.id ? { ...x, error: errorText(e) } : x)));
+      });
+    }
+  };
+  const cancelUpload = (u) => { u.abort?.(); setUploads((us) => us.filter((x) => x.id !== u.id)); };
+
   const act = async (fn) => { setError(null); try { await fn(); refresh(); } catch (e) { setError(e); } };
   const react = (msg, emoji) => {
     const mine = msg.reactions?.find((r) => r.emoji === emoji)?.accounts?.includes(account?.account);
@@ -403,7 +423,7 @@ export function Conversation(props) {
           <MessageRow msg={msg} prev={prev} first={i === 0} unreadHere={i === firstUnread.current} group={others.length > 1} hideRead={!props.prefs.readReceipts}
             contacts={contacts} account={account} names={names} model={m} onReply={startReply} onEdit={startEdit} onDelete={remove}
             onReact={react} onPick={pickReaction} onQuote={scrollToPos} active={active?.id === msg.id ? active : null}
-            onActivate={activate} onDeactivate={deactivate} onTogglePicker={togglePicker} readOnly={readOnly} />
+            onActivate={activate} onDeactivate={deactivate} onTogglePicker={togglePicker} readOnly={readOnly} conv={id} />
         ) : <div class="placeholder" aria-hidden="true">{t('loadingMessage')}</div>}
       </div>
     );
@@ -428,13 +448,14 @@ export function Conversation(props) {
       {!atBottom && <button class="jump" onClick={jumpToLatest} aria-label={t('jumpToLatest')} title={t('jumpToLatest')}><Icon name="down" /></button>}
       <div class="typing muted small" aria-live="polite">{typers.length ? t('typing', { name: nameOf(typers[0][0], contacts, account, conv) }) : ''}</div>
       <ErrorLine error={error} />
+      <Uploads items={uploads} onCancel={cancelUpload} />
       {blocked ? (
         <div class="blocked-notice">
           <p>{t('blockedNotice', { name: otherName })}</p>
           <button onClick={() => act(() => setBlocked(others[0].account, otherName, false, props.loadContacts, loadConvs))}>{t('unblockName', { name: otherName })}</button>
         </div>
       ) : (
-        <Composer key={editing ? 'edit:' + editing.id : 'new'} inputRef={composerRef} convId={id} onSend={send} onEditLast={editLast}
+        <Composer key={editing ? 'edit:' + editing.id : 'new'} inputRef={composerRef} convId={id} onSend={send} onEditLast={editLast} onFiles={sendFiles}
           replyTo={replyTo} editing={editing} onCancel={() => { setReplyTo(null); setEditing(null); }}
           replyName={replyTo ? (replyTo.mine ? t('you') : nameOf(replyTo.author, contacts, account, conv)) : ''} />
       )}
@@ -461,7 +482,7 @@ class MessageRow extends Component {
   }
 }
 
-function MessageView({ msg, prev, first, unreadHere, group, hideRead, contacts, account, names, model, onReply, onEdit, onDelete, onReact, onPick, onQuote, active, onActivate, onDeactivate, onTogglePicker, readOnly }) {
+function MessageView({ msg, prev, first, unreadHere, group, hideRead, contacts, account, names, model, onReply, onEdit, onDelete, onReact, onPick, onQuote, active, onActivate, onDeactivate, onTogglePicker, readOnly, conv }) {
   // As in Signal: who sends no read receipts sees none.
   const status = hideRead && msg.status === 'read' ? 'delivered' : msg.status;
   const picker = !!active?.picker;
@@ -478,7 +499,7 @@ function MessageView({ msg, prev, first, unreadHere, group, hideRead, contacts, 
     quote = (
       <button class="quote" onClick={() => qp !== undefined && onQuote(qp)} title={t('showOriginal')}>
         <strong>{q ? (q.mine ? t('you') : nameOf(q.author, contacts, account, names)) : '…'}</strong>
-        <span>{q ? (q.deleted ? t('deleted') : q.text) : ''}</span>
+        <span>{q ? (q.deleted ? t('deleted') : q.text || q.attachment?.name || '') : ''}</span>
       </button>
     );
   }
@@ -493,7 +514,8 @@ function MessageView({ msg, prev, first, unreadHere, group, hideRead, contacts, 
         <div class="bubble">
           {showAuthor && <div class="author">{author}</div>}
           {quote}
-          {msg.deleted ? <p class="text muted"><em>{t('deleted')}</em></p> : <p class={'text' + (emojiOnly(msg.text) ? ' emoji-only' : '')} dir="auto">{linkify(msg.text)}</p>}
+          {!msg.deleted && msg.attachment && <Attachment conv={conv} msg={msg} />}
+          {msg.deleted ? <p class="text muted"><em>{t('deleted')}</em></p> : (msg.text || !msg.attachment) && <p class={'text' + (emojiOnly(msg.text) ? ' emoji-only' : '')} dir="auto">{linkify(msg.text)}</p>}
           <div class="meta">
             {msg.edited && !msg.deleted && <span class="edited">{t('edited')}</span>}
             <time dateTime={msg.time}>{clock(msg.time)}</time>
@@ -570,7 +592,7 @@ function placeBar(el, bar, mine) {
   bar.style.top = `${top - m.top}px`;
 }
 
-function Composer({ convId, onSend, onEditLast, replyTo, editing, onCancel, replyName, inputRef }) {
+function Composer({ convId, onSend, onEditLast, onFiles, replyTo, editing, onCancel, replyName, inputRef }) {
   // A new message starts from the conversation's draft; an edit from the
   // message (and leaves the draft alone).
   const [text, setText] = useState(() => (editing ? editing.text : drafts.get(convId)));
@@ -605,7 +627,9 @@ function Composer({ convId, onSend, onEditLast, replyTo, editing, onCancel, repl
     }
   };
   return (
-    <form class="composer" onSubmit={(e) => { e.preventDefault(); submit(); }}>
+    <form class="composer" onSubmit={(e) => { e.preventDefault(); submit(); }}
+      onDragOver={(e) => { if (!editing && e.dataTransfer?.types?.includes('Files')) e.preventDefault(); }}
+      onDrop={(e) => { if (!editing && e.dataTransfer?.files?.length) { e.preventDefault(); onFiles([...e.dataTransfer.files]); } }}>
       {(replyTo || editing) && (
         <div class="composer-context">
           <span><strong>{editing ? t('editing') : t('replyingTo', { name: replyName })}</strong> {!editing && <span class="muted">{replyTo.text}</span>}</span>
@@ -613,8 +637,16 @@ function Composer({ convId, onSend, onEditLast, replyTo, editing, onCancel, repl
         </div>
       )}
       <div class="composer-row">
+        {!editing && (
+          <label class="icon-btn attach" title={t('attachFile')}>
+            <input type="file" multiple class="sr-only" aria-label={t('attachFile')}
+              onChange={(e) => { const fs = [...e.currentTarget.files]; e.currentTarget.value = ''; if (fs.length) onFiles(fs); }} />
+            <span aria-hidden="true">📎</span>
+          </label>
+        )}
         <textarea ref={inputRef} rows={1} dir="auto" aria-label={t('messageInput')} placeholder={t('messageInput')} value={text}
-          onKeyDown={onKey} onInput={onInput} maxLength={16384} />
+          onKeyDown={onKey} onInput={onInput} maxLength={16384}
+          onPaste={(e) => { const fs = [...(e.clipboardData?.files || [])]; if (fs.length && !editing) { e.preventDefault(); onFiles(fs); } }} />
         <button type="submit" class="send" aria-label={editing ? t('save') : t('send')} disabled={!text.trim()}><Icon name="send" /></button>
       </div>
     </form>
