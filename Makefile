@@ -18,7 +18,7 @@ SOAK_CI    ?= 1m
 VERSION  ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS  := -s -w -X main.version=$(VERSION)
 
-.PHONY: help build run relay test test-go test-ui ui ui-check fuzz fuzz-smoke bench bench-smoke soak lint fmt clean
+.PHONY: help build run relay test test-go test-mailbox-group test-ui ui ui-check fuzz fuzz-smoke bench bench-smoke soak lint fmt clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -65,6 +65,9 @@ fuzz-smoke: ## run every fuzz target for FUZZTIME (default 20000 executions)
 
 fuzz: ## a longer fuzzing campaign per target: make fuzz FUZZCAMPAIGN=10m
 	$(MAKE) fuzz-smoke FUZZTIME=$(FUZZCAMPAIGN)
+
+test-mailbox-group: ## the five-member mailbox test, not yet reliable (a known gap, issue 13)
+	GLITR_MAILBOX_GROUP=1 $(GO) test -count=1 -run '^TestMailboxGroupNeverOnlineTogether$$' ./node
 
 soak: ## nodes exchanging messages with restarts and kills for SOAK (default 10m), then no loss, no duplicate, equal replicas, no RSS growth
 	GLITR_SOAK=$(SOAK) GLITR_SOAK_NODES=$(SOAK_NODES) $(GO) test -run '^TestSoak$$' -count=1 -v -timeout 2h ./cmd/node

@@ -672,7 +672,6 @@ func (c *Chat) installConversation(ctx context.Context, convID []byte, epoch *ke
 
 // close stops background work.
 func (c *Chat) close() {
-	c.closeDelivery()
 	c.cancel()
 	if c.devices != nil {
 		c.devices.Close()
@@ -699,4 +698,7 @@ func (c *Chat) close() {
 	}
 	c.mu.RUnlock()
 	c.wg.Close()
+	// Last: the blocks written while closing (a delivery receipt) still
+	// go to the mailboxes of the members who are away.
+	c.closeDelivery()
 }

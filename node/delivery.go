@@ -272,9 +272,22 @@ func (o offlineChat) IngestMailbox(ctx context.Context, syncID []byte, envs [][]
 	// A catch-up batch: bad envelopes come back as ErrBadPeer (dropped),
 	// blocks under an epoch not here yet as another error (kept at the
 	// relay, drained again later).
-	_, err := o.c.ingest(ctx, conv, mailboxPeer, envs, false)
-	if errors.Is(err, errDuplicate) {
+	res, err := o.c.ingest(ctx, conv, mailboxPeer, envs, false)
+	for try := 0; try < 3 && (errors.Is(err, errEpochArrived) || (err == nil && res.notReady > 0 && res.committed > 0)); try++ {
+		// The batch installed an epoch (or the links) that later
+		// envelopes of it needed: once more, now that it is here.
+		res, err = o.c.ingest(ctx, conv, mailboxPeer, envs, false)
+	}
+	switch {
+	case errors.Is(err, errDuplicate):
 		return nil
+	case err == nil && (res.staged > 0 || res.notReady > 0):
+		// Held only in memory, waiting for parents or an epoch: acked
+		// once committed, so a restart loses none of them.
+		return fmt.Errorf("%w: %d staged, %d whose links are not here", offline.ErrNotReady, res.staged, res.notReady)
+	case err != nil && !errors.Is(err, ErrBadPeer) && o.c.ctx.Err() == nil:
+		// An epoch not here yet, or the like: not the store's fault.
+		return fmt.Errorf("%w: %w", offline.ErrNotReady, err)
 	}
 	return err
 }

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -448,6 +449,7 @@ func (s *Store) Owners(ctx context.Context, root Ref) ([]string, error) {
 			out = append(out, string(b))
 		}
 	}
+	slices.Sort(out)
 	return out, nil
 }
 

@@ -44,6 +44,12 @@ type Chat interface {
 	IngestMailbox(ctx context.Context, syncID []byte, envelopes [][]byte) error
 }
 
+// ErrNotReady is what Chat.IngestMailbox returns when it holds the
+// envelopes only in part: blocks waiting for parents that have not
+// arrived, or sealed under an epoch not here yet. They stay at the relay
+// and are drained again later; the other conversations' are taken.
+var ErrNotReady = errors.New("offline: envelopes not all taken yet")
+
 // ErrUnknownConversation is what Chat.IngestMailbox returns for a sync id
 // it does not know (a conversation left, or a forged item).
 var ErrUnknownConversation = errors.New("offline: no conversation with that sync id")
@@ -597,6 +603,9 @@ func (s *Service) takeAll(ctx context.Context, items []mailbox.Item) (int, map[m
 		case errors.Is(err, ErrUnknownConversation):
 			bad += len(g.envs)
 			ack(g.items)
+			continue
+		case errors.Is(err, ErrNotReady):
+			s.log.Debug("offline: mailbox envelopes kept for later", "envelopes", len(g.envs), "err", err)
 			continue
 		case !errors.Is(err, protocol.ErrBadPeer):
 			stop = err
