@@ -73,8 +73,10 @@ type Chat struct {
 	ds      ds.Batching
 	log     *slog.Logger
 	catchup *catchup.Engine
-	events  *eventLog
-	now     func() time.Time
+	// catchupReady is set once catchup is (conversations load before it).
+	catchupReady atomic.Bool
+	events       *eventLog
+	now          func() time.Time
 	// clockSkew shifts now (tests of schedules measured in days); 0 in
 	// production.
 	clockSkew atomic.Int64

@@ -185,12 +185,21 @@ func (c *Chat) claimSync(conv *conversation, p peer.ID) time.Duration {
 	return 0
 }
 
+// errEngineStarting: a session asked for before the engine was made.
+var errEngineStarting = errors.New("catch-up engine not started yet")
+
 // runSync runs the session claimSync reserved, and schedules the retries
 // of one that failed.
 func (c *Chat) runSync(ctx context.Context, conv *conversation, p peer.ID) catchup.Stats {
 	ctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
 	defer cancel()
-	st, err := c.catchup.Sync(ctx, p, conv.syncID)
+	// Loading the conversations at start can ask for a session before the
+	// engine exists: it fails, and is retried like any failed one.
+	var st catchup.Stats
+	err := errEngineStarting
+	if c.catchupReady.Load() {
+		st, err = c.catchup.Sync(ctx, p, conv.syncID)
+	}
 	conv.mu.Lock()
 	if err == nil {
 		delete(conv.syncFailures, p)

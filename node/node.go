@@ -215,6 +215,9 @@ func (n *Node) startChat(ctx context.Context, passphrase []byte) error {
 		return fmt.Errorf("open block store: %w", err)
 	}
 	c := newChat(n.chatNet(), id, blocks, n.Store)
+	if err := c.load(ctx); err != nil {
+		return fmt.Errorf("load conversations: %w", err)
+	}
 	// The chat service can start more than once (after linking this
 	// device to another account); its metrics are registered once.
 	n.catchupMetricsOnce.Do(func() {
@@ -243,11 +246,7 @@ func (n *Node) startChat(ctx context.Context, passphrase []byte) error {
 			c.recordSession(st)
 		},
 	})
-	// Loaded after the engine exists: loading can change an epoch, whose
-	// new topics a member may join at once, which starts a catch-up.
-	if err := c.load(ctx); err != nil {
-		return fmt.Errorf("load conversations: %w", err)
-	}
+	c.catchupReady.Store(true)
 	if err := n.startDelivery(ctx, c); err != nil {
 		return err
 	}
