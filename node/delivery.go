@@ -47,6 +47,15 @@ func (n *Node) startDelivery(ctx context.Context, c *Chat) error {
 		return fmt.Errorf("attachments: %w", err)
 	}
 	c.files = fs
+	fs.Start()
+	c.offline.Start()
+	return nil
+}
+
+// prepareOffline makes the mailbox service and this device's mailbox
+// address before the conversations load (loading can announce this
+// device in them); startDelivery starts it.
+func (n *Node) prepareOffline(ctx context.Context, c *Chat) error {
 	secret, err := c.mailboxSecret(ctx)
 	if err != nil {
 		return err
@@ -56,8 +65,6 @@ func (n *Node) startDelivery(ctx context.Context, c *Chat) error {
 	if c.mailboxAddr, err = c.offline.Address(); err != nil {
 		return fmt.Errorf("mailbox address: %w", err)
 	}
-	fs.Start()
-	c.offline.Start()
 	return nil
 }
 

@@ -215,6 +215,9 @@ func (n *Node) startChat(ctx context.Context, passphrase []byte) error {
 		return fmt.Errorf("open block store: %w", err)
 	}
 	c := newChat(n.chatNet(), id, blocks, n.Store)
+	if err := n.prepareOffline(ctx, c); err != nil {
+		return err
+	}
 	if err := c.load(ctx); err != nil {
 		return fmt.Errorf("load conversations: %w", err)
 	}
