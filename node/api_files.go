@@ -9,25 +9,14 @@ import (
 
 var _ webui.AttachmentBackend = (*Node)(nil)
 
-// filesTarget resolves a conversation and a message id for the
-// attachment API.
+// filesTarget is messageTarget for the attachment API, which a node
+// without the attachment service does not offer.
 func (n *Node) filesTarget(id, msg string) (*Chat, *conversation, crdt.MsgID, error) {
-	c, err := n.chat()
-	if err != nil {
-		return nil, nil, crdt.MsgID{}, err
+	c, conv, mid, err := n.messageTarget(id, msg)
+	if err == nil && c.files == nil {
+		err = webui.ErrUnavailable
 	}
-	conv, err := c.resolve(id)
-	if err != nil {
-		return nil, nil, crdt.MsgID{}, apiErr(err)
-	}
-	mid, err := parseMsgID(msg)
-	if err != nil {
-		return nil, nil, crdt.MsgID{}, err
-	}
-	if c.files == nil {
-		return nil, nil, crdt.MsgID{}, webui.ErrUnavailable
-	}
-	return c, conv, mid, nil
+	return c, conv, mid, err
 }
 
 // PostAttachment implements webui.AttachmentBackend.
