@@ -474,6 +474,10 @@ func sumLen(items [][]byte) int {
 	return n
 }
 
+// drainPage caps the items one drain request brings, so a page of the
+// largest envelopes is about 33 MiB in memory.
+const drainPage = 512
+
 // lastKey remembers, per relay, when a drain last completed.
 func lastKey(relay peer.ID) ds.Key { return ds.NewKey("/offline/drained/" + relay.String()) }
 
@@ -512,7 +516,9 @@ func (s *Service) drainRelay(ctx context.Context, relay peer.AddrInfo) (int, err
 		// Kept at the relay until the conversations hold them: acked
 		// only then, so a crash or a full disk loses nothing.
 		var items []mailbox.Item
-		res, err := s.client.Drain(ctx, relay, batch, mailbox.DrainOptions{After: after, Keep: true}, func(it mailbox.Item) error {
+		// At most drainPage items held at once (a relay may send
+		// envelopes of 66 KiB each): the rest come with the next page.
+		res, err := s.client.Drain(ctx, relay, batch, mailbox.DrainOptions{After: after, Keep: true, Limit: drainPage}, func(it mailbox.Item) error {
 			items = append(items, it)
 			return nil
 		})
